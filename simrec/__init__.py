@@ -1,0 +1,14 @@
+"""simrec: simulated users for recommender systems.
+
+>>> import simrec
+>>> simrec.RunConfig().simulation.page_size
+10
+"""
+
+from simrec.config import RunConfig, load_config
+from simrec.errors import ConfigError, InputError, SimrecError
+from simrec.simulator.runner import RunResult, run
+
+__version__ = "0.1.0"
+__all__ = ["ConfigError", "InputError", "RunConfig", "RunResult", "SimrecError", "__version__",
+           "load_config", "run"]

@@ -1,0 +1,1 @@
+"""User agents: personas, memory, taste models and brains."""

@@ -1,0 +1,190 @@
+"""The statistical brain: a calibrated choice model, vectorised over every agent on a page.
+
+Per page view with ``k`` slots:
+
+* examination: position-based, ``P(examine position j) = first_examination * j ** -position_decay``;
+* watch (click) given examined: ``sigmoid(w0 + w_aff * z_affinity + w_pop * conformity * z_pop
+  + w_nov * diversity * novelty + social_weight * conformity * social)``, where the weights are
+  fitted by logistic regression of observed against random items in the seed log, and ``w0``
+  is prior-corrected so that a random examined item is watched at the log's density;
+* rating of a watched item: the fitted biased-MF expectation plus residual noise, quantised to
+  the dataset's scale;
+* leaving after the page: ``sigmoid(leave_base + fatigue * page - w_sat * page_value)``;
+* coming back next tick: the persona's arrival rate scaled by recent satisfaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit, log_expit, logit, ndtri
+
+from simrec.agents.brains.base import PageBatch, PageDecisions
+from simrec.agents.persona import Personas, derive_personas
+from simrec.agents.taste import ChoiceFactors, RatingModel, fit_choice_factors, fit_rating_model
+from simrec.config import UtilityBrainConfig
+from simrec.data.dataset import Dataset
+from simrec.rng import Streams
+
+_MAX_POSITIVES = 200_000
+_NEGATIVES_PER_POSITIVE = 4
+
+
+@dataclass
+class ClickWeights:
+    """Logit weights of the watch model, and the standardisation of its inputs."""
+
+    intercept: float
+    affinity: float
+    popularity: float
+    novelty: float
+    aff_mean: float
+    aff_std: float
+    pop_mean: float
+    pop_std: float
+
+
+class UtilityBrain:
+    """Statistical brain. ``fit(data)`` calibrates it; ``bind(personas, streams)`` prepares the
+    per-agent arrays; ``decide(batch)`` decides a whole batch of pages at once."""
+
+    name = "utility"
+
+    def __init__(self, config: UtilityBrainConfig | None = None, seed: int = 0) -> None:
+        self.config = config or UtilityBrainConfig()
+        self.seed = seed
+        self.choice: ChoiceFactors | None = None
+        self.rating_model: RatingModel | None = None
+        self.weights: ClickWeights | None = None
+        self.z_pop = np.zeros(0, np.float32)
+        self.has_ratings = False
+
+    # ------------------------------------------------------------------ calibration
+
+    def fit(self, data: Dataset) -> Personas:
+        """Calibrate on a seed log; returns one persona per user of ``data``."""
+        c = self.config
+        n_items = data.catalog.n_items
+        self.choice = fit_choice_factors(data.interactions, n_items, c.taste_dim, self.seed)
+        self.rating_model = fit_rating_model(
+            data.interactions, n_items, data.scale, dim=c.taste_dim, reg=c.fit_regularization,
+            sweeps=c.fit_iterations, seed=self.seed,
+        )
+        self.has_ratings = bool(np.isfinite(data.interactions.rating).any())
+        personas = derive_personas(data, self.rating_model.user_bias)
+        self.weights = self._fit_click_weights(data, personas)
+        return personas
+
+    def _fit_click_weights(self, data: Dataset, personas: Personas) -> ClickWeights:
+        log, n_items = data.interactions, data.catalog.n_items
+        g = Streams(self.seed).generator("click-calibration")
+        pos = g.choice(len(log), size=min(len(log), _MAX_POSITIVES), replace=False)
+        users_pos, items_pos = log.user[pos].astype(np.int64), log.item[pos].astype(np.int64)
+        users_neg = np.repeat(users_pos, _NEGATIVES_PER_POSITIVE)
+        items_neg = g.integers(0, n_items, users_neg.size)
+        users = np.concatenate([users_pos, users_neg])
+        items = np.concatenate([items_pos, items_neg])
+        y = np.concatenate([np.ones(users_pos.size), np.zeros(users_neg.size)])
+        aff = np.einsum("nd,nd->n", self.choice.taste[users], self.choice.items[items]).astype(np.float64)
+        aff_neg = aff[users_pos.size:]
+        aff_mean, aff_std = float(aff_neg.mean()), float(aff_neg.std() or 1.0)
+        logpop = np.log1p(data.catalog.popularity.astype(np.float64))
+        pop_mean, pop_std = float(logpop.mean()), float(logpop.std() or 1.0)
+        self.z_pop = ((logpop - pop_mean) / pop_std).astype(np.float32)
+        zp = self.z_pop[items].astype(np.float64)
+        x = np.column_stack([
+            np.ones(y.size), (aff - aff_mean) / aff_std,
+            personas.conformity[users] * zp, personas.diversity[users] * -zp,
+        ])
+        w = _logistic_regression(x, y, l2=1e-3)
+        density = len(log) / max(1, log.n_users * n_items)
+        tau = self.config.random_item_watch_rate or float(np.clip(density, 1e-4, 0.5))
+        ybar = y.mean()
+        intercept = w[0] + logit(tau) - logit(ybar)  # prior correction for the negative sampling
+        return ClickWeights(float(intercept), float(w[1]), float(w[2]), float(w[3]),
+                            aff_mean, aff_std, pop_mean, pop_std)
+
+    # ------------------------------------------------------------------ per-agent state
+
+    def bind(self, personas: Personas, streams: Streams) -> None:
+        """Gather the per-agent arrays the hot path reads (indexed by agent)."""
+        if self.choice is None:
+            raise RuntimeError("UtilityBrain.bind() called before fit()")
+        src = personas.source_user
+        self.streams = streams
+        self.source_user = src
+        self.taste = np.ascontiguousarray(self.choice.taste[src])
+        self.conformity = personas.conformity
+        self.diversity = personas.diversity
+        self.arrival_rate = personas.arrival_rate
+
+    # ------------------------------------------------------------------ decisions
+
+    def decide(self, views: PageBatch) -> PageDecisions:
+        """Decide every page in ``views`` at once (see the module docstring for the model)."""
+        c, w = self.config, self.weights
+        agents, items = views.agents, views.items
+        n, k = items.shape
+        valid = items >= 0
+        safe = np.where(valid, items, 0)
+        u = self.streams.uniform("decide", agents, views.tick, views.page, 3 * k + 1)
+        position = np.arange(1, k + 1, dtype=np.float64)
+        exam_p = c.first_examination * position ** -c.position_decay
+        examined = valid & (u[:, :k] < exam_p[None, :])
+        aff = np.einsum("nd,nkd->nk", self.taste[agents], self.choice.items[safe])
+        zp = self.z_pop[safe]
+        conf = self.conformity[agents][:, None]
+        x = (w.intercept + w.affinity * (aff - w.aff_mean) / w.aff_std
+             + w.popularity * conf * zp + w.novelty * self.diversity[agents][:, None] * -zp)
+        if views.social is not None:
+            x = x + c.social_weight * conf * views.social
+        clicked = examined & (u[:, k : 2 * k] < expit(x))
+        rating = np.full((n, k), np.nan, np.float32)
+        value = clicked.astype(np.float64)
+        if self.has_ratings:
+            rm = self.rating_model
+            expected = rm.expected(self.source_user[agents], safe)
+            sampled = rm.scale.quantise(expected + rm.sigma * ndtri(u[:, 2 * k : 3 * k]))
+            rating = np.where(clicked, sampled, np.nan).astype(np.float32)
+            span = max(rm.scale.high - rm.scale.low, 1e-9)
+            value = np.where(clicked, (sampled - rm.scale.low) / span, 0.0)
+        page_value = np.minimum(1.0, value.sum(axis=1) / 2.0)
+        leave_logit = c.leave_base + c.fatigue_per_page * views.page - c.leave_satisfaction_weight * page_value
+        leave = u[:, 3 * k] < expit(leave_logit)
+        return PageDecisions(examined, clicked, rating, leave, np.full(n, self.name, dtype=object))
+
+    # ------------------------------------------------------------------ sessions
+
+    def arrivals(self, agents: np.ndarray, tick: int, satisfaction: np.ndarray) -> np.ndarray:
+        """Which of ``agents`` (m,) start a session this tick -> (m,) bool."""
+        p = np.clip(self.arrival_rate[agents] * (0.5 + satisfaction[agents]), 0.0, 1.0)
+        return self.streams.uniform("arrive", agents, tick, 0, 1)[:, 0] < p
+
+    def session_value(self, watched_value: np.ndarray, watched: np.ndarray) -> np.ndarray:
+        """Satisfaction from one session: mean value of what was watched, 0.2 for nothing."""
+        return np.where(watched > 0, watched_value / np.maximum(watched, 1), 0.2)
+
+    def end_sessions(
+        self, agents: np.ndarray, tick: int, value: np.ndarray, satisfaction: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """New satisfaction (m,) and churn (m,) bool after sessions worth ``value`` (m,)."""
+        c = self.config
+        s = (1 - c.satisfaction_memory) * satisfaction[agents] + c.satisfaction_memory * value
+        unhappy = s < c.churn_threshold
+        churn = unhappy & (self.streams.uniform("churn", agents, tick, 0, 1)[:, 0] < c.churn_hazard)
+        return s.astype(np.float32), churn
+
+
+def _logistic_regression(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
+    """L2-regularised logistic regression by L-BFGS. x: (m, p), y: (m,) -> (p,) weights."""
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ w
+        nll = -(y * log_expit(z) + (1 - y) * log_expit(-z)).mean() + 0.5 * l2 * (w[1:] @ w[1:])
+        grad = x.T @ (expit(z) - y) / y.size
+        grad[1:] += l2 * w[1:]
+        return float(nll), grad
+
+    return minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B").x

@@ -1,0 +1,125 @@
+"""Taste models fitted from a seed log, all vectorised over users.
+
+* :func:`fit_choice_factors`: what a user would pick. Truncated SVD of the user-normalised
+  binary interaction matrix; ``taste @ item_factors.T`` is the choice affinity.
+* :func:`fit_rating_model`: how a user would rate. Biased matrix factorisation fitted by
+  alternating least squares, each sweep solving all users (then all items) as one batched
+  linear system.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import svds
+
+from simrec.data.dataset import Interactions, RatingScale
+
+_SOLVE_CHUNK = 32768
+
+
+@dataclass
+class ChoiceFactors:
+    """taste: (n_users, d) float32; items: (n_items, d) float32; affinity = taste @ items.T."""
+
+    taste: np.ndarray
+    items: np.ndarray
+
+
+@dataclass
+class RatingModel:
+    """r_hat[u, i] = mu + user_bias[u] + item_bias[i] + user_factors[u] @ item_factors[i].
+
+    user_bias: (n_users,), item_bias: (n_items,), user_factors: (n_users, d),
+    item_factors: (n_items, d), all float32; sigma: residual std of the training ratings.
+    """
+
+    mu: float
+    user_bias: np.ndarray
+    item_bias: np.ndarray
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    sigma: float
+    scale: RatingScale
+
+    def expected(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Expected ratings. ``users``: (n,) and ``items``: (n, k) -> (n, k) float32."""
+        dot = np.einsum("nd,nkd->nk", self.user_factors[users], self.item_factors[items])
+        r = self.mu + self.user_bias[users][:, None] + self.item_bias[items] + dot
+        return np.clip(r, self.scale.low, self.scale.high).astype(np.float32)
+
+
+def fit_choice_factors(log: Interactions, n_items: int, dim: int, seed: int) -> ChoiceFactors:
+    """Truncated SVD of the binary (n_users, n_items) matrix with rows scaled to unit norm."""
+    m = log.matrix(n_items)
+    m.data[:] = 1.0
+    norms = np.sqrt(np.asarray(m.sum(axis=1)).ravel())
+    m = sp.diags(1.0 / np.maximum(norms, 1.0)) @ m
+    k = max(1, min(dim, min(m.shape) - 1))
+    v0 = np.random.default_rng(seed).standard_normal(min(m.shape))
+    u, s, vt = svds(m.astype(np.float64), k=k, v0=v0, random_state=seed)
+    order = np.argsort(-s)
+    u, s, vt = u[:, order], s[order], vt[order]
+    root = np.sqrt(s)
+    taste = (u * root).astype(np.float32)
+    items = (vt.T * root).astype(np.float32)
+    # the SVD sign is arbitrary: fix it so each component's item loadings sum to >= 0
+    sign = np.where(items.sum(axis=0) < 0, -1.0, 1.0).astype(np.float32)
+    return ChoiceFactors(taste * sign, items * sign)
+
+
+def fit_rating_model(
+    log: Interactions, n_items: int, scale: RatingScale, *, dim: int, reg: float, sweeps: int, seed: int
+) -> RatingModel:
+    """Biased MF by ALS on the observed (non-NaN) ratings."""
+    rated = np.isfinite(log.rating)
+    n_users = log.n_users
+    if not rated.any():  # implicit data: a constant model that never rates
+        z = np.zeros
+        return RatingModel(float("nan"), z(n_users, np.float32), z(n_items, np.float32),
+                           z((n_users, dim), np.float32), z((n_items, dim), np.float32), 0.0, scale)
+    u, i, r = log.user[rated], log.item[rated], log.rating[rated].astype(np.float64)
+    mu = float(r.mean())
+    bu, bi = np.zeros(n_users), np.zeros(n_items)
+    for _ in range(3):
+        bi = _group_mean(i, r - mu - bu[u], n_items, reg)
+        bu = _group_mean(u, r - mu - bi[i], n_users, reg)
+    g = np.random.default_rng(seed)
+    p = g.normal(0, 0.05, (n_users, dim))
+    q = g.normal(0, 0.05, (n_items, dim))
+    resid = r - mu - bu[u] - bi[i]
+    r_ui = sp.csr_matrix((resid, (u, i)), shape=(n_users, n_items))
+    r_iu = r_ui.T.tocsr()
+    for _ in range(sweeps):
+        p = _als_sweep(r_ui, q, reg)
+        q = _als_sweep(r_iu, p, reg)
+    pred = mu + bu[u] + bi[i] + np.einsum("nd,nd->n", p[u], q[i])
+    sigma = float(np.sqrt(np.mean((r - np.clip(pred, scale.low, scale.high)) ** 2)))
+    f32 = np.float32
+    return RatingModel(mu, bu.astype(f32), bi.astype(f32), p.astype(f32), q.astype(f32), sigma, scale)
+
+
+def _group_mean(group: np.ndarray, values: np.ndarray, n: int, reg: float) -> np.ndarray:
+    """Shrunk mean per group: sum / (count + reg)."""
+    return np.bincount(group, values, n) / (np.bincount(group, minlength=n) + reg)
+
+
+def _als_sweep(r: sp.csr_matrix, other: np.ndarray, reg: float) -> np.ndarray:
+    """Solve every row's ridge regression ``(O_u^T O_u + reg I) x = O_u^T r_u`` in batches.
+
+    r: (n_rows, n_other) CSR of residuals; other: (n_other, d) -> (n_rows, d).
+    """
+    d = other.shape[1]
+    outer = (other[:, :, None] * other[:, None, :]).reshape(other.shape[0], d * d)
+    indicator = r.copy()
+    indicator.data[:] = 1.0
+    out = np.empty((r.shape[0], d))
+    eye = reg * np.eye(d)
+    for start in range(0, r.shape[0], _SOLVE_CHUNK):
+        sl = slice(start, min(start + _SOLVE_CHUNK, r.shape[0]))
+        a = (indicator[sl] @ outer).reshape(-1, d, d) + eye
+        b = r[sl] @ other
+        out[sl] = np.linalg.solve(a, b[:, :, None])[:, :, 0]
+    return out

@@ -1,0 +1,221 @@
+"""Typed run configuration: pydantic models with ``extra="forbid"``, loaded from YAML or TOML.
+
+A config round-trips: ``load_config(path)`` of the YAML that :func:`dump_config` printed gives an
+equal model.
+
+>>> cfg = RunConfig()
+>>> RunConfig.model_validate(yaml.safe_load(dump_config(cfg))) == cfg
+True
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from simrec.errors import ConfigError
+
+DataFormat = Literal["synthetic", "movielens-100k", "movielens-1m", "movielens-latest", "table"]
+TABLE_COLUMN_KEYS = ("user", "item", "rating", "timestamp", "title", "genres")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticWorldConfig(_Section):
+    """The built-in synthetic world used by the demo and the benchmarks."""
+
+    users: int = Field(2000, gt=0, description="number of users in the world")
+    items: int = Field(3000, gt=0, description="number of items in the catalog")
+    genres: int = Field(18, ge=1, le=64, description="number of genres")
+    dim: int = Field(16, ge=2, le=256, description="latent taste dimensions")
+    interactions_per_user: float = Field(
+        40.0, gt=0, description="mean seed-log interactions per user"
+    )
+    popularity_exponent: float = Field(
+        0.9, ge=0, description="Zipf exponent of item popularity"
+    )
+    log_days: int = Field(180, gt=0, description="days spanned by the seed log")
+
+
+class DataConfig(_Section):
+    """Where the logs that calibrate the population come from."""
+
+    format: DataFormat = "synthetic"
+    path: str | None = Field(None, description="data directory (MovieLens) or file (table)")
+    items_path: str | None = Field(None, description="table format: optional catalog file")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="table format: mapping of user,item,rating,timestamp,title,genres to columns",
+    )
+    synthetic: SyntheticWorldConfig = Field(default_factory=SyntheticWorldConfig)
+
+    @field_validator("columns")
+    @classmethod
+    def _known_column_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(TABLE_COLUMN_KEYS))
+        if unknown:
+            raise ValueError(
+                f"expected keys among {', '.join(TABLE_COLUMN_KEYS)}, got {', '.join(unknown)}"
+            )
+        return v
+
+
+class PopulationConfig(_Section):
+    """Which users and items of the data the simulation uses."""
+
+    users: int | None = Field(
+        None, gt=0, description="agents to simulate (None: one per user in the data); "
+        "fewer are sampled, more are cloned personas",
+    )
+    items: int | None = Field(
+        None, gt=0, description="keep only the N most popular items (None: whole catalog)"
+    )
+
+
+class SimulationConfig(_Section):
+    """Clock, pages and batching."""
+
+    ticks: int = Field(30, gt=0, description="simulated ticks (days by default)")
+    page_size: int = Field(10, gt=0, le=1000, description="items per page (slate size k)")
+    max_pages: int = Field(5, gt=0, le=1000, description="pages a session may last")
+    batch_size: int = Field(
+        8192, gt=0, description="agents per recommend/decide call; never changes the results"
+    )
+    tick_seconds: int = Field(86400, gt=0, description="simulated seconds per tick")
+    start_time: dt.datetime = Field(
+        dt.datetime(2026, 1, 1, tzinfo=dt.UTC), description="timestamp of tick 0"
+    )
+    checkpoint_every: int = Field(5, gt=0, description="ticks between checkpoints")
+
+    @field_validator("start_time")
+    @classmethod
+    def _utc(cls, v: dt.datetime) -> dt.datetime:
+        return v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
+
+
+class PolicyConfig(_Section):
+    """The recommender: a built-in name or ``package.module:ClassName``, and its parameters."""
+
+    name: str = "popular"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class UtilityBrainConfig(_Section):
+    """The statistical brain. Click weights are calibrated by ``fit``; these set the rest."""
+
+    name: Literal["utility"] = "utility"
+    first_examination: float = Field(
+        0.95, gt=0, le=1, description="probability of examining position 1"
+    )
+    position_decay: float = Field(
+        0.5, ge=0, description="examination falls as (position)^-decay"
+    )
+    random_item_watch_rate: float | None = Field(
+        None, gt=0, lt=1,
+        description="P(watch | examined a random item); None: the log's density",
+    )
+    social_weight: float = Field(1.0, ge=0, description="weight of friends' shares x conformity")
+    leave_base: float = Field(-0.8, description="logit of leaving after a page")
+    fatigue_per_page: float = Field(0.45, ge=0, description="added leave logit per page")
+    leave_satisfaction_weight: float = Field(
+        4.0, ge=0, description="how much a good page keeps the user browsing"
+    )
+    satisfaction_memory: float = Field(
+        0.3, gt=0, le=1, description="weight of the last session in satisfaction"
+    )
+    churn_threshold: float = Field(0.15, ge=0, le=1, description="satisfaction below which users may churn")
+    churn_hazard: float = Field(0.05, ge=0, le=1, description="P(churn) per unhappy session")
+    taste_dim: int = Field(16, ge=2, le=256, description="latent dimensions fitted from the log")
+    fit_iterations: int = Field(8, ge=1, le=100, description="ALS sweeps of the rating model")
+    fit_regularization: float = Field(5.0, gt=0, description="L2 penalty of the rating model")
+
+
+class OutputConfig(_Section):
+    """Where and how the run is written."""
+
+    dir: str | None = Field(None, description="run directory (None: datasets_out/<run_id>)")
+    overwrite: bool = Field(False, description="replace a complete run already in dir")
+    row_group_size: int = Field(131072, gt=0, description="events rows per Parquet row group")
+    compression_level: int | None = Field(None, ge=1, le=22, description="zstd level")
+
+
+class RunConfig(_Section):
+    """Everything one run needs. ``simrec run --print-config`` prints it as YAML."""
+
+    name: str | None = Field(None, description="run id (None: derived from the config)")
+    seed: int = Field(0, ge=0, lt=2**63, description="root seed of every random draw")
+    data: DataConfig = Field(default_factory=DataConfig)
+    population: PopulationConfig = Field(default_factory=PopulationConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    brain: UtilityBrainConfig = Field(default_factory=UtilityBrainConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: ``source: field a.b: expected ..., got ...``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = e.get("input")
+        msg = e["msg"].replace("Extra inputs are not permitted", "unknown field")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: field '{loc}': unknown field")
+        else:
+            lines.append(f"{source}: field '{loc}': {msg}, got {got!r}")
+    return "\n".join(lines)
+
+
+def validate_config(raw: Any, source: str = "config") -> RunConfig:
+    """Validate a mapping into a :class:`RunConfig`, raising :class:`ConfigError`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: expected UTF-8 text, found byte {err.object[err.start]:#x} "
+                          f"at offset {err.start}") from None
+    try:
+        if p.suffix.lower() == ".toml":
+            raw = tomllib.loads(text)
+        elif p.suffix.lower() in (".yaml", ".yml"):
+            raw = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"{p}: expected a .yaml, .yml or .toml file, got '{p.suffix}'")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{p}: not valid {p.suffix[1:].upper()}: {err}") from None
+    return validate_config(raw, str(p))
+
+
+def dump_config(cfg: RunConfig, fmt: Literal["yaml", "toml"] = "yaml") -> str:
+    """The full effective config as YAML (or TOML) text that loads back unchanged."""
+    data = cfg.model_dump(mode="json")
+    if fmt == "toml":
+        import tomli_w
+
+        return tomli_w.dumps(_drop_none(data))
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _drop_none(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    return d

@@ -1,0 +1,7 @@
+"""Data: catalogs, interaction logs, loaders for real formats, the synthetic world, output schemas."""
+
+from simrec.data.dataset import Catalog, Dataset, Interactions, RatingScale
+from simrec.data.loaders import FORMATS, load
+from simrec.data.synthetic import make_world
+
+__all__ = ["FORMATS", "Catalog", "Dataset", "Interactions", "RatingScale", "load", "make_world"]

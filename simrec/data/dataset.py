@@ -1,0 +1,147 @@
+"""In-memory data: the item catalog, the interaction log and the rating scale.
+
+Users and items are addressed internally by dense indices ``0..n-1``; the external ids of the
+source data are kept beside them (``Catalog.item_ids``, ``Interactions.user_ids``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+
+@dataclass(frozen=True)
+class RatingScale:
+    """Ratings live on ``low, low + step, ..., high``.
+
+    >>> RatingScale(1.0, 5.0, 1.0).quantise(np.array([0.2, 3.4, 3.6, 9.0]))
+    array([1., 3., 4., 5.])
+    """
+
+    low: float
+    high: float
+    step: float
+
+    def quantise(self, x: np.ndarray) -> np.ndarray:
+        """Round ``x`` (any shape) to the nearest rating on the scale."""
+        q = self.low + np.round((np.asarray(x) - self.low) / self.step) * self.step
+        return np.clip(q, self.low, self.high)
+
+    @classmethod
+    def infer(cls, ratings: np.ndarray) -> RatingScale:
+        """The scale of observed ratings (the smallest gap between distinct values is the step)."""
+        values = np.unique(np.asarray(ratings, dtype=np.float64))
+        if values.size == 0:
+            return cls(1.0, 5.0, 1.0)
+        gaps = np.diff(values)
+        step = float(np.round(gaps.min(), 6)) if gaps.size else 1.0
+        return cls(float(values[0]), float(values[-1]), step)
+
+
+@dataclass
+class Catalog:
+    """Items. Arrays are indexed by item index.
+
+    item_ids: (n_items,) external ids (int64 or object of str)
+    titles: (n_items,) object of str
+    genre_names: the genre vocabulary, length n_genres
+    genres: (n_items, n_genres) bool CSR matrix
+    text: (n_items,) object of str, a short description used by content features and prompts
+    popularity: (n_items,) int64, interactions per item in the seed log
+    """
+
+    item_ids: np.ndarray
+    titles: np.ndarray
+    genre_names: list[str]
+    genres: sp.csr_matrix
+    text: np.ndarray
+    popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_ids.shape[0])
+
+    def genre_lists(self) -> list[list[str]]:
+        """Genre names per item."""
+        names = np.asarray(self.genre_names, dtype=object)
+        g = self.genres.tocsr()
+        return [list(names[g.indices[g.indptr[i] : g.indptr[i + 1]]]) for i in range(self.n_items)]
+
+    def subset(self, keep: np.ndarray) -> Catalog:
+        """The catalog restricted to item indices ``keep`` (in that order)."""
+        return Catalog(
+            item_ids=self.item_ids[keep],
+            titles=self.titles[keep],
+            genre_names=self.genre_names,
+            genres=self.genres[keep],
+            text=self.text[keep],
+            popularity=self.popularity[keep],
+        )
+
+
+@dataclass
+class Interactions:
+    """The seed log. All arrays have shape (n_interactions,).
+
+    user: int32 user index; item: int32 item index; rating: float32 (NaN when implicit);
+    timestamp: int64 Unix seconds. user_ids: (n_users,) the external user ids.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    rating: np.ndarray
+    timestamp: np.ndarray
+    user_ids: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_ids.shape[0])
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def matrix(self, n_items: int, values: np.ndarray | None = None) -> sp.csr_matrix:
+        """(n_users, n_items) CSR of ``values`` (default 1.0); duplicates keep the last value."""
+        v = np.ones(len(self), np.float32) if values is None else values.astype(np.float32)
+        order = np.lexsort((self.timestamp, self.item, self.user))
+        u, i, v = self.user[order], self.item[order], v[order]
+        last = np.ones(u.size, bool)
+        last[:-1] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
+        m = sp.csr_matrix((v[last], (u[last], i[last])), shape=(self.n_users, n_items))
+        m.sort_indices()
+        return m
+
+    def to_arrow(self) -> pa.Table:
+        """The log as an Arrow table with columns user_index, item_index, rating, timestamp."""
+        return pa.table(
+            {
+                "user_index": pa.array(self.user, pa.int32()),
+                "item_index": pa.array(self.item, pa.int32()),
+                "rating": pa.array(self.rating, pa.float32()),
+                "timestamp": pa.array(self.timestamp, pa.int64()),
+            }
+        )
+
+
+@dataclass
+class Dataset:
+    """A catalog, a seed log over it, its rating scale and where it came from."""
+
+    catalog: Catalog
+    interactions: Interactions
+    scale: RatingScale
+    source: str
+    file_hashes: dict[str, str] = field(default_factory=dict)
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,392 @@
+"""Loaders for real interaction logs: MovieLens 100k / 1m / latest and generic tables.
+
+Every loader validates at the door and raises :class:`~simrec.errors.InputError` with a message
+naming the file (and column), what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from simrec.data.dataset import Catalog, Dataset, Interactions, RatingScale, file_sha256
+from simrec.errors import InputError
+
+ML100K_GENRES = [
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
+    "Sci-Fi", "Thriller", "War", "Western",
+]
+FORMATS = ("movielens-100k", "movielens-1m", "movielens-latest", "table")
+
+
+def load(
+    fmt: str,
+    path: str | Path,
+    *,
+    columns: dict[str, str] | None = None,
+    items_path: str | Path | None = None,
+) -> Dataset:
+    """Load a dataset of format ``fmt`` from ``path`` (a directory for MovieLens, a file for table)."""
+    if fmt == "movielens-100k":
+        return load_movielens_100k(path)
+    if fmt == "movielens-1m":
+        return load_movielens_1m(path)
+    if fmt == "movielens-latest":
+        return load_movielens_latest(path)
+    if fmt == "table":
+        return load_table(path, columns or {}, items_path=items_path)
+    raise InputError(f"unknown data format '{fmt}': expected one of {', '.join(FORMATS)}")
+
+
+# ---------------------------------------------------------------- reading text safely
+
+
+def _require_file(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise InputError(f"{path}: {what} not found")
+    if not path.is_file():
+        raise InputError(f"{path}: expected a file ({what}), found a directory")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty, expected {what}")
+    return path
+
+
+def _require_dir(path: Path, fmt: str) -> Path:
+    if not path.exists():
+        raise InputError(f"{path}: data directory not found")
+    if not path.is_dir():
+        raise InputError(f"{path}: expected a {fmt} directory, found a file")
+    return path
+
+
+def check_utf8(path: Path) -> None:
+    """Raise InputError at the first byte that is not valid UTF-8 (streamed, any file size)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as err:
+                bad = offset + err.start
+                line += block[: err.start].count(b"\n")
+                raise InputError(
+                    f"{path}: expected UTF-8 text, found byte {block[err.start]:#04x} "
+                    f"at offset {bad} (line {line})"
+                ) from None
+            line += block.count(b"\n")
+            offset += len(block)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: expected UTF-8 text, found a truncated character at the end") from None
+
+
+def _read_delimited(
+    path: Path, sep: str, names: list[str] | None, encoding: str, what: str
+) -> pd.DataFrame:
+    """Read a delimited text file as strings. ``names=None`` means the file has a header."""
+    _require_file(path, what)
+    if encoding == "utf-8":
+        check_utf8(path)
+    text = path.read_bytes().decode(encoding)
+    if sep == "::":
+        text, sep = text.replace("::", "\t"), "\t"
+    quoting = csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE
+    try:
+        df = pd.read_csv(
+            io.StringIO(text), sep=sep, header=None if names else 0, names=names, dtype=str,
+            keep_default_na=False, quoting=quoting, index_col=False, engine="c",
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise InputError(f"{path}: expected {what} ({_sep_name(sep)}-separated), "
+                         f"could not parse: {str(err).strip()}") from None
+    if df.empty:
+        raise InputError(f"{path}: no rows, expected {what}")
+    return df
+
+
+def _sep_name(sep: str) -> str:
+    return {"\t": "tab", ",": "comma", "|": "pipe"}.get(sep, repr(sep))
+
+
+def _numeric(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.ndarray:
+    """Column ``col`` as float64, or InputError naming the first bad row."""
+    raw = df[col]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        row = int(bad[0])
+        raise InputError(
+            f"{path}: column '{col}': expected numbers, found {str(raw.iloc[row])!r} "
+            f"at line {row + 1 + header_lines} ({bad.size} bad value(s))"
+        )
+    return values
+
+
+def _timestamps(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.ndarray:
+    """Unix seconds from numbers or ISO-8601 strings."""
+    numeric = pd.to_numeric(df[col], errors="coerce")
+    if numeric.notna().all():
+        return numeric.to_numpy(np.float64).astype(np.int64)
+    parsed = pd.to_datetime(df[col], errors="coerce", utc=True)
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if bad.size:
+        row = int(bad[0])
+        raise InputError(
+            f"{path}: column '{col}': expected Unix seconds or ISO-8601 times, found "
+            f"{str(df[col].iloc[row])!r} at line {row + 1 + header_lines}"
+        )
+    delta = parsed - pd.Timestamp(0, tz="UTC")
+    return (delta // pd.Timedelta(seconds=1)).to_numpy(np.int64)
+
+
+def _require_columns(df: pd.DataFrame, needed: list[str], path: Path) -> None:
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}; "
+            f"found {', '.join(repr(c) for c in df.columns)}"
+        )
+
+
+# ---------------------------------------------------------------- assembling a dataset
+
+
+def build_dataset(
+    *,
+    users: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    timestamps: np.ndarray,
+    catalog_ids: np.ndarray,
+    titles: np.ndarray,
+    genre_lists: list[list[str]],
+    ratings_file: Path,
+    items_file: Path | None,
+    source: str,
+    files: list[Path],
+) -> Dataset:
+    """Validate ids and assemble a :class:`Dataset`. Arrays of the log are (n_interactions,)."""
+    catalog_ids = _normalise_ids(catalog_ids)
+    items = _normalise_ids(items)
+    users = _normalise_ids(users)
+    ids, counts = np.unique(catalog_ids, return_counts=True)
+    if (counts > 1).any():
+        dup = ids[counts > 1]
+        raise InputError(
+            f"{items_file}: duplicate item id(s): {', '.join(map(str, dup[:5]))}"
+            f"{' ...' if dup.size > 5 else ''} ({dup.size} in all); expected each item once"
+        )
+    order = np.argsort(catalog_ids, kind="stable")
+    sorted_ids = catalog_ids[order]
+    pos = np.searchsorted(sorted_ids, items)
+    pos_clipped = np.minimum(pos, sorted_ids.size - 1)
+    known = sorted_ids[pos_clipped] == items
+    if not known.all():
+        unknown = np.unique(items[~known])
+        raise InputError(
+            f"{ratings_file}: {int((~known).sum())} rating(s) reference item id(s) not in "
+            f"{items_file}: {', '.join(map(str, unknown[:5]))}{' ...' if unknown.size > 5 else ''}"
+        )
+    item_index = order[pos_clipped].astype(np.int32)
+    user_ids, user_index = np.unique(users, return_inverse=True)
+    vocab = sorted({g for gl in genre_lists for g in gl})
+    gidx = {g: j for j, g in enumerate(vocab)}
+    rows = np.repeat(np.arange(len(genre_lists)), [len(gl) for gl in genre_lists])
+    cols = np.fromiter((gidx[g] for gl in genre_lists for g in gl), np.int64, rows.size)
+    genres = sp.csr_matrix(
+        (np.ones(rows.size, bool), (rows, cols)), shape=(len(genre_lists), max(len(vocab), 1))
+    )
+    texts = np.array(
+        [f"{t}. Genres: {', '.join(gl) if gl else 'none listed'}." for t, gl in zip(titles, genre_lists, strict=True)],
+        dtype=object,
+    )
+    popularity = np.bincount(item_index, minlength=catalog_ids.size).astype(np.int64)
+    catalog = Catalog(catalog_ids, titles.astype(object), vocab, genres, texts, popularity)
+    log = Interactions(
+        user=user_index.astype(np.int32), item=item_index,
+        rating=ratings.astype(np.float32), timestamp=timestamps.astype(np.int64), user_ids=user_ids,
+    )
+    rated = ratings[np.isfinite(ratings)]
+    scale = RatingScale.infer(rated) if rated.size else RatingScale(1.0, 1.0, 1.0)
+    hashes = {str(f): file_sha256(str(f)) for f in files}
+    return Dataset(catalog, log, scale, source, hashes)
+
+
+def _normalise_ids(ids: np.ndarray) -> np.ndarray:
+    """Integer-looking ids become int64; anything else stays as str objects."""
+    arr = np.asarray(ids)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64)
+    s = pd.Series(arr, dtype=object).astype(str).str.strip()
+    as_int = pd.to_numeric(s, errors="coerce")
+    if as_int.notna().all() and (as_int == as_int.round()).all():
+        return as_int.to_numpy(np.int64)
+    return s.to_numpy(dtype=object)
+
+
+# ---------------------------------------------------------------- MovieLens
+
+
+def load_movielens_100k(path: str | Path) -> Dataset:
+    """ml-100k: ``u.data`` (tab: user item rating timestamp), ``u.item`` (pipe, Latin-1)."""
+    root = _require_dir(Path(path), "movielens-100k")
+    data_file, item_file = root / "u.data", root / "u.item"
+    df = _read_delimited(data_file, "\t", ["user", "item", "rating", "timestamp"], "latin-1",
+                         "ratings (user item rating timestamp)")
+    _require_file(item_file, "item file u.item")
+    text = item_file.read_bytes().decode("latin-1")
+    genre_names = ML100K_GENRES
+    genre_file = root / "u.genre"
+    if genre_file.is_file():
+        pairs = [ln.split("|") for ln in genre_file.read_text("latin-1").splitlines() if ln.strip()]
+        genre_names = [p[0] for p in sorted(pairs, key=lambda p: int(p[1]))]
+    ids, titles, genre_lists = [], [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 5 + len(genre_names):
+            raise InputError(
+                f"{item_file}: line {n}: expected {5 + len(genre_names)} pipe-separated fields "
+                f"(id|title|release|video release|url|{len(genre_names)} genre flags), "
+                f"found {len(fields)}"
+            )
+        ids.append(fields[0])
+        titles.append(fields[1])
+        flags = fields[5:]
+        genre_lists.append([g for g, f in zip(genre_names, flags, strict=True) if f.strip() == "1"])
+    if not ids:
+        raise InputError(f"{item_file}: no rows, expected items")
+    return build_dataset(
+        users=df["user"].to_numpy(), items=df["item"].to_numpy(),
+        ratings=_numeric(df, "rating", data_file, 0), timestamps=_timestamps(df, "timestamp", data_file, 0),
+        catalog_ids=np.asarray(ids), titles=np.asarray(titles, dtype=object), genre_lists=genre_lists,
+        ratings_file=data_file, items_file=item_file, source="movielens-100k",
+        files=[data_file, item_file],
+    )
+
+
+def load_movielens_1m(path: str | Path) -> Dataset:
+    """ml-1m: ``ratings.dat`` and ``movies.dat``, ``::``-separated, Latin-1."""
+    root = _require_dir(Path(path), "movielens-1m")
+    rfile, mfile = root / "ratings.dat", root / "movies.dat"
+    df = _read_delimited(rfile, "::", ["user", "item", "rating", "timestamp"], "latin-1",
+                         "ratings (UserID::MovieID::Rating::Timestamp)")
+    movies = _read_delimited(mfile, "::", ["item", "title", "genres"], "latin-1",
+                             "movies (MovieID::Title::Genres)")
+    return _movielens_assemble(df, movies, rfile, mfile, "movielens-1m", header_lines=0)
+
+
+def load_movielens_latest(path: str | Path) -> Dataset:
+    """ml-latest / ml-latest-small / ml-25m/32m: ``ratings.csv`` and ``movies.csv`` with headers, UTF-8."""
+    root = _require_dir(Path(path), "movielens-latest")
+    rfile, mfile = root / "ratings.csv", root / "movies.csv"
+    df = _read_delimited(rfile, ",", None, "utf-8", "ratings (userId,movieId,rating,timestamp)")
+    _require_columns(df, ["userId", "movieId", "rating", "timestamp"], rfile)
+    df = df.rename(columns={"userId": "user", "movieId": "item"})
+    movies = _read_delimited(mfile, ",", None, "utf-8", "movies (movieId,title,genres)")
+    _require_columns(movies, ["movieId", "title", "genres"], mfile)
+    movies = movies.rename(columns={"movieId": "item"})
+    return _movielens_assemble(df, movies, rfile, mfile, "movielens-latest", header_lines=1)
+
+
+def _movielens_assemble(
+    df: pd.DataFrame, movies: pd.DataFrame, rfile: Path, mfile: Path, source: str, header_lines: int
+) -> Dataset:
+    genre_lists = [
+        [] if g in ("", "(no genres listed)") else g.split("|") for g in movies["genres"].tolist()
+    ]
+    return build_dataset(
+        users=df["user"].to_numpy(), items=df["item"].to_numpy(),
+        ratings=_numeric(df, "rating", rfile, header_lines),
+        timestamps=_timestamps(df, "timestamp", rfile, header_lines),
+        catalog_ids=movies["item"].to_numpy(), titles=movies["title"].to_numpy(dtype=object),
+        genre_lists=genre_lists, ratings_file=rfile, items_file=mfile, source=source,
+        files=[rfile, mfile],
+    )
+
+
+# ---------------------------------------------------------------- generic tables
+
+
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    _require_file(path, what)
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):
+        return _read_delimited(path, "\t" if suffix == ".tsv" else ",", None, "utf-8", what)
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        check_utf8(path)
+        try:
+            df = pd.read_json(path, lines=True, dtype=False)
+        except ValueError as err:
+            raise InputError(f"{path}: expected JSON Lines ({what}), could not parse: {err}") from None
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            df = pq.read_table(path).to_pandas()
+        except Exception as err:  # pyarrow raises several types for corrupt files
+            raise InputError(f"{path}: expected a Parquet file ({what}), could not read: {err}") from None
+    else:
+        raise InputError(f"{path}: expected a .csv, .tsv, .jsonl or .parquet file, got '{suffix}'")
+    if df.empty:
+        raise InputError(f"{path}: no rows, expected {what}")
+    return df.astype({c: str for c in df.columns if df[c].dtype == object})
+
+
+def load_table(
+    path: str | Path, columns: dict[str, str], *, items_path: str | Path | None = None
+) -> Dataset:
+    """Any CSV/TSV/Parquet/JSONL log. ``columns`` maps user, item (required), rating, timestamp
+    (optional) and, for the items file, item, title, genres (``|``-separated) to column names."""
+    p = Path(path)
+    for key in ("user", "item"):
+        if key not in columns:
+            raise InputError(f"--columns: expected a mapping for '{key}' (e.g. {key}=<column>), "
+                             f"got {', '.join(f'{k}={v}' for k, v in columns.items()) or 'none'}")
+    df = _read_table(p, "interactions")
+    header = 1 if p.suffix.lower() in (".csv", ".tsv", ".txt") else 0
+    log_cols = {k: v for k, v in columns.items() if k in ("user", "item", "rating", "timestamp")}
+    _require_columns(df, list(log_cols.values()), p)
+    for k in ("user", "item"):
+        empty = np.flatnonzero(df[columns[k]].astype(str).str.strip().to_numpy() == "")
+        if empty.size:
+            raise InputError(f"{p}: column '{columns[k]}': expected an id, found an empty value "
+                             f"at line {int(empty[0]) + 1 + header}")
+    ratings = (_numeric(df, columns["rating"], p, header) if "rating" in columns
+               else np.full(len(df), np.nan))
+    timestamps = (_timestamps(df, columns["timestamp"], p, header) if "timestamp" in columns
+                  else np.zeros(len(df), np.int64))
+    files = [p]
+    if items_path is not None:
+        ip = Path(items_path)
+        items = _read_table(ip, "items")
+        icol = columns.get("item")
+        needed = [icol] + [columns[k] for k in ("title", "genres") if k in columns]
+        _require_columns(items, needed, ip)
+        catalog_ids = items[icol].to_numpy()
+        titles = (items[columns["title"]].astype(str).to_numpy(dtype=object) if "title" in columns
+                  else np.asarray([str(i) for i in catalog_ids], dtype=object))
+        genre_lists = ([[] if not g or g == "nan" else g.split("|") for g in items[columns["genres"]].astype(str)]
+                       if "genres" in columns else [[] for _ in catalog_ids])
+        files.append(ip)
+    else:
+        ip = p
+        catalog_ids = pd.unique(_normalise_ids(df[columns["item"]].to_numpy()))
+        titles = np.asarray([str(i) for i in catalog_ids], dtype=object)
+        genre_lists = [[] for _ in catalog_ids]
+    return build_dataset(
+        users=df[columns["user"]].to_numpy(), items=df[columns["item"]].to_numpy(),
+        ratings=ratings, timestamps=timestamps, catalog_ids=np.asarray(catalog_ids),
+        titles=titles, genre_lists=genre_lists, ratings_file=p, items_file=ip, source="table",
+        files=files,
+    )

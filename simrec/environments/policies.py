@@ -1,0 +1,151 @@
+"""Built-in policies: ``random`` and ``popular``. Both exclude what each user already consumed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+from scipy.special import gammaln
+
+from simrec.data.dataset import Catalog
+from simrec.environments.base import (
+    PolicyRandomness,
+    Recommender,
+    Slates,
+    excluded_mask,
+    first_k,
+    resolve_class,
+)
+from simrec.errors import ConfigError
+
+
+class RandomPolicy:
+    """Uniform without replacement over the items a user may still see.
+
+    Exact propensities: with ``A`` allowed items, every item is at every position with
+    probability ``1/A``; the slate's probability is ``prod_j 1/(A - j)``.
+    """
+
+    name = "random"
+
+    def __init__(self) -> None:
+        self.n_items = 0
+
+    def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
+        self.n_items = catalog.n_items
+
+    def recommend(
+        self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
+    ) -> Slates:
+        n = users.shape[0]
+        n_excluded = np.zeros(n, np.int64) if exclude is None else np.diff(exclude.indptr)
+        allowed_total = self.n_items - n_excluded
+        items = np.full((n, k), -1, np.int64)
+        todo = np.arange(n)
+        width = 2 * k + 16
+        for round_ in range(64):
+            if todo.size == 0:
+                break
+            u = rng.uniform(users[todo], width, round_)
+            cand = np.minimum((u * self.n_items).astype(np.int64), self.n_items - 1)
+            # rejection sampling: drop excluded items and repeats, keep draw order
+            ex = exclude[todo] if exclude is not None else None
+            ok = ~excluded_mask(cand, ex) & _first_occurrence(cand)
+            if round_ > 0:  # continue filling rows that ran short in an earlier round
+                prev = items[todo]
+                ok &= ~(cand[:, :, None] == prev[:, None, :]).any(axis=2)
+                merged = np.concatenate([prev, np.where(ok, cand, -1)], axis=1)
+                chosen, found = first_k(merged, merged >= 0, k)
+            else:
+                chosen, found = first_k(cand, ok, k)
+            items[todo] = chosen
+            need = np.minimum(k, allowed_total[todo])
+            todo = todo[found < need]
+            width *= 2
+        valid = items >= 0
+        a = np.maximum(allowed_total, 1).astype(np.float64)
+        pscore_ip = np.where(valid, 1.0 / a[:, None], 1.0)
+        n_shown = valid.sum(axis=1)
+        log_slate = gammaln(a - n_shown + 1) - gammaln(a + 1)  # log prod_j 1 / (A - j)
+        return Slates(items, np.zeros((n, k), np.float32), pscore_ip, np.exp(log_slate), False)
+
+
+def _first_occurrence(cand: np.ndarray) -> np.ndarray:
+    """(n, m) -> (n, m) bool, True where the value did not occur earlier in its row."""
+    order = np.argsort(cand, axis=1, kind="stable")
+    s = np.take_along_axis(cand, order, axis=1)
+    first_sorted = np.ones(cand.shape, bool)
+    first_sorted[:, 1:] = s[:, 1:] != s[:, :-1]
+    out = np.empty(cand.shape, bool)
+    np.put_along_axis(out, order, first_sorted, axis=1)
+    return out
+
+
+class PopularPolicy:
+    """Most-interacted items first (ties by item index); deterministic.
+
+    Parameters
+    ----------
+    half_life_days:
+        If set, each interaction counts ``0.5 ** (age / half_life)`` relative to the newest one.
+    """
+
+    name = "popular"
+
+    def __init__(self, half_life_days: float | None = None) -> None:
+        if half_life_days is not None and not half_life_days > 0:
+            raise ConfigError(f"policy.params.half_life_days: expected a positive number, got {half_life_days!r}")
+        self.half_life_days = half_life_days
+        self.ranking = np.zeros(0, np.int64)
+        self.scores = np.zeros(0, np.float32)
+
+    def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
+        items = interactions.column("item_index").to_numpy().astype(np.int64)
+        weights = None
+        if self.half_life_days is not None and len(items):
+            ts = interactions.column("timestamp").to_numpy().astype(np.float64)
+            weights = 0.5 ** ((ts.max() - ts) / (self.half_life_days * 86400.0))
+        counts = np.bincount(items, weights=weights, minlength=catalog.n_items).astype(np.float64)
+        self.ranking = np.lexsort((np.arange(catalog.n_items), -counts))
+        self.scores = (counts / max(counts.max(), 1e-12)).astype(np.float32)
+
+    def recommend(
+        self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
+    ) -> Slates:
+        n = users.shape[0]
+        items = np.full((n, k), -1, np.int64)
+        todo = np.arange(n)
+        width = k + 32
+        while todo.size:
+            cand = np.broadcast_to(self.ranking[: min(width, self.ranking.size)], (todo.size, min(width, self.ranking.size)))
+            ex = exclude[todo] if exclude is not None else None
+            chosen, found = first_k(cand, ~excluded_mask(np.ascontiguousarray(cand), ex), k)
+            items[todo] = chosen
+            if width >= self.ranking.size:
+                break
+            todo = todo[found < k]
+            width *= 4
+        valid = items >= 0
+        scores = np.where(valid, self.scores[np.maximum(items, 0)], 0.0).astype(np.float32)
+        return Slates(items, scores, np.ones((n, k)), np.ones(n), True)
+
+
+POLICIES: dict[str, type] = {"random": RandomPolicy, "popular": PopularPolicy}
+
+
+def make_policy(name: str, params: dict[str, Any]) -> Recommender:
+    """Instantiate a built-in policy or ``package.module:ClassName`` with ``params``."""
+    cls = resolve_class(name, POLICIES, "policy")
+    try:
+        policy = cls(**params)
+    except TypeError as err:
+        raise ConfigError(f"policy.params for '{name}': {err}") from None
+    missing = [m for m in ("name", "fit", "recommend") if not hasattr(policy, m)]
+    if missing:
+        raise ConfigError(
+            f"policy '{name}': expected a Recommender (attributes name, fit, recommend), "
+            f"missing {', '.join(missing)}"
+        )
+    return policy

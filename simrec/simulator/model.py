@@ -1,0 +1,288 @@
+"""SimulationModel: a population of UserAgents browsing a recommender, one tick at a time.
+
+Per tick: arrivals (activity x satisfaction), then pages for every agent in session, batched:
+one ``recommend`` and one ``decide`` call per batch of agents per page. Events are buffered for
+the tick, put in canonical order (user, page, position) and handed to the recorder; state
+(satisfaction, churn, memory, what was consumed) is updated; the Mesa DataCollector records the
+tick's aggregates.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import mesa
+import numpy as np
+import scipy.sparse as sp
+
+from simrec.agents.brains.base import PageBatch
+from simrec.agents.brains.utility import UtilityBrain
+from simrec.agents.memory import MemoryStore
+from simrec.agents.persona import Personas
+from simrec.agents.user import UserAgent
+from simrec.config import SimulationConfig
+from simrec.data.dataset import Catalog, Interactions, RatingScale
+from simrec.data.schemas import METRIC_COLUMNS
+from simrec.environments.base import PolicyRandomness, Recommender
+from simrec.rng import Streams
+from simrec.simulator.recorder import EventRecorder
+
+_PAGE_SECONDS = 60
+
+
+@dataclass
+class _TickBuffer:
+    columns: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    sessions: list[np.ndarray] = field(default_factory=list)
+    pages: int = 0
+
+    def add(self, **cols: np.ndarray) -> None:
+        for k, v in cols.items():
+            self.columns.setdefault(k, []).append(v)
+
+    def concat(self) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) for k, v in self.columns.items()}
+
+
+def gini(counts: np.ndarray) -> float:
+    """Gini coefficient of non-negative counts (n,); 0 = equal, -> 1 = concentrated.
+
+    >>> round(gini(np.array([1, 1, 1, 1])), 3), round(gini(np.array([0, 0, 0, 8])), 3)
+    (0.0, 0.75)
+    """
+    x = np.sort(np.asarray(counts, dtype=np.float64))
+    n, total = x.size, x.sum()
+    if n == 0 or total == 0:
+        return 0.0
+    return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * total))
+
+
+class SimulationModel(mesa.Model):
+    """The simulation. ``step()`` runs one tick; ``recorder`` (optional) receives the events.
+
+    personas: one row per agent; seed_log: the log the personas came from (what each source user
+    already consumed is excluded from recommendations).
+    """
+
+    def __init__(
+        self, *, personas: Personas, catalog: Catalog, seed_log: Interactions, scale: RatingScale,
+        brain: UtilityBrain, policy: Recommender, sim: SimulationConfig, seed: int,
+        recorder: EventRecorder | None = None, per_agent: bool = False,
+    ) -> None:
+        super().__init__(seed=seed)
+        self.streams = Streams(seed)
+        self.personas, self.catalog, self.scale = personas, catalog, scale
+        self.brain, self.policy, self.sim = brain, policy, sim
+        self.recorder = recorder
+        self.per_agent = per_agent
+        self.n_agents = len(personas)
+        self.tick = 0
+        self.satisfaction = np.full(self.n_agents, 0.5, np.float32)
+        self.churned = np.zeros(self.n_agents, bool)
+        self.memory = MemoryStore(self.n_agents)
+        seen = seed_log.matrix(catalog.n_items)
+        seen.data[:] = 1.0
+        self.consumed = seen[personas.source_user].tocsr()
+        self.consumed.sort_indices()
+        self.decided_by_vocab: list[str] = []
+        self._vocab_index: dict[str, int] = {}
+        self.totals = {k: 0 for k in ("sessions", "pages", "impressions", "clicks", "ratings")}
+        UserAgent.create_agents(self, self.n_agents, np.arange(self.n_agents))
+        self.agent_list: list[UserAgent] = list(self.agents)
+        self.datacollector = mesa.DataCollector(
+            model_reporters={k: _reporter(k) for k in METRIC_COLUMNS}
+        )
+        self.last_metrics: dict[str, float] = {}
+        self._buf = _TickBuffer()
+
+    # ------------------------------------------------------------------ a tick
+
+    def step(self) -> None:
+        """One tick: arrivals, sessions (batched or per agent), bookkeeping, metrics."""
+        self._buf = _TickBuffer()
+        if self.per_agent:
+            self.agents.shuffle_do("step")
+        else:
+            alive = np.flatnonzero(~self.churned)
+            arriving = alive[self.brain.arrivals(alive, self.tick, self.satisfaction)]
+            self.browse(arriving)
+        self._end_tick()
+        self.datacollector.collect(self)
+        self.tick += 1
+
+    def browse(self, agents: np.ndarray) -> None:
+        """Sessions for ``agents`` (m,) sorted int64: pages until each one leaves."""
+        m, k, max_pages = agents.size, self.sim.page_size, self.sim.max_pages
+        if m == 0:
+            return
+        self._buf.sessions.append(agents)
+        shown = np.full((m, max_pages * k), -1, np.int64)
+        value = np.zeros(m)
+        watched = np.zeros(m, np.int64)
+        in_session = np.arange(m)
+        for page in range(max_pages):
+            if in_session.size == 0:
+                break
+            leave = np.zeros(m, bool)
+            for start in range(0, in_session.size, self.sim.batch_size):
+                rows = in_session[start : start + self.sim.batch_size]
+                v, w, lv = self._page(agents[rows], shown[rows, : page * k], page, shown, rows)
+                value[rows] += v
+                watched[rows] += w
+                leave[rows] = lv
+            in_session = in_session[~leave[in_session]]
+        self._buf.add(session_agents=agents, session_value=value, session_watched=watched)
+
+    def _page(self, agents: np.ndarray, earlier: np.ndarray, page: int, shown: np.ndarray,
+              rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = self.sim.page_size
+        exclude = self._exclusions(agents, earlier)
+        slates = self.policy.recommend(
+            agents, k, exclude=exclude, rng=PolicyRandomness(self.streams, self.tick, page)
+        )
+        shown[rows, page * k : (page + 1) * k] = slates.items
+        batch = PageBatch(agents, slates.items, slates.scores, page, self.tick, model=self)
+        d = self.brain.decide(batch)
+        valid = slates.items >= 0
+        leave = d.leave | ~valid.any(axis=1)
+        if self.scale.high > self.scale.low:
+            norm = (np.nan_to_num(d.rating, nan=self.scale.low) - self.scale.low) / (self.scale.high - self.scale.low)
+        else:
+            norm = np.ones(d.rating.shape)
+        value = np.where(d.clicked, norm, 0.0).sum(axis=1)
+        r, c = np.nonzero(valid)
+        codes = np.array([self._code(x) for x in d.decided_by], np.int32) if len(set(d.decided_by)) > 1 \
+            else np.full(agents.size, self._code(d.decided_by[0]) if agents.size else 0, np.int32)
+        self._buf.pages += agents.size
+        self._buf.add(
+            agent=agents[r], page=np.full(r.size, page, np.int16), position=c.astype(np.int16),
+            item=slates.items[r, c], score=slates.scores[r, c],
+            pscore_item_position=slates.pscore_item_position[r, c],
+            pscore_slate=np.asarray(slates.pscore_slate, np.float64)[r],
+            exact=np.full(r.size, not slates.deterministic), examined=d.examined[r, c],
+            clicked=d.clicked[r, c], rating=d.rating[r, c], left_after=leave[r],
+            decided_by=codes[r],
+        )
+        return value, d.clicked.sum(axis=1), leave
+
+    def _code(self, label: str) -> int:
+        if label not in self._vocab_index:
+            self._vocab_index[label] = len(self.decided_by_vocab)
+            self.decided_by_vocab.append(label)
+        return self._vocab_index[label]
+
+    def _exclusions(self, agents: np.ndarray, earlier: np.ndarray) -> sp.csr_matrix:
+        """(m, n_items) CSR: what each agent consumed plus what this session already showed."""
+        base = self.consumed[agents]
+        if earlier.shape[1] == 0:
+            return base
+        r, c = np.nonzero(earlier >= 0)
+        extra = sp.csr_matrix((np.ones(r.size, np.float32), (r, earlier[r, c])), shape=base.shape)
+        out = (base + extra).tocsr()
+        out.sort_indices()
+        return out
+
+    # ------------------------------------------------------------------ end of tick
+
+    def _end_tick(self) -> None:
+        t, k, n_items = self.tick, self.sim.page_size, self.catalog.n_items
+        cols = self._buf.concat() if self._buf.columns else {}
+        sessions = cols.get("session_agents", np.zeros(0, np.int64))
+        n_rows = cols["agent"].size if "agent" in cols else 0
+        order = np.argsort(cols["agent"], kind="stable") if n_rows else np.zeros(0, np.int64)
+        ev = {name: cols[name][order] for name in cols if name not in
+              ("session_agents", "session_value", "session_watched")} if n_rows else {}
+        if sessions.size:
+            s_order = np.argsort(sessions, kind="stable")
+            sessions = sessions[s_order]
+            value = cols["session_value"][s_order]
+            watched = cols["session_watched"][s_order]
+            sat, churn = self.brain.end_sessions(
+                sessions, t, self.brain.session_value(value, watched), self.satisfaction
+            )
+            self.satisfaction[sessions] = sat
+            self.churned[sessions] |= churn
+        if n_rows:
+            self._update_state(ev)
+            if self.recorder is not None:
+                self.recorder.add_tick(self._event_columns(ev))
+        elif self.recorder is not None:
+            self.recorder.add_tick({"tick": np.zeros(0, np.int32)})
+        clicks = int(ev["clicked"].sum()) if n_rows else 0
+        rated = ev["rating"][np.isfinite(ev["rating"])] if n_rows else np.zeros(0)
+        shown_items = np.unique(ev["item"]) if n_rows else np.zeros(0)
+        click_counts = np.bincount(ev["item"][ev["clicked"]], minlength=n_items) if n_rows else np.zeros(n_items)
+        self.last_metrics = {
+            "tick": t, "active_users": int(sessions.size), "sessions": int(sessions.size),
+            "pages": int(self._buf.pages), "impressions": n_rows, "clicks": clicks,
+            "ctr": clicks / n_rows if n_rows else 0.0,
+            "mean_rating": float(rated.mean()) if rated.size else None,
+            "coverage": shown_items.size / n_items, "gini": gini(click_counts),
+            "mean_satisfaction": float(self.satisfaction[~self.churned].mean()) if (~self.churned).any() else 0.0,
+            "churned_users": int(self.churned.sum()),
+        }
+        for key, val in (("sessions", sessions.size), ("pages", self._buf.pages),
+                         ("impressions", n_rows), ("clicks", clicks), ("ratings", rated.size)):
+            self.totals[key] += int(val)
+        del k
+
+    def _update_state(self, ev: dict[str, np.ndarray]) -> None:
+        clicked = ev["clicked"]
+        a, items = ev["agent"][clicked], ev["item"][clicked]
+        self.memory.record(a, items.astype(np.int32), ev["rating"][clicked], self.tick)
+        self.memory.seen += np.bincount(ev["agent"], minlength=self.n_agents)
+        if a.size:
+            new = sp.csr_matrix((np.ones(a.size, np.float32), (a, items)), shape=self.consumed.shape)
+            self.consumed = (self.consumed + new).tocsr()
+            self.consumed.sort_indices()
+
+    def _event_columns(self, ev: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        t, sim = self.tick, self.sim
+        agents = ev["agent"].astype(np.int64)
+        start = self.streams.uniform("session-start", agents, t, 0, 1)[:, 0]
+        t0 = int(sim.start_time.timestamp()) + t * sim.tick_seconds
+        offset = (start * sim.tick_seconds * 0.9).astype(np.int64) + ev["page"].astype(np.int64) * _PAGE_SECONDS
+        session = np.int64(t) * self.n_agents + agents
+        out = dict(ev)
+        out.update(
+            tick=np.full(agents.size, t, np.int32),
+            timestamp=t0 + np.minimum(offset, sim.tick_seconds - 1),
+            session_id=session, user_id=agents,
+            slate_id=session * sim.max_pages + ev["page"].astype(np.int64),
+            decided_by_vocab=np.asarray(self.decided_by_vocab, dtype=object),
+        )
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything needed to continue after this tick (randomness has no state to save)."""
+        c = self.consumed
+        meta = {"tick": self.tick, "totals": self.totals, "vocab": self.decided_by_vocab,
+                "metrics": self.datacollector.model_vars}
+        return {
+            "satisfaction": self.satisfaction, "churned": self.churned,
+            "consumed_indptr": c.indptr, "consumed_indices": c.indices,
+            "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), **self.memory.state(),
+        }
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        meta = json.loads(bytes(state["meta"]).decode())
+        self.tick = int(meta["tick"])
+        self.totals = {k: int(v) for k, v in meta["totals"].items()}
+        for label in meta["vocab"]:
+            self._code(label)
+        self.datacollector.model_vars = {k: list(v) for k, v in meta["metrics"].items()}
+        self.satisfaction = state["satisfaction"].copy()
+        self.churned = state["churned"].copy()
+        idx = state["consumed_indices"]
+        self.consumed = sp.csr_matrix(
+            (np.ones(idx.size, np.float32), idx.copy(), state["consumed_indptr"].copy()),
+            shape=self.consumed.shape,
+        )
+        self.memory.load_state(state)
+
+
+def _reporter(key: str):
+    return lambda model: model.last_metrics.get(key)

@@ -1,0 +1,145 @@
+"""Parquet recorder for impression events.
+
+Rows arrive one tick at a time (already in canonical order) and are written in row groups of a
+fixed size, so the files do not depend on how the simulator batched its work. Each checkpoint
+interval is one part file, written as a hidden ``.tmp`` and renamed when the interval closes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from simrec.data.schemas import events_schema
+
+_NULL_STRING_COLUMNS = ("reason", "feeling", "llm_model", "prompt_hash")
+_NULL_INT_COLUMNS = ("prompt_tokens", "completion_tokens")
+
+
+def part_name(part: int) -> str:
+    return f"part-{part:05d}.parquet"
+
+
+class EventRecorder:
+    """Writes ``events/part-*.parquet``; ``add_tick`` takes numpy columns, one entry per row.
+
+    Columns expected by ``add_tick``: tick, timestamp (int64 s), session_id, user_id, page,
+    slate_id, position, item (item index), score, pscore_item_position, pscore_slate,
+    exact (bool: propensity from a stochastic policy), examined, clicked, rating (NaN = none),
+    left_after, decided_by (int codes into the list decided_by_vocab); optionally reason, feeling (object, None = null).
+    """
+
+    def __init__(self, events_dir: Path, *, run_id: str, policy: str, item_ids: np.ndarray,
+                 row_group_size: int, compression_level: int | None, part: int = 0) -> None:
+        self.dir = events_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.item_ids = pa.array(item_ids)
+        self.schema = events_schema(self.item_ids.type)
+        self.run_id, self.policy = run_id, policy
+        self.row_group_size = row_group_size
+        self.compression_level = compression_level
+        self.part = part
+        self.rows_written = 0
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    @property
+    def _tmp_path(self) -> Path:
+        return self.dir / f".{part_name(self.part)}.tmp"
+
+    def _open(self) -> pq.ParquetWriter:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(
+                self._tmp_path, self.schema, compression="zstd",
+                compression_level=self.compression_level, use_dictionary=True,
+            )
+        return self._writer
+
+    def add_tick(self, cols: dict[str, np.ndarray]) -> None:
+        """Buffer one tick's rows; write every full row group."""
+        n = int(cols["tick"].shape[0])
+        self._open()
+        if n == 0:
+            return
+        self._buffer.append(self._to_table(cols, n))
+        self._buffered += n
+        if self._buffered >= self.row_group_size:
+            table = pa.concat_tables(self._buffer)
+            full = (self._buffered // self.row_group_size) * self.row_group_size
+            self._writer.write_table(table.slice(0, full), row_group_size=self.row_group_size)
+            rest = table.slice(full)
+            self._buffer, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
+            self.rows_written += full
+
+    def close_part(self) -> Path:
+        """Write what is buffered, close the part and move it into place; next part begins."""
+        writer = self._open()
+        if self._buffered:
+            writer.write_table(pa.concat_tables(self._buffer), row_group_size=self.row_group_size)
+            self.rows_written += self._buffered
+        writer.close()
+        self._writer = None
+        self._buffer, self._buffered = [], 0
+        final = self.dir / part_name(self.part)
+        os.replace(self._tmp_path, final)
+        self.part += 1
+        return final
+
+    def abort(self) -> None:
+        """Close an open writer after a failure (the hidden temp part is discarded on resume)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _to_table(self, c: dict[str, np.ndarray], n: int) -> pa.Table:
+        def const(value: str) -> pa.DictionaryArray:
+            return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value]))
+
+        # decided_by arrives as codes into a vocabulary; write a sorted dictionary of the labels
+        # present, so the file does not depend on the order labels first appeared
+        vocab = np.asarray(c["decided_by_vocab"], dtype=object)
+        present = np.flatnonzero(np.bincount(c["decided_by"], minlength=vocab.size))
+        order = present[np.argsort(vocab[present].astype(str), kind="stable")]
+        remap = np.zeros(vocab.size, np.int32)
+        remap[order] = np.arange(order.size, dtype=np.int32)
+        labels, codes = vocab[order], remap[c["decided_by"]]
+        exact = c["exact"]
+        source = pa.DictionaryArray.from_arrays(
+            pa.array(exact.astype(np.int32)), pa.array(["deterministic", "exact"])
+        )
+        rating, pslate = c["rating"], c["pscore_slate"]
+        arrays = {
+            "run_id": const(self.run_id),
+            "event_type": const("impression"),
+            "tick": pa.array(c["tick"].astype(np.int32)),
+            "timestamp": pa.array(c["timestamp"].astype("datetime64[s]"), pa.timestamp("s", tz="UTC")),
+            "session_id": pa.array(c["session_id"].astype(np.int64)),
+            "user_id": pa.array(c["user_id"].astype(np.int64)),
+            "page": pa.array(c["page"].astype(np.int16)),
+            "slate_id": pa.array(c["slate_id"].astype(np.int64)),
+            "position": pa.array(c["position"].astype(np.int16)),
+            "item_id": pc.take(self.item_ids, pa.array(c["item"].astype(np.int64))),
+            "policy": const(self.policy),
+            "score": pa.array(c["score"].astype(np.float32)),
+            "pscore_item_position": pa.array(c["pscore_item_position"].astype(np.float64)),
+            "pscore_slate": pa.array(pslate.astype(np.float64), mask=np.isnan(pslate)),
+            "propensity_source": source,
+            "examined": pa.array(c["examined"].astype(bool)),
+            "clicked": pa.array(c["clicked"].astype(bool)),
+            "rating": pa.array(rating.astype(np.float32), mask=np.isnan(rating)),
+            "left_after": pa.array(c["left_after"].astype(bool)),
+            "decided_by": pa.DictionaryArray.from_arrays(
+                pa.array(codes.astype(np.int32)), pa.array(labels.astype(str).tolist())
+            ),
+        }
+        for name in _NULL_STRING_COLUMNS:
+            arrays[name] = pa.array(c[name], pa.string()) if name in c else pa.nulls(n, pa.string())
+        for name in _NULL_INT_COLUMNS:
+            arrays[name] = pa.array(c[name], pa.int32()) if name in c else pa.nulls(n, pa.int32())
+        return pa.Table.from_arrays([arrays[f.name] for f in self.schema], schema=self.schema)

@@ -1,0 +1,345 @@
+"""Running a simulation end to end: validate, load, calibrate, simulate, write, resume.
+
+Run directory layout (``datasets_out/<run_id>/``)::
+
+    events/part-00000.parquet ...   one part per checkpoint interval
+    users.parquet items.parquet metrics.parquet schema.json
+    manifest.json                   written last, atomically: the run is complete
+    _state/                         config + checkpoint while the run is unfinished
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from simrec.agents.brains.utility import UtilityBrain
+from simrec.agents.persona import Personas, sample_population
+from simrec.config import RunConfig, load_config, validate_config
+from simrec.data import Dataset, load, make_world
+from simrec.data.schemas import arrow_id_type, items_schema, metrics_schema, schema_document, users_schema
+from simrec.environments.policies import make_policy
+from simrec.errors import InputError, OutputExistsError
+from simrec.rng import Streams
+from simrec.simulator.model import SimulationModel
+from simrec.simulator.recorder import EventRecorder, part_name
+
+STATE_DIR = "_state"
+DEFAULT_OUT = Path("datasets_out")
+
+
+@dataclass
+class RunResult:
+    """What a run produced. ``metrics``: one row per tick."""
+
+    run_dir: Path
+    run_id: str
+    counts: dict[str, int]
+    metrics: pd.DataFrame
+    manifest: dict[str, Any] = field(repr=False)
+
+    @property
+    def events_dir(self) -> Path:
+        return self.run_dir / "events"
+
+    def events(self) -> pd.DataFrame:
+        """All events as a DataFrame (reads every part)."""
+        return pq.read_table(self.events_dir).to_pandas()
+
+
+def run_id_for(cfg: RunConfig) -> str:
+    """``cfg.name``, or ``run-<hash>`` of everything that shapes the events."""
+    if cfg.name:
+        return cfg.name
+    shaping = cfg.model_dump(mode="json", exclude={"output": True, "simulation": {"batch_size"}})
+    return "run-" + hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    """The dataset the config names, restricted to ``population.items`` most popular items."""
+    d = cfg.data
+    if d.format == "synthetic":
+        data = make_world(d.synthetic, cfg.seed)
+    else:
+        if d.path is None:
+            raise InputError(f"data.path: expected a path for format '{d.format}', got none (use --data PATH)")
+        data = load(d.format, d.path, columns=d.columns, items_path=d.items_path)
+    if cfg.population.items is not None and cfg.population.items < data.catalog.n_items:
+        data = _top_items(data, cfg.population.items)
+    if len(data.interactions) == 0:
+        raise InputError(f"{d.path or 'synthetic world'}: no interactions left to calibrate from")
+    return data
+
+
+def _top_items(data: Dataset, n: int) -> Dataset:
+    from simrec.data.dataset import Interactions
+
+    keep = np.lexsort((np.arange(data.catalog.n_items), -data.catalog.popularity))[:n]
+    keep = np.sort(keep)
+    new_index = np.full(data.catalog.n_items, -1, np.int64)
+    new_index[keep] = np.arange(keep.size)
+    log = data.interactions
+    mask = new_index[log.item] >= 0
+    users_kept, user_index = np.unique(log.user[mask], return_inverse=True)
+    sub = Interactions(user_index.astype(np.int32), new_index[log.item[mask]].astype(np.int32),
+                       log.rating[mask], log.timestamp[mask], log.user_ids[users_kept])
+    return Dataset(data.catalog.subset(keep), sub, data.scale, data.source, data.file_hashes)
+
+
+def _check_out_dir(run_dir: Path, overwrite: bool) -> None:
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise OutputExistsError(f"{run_dir}: output path exists and is a file")
+    if (run_dir / "manifest.json").exists():
+        if not overwrite:
+            raise OutputExistsError(
+                f"{run_dir}: already holds a complete run; pass --overwrite to replace it "
+                f"or choose another --out"
+            )
+        return
+    if (run_dir / STATE_DIR).exists():
+        if not overwrite:
+            raise OutputExistsError(
+                f"{run_dir}: holds an unfinished run; continue it with `simrec run --resume "
+                f"{run_dir}`, or pass --overwrite to start over"
+            )
+        return
+    if any(run_dir.iterdir()):
+        raise OutputExistsError(f"{run_dir}: exists and is not empty, and is not a simrec run; "
+                                f"refusing to write into it")
+
+
+def run(
+    config: RunConfig | dict | str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    progress: bool = False,
+    per_agent: bool = False,
+) -> RunResult:
+    """Run a simulation and write it to its run directory.
+
+    ``config``: a RunConfig, a mapping, or a YAML/TOML path (None: defaults). ``resume``: the
+    directory of an unfinished run to continue; its own saved config is used.
+    """
+    t_start = time.perf_counter()
+    if resume is not None:
+        run_dir, cfg, checkpoint = _prepare_resume(Path(resume))
+    else:
+        cfg = _as_config(config)
+        run_dir = Path(cfg.output.dir) if cfg.output.dir else DEFAULT_OUT / run_id_for(cfg)
+        _check_out_dir(run_dir, cfg.output.overwrite)
+        checkpoint = None
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    data = load_data(cfg)
+    timings["load_s"] = time.perf_counter() - t
+    if resume is not None:
+        _check_same_data(run_dir, data)
+    t = time.perf_counter()
+    streams = Streams(cfg.seed)
+    brain = UtilityBrain(cfg.brain, seed=cfg.seed)
+    personas = sample_population(brain.fit(data), cfg.population.users, streams)
+    brain.bind(personas, streams)
+    policy = make_policy(cfg.policy.name, cfg.policy.params)
+    policy.fit(data.interactions.to_arrow(), data.catalog)
+    timings["fit_s"] = time.perf_counter() - t
+
+    # everything validated: from here on the run directory is written
+    if resume is None:
+        _init_run_dir(run_dir, cfg, data)
+    run_id = run_id_for(cfg)
+    recorder = EventRecorder(
+        run_dir / "events", run_id=run_id, policy=getattr(policy, "name", cfg.policy.name),
+        item_ids=data.catalog.item_ids, row_group_size=cfg.output.row_group_size,
+        compression_level=cfg.output.compression_level,
+    )
+    model = SimulationModel(
+        personas=personas, catalog=data.catalog, seed_log=data.interactions, scale=data.scale,
+        brain=brain, policy=policy, sim=cfg.simulation, seed=cfg.seed, recorder=recorder,
+        per_agent=per_agent,
+    )
+    if checkpoint is not None:
+        model.load_state(checkpoint)
+        recorder.part = int(checkpoint["part"][0])
+    resumed_from = model.tick if checkpoint is not None else None
+    t = time.perf_counter()
+    _simulate(model, recorder, cfg, run_dir, progress)
+    timings["simulate_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    manifest = _finish(run_dir, cfg, data, model, personas, run_id, timings, resumed_from)
+    timings["write_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t_start
+    metrics = pq.read_table(run_dir / "metrics.parquet").to_pandas()
+    return RunResult(run_dir, run_id, dict(model.totals), metrics, manifest)
+
+
+def _as_config(config: RunConfig | dict | str | Path | None) -> RunConfig:
+    if config is None:
+        return RunConfig()
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, dict):
+        return validate_config(config)
+    return load_config(config)
+
+
+def _simulate(model: SimulationModel, recorder: EventRecorder, cfg: RunConfig, run_dir: Path,
+              progress: bool) -> None:
+    from tqdm import tqdm
+
+    every, ticks = cfg.simulation.checkpoint_every, cfg.simulation.ticks
+    bar = tqdm(total=ticks, initial=model.tick, unit="tick", disable=not progress, desc="simulating")
+    try:
+        while model.tick < ticks:
+            model.step()
+            bar.update(1)
+            bar.set_postfix(impressions=model.totals["impressions"], refresh=False)
+            if model.tick % every == 0 or model.tick == ticks:
+                recorder.close_part()
+                _save_checkpoint(run_dir, model, recorder.part)
+    finally:
+        recorder.abort()
+        bar.close()
+
+
+def _init_run_dir(run_dir: Path, cfg: RunConfig, data: Dataset) -> None:
+    if run_dir.exists() and cfg.output.overwrite:
+        shutil.rmtree(run_dir)
+    state = run_dir / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    _atomic_write(state / "config.json", json.dumps(
+        {"config": cfg.model_dump(mode="json"), "data_hashes": data.file_hashes}, indent=2))
+    item_type = arrow_id_type(data.catalog.item_ids)
+    source_type = arrow_id_type(data.interactions.user_ids)
+    _atomic_write(run_dir / "schema.json", json.dumps(schema_document(item_type, source_type), indent=2))
+    cat = data.catalog
+    items = pa.Table.from_pydict({
+        "item_id": pa.array(cat.item_ids, item_type), "title": pa.array(cat.titles.astype(str)),
+        "genres": cat.genre_lists(), "text": pa.array(cat.text.astype(str)),
+        "popularity": pa.array(cat.popularity, pa.int64()),
+    }, schema=items_schema(item_type))
+    _write_parquet(items, run_dir / "items.parquet")
+
+
+def _prepare_resume(run_dir: Path) -> tuple[Path, RunConfig, dict | None]:
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such run directory to resume")
+    if (run_dir / "manifest.json").exists():
+        raise InputError(f"{run_dir}: the run is already complete (manifest.json exists); nothing to resume")
+    state_file = run_dir / STATE_DIR / "config.json"
+    if not state_file.is_file():
+        raise InputError(f"{run_dir}: not an unfinished simrec run ({STATE_DIR}/config.json missing)")
+    saved = json.loads(state_file.read_text())
+    cfg = validate_config(saved["config"], str(state_file))
+    ckpt_file = run_dir / STATE_DIR / "checkpoint.npz"
+    checkpoint = None
+    next_part = 0
+    if ckpt_file.is_file():
+        with np.load(ckpt_file) as z:
+            checkpoint = {k: z[k] for k in z.files}
+        next_part = int(checkpoint["part"][0])
+    events = run_dir / "events"
+    if events.is_dir():  # drop whatever was written after the checkpoint; it is regenerated
+        for f in events.iterdir():
+            if f.name.startswith(".") or (f.name.startswith("part-") and int(f.name[5:10]) >= next_part):
+                f.unlink()
+    return run_dir, cfg, checkpoint
+
+
+def _check_same_data(run_dir: Path, data: Dataset) -> None:
+    saved = json.loads((run_dir / STATE_DIR / "config.json").read_text())["data_hashes"]
+    if saved != data.file_hashes:
+        changed = sorted(set(saved.items()) ^ set(data.file_hashes.items()))
+        raise InputError(f"{run_dir}: the input data changed since the run started "
+                         f"({', '.join(sorted({p for p, _ in changed}))}); cannot resume")
+
+
+def _save_checkpoint(run_dir: Path, model: SimulationModel, next_part: int) -> None:
+    tmp = run_dir / STATE_DIR / "checkpoint.tmp.npz"
+    np.savez(tmp, part=np.array([next_part]), **model.state())
+    os.replace(tmp, run_dir / STATE_DIR / "checkpoint.npz")
+
+
+def _finish(run_dir: Path, cfg: RunConfig, data: Dataset, model: SimulationModel,
+            personas: Personas, run_id: str, timings: dict, resumed_from: int | None) -> dict:
+    metrics = pd.DataFrame(model.datacollector.get_model_vars_dataframe())
+    table = pa.Table.from_pandas(metrics[list(metrics_schema().names)], schema=metrics_schema(),
+                                 preserve_index=False)
+    _write_parquet(table, run_dir / "metrics.parquet")
+    source_type = arrow_id_type(data.interactions.user_ids)
+    users = pa.Table.from_pydict({
+        "user_id": pa.array(np.arange(len(personas)), pa.int64()),
+        "source_user_id": pa.array(personas.source_user_ids, source_type),
+        "activity": personas.activity, "conformity": personas.conformity,
+        "diversity": personas.diversity, "arrival_rate": personas.arrival_rate,
+        "rating_bias": personas.rating_bias, "n_interactions": personas.n_interactions,
+        "liked_genres": personas.liked_genres, "disliked_genres": personas.disliked_genres,
+        "profile": personas.profiles, "final_satisfaction": model.satisfaction,
+        "churned": model.churned,
+    }, schema=users_schema(source_type))
+    _write_parquet(users, run_dir / "users.parquet")
+    manifest = _manifest(cfg, data, model, run_id, timings, resumed_from, run_dir)
+    _atomic_write(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
+    shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
+    return manifest
+
+
+def _manifest(cfg: RunConfig, data: Dataset, model: SimulationModel, run_id: str,
+              timings: dict, resumed_from: int | None, run_dir: Path) -> dict:
+    import importlib.metadata as md
+
+    from simrec import __version__
+
+    parts = sorted(p.name for p in (run_dir / "events").glob("part-*.parquet"))
+    return {
+        "simrec_version": __version__,
+        "run_id": run_id,
+        "seed": cfg.seed,
+        "config": cfg.model_dump(mode="json"),
+        "data": {"source": data.source, "path": cfg.data.path, "file_sha256": data.file_hashes,
+                 "users": data.interactions.n_users, "items": data.catalog.n_items,
+                 "interactions": len(data.interactions),
+                 "rating_scale": [data.scale.low, data.scale.high, data.scale.step]},
+        "counts": {"agents": model.n_agents, "ticks": model.tick, **model.totals,
+                   "churned_users": int(model.churned.sum())},
+        "brain": {"name": model.brain.name, "click_weights": vars(model.brain.weights),
+                  "rating_sigma": model.brain.rating_model.sigma},
+        "policy": getattr(model.policy, "name", cfg.policy.name),
+        "llm": {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0},
+        "failures": [],
+        "fallbacks": {},
+        "resumed_from_tick": resumed_from,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "outputs": {"events": [f"events/{p}" for p in parts], "users": "users.parquet",
+                    "items": "items.parquet", "metrics": "metrics.parquet", "schema": "schema.json"},
+        "environment": {"python": platform.python_version(),
+                        **{p: md.version(p) for p in ("numpy", "pyarrow", "mesa", "scipy")}},
+    }
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+assert part_name(0) == "part-00000.parquet"  # resume parses part numbers from these names
