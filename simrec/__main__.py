@@ -1,0 +1,5 @@
+import sys
+
+from simrec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,191 @@
+"""Every kind of bad input: one clear message naming the file/field, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from simrec.cli import main
+
+from .conftest import write_ml100k, write_mllatest, write_table_csv
+
+
+def _ml_latest(world, tmp: Path) -> Path:
+    return write_mllatest(world, tmp / "mll")
+
+
+def _edit(path: Path, old: str, new: str, count: int = 1) -> None:
+    path.write_text(path.read_text(encoding="utf-8").replace(old, new, count), encoding="utf-8")
+
+
+def case_missing_dir(w, tmp):
+    return ["--data", str(tmp / "nope"), "--format", "movielens-latest"], ["nope", "not found"]
+
+
+def case_missing_ratings_file(w, tmp):
+    d = _ml_latest(w, tmp)
+    (d / "ratings.csv").unlink()
+    return ["--data", str(d), "--format", "movielens-latest"], ["ratings.csv", "not found"]
+
+
+def case_unknown_format(w, tmp):
+    return ["--data", str(_ml_latest(w, tmp)), "--format", "movielens-2m"], ["invalid choice", "movielens-2m"]
+
+
+def case_unknown_format_in_config(w, tmp):
+    cfg = tmp / "c.yaml"
+    cfg.write_text("data:\n  format: netflix\n")
+    return [str(cfg)], ["c.yaml", "data.format", "netflix"]
+
+
+def case_missing_column(w, tmp):
+    d = _ml_latest(w, tmp)
+    _edit(d / "ratings.csv", "userId,movieId,rating,timestamp", "userId,movieId,score,timestamp")
+    return ["--data", str(d)], ["ratings.csv", "'rating'", "missing column"]
+
+
+def case_mistyped_column(w, tmp):
+    d = _ml_latest(w, tmp)
+    lines = (d / "ratings.csv").read_text().splitlines()
+    parts = lines[3].split(",")
+    parts[2] = "four"
+    lines[3] = ",".join(parts)
+    (d / "ratings.csv").write_text("\n".join(lines) + "\n")
+    return ["--data", str(d)], ["ratings.csv", "column 'rating'", "expected numbers", "'four'", "line 4"]
+
+
+def case_empty_file(w, tmp):
+    d = _ml_latest(w, tmp)
+    (d / "ratings.csv").write_text("")
+    return ["--data", str(d)], ["ratings.csv", "empty"]
+
+
+def case_header_only(w, tmp):
+    d = _ml_latest(w, tmp)
+    (d / "ratings.csv").write_text("userId,movieId,rating,timestamp\n")
+    return ["--data", str(d)], ["ratings.csv", "no rows"]
+
+
+def case_duplicate_item_ids(w, tmp):
+    d = _ml_latest(w, tmp)
+    lines = (d / "movies.csv").read_text().splitlines()
+    lines.append(lines[1])
+    (d / "movies.csv").write_text("\n".join(lines) + "\n")
+    return ["--data", str(d)], ["movies.csv", "duplicate item id", "1"]
+
+
+def case_unknown_item_in_ratings(w, tmp):
+    d = _ml_latest(w, tmp)
+    with open(d / "ratings.csv", "a") as f:
+        f.write("1,999999,4.0,1700000000\n")
+    return ["--data", str(d)], ["ratings.csv", "999999", "not in", "movies.csv"]
+
+
+def case_non_utf8(w, tmp):
+    d = _ml_latest(w, tmp)
+    data = (d / "movies.csv").read_bytes().replace("Thé".encode(), "Thé".encode("latin-1"), 1)
+    (d / "movies.csv").write_bytes(data)
+    return ["--data", str(d)], ["movies.csv", "expected UTF-8", "0xe9", "line"]
+
+
+def case_bad_ml100k_item_line(w, tmp):
+    d = write_ml100k(w, tmp / "ml100k")
+    with open(d / "u.item", "a", encoding="latin-1") as f:
+        f.write("9999|Broken|x\n")
+    return ["--data", str(d)], ["u.item", "line", "expected 24", "found 3"]
+
+
+def case_table_without_mapping(w, tmp):
+    p = write_table_csv(w, tmp / "log.csv")
+    return ["--data", str(p), "--columns", "user=uid"], ["--columns", "'item'"]
+
+
+def case_table_mapping_to_absent_column(w, tmp):
+    p = write_table_csv(w, tmp / "log.csv")
+    return ["--data", str(p), "--columns", "user=uid,item=iid,rating=rating"], ["log.csv", "'rating'", "missing column"]
+
+
+def case_table_unsupported_suffix(w, tmp):
+    p = tmp / "log.xlsx"
+    p.write_text("x")
+    return ["--data", str(p), "--columns", "user=a,item=b"], ["log.xlsx", "expected a .csv"]
+
+
+def case_bad_config_value(w, tmp):
+    cfg = tmp / "c.yaml"
+    cfg.write_text("simulation:\n  page_size: -3\n")
+    return [str(cfg)], ["c.yaml", "simulation.page_size", "-3"]
+
+
+def case_unknown_config_field(w, tmp):
+    cfg = tmp / "c.toml"
+    cfg.write_text("[simulation]\npages = 3\n")
+    return [str(cfg)], ["c.toml", "simulation.pages", "unknown field"]
+
+
+def case_bad_flag_value(w, tmp):
+    return ["--ticks", "0"], ["simulation.ticks", "greater than 0", "0"]
+
+
+def case_unknown_policy(w, tmp):
+    return ["--policy", "magic"], ["unknown policy 'magic'", "popular", "random"]
+
+
+def case_policy_class_not_found(w, tmp):
+    return ["--policy", "simrec.cli:NoSuchPolicy"], ["simrec.cli", "NoSuchPolicy"]
+
+
+def case_missing_config_file(w, tmp):
+    return [str(tmp / "absent.yaml")], ["absent.yaml", "not found"]
+
+
+CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__[5:] for c in CASES])
+def test_bad_input_exits_2_with_one_clear_message(case, tiny_world, tmp_path, capsys):
+    args, expected = case(tiny_world, tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) if "invalid choice" in expected else _no_raise():
+        rc = main(["run", *args, "--out", str(out), "--ticks", args[args.index("--ticks") + 1]
+                   if "--ticks" in args else "2", "--quiet"])
+        assert rc == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for fragment in expected:
+        assert fragment in err, f"expected {fragment!r} in {err!r}"
+    assert not out.exists(), "bad input must write nothing"
+
+
+def test_existing_complete_run_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--users", "50", "--items", "40", "--ticks", "1", "--out", str(out), "--quiet"]) == 0
+    before = sorted(p.name for p in out.rglob("*"))
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    assert main(["run", "--users", "50", "--items", "40", "--ticks", "1", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: already holds a complete run; pass --overwrite" in err
+    assert sorted(p.name for p in out.rglob("*")) == before
+    assert (out / "manifest.json").stat().st_mtime_ns == stamp
+    assert main(["run", "--users", "50", "--items", "40", "--ticks", "1", "--out", str(out), "--quiet",
+                 "--overwrite"]) == 0
+
+
+def test_non_run_directory_is_refused(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    assert main(["run", "--ticks", "1", "--out", str(out), "--quiet"]) == 2
+    assert "not a simrec run; refusing to write into it" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    shutil.rmtree(out)
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from simrec.data import RatingScale, load
+from simrec.data.synthetic import make_world
+from simrec.config import SyntheticWorldConfig
+
+
+@pytest.mark.parametrize("fmt,fixture", [("movielens-100k", "ml100k"), ("movielens-1m", "ml1m"),
+                                         ("movielens-latest", "mllatest")])
+def test_movielens_loaders_read_what_was_written(fmt, fixture, request, tiny_world):
+    data = load(fmt, request.getfixturevalue(fixture))
+    assert len(data.interactions) == len(tiny_world.interactions)
+    assert data.catalog.n_items == tiny_world.catalog.n_items
+    assert data.interactions.n_users == tiny_world.interactions.n_users
+    assert data.source == fmt
+    # titles survive the format's encoding (Latin-1 for 100k/1m, UTF-8 for latest)
+    assert any("Thé " in t for t in data.catalog.titles)
+    # genres are kept per item
+    want = [sorted(g) for g in tiny_world.catalog.genre_lists()]
+    got = [sorted(x.replace("'s", "") for x in g) for g in data.catalog.genre_lists()]
+    assert got == want
+    assert data.file_hashes and all(len(h) == 64 for h in data.file_hashes.values())
+
+
+def test_ml_latest_half_star_scale(mllatest):
+    data = load("movielens-latest", mllatest)
+    assert data.scale == RatingScale(0.5, 5.0, 0.5)
+
+
+def test_table_with_column_mapping_and_string_ids(table_csv, tiny_world):
+    data = load("table", table_csv, columns={"user": "uid", "item": "iid", "rating": "stars",
+                                             "timestamp": "when"})
+    assert len(data.interactions) == len(tiny_world.interactions)
+    assert data.catalog.item_ids.dtype == object and str(data.catalog.item_ids[0]).startswith("m")
+    assert data.scale == RatingScale(1.0, 5.0, 1.0)
+
+
+def test_table_parquet_and_jsonl_and_iso_timestamps(tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame({"u": [1, 1, 2, 3], "i": ["a", "b", "a", "c"], "r": [4.0, 3.0, 5.0, 1.0],
+                       "t": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", "2024-01-03T10:00:00Z",
+                             "2024-02-01T00:00:00Z"]})
+    cols = {"user": "u", "item": "i", "rating": "r", "timestamp": "t"}
+    df.to_parquet(tmp_path / "x.parquet")
+    df.to_json(tmp_path / "x.jsonl", orient="records", lines=True)
+    for name in ("x.parquet", "x.jsonl"):
+        data = load("table", tmp_path / name, columns=cols)
+        assert data.interactions.timestamp[0] == 1704067200
+        assert data.catalog.n_items == 3 and data.interactions.n_users == 3
+
+
+def test_rating_scale_quantise_and_infer():
+    s = RatingScale.infer(np.array([1, 2, 3, 4, 5.0]))
+    assert s == RatingScale(1.0, 5.0, 1.0)
+    assert s.quantise(np.array([-3.0, 2.49, 7.0])).tolist() == [1.0, 2.0, 5.0]
+
+
+def test_synthetic_world_is_deterministic_and_power_law():
+    cfg = SyntheticWorldConfig(users=200, items=150)
+    a, b = make_world(cfg, 5), make_world(cfg, 5)
+    assert np.array_equal(a.interactions.item, b.interactions.item)
+    assert np.array_equal(a.interactions.rating, b.interactions.rating)
+    c = make_world(cfg, 6)
+    assert not np.array_equal(a.interactions.item, c.interactions.item)
+    pop = np.sort(a.catalog.popularity)[::-1]
+    assert pop[:15].sum() > 3 * pop[-15:].sum()  # a head and a long tail
+    assert set(np.unique(a.interactions.rating)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
