@@ -145,7 +145,7 @@ class SimulationModel(mesa.Model):
         batch = PageBatch(agents, slates.items, slates.scores, page, self.tick, model=self)
         d = self.brain.decide(batch)
         valid = slates.items >= 0
-        leave = d.leave | ~valid.any(axis=1)
+        leave = d.leave | ~valid.any(axis=1) | (page == self.sim.max_pages - 1)
         if self.scale.high > self.scale.low:
             norm = (np.nan_to_num(d.rating, nan=self.scale.low) - self.scale.low) / (self.scale.high - self.scale.low)
         else:
