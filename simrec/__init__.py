@@ -10,5 +10,13 @@ from simrec.errors import ConfigError, InputError, SimrecError
 from simrec.simulator.runner import RunResult, run
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "InputError", "RunConfig", "RunResult", "SimrecError", "__version__",
-           "load_config", "run"]
+__all__ = [
+    "ConfigError",
+    "InputError",
+    "RunConfig",
+    "RunResult",
+    "SimrecError",
+    "__version__",
+    "load_config",
+    "run",
+]

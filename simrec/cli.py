@@ -19,19 +19,32 @@ from simrec.errors import InputError, SimrecError
 def _parser() -> argparse.ArgumentParser:
     from simrec import __version__
 
-    p = argparse.ArgumentParser(prog="simrec", description="Simulated users for recommender systems.")
+    p = argparse.ArgumentParser(
+        prog="simrec", description="Simulated users for recommender systems."
+    )
     p.add_argument("--version", action="version", version=f"simrec {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="simulate a population and write its logs",
-                       description="Simulate a population browsing a recommender; write Parquet logs.")
+    r = sub.add_parser(
+        "run",
+        help="simulate a population and write its logs",
+        description="Simulate a population browsing a recommender; write Parquet logs.",
+    )
     r.add_argument("config", nargs="?", help="YAML or TOML config file (flags override it)")
     r.add_argument("--data", help="data directory (MovieLens) or file (table)")
-    r.add_argument("--format", choices=("synthetic", *FORMATS),
-                   help="data format (default: inferred from --data, synthetic without it)")
-    r.add_argument("--columns", help="table format: user=COL,item=COL[,rating=COL,timestamp=COL,title=COL,genres=COL]")
+    r.add_argument(
+        "--format",
+        choices=("synthetic", *FORMATS),
+        help="data format (default: inferred from --data, synthetic without it)",
+    )
+    r.add_argument(
+        "--columns",
+        help="table format: user=COL,item=COL[,rating=COL,timestamp=COL,title=COL,genres=COL]",
+    )
     r.add_argument("--items-file", help="table format: catalog file with item/title/genres columns")
     r.add_argument("--users", type=int, help="agents to simulate (synthetic: users in the world)")
-    r.add_argument("--items", type=int, help="items (synthetic: catalog size; real data: top-N popular)")
+    r.add_argument(
+        "--items", type=int, help="items (synthetic: catalog size; real data: top-N popular)"
+    )
     r.add_argument("--ticks", type=int, help="ticks (simulated days) to run")
     r.add_argument("--policy", help="recommender: random, popular or package.module:Class")
     r.add_argument("--seed", type=int, help="root seed")
@@ -41,8 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, help="agents per batch (does not change results)")
     r.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     r.add_argument("--resume", metavar="DIR", help="continue an unfinished run in DIR")
-    r.add_argument("--print-config", action="store_true",
-                   help="print the full effective config as YAML and exit")
+    r.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the full effective config as YAML and exit",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return p
 
@@ -51,14 +67,18 @@ def _infer_format(path: str) -> str:
     p = Path(path)
     if p.is_file():
         return "table"
-    for marker, fmt in (("u.data", "movielens-100k"), ("ratings.dat", "movielens-1m"),
-                        ("ratings.csv", "movielens-latest")):
+    for marker, fmt in (
+        ("u.data", "movielens-100k"),
+        ("ratings.dat", "movielens-1m"),
+        ("ratings.csv", "movielens-latest"),
+    ):
         if (p / marker).is_file():
             return fmt
     if not p.exists():
         raise InputError(f"{p}: data path not found")
-    raise InputError(f"{p}: cannot tell the data format (no u.data, ratings.dat or ratings.csv); "
-                     f"pass --format")
+    raise InputError(
+        f"{p}: cannot tell the data format (no u.data, ratings.dat or ratings.csv); pass --format"
+    )
 
 
 def _parse_columns(text: str) -> dict[str, str]:
@@ -66,7 +86,9 @@ def _parse_columns(text: str) -> dict[str, str]:
     for part in filter(None, (s.strip() for s in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise InputError(f"--columns: expected KEY=COLUMN pairs separated by commas, got {part!r}")
+            raise InputError(
+                f"--columns: expected KEY=COLUMN pairs separated by commas, got {part!r}"
+            )
         out[key.strip()] = value.strip()
     return out
 
@@ -90,13 +112,19 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         (data["synthetic"] if synthetic else pop)["users"] = args.users
     if args.items is not None:
         (data["synthetic"] if synthetic else pop)["items"] = args.items
-    for flag, section, key in (("ticks", sim, "ticks"), ("page_size", sim, "page_size"),
-                               ("max_pages", sim, "max_pages"), ("batch_size", sim, "batch_size")):
+    for flag, section, key in (
+        ("ticks", sim, "ticks"),
+        ("page_size", sim, "page_size"),
+        ("max_pages", sim, "max_pages"),
+        ("batch_size", sim, "batch_size"),
+    ):
         if getattr(args, flag) is not None:
             section[key] = getattr(args, flag)
     if args.policy is not None:
-        raw["policy"] = {"name": args.policy, "params": raw["policy"]["params"]
-                         if raw["policy"]["name"] == args.policy else {}}
+        raw["policy"] = {
+            "name": args.policy,
+            "params": raw["policy"]["params"] if raw["policy"]["name"] == args.policy else {},
+        }
     if args.seed is not None:
         raw["seed"] = args.seed
     if args.out is not None:
@@ -110,17 +138,24 @@ def _summary(result) -> str:
     c, m = result.counts, result.metrics
     rated = m["mean_rating"].dropna()
     rows = [
-        ("run", result.run_id), ("output", str(result.run_dir)),
-        ("agents", f"{result.manifest['counts']['agents']:,}"), ("ticks", f"{len(m)}"),
-        ("sessions", f"{c['sessions']:,}"), ("pages", f"{c['pages']:,}"),
-        ("impressions", f"{c['impressions']:,}"), ("clicks", f"{c['clicks']:,}"),
+        ("run", result.run_id),
+        ("output", str(result.run_dir)),
+        ("agents", f"{result.manifest['counts']['agents']:,}"),
+        ("ticks", f"{len(m)}"),
+        ("sessions", f"{c['sessions']:,}"),
+        ("pages", f"{c['pages']:,}"),
+        ("impressions", f"{c['impressions']:,}"),
+        ("clicks", f"{c['clicks']:,}"),
         ("CTR", f"{c['clicks'] / max(c['impressions'], 1):.4f}"),
         ("mean rating", f"{rated.mean():.3f}" if len(rated) else "-"),
         ("coverage (last tick)", f"{m['coverage'].iloc[-1]:.3f}"),
         ("Gini of clicks (last tick)", f"{m['gini'].iloc[-1]:.3f}"),
         ("churned users", f"{result.manifest['counts']['churned_users']:,}"),
         ("simulate time", f"{result.manifest['timings']['simulate_s']:.2f} s"),
-        ("impressions/s", f"{c['impressions'] / max(result.manifest['timings']['simulate_s'], 1e-9):,.0f}"),
+        (
+            "impressions/s",
+            f"{c['impressions'] / max(result.manifest['timings']['simulate_s'], 1e-9):,.0f}",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
@@ -131,7 +166,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.resume:
         if args.config or args.print_config:
-            raise InputError("--resume DIR: the run's saved config is used; do not pass a config or --print-config")
+            raise InputError(
+                "--resume DIR: the run's saved config is used; "
+                "do not pass a config or --print-config"
+            )
         result = run(resume=args.resume, progress=not args.quiet)
     else:
         cfg = build_config(args)
@@ -153,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simrec: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("simrec: interrupted; what was written is kept (resume with --resume DIR)", file=sys.stderr)
+        print(
+            "simrec: interrupted; what was written is kept (resume with --resume DIR)",
+            file=sys.stderr,
+        )
         return 130
     return 1
 

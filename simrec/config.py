@@ -38,9 +38,7 @@ class SyntheticWorldConfig(_Section):
     interactions_per_user: float = Field(
         40.0, gt=0, description="mean seed-log interactions per user"
     )
-    popularity_exponent: float = Field(
-        0.9, ge=0, description="Zipf exponent of item popularity"
-    )
+    popularity_exponent: float = Field(0.9, ge=0, description="Zipf exponent of item popularity")
     log_days: int = Field(180, gt=0, description="days spanned by the seed log")
 
 
@@ -71,7 +69,9 @@ class PopulationConfig(_Section):
     """Which users and items of the data the simulation uses."""
 
     users: int | None = Field(
-        None, gt=0, description="agents to simulate (None: one per user in the data); "
+        None,
+        gt=0,
+        description="agents to simulate (None: one per user in the data); "
         "fewer are sampled, more are cloned personas",
     )
     items: int | None = Field(
@@ -114,11 +114,11 @@ class UtilityBrainConfig(_Section):
     first_examination: float = Field(
         0.95, gt=0, le=1, description="probability of examining position 1"
     )
-    position_decay: float = Field(
-        0.5, ge=0, description="examination falls as (position)^-decay"
-    )
+    position_decay: float = Field(0.5, ge=0, description="examination falls as (position)^-decay")
     random_item_watch_rate: float | None = Field(
-        None, gt=0, lt=1,
+        None,
+        gt=0,
+        lt=1,
         description="P(watch | examined a random item); None: the log's density",
     )
     social_weight: float = Field(1.0, ge=0, description="weight of friends' shares x conformity")
@@ -130,7 +130,9 @@ class UtilityBrainConfig(_Section):
     satisfaction_memory: float = Field(
         0.3, gt=0, le=1, description="weight of the last session in satisfaction"
     )
-    churn_threshold: float = Field(0.15, ge=0, le=1, description="satisfaction below which users may churn")
+    churn_threshold: float = Field(
+        0.15, ge=0, le=1, description="satisfaction below which users may churn"
+    )
     churn_hazard: float = Field(0.05, ge=0, le=1, description="P(churn) per unhappy session")
     taste_dim: int = Field(16, ge=2, le=256, description="latent dimensions fitted from the log")
     fit_iterations: int = Field(8, ge=1, le=100, description="ALS sweeps of the rating model")
@@ -191,8 +193,9 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{p}: expected UTF-8 text, found byte {err.object[err.start]:#x} "
-                          f"at offset {err.start}") from None
+        raise ConfigError(
+            f"{p}: expected UTF-8 text, found byte {err.object[err.start]:#x} at offset {err.start}"
+        ) from None
     try:
         if p.suffix.lower() == ".toml":
             raw = tomllib.loads(text)

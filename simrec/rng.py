@@ -69,7 +69,9 @@ class Streams:
         a = np.asarray(agents, dtype=np.int64).astype(np.uint64)
         with np.errstate(over="ignore"):
             h = mix64(a ^ key)
-            h = mix64(h ^ np.uint64(tick & 0xFFFFFFFF) ^ (np.uint64(page & 0xFFFF) << np.uint64(40)))
+            h = mix64(
+                h ^ np.uint64(tick & 0xFFFFFFFF) ^ (np.uint64(page & 0xFFFF) << np.uint64(40))
+            )
             draws = np.arange(n, dtype=np.uint64) * _GOLDEN
             return mix64(h[:, None] ^ draws[None, :])
 

@@ -10,9 +10,27 @@ import pytest
 from simrec.config import SyntheticWorldConfig
 from simrec.data import make_world
 
-GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-               "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-               "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+GENRES_100K = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 
 
 @pytest.fixture(scope="session")
@@ -23,20 +41,27 @@ def tiny_world():
 
 def _titles(world) -> list[str]:
     # non-ASCII titles exercise the encodings (Latin-1 for 100k/1m, UTF-8 for latest)
-    return [t.replace("The ", "Thé ", 1) if i % 7 == 0 else t for i, t in enumerate(world.catalog.titles)]
+    return [
+        t.replace("The ", "Thé ", 1) if i % 7 == 0 else t
+        for i, t in enumerate(world.catalog.titles)
+    ]
 
 
 def write_ml100k(world, root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     log = world.interactions
-    lines = [f"{log.user_ids[u]}\t{world.catalog.item_ids[i]}\t{int(r)}\t{t}"
-             for u, i, r, t in zip(log.user, log.item, log.rating, log.timestamp, strict=True)]
+    lines = [
+        f"{log.user_ids[u]}\t{world.catalog.item_ids[i]}\t{int(r)}\t{t}"
+        for u, i, r, t in zip(log.user, log.item, log.rating, log.timestamp, strict=True)
+    ]
     (root / "u.data").write_text("\n".join(lines) + "\n", encoding="latin-1")
     names = world.catalog.genre_lists()
     rows = []
     for iid, title, gl in zip(world.catalog.item_ids, _titles(world), names, strict=True):
         flags = ["1" if g.replace("'s", "") in gl else "0" for g in GENRES_100K]
-        rows.append("|".join([str(iid), title, "01-Jan-1995", "", "http://example.invalid/x", *flags]))
+        rows.append(
+            "|".join([str(iid), title, "01-Jan-1995", "", "http://example.invalid/x", *flags])
+        )
     (root / "u.item").write_bytes(("\n".join(rows) + "\n").encode("latin-1"))
     (root / "u.genre").write_text("".join(f"{g}|{j}\n" for j, g in enumerate(GENRES_100K)))
     return root
@@ -45,11 +70,17 @@ def write_ml100k(world, root: Path) -> Path:
 def write_ml1m(world, root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     log = world.interactions
-    lines = [f"{log.user_ids[u]}::{world.catalog.item_ids[i]}::{int(r)}::{t}"
-             for u, i, r, t in zip(log.user, log.item, log.rating, log.timestamp, strict=True)]
+    lines = [
+        f"{log.user_ids[u]}::{world.catalog.item_ids[i]}::{int(r)}::{t}"
+        for u, i, r, t in zip(log.user, log.item, log.rating, log.timestamp, strict=True)
+    ]
     (root / "ratings.dat").write_text("\n".join(lines) + "\n", encoding="latin-1")
-    movies = [f"{iid}::{title}::{'|'.join(gl)}" for iid, title, gl in
-              zip(world.catalog.item_ids, _titles(world), world.catalog.genre_lists(), strict=True)]
+    movies = [
+        f"{iid}::{title}::{'|'.join(gl)}"
+        for iid, title, gl in zip(
+            world.catalog.item_ids, _titles(world), world.catalog.genre_lists(), strict=True
+        )
+    ]
     (root / "movies.dat").write_bytes(("\n".join(movies) + "\n").encode("latin-1"))
     return root
 
@@ -60,11 +91,15 @@ def write_mllatest(world, root: Path) -> Path:
     half = (np.round(log.rating * 2) / 2 - (log.user % 2) * 0.5).clip(0.5, 5.0)  # half stars
     lines = ["userId,movieId,rating,timestamp"] + [
         f"{log.user_ids[u]},{world.catalog.item_ids[i]},{r:.1f},{t}"
-        for u, i, r, t in zip(log.user, log.item, half, log.timestamp, strict=True)]
+        for u, i, r, t in zip(log.user, log.item, half, log.timestamp, strict=True)
+    ]
     (root / "ratings.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     movies = ["movieId,title,genres"] + [
         f'{iid},"{title}, Part {iid}",{"|".join(gl) or "(no genres listed)"}'
-        for iid, title, gl in zip(world.catalog.item_ids, _titles(world), world.catalog.genre_lists(), strict=True)]
+        for iid, title, gl in zip(
+            world.catalog.item_ids, _titles(world), world.catalog.genre_lists(), strict=True
+        )
+    ]
     (root / "movies.csv").write_text("\n".join(movies) + "\n", encoding="utf-8")
     return root
 
@@ -73,7 +108,8 @@ def write_table_csv(world, path: Path) -> Path:
     log = world.interactions
     lines = ["uid,iid,stars,when"] + [
         f"u{log.user_ids[u]},m{world.catalog.item_ids[i]},{int(r)},{t}"
-        for u, i, r, t in zip(log.user, log.item, log.rating, log.timestamp, strict=True)]
+        for u, i, r, t in zip(log.user, log.item, log.rating, log.timestamp, strict=True)
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

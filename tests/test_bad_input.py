@@ -31,7 +31,10 @@ def case_missing_ratings_file(w, tmp):
 
 
 def case_unknown_format(w, tmp):
-    return ["--data", str(_ml_latest(w, tmp)), "--format", "movielens-2m"], ["invalid choice", "movielens-2m"]
+    return ["--data", str(_ml_latest(w, tmp)), "--format", "movielens-2m"], [
+        "invalid choice",
+        "movielens-2m",
+    ]
 
 
 def case_unknown_format_in_config(w, tmp):
@@ -53,7 +56,13 @@ def case_mistyped_column(w, tmp):
     parts[2] = "four"
     lines[3] = ",".join(parts)
     (d / "ratings.csv").write_text("\n".join(lines) + "\n")
-    return ["--data", str(d)], ["ratings.csv", "column 'rating'", "expected numbers", "'four'", "line 4"]
+    return ["--data", str(d)], [
+        "ratings.csv",
+        "column 'rating'",
+        "expected numbers",
+        "'four'",
+        "line 4",
+    ]
 
 
 def case_empty_file(w, tmp):
@@ -104,7 +113,11 @@ def case_table_without_mapping(w, tmp):
 
 def case_table_mapping_to_absent_column(w, tmp):
     p = write_table_csv(w, tmp / "log.csv")
-    return ["--data", str(p), "--columns", "user=uid,item=iid,rating=rating"], ["log.csv", "'rating'", "missing column"]
+    return ["--data", str(p), "--columns", "user=uid,item=iid,rating=rating"], [
+        "log.csv",
+        "'rating'",
+        "missing column",
+    ]
 
 
 def case_table_unsupported_suffix(w, tmp):
@@ -149,8 +162,17 @@ def test_bad_input_exits_2_with_one_clear_message(case, tiny_world, tmp_path, ca
     args, expected = case(tiny_world, tmp_path)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) if "invalid choice" in expected else _no_raise():
-        rc = main(["run", *args, "--out", str(out), "--ticks", args[args.index("--ticks") + 1]
-                   if "--ticks" in args else "2", "--quiet"])
+        rc = main(
+            [
+                "run",
+                *args,
+                "--out",
+                str(out),
+                "--ticks",
+                args[args.index("--ticks") + 1] if "--ticks" in args else "2",
+                "--quiet",
+            ]
+        )
         assert rc == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -161,16 +183,42 @@ def test_bad_input_exits_2_with_one_clear_message(case, tiny_world, tmp_path, ca
 
 def test_existing_complete_run_is_not_overwritten(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", "--users", "50", "--items", "40", "--ticks", "1", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            ["run", "--users", "50", "--items", "40", "--ticks", "1", "--out", str(out), "--quiet"]
+        )
+        == 0
+    )
     before = sorted(p.name for p in out.rglob("*"))
     stamp = (out / "manifest.json").stat().st_mtime_ns
-    assert main(["run", "--users", "50", "--items", "40", "--ticks", "1", "--out", str(out), "--quiet"]) == 2
+    assert (
+        main(
+            ["run", "--users", "50", "--items", "40", "--ticks", "1", "--out", str(out), "--quiet"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{out}: already holds a complete run; pass --overwrite" in err
     assert sorted(p.name for p in out.rglob("*")) == before
     assert (out / "manifest.json").stat().st_mtime_ns == stamp
-    assert main(["run", "--users", "50", "--items", "40", "--ticks", "1", "--out", str(out), "--quiet",
-                 "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--users",
+                "50",
+                "--items",
+                "40",
+                "--ticks",
+                "1",
+                "--out",
+                str(out),
+                "--quiet",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
 
 
 def test_non_run_directory_is_refused(tmp_path, capsys):

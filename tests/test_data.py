@@ -1,13 +1,15 @@
 import numpy as np
 import pytest
 
+from simrec.config import SyntheticWorldConfig
 from simrec.data import RatingScale, load
 from simrec.data.synthetic import make_world
-from simrec.config import SyntheticWorldConfig
 
 
-@pytest.mark.parametrize("fmt,fixture", [("movielens-100k", "ml100k"), ("movielens-1m", "ml1m"),
-                                         ("movielens-latest", "mllatest")])
+@pytest.mark.parametrize(
+    "fmt,fixture",
+    [("movielens-100k", "ml100k"), ("movielens-1m", "ml1m"), ("movielens-latest", "mllatest")],
+)
 def test_movielens_loaders_read_what_was_written(fmt, fixture, request, tiny_world):
     data = load(fmt, request.getfixturevalue(fixture))
     assert len(data.interactions) == len(tiny_world.interactions)
@@ -29,8 +31,11 @@ def test_ml_latest_half_star_scale(mllatest):
 
 
 def test_table_with_column_mapping_and_string_ids(table_csv, tiny_world):
-    data = load("table", table_csv, columns={"user": "uid", "item": "iid", "rating": "stars",
-                                             "timestamp": "when"})
+    data = load(
+        "table",
+        table_csv,
+        columns={"user": "uid", "item": "iid", "rating": "stars", "timestamp": "when"},
+    )
     assert len(data.interactions) == len(tiny_world.interactions)
     assert data.catalog.item_ids.dtype == object and str(data.catalog.item_ids[0]).startswith("m")
     assert data.scale == RatingScale(1.0, 5.0, 1.0)
@@ -39,9 +44,19 @@ def test_table_with_column_mapping_and_string_ids(table_csv, tiny_world):
 def test_table_parquet_and_jsonl_and_iso_timestamps(tmp_path):
     import pandas as pd
 
-    df = pd.DataFrame({"u": [1, 1, 2, 3], "i": ["a", "b", "a", "c"], "r": [4.0, 3.0, 5.0, 1.0],
-                       "t": ["2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", "2024-01-03T10:00:00Z",
-                             "2024-02-01T00:00:00Z"]})
+    df = pd.DataFrame(
+        {
+            "u": [1, 1, 2, 3],
+            "i": ["a", "b", "a", "c"],
+            "r": [4.0, 3.0, 5.0, 1.0],
+            "t": [
+                "2024-01-01T00:00:00Z",
+                "2024-01-02T00:00:00Z",
+                "2024-01-03T10:00:00Z",
+                "2024-02-01T00:00:00Z",
+            ],
+        }
+    )
     cols = {"user": "u", "item": "i", "rating": "r", "timestamp": "t"}
     df.to_parquet(tmp_path / "x.parquet")
     df.to_json(tmp_path / "x.jsonl", orient="records", lines=True)

@@ -40,7 +40,9 @@ CHILD = textwrap.dedent("""
 
 def _outputs(run_dir: Path) -> dict[str, bytes]:
     files = sorted((run_dir / "events").glob("part-*.parquet"))
-    files += [run_dir / n for n in ("users.parquet", "items.parquet", "metrics.parquet", "schema.json")]
+    files += [
+        run_dir / n for n in ("users.parquet", "items.parquet", "metrics.parquet", "schema.json")
+    ]
     return {f.name: f.read_bytes() for f in files}
 
 
@@ -52,11 +54,11 @@ def reference(tmp_path_factory):
 
 
 KILL_POINTS = [
-    ("add_tick", 1),         # inside the first part, before any checkpoint
-    ("add_tick", 3),         # inside the second part
-    ("close_part", 2),       # a part renamed, its checkpoint not yet written
+    ("add_tick", 1),  # inside the first part, before any checkpoint
+    ("add_tick", 3),  # inside the second part
+    ("close_part", 2),  # a part renamed, its checkpoint not yet written
     ("save_checkpoint", 3),  # right after a checkpoint
-    ("write_parquet", 2),    # while finishing: metrics written, users/manifest not
+    ("write_parquet", 2),  # while finishing: metrics written, users/manifest not
 ]
 
 
@@ -68,7 +70,9 @@ def test_sigkill_then_resume_matches_uninterrupted(target, n, reference, tmp_pat
     cfg.write_text(json.dumps(small_config(out, ticks=7, checkpoint_every=2)))
     child = tmp_path / "child.py"
     child.write_text(CHILD)
-    proc = subprocess.run([sys.executable, str(child), str(cfg), target, str(n)], capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, str(child), str(cfg), target, str(n)], capture_output=True
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert not (out / "manifest.json").exists(), "a killed run must not look complete"
     # starting over into the same directory is refused and points to --resume
@@ -83,12 +87,18 @@ def test_sigkill_then_resume_matches_uninterrupted(target, n, reference, tmp_pat
 
 def test_resume_refuses_changed_data(tmp_path, mllatest, capsys):
     out = tmp_path / "run"
-    cfg = {"seed": 1, "data": {"format": "movielens-latest", "path": str(mllatest)},
-           "simulation": {"ticks": 4, "checkpoint_every": 1}, "brain": {"taste_dim": 4},
-           "output": {"dir": str(out)}}
+    cfg = {
+        "seed": 1,
+        "data": {"format": "movielens-latest", "path": str(mllatest)},
+        "simulation": {"ticks": 4, "checkpoint_every": 1},
+        "brain": {"taste_dim": 4},
+        "output": {"dir": str(out)},
+    }
     simrec.run(cfg)
     (out / "manifest.json").unlink()  # pretend it was interrupted before finishing
     (out / "_state").mkdir()
-    (out / "_state" / "config.json").write_text(json.dumps({"config": cfg, "data_hashes": {"x": "y"}}))
+    (out / "_state" / "config.json").write_text(
+        json.dumps({"config": cfg, "data_hashes": {"x": "y"}})
+    )
     assert main(["run", "--resume", str(out), "--quiet"]) == 2
     assert "input data changed since the run started" in capsys.readouterr().err

@@ -21,7 +21,13 @@ def _parts(run_dir: Path) -> dict[str, bytes]:
 def test_outputs_and_schema(tmp_path):
     res = simrec.run(small_config(tmp_path / "r"))
     d = res.run_dir
-    for name in ("users.parquet", "items.parquet", "metrics.parquet", "schema.json", "manifest.json"):
+    for name in (
+        "users.parquet",
+        "items.parquet",
+        "metrics.parquet",
+        "schema.json",
+        "manifest.json",
+    ):
         assert (d / name).is_file(), name
     assert not (d / "_state").exists()
     ev = pq.read_table(d / "events")
@@ -32,9 +38,14 @@ def test_outputs_and_schema(tmp_path):
     assert len(df) == res.counts["impressions"] > 0
     assert df["clicked"].sum() == res.counts["clicks"]
     assert (~df["clicked"] | df["examined"]).all(), "a click needs an examination"
-    assert df.loc[df["clicked"], "rating"].notna().all() and df.loc[~df["clicked"], "rating"].isna().all()
+    assert (
+        df.loc[df["clicked"], "rating"].notna().all()
+        and df.loc[~df["clicked"], "rating"].isna().all()
+    )
     assert set(df["rating"].dropna().unique()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
-    assert (df["pscore_item_position"] == 1.0).all() and (df["propensity_source"] == "deterministic").all()
+    assert (df["pscore_item_position"] == 1.0).all() and (
+        df["propensity_source"] == "deterministic"
+    ).all()
     assert (df["decided_by"] == "utility").all() and df["reason"].isna().all()
     # no user sees the same item twice in a session, nor an item it consumed before
     assert not df.duplicated(["session_id", "item_id"]).any()
@@ -49,7 +60,9 @@ def test_outputs_and_schema(tmp_path):
     m = res.metrics
     assert list(m["tick"]) == list(range(6))
     assert m["impressions"].sum() == res.counts["impressions"]
-    assert ((m["coverage"] > 0) & (m["coverage"] <= 1)).all() and ((m["gini"] >= 0) & (m["gini"] < 1)).all()
+    assert ((m["coverage"] > 0) & (m["coverage"] <= 1)).all() and (
+        (m["gini"] >= 0) & (m["gini"] < 1)
+    ).all()
     man = res.manifest
     assert man["counts"]["impressions"] == len(df) and man["seed"] == 11
     assert man["config"]["simulation"]["ticks"] == 6 and man["failures"] == []
@@ -63,7 +76,9 @@ def test_same_seed_byte_identical_for_any_batch_size(tmp_path):
     pa_, pb = _parts(a.run_dir), _parts(b.run_dir)
     assert pa_ and pa_ == pb
     assert (a.run_dir / "users.parquet").read_bytes() == (b.run_dir / "users.parquet").read_bytes()
-    assert (a.run_dir / "metrics.parquet").read_bytes() == (b.run_dir / "metrics.parquet").read_bytes()
+    assert (a.run_dir / "metrics.parquet").read_bytes() == (
+        b.run_dir / "metrics.parquet"
+    ).read_bytes()
 
 
 def test_per_agent_mesa_idiom_gives_the_same_events(tmp_path):
@@ -108,9 +123,16 @@ def test_mesa_agents_and_datacollector(tmp_path):
     brain.bind(personas, Streams(1))
     policy = PopularPolicy()
     policy.fit(data.interactions.to_arrow(), data.catalog)
-    model = SimulationModel(personas=personas, catalog=data.catalog, seed_log=data.interactions,
-                            scale=data.scale, brain=brain, policy=policy,
-                            sim=SimulationConfig(ticks=5), seed=1)
+    model = SimulationModel(
+        personas=personas,
+        catalog=data.catalog,
+        seed_log=data.interactions,
+        scale=data.scale,
+        brain=brain,
+        policy=policy,
+        sim=SimulationConfig(ticks=5),
+        seed=1,
+    )
     assert len(model.agents) == 150
     for _ in range(5):
         model.step()

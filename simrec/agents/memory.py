@@ -44,13 +44,24 @@ class MemoryStore:
         """The agent's remembered watches, newest first: dicts with item, rating, tick."""
         filled = int(min(self.head[agent], self.size))
         slots = (int(self.head[agent]) - 1 - np.arange(filled)) % self.size
-        out = [{"item": int(self.items[agent, s]), "rating": None if np.isnan(self.ratings[agent, s])
-                else float(self.ratings[agent, s]), "tick": int(self.ticks[agent, s])} for s in slots]
+        out = [
+            {
+                "item": int(self.items[agent, s]),
+                "rating": None
+                if np.isnan(self.ratings[agent, s])
+                else float(self.ratings[agent, s]),
+                "tick": int(self.ticks[agent, s]),
+            }
+            for s in slots
+        ]
         return out[:n] if n is not None else out
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays for a checkpoint."""
-        return {f"memory_{k}": getattr(self, k) for k in ("items", "ratings", "ticks", "head", "seen", "watched")}
+        return {
+            f"memory_{k}": getattr(self, k)
+            for k in ("items", "ratings", "ticks", "head", "seen", "watched")
+        }
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         for k in ("items", "ratings", "ticks", "head", "seen", "watched"):

@@ -53,10 +53,17 @@ class Personas:
         """Personas of rows ``idx`` (used to sample or clone a population)."""
         pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
         return Personas(
-            self.source_user[idx], self.source_user_ids[idx], self.activity[idx],
-            self.conformity[idx], self.diversity[idx], self.arrival_rate[idx],
-            self.rating_bias[idx], self.n_interactions[idx], pick(self.liked_genres),
-            pick(self.disliked_genres), pick(self.profiles),
+            self.source_user[idx],
+            self.source_user_ids[idx],
+            self.activity[idx],
+            self.conformity[idx],
+            self.diversity[idx],
+            self.arrival_rate[idx],
+            self.rating_bias[idx],
+            self.n_interactions[idx],
+            pick(self.liked_genres),
+            pick(self.disliked_genres),
+            pick(self.profiles),
         )
 
 
@@ -75,21 +82,43 @@ def derive_personas(data: Dataset, rating_bias: np.ndarray) -> Personas:
     activity = _percentile(np.log1p(counts))
     conformity = _conformity(data)
     g = cat.genres.astype(np.float32)
-    user_genre = sp.csr_matrix(
-        (np.ones(len(log), np.float32), (log.user, log.item)), shape=(n_users, cat.n_items)
-    ) @ g
-    user_genre = np.asarray(user_genre.todense()) if sp.issparse(user_genre) else np.asarray(user_genre)
+    user_genre = (
+        sp.csr_matrix(
+            (np.ones(len(log), np.float32), (log.user, log.item)), shape=(n_users, cat.n_items)
+        )
+        @ g
+    )
+    user_genre = (
+        np.asarray(user_genre.todense()) if sp.issparse(user_genre) else np.asarray(user_genre)
+    )
     diversity = _percentile(_entropy(user_genre)) if g.nnz else np.full(n_users, 0.5, np.float32)
     arrival = _arrival_rate(log.user, log.timestamp, n_users)
     liked, disliked = _genre_preferences(data, user_genre)
     profiles = [
-        _profile(int(counts[u]), float(arrival[u]), float(rating_bias[u]), float(conformity[u]),
-                 float(diversity[u]), liked[u], disliked[u], np.isfinite(log.rating).any())
+        _profile(
+            int(counts[u]),
+            float(arrival[u]),
+            float(rating_bias[u]),
+            float(conformity[u]),
+            float(diversity[u]),
+            liked[u],
+            disliked[u],
+            np.isfinite(log.rating).any(),
+        )
         for u in range(n_users)
     ]
     return Personas(
-        np.arange(n_users, dtype=np.int64), log.user_ids, activity, conformity, diversity,
-        arrival, rating_bias.astype(np.float32), counts, liked, disliked, profiles,
+        np.arange(n_users, dtype=np.int64),
+        log.user_ids,
+        activity,
+        conformity,
+        diversity,
+        arrival,
+        rating_bias.astype(np.float32),
+        counts,
+        liked,
+        disliked,
+        profiles,
     )
 
 
@@ -99,8 +128,11 @@ def sample_population(personas: Personas, n_agents: int | None, streams: Streams
     if n_agents is None or n_agents == n:
         return personas
     g = streams.generator("population")
-    idx = (np.sort(g.choice(n, size=n_agents, replace=False)) if n_agents < n
-           else np.concatenate([np.arange(n), np.sort(g.integers(0, n, n_agents - n))]))
+    idx = (
+        np.sort(g.choice(n, size=n_agents, replace=False))
+        if n_agents < n
+        else np.concatenate([np.arange(n), np.sort(g.integers(0, n, n_agents - n))])
+    )
     return personas.take(idx)
 
 
@@ -111,10 +143,14 @@ def _conformity(data: Dataset) -> np.ndarray:
         u, i, r = log.user[rated], log.item[rated], log.rating[rated].astype(np.float64)
         n_i = np.bincount(i, minlength=data.catalog.n_items)
         item_mean = np.bincount(i, r, data.catalog.n_items) / np.maximum(n_i, 1)
-        dev = np.bincount(u, (r - item_mean[i]) ** 2, n_users) / np.maximum(np.bincount(u, minlength=n_users), 1)
+        dev = np.bincount(u, (r - item_mean[i]) ** 2, n_users) / np.maximum(
+            np.bincount(u, minlength=n_users), 1
+        )
         return (1.0 - _percentile(dev)).astype(np.float32)
     logpop = np.log1p(data.catalog.popularity[log.item]).astype(np.float64)
-    mean_pop = np.bincount(log.user, logpop, n_users) / np.maximum(np.bincount(log.user, minlength=n_users), 1)
+    mean_pop = np.bincount(log.user, logpop, n_users) / np.maximum(
+        np.bincount(log.user, minlength=n_users), 1
+    )
     return _percentile(mean_pop)
 
 
@@ -135,7 +171,9 @@ def _arrival_rate(user: np.ndarray, ts: np.ndarray, n_users: int) -> np.ndarray:
     return np.clip(active_days / span, 0.01, 0.95).astype(np.float32)
 
 
-def _genre_preferences(data: Dataset, user_genre: np.ndarray) -> tuple[list[list[str]], list[list[str]]]:
+def _genre_preferences(
+    data: Dataset, user_genre: np.ndarray
+) -> tuple[list[list[str]], list[list[str]]]:
     """Liked: most-consumed genres (rated above the user's mean when ratings exist); disliked:
     genres rated clearly below the user's mean."""
     names = np.asarray(data.catalog.genre_names, dtype=object)
@@ -151,30 +189,57 @@ def _genre_preferences(data: Dataset, user_genre: np.ndarray) -> tuple[list[list
         user_mean = np.bincount(u, r, n_users) / np.maximum(np.bincount(u, minlength=n_users), 1)
         x = sp.csr_matrix((r - user_mean[u], (u, i)), shape=(n_users, data.catalog.n_items))
         dev_sum = np.asarray((x @ data.catalog.genres.astype(np.float64)).todense())
-        n = np.asarray((sp.csr_matrix((np.ones(u.size), (u, i)), shape=x.shape)
-                        @ data.catalog.genres.astype(np.float64)).todense())
+        n = np.asarray(
+            (
+                sp.csr_matrix((np.ones(u.size), (u, i)), shape=x.shape)
+                @ data.catalog.genres.astype(np.float64)
+            ).todense()
+        )
         mean_dev = dev_sum / np.maximum(n, 1)
         score = n * (1.0 + mean_dev)
         disliked_mask = (n >= 2) & (mean_dev <= -0.5)
     top = np.argsort(-score, axis=1, kind="stable")[:, :3]
-    liked = [[names[j] for j in row if score[u, j] > 0 and not disliked_mask[u, j]] for u, row in enumerate(top)]
+    liked = [
+        [names[j] for j in row if score[u, j] > 0 and not disliked_mask[u, j]]
+        for u, row in enumerate(top)
+    ]
     disliked = [list(names[np.flatnonzero(m)][:3]) for m in disliked_mask]
     return liked, disliked
 
 
-def _profile(n: int, arrival: float, bias: float, conformity: float, diversity: float,
-             liked: list[str], disliked: list[str], has_ratings: bool) -> str:
+def _profile(
+    n: int,
+    arrival: float,
+    bias: float,
+    conformity: float,
+    diversity: float,
+    liked: list[str],
+    disliked: list[str],
+    has_ratings: bool,
+) -> str:
     kind = "A devoted" if arrival > 0.2 else "A regular" if arrival > 0.05 else "An occasional"
     parts = [f"{kind} viewer ({n} titles in the log, about {arrival * 30:.1f} visits a month)"]
-    parts.append(f"who mostly watches {', '.join(liked)}" if liked else "with no clear favourite genre")
+    parts.append(
+        f"who mostly watches {', '.join(liked)}" if liked else "with no clear favourite genre"
+    )
     text = " ".join(parts) + "."
     if has_ratings:
         mood = "generous" if bias > 0.2 else "harsh" if bias < -0.2 else "even-handed"
         text += f" A {mood} rater ({bias:+.1f} stars against the average)."
-    text += (" Follows the crowd" if conformity > 0.66 else " Has independent tastes"
-             if conformity < 0.33 else " Partly swayed by what is popular")
-    text += (" and explores widely." if diversity > 0.66 else " and sticks to a few genres."
-             if diversity < 0.33 else " and explores a little.")
+    text += (
+        " Follows the crowd"
+        if conformity > 0.66
+        else " Has independent tastes"
+        if conformity < 0.33
+        else " Partly swayed by what is popular"
+    )
+    text += (
+        " and explores widely."
+        if diversity > 0.66
+        else " and sticks to a few genres."
+        if diversity < 0.33
+        else " and explores a little."
+    )
     if disliked:
         text += f" Dislikes {', '.join(disliked)}."
     return text

@@ -71,15 +71,29 @@ def fit_choice_factors(log: Interactions, n_items: int, dim: int, seed: int) -> 
 
 
 def fit_rating_model(
-    log: Interactions, n_items: int, scale: RatingScale, *, dim: int, reg: float, sweeps: int, seed: int
+    log: Interactions,
+    n_items: int,
+    scale: RatingScale,
+    *,
+    dim: int,
+    reg: float,
+    sweeps: int,
+    seed: int,
 ) -> RatingModel:
     """Biased MF by ALS on the observed (non-NaN) ratings."""
     rated = np.isfinite(log.rating)
     n_users = log.n_users
     if not rated.any():  # implicit data: a constant model that never rates
         z = np.zeros
-        return RatingModel(float("nan"), z(n_users, np.float32), z(n_items, np.float32),
-                           z((n_users, dim), np.float32), z((n_items, dim), np.float32), 0.0, scale)
+        return RatingModel(
+            float("nan"),
+            z(n_users, np.float32),
+            z(n_items, np.float32),
+            z((n_users, dim), np.float32),
+            z((n_items, dim), np.float32),
+            0.0,
+            scale,
+        )
     u, i, r = log.user[rated], log.item[rated], log.rating[rated].astype(np.float64)
     mu = float(r.mean())
     bu, bi = np.zeros(n_users), np.zeros(n_items)
@@ -98,7 +112,9 @@ def fit_rating_model(
     pred = mu + bu[u] + bi[i] + np.einsum("nd,nd->n", p[u], q[i])
     sigma = float(np.sqrt(np.mean((r - np.clip(pred, scale.low, scale.high)) ** 2)))
     f32 = np.float32
-    return RatingModel(mu, bu.astype(f32), bi.astype(f32), p.astype(f32), q.astype(f32), sigma, scale)
+    return RatingModel(
+        mu, bu.astype(f32), bi.astype(f32), p.astype(f32), q.astype(f32), sigma, scale
+    )
 
 
 def _group_mean(group: np.ndarray, values: np.ndarray, n: int, reg: float) -> np.ndarray:

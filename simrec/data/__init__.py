@@ -1,4 +1,4 @@
-"""Data: catalogs, interaction logs, loaders for real formats, the synthetic world, output schemas."""
+"""Data: catalogs, interaction logs, loaders, the synthetic world, output schemas."""
 
 from simrec.data.dataset import Catalog, Dataset, Interactions, RatingScale
 from simrec.data.loaders import FORMATS, load

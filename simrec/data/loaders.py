@@ -19,9 +19,25 @@ from simrec.data.dataset import Catalog, Dataset, Interactions, RatingScale, fil
 from simrec.errors import InputError
 
 ML100K_GENRES = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
-    "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ]
 FORMATS = ("movielens-100k", "movielens-1m", "movielens-latest", "table")
 
@@ -33,7 +49,7 @@ def load(
     columns: dict[str, str] | None = None,
     items_path: str | Path | None = None,
 ) -> Dataset:
-    """Load a dataset of format ``fmt`` from ``path`` (a directory for MovieLens, a file for table)."""
+    """Load ``fmt`` data from ``path`` (a directory for MovieLens, a file for table)."""
     if fmt == "movielens-100k":
         return load_movielens_100k(path)
     if fmt == "movielens-1m":
@@ -86,7 +102,9 @@ def check_utf8(path: Path) -> None:
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            raise InputError(f"{path}: expected UTF-8 text, found a truncated character at the end") from None
+            raise InputError(
+                f"{path}: expected UTF-8 text, found a truncated character at the end"
+            ) from None
 
 
 def _read_delimited(
@@ -102,12 +120,21 @@ def _read_delimited(
     quoting = csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE
     try:
         df = pd.read_csv(
-            io.StringIO(text), sep=sep, header=None if names else 0, names=names, dtype=str,
-            keep_default_na=False, quoting=quoting, index_col=False, engine="c",
+            io.StringIO(text),
+            sep=sep,
+            header=None if names else 0,
+            names=names,
+            dtype=str,
+            keep_default_na=False,
+            quoting=quoting,
+            index_col=False,
+            engine="c",
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise InputError(f"{path}: expected {what} ({_sep_name(sep)}-separated), "
-                         f"could not parse: {str(err).strip()}") from None
+        raise InputError(
+            f"{path}: expected {what} ({_sep_name(sep)}-separated), "
+            f"could not parse: {str(err).strip()}"
+        ) from None
     if df.empty:
         raise InputError(f"{path}: no rows, expected {what}")
     return df
@@ -206,14 +233,20 @@ def build_dataset(
         (np.ones(rows.size, bool), (rows, cols)), shape=(len(genre_lists), max(len(vocab), 1))
     )
     texts = np.array(
-        [f"{t}. Genres: {', '.join(gl) if gl else 'none listed'}." for t, gl in zip(titles, genre_lists, strict=True)],
+        [
+            f"{t}. Genres: {', '.join(gl) if gl else 'none listed'}."
+            for t, gl in zip(titles, genre_lists, strict=True)
+        ],
         dtype=object,
     )
     popularity = np.bincount(item_index, minlength=catalog_ids.size).astype(np.int64)
     catalog = Catalog(catalog_ids, titles.astype(object), vocab, genres, texts, popularity)
     log = Interactions(
-        user=user_index.astype(np.int32), item=item_index,
-        rating=ratings.astype(np.float32), timestamp=timestamps.astype(np.int64), user_ids=user_ids,
+        user=user_index.astype(np.int32),
+        item=item_index,
+        rating=ratings.astype(np.float32),
+        timestamp=timestamps.astype(np.int64),
+        user_ids=user_ids,
     )
     rated = ratings[np.isfinite(ratings)]
     scale = RatingScale.infer(rated) if rated.size else RatingScale(1.0, 1.0, 1.0)
@@ -240,8 +273,13 @@ def load_movielens_100k(path: str | Path) -> Dataset:
     """ml-100k: ``u.data`` (tab: user item rating timestamp), ``u.item`` (pipe, Latin-1)."""
     root = _require_dir(Path(path), "movielens-100k")
     data_file, item_file = root / "u.data", root / "u.item"
-    df = _read_delimited(data_file, "\t", ["user", "item", "rating", "timestamp"], "latin-1",
-                         "ratings (user item rating timestamp)")
+    df = _read_delimited(
+        data_file,
+        "\t",
+        ["user", "item", "rating", "timestamp"],
+        "latin-1",
+        "ratings (user item rating timestamp)",
+    )
     _require_file(item_file, "item file u.item")
     text = item_file.read_bytes().decode("latin-1")
     genre_names = ML100K_GENRES
@@ -267,10 +305,16 @@ def load_movielens_100k(path: str | Path) -> Dataset:
     if not ids:
         raise InputError(f"{item_file}: no rows, expected items")
     return build_dataset(
-        users=df["user"].to_numpy(), items=df["item"].to_numpy(),
-        ratings=_numeric(df, "rating", data_file, 0), timestamps=_timestamps(df, "timestamp", data_file, 0),
-        catalog_ids=np.asarray(ids), titles=np.asarray(titles, dtype=object), genre_lists=genre_lists,
-        ratings_file=data_file, items_file=item_file, source="movielens-100k",
+        users=df["user"].to_numpy(),
+        items=df["item"].to_numpy(),
+        ratings=_numeric(df, "rating", data_file, 0),
+        timestamps=_timestamps(df, "timestamp", data_file, 0),
+        catalog_ids=np.asarray(ids),
+        titles=np.asarray(titles, dtype=object),
+        genre_lists=genre_lists,
+        ratings_file=data_file,
+        items_file=item_file,
+        source="movielens-100k",
         files=[data_file, item_file],
     )
 
@@ -279,15 +323,21 @@ def load_movielens_1m(path: str | Path) -> Dataset:
     """ml-1m: ``ratings.dat`` and ``movies.dat``, ``::``-separated, Latin-1."""
     root = _require_dir(Path(path), "movielens-1m")
     rfile, mfile = root / "ratings.dat", root / "movies.dat"
-    df = _read_delimited(rfile, "::", ["user", "item", "rating", "timestamp"], "latin-1",
-                         "ratings (UserID::MovieID::Rating::Timestamp)")
-    movies = _read_delimited(mfile, "::", ["item", "title", "genres"], "latin-1",
-                             "movies (MovieID::Title::Genres)")
+    df = _read_delimited(
+        rfile,
+        "::",
+        ["user", "item", "rating", "timestamp"],
+        "latin-1",
+        "ratings (UserID::MovieID::Rating::Timestamp)",
+    )
+    movies = _read_delimited(
+        mfile, "::", ["item", "title", "genres"], "latin-1", "movies (MovieID::Title::Genres)"
+    )
     return _movielens_assemble(df, movies, rfile, mfile, "movielens-1m", header_lines=0)
 
 
 def load_movielens_latest(path: str | Path) -> Dataset:
-    """ml-latest / ml-latest-small / ml-25m/32m: ``ratings.csv`` and ``movies.csv`` with headers, UTF-8."""
+    """ml-latest(-small), ml-25m, ml-32m: ``ratings.csv``, ``movies.csv`` with headers, UTF-8."""
     root = _require_dir(Path(path), "movielens-latest")
     rfile, mfile = root / "ratings.csv", root / "movies.csv"
     df = _read_delimited(rfile, ",", None, "utf-8", "ratings (userId,movieId,rating,timestamp)")
@@ -306,11 +356,16 @@ def _movielens_assemble(
         [] if g in ("", "(no genres listed)") else g.split("|") for g in movies["genres"].tolist()
     ]
     return build_dataset(
-        users=df["user"].to_numpy(), items=df["item"].to_numpy(),
+        users=df["user"].to_numpy(),
+        items=df["item"].to_numpy(),
         ratings=_numeric(df, "rating", rfile, header_lines),
         timestamps=_timestamps(df, "timestamp", rfile, header_lines),
-        catalog_ids=movies["item"].to_numpy(), titles=movies["title"].to_numpy(dtype=object),
-        genre_lists=genre_lists, ratings_file=rfile, items_file=mfile, source=source,
+        catalog_ids=movies["item"].to_numpy(),
+        titles=movies["title"].to_numpy(dtype=object),
+        genre_lists=genre_lists,
+        ratings_file=rfile,
+        items_file=mfile,
+        source=source,
         files=[rfile, mfile],
     )
 
@@ -328,14 +383,18 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
         try:
             df = pd.read_json(path, lines=True, dtype=False)
         except ValueError as err:
-            raise InputError(f"{path}: expected JSON Lines ({what}), could not parse: {err}") from None
+            raise InputError(
+                f"{path}: expected JSON Lines ({what}), could not parse: {err}"
+            ) from None
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
         try:
             df = pq.read_table(path).to_pandas()
         except Exception as err:  # pyarrow raises several types for corrupt files
-            raise InputError(f"{path}: expected a Parquet file ({what}), could not read: {err}") from None
+            raise InputError(
+                f"{path}: expected a Parquet file ({what}), could not read: {err}"
+            ) from None
     else:
         raise InputError(f"{path}: expected a .csv, .tsv, .jsonl or .parquet file, got '{suffix}'")
     if df.empty:
@@ -351,8 +410,10 @@ def load_table(
     p = Path(path)
     for key in ("user", "item"):
         if key not in columns:
-            raise InputError(f"--columns: expected a mapping for '{key}' (e.g. {key}=<column>), "
-                             f"got {', '.join(f'{k}={v}' for k, v in columns.items()) or 'none'}")
+            raise InputError(
+                f"--columns: expected a mapping for '{key}' (e.g. {key}=<column>), "
+                f"got {', '.join(f'{k}={v}' for k, v in columns.items()) or 'none'}"
+            )
     df = _read_table(p, "interactions")
     header = 1 if p.suffix.lower() in (".csv", ".tsv", ".txt") else 0
     log_cols = {k: v for k, v in columns.items() if k in ("user", "item", "rating", "timestamp")}
@@ -360,12 +421,20 @@ def load_table(
     for k in ("user", "item"):
         empty = np.flatnonzero(df[columns[k]].astype(str).str.strip().to_numpy() == "")
         if empty.size:
-            raise InputError(f"{p}: column '{columns[k]}': expected an id, found an empty value "
-                             f"at line {int(empty[0]) + 1 + header}")
-    ratings = (_numeric(df, columns["rating"], p, header) if "rating" in columns
-               else np.full(len(df), np.nan))
-    timestamps = (_timestamps(df, columns["timestamp"], p, header) if "timestamp" in columns
-                  else np.zeros(len(df), np.int64))
+            raise InputError(
+                f"{p}: column '{columns[k]}': expected an id, found an empty value "
+                f"at line {int(empty[0]) + 1 + header}"
+            )
+    ratings = (
+        _numeric(df, columns["rating"], p, header)
+        if "rating" in columns
+        else np.full(len(df), np.nan)
+    )
+    timestamps = (
+        _timestamps(df, columns["timestamp"], p, header)
+        if "timestamp" in columns
+        else np.zeros(len(df), np.int64)
+    )
     files = [p]
     if items_path is not None:
         ip = Path(items_path)
@@ -374,10 +443,19 @@ def load_table(
         needed = [icol] + [columns[k] for k in ("title", "genres") if k in columns]
         _require_columns(items, needed, ip)
         catalog_ids = items[icol].to_numpy()
-        titles = (items[columns["title"]].astype(str).to_numpy(dtype=object) if "title" in columns
-                  else np.asarray([str(i) for i in catalog_ids], dtype=object))
-        genre_lists = ([[] if not g or g == "nan" else g.split("|") for g in items[columns["genres"]].astype(str)]
-                       if "genres" in columns else [[] for _ in catalog_ids])
+        titles = (
+            items[columns["title"]].astype(str).to_numpy(dtype=object)
+            if "title" in columns
+            else np.asarray([str(i) for i in catalog_ids], dtype=object)
+        )
+        genre_lists = (
+            [
+                [] if not g or g == "nan" else g.split("|")
+                for g in items[columns["genres"]].astype(str)
+            ]
+            if "genres" in columns
+            else [[] for _ in catalog_ids]
+        )
         files.append(ip)
     else:
         ip = p
@@ -385,8 +463,15 @@ def load_table(
         titles = np.asarray([str(i) for i in catalog_ids], dtype=object)
         genre_lists = [[] for _ in catalog_ids]
     return build_dataset(
-        users=df[columns["user"]].to_numpy(), items=df[columns["item"]].to_numpy(),
-        ratings=ratings, timestamps=timestamps, catalog_ids=np.asarray(catalog_ids),
-        titles=titles, genre_lists=genre_lists, ratings_file=p, items_file=ip, source="table",
+        users=df[columns["user"]].to_numpy(),
+        items=df[columns["item"]].to_numpy(),
+        ratings=ratings,
+        timestamps=timestamps,
+        catalog_ids=np.asarray(catalog_ids),
+        titles=titles,
+        genre_lists=genre_lists,
+        ratings_file=p,
+        items_file=ip,
+        source="table",
         files=files,
     )

@@ -9,64 +9,70 @@ _DICT = pa.dictionary(pa.int32(), pa.string())
 
 def events_schema(item_id_type: pa.DataType) -> pa.Schema:
     """One row per impression (``events/part-*.parquet``)."""
-    return pa.schema([
-        pa.field("run_id", _DICT, False),
-        pa.field("event_type", _DICT, False),
-        pa.field("tick", pa.int32(), False),
-        pa.field("timestamp", pa.timestamp("s", tz="UTC"), False),
-        pa.field("session_id", pa.int64(), False),
-        pa.field("user_id", pa.int64(), False),
-        pa.field("page", pa.int16(), False),
-        pa.field("slate_id", pa.int64(), False),
-        pa.field("position", pa.int16(), False),
-        pa.field("item_id", item_id_type, False),
-        pa.field("policy", _DICT, False),
-        pa.field("score", pa.float32(), False),
-        pa.field("pscore_item_position", pa.float64(), False),
-        pa.field("pscore_slate", pa.float64(), True),
-        pa.field("propensity_source", _DICT, False),
-        pa.field("examined", pa.bool_(), False),
-        pa.field("clicked", pa.bool_(), False),
-        pa.field("rating", pa.float32(), True),
-        pa.field("left_after", pa.bool_(), False),
-        pa.field("decided_by", _DICT, False),
-        pa.field("reason", pa.string(), True),
-        pa.field("feeling", pa.string(), True),
-        pa.field("llm_model", pa.string(), True),
-        pa.field("prompt_hash", pa.string(), True),
-        pa.field("prompt_tokens", pa.int32(), True),
-        pa.field("completion_tokens", pa.int32(), True),
-    ])
+    return pa.schema(
+        [
+            pa.field("run_id", _DICT, False),
+            pa.field("event_type", _DICT, False),
+            pa.field("tick", pa.int32(), False),
+            pa.field("timestamp", pa.timestamp("s", tz="UTC"), False),
+            pa.field("session_id", pa.int64(), False),
+            pa.field("user_id", pa.int64(), False),
+            pa.field("page", pa.int16(), False),
+            pa.field("slate_id", pa.int64(), False),
+            pa.field("position", pa.int16(), False),
+            pa.field("item_id", item_id_type, False),
+            pa.field("policy", _DICT, False),
+            pa.field("score", pa.float32(), False),
+            pa.field("pscore_item_position", pa.float64(), False),
+            pa.field("pscore_slate", pa.float64(), True),
+            pa.field("propensity_source", _DICT, False),
+            pa.field("examined", pa.bool_(), False),
+            pa.field("clicked", pa.bool_(), False),
+            pa.field("rating", pa.float32(), True),
+            pa.field("left_after", pa.bool_(), False),
+            pa.field("decided_by", _DICT, False),
+            pa.field("reason", pa.string(), True),
+            pa.field("feeling", pa.string(), True),
+            pa.field("llm_model", pa.string(), True),
+            pa.field("prompt_hash", pa.string(), True),
+            pa.field("prompt_tokens", pa.int32(), True),
+            pa.field("completion_tokens", pa.int32(), True),
+        ]
+    )
 
 
 def users_schema(source_id_type: pa.DataType) -> pa.Schema:
     """One row per agent (``users.parquet``)."""
-    return pa.schema([
-        pa.field("user_id", pa.int64(), False),
-        pa.field("source_user_id", source_id_type, False),
-        pa.field("activity", pa.float32(), False),
-        pa.field("conformity", pa.float32(), False),
-        pa.field("diversity", pa.float32(), False),
-        pa.field("arrival_rate", pa.float32(), False),
-        pa.field("rating_bias", pa.float32(), False),
-        pa.field("n_interactions", pa.int64(), False),
-        pa.field("liked_genres", pa.list_(pa.string()), False),
-        pa.field("disliked_genres", pa.list_(pa.string()), False),
-        pa.field("profile", pa.string(), False),
-        pa.field("final_satisfaction", pa.float32(), False),
-        pa.field("churned", pa.bool_(), False),
-    ])
+    return pa.schema(
+        [
+            pa.field("user_id", pa.int64(), False),
+            pa.field("source_user_id", source_id_type, False),
+            pa.field("activity", pa.float32(), False),
+            pa.field("conformity", pa.float32(), False),
+            pa.field("diversity", pa.float32(), False),
+            pa.field("arrival_rate", pa.float32(), False),
+            pa.field("rating_bias", pa.float32(), False),
+            pa.field("n_interactions", pa.int64(), False),
+            pa.field("liked_genres", pa.list_(pa.string()), False),
+            pa.field("disliked_genres", pa.list_(pa.string()), False),
+            pa.field("profile", pa.string(), False),
+            pa.field("final_satisfaction", pa.float32(), False),
+            pa.field("churned", pa.bool_(), False),
+        ]
+    )
 
 
 def items_schema(item_id_type: pa.DataType) -> pa.Schema:
     """One row per catalog item (``items.parquet``)."""
-    return pa.schema([
-        pa.field("item_id", item_id_type, False),
-        pa.field("title", pa.string(), False),
-        pa.field("genres", pa.list_(pa.string()), False),
-        pa.field("text", pa.string(), False),
-        pa.field("popularity", pa.int64(), False),
-    ])
+    return pa.schema(
+        [
+            pa.field("item_id", item_id_type, False),
+            pa.field("title", pa.string(), False),
+            pa.field("genres", pa.list_(pa.string()), False),
+            pa.field("text", pa.string(), False),
+            pa.field("popularity", pa.int64(), False),
+        ]
+    )
 
 
 METRIC_COLUMNS: dict[str, pa.DataType] = {
@@ -87,7 +93,7 @@ METRIC_COLUMNS: dict[str, pa.DataType] = {
 
 def metrics_schema() -> pa.Schema:
     """One row per tick (``metrics.parquet``), from the Mesa DataCollector."""
-    return pa.schema([pa.field(k, t, k != "mean_rating") for k, t in METRIC_COLUMNS.items()])
+    return pa.schema([pa.field(k, t, k == "mean_rating") for k, t in METRIC_COLUMNS.items()])
 
 
 def schema_document(item_id_type: pa.DataType, source_id_type: pa.DataType) -> dict:
@@ -106,4 +112,8 @@ def schema_document(item_id_type: pa.DataType, source_id_type: pa.DataType) -> d
 
 def arrow_id_type(ids) -> pa.DataType:
     """int64 for integer ids, string otherwise."""
-    return pa.int64() if getattr(ids, "dtype", None) is not None and ids.dtype.kind in "iu" else pa.string()
+    return (
+        pa.int64()
+        if getattr(ids, "dtype", None) is not None and ids.dtype.kind in "iu"
+        else pa.string()
+    )

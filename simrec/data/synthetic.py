@@ -15,15 +15,65 @@ from simrec.data.dataset import Catalog, Dataset, Interactions, RatingScale
 from simrec.rng import Streams
 
 GENRES = [
-    "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-    "War", "Western",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ]
-_ADJ = ["Silent", "Crimson", "Last", "Hidden", "Broken", "Golden", "Midnight", "Lost", "Wild",
-        "Frozen", "Electric", "Quiet", "Savage", "Distant", "Secret", "Burning", "Hollow", "Iron"]
-_NOUN = ["Harbor", "Kingdom", "Signal", "Garden", "Frontier", "Mirror", "Empire", "River",
-         "Station", "Orchard", "Machine", "Carnival", "Horizon", "Letter", "Summer", "Witness",
-         "Lighthouse", "Passage"]
+_ADJ = [
+    "Silent",
+    "Crimson",
+    "Last",
+    "Hidden",
+    "Broken",
+    "Golden",
+    "Midnight",
+    "Lost",
+    "Wild",
+    "Frozen",
+    "Electric",
+    "Quiet",
+    "Savage",
+    "Distant",
+    "Secret",
+    "Burning",
+    "Hollow",
+    "Iron",
+]
+_NOUN = [
+    "Harbor",
+    "Kingdom",
+    "Signal",
+    "Garden",
+    "Frontier",
+    "Mirror",
+    "Empire",
+    "River",
+    "Station",
+    "Orchard",
+    "Machine",
+    "Carnival",
+    "Horizon",
+    "Letter",
+    "Summer",
+    "Witness",
+    "Lighthouse",
+    "Passage",
+]
 _CHUNK = 4096  # users per sampling chunk; fixed so the world never depends on batch sizes
 
 
@@ -32,7 +82,11 @@ def make_world(cfg: SyntheticWorldConfig, seed: int) -> Dataset:
     streams = Streams(seed)
     g = streams.generator("world")
     n_g = cfg.genres
-    names = GENRES[:n_g] if n_g <= len(GENRES) else GENRES + [f"Genre-{j}" for j in range(len(GENRES), n_g)]
+    names = (
+        GENRES[:n_g]
+        if n_g <= len(GENRES)
+        else GENRES + [f"Genre-{j}" for j in range(len(GENRES), n_g)]
+    )
     centroids = g.normal(size=(n_g, cfg.dim)) / np.sqrt(cfg.dim) * 1.6
     genre_weight = 1.0 / np.arange(1, n_g + 1) ** 0.7
     genre_weight /= genre_weight.sum()
@@ -44,8 +98,9 @@ def make_world(cfg: SyntheticWorldConfig, seed: int) -> Dataset:
     item_bias = g.normal(0, 0.35, cfg.items) + 0.15 * (log_pop - log_pop.mean())
     user_bias = g.normal(0, 0.35, cfg.users)
     activity = np.exp(g.normal(0, 0.8, cfg.users))
-    n_per_user = np.clip(np.round(activity / activity.mean() * cfg.interactions_per_user), 5,
-                         max(5, cfg.items // 3)).astype(np.int64)
+    n_per_user = np.clip(
+        np.round(activity / activity.mean() * cfg.interactions_per_user), 5, max(5, cfg.items // 3)
+    ).astype(np.int64)
 
     users, items = _sample_log(streams, user_vecs, item_vecs, log_pop, n_per_user)
     affinity = np.einsum("nd,nd->n", user_vecs[users], item_vecs[items])
@@ -61,29 +116,56 @@ def make_world(cfg: SyntheticWorldConfig, seed: int) -> Dataset:
     cols = np.concatenate(item_genres)
     genres = sp.csr_matrix((np.ones(rows.size, bool), (rows, cols)), shape=(cfg.items, n_g))
     genre_lists = [[names[j] for j in gl] for gl in item_genres]
-    text = np.array([f"{t}. Genres: {', '.join(gl)}." for t, gl in zip(titles, genre_lists, strict=True)], dtype=object)
-    catalog = Catalog(
-        item_ids=np.arange(1, cfg.items + 1, dtype=np.int64), titles=titles, genre_names=names,
-        genres=genres, text=text, popularity=np.bincount(items, minlength=cfg.items).astype(np.int64),
+    text = np.array(
+        [f"{t}. Genres: {', '.join(gl)}." for t, gl in zip(titles, genre_lists, strict=True)],
+        dtype=object,
     )
-    log = Interactions(users.astype(np.int32), items.astype(np.int32), ratings, timestamps,
-                       np.arange(1, cfg.users + 1, dtype=np.int64))
+    catalog = Catalog(
+        item_ids=np.arange(1, cfg.items + 1, dtype=np.int64),
+        titles=titles,
+        genre_names=names,
+        genres=genres,
+        text=text,
+        popularity=np.bincount(items, minlength=cfg.items).astype(np.int64),
+    )
+    log = Interactions(
+        users.astype(np.int32),
+        items.astype(np.int32),
+        ratings,
+        timestamps,
+        np.arange(1, cfg.users + 1, dtype=np.int64),
+    )
     return Dataset(catalog, log, scale, source="synthetic")
 
 
-def _items(g: np.random.Generator, cfg: SyntheticWorldConfig, centroids: np.ndarray,
-           genre_weight: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+def _items(
+    g: np.random.Generator,
+    cfg: SyntheticWorldConfig,
+    centroids: np.ndarray,
+    genre_weight: np.ndarray,
+) -> tuple[list[np.ndarray], np.ndarray]:
     n_genres = np.minimum(g.choice([1, 2, 3], size=cfg.items, p=[0.45, 0.4, 0.15]), cfg.genres)
-    item_genres = [np.sort(g.choice(cfg.genres, size=k, replace=False, p=genre_weight)) for k in n_genres]
+    item_genres = [
+        np.sort(g.choice(cfg.genres, size=k, replace=False, p=genre_weight)) for k in n_genres
+    ]
     vecs = np.stack([centroids[gl].mean(axis=0) for gl in item_genres])
     vecs += g.normal(0, 0.5 / np.sqrt(cfg.dim), size=vecs.shape)
     return item_genres, vecs
 
 
-def _users(g: np.random.Generator, cfg: SyntheticWorldConfig, centroids: np.ndarray,
-           genre_weight: np.ndarray) -> np.ndarray:
+def _users(
+    g: np.random.Generator,
+    cfg: SyntheticWorldConfig,
+    centroids: np.ndarray,
+    genre_weight: np.ndarray,
+) -> np.ndarray:
     k = min(3, cfg.genres)
-    favourite = np.stack([g.choice(cfg.genres, size=k, replace=False, p=genre_weight) for _ in range(min(cfg.users, 50_000))])
+    favourite = np.stack(
+        [
+            g.choice(cfg.genres, size=k, replace=False, p=genre_weight)
+            for _ in range(min(cfg.users, 50_000))
+        ]
+    )
     if cfg.users > favourite.shape[0]:  # large worlds: reuse the favourite-genre patterns
         favourite = favourite[g.integers(0, favourite.shape[0], cfg.users)]
     mix = g.dirichlet(np.ones(k), size=cfg.users)
@@ -91,9 +173,14 @@ def _users(g: np.random.Generator, cfg: SyntheticWorldConfig, centroids: np.ndar
     return vecs + g.normal(0, 0.6 / np.sqrt(cfg.dim), size=vecs.shape)
 
 
-def _sample_log(streams: Streams, user_vecs: np.ndarray, item_vecs: np.ndarray,
-                log_pop: np.ndarray, n_per_user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's items: top-n of taste + popularity + Gumbel noise (sampling without replacement)."""
+def _sample_log(
+    streams: Streams,
+    user_vecs: np.ndarray,
+    item_vecs: np.ndarray,
+    log_pop: np.ndarray,
+    n_per_user: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's items: top-n of taste + popularity + Gumbel noise (no replacement)."""
     users_out, items_out = [], []
     n_users = user_vecs.shape[0]
     for start in range(0, n_users, _CHUNK):
@@ -111,7 +198,9 @@ def _sample_log(streams: Streams, user_vecs: np.ndarray, item_vecs: np.ndarray,
     return np.concatenate(users_out), np.concatenate(items_out)
 
 
-def _timestamps(streams: Streams, users: np.ndarray, n_per_user: np.ndarray, days: int) -> np.ndarray:
+def _timestamps(
+    streams: Streams, users: np.ndarray, n_per_user: np.ndarray, days: int
+) -> np.ndarray:
     """Interactions in bursts (sessions) spread over the log period, increasing per user."""
     start = 1_700_000_000
     u = streams.uniform("world-time", np.arange(users.size), n=2)
@@ -129,6 +218,9 @@ def _titles(g: np.random.Generator, n: int) -> np.ndarray:
     year = g.integers(1950, 2025, n)
     sequel = g.random(n) < 0.12
     return np.array(
-        [f"The {_ADJ[a]} {_NOUN[b]}{' II' if s else ''} ({y})" for a, b, s, y in zip(adj, noun, sequel, year, strict=True)],
+        [
+            f"The {_ADJ[a]} {_NOUN[b]}{' II' if s else ''} ({y})"
+            for a, b, s, y in zip(adj, noun, sequel, year, strict=True)
+        ],
         dtype=object,
     )

@@ -64,7 +64,7 @@ class Recommender(Protocol):
     def recommend(
         self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
     ) -> Slates:
-        """Slates for ``users`` (n,) int64; ``exclude``: (n, n_items) CSR rows aligned with users."""
+        """Slates for ``users`` (n,) int64; ``exclude``: (n, n_items) CSR aligned with users."""
 
 
 def excluded_mask(candidates: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:

@@ -96,7 +96,9 @@ class PopularPolicy:
 
     def __init__(self, half_life_days: float | None = None) -> None:
         if half_life_days is not None and not half_life_days > 0:
-            raise ConfigError(f"policy.params.half_life_days: expected a positive number, got {half_life_days!r}")
+            raise ConfigError(
+                f"policy.params.half_life_days: expected a positive number, got {half_life_days!r}"
+            )
         self.half_life_days = half_life_days
         self.ranking = np.zeros(0, np.int64)
         self.scores = np.zeros(0, np.float32)
@@ -119,7 +121,10 @@ class PopularPolicy:
         todo = np.arange(n)
         width = k + 32
         while todo.size:
-            cand = np.broadcast_to(self.ranking[: min(width, self.ranking.size)], (todo.size, min(width, self.ranking.size)))
+            cand = np.broadcast_to(
+                self.ranking[: min(width, self.ranking.size)],
+                (todo.size, min(width, self.ranking.size)),
+            )
             ex = exclude[todo] if exclude is not None else None
             chosen, found = first_k(cand, ~excluded_mask(np.ascontiguousarray(cand), ex), k)
             items[todo] = chosen

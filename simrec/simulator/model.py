@@ -66,9 +66,18 @@ class SimulationModel(mesa.Model):
     """
 
     def __init__(
-        self, *, personas: Personas, catalog: Catalog, seed_log: Interactions, scale: RatingScale,
-        brain: UtilityBrain, policy: Recommender, sim: SimulationConfig, seed: int,
-        recorder: EventRecorder | None = None, per_agent: bool = False,
+        self,
+        *,
+        personas: Personas,
+        catalog: Catalog,
+        seed_log: Interactions,
+        scale: RatingScale,
+        brain: UtilityBrain,
+        policy: Recommender,
+        sim: SimulationConfig,
+        seed: int,
+        recorder: EventRecorder | None = None,
+        per_agent: bool = False,
     ) -> None:
         super().__init__(seed=seed)
         self.streams = Streams(seed)
@@ -134,8 +143,14 @@ class SimulationModel(mesa.Model):
             in_session = in_session[~leave[in_session]]
         self._buf.add(session_agents=agents, session_value=value, session_watched=watched)
 
-    def _page(self, agents: np.ndarray, earlier: np.ndarray, page: int, shown: np.ndarray,
-              rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _page(
+        self,
+        agents: np.ndarray,
+        earlier: np.ndarray,
+        page: int,
+        shown: np.ndarray,
+        rows: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = self.sim.page_size
         exclude = self._exclusions(agents, earlier)
         slates = self.policy.recommend(
@@ -147,21 +162,32 @@ class SimulationModel(mesa.Model):
         valid = slates.items >= 0
         leave = d.leave | ~valid.any(axis=1) | (page == self.sim.max_pages - 1)
         if self.scale.high > self.scale.low:
-            norm = (np.nan_to_num(d.rating, nan=self.scale.low) - self.scale.low) / (self.scale.high - self.scale.low)
+            norm = (np.nan_to_num(d.rating, nan=self.scale.low) - self.scale.low) / (
+                self.scale.high - self.scale.low
+            )
         else:
             norm = np.ones(d.rating.shape)
         value = np.where(d.clicked, norm, 0.0).sum(axis=1)
         r, c = np.nonzero(valid)
-        codes = np.array([self._code(x) for x in d.decided_by], np.int32) if len(set(d.decided_by)) > 1 \
+        codes = (
+            np.array([self._code(x) for x in d.decided_by], np.int32)
+            if len(set(d.decided_by)) > 1
             else np.full(agents.size, self._code(d.decided_by[0]) if agents.size else 0, np.int32)
+        )
         self._buf.pages += agents.size
         self._buf.add(
-            agent=agents[r], page=np.full(r.size, page, np.int16), position=c.astype(np.int16),
-            item=slates.items[r, c], score=slates.scores[r, c],
+            agent=agents[r],
+            page=np.full(r.size, page, np.int16),
+            position=c.astype(np.int16),
+            item=slates.items[r, c],
+            score=slates.scores[r, c],
             pscore_item_position=slates.pscore_item_position[r, c],
             pscore_slate=np.asarray(slates.pscore_slate, np.float64)[r],
-            exact=np.full(r.size, not slates.deterministic), examined=d.examined[r, c],
-            clicked=d.clicked[r, c], rating=d.rating[r, c], left_after=leave[r],
+            exact=np.full(r.size, not slates.deterministic),
+            examined=d.examined[r, c],
+            clicked=d.clicked[r, c],
+            rating=d.rating[r, c],
+            left_after=leave[r],
             decided_by=codes[r],
         )
         return value, d.clicked.sum(axis=1), leave
@@ -191,8 +217,15 @@ class SimulationModel(mesa.Model):
         sessions = cols.get("session_agents", np.zeros(0, np.int64))
         n_rows = cols["agent"].size if "agent" in cols else 0
         order = np.argsort(cols["agent"], kind="stable") if n_rows else np.zeros(0, np.int64)
-        ev = {name: cols[name][order] for name in cols if name not in
-              ("session_agents", "session_value", "session_watched")} if n_rows else {}
+        ev = (
+            {
+                name: cols[name][order]
+                for name in cols
+                if name not in ("session_agents", "session_value", "session_watched")
+            }
+            if n_rows
+            else {}
+        )
         if sessions.size:
             s_order = np.argsort(sessions, kind="stable")
             sessions = sessions[s_order]
@@ -212,18 +245,34 @@ class SimulationModel(mesa.Model):
         clicks = int(ev["clicked"].sum()) if n_rows else 0
         rated = ev["rating"][np.isfinite(ev["rating"])] if n_rows else np.zeros(0)
         shown_items = np.unique(ev["item"]) if n_rows else np.zeros(0)
-        click_counts = np.bincount(ev["item"][ev["clicked"]], minlength=n_items) if n_rows else np.zeros(n_items)
+        click_counts = (
+            np.bincount(ev["item"][ev["clicked"]], minlength=n_items)
+            if n_rows
+            else np.zeros(n_items)
+        )
         self.last_metrics = {
-            "tick": t, "active_users": int(sessions.size), "sessions": int(sessions.size),
-            "pages": int(self._buf.pages), "impressions": n_rows, "clicks": clicks,
+            "tick": t,
+            "active_users": int(sessions.size),
+            "sessions": int(sessions.size),
+            "pages": int(self._buf.pages),
+            "impressions": n_rows,
+            "clicks": clicks,
             "ctr": clicks / n_rows if n_rows else 0.0,
             "mean_rating": float(rated.mean()) if rated.size else None,
-            "coverage": shown_items.size / n_items, "gini": gini(click_counts),
-            "mean_satisfaction": float(self.satisfaction[~self.churned].mean()) if (~self.churned).any() else 0.0,
+            "coverage": shown_items.size / n_items,
+            "gini": gini(click_counts),
+            "mean_satisfaction": float(self.satisfaction[~self.churned].mean())
+            if (~self.churned).any()
+            else 0.0,
             "churned_users": int(self.churned.sum()),
         }
-        for key, val in (("sessions", sessions.size), ("pages", self._buf.pages),
-                         ("impressions", n_rows), ("clicks", clicks), ("ratings", rated.size)):
+        for key, val in (
+            ("sessions", sessions.size),
+            ("pages", self._buf.pages),
+            ("impressions", n_rows),
+            ("clicks", clicks),
+            ("ratings", rated.size),
+        ):
             self.totals[key] += int(val)
         del k
 
@@ -233,7 +282,9 @@ class SimulationModel(mesa.Model):
         self.memory.record(a, items.astype(np.int32), ev["rating"][clicked], self.tick)
         self.memory.seen += np.bincount(ev["agent"], minlength=self.n_agents)
         if a.size:
-            new = sp.csr_matrix((np.ones(a.size, np.float32), (a, items)), shape=self.consumed.shape)
+            new = sp.csr_matrix(
+                (np.ones(a.size, np.float32), (a, items)), shape=self.consumed.shape
+            )
             self.consumed = (self.consumed + new).tocsr()
             self.consumed.sort_indices()
 
@@ -242,13 +293,16 @@ class SimulationModel(mesa.Model):
         agents = ev["agent"].astype(np.int64)
         start = self.streams.uniform("session-start", agents, t, 0, 1)[:, 0]
         t0 = int(sim.start_time.timestamp()) + t * sim.tick_seconds
-        offset = (start * sim.tick_seconds * 0.9).astype(np.int64) + ev["page"].astype(np.int64) * _PAGE_SECONDS
+        offset = (start * sim.tick_seconds * 0.9).astype(np.int64) + ev["page"].astype(
+            np.int64
+        ) * _PAGE_SECONDS
         session = np.int64(t) * self.n_agents + agents
         out = dict(ev)
         out.update(
             tick=np.full(agents.size, t, np.int32),
             timestamp=t0 + np.minimum(offset, sim.tick_seconds - 1),
-            session_id=session, user_id=agents,
+            session_id=session,
+            user_id=agents,
             slate_id=session * sim.max_pages + ev["page"].astype(np.int64),
             decided_by_vocab=np.asarray(self.decided_by_vocab, dtype=object),
         )
@@ -259,12 +313,19 @@ class SimulationModel(mesa.Model):
     def state(self) -> dict[str, np.ndarray]:
         """Everything needed to continue after this tick (randomness has no state to save)."""
         c = self.consumed
-        meta = {"tick": self.tick, "totals": self.totals, "vocab": self.decided_by_vocab,
-                "metrics": self.datacollector.model_vars}
+        meta = {
+            "tick": self.tick,
+            "totals": self.totals,
+            "vocab": self.decided_by_vocab,
+            "metrics": self.datacollector.model_vars,
+        }
         return {
-            "satisfaction": self.satisfaction, "churned": self.churned,
-            "consumed_indptr": c.indptr, "consumed_indices": c.indices,
-            "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), **self.memory.state(),
+            "satisfaction": self.satisfaction,
+            "churned": self.churned,
+            "consumed_indptr": c.indptr,
+            "consumed_indices": c.indices,
+            "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+            **self.memory.state(),
         }
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:

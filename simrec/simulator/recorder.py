@@ -31,11 +31,21 @@ class EventRecorder:
     Columns expected by ``add_tick``: tick, timestamp (int64 s), session_id, user_id, page,
     slate_id, position, item (item index), score, pscore_item_position, pscore_slate,
     exact (bool: propensity from a stochastic policy), examined, clicked, rating (NaN = none),
-    left_after, decided_by (int codes into the list decided_by_vocab); optionally reason, feeling (object, None = null).
+    left_after, decided_by (int codes into the list decided_by_vocab); optionally reason,
+    feeling (object, None = null).
     """
 
-    def __init__(self, events_dir: Path, *, run_id: str, policy: str, item_ids: np.ndarray,
-                 row_group_size: int, compression_level: int | None, part: int = 0) -> None:
+    def __init__(
+        self,
+        events_dir: Path,
+        *,
+        run_id: str,
+        policy: str,
+        item_ids: np.ndarray,
+        row_group_size: int,
+        compression_level: int | None,
+        part: int = 0,
+    ) -> None:
         self.dir = events_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.item_ids = pa.array(item_ids)
@@ -56,8 +66,11 @@ class EventRecorder:
     def _open(self) -> pq.ParquetWriter:
         if self._writer is None:
             self._writer = pq.ParquetWriter(
-                self._tmp_path, self.schema, compression="zstd",
-                compression_level=self.compression_level, use_dictionary=True,
+                self._tmp_path,
+                self.schema,
+                compression="zstd",
+                compression_level=self.compression_level,
+                use_dictionary=True,
             )
         return self._writer
 
@@ -99,7 +112,9 @@ class EventRecorder:
 
     def _to_table(self, c: dict[str, np.ndarray], n: int) -> pa.Table:
         def const(value: str) -> pa.DictionaryArray:
-            return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value]))
+            return pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(n, np.int32)), pa.array([value])
+            )
 
         # decided_by arrives as codes into a vocabulary; write a sorted dictionary of the labels
         # present, so the file does not depend on the order labels first appeared
@@ -118,7 +133,9 @@ class EventRecorder:
             "run_id": const(self.run_id),
             "event_type": const("impression"),
             "tick": pa.array(c["tick"].astype(np.int32)),
-            "timestamp": pa.array(c["timestamp"].astype("datetime64[s]"), pa.timestamp("s", tz="UTC")),
+            "timestamp": pa.array(
+                c["timestamp"].astype("datetime64[s]"), pa.timestamp("s", tz="UTC")
+            ),
             "session_id": pa.array(c["session_id"].astype(np.int64)),
             "user_id": pa.array(c["user_id"].astype(np.int64)),
             "page": pa.array(c["page"].astype(np.int16)),

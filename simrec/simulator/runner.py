@@ -29,7 +29,13 @@ from simrec.agents.brains.utility import UtilityBrain
 from simrec.agents.persona import Personas, sample_population
 from simrec.config import RunConfig, load_config, validate_config
 from simrec.data import Dataset, load, make_world
-from simrec.data.schemas import arrow_id_type, items_schema, metrics_schema, schema_document, users_schema
+from simrec.data.schemas import (
+    arrow_id_type,
+    items_schema,
+    metrics_schema,
+    schema_document,
+    users_schema,
+)
 from simrec.environments.policies import make_policy
 from simrec.errors import InputError, OutputExistsError
 from simrec.rng import Streams
@@ -74,7 +80,9 @@ def load_data(cfg: RunConfig) -> Dataset:
         data = make_world(d.synthetic, cfg.seed)
     else:
         if d.path is None:
-            raise InputError(f"data.path: expected a path for format '{d.format}', got none (use --data PATH)")
+            raise InputError(
+                f"data.path: expected a path for format '{d.format}', got none (use --data PATH)"
+            )
         data = load(d.format, d.path, columns=d.columns, items_path=d.items_path)
     if cfg.population.items is not None and cfg.population.items < data.catalog.n_items:
         data = _top_items(data, cfg.population.items)
@@ -93,8 +101,13 @@ def _top_items(data: Dataset, n: int) -> Dataset:
     log = data.interactions
     mask = new_index[log.item] >= 0
     users_kept, user_index = np.unique(log.user[mask], return_inverse=True)
-    sub = Interactions(user_index.astype(np.int32), new_index[log.item[mask]].astype(np.int32),
-                       log.rating[mask], log.timestamp[mask], log.user_ids[users_kept])
+    sub = Interactions(
+        user_index.astype(np.int32),
+        new_index[log.item[mask]].astype(np.int32),
+        log.rating[mask],
+        log.timestamp[mask],
+        log.user_ids[users_kept],
+    )
     return Dataset(data.catalog.subset(keep), sub, data.scale, data.source, data.file_hashes)
 
 
@@ -118,8 +131,10 @@ def _check_out_dir(run_dir: Path, overwrite: bool) -> None:
             )
         return
     if any(run_dir.iterdir()):
-        raise OutputExistsError(f"{run_dir}: exists and is not empty, and is not a simrec run; "
-                                f"refusing to write into it")
+        raise OutputExistsError(
+            f"{run_dir}: exists and is not empty, and is not a simrec run; "
+            f"refusing to write into it"
+        )
 
 
 def run(
@@ -162,13 +177,23 @@ def run(
         _init_run_dir(run_dir, cfg, data)
     run_id = run_id_for(cfg)
     recorder = EventRecorder(
-        run_dir / "events", run_id=run_id, policy=getattr(policy, "name", cfg.policy.name),
-        item_ids=data.catalog.item_ids, row_group_size=cfg.output.row_group_size,
+        run_dir / "events",
+        run_id=run_id,
+        policy=getattr(policy, "name", cfg.policy.name),
+        item_ids=data.catalog.item_ids,
+        row_group_size=cfg.output.row_group_size,
         compression_level=cfg.output.compression_level,
     )
     model = SimulationModel(
-        personas=personas, catalog=data.catalog, seed_log=data.interactions, scale=data.scale,
-        brain=brain, policy=policy, sim=cfg.simulation, seed=cfg.seed, recorder=recorder,
+        personas=personas,
+        catalog=data.catalog,
+        seed_log=data.interactions,
+        scale=data.scale,
+        brain=brain,
+        policy=policy,
+        sim=cfg.simulation,
+        seed=cfg.seed,
+        recorder=recorder,
         per_agent=per_agent,
     )
     if checkpoint is not None:
@@ -196,12 +221,15 @@ def _as_config(config: RunConfig | dict | str | Path | None) -> RunConfig:
     return load_config(config)
 
 
-def _simulate(model: SimulationModel, recorder: EventRecorder, cfg: RunConfig, run_dir: Path,
-              progress: bool) -> None:
+def _simulate(
+    model: SimulationModel, recorder: EventRecorder, cfg: RunConfig, run_dir: Path, progress: bool
+) -> None:
     from tqdm import tqdm
 
     every, ticks = cfg.simulation.checkpoint_every, cfg.simulation.ticks
-    bar = tqdm(total=ticks, initial=model.tick, unit="tick", disable=not progress, desc="simulating")
+    bar = tqdm(
+        total=ticks, initial=model.tick, unit="tick", disable=not progress, desc="simulating"
+    )
     try:
         while model.tick < ticks:
             model.step()
@@ -220,17 +248,28 @@ def _init_run_dir(run_dir: Path, cfg: RunConfig, data: Dataset) -> None:
         shutil.rmtree(run_dir)
     state = run_dir / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
-    _atomic_write(state / "config.json", json.dumps(
-        {"config": cfg.model_dump(mode="json"), "data_hashes": data.file_hashes}, indent=2))
+    _atomic_write(
+        state / "config.json",
+        json.dumps(
+            {"config": cfg.model_dump(mode="json"), "data_hashes": data.file_hashes}, indent=2
+        ),
+    )
     item_type = arrow_id_type(data.catalog.item_ids)
     source_type = arrow_id_type(data.interactions.user_ids)
-    _atomic_write(run_dir / "schema.json", json.dumps(schema_document(item_type, source_type), indent=2))
+    _atomic_write(
+        run_dir / "schema.json", json.dumps(schema_document(item_type, source_type), indent=2)
+    )
     cat = data.catalog
-    items = pa.Table.from_pydict({
-        "item_id": pa.array(cat.item_ids, item_type), "title": pa.array(cat.titles.astype(str)),
-        "genres": cat.genre_lists(), "text": pa.array(cat.text.astype(str)),
-        "popularity": pa.array(cat.popularity, pa.int64()),
-    }, schema=items_schema(item_type))
+    items = pa.Table.from_pydict(
+        {
+            "item_id": pa.array(cat.item_ids, item_type),
+            "title": pa.array(cat.titles.astype(str)),
+            "genres": cat.genre_lists(),
+            "text": pa.array(cat.text.astype(str)),
+            "popularity": pa.array(cat.popularity, pa.int64()),
+        },
+        schema=items_schema(item_type),
+    )
     _write_parquet(items, run_dir / "items.parquet")
 
 
@@ -238,10 +277,14 @@ def _prepare_resume(run_dir: Path) -> tuple[Path, RunConfig, dict | None]:
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run directory to resume")
     if (run_dir / "manifest.json").exists():
-        raise InputError(f"{run_dir}: the run is already complete (manifest.json exists); nothing to resume")
+        raise InputError(
+            f"{run_dir}: the run is already complete (manifest.json exists); nothing to resume"
+        )
     state_file = run_dir / STATE_DIR / "config.json"
     if not state_file.is_file():
-        raise InputError(f"{run_dir}: not an unfinished simrec run ({STATE_DIR}/config.json missing)")
+        raise InputError(
+            f"{run_dir}: not an unfinished simrec run ({STATE_DIR}/config.json missing)"
+        )
     saved = json.loads(state_file.read_text())
     cfg = validate_config(saved["config"], str(state_file))
     ckpt_file = run_dir / STATE_DIR / "checkpoint.npz"
@@ -254,7 +297,9 @@ def _prepare_resume(run_dir: Path) -> tuple[Path, RunConfig, dict | None]:
     events = run_dir / "events"
     if events.is_dir():  # drop whatever was written after the checkpoint; it is regenerated
         for f in events.iterdir():
-            if f.name.startswith(".") or (f.name.startswith("part-") and int(f.name[5:10]) >= next_part):
+            if f.name.startswith(".") or (
+                f.name.startswith("part-") and int(f.name[5:10]) >= next_part
+            ):
                 f.unlink()
     return run_dir, cfg, checkpoint
 
@@ -263,8 +308,10 @@ def _check_same_data(run_dir: Path, data: Dataset) -> None:
     saved = json.loads((run_dir / STATE_DIR / "config.json").read_text())["data_hashes"]
     if saved != data.file_hashes:
         changed = sorted(set(saved.items()) ^ set(data.file_hashes.items()))
-        raise InputError(f"{run_dir}: the input data changed since the run started "
-                         f"({', '.join(sorted({p for p, _ in changed}))}); cannot resume")
+        raise InputError(
+            f"{run_dir}: the input data changed since the run started "
+            f"({', '.join(sorted({p for p, _ in changed}))}); cannot resume"
+        )
 
 
 def _save_checkpoint(run_dir: Path, model: SimulationModel, next_part: int) -> None:
@@ -273,23 +320,40 @@ def _save_checkpoint(run_dir: Path, model: SimulationModel, next_part: int) -> N
     os.replace(tmp, run_dir / STATE_DIR / "checkpoint.npz")
 
 
-def _finish(run_dir: Path, cfg: RunConfig, data: Dataset, model: SimulationModel,
-            personas: Personas, run_id: str, timings: dict, resumed_from: int | None) -> dict:
+def _finish(
+    run_dir: Path,
+    cfg: RunConfig,
+    data: Dataset,
+    model: SimulationModel,
+    personas: Personas,
+    run_id: str,
+    timings: dict,
+    resumed_from: int | None,
+) -> dict:
     metrics = pd.DataFrame(model.datacollector.get_model_vars_dataframe())
-    table = pa.Table.from_pandas(metrics[list(metrics_schema().names)], schema=metrics_schema(),
-                                 preserve_index=False)
+    table = pa.Table.from_pandas(
+        metrics[list(metrics_schema().names)], schema=metrics_schema(), preserve_index=False
+    )
     _write_parquet(table, run_dir / "metrics.parquet")
     source_type = arrow_id_type(data.interactions.user_ids)
-    users = pa.Table.from_pydict({
-        "user_id": pa.array(np.arange(len(personas)), pa.int64()),
-        "source_user_id": pa.array(personas.source_user_ids, source_type),
-        "activity": personas.activity, "conformity": personas.conformity,
-        "diversity": personas.diversity, "arrival_rate": personas.arrival_rate,
-        "rating_bias": personas.rating_bias, "n_interactions": personas.n_interactions,
-        "liked_genres": personas.liked_genres, "disliked_genres": personas.disliked_genres,
-        "profile": personas.profiles, "final_satisfaction": model.satisfaction,
-        "churned": model.churned,
-    }, schema=users_schema(source_type))
+    users = pa.Table.from_pydict(
+        {
+            "user_id": pa.array(np.arange(len(personas)), pa.int64()),
+            "source_user_id": pa.array(personas.source_user_ids, source_type),
+            "activity": personas.activity,
+            "conformity": personas.conformity,
+            "diversity": personas.diversity,
+            "arrival_rate": personas.arrival_rate,
+            "rating_bias": personas.rating_bias,
+            "n_interactions": personas.n_interactions,
+            "liked_genres": personas.liked_genres,
+            "disliked_genres": personas.disliked_genres,
+            "profile": personas.profiles,
+            "final_satisfaction": model.satisfaction,
+            "churned": model.churned,
+        },
+        schema=users_schema(source_type),
+    )
     _write_parquet(users, run_dir / "users.parquet")
     manifest = _manifest(cfg, data, model, run_id, timings, resumed_from, run_dir)
     _atomic_write(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
@@ -297,8 +361,15 @@ def _finish(run_dir: Path, cfg: RunConfig, data: Dataset, model: SimulationModel
     return manifest
 
 
-def _manifest(cfg: RunConfig, data: Dataset, model: SimulationModel, run_id: str,
-              timings: dict, resumed_from: int | None, run_dir: Path) -> dict:
+def _manifest(
+    cfg: RunConfig,
+    data: Dataset,
+    model: SimulationModel,
+    run_id: str,
+    timings: dict,
+    resumed_from: int | None,
+    run_dir: Path,
+) -> dict:
     import importlib.metadata as md
 
     from simrec import __version__
@@ -309,24 +380,43 @@ def _manifest(cfg: RunConfig, data: Dataset, model: SimulationModel, run_id: str
         "run_id": run_id,
         "seed": cfg.seed,
         "config": cfg.model_dump(mode="json"),
-        "data": {"source": data.source, "path": cfg.data.path, "file_sha256": data.file_hashes,
-                 "users": data.interactions.n_users, "items": data.catalog.n_items,
-                 "interactions": len(data.interactions),
-                 "rating_scale": [data.scale.low, data.scale.high, data.scale.step]},
-        "counts": {"agents": model.n_agents, "ticks": model.tick, **model.totals,
-                   "churned_users": int(model.churned.sum())},
-        "brain": {"name": model.brain.name, "click_weights": vars(model.brain.weights),
-                  "rating_sigma": model.brain.rating_model.sigma},
+        "data": {
+            "source": data.source,
+            "path": cfg.data.path,
+            "file_sha256": data.file_hashes,
+            "users": data.interactions.n_users,
+            "items": data.catalog.n_items,
+            "interactions": len(data.interactions),
+            "rating_scale": [data.scale.low, data.scale.high, data.scale.step],
+        },
+        "counts": {
+            "agents": model.n_agents,
+            "ticks": model.tick,
+            **model.totals,
+            "churned_users": int(model.churned.sum()),
+        },
+        "brain": {
+            "name": model.brain.name,
+            "click_weights": vars(model.brain.weights),
+            "rating_sigma": model.brain.rating_model.sigma,
+        },
         "policy": getattr(model.policy, "name", cfg.policy.name),
         "llm": {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0},
         "failures": [],
         "fallbacks": {},
         "resumed_from_tick": resumed_from,
         "timings": {k: round(v, 3) for k, v in timings.items()},
-        "outputs": {"events": [f"events/{p}" for p in parts], "users": "users.parquet",
-                    "items": "items.parquet", "metrics": "metrics.parquet", "schema": "schema.json"},
-        "environment": {"python": platform.python_version(),
-                        **{p: md.version(p) for p in ("numpy", "pyarrow", "mesa", "scipy")}},
+        "outputs": {
+            "events": [f"events/{p}" for p in parts],
+            "users": "users.parquet",
+            "items": "items.parquet",
+            "metrics": "metrics.parquet",
+            "schema": "schema.json",
+        },
+        "environment": {
+            "python": platform.python_version(),
+            **{p: md.version(p) for p in ("numpy", "pyarrow", "mesa", "scipy")},
+        },
     }
 
 

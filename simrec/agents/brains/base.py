@@ -96,7 +96,10 @@ class PageDecisions(Sequence[PageDecision]):
         if isinstance(j, slice):
             return [self[i] for i in range(*j.indices(len(self)))]
         return PageDecision(
-            self.examined[j], self.clicked[j], self.rating[j], bool(self.leave[j]),
+            self.examined[j],
+            self.clicked[j],
+            self.rating[j],
+            bool(self.leave[j]),
             str(self.decided_by[j]),
             None if self.feeling is None else self.feeling[j],
             None if self.reason is None else self.reason[j],

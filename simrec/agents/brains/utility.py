@@ -69,8 +69,13 @@ class UtilityBrain:
         n_items = data.catalog.n_items
         self.choice = fit_choice_factors(data.interactions, n_items, c.taste_dim, self.seed)
         self.rating_model = fit_rating_model(
-            data.interactions, n_items, data.scale, dim=c.taste_dim, reg=c.fit_regularization,
-            sweeps=c.fit_iterations, seed=self.seed,
+            data.interactions,
+            n_items,
+            data.scale,
+            dim=c.taste_dim,
+            reg=c.fit_regularization,
+            sweeps=c.fit_iterations,
+            seed=self.seed,
         )
         self.has_ratings = bool(np.isfinite(data.interactions.rating).any())
         personas = derive_personas(data, self.rating_model.user_bias)
@@ -87,24 +92,38 @@ class UtilityBrain:
         users = np.concatenate([users_pos, users_neg])
         items = np.concatenate([items_pos, items_neg])
         y = np.concatenate([np.ones(users_pos.size), np.zeros(users_neg.size)])
-        aff = np.einsum("nd,nd->n", self.choice.taste[users], self.choice.items[items]).astype(np.float64)
-        aff_neg = aff[users_pos.size:]
+        aff = np.einsum("nd,nd->n", self.choice.taste[users], self.choice.items[items]).astype(
+            np.float64
+        )
+        aff_neg = aff[users_pos.size :]
         aff_mean, aff_std = float(aff_neg.mean()), float(aff_neg.std() or 1.0)
         logpop = np.log1p(data.catalog.popularity.astype(np.float64))
         pop_mean, pop_std = float(logpop.mean()), float(logpop.std() or 1.0)
         self.z_pop = ((logpop - pop_mean) / pop_std).astype(np.float32)
         zp = self.z_pop[items].astype(np.float64)
-        x = np.column_stack([
-            np.ones(y.size), (aff - aff_mean) / aff_std,
-            personas.conformity[users] * zp, personas.diversity[users] * -zp,
-        ])
+        x = np.column_stack(
+            [
+                np.ones(y.size),
+                (aff - aff_mean) / aff_std,
+                personas.conformity[users] * zp,
+                personas.diversity[users] * -zp,
+            ]
+        )
         w = _logistic_regression(x, y, l2=1e-3)
         density = len(log) / max(1, log.n_users * n_items)
         tau = self.config.random_item_watch_rate or float(np.clip(density, 1e-4, 0.5))
         ybar = y.mean()
         intercept = w[0] + logit(tau) - logit(ybar)  # prior correction for the negative sampling
-        return ClickWeights(float(intercept), float(w[1]), float(w[2]), float(w[3]),
-                            aff_mean, aff_std, pop_mean, pop_std)
+        return ClickWeights(
+            float(intercept),
+            float(w[1]),
+            float(w[2]),
+            float(w[3]),
+            aff_mean,
+            aff_std,
+            pop_mean,
+            pop_std,
+        )
 
     # ------------------------------------------------------------------ per-agent state
 
@@ -131,13 +150,17 @@ class UtilityBrain:
         safe = np.where(valid, items, 0)
         u = self.streams.uniform("decide", agents, views.tick, views.page, 3 * k + 1)
         position = np.arange(1, k + 1, dtype=np.float64)
-        exam_p = c.first_examination * position ** -c.position_decay
+        exam_p = c.first_examination * position**-c.position_decay
         examined = valid & (u[:, :k] < exam_p[None, :])
         aff = np.einsum("nd,nkd->nk", self.taste[agents], self.choice.items[safe])
         zp = self.z_pop[safe]
         conf = self.conformity[agents][:, None]
-        x = (w.intercept + w.affinity * (aff - w.aff_mean) / w.aff_std
-             + w.popularity * conf * zp + w.novelty * self.diversity[agents][:, None] * -zp)
+        x = (
+            w.intercept
+            + w.affinity * (aff - w.aff_mean) / w.aff_std
+            + w.popularity * conf * zp
+            + w.novelty * self.diversity[agents][:, None] * -zp
+        )
         if views.social is not None:
             x = x + c.social_weight * conf * views.social
         clicked = examined & (u[:, k : 2 * k] < expit(x))
@@ -151,7 +174,11 @@ class UtilityBrain:
             span = max(rm.scale.high - rm.scale.low, 1e-9)
             value = np.where(clicked, (sampled - rm.scale.low) / span, 0.0)
         page_value = np.minimum(1.0, value.sum(axis=1) / 2.0)
-        leave_logit = c.leave_base + c.fatigue_per_page * views.page - c.leave_satisfaction_weight * page_value
+        leave_logit = (
+            c.leave_base
+            + c.fatigue_per_page * views.page
+            - c.leave_satisfaction_weight * page_value
+        )
         leave = u[:, 3 * k] < expit(leave_logit)
         return PageDecisions(examined, clicked, rating, leave, np.full(n, self.name, dtype=object))
 

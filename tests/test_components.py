@@ -1,0 +1,218 @@
+"""Unit tests: counter-based randomness, policies, personas, the statistical brain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simrec.agents.brains.base import PageBatch
+from simrec.agents.brains.utility import UtilityBrain
+from simrec.agents.persona import sample_population
+from simrec.config import SyntheticWorldConfig, UtilityBrainConfig
+from simrec.data import make_world
+from simrec.environments import PolicyRandomness, PopularPolicy, RandomPolicy, make_policy
+from simrec.errors import ConfigError
+from simrec.rng import Streams
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 10**9), min_size=1, max_size=40, unique=True), st.integers(0, 2**40))
+def test_draws_depend_only_on_the_agent_not_the_batch(agents, seed):
+    s = Streams(seed)
+    a = np.array(agents)
+    whole = s.uniform("x", a, tick=3, page=1, n=5)
+    perm = np.random.default_rng(0).permutation(a.size)
+    assert np.array_equal(s.uniform("x", a[perm], tick=3, page=1, n=5), whole[perm])
+    assert np.array_equal(s.uniform("x", a[:1], tick=3, page=1, n=5), whole[:1])
+    assert ((whole > 0) & (whole < 1)).all()
+
+
+def test_streams_differ_by_purpose_tick_page_and_are_uniform():
+    s, a = Streams(1), np.arange(20000)
+    u = s.uniform("p", a, 0, 0, 1)[:, 0]
+    for other in (
+        s.uniform("q", a, 0, 0, 1),
+        s.uniform("p", a, 1, 0, 1),
+        s.uniform("p", a, 0, 1, 1),
+    ):
+        assert abs(np.corrcoef(u, other[:, 0])[0, 1]) < 0.03
+    hist = np.histogram(u, bins=10, range=(0, 1))[0]
+    assert hist.min() > 1800 and hist.max() < 2200
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(SyntheticWorldConfig(users=400, items=300), 2)
+
+
+def _fit(policy, world):
+    policy.fit(world.interactions.to_arrow(), world.catalog)
+    return policy
+
+
+def test_popular_policy_orders_by_popularity_and_excludes(world):
+    p = _fit(PopularPolicy(), world)
+    users = np.arange(3)
+    ex = sp.csr_matrix((np.ones(2), ([1, 1], p.ranking[:2])), shape=(3, world.catalog.n_items))
+    s = p.recommend(users, 5, exclude=ex, rng=PolicyRandomness(Streams(0), 0, 0))
+    assert s.items[0].tolist() == p.ranking[:5].tolist()
+    assert s.items[1].tolist() == p.ranking[2:7].tolist()
+    assert s.deterministic and (s.pscore_item_position == 1).all()
+
+
+def test_popular_runs_out_of_items_gracefully():
+    w = make_world(SyntheticWorldConfig(users=20, items=12, interactions_per_user=3), 0)
+    p = _fit(PopularPolicy(), w)
+    ex = sp.csr_matrix(np.eye(1, 12, dtype=np.float32).repeat(1, 0))
+    ex = sp.csr_matrix(np.ones((1, 12), np.float32))
+    ex[0, 3] = 0
+    ex.eliminate_zeros()
+    s = p.recommend(np.array([0]), 5, exclude=ex, rng=PolicyRandomness(Streams(0), 0, 0))
+    assert s.items[0].tolist() == [3, -1, -1, -1, -1]
+
+
+def test_random_policy_propensities_match_monte_carlo(world):
+    """Empirical P(item at position) over many independent draws equals the logged 1/A."""
+    p = _fit(RandomPolicy(), world)
+    n_items = world.catalog.n_items
+    excluded = np.arange(0, n_items, 3)  # a third of the catalog is excluded
+    draws = 4000
+    users = np.arange(draws)
+    ex = sp.csr_matrix(
+        (
+            np.ones(draws * excluded.size),
+            (np.repeat(users, excluded.size), np.tile(excluded, draws)),
+        ),
+        shape=(draws, n_items),
+    )
+    s = p.recommend(users, 4, exclude=ex, rng=PolicyRandomness(Streams(9), 0, 0))
+    allowed = n_items - excluded.size
+    assert np.allclose(s.pscore_item_position, 1 / allowed)
+    assert not np.isin(s.items, excluded).any()
+    assert all(len(set(row)) == 4 for row in s.items)
+    counts = np.bincount(s.items[:, 2], minlength=n_items)[
+        np.setdiff1d(np.arange(n_items), excluded)
+    ]
+    expected = draws / allowed
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < allowed + 4 * np.sqrt(2 * allowed)  # chi-square with allowed-1 dof, ~4 sigma
+    assert np.allclose(
+        s.pscore_slate, 1 / (allowed * (allowed - 1) * (allowed - 2) * (allowed - 3))
+    )
+
+
+def test_random_policy_is_deterministic_per_user_and_page(world):
+    p = _fit(RandomPolicy(), world)
+    rng = PolicyRandomness(Streams(4), 2, 1)
+    a = p.recommend(np.array([5, 9, 11]), 6, exclude=None, rng=rng)
+    b = p.recommend(np.array([11]), 6, exclude=None, rng=rng)
+    assert np.array_equal(a.items[2], b.items[0])
+    c = p.recommend(np.array([11]), 6, exclude=None, rng=PolicyRandomness(Streams(4), 2, 2))
+    assert not np.array_equal(c.items[0], b.items[0])
+
+
+def test_make_policy_errors():
+    with pytest.raises(ConfigError, match="unknown policy 'x': expected one of popular, random"):
+        make_policy("x", {})
+    with pytest.raises(ConfigError, match="policy.params for 'popular'"):
+        make_policy("popular", {"alpha": 1})
+    with pytest.raises(ConfigError, match="half_life_days: expected a positive number, got -1"):
+        make_policy("popular", {"half_life_days": -1})
+    with pytest.raises(ConfigError, match="expected a Recommender"):
+        make_policy("simrec.config:RunConfig", {})
+
+
+def test_time_decayed_popularity_prefers_recent(world):
+    p = _fit(PopularPolicy(half_life_days=1.0), world)
+    plain = _fit(PopularPolicy(), world)
+    assert not np.array_equal(p.ranking[:20], plain.ranking[:20])
+
+
+@pytest.fixture(scope="module")
+def fitted(world):
+    brain = UtilityBrain(UtilityBrainConfig(taste_dim=8), seed=2)
+    personas = brain.fit(world)
+    brain.bind(personas, Streams(2))
+    return brain, personas
+
+
+def test_personas_traits_and_profiles(fitted, world):
+    _, personas = fitted
+    assert len(personas) == world.interactions.n_users
+    for trait in (personas.activity, personas.conformity, personas.diversity):
+        assert trait.min() >= 0 and trait.max() <= 1 and trait.std() > 0.1
+    # activity follows the number of interactions
+    counts = np.bincount(world.interactions.user)
+    assert np.corrcoef(personas.activity, np.log(counts))[0, 1] > 0.9
+    has_liked = [i for i, g in enumerate(personas.liked_genres) if g]
+    assert len(has_liked) > 0.9 * len(personas)
+    u = has_liked[0]
+    assert personas.liked_genres[u][0] in personas.profiles[u]
+    assert ((personas.arrival_rate > 0) & (personas.arrival_rate < 1)).all()
+
+
+def test_population_sampling_and_cloning(fitted):
+    _, personas = fitted
+    s = Streams(0)
+    small = sample_population(personas, 50, s)
+    big = sample_population(personas, 1000, s)
+    assert len(small) == 50 and len(set(small.source_user)) == 50
+    assert len(big) == 1000 and set(big.source_user) == set(range(len(personas)))
+    assert np.array_equal(sample_population(personas, 50, s).source_user, small.source_user)
+
+
+def test_brain_prefers_what_users_actually_watched(fitted, world):
+    """The calibrated watch model ranks a user's held items above random ones (AUC)."""
+    brain, _ = fitted
+    log = world.interactions
+    g = np.random.default_rng(0)
+    pick = g.choice(len(log), 3000, replace=False)
+    users, pos = log.user[pick].astype(np.int64), log.item[pick].astype(np.int64)
+    neg = g.integers(0, world.catalog.n_items, pos.size)
+    w = brain.weights
+
+    def logit(items):
+        aff = np.einsum("nd,nd->n", brain.taste[users], brain.choice.items[items])
+        zp = brain.z_pop[items]
+        return (
+            w.affinity * (aff - w.aff_mean) / w.aff_std
+            + w.popularity * brain.conformity[users] * zp
+            - w.novelty * brain.diversity[users] * zp
+        )
+
+    auc = (logit(pos)[:, None] > logit(neg)[None, :]).mean()
+    assert auc > 0.75
+
+
+def test_brain_decisions_are_consistent(fitted, world):
+    brain, _ = fitted
+    n, k = 400, 10
+    items = np.tile(np.arange(k), (n, 1))
+    items[0, 7:] = -1
+    batch = PageBatch(np.arange(n), items, np.zeros((n, k), np.float32), page=0, tick=0)
+    d = brain.decide(batch)
+    assert d.examined.shape == (n, k) and d.leave.shape == (n,)
+    assert not d.examined[0, 7:].any()
+    assert (d.examined | ~d.clicked).all()
+    assert np.isfinite(d.rating[d.clicked]).all() and np.isnan(d.rating[~d.clicked]).all()
+    assert d.examined[:, 0].mean() > d.examined[:, -1].mean()  # position bias
+    again = brain.decide(batch)
+    assert np.array_equal(d.clicked, again.clicked)
+    later = brain.decide(
+        PageBatch(np.arange(n), items, np.zeros((n, k), np.float32), page=3, tick=0)
+    )
+    assert later.leave.mean() > d.leave.mean()  # fatigue
+    view = batch[3]
+    assert view.agent == 3 and view.page == 0 and len(d[3].examined) == k
+
+
+def test_rating_model_beats_the_global_mean(fitted, world):
+    brain, _ = fitted
+    log = world.interactions
+    rm = brain.rating_model
+    pred = rm.expected(log.user.astype(np.int64), log.item.astype(np.int64)[:, None])[:, 0]
+    rmse = np.sqrt(np.mean((pred - log.rating) ** 2))
+    assert rmse < 0.9 * log.rating.std()
