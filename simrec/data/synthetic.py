@@ -186,8 +186,8 @@ def _sample_log(
     for start in range(0, n_users, _CHUNK):
         idx = np.arange(start, min(start + _CHUNK, n_users))
         util = 2.5 * (user_vecs[idx] @ item_vecs.T) + log_pop[None, :]
-        gumbel = -np.log(-np.log(streams.uniform("world-log", idx, n=item_vecs.shape[0])))
-        util += gumbel
+        # a fixed chunk size keeps the draws independent of anything the user configures
+        util += streams.generator("world-log", start).gumbel(size=util.shape)
         n_max = int(n_per_user[idx].max())
         top = np.argpartition(-util, n_max - 1, axis=1)[:, :n_max]
         order = np.argsort(-np.take_along_axis(util, top, axis=1), axis=1, kind="stable")

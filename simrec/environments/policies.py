@@ -126,7 +126,7 @@ class PopularPolicy:
                 (todo.size, min(width, self.ranking.size)),
             )
             ex = exclude[todo] if exclude is not None else None
-            chosen, found = first_k(cand, ~excluded_mask(np.ascontiguousarray(cand), ex), k)
+            chosen, found = first_k(cand, ~excluded_mask(cand, ex), k)
             items[todo] = chosen
             if width >= self.ranking.size:
                 break
