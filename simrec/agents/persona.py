@@ -94,6 +94,7 @@ def derive_personas(data: Dataset, rating_bias: np.ndarray) -> Personas:
     diversity = _percentile(_entropy(user_genre)) if g.nnz else np.full(n_users, 0.5, np.float32)
     arrival = _arrival_rate(log.user, log.timestamp, n_users)
     liked, disliked = _genre_preferences(data, user_genre)
+    has_ratings = bool(np.isfinite(log.rating).any())
     profiles = [
         _profile(
             int(counts[u]),
@@ -103,7 +104,7 @@ def derive_personas(data: Dataset, rating_bias: np.ndarray) -> Personas:
             float(diversity[u]),
             liked[u],
             disliked[u],
-            np.isfinite(log.rating).any(),
+            has_ratings,
         )
         for u in range(n_users)
     ]
