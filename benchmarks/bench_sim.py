@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 import simrec
+from simrec.simulator.recorder import writer_options
 
 
 def _config(users: int, ticks: int, out: Path, items: int = 3000) -> dict:
@@ -41,7 +42,7 @@ def _parquet_only(run_dir: Path, row_group_size: int) -> float:
     table = pq.read_table(run_dir / "events")
     out = run_dir / "parquet_only.parquet"
     t = time.perf_counter()
-    with pq.ParquetWriter(out, table.schema, compression="zstd", use_dictionary=True) as w:
+    with pq.ParquetWriter(out, table.schema, **writer_options()) as w:
         for start in range(0, table.num_rows, row_group_size):
             w.write_table(table.slice(start, row_group_size), row_group_size=row_group_size)
     return time.perf_counter() - t

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
+from simrec.arrays import rowwise_dot
 from simrec.data.dataset import Interactions, RatingScale
 
 _SOLVE_CHUNK = 32768
@@ -105,11 +106,11 @@ def fit_rating_model(
     q = g.normal(0, 0.05, (n_items, dim))
     resid = r - mu - bu[u] - bi[i]
     r_ui = sp.csr_matrix((resid, (u, i)), shape=(n_users, n_items))
-    r_iu = r_ui.T.tocsr()
+    r_ui.sum_duplicates()
     for _ in range(sweeps):
-        p = _als_sweep(r_ui, q, reg)
-        q = _als_sweep(r_iu, p, reg)
-    pred = mu + bu[u] + bi[i] + np.einsum("nd,nd->n", p[u], q[i])
+        p = _solve_rows(r_ui, q, reg)
+        q = _solve_columns(r_ui, p, reg)
+    pred = mu + bu[u] + bi[i] + rowwise_dot(p, u, q, i)
     sigma = float(np.sqrt(np.mean((r - np.clip(pred, scale.low, scale.high)) ** 2)))
     f32 = np.float32
     return RatingModel(
@@ -122,20 +123,56 @@ def _group_mean(group: np.ndarray, values: np.ndarray, n: int, reg: float) -> np
     return np.bincount(group, values, n) / (np.bincount(group, minlength=n) + reg)
 
 
-def _als_sweep(r: sp.csr_matrix, other: np.ndarray, reg: float) -> np.ndarray:
-    """Solve every row's ridge regression ``(O_u^T O_u + reg I) x = O_u^T r_u`` in batches.
+def _packed_outer(x: np.ndarray) -> np.ndarray:
+    """Upper triangles of the outer products of the rows. x: (n, d) -> (n, d(d+1)/2) float32."""
+    iu = np.triu_indices(x.shape[1])
+    x32 = x.astype(np.float32)
+    return x32[:, iu[0]] * x32[:, iu[1]]
 
-    r: (n_rows, n_other) CSR of residuals; other: (n_other, d) -> (n_rows, d).
+
+def _ridge_solve(packed: np.ndarray, rhs: np.ndarray, reg: float) -> np.ndarray:
+    """Solve ``(A + reg I) x = rhs`` per row. packed: (n, d(d+1)/2), rhs: (n, d) -> (n, d)."""
+    d = rhs.shape[1]
+    iu = np.triu_indices(d)
+    a = np.empty((packed.shape[0], d, d))
+    a[:, iu[0], iu[1]] = packed
+    a[:, iu[1], iu[0]] = packed
+    a[:, np.arange(d), np.arange(d)] += reg
+    return np.linalg.solve(a, rhs[:, :, None])[:, :, 0]
+
+
+def _indicator(r: sp.csr_matrix) -> sp.csr_matrix:
+    ind = r.astype(np.float32)
+    ind.data[:] = 1.0
+    return ind
+
+
+def _solve_rows(r: sp.csr_matrix, other: np.ndarray, reg: float) -> np.ndarray:
+    """Each row's ridge regression ``(O_u^T O_u + reg I) x = O_u^T r_u``, in row chunks.
+
+    r: (n_rows, n_other) CSR of residuals; other: (n_other, d) small -> (n_rows, d).
     """
-    d = other.shape[1]
-    outer = (other[:, :, None] * other[:, None, :]).reshape(other.shape[0], d * d)
-    indicator = r.copy()
-    indicator.data[:] = 1.0
-    out = np.empty((r.shape[0], d))
-    eye = reg * np.eye(d)
+    outer = _packed_outer(other)
+    ind = _indicator(r)
+    out = np.empty((r.shape[0], other.shape[1]))
     for start in range(0, r.shape[0], _SOLVE_CHUNK):
         sl = slice(start, min(start + _SOLVE_CHUNK, r.shape[0]))
-        a = (indicator[sl] @ outer).reshape(-1, d, d) + eye
-        b = r[sl] @ other
-        out[sl] = np.linalg.solve(a, b[:, :, None])[:, :, 0]
+        out[sl] = _ridge_solve(ind[sl] @ outer, r[sl] @ other, reg)
     return out
+
+
+def _solve_columns(r: sp.csr_matrix, rows: np.ndarray, reg: float) -> np.ndarray:
+    """The same for every column of ``r``, accumulating the normal equations over row chunks,
+    so the (n_rows, d(d+1)/2) outer products are never held at once.
+
+    r: (n_rows, n_cols) CSR; rows: (n_rows, d) -> (n_cols, d).
+    """
+    d = rows.shape[1]
+    a = np.zeros((r.shape[1], d * (d + 1) // 2))
+    b = np.zeros((r.shape[1], d))
+    ind = _indicator(r)
+    for start in range(0, r.shape[0], 4 * _SOLVE_CHUNK):
+        sl = slice(start, min(start + 4 * _SOLVE_CHUNK, r.shape[0]))
+        a += ind[sl].T @ _packed_outer(rows[sl])
+        b += r[sl].T @ rows[sl]
+    return _ridge_solve(a, b, reg)

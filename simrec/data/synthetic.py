@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from simrec.arrays import rowwise_dot
 from simrec.config import SyntheticWorldConfig
 from simrec.data.dataset import Catalog, Dataset, Interactions, RatingScale
 from simrec.rng import Streams
@@ -103,7 +104,7 @@ def make_world(cfg: SyntheticWorldConfig, seed: int) -> Dataset:
     ).astype(np.int64)
 
     users, items = _sample_log(streams, user_vecs, item_vecs, log_pop, n_per_user)
-    affinity = np.einsum("nd,nd->n", user_vecs[users], item_vecs[items])
+    affinity = rowwise_dot(user_vecs, users, item_vecs, items)
     noise = streams.normal("world-rating", np.arange(users.size), n=1)[:, 0]
     affinity = affinity - affinity.mean()
     raw = 3.55 + user_bias[users] + item_bias[items] + 0.8 * affinity + 0.8 * noise
@@ -160,14 +161,9 @@ def _users(
     genre_weight: np.ndarray,
 ) -> np.ndarray:
     k = min(3, cfg.genres)
-    favourite = np.stack(
-        [
-            g.choice(cfg.genres, size=k, replace=False, p=genre_weight)
-            for _ in range(min(cfg.users, 50_000))
-        ]
-    )
-    if cfg.users > favourite.shape[0]:  # large worlds: reuse the favourite-genre patterns
-        favourite = favourite[g.integers(0, favourite.shape[0], cfg.users)]
+    # k genres per user without replacement, weighted: Gumbel top-k over log weights
+    keys = np.log(genre_weight)[None, :] + g.gumbel(size=(cfg.users, cfg.genres))
+    favourite = np.argsort(-keys, axis=1)[:, :k]
     mix = g.dirichlet(np.ones(k), size=cfg.users)
     vecs = np.einsum("uk,ukd->ud", mix, centroids[favourite])
     return vecs + g.normal(0, 0.6 / np.sqrt(cfg.dim), size=vecs.shape)
@@ -180,14 +176,18 @@ def _sample_log(
     log_pop: np.ndarray,
     n_per_user: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's items: top-n of taste + popularity + Gumbel noise (no replacement)."""
+    """Each user's items: n draws without replacement, P(item) proportional to
+    exp(2.5 * taste . item + log popularity): the top-n of ``utility - log(Exp(1))`` keys."""
     users_out, items_out = [], []
     n_users = user_vecs.shape[0]
+    items32 = item_vecs.T.astype(np.float32)
+    pop32 = log_pop.astype(np.float32)[None, :]
     for start in range(0, n_users, _CHUNK):
         idx = np.arange(start, min(start + _CHUNK, n_users))
-        util = 2.5 * (user_vecs[idx] @ item_vecs.T) + log_pop[None, :]
+        util = 2.5 * (user_vecs[idx].astype(np.float32) @ items32) + pop32
         # a fixed chunk size keeps the draws independent of anything the user configures
-        util += streams.generator("world-log", start).gumbel(size=util.shape)
+        e = streams.generator("world-log", start).standard_exponential(util.shape, np.float32)
+        util -= np.log(np.maximum(e, np.float32(1e-30)))
         n_max = int(n_per_user[idx].max())
         top = np.argpartition(-util, n_max - 1, axis=1)[:, :n_max]
         order = np.argsort(-np.take_along_axis(util, top, axis=1), axis=1, kind="stable")

@@ -92,8 +92,8 @@ class SimulationModel(mesa.Model):
         self.memory = MemoryStore(self.n_agents)
         seen = seed_log.matrix(catalog.n_items)
         seen.data[:] = 1.0
-        self.consumed = seen[personas.source_user].tocsr()
-        self.consumed.sort_indices()
+        self.seed_consumed = seen  # (n_source_users, n_items): rows addressed by source user
+        self.watched = sp.csr_matrix((self.n_agents, catalog.n_items), dtype=np.float32)
         self.decided_by_vocab: list[str] = []
         self._vocab_index: dict[str, int] = {}
         self.totals = {k: 0 for k in ("sessions", "pages", "impressions", "clicks", "ratings")}
@@ -168,27 +168,34 @@ class SimulationModel(mesa.Model):
         else:
             norm = np.ones(d.rating.shape)
         value = np.where(d.clicked, norm, 0.0).sum(axis=1)
-        r, c = np.nonzero(valid)
-        codes = (
-            np.array([self._code(x) for x in d.decided_by], np.int32)
-            if len(set(d.decided_by)) > 1
-            else np.full(agents.size, self._code(d.decided_by[0]) if agents.size else 0, np.int32)
-        )
-        self._buf.pages += agents.size
+        n = agents.size
+        if len(set(d.decided_by)) > 1:
+            codes = np.array([self._code(x) for x in d.decided_by], np.int32)
+        else:
+            codes = np.full(n, self._code(d.decided_by[0]) if n else 0, np.int32)
+        self._buf.pages += n
+        sel = valid.ravel()
+
+        def cells(x: np.ndarray) -> np.ndarray:  # (n, k) -> flat valid cells
+            return x.ravel()[sel]
+
+        def rows(x: np.ndarray) -> np.ndarray:  # (n,) -> one entry per valid cell
+            return np.repeat(x, k)[sel]
+
         self._buf.add(
-            agent=agents[r],
-            page=np.full(r.size, page, np.int16),
-            position=c.astype(np.int16),
-            item=slates.items[r, c],
-            score=slates.scores[r, c],
-            pscore_item_position=slates.pscore_item_position[r, c],
-            pscore_slate=np.asarray(slates.pscore_slate, np.float64)[r],
-            exact=np.full(r.size, not slates.deterministic),
-            examined=d.examined[r, c],
-            clicked=d.clicked[r, c],
-            rating=d.rating[r, c],
-            left_after=leave[r],
-            decided_by=codes[r],
+            agent=rows(agents),
+            page=np.full(int(sel.sum()), page, np.int16),
+            position=np.tile(np.arange(k, dtype=np.int16), n)[sel],
+            item=cells(slates.items),
+            score=cells(slates.scores),
+            pscore_item_position=cells(slates.pscore_item_position),
+            pscore_slate=rows(np.asarray(slates.pscore_slate, np.float64)),
+            exact=np.full(int(sel.sum()), not slates.deterministic),
+            examined=cells(d.examined),
+            clicked=cells(d.clicked),
+            rating=cells(d.rating),
+            left_after=rows(leave),
+            decided_by=rows(codes),
         )
         return value, d.clicked.sum(axis=1), leave
 
@@ -200,14 +207,10 @@ class SimulationModel(mesa.Model):
 
     def _exclusions(self, agents: np.ndarray, earlier: np.ndarray) -> sp.csr_matrix:
         """(m, n_items) CSR: what each agent consumed plus what this session already showed."""
-        base = self.consumed[agents]
-        if earlier.shape[1] == 0:
-            return base
-        r, c = np.nonzero(earlier >= 0)
-        extra = sp.csr_matrix((np.ones(r.size, np.float32), (r, earlier[r, c])), shape=base.shape)
-        out = (base + extra).tocsr()
-        out.sort_indices()
-        return out
+        parts = [self.seed_consumed[self.personas.source_user[agents]]]
+        if self.watched.nnz:
+            parts.append(self.watched[agents])
+        return stack_rows(parts, earlier, self.catalog.n_items)
 
     # ------------------------------------------------------------------ end of tick
 
@@ -282,11 +285,8 @@ class SimulationModel(mesa.Model):
         self.memory.record(a, items.astype(np.int32), ev["rating"][clicked], self.tick)
         self.memory.seen += np.bincount(ev["agent"], minlength=self.n_agents)
         if a.size:
-            new = sp.csr_matrix(
-                (np.ones(a.size, np.float32), (a, items)), shape=self.consumed.shape
-            )
-            self.consumed = (self.consumed + new).tocsr()
-            self.consumed.sort_indices()
+            new = sp.csr_matrix((np.ones(a.size, np.float32), (a, items)), shape=self.watched.shape)
+            self.watched = (self.watched + new).tocsr()
 
     def _event_columns(self, ev: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t, sim = self.tick, self.sim
@@ -312,7 +312,7 @@ class SimulationModel(mesa.Model):
 
     def state(self) -> dict[str, np.ndarray]:
         """Everything needed to continue after this tick (randomness has no state to save)."""
-        c = self.consumed
+        c = self.watched
         meta = {
             "tick": self.tick,
             "totals": self.totals,
@@ -322,8 +322,8 @@ class SimulationModel(mesa.Model):
         return {
             "satisfaction": self.satisfaction,
             "churned": self.churned,
-            "consumed_indptr": c.indptr,
-            "consumed_indices": c.indices,
+            "watched_indptr": c.indptr,
+            "watched_indices": c.indices,
             "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
             **self.memory.state(),
         }
@@ -337,12 +337,41 @@ class SimulationModel(mesa.Model):
         self.datacollector.model_vars = {k: list(v) for k, v in meta["metrics"].items()}
         self.satisfaction = state["satisfaction"].copy()
         self.churned = state["churned"].copy()
-        idx = state["consumed_indices"]
-        self.consumed = sp.csr_matrix(
-            (np.ones(idx.size, np.float32), idx.copy(), state["consumed_indptr"].copy()),
-            shape=self.consumed.shape,
+        idx = state["watched_indices"]
+        self.watched = sp.csr_matrix(
+            (np.ones(idx.size, np.float32), idx.copy(), state["watched_indptr"].copy()),
+            shape=self.watched.shape,
         )
         self.memory.load_state(state)
+
+
+def stack_rows(parts: list[sp.csr_matrix], dense: np.ndarray, n_cols: int) -> sp.csr_matrix:
+    """Row-wise union of CSR matrices and a dense (m, w) array of column indices (-1 = none).
+
+    All inputs have the same m rows; the result's column indices are grouped by row (not
+    sorted within a row) and are assumed disjoint between the inputs.
+
+    >>> a = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 1]], np.float32))
+    >>> stack_rows([a], np.array([[2, -1], [0, 1]]), 3).toarray().tolist()
+    [[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
+    """
+    m = dense.shape[0]
+    valid = dense >= 0
+    counts = [np.diff(p.indptr) for p in parts] + [valid.sum(axis=1)]
+    indptr = np.zeros(m + 1, np.int64)
+    np.cumsum(sum(counts), out=indptr[1:])
+    indices = np.empty(indptr[-1], np.int32)
+    offset = indptr[:-1].copy()
+    for p, c in zip(parts, counts, strict=False):
+        starts = np.repeat(offset - p.indptr[:-1], c)
+        indices[starts + np.arange(p.nnz)] = p.indices
+        offset += c
+    if dense.size:
+        flat = dense[valid]
+        within = np.arange(flat.size) - np.repeat(np.cumsum(counts[-1]) - counts[-1], counts[-1])
+        indices[np.repeat(offset, counts[-1]) + within] = flat
+    data = np.ones(indices.size, np.float32)
+    return sp.csr_matrix((data, indices, indptr), shape=(m, n_cols))
 
 
 def _reporter(key: str):

@@ -166,13 +166,22 @@ class UtilityBrain:
         clicked = examined & (u[:, k : 2 * k] < expit(x))
         rating = np.full((n, k), np.nan, np.float32)
         value = clicked.astype(np.float64)
-        if self.has_ratings:
+        if self.has_ratings:  # ratings only where watched: a few percent of the cells
             rm = self.rating_model
-            expected = rm.expected(self.source_user[agents], safe)
-            sampled = rm.scale.quantise(expected + rm.sigma * ndtri(u[:, 2 * k : 3 * k]))
-            rating = np.where(clicked, sampled, np.nan).astype(np.float32)
+            r, col = np.nonzero(clicked)
+            who, what = self.source_user[agents[r]], safe[r, col]
+            expected = (
+                rm.mu
+                + rm.user_bias[who]
+                + rm.item_bias[what]
+                + np.einsum("nd,nd->n", rm.user_factors[who], rm.item_factors[what])
+            )
+            expected = np.clip(expected, rm.scale.low, rm.scale.high)
+            sampled = rm.scale.quantise(expected + rm.sigma * ndtri(u[r, 2 * k + col]))
+            rating[r, col] = sampled
             span = max(rm.scale.high - rm.scale.low, 1e-9)
-            value = np.where(clicked, (sampled - rm.scale.low) / span, 0.0)
+            value = np.zeros((n, k))
+            value[r, col] = (sampled - rm.scale.low) / span
         page_value = np.minimum(1.0, value.sum(axis=1) / 2.0)
         leave_logit = (
             c.leave_base
