@@ -8,6 +8,8 @@ interval is one part file, written as a hidden ``.tmp`` and renamed when the int
 from __future__ import annotations
 
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ import pyarrow.parquet as pq
 
 from simrec.data.schemas import events_schema
 
+_MAX_PENDING = 2  # ticks queued for the writer thread at most
 _NULL_STRING_COLUMNS = ("reason", "feeling", "llm_model", "prompt_hash")
 _NULL_INT_COLUMNS = ("prompt_tokens", "completion_tokens")
 
@@ -86,6 +89,10 @@ class EventRecorder:
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
+        # one writer thread: Arrow conversion and Parquet encoding overlap with the simulation
+        # (pyarrow releases the GIL); jobs run in submission order, so files are identical
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simrec-recorder")
+        self._pending: deque[Future] = deque()
 
     @property
     def _tmp_path(self) -> Path:
@@ -99,7 +106,34 @@ class EventRecorder:
         return self._writer
 
     def add_tick(self, cols: dict[str, np.ndarray]) -> None:
-        """Buffer one tick's rows; write every full row group."""
+        """Queue one tick's rows (the arrays must not be modified afterwards)."""
+        while len(self._pending) >= _MAX_PENDING:  # bound the memory held by queued ticks
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._append, cols))
+
+    def close_part(self) -> Path:
+        """Write what is queued and buffered, close the part and move it into place."""
+        self._drain()
+        return self._pool.submit(self._close).result()
+
+    def abort(self) -> None:
+        """Stop after a failure: finish queued work if possible and close the open part (the
+        hidden temp part is discarded on resume)."""
+        try:
+            self._drain()
+        except Exception:  # the original failure is what the caller reports
+            pass
+        finally:
+            self._pool.shutdown(wait=True)
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def _append(self, cols: dict[str, np.ndarray]) -> None:
         n = int(cols["tick"].shape[0])
         self._open()
         if n == 0:
@@ -114,8 +148,7 @@ class EventRecorder:
             self._buffer, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
             self.rows_written += full
 
-    def close_part(self) -> Path:
-        """Write what is buffered, close the part and move it into place; next part begins."""
+    def _close(self) -> Path:
         writer = self._open()
         if self._buffered:
             writer.write_table(pa.concat_tables(self._buffer), row_group_size=self.row_group_size)
@@ -127,12 +160,6 @@ class EventRecorder:
         os.replace(self._tmp_path, final)
         self.part += 1
         return final
-
-    def abort(self) -> None:
-        """Close an open writer after a failure (the hidden temp part is discarded on resume)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
     def _to_table(self, c: dict[str, np.ndarray], n: int) -> pa.Table:
         def const(value: str) -> pa.DictionaryArray:
