@@ -55,7 +55,6 @@ class RatingModel:
 def fit_choice_factors(log: Interactions, n_items: int, dim: int, seed: int) -> ChoiceFactors:
     """Truncated SVD of the binary (n_users, n_items) matrix with rows scaled to unit norm."""
     m = log.matrix(n_items)
-    m.data[:] = 1.0
     norms = np.sqrt(np.asarray(m.sum(axis=1)).ravel())
     m = sp.diags(1.0 / np.maximum(norms, 1.0)) @ m
     k = max(1, min(dim, min(m.shape) - 1))
@@ -104,14 +103,21 @@ def fit_rating_model(
     g = np.random.default_rng(seed)
     p = g.normal(0, 0.05, (n_users, dim))
     q = g.normal(0, 0.05, (n_items, dim))
-    resid = r - mu - bu[u] - bi[i]
+    resid = r - mu
+    resid -= bu[u]
+    resid -= bi[i]
     r_ui = sp.csr_matrix((resid, (u, i)), shape=(n_users, n_items))
     r_ui.sum_duplicates()
     for _ in range(sweeps):
         p = _solve_rows(r_ui, q, reg)
         q = _solve_columns(r_ui, p, reg)
-    pred = mu + bu[u] + bi[i] + rowwise_dot(p, u, q, i)
-    sigma = float(np.sqrt(np.mean((r - np.clip(pred, scale.low, scale.high)) ** 2)))
+    del resid, r_ui
+    sq = 0.0
+    for s in range(0, r.size, 1 << 22):  # residual std, in chunks
+        e = slice(s, s + (1 << 22))
+        pred = mu + bu[u[e]] + bi[i[e]] + rowwise_dot(p, u[e], q, i[e])
+        sq += float(((r[e] - np.clip(pred, scale.low, scale.high)) ** 2).sum())
+    sigma = float(np.sqrt(sq / r.size))
     f32 = np.float32
     return RatingModel(
         mu, bu.astype(f32), bi.astype(f32), p.astype(f32), q.astype(f32), sigma, scale

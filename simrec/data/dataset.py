@@ -104,15 +104,18 @@ class Interactions:
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
-    def matrix(self, n_items: int, values: np.ndarray | None = None) -> sp.csr_matrix:
-        """(n_users, n_items) CSR of ``values`` (default 1.0); duplicates keep the last value."""
-        v = np.ones(len(self), np.float32) if values is None else values.astype(np.float32)
-        order = np.lexsort((self.timestamp, self.item, self.user))
-        u, i, v = self.user[order], self.item[order], v[order]
-        last = np.ones(u.size, bool)
-        last[:-1] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
-        m = sp.csr_matrix((v[last], (u[last], i[last])), shape=(self.n_users, n_items))
-        m.sort_indices()
+    def matrix(self, n_items: int) -> sp.csr_matrix:
+        """(n_users, n_items) binary CSR (float32 ones) of who interacted with what, with
+        sorted indices; computed once and cached."""
+        cached = getattr(self, "_matrix", None)
+        if cached is not None and cached.shape[1] == n_items:
+            return cached
+        m = sp.csr_matrix(
+            (np.ones(len(self), np.float32), (self.user, self.item)), shape=(self.n_users, n_items)
+        )
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        self._matrix = m
         return m
 
     def to_arrow(self) -> pa.Table:

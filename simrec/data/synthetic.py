@@ -105,12 +105,14 @@ def make_world(cfg: SyntheticWorldConfig, seed: int) -> Dataset:
 
     users, items = _sample_log(streams, user_vecs, item_vecs, log_pop, n_per_user)
     affinity = rowwise_dot(user_vecs, users, item_vecs, items)
-    noise = streams.normal("world-rating", np.arange(users.size), n=1)[:, 0]
-    affinity = affinity - affinity.mean()
-    raw = 3.55 + user_bias[users] + item_bias[items] + 0.8 * affinity + 0.8 * noise
+    affinity -= affinity.mean()
+    affinity *= 0.8
+    affinity += 3.55 + user_bias[users] + item_bias[items]
+    affinity += 0.8 * g.standard_normal(users.size)
     scale = RatingScale(1.0, 5.0, 1.0)
-    ratings = scale.quantise(raw).astype(np.float32)
-    timestamps = _timestamps(streams, users, n_per_user, cfg.log_days)
+    ratings = scale.quantise(affinity).astype(np.float32)
+    del affinity
+    timestamps = _timestamps(g, users, n_per_user, cfg.log_days)
 
     titles = _titles(g, cfg.items)
     rows = np.repeat(np.arange(cfg.items), [len(x) for x in item_genres])
@@ -130,8 +132,8 @@ def make_world(cfg: SyntheticWorldConfig, seed: int) -> Dataset:
         popularity=np.bincount(items, minlength=cfg.items).astype(np.int64),
     )
     log = Interactions(
-        users.astype(np.int32),
-        items.astype(np.int32),
+        users.astype(np.int32, copy=False),
+        items.astype(np.int32, copy=False),
         ratings,
         timestamps,
         np.arange(1, cfg.users + 1, dtype=np.int64),
@@ -193,23 +195,21 @@ def _sample_log(
         order = np.argsort(-np.take_along_axis(util, top, axis=1), axis=1, kind="stable")
         top = np.take_along_axis(top, order, axis=1)
         keep = np.arange(n_max)[None, :] < n_per_user[idx][:, None]
-        users_out.append(np.broadcast_to(idx[:, None], top.shape)[keep])
-        items_out.append(top[keep])
+        users_out.append(np.broadcast_to(idx[:, None], top.shape)[keep].astype(np.int32))
+        items_out.append(top[keep].astype(np.int32))
     return np.concatenate(users_out), np.concatenate(items_out)
 
 
 def _timestamps(
-    streams: Streams, users: np.ndarray, n_per_user: np.ndarray, days: int
+    g: np.random.Generator, users: np.ndarray, n_per_user: np.ndarray, days: int
 ) -> np.ndarray:
-    """Interactions in bursts (sessions) spread over the log period, increasing per user."""
+    """Interactions in bursts: a user's activity clusters on about n/4 session days."""
     start = 1_700_000_000
-    u = streams.uniform("world-time", np.arange(users.size), n=2)
-    day = np.floor(u[:, 0] * days).astype(np.int64)
-    # a user's activity clusters on a few days: snap to one of ~n/4 session days
+    jitter = g.integers(0, 3, users.size)
+    u = g.random(users.size, np.float32)
     sessions = np.maximum(1, n_per_user[users] // 4)
-    day = (np.floor(u[:, 1] * sessions) * days // sessions).astype(np.int64) + day % 3
-    ts = start + day * 86400 + (u[:, 1] * 3600).astype(np.int64)
-    return ts
+    day = (np.floor(u * sessions).astype(np.int64) * days) // sessions + jitter
+    return start + day * 86400 + (u * 3600).astype(np.int64)
 
 
 def _titles(g: np.random.Generator, n: int) -> np.ndarray:

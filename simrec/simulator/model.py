@@ -91,7 +91,6 @@ class SimulationModel(mesa.Model):
         self.churned = np.zeros(self.n_agents, bool)
         self.memory = MemoryStore(self.n_agents)
         seen = seed_log.matrix(catalog.n_items)
-        seen.data[:] = 1.0
         self.seed_consumed = seen  # (n_source_users, n_items): rows addressed by source user
         self.watched = sp.csr_matrix((self.n_agents, catalog.n_items), dtype=np.float32)
         self.decided_by_vocab: list[str] = []
