@@ -135,8 +135,8 @@ class UtilityBrainConfig(_Section):
     )
     churn_hazard: float = Field(0.05, ge=0, le=1, description="P(churn) per unhappy session")
     taste_dim: int = Field(16, ge=2, le=256, description="latent dimensions fitted from the log")
-    fit_iterations: int = Field(8, ge=1, le=100, description="ALS sweeps of the rating model")
-    fit_regularization: float = Field(5.0, gt=0, description="L2 penalty of the rating model")
+    fit_iterations: int = Field(5, ge=1, le=100, description="ALS sweeps of the rating model")
+    fit_regularization: float = Field(20.0, gt=0, description="L2 penalty of the rating model")
 
 
 class OutputConfig(_Section):

@@ -204,7 +204,9 @@ def _genre_preferences(
         [names[j] for j in row if score[u, j] > 0 and not disliked_mask[u, j]]
         for u, row in enumerate(top)
     ]
-    disliked = [list(names[np.flatnonzero(m)][:3]) for m in disliked_mask]
+    disliked: list[list[str]] = [[] for _ in range(n_users)]
+    for u in np.flatnonzero(disliked_mask.any(axis=1)):
+        disliked[u] = list(names[np.flatnonzero(disliked_mask[u])][:3])
     return liked, disliked
 
 

@@ -140,9 +140,10 @@ def _ridge_solve(packed: np.ndarray, rhs: np.ndarray, reg: float) -> np.ndarray:
     """Solve ``(A + reg I) x = rhs`` per row. packed: (n, d(d+1)/2), rhs: (n, d) -> (n, d)."""
     d = rhs.shape[1]
     iu = np.triu_indices(d)
-    a = np.empty((packed.shape[0], d, d))
-    a[:, iu[0], iu[1]] = packed
-    a[:, iu[1], iu[0]] = packed
+    where = np.empty((d, d), np.int64)  # position of (i, j) in the packed upper triangle
+    where[iu] = np.arange(iu[0].size)
+    where[iu[1], iu[0]] = where[iu]
+    a = packed.astype(np.float64)[:, where.ravel()].reshape(-1, d, d)
     a[:, np.arange(d), np.arange(d)] += reg
     return np.linalg.solve(a, rhs[:, :, None])[:, :, 0]
 

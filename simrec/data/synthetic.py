@@ -184,14 +184,19 @@ def _sample_log(
     n_users = user_vecs.shape[0]
     items32 = item_vecs.T.astype(np.float32)
     pop32 = log_pop.astype(np.float32)[None, :]
+    n_items = item_vecs.shape[0]
     for start in range(0, n_users, _CHUNK):
         idx = np.arange(start, min(start + _CHUNK, n_users))
-        util = 2.5 * (user_vecs[idx].astype(np.float32) @ items32) + pop32
+        util = (2.5 * user_vecs[idx]).astype(np.float32) @ items32
+        util += pop32
         # a fixed chunk size keeps the draws independent of anything the user configures
         e = streams.generator("world-log", start).standard_exponential(util.shape, np.float32)
-        util -= np.log(np.maximum(e, np.float32(1e-30)))
+        with np.errstate(divide="ignore"):
+            np.log(e, out=e)
+        util -= e
+        del e
         n_max = int(n_per_user[idx].max())
-        top = np.argpartition(-util, n_max - 1, axis=1)[:, :n_max]
+        top = np.argpartition(util, n_items - n_max, axis=1)[:, n_items - n_max :]
         order = np.argsort(-np.take_along_axis(util, top, axis=1), axis=1, kind="stable")
         top = np.take_along_axis(top, order, axis=1)
         keep = np.arange(n_max)[None, :] < n_per_user[idx][:, None]
