@@ -39,6 +39,7 @@ ML100K_GENRES = [
     "War",
     "Western",
 ]
+_RATING_DTYPES = {"user": np.int64, "item": np.int64, "rating": np.float64, "timestamp": np.int64}
 FORMATS = ("movielens-100k", "movielens-1m", "movielens-latest", "table")
 
 
@@ -108,33 +109,48 @@ def check_utf8(path: Path) -> None:
 
 
 def _read_delimited(
-    path: Path, sep: str, names: list[str] | None, encoding: str, what: str
+    path: Path,
+    sep: str,
+    names: list[str] | None,
+    encoding: str,
+    what: str,
+    dtypes: dict[str, type] | None = None,
 ) -> pd.DataFrame:
-    """Read a delimited text file as strings. ``names=None`` means the file has a header."""
+    """Read a delimited text file, streamed by pandas' C parser. ``names=None``: the file has a
+    header. With ``dtypes`` the columns are parsed as those types directly (fast, little memory);
+    if that fails the file is read again as strings so the caller can name the bad value."""
     _require_file(path, what)
     if encoding == "utf-8":
         check_utf8(path)
-    text = path.read_bytes().decode(encoding)
+    source: Path | io.BytesIO = path
     if sep == "::":
-        text, sep = text.replace("::", "\t"), "\t"
-    quoting = csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE
-    try:
-        df = pd.read_csv(
-            io.StringIO(text),
-            sep=sep,
-            header=None if names else 0,
-            names=names,
-            dtype=str,
-            keep_default_na=False,
-            quoting=quoting,
-            index_col=False,
-            engine="c",
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise InputError(
-            f"{path}: expected {what} ({_sep_name(sep)}-separated), "
-            f"could not parse: {str(err).strip()}"
-        ) from None
+        source, sep = io.BytesIO(path.read_bytes().replace(b"::", b"\t")), "\t"
+    options = {
+        "sep": sep,
+        "header": None if names else 0,
+        "names": names,
+        "keep_default_na": False,
+        "quoting": csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE,
+        "index_col": False,
+        "engine": "c",
+        "encoding": encoding,
+    }
+    df = None
+    if dtypes:
+        try:
+            df = pd.read_csv(source, dtype=dtypes, **options)
+        except (ValueError, TypeError, OverflowError, pd.errors.ParserError):
+            df = None
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+    if df is None:
+        try:
+            df = pd.read_csv(source, dtype=str, **options)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise InputError(
+                f"{path}: expected {what} ({_sep_name(sep)}-separated), "
+                f"could not parse: {str(err).strip()}"
+            ) from None
     if df.empty:
         raise InputError(f"{path}: no rows, expected {what}")
     return df
@@ -279,6 +295,7 @@ def load_movielens_100k(path: str | Path) -> Dataset:
         ["user", "item", "rating", "timestamp"],
         "latin-1",
         "ratings (user item rating timestamp)",
+        _RATING_DTYPES,
     )
     _require_file(item_file, "item file u.item")
     text = item_file.read_bytes().decode("latin-1")
@@ -329,6 +346,7 @@ def load_movielens_1m(path: str | Path) -> Dataset:
         ["user", "item", "rating", "timestamp"],
         "latin-1",
         "ratings (UserID::MovieID::Rating::Timestamp)",
+        _RATING_DTYPES,
     )
     movies = _read_delimited(
         mfile, "::", ["item", "title", "genres"], "latin-1", "movies (MovieID::Title::Genres)"
@@ -340,7 +358,14 @@ def load_movielens_latest(path: str | Path) -> Dataset:
     """ml-latest(-small), ml-25m, ml-32m: ``ratings.csv``, ``movies.csv`` with headers, UTF-8."""
     root = _require_dir(Path(path), "movielens-latest")
     rfile, mfile = root / "ratings.csv", root / "movies.csv"
-    df = _read_delimited(rfile, ",", None, "utf-8", "ratings (userId,movieId,rating,timestamp)")
+    df = _read_delimited(
+        rfile,
+        ",",
+        None,
+        "utf-8",
+        "ratings (userId,movieId,rating,timestamp)",
+        {"userId": np.int64, "movieId": np.int64, "rating": np.float64, "timestamp": np.int64},
+    )
     _require_columns(df, ["userId", "movieId", "rating", "timestamp"], rfile)
     df = df.rename(columns={"userId": "user", "movieId": "item"})
     movies = _read_delimited(mfile, ",", None, "utf-8", "movies (movieId,title,genres)")

@@ -9,6 +9,7 @@ tick's aggregates.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 
@@ -214,36 +215,45 @@ class SimulationModel(mesa.Model):
     # ------------------------------------------------------------------ end of tick
 
     def _end_tick(self) -> None:
-        t, k, n_items = self.tick, self.sim.page_size, self.catalog.n_items
-        cols = self._buf.concat() if self._buf.columns else {}
-        sessions = cols.get("session_agents", np.zeros(0, np.int64))
-        n_rows = cols["agent"].size if "agent" in cols else 0
-        order = np.argsort(cols["agent"], kind="stable") if n_rows else np.zeros(0, np.int64)
-        ev = (
-            {
-                name: cols[name][order]
-                for name in cols
-                if name not in ("session_agents", "session_value", "session_watched")
-            }
-            if n_rows
-            else {}
-        )
-        if sessions.size:
+        t, n_items = self.tick, self.catalog.n_items
+        chunks = self._buf.columns
+        n_rows = int(sum(a.size for a in chunks.get("agent", [])))
+        if chunks.get("session_agents"):
+            sessions = np.concatenate(chunks["session_agents"])
             s_order = np.argsort(sessions, kind="stable")
             sessions = sessions[s_order]
-            value = cols["session_value"][s_order]
-            watched = cols["session_watched"][s_order]
+            value = np.concatenate(chunks["session_value"])[s_order]
+            watched = np.concatenate(chunks["session_watched"])[s_order]
             sat, churn = self.brain.end_sessions(
                 sessions, t, self.brain.session_value(value, watched), self.satisfaction
             )
             self.satisfaction[sessions] = sat
             self.churned[sessions] |= churn
+        else:
+            sessions = np.zeros(0, np.int64)
+        # state and metrics need only a few columns, in any order; putting every column in
+        # canonical order and encoding it happens on the recorder's thread
+        ev = {
+            name: np.concatenate(chunks[name]) if n_rows else np.zeros(0)
+            for name in ("agent", "item", "clicked", "rating")
+        }
         if n_rows:
+            ev["item"] = ev["item"].astype(np.int64)
+            ev["clicked"] = ev["clicked"].astype(bool)
             self._update_state(ev)
-            if self.recorder is not None:
-                self.recorder.add_tick(self._event_columns(ev))
-        elif self.recorder is not None:
-            self.recorder.add_tick({"tick": np.zeros(0, np.int32)})
+        if self.recorder is not None:
+            event_chunks = {k: v for k, v in chunks.items() if not k.startswith("session_")}
+            self.recorder.add_tick(
+                functools.partial(
+                    tick_events,
+                    event_chunks,
+                    tick=t,
+                    n_agents=self.n_agents,
+                    sim=self.sim,
+                    streams=self.streams,
+                    vocab=list(self.decided_by_vocab),
+                )
+            )
         clicks = int(ev["clicked"].sum()) if n_rows else 0
         rated = ev["rating"][np.isfinite(ev["rating"])] if n_rows else np.zeros(0)
         shown_items = np.unique(ev["item"]) if n_rows else np.zeros(0)
@@ -276,7 +286,6 @@ class SimulationModel(mesa.Model):
             ("ratings", rated.size),
         ):
             self.totals[key] += int(val)
-        del k
 
     def _update_state(self, ev: dict[str, np.ndarray]) -> None:
         clicked = ev["clicked"]
@@ -286,26 +295,6 @@ class SimulationModel(mesa.Model):
         if a.size:
             new = sp.csr_matrix((np.ones(a.size, np.float32), (a, items)), shape=self.watched.shape)
             self.watched = (self.watched + new).tocsr()
-
-    def _event_columns(self, ev: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        t, sim = self.tick, self.sim
-        agents = ev["agent"].astype(np.int64)
-        start = self.streams.uniform("session-start", agents, t, 0, 1)[:, 0]
-        t0 = int(sim.start_time.timestamp()) + t * sim.tick_seconds
-        offset = (start * sim.tick_seconds * 0.9).astype(np.int64) + ev["page"].astype(
-            np.int64
-        ) * _PAGE_SECONDS
-        session = np.int64(t) * self.n_agents + agents
-        out = dict(ev)
-        out.update(
-            tick=np.full(agents.size, t, np.int32),
-            timestamp=t0 + np.minimum(offset, sim.tick_seconds - 1),
-            session_id=session,
-            user_id=agents,
-            slate_id=session * sim.max_pages + ev["page"].astype(np.int64),
-            decided_by_vocab=np.asarray(self.decided_by_vocab, dtype=object),
-        )
-        return out
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -342,6 +331,39 @@ class SimulationModel(mesa.Model):
             shape=self.watched.shape,
         )
         self.memory.load_state(state)
+
+
+def tick_events(
+    chunks: dict[str, list[np.ndarray]],
+    *,
+    tick: int,
+    n_agents: int,
+    sim: SimulationConfig,
+    streams: Streams,
+    vocab: list[str],
+) -> dict[str, np.ndarray]:
+    """One tick's event columns in canonical order (user, page, position), with timestamps and
+    session/slate ids. ``chunks``: per column, the arrays appended page by page."""
+    if not chunks.get("agent"):
+        return {"tick": np.zeros(0, np.int32)}
+    ev = {name: np.concatenate(parts) for name, parts in chunks.items()}
+    order = np.argsort(ev["agent"], kind="stable")  # pages were appended in order: stable
+    ev = {name: col[order] for name, col in ev.items()}
+    agents = ev["agent"].astype(np.int64)
+    start = streams.uniform("session-start", agents, tick, 0, 1)[:, 0]
+    t0 = int(sim.start_time.timestamp()) + tick * sim.tick_seconds
+    page = ev["page"].astype(np.int64)
+    offset = (start * sim.tick_seconds * 0.9).astype(np.int64) + page * _PAGE_SECONDS
+    session = np.int64(tick) * n_agents + agents
+    ev.update(
+        tick=np.full(agents.size, tick, np.int32),
+        timestamp=t0 + np.minimum(offset, sim.tick_seconds - 1),
+        session_id=session,
+        user_id=agents,
+        slate_id=session * sim.max_pages + page,
+        decided_by_vocab=np.asarray(vocab, dtype=object),
+    )
+    return ev
 
 
 def stack_rows(parts: list[sp.csr_matrix], dense: np.ndarray, n_cols: int) -> sp.csr_matrix:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -105,8 +106,9 @@ class EventRecorder:
             )
         return self._writer
 
-    def add_tick(self, cols: dict[str, np.ndarray]) -> None:
-        """Queue one tick's rows (the arrays must not be modified afterwards)."""
+    def add_tick(self, cols: dict[str, np.ndarray] | Callable[[], dict[str, np.ndarray]]) -> None:
+        """Queue one tick's rows: the columns, or a function returning them (run on the
+        recorder's thread). The arrays must not be modified afterwards."""
         while len(self._pending) >= _MAX_PENDING:  # bound the memory held by queued ticks
             self._pending.popleft().result()
         self._pending.append(self._pool.submit(self._append, cols))
@@ -133,7 +135,9 @@ class EventRecorder:
         while self._pending:
             self._pending.popleft().result()
 
-    def _append(self, cols: dict[str, np.ndarray]) -> None:
+    def _append(self, cols: dict[str, np.ndarray] | Callable[[], dict[str, np.ndarray]]) -> None:
+        if callable(cols):
+            cols = cols()
         n = int(cols["tick"].shape[0])
         self._open()
         if n == 0:
