@@ -216,3 +216,21 @@ def test_rating_model_beats_the_global_mean(fitted, world):
     pred = rm.expected(log.user.astype(np.int64), log.item.astype(np.int64)[:, None])[:, 0]
     rmse = np.sqrt(np.mean((pred - log.rating) ** 2))
     assert rmse < 0.9 * log.rating.std()
+
+
+def test_popular_matches_brute_force_for_any_exclusions(world):
+    p = _fit(PopularPolicy(), world)
+    g = np.random.default_rng(5)
+    n_items, n, k = world.catalog.n_items, 60, 7
+    rows, cols = [], []
+    for r in range(n):
+        m = [0, 3, 40, 200, n_items - 3, n_items][r % 6]  # light, heavy, past the cap, all
+        chosen = p.ranking[:m] if r % 2 else g.choice(n_items, m, replace=False)
+        rows += [r] * len(chosen)
+        cols += list(chosen)
+    ex = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n_items))
+    got = p.recommend(np.arange(n), k, exclude=ex, rng=PolicyRandomness(Streams(0), 0, 0)).items
+    for r in range(n):
+        blocked = set(ex.indices[ex.indptr[r] : ex.indptr[r + 1]])
+        want = [i for i in p.ranking if i not in blocked][:k]
+        assert got[r].tolist() == want + [-1] * (k - len(want))

@@ -101,6 +101,7 @@ class PopularPolicy:
             )
         self.half_life_days = half_life_days
         self.ranking = np.zeros(0, np.int64)
+        self.rank_of = np.zeros(0, np.int64)
         self.scores = np.zeros(0, np.float32)
 
     def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
@@ -111,30 +112,55 @@ class PopularPolicy:
             weights = 0.5 ** ((ts.max() - ts) / (self.half_life_days * 86400.0))
         counts = np.bincount(items, weights=weights, minlength=catalog.n_items).astype(np.float64)
         self.ranking = np.lexsort((np.arange(catalog.n_items), -counts))
+        self.rank_of = np.empty_like(self.ranking)
+        self.rank_of[self.ranking] = np.arange(self.ranking.size)
         self.scores = (counts / max(counts.max(), 1e-12)).astype(np.float32)
 
     def recommend(
         self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
     ) -> Slates:
-        n = users.shape[0]
-        items = np.full((n, k), -1, np.int64)
-        todo = np.arange(n)
-        width = k + 32
-        while todo.size:
-            cand = np.broadcast_to(
-                self.ranking[: min(width, self.ranking.size)],
-                (todo.size, min(width, self.ranking.size)),
-            )
-            ex = exclude[todo] if exclude is not None else None
-            chosen, found = first_k(cand, ~excluded_mask(cand, ex), k)
-            items[todo] = chosen
-            if width >= self.ranking.size:
-                break
-            todo = todo[found < k]
-            width *= 4
+        n, n_items = users.shape[0], self.ranking.size
+        if exclude is None or exclude.nnz == 0:
+            items = np.broadcast_to(self.ranking[:k], (n, min(k, n_items))).copy()
+            items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=-1)
+        else:
+            items = self._first_allowed(exclude, k)
         valid = items >= 0
         scores = np.where(valid, self.scores[np.maximum(items, 0)], 0.0).astype(np.float32)
         return Slates(items, scores, np.ones((n, k)), np.ones(n), True)
+
+    def _first_allowed(self, exclude: sp.csr_matrix, k: int) -> np.ndarray:
+        """(n, k) most popular allowed items per row: one pass over the first W ranks, where W
+        is k plus the most exclusions any row has among the top ranks; rarer rows with more
+        exclusions than the cap fall back to a wider search."""
+        n, n_items = exclude.shape[0], self.ranking.size
+        cap = min(n_items, k + 128)
+        rows = np.repeat(np.arange(n), np.diff(exclude.indptr))
+        rank = self.rank_of[exclude.indices]
+        near = rank < cap
+        per_row = np.bincount(rows[near], minlength=n)
+        # rows grouped by how many top-ranked items they exclude: each group is searched only
+        # as wide as it needs (k plus its largest count), most rows in a narrow window
+        items = np.full((n, k), -1, np.int64)
+        group = np.searchsorted(np.array([16, 64]), per_row, side="left")
+        entry_group = group[rows]
+        local = np.empty(n, np.int64)
+        for g in np.unique(group):
+            members = np.flatnonzero(group == g)
+            local[members] = np.arange(members.size)
+            width = min(n_items, k + int(per_row[members].max()))
+            mine = (entry_group == g) & (rank < width)
+            blocked = np.zeros((members.size, width), bool)
+            blocked[local[rows[mine]], rank[mine]] = True
+            cand = np.broadcast_to(self.ranking[:width], (members.size, width))
+            chosen, found = first_k(cand, ~blocked, k)
+            items[members] = chosen
+            # rows with more exclusions than the window allows (past the cap): search wider
+            short = members[found < k] if width < n_items else np.zeros(0, np.int64)
+            if short.size:
+                wide = np.broadcast_to(self.ranking, (short.size, n_items))
+                items[short], _ = first_k(wide, ~excluded_mask(wide, exclude[short]), k)
+        return items
 
 
 POLICIES: dict[str, type] = {"random": RandomPolicy, "popular": PopularPolicy}

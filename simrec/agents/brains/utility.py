@@ -148,22 +148,24 @@ class UtilityBrain:
         n, k = items.shape
         valid = items >= 0
         safe = np.where(valid, items, 0)
-        u = self.streams.uniform("decide", agents, views.tick, views.page, 3 * k + 1)
+        # one uniform per slot decides examination, watching and the rating noise:
+        # examined = u < e; watched = u < e * c (a subset); given watched, u / (e * c) is again
+        # uniform and independent of the decision, so it drives the rating noise
+        u = self.streams.uniform("decide", agents, views.tick, views.page, k + 1)
         position = np.arange(1, k + 1, dtype=np.float64)
         exam_p = c.first_examination * position**-c.position_decay
         examined = valid & (u[:, :k] < exam_p[None, :])
         aff = np.einsum("nd,nkd->nk", self.taste[agents], self.choice.items[safe])
         zp = self.z_pop[safe]
-        conf = self.conformity[agents][:, None]
-        x = (
-            w.intercept
-            + w.affinity * (aff - w.aff_mean) / w.aff_std
-            + w.popularity * conf * zp
-            + w.novelty * self.diversity[agents][:, None] * -zp
-        )
+        # logit = b + a * affinity + (w_pop * conformity - w_nov * diversity) * z_pop [+ social]
+        per_agent = w.popularity * self.conformity[agents] - w.novelty * self.diversity[agents]
+        x = aff * np.float32(w.affinity / w.aff_std)
+        x += np.float32(w.intercept - w.affinity * w.aff_mean / w.aff_std)
+        x += per_agent[:, None] * zp
         if views.social is not None:
-            x = x + c.social_weight * conf * views.social
-        clicked = examined & (u[:, k : 2 * k] < expit(x))
+            x += c.social_weight * self.conformity[agents][:, None] * views.social
+        watch_p = exam_p[None, :] * expit(x)
+        clicked = valid & (u[:, :k] < watch_p)
         rating = np.full((n, k), np.nan, np.float32)
         value = clicked.astype(np.float64)
         if self.has_ratings:  # ratings only where watched: a few percent of the cells
@@ -177,7 +179,8 @@ class UtilityBrain:
                 + np.einsum("nd,nd->n", rm.user_factors[who], rm.item_factors[what])
             )
             expected = np.clip(expected, rm.scale.low, rm.scale.high)
-            sampled = rm.scale.quantise(expected + rm.sigma * ndtri(u[r, 2 * k + col]))
+            noise_u = u[r, col] / watch_p[r, col]
+            sampled = rm.scale.quantise(expected + rm.sigma * ndtri(noise_u))
             rating[r, col] = sampled
             span = max(rm.scale.high - rm.scale.low, 1e-9)
             value = np.zeros((n, k))
@@ -188,7 +191,7 @@ class UtilityBrain:
             + c.fatigue_per_page * views.page
             - c.leave_satisfaction_weight * page_value
         )
-        leave = u[:, 3 * k] < expit(leave_logit)
+        leave = u[:, k] < expit(leave_logit)
         return PageDecisions(examined, clicked, rating, leave, np.full(n, self.name, dtype=object))
 
     # ------------------------------------------------------------------ sessions
