@@ -9,28 +9,9 @@ import pytest
 
 from simrec.config import SyntheticWorldConfig
 from simrec.data import make_world
+from simrec.data.loaders import ML100K_GENRES
 
-GENRES_100K = [
-    "unknown",
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-]
+GENRES_100K = ML100K_GENRES
 
 
 @pytest.fixture(scope="session")

@@ -13,28 +13,11 @@ import scipy.sparse as sp
 from simrec.arrays import rowwise_dot
 from simrec.config import SyntheticWorldConfig
 from simrec.data.dataset import Catalog, Dataset, Interactions, RatingScale
+from simrec.data.loaders import ML100K_GENRES
 from simrec.rng import Streams
 
-GENRES = [
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-]
+# MovieLens genre names (as ml-latest spells them), without ml-100k's "unknown"
+GENRES = [g.replace("'s", "") for g in ML100K_GENRES[1:]]
 _ADJ = [
     "Silent",
     "Crimson",
