@@ -53,6 +53,7 @@ def users_schema(source_id_type: pa.DataType) -> pa.Schema:
             pa.field("arrival_rate", pa.float32(), False),
             pa.field("rating_bias", pa.float32(), False),
             pa.field("n_interactions", pa.int64(), False),
+            pa.field("taste", pa.list_(pa.float32()), False),
             pa.field("liked_genres", pa.list_(pa.string()), False),
             pa.field("disliked_genres", pa.list_(pa.string()), False),
             pa.field("profile", pa.string(), False),

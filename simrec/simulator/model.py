@@ -175,17 +175,18 @@ class SimulationModel(mesa.Model):
             codes = np.full(n, self._code(d.decided_by[0]) if n else 0, np.int32)
         self._buf.pages += n
         sel = valid.ravel()
+        full = bool(sel.all())  # the usual case: no empty slots, flat views need no copy
 
         def cells(x: np.ndarray) -> np.ndarray:  # (n, k) -> flat valid cells
-            return x.ravel()[sel]
+            return x.ravel() if full else x.ravel()[sel]
 
         def rows(x: np.ndarray) -> np.ndarray:  # (n,) -> one entry per valid cell
-            return np.repeat(x, k)[sel]
+            return np.repeat(x, k) if full else np.repeat(x, k)[sel]
 
         self._buf.add(
             agent=rows(agents),
             page=np.full(int(sel.sum()), page, np.int16),
-            position=np.tile(np.arange(k, dtype=np.int16), n)[sel],
+            position=cells(np.tile(np.arange(k, dtype=np.int16), n)),
             item=cells(slates.items),
             score=cells(slates.scores),
             pscore_item_position=cells(slates.pscore_item_position),

@@ -346,6 +346,14 @@ def _finish(
             "arrival_rate": personas.arrival_rate,
             "rating_bias": personas.rating_bias,
             "n_interactions": personas.n_interactions,
+            "taste": pa.ListArray.from_arrays(
+                pa.array(
+                    np.arange(
+                        0, model.brain.taste.size + 1, model.brain.taste.shape[1], dtype=np.int32
+                    )
+                ),
+                pa.array(model.brain.taste.ravel()),
+            ),
             "liked_genres": personas.liked_genres,
             "disliked_genres": personas.disliked_genres,
             "profile": personas.profiles,
