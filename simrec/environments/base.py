@@ -101,13 +101,22 @@ def excluded_mask(candidates: np.ndarray, exclude: sp.csr_matrix | None) -> np.n
 
 def first_k(candidates: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``k`` allowed candidates per row, in order. (n, m), (n, m) -> (n, k) items with -1
-    padding, and the (n,) count found."""
-    rank = np.cumsum(allowed, axis=1) - 1
-    take = allowed & (rank < k)
-    out = np.full((candidates.shape[0], k), -1, np.int64)
-    r, c = np.nonzero(take)
-    out[r, rank[r, c]] = candidates[r, c]
-    return out, np.minimum(allowed.sum(axis=1), k)
+    padding, and the (n,) count found.
+
+    >>> first_k(np.array([[5, 6, 7, 8]]), np.array([[False, True, True, True]]), 2)
+    (array([[6, 7]]), array([2]))
+    """
+    n, m = allowed.shape
+    out = np.full((n, k), -1, np.int64)
+    if m == 0:
+        return out, np.zeros(n, np.int64)
+    rank = np.cumsum(allowed, axis=1, dtype=np.int16 if m < 32_000 else np.int64)
+    flat = np.flatnonzero(allowed & (rank <= k))  # row-major, so rows and ranks are in order
+    row = flat // m
+    col = flat - row * m
+    picked = candidates[0, col] if n > 1 and candidates.strides[0] == 0 else candidates[row, col]
+    out.ravel()[row * k + rank.ravel()[flat] - 1] = picked
+    return out, np.minimum(rank[:, -1], k).astype(np.int64)
 
 
 def resolve_class(spec: str, builtins: dict[str, type], what: str) -> type:

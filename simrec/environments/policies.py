@@ -135,10 +135,11 @@ class PopularPolicy:
         exclusions than the cap fall back to a wider search."""
         n, n_items = exclude.shape[0], self.ranking.size
         cap = min(n_items, k + 128)
-        rows = np.repeat(np.arange(n), np.diff(exclude.indptr))
         rank = self.rank_of[exclude.indices]
-        near = rank < cap
-        per_row = np.bincount(rows[near], minlength=n)
+        near = np.flatnonzero(rank < cap)  # exclusions further down cannot matter
+        rows = np.searchsorted(exclude.indptr, near, side="right") - 1
+        rank = rank[near]
+        per_row = np.bincount(rows, minlength=n)
         # rows grouped by how many top-ranked items they exclude: each group is searched only
         # as wide as it needs (k plus its largest count), most rows in a narrow window
         items = np.full((n, k), -1, np.int64)
@@ -148,10 +149,11 @@ class PopularPolicy:
         for g in np.unique(group):
             members = np.flatnonzero(group == g)
             local[members] = np.arange(members.size)
-            width = min(n_items, k + int(per_row[members].max()))
+            width = min(cap, k + int(per_row[members].max()))  # never past the cap
             mine = (entry_group == g) & (rank < width)
-            blocked = np.zeros((members.size, width), bool)
-            blocked[local[rows[mine]], rank[mine]] = True
+            blocked = np.zeros(members.size * width, bool)
+            blocked[local[rows[mine]] * width + rank[mine]] = True
+            blocked = blocked.reshape(members.size, width)
             cand = np.broadcast_to(self.ranking[:width], (members.size, width))
             chosen, found = first_k(cand, ~blocked, k)
             items[members] = chosen
