@@ -208,9 +208,9 @@ class SimulationModel(mesa.Model):
 
     def _exclusions(self, agents: np.ndarray, earlier: np.ndarray) -> sp.csr_matrix:
         """(m, n_items) CSR: what each agent consumed plus what this session already showed."""
-        parts = [self.seed_consumed[self.personas.source_user[agents]]]
+        parts = [(self.seed_consumed, self.personas.source_user[agents])]
         if self.watched.nnz:
-            parts.append(self.watched[agents])
+            parts.append((self.watched, agents))
         return stack_rows(parts, earlier, self.catalog.n_items)
 
     # ------------------------------------------------------------------ end of tick
@@ -257,7 +257,9 @@ class SimulationModel(mesa.Model):
             )
         clicks = int(ev["clicked"].sum()) if n_rows else 0
         rated = ev["rating"][np.isfinite(ev["rating"])] if n_rows else np.zeros(0)
-        shown_items = np.unique(ev["item"]) if n_rows else np.zeros(0)
+        n_shown_items = (
+            int(np.count_nonzero(np.bincount(ev["item"], minlength=n_items))) if n_rows else 0
+        )
         click_counts = (
             np.bincount(ev["item"][ev["clicked"]], minlength=n_items)
             if n_rows
@@ -272,7 +274,7 @@ class SimulationModel(mesa.Model):
             "clicks": clicks,
             "ctr": clicks / n_rows if n_rows else 0.0,
             "mean_rating": float(rated.mean()) if rated.size else None,
-            "coverage": shown_items.size / n_items,
+            "coverage": n_shown_items / n_items,
             "gini": gini(click_counts),
             "mean_satisfaction": float(self.satisfaction[~self.churned].mean())
             if (~self.churned).any()
@@ -367,31 +369,38 @@ def tick_events(
     return ev
 
 
-def stack_rows(parts: list[sp.csr_matrix], dense: np.ndarray, n_cols: int) -> sp.csr_matrix:
-    """Row-wise union of CSR matrices and a dense (m, w) array of column indices (-1 = none).
+def stack_rows(
+    parts: list[tuple[sp.csr_matrix, np.ndarray]], dense: np.ndarray, n_cols: int
+) -> sp.csr_matrix:
+    """Row-wise union of selected rows of CSR matrices and a dense (m, w) array of column
+    indices (-1 = none). ``parts``: (matrix, rows) pairs, each ``rows`` of length m.
 
-    All inputs have the same m rows; the result's column indices are grouped by row (not
-    sorted within a row) and are assumed disjoint between the inputs.
+    The result's column indices are grouped by row (not sorted within a row); the inputs are
+    assumed disjoint.
 
     >>> a = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 1]], np.float32))
-    >>> stack_rows([a], np.array([[2, -1], [0, 1]]), 3).toarray().tolist()
-    [[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
+    >>> stack_rows([(a, np.array([1, 0]))], np.array([[0, -1], [-1, 1]]), 3).toarray().tolist()
+    [[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]]
     """
     m = dense.shape[0]
     valid = dense >= 0
-    counts = [np.diff(p.indptr) for p in parts] + [valid.sum(axis=1)]
+    counts = [p.indptr[r + 1] - p.indptr[r] for p, r in parts] + [valid.sum(axis=1)]
     indptr = np.zeros(m + 1, np.int64)
     np.cumsum(sum(counts), out=indptr[1:])
     indices = np.empty(indptr[-1], np.int32)
     offset = indptr[:-1].copy()
-    for p, c in zip(parts, counts, strict=False):
-        starts = np.repeat(offset - p.indptr[:-1], c)
-        indices[starts + np.arange(p.nnz)] = p.indices
+    for (p, r), c in zip(parts, counts, strict=False):
+        total = int(c.sum())
+        if total:  # copy each selected row's index run straight from the parent matrix
+            shift = np.repeat(p.indptr[r] - offset, c)
+            dest = np.arange(total) + np.repeat(offset - (np.cumsum(c) - c), c)
+            indices[dest] = p.indices[dest + shift]
         offset += c
     if dense.size:
         flat = dense[valid]
-        within = np.arange(flat.size) - np.repeat(np.cumsum(counts[-1]) - counts[-1], counts[-1])
-        indices[np.repeat(offset, counts[-1]) + within] = flat
+        c = counts[-1]
+        dest = np.arange(flat.size) + np.repeat(offset - (np.cumsum(c) - c), c)
+        indices[dest] = flat
     data = np.ones(indices.size, np.float32)
     return sp.csr_matrix((data, indices, indptr), shape=(m, n_cols))
 
