@@ -120,3 +120,37 @@ def test_toml_config_and_module_entry_point(tmp_path):
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip().splitlines()[0]]
+
+
+@pytest.mark.parametrize(
+    "rows,columns",
+    [
+        (["u,i", "1,a"], "user=u,item=i"),  # one user, one item, implicit feedback
+        (["u,i,r", "1,a,4", "1,b,3", "2,a,5"], "user=u,item=i,rating=r"),
+    ],
+)
+def test_tiny_logs_still_run(rows, columns, tmp_path):
+    data = tmp_path / "tiny.csv"
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                "--data",
+                str(data),
+                "--columns",
+                columns,
+                "--ticks",
+                "3",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    ev = pq.read_table(out / "events").to_pandas()
+    if "rating" not in columns:
+        assert ev["rating"].isna().all()
+    assert set(ev["item_id"]) <= {"a", "b"}

@@ -57,9 +57,12 @@ def fit_choice_factors(log: Interactions, n_items: int, dim: int, seed: int) -> 
     m = log.matrix(n_items)
     norms = np.sqrt(np.asarray(m.sum(axis=1)).ravel())
     m = sp.diags(1.0 / np.maximum(norms, 1.0)) @ m
-    k = max(1, min(dim, min(m.shape) - 1))
-    v0 = np.random.default_rng(seed).standard_normal(min(m.shape))
-    u, s, vt = svds(m.astype(np.float64), k=k, v0=v0, random_state=seed)
+    if min(m.shape) <= dim + 1:  # tiny data: an exact dense SVD (svds needs k < min(shape))
+        u, s, vt = np.linalg.svd(m.toarray().astype(np.float64), full_matrices=False)
+        u, s, vt = u[:, :dim], s[:dim], vt[:dim]
+    else:
+        v0 = np.random.default_rng(seed).standard_normal(min(m.shape))
+        u, s, vt = svds(m.astype(np.float64), k=dim, v0=v0, random_state=seed)
     order = np.argsort(-s)
     u, s, vt = u[:, order], s[order], vt[order]
     root = np.sqrt(s)
@@ -108,6 +111,10 @@ def fit_rating_model(
     resid -= bi[i]
     r_ui = sp.csr_matrix((resid, (u, i)), shape=(n_users, n_items))
     r_ui.sum_duplicates()
+    if r_ui.nnz < resid.size:  # a user rated an item more than once: use the mean residual
+        times = sp.csr_matrix((np.ones(resid.size), (u, i)), shape=(n_users, n_items))
+        times.sum_duplicates()
+        r_ui.data /= times.data
     for _ in range(sweeps):
         p = _solve_rows(r_ui, q, reg)
         q = _solve_columns(r_ui, p, reg)
