@@ -81,6 +81,11 @@ def write_mllatest(world, root: Path) -> Path:
             world.catalog.item_ids, _titles(world), world.catalog.genre_lists(), strict=True
         )
     ]
+    # as in the real file: embedded doubled quotes, plain unquoted titles, an unused movie
+    genres = ["|".join(gl) or "(no genres listed)" for gl in world.catalog.genre_lists()[:2]]
+    movies[1] = f'{world.catalog.item_ids[0]},"""Great Performances"" Cats (1998)",{genres[0]}'
+    movies[2] = f"{world.catalog.item_ids[1]},Heat (1995),{genres[1]}"
+    movies.append("999001,Never Rated (2020),(no genres listed)")
     (root / "movies.csv").write_text("\n".join(movies) + "\n", encoding="utf-8")
     return root
 

@@ -13,21 +13,26 @@ from simrec.data.synthetic import make_world
 def test_movielens_loaders_read_what_was_written(fmt, fixture, request, tiny_world):
     data = load(fmt, request.getfixturevalue(fixture))
     assert len(data.interactions) == len(tiny_world.interactions)
-    assert data.catalog.n_items == tiny_world.catalog.n_items
+    n = tiny_world.catalog.n_items
+    assert data.catalog.n_items == n + (fmt == "movielens-latest")  # + one never-rated movie
     assert data.interactions.n_users == tiny_world.interactions.n_users
     assert data.source == fmt
     # titles survive the format's encoding (Latin-1 for 100k/1m, UTF-8 for latest)
     assert any("Thé " in t for t in data.catalog.titles)
     # genres are kept per item
     want = [sorted(g) for g in tiny_world.catalog.genre_lists()]
-    got = [sorted(x.replace("'s", "") for x in g) for g in data.catalog.genre_lists()]
+    got = [sorted(x.replace("'s", "") for x in g) for g in data.catalog.genre_lists()[:n]]
     assert got == want
     assert data.file_hashes and all(len(h) == 64 for h in data.file_hashes.values())
 
 
-def test_ml_latest_half_star_scale(mllatest):
+def test_ml_latest_half_star_scale_and_csv_quirks(mllatest):
     data = load("movielens-latest", mllatest)
     assert data.scale == RatingScale(0.5, 5.0, 0.5)
+    assert data.catalog.titles[0] == '"Great Performances" Cats (1998)'
+    assert data.catalog.titles[1] == "Heat (1995)"
+    never = list(data.catalog.item_ids).index(999001)  # in the catalog, never rated
+    assert data.catalog.popularity[never] == 0 and data.catalog.genre_lists()[never] == []
 
 
 def test_table_with_column_mapping_and_string_ids(table_csv, tiny_world):
