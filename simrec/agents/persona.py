@@ -22,6 +22,8 @@ from scipy.stats import rankdata
 from simrec.data.dataset import Dataset
 from simrec.rng import Streams
 
+_MIN_TENURE_DAYS = 30
+
 
 @dataclass
 class Personas:
@@ -164,12 +166,25 @@ def _entropy(counts: np.ndarray) -> np.ndarray:
 
 
 def _arrival_rate(user: np.ndarray, ts: np.ndarray, n_users: int) -> np.ndarray:
-    """Active days of the user / days spanned by the whole log, clipped to [0.01, 0.95]."""
-    day = ts // 86400
-    span = max(1, int(day.max() - day.min()) + 1) if day.size else 1
-    pairs = np.unique(user.astype(np.int64) * (1 << 32) + (day - day.min()))
-    active_days = np.bincount((pairs >> 32).astype(np.int64), minlength=n_users)
-    return np.clip(active_days / span, 0.01, 0.95).astype(np.float32)
+    """Active days / the user's own tenure in days (first to last interaction, at least
+    ``_MIN_TENURE_DAYS``), clipped to [0.01, 0.95].
+
+    The user's own tenure, not the whole log's span: MovieLens-style logs span decades while
+    each user is active for weeks, and a simulated user is one who is using the service now.
+    """
+    if user.size == 0:
+        return np.full(n_users, 0.01, np.float32)
+    day = (ts // 86400).astype(np.int64)
+    day -= day.min()
+    pairs = np.unique(user.astype(np.int64) * (1 << 32) + day)
+    owner = (pairs >> 32).astype(np.int64)
+    active_days = np.bincount(owner, minlength=n_users)
+    days = pairs & 0xFFFFFFFF  # sorted by (user, day): a user's first and last day bound its run
+    start = np.r_[0, np.flatnonzero(owner[1:] != owner[:-1]) + 1]
+    end = np.r_[start[1:], owner.size] - 1
+    tenure = np.full(n_users, _MIN_TENURE_DAYS, np.int64)
+    tenure[owner[start]] = np.maximum(days[end] - days[start] + 1, _MIN_TENURE_DAYS)
+    return np.clip(active_days / tenure, 0.01, 0.95).astype(np.float32)
 
 
 def _genre_preferences(
