@@ -234,3 +234,19 @@ def test_popular_matches_brute_force_for_any_exclusions(world):
         blocked = set(ex.indices[ex.indptr[r] : ex.indptr[r + 1]])
         want = [i for i in p.ranking if i not in blocked][:k]
         assert got[r].tolist() == want + [-1] * (k - len(want))
+
+
+def test_unhappy_users_come_back_less_and_can_churn(fitted):
+    brain, personas = fitted
+    agents = np.arange(len(personas))
+    happy = np.full(len(personas), 0.9, np.float32)
+    sad = np.full(len(personas), 0.1, np.float32)
+    assert brain.arrivals(agents, 0, happy).mean() > 1.5 * brain.arrivals(agents, 0, sad).mean()
+    empty = brain.session_value(np.zeros(agents.size), np.zeros(agents.size))
+    assert (empty == 0).all()
+    s = np.full(len(personas), 0.5, np.float32)
+    churned = np.zeros(agents.size, bool)
+    for tick in range(15):  # nothing found, session after session
+        s[agents], churn = brain.end_sessions(agents, tick, empty, s)
+        churned |= churn
+    assert s.max() < brain.config.churn_threshold and 0 < churned.mean() < 1

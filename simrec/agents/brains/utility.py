@@ -202,8 +202,8 @@ class UtilityBrain:
         return self.streams.uniform("arrive", agents, tick, 0, 1)[:, 0] < p
 
     def session_value(self, watched_value: np.ndarray, watched: np.ndarray) -> np.ndarray:
-        """Satisfaction from one session: mean value of what was watched, 0.2 for nothing."""
-        return np.where(watched > 0, watched_value / np.maximum(watched, 1), 0.2)
+        """Satisfaction from one session: mean value of what was watched, 0 when nothing was."""
+        return np.where(watched > 0, watched_value / np.maximum(watched, 1), 0.0)
 
     def end_sessions(
         self, agents: np.ndarray, tick: int, value: np.ndarray, satisfaction: np.ndarray
