@@ -13,7 +13,7 @@ baselines on the same work:
 Every timing is the best of ``--repeats`` runs (this machine is shared and noisy). Then the peak
 memory (max RSS) of a whole ``simrec.run`` at 1,000,000 users, in a child process.
 
-    python benchmarks/bench_sim.py [--sizes 10000 100000] [--ticks 5] [--repeats 3] [--million]
+    python benchmarks/bench_sim.py [--sizes 10000 100000] [--ticks 5] [--repeats 5] [--million]
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--ticks", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--per-agent-ticks", type=int, default=2)
     ap.add_argument("--million", action="store_true", help="also measure a 1M-user run's memory")
     args = ap.parse_args()
