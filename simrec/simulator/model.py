@@ -35,15 +35,11 @@ _PAGE_SECONDS = 60
 @dataclass
 class _TickBuffer:
     columns: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    sessions: list[np.ndarray] = field(default_factory=list)
     pages: int = 0
 
     def add(self, **cols: np.ndarray) -> None:
         for k, v in cols.items():
             self.columns.setdefault(k, []).append(v)
-
-    def concat(self) -> dict[str, np.ndarray]:
-        return {k: np.concatenate(v) for k, v in self.columns.items()}
 
 
 def gini(counts: np.ndarray) -> float:
@@ -125,7 +121,6 @@ class SimulationModel(mesa.Model):
         m, k, max_pages = agents.size, self.sim.page_size, self.sim.max_pages
         if m == 0:
             return
-        self._buf.sessions.append(agents)
         shown = np.full((m, max_pages * k), -1, np.int64)
         value = np.zeros(m)
         watched = np.zeros(m, np.int64)
