@@ -54,6 +54,7 @@ def reference(tmp_path_factory):
 
 
 KILL_POINTS = [
+    ("atomic_write", 1),  # run dir started: saved config only, no catalog or events yet
     ("add_tick", 1),  # inside the first part, before any checkpoint
     ("add_tick", 3),  # inside the second part
     ("close_part", 2),  # a part renamed, its checkpoint not yet written

@@ -175,6 +175,7 @@ def run(
     # everything validated: from here on the run directory is written
     if resume is None:
         _init_run_dir(run_dir, cfg, data)
+    _write_catalog(run_dir, data)  # also on resume: a kill may have come before it was written
     run_id = run_id_for(cfg)
     recorder = EventRecorder(
         run_dir / "events",
@@ -254,6 +255,10 @@ def _init_run_dir(run_dir: Path, cfg: RunConfig, data: Dataset) -> None:
             {"config": cfg.model_dump(mode="json"), "data_hashes": data.file_hashes}, indent=2
         ),
     )
+
+
+def _write_catalog(run_dir: Path, data: Dataset) -> None:
+    """schema.json and items.parquet: fixed by the data, so rewriting them changes nothing."""
     item_type = arrow_id_type(data.catalog.item_ids)
     source_type = arrow_id_type(data.interactions.user_ids)
     _atomic_write(
