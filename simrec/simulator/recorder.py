@@ -54,7 +54,18 @@ def writer_options(compression_level: int | None = None) -> dict:
 
 
 def part_name(part: int) -> str:
+    """File name of events part ``part``.
+
+    >>> part_name(3), part_index(part_name(3)), part_index("users.parquet")
+    ('part-00003.parquet', 3, None)
+    """
     return f"part-{part:05d}.parquet"
+
+
+def part_index(name: str) -> int | None:
+    """The part number in an events file name, or None for any other name."""
+    stem = name.removeprefix("part-").removesuffix(".parquet")
+    return int(stem) if stem != name and stem.isdigit() and name.startswith("part-") else None
 
 
 class EventRecorder:

@@ -40,7 +40,7 @@ from simrec.environments.policies import make_policy
 from simrec.errors import InputError, OutputExistsError
 from simrec.rng import Streams
 from simrec.simulator.model import SimulationModel
-from simrec.simulator.recorder import EventRecorder, part_name
+from simrec.simulator.recorder import EventRecorder, part_index
 
 STATE_DIR = "_state"
 DEFAULT_OUT = Path("datasets_out")
@@ -302,9 +302,8 @@ def _prepare_resume(run_dir: Path) -> tuple[Path, RunConfig, dict | None]:
     events = run_dir / "events"
     if events.is_dir():  # drop whatever was written after the checkpoint; it is regenerated
         for f in events.iterdir():
-            if f.name.startswith(".") or (
-                f.name.startswith("part-") and int(f.name[5:10]) >= next_part
-            ):
+            index = part_index(f.name)
+            if f.name.startswith(".") or (index is not None and index >= next_part):
                 f.unlink()
     return run_dir, cfg, checkpoint
 
@@ -443,6 +442,3 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-assert part_name(0) == "part-00000.parquet"  # resume parses part numbers from these names
