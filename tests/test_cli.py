@@ -154,3 +154,19 @@ def test_tiny_logs_still_run(rows, columns, tmp_path):
     if "rating" not in columns:
         assert ev["rating"].isna().all()
     assert set(ev["item_id"]) <= {"a", "b"}
+
+
+def test_custom_policy_by_import_path(tmp_path):
+    out = tmp_path / "run"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "policy:\n  name: tests.custom_policy:LeastPopular\n  params: {jitter: 0.5}\n"
+        "data:\n  synthetic: {users: 80, items: 60}\nsimulation: {ticks: 2}\n"
+    )
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    ev = pq.read_table(out / "events").to_pandas()
+    items = pq.read_table(out / "items.parquet").to_pandas().set_index("item_id")
+    assert (ev["policy"] == "least-popular").all()
+    # the least popular items lead the first pages
+    first = ev[(ev["page"] == 0) & (ev["position"] == 0)]["item_id"]
+    assert items.loc[first, "popularity"].mean() < items["popularity"].mean()
