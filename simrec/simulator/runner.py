@@ -204,10 +204,7 @@ def run(
     t = time.perf_counter()
     _simulate(model, recorder, cfg, run_dir, progress)
     timings["simulate_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    manifest = _finish(run_dir, cfg, data, model, personas, run_id, timings, resumed_from)
-    timings["write_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t_start
+    manifest = _finish(run_dir, cfg, data, model, personas, run_id, timings, resumed_from, t_start)
     metrics = pq.read_table(run_dir / "metrics.parquet").to_pandas()
     return RunResult(run_dir, run_id, dict(model.totals), metrics, manifest)
 
@@ -333,7 +330,9 @@ def _finish(
     run_id: str,
     timings: dict,
     resumed_from: int | None,
+    started: float,
 ) -> dict:
+    t = time.perf_counter()
     metrics = pd.DataFrame(model.datacollector.get_model_vars_dataframe())
     table = pa.Table.from_pandas(
         metrics[list(metrics_schema().names)], schema=metrics_schema(), preserve_index=False
@@ -367,6 +366,8 @@ def _finish(
         schema=users_schema(source_type),
     )
     _write_parquet(users, run_dir / "users.parquet")
+    timings["write_s"] = time.perf_counter() - t  # users and metrics; the manifest is next
+    timings["total_s"] = time.perf_counter() - started
     manifest = _manifest(cfg, data, model, run_id, timings, resumed_from, run_dir)
     _atomic_write(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
     shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
