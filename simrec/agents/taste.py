@@ -46,10 +46,10 @@ class RatingModel:
     scale: RatingScale
 
     def expected(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Expected ratings. ``users``: (n,) and ``items``: (n, k) -> (n, k) float32."""
-        dot = np.einsum("nd,nkd->nk", self.user_factors[users], self.item_factors[items])
-        r = self.mu + self.user_bias[users][:, None] + self.item_bias[items] + dot
-        return np.clip(r, self.scale.low, self.scale.high).astype(np.float32)
+        """Expected ratings of (user, item) pairs, clipped to the scale. (n,), (n,) -> (n,)."""
+        r = self.mu + self.user_bias[users] + self.item_bias[items]
+        r += rowwise_dot(self.user_factors, users, self.item_factors, items)
+        return np.clip(r, self.scale.low, self.scale.high)
 
 
 def fit_choice_factors(log: Interactions, n_items: int, dim: int, seed: int) -> ChoiceFactors:
@@ -119,16 +119,16 @@ def fit_rating_model(
         p = _solve_rows(r_ui, q, reg)
         q = _solve_columns(r_ui, p, reg)
     del resid, r_ui
+    f32 = np.float32
+    model = RatingModel(
+        mu, bu.astype(f32), bi.astype(f32), p.astype(f32), q.astype(f32), 0.0, scale
+    )
     sq = 0.0
     for s in range(0, r.size, 1 << 22):  # residual std, in chunks
         e = slice(s, s + (1 << 22))
-        pred = mu + bu[u[e]] + bi[i[e]] + rowwise_dot(p, u[e], q, i[e])
-        sq += float(((r[e] - np.clip(pred, scale.low, scale.high)) ** 2).sum())
-    sigma = float(np.sqrt(sq / r.size))
-    f32 = np.float32
-    return RatingModel(
-        mu, bu.astype(f32), bi.astype(f32), p.astype(f32), q.astype(f32), sigma, scale
-    )
+        sq += float(((r[e] - model.expected(u[e], i[e])) ** 2).sum())
+    model.sigma = float(np.sqrt(sq / r.size))
+    return model
 
 
 def _group_mean(group: np.ndarray, values: np.ndarray, n: int, reg: float) -> np.ndarray:

@@ -31,6 +31,16 @@ class RatingScale:
         q = self.low + np.round((np.asarray(x) - self.low) / self.step) * self.step
         return np.clip(q, self.low, self.high)
 
+    def normalise(self, x: np.ndarray) -> np.ndarray:
+        """Ratings (any shape) mapped to [0, 1]; a one-point scale (implicit data) gives 1.
+
+        >>> RatingScale(1.0, 5.0, 1.0).normalise(np.array([1.0, 3.0, 5.0])).tolist()
+        [0.0, 0.5, 1.0]
+        """
+        if self.high <= self.low:
+            return np.ones(np.shape(x))
+        return (np.asarray(x, np.float64) - self.low) / (self.high - self.low)
+
     @classmethod
     def infer(cls, ratings: np.ndarray) -> RatingScale:
         """The scale of observed ratings (the smallest gap between distinct values is the step)."""

@@ -156,12 +156,7 @@ class SimulationModel(mesa.Model):
         d = self.brain.decide(batch)
         valid = slates.items >= 0
         leave = d.leave | ~valid.any(axis=1) | (page == self.sim.max_pages - 1)
-        if self.scale.high > self.scale.low:
-            norm = (np.nan_to_num(d.rating, nan=self.scale.low) - self.scale.low) / (
-                self.scale.high - self.scale.low
-            )
-        else:
-            norm = np.ones(d.rating.shape)
+        norm = self.scale.normalise(np.nan_to_num(d.rating, nan=self.scale.low))
         value = np.where(d.clicked, norm, 0.0).sum(axis=1)
         n = agents.size
         if len(set(d.decided_by)) > 1:

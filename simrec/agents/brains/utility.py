@@ -171,20 +171,12 @@ class UtilityBrain:
         if self.has_ratings:  # ratings only where watched: a few percent of the cells
             rm = self.rating_model
             r, col = np.nonzero(clicked)
-            who, what = self.source_user[agents[r]], safe[r, col]
-            expected = (
-                rm.mu
-                + rm.user_bias[who]
-                + rm.item_bias[what]
-                + np.einsum("nd,nd->n", rm.user_factors[who], rm.item_factors[what])
-            )
-            expected = np.clip(expected, rm.scale.low, rm.scale.high)
+            expected = rm.expected(self.source_user[agents[r]], safe[r, col])
             noise_u = u[r, col] / watch_p[r, col]
             sampled = rm.scale.quantise(expected + rm.sigma * ndtri(noise_u))
             rating[r, col] = sampled
-            span = max(rm.scale.high - rm.scale.low, 1e-9)
             value = np.zeros((n, k))
-            value[r, col] = (sampled - rm.scale.low) / span
+            value[r, col] = rm.scale.normalise(sampled)
         page_value = np.minimum(1.0, value.sum(axis=1) / 2.0)
         leave_logit = (
             c.leave_base
