@@ -63,10 +63,8 @@ def simulate(prep, ticks: int, out: Path, per_agent: bool = False) -> tuple[int,
         compression_level=None,
     )
     model = SimulationModel(
+        data=data,
         personas=personas,
-        catalog=data.catalog,
-        seed_log=data.interactions,
-        scale=data.scale,
         brain=brain,
         policy=policy,
         sim=SimulationConfig(ticks=ticks),

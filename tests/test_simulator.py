@@ -124,10 +124,8 @@ def test_mesa_agents_and_datacollector(tmp_path):
     policy = PopularPolicy()
     policy.fit(data.interactions.to_arrow(), data.catalog)
     model = SimulationModel(
+        data=data,
         personas=personas,
-        catalog=data.catalog,
-        seed_log=data.interactions,
-        scale=data.scale,
         brain=brain,
         policy=policy,
         sim=SimulationConfig(ticks=5),
@@ -138,7 +136,7 @@ def test_mesa_agents_and_datacollector(tmp_path):
         model.step()
     df = model.datacollector.get_model_vars_dataframe()
     assert len(df) == 5 and df["impressions"].sum() == model.totals["impressions"]
-    remembered = [a for a in model.agent_list if a.memory]
+    remembered = [a for a in model.agents if a.memory]
     assert remembered, "agents who watched something remember it"
     entry = remembered[0].memory[0]
     assert set(entry) == {"item", "rating", "tick"} and 0 <= entry["item"] < 80

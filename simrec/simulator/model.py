@@ -23,7 +23,7 @@ from simrec.agents.memory import MemoryStore
 from simrec.agents.persona import Personas
 from simrec.agents.user import UserAgent
 from simrec.config import SimulationConfig
-from simrec.data.dataset import Catalog, Interactions, RatingScale
+from simrec.data.dataset import Dataset
 from simrec.data.schemas import METRIC_COLUMNS
 from simrec.environments.base import PolicyRandomness, Recommender
 from simrec.rng import Streams
@@ -58,17 +58,15 @@ def gini(counts: np.ndarray) -> float:
 class SimulationModel(mesa.Model):
     """The simulation. ``step()`` runs one tick; ``recorder`` (optional) receives the events.
 
-    personas: one row per agent; seed_log: the log the personas came from (what each source user
-    already consumed is excluded from recommendations).
+    data: the dataset the personas came from (what each persona's source user already consumed
+    is excluded from recommendations); personas: one row per agent.
     """
 
     def __init__(
         self,
         *,
+        data: Dataset,
         personas: Personas,
-        catalog: Catalog,
-        seed_log: Interactions,
-        scale: RatingScale,
         brain: UtilityBrain,
         policy: Recommender,
         sim: SimulationConfig,
@@ -78,7 +76,7 @@ class SimulationModel(mesa.Model):
     ) -> None:
         super().__init__(seed=seed)
         self.streams = Streams(seed)
-        self.personas, self.catalog, self.scale = personas, catalog, scale
+        self.personas, self.catalog, self.scale = personas, data.catalog, data.scale
         self.brain, self.policy, self.sim = brain, policy, sim
         self.recorder = recorder
         self.per_agent = per_agent
@@ -87,14 +85,13 @@ class SimulationModel(mesa.Model):
         self.satisfaction = np.full(self.n_agents, 0.5, np.float32)
         self.churned = np.zeros(self.n_agents, bool)
         self.memory = MemoryStore(self.n_agents)
-        seen = seed_log.matrix(catalog.n_items)
-        self.seed_consumed = seen  # (n_source_users, n_items): rows addressed by source user
-        self.watched = sp.csr_matrix((self.n_agents, catalog.n_items), dtype=np.float32)
+        # (n_source_users, n_items): rows addressed by source user, not by agent
+        self.seed_consumed = data.interactions.matrix(self.catalog.n_items)
+        self.watched = sp.csr_matrix((self.n_agents, self.catalog.n_items), dtype=np.float32)
         self.decided_by_vocab: list[str] = []
         self._vocab_index: dict[str, int] = {}
         self.totals = {k: 0 for k in ("sessions", "pages", "impressions", "clicks", "ratings")}
         UserAgent.create_agents(self, self.n_agents, np.arange(self.n_agents))
-        self.agent_list: list[UserAgent] = list(self.agents)
         self.datacollector = mesa.DataCollector(
             model_reporters={k: _reporter(k) for k in METRIC_COLUMNS}
         )
@@ -170,23 +167,23 @@ class SimulationModel(mesa.Model):
         def cells(x: np.ndarray) -> np.ndarray:  # (n, k) -> flat valid cells
             return x.ravel() if full else x.ravel()[sel]
 
-        def rows(x: np.ndarray) -> np.ndarray:  # (n,) -> one entry per valid cell
-            return np.repeat(x, k) if full else np.repeat(x, k)[sel]
+        def per_cell(x: np.ndarray) -> np.ndarray:  # (n,) -> one entry per valid cell
+            return cells(np.repeat(x, k))
 
         self._buf.add(
-            agent=rows(agents),
+            agent=per_cell(agents),
             page=np.full(int(sel.sum()), page, np.int16),
             position=cells(np.tile(np.arange(k, dtype=np.int16), n)),
             item=cells(slates.items),
             score=cells(slates.scores),
             pscore_item_position=cells(slates.pscore_item_position),
-            pscore_slate=rows(np.asarray(slates.pscore_slate, np.float64)),
+            pscore_slate=per_cell(np.asarray(slates.pscore_slate, np.float64)),
             exact=np.full(int(sel.sum()), not slates.deterministic),
             examined=cells(d.examined),
             clicked=cells(d.clicked),
             rating=cells(d.rating),
-            left_after=rows(leave),
-            decided_by=rows(codes),
+            left_after=per_cell(leave),
+            decided_by=per_cell(codes),
         )
         return value, d.clicked.sum(axis=1), leave
 
@@ -224,14 +221,12 @@ class SimulationModel(mesa.Model):
             sessions = np.zeros(0, np.int64)
         # state and metrics need only a few columns, in any order; putting every column in
         # canonical order and encoding it happens on the recorder's thread
+        empty = {"agent": np.int64, "item": np.int64, "clicked": bool, "rating": np.float32}
         ev = {
-            name: np.concatenate(chunks[name]) if n_rows else np.zeros(0)
-            for name in ("agent", "item", "clicked", "rating")
+            name: np.concatenate(chunks[name]).astype(dtype) if n_rows else np.zeros(0, dtype)
+            for name, dtype in empty.items()
         }
-        if n_rows:
-            ev["item"] = ev["item"].astype(np.int64)
-            ev["clicked"] = ev["clicked"].astype(bool)
-            self._update_state(ev)
+        self._update_state(ev)
         if self.recorder is not None:
             event_chunks = {k: v for k, v in chunks.items() if not k.startswith("session_")}
             self.recorder.add_tick(
@@ -245,16 +240,10 @@ class SimulationModel(mesa.Model):
                     vocab=list(self.decided_by_vocab),
                 )
             )
-        clicks = int(ev["clicked"].sum()) if n_rows else 0
-        rated = ev["rating"][np.isfinite(ev["rating"])] if n_rows else np.zeros(0)
-        n_shown_items = (
-            int(np.count_nonzero(np.bincount(ev["item"], minlength=n_items))) if n_rows else 0
-        )
-        click_counts = (
-            np.bincount(ev["item"][ev["clicked"]], minlength=n_items)
-            if n_rows
-            else np.zeros(n_items)
-        )
+        clicks = int(ev["clicked"].sum())
+        rated = ev["rating"][np.isfinite(ev["rating"])]
+        n_shown_items = int(np.count_nonzero(np.bincount(ev["item"], minlength=n_items)))
+        click_counts = np.bincount(ev["item"][ev["clicked"]], minlength=n_items)
         self.last_metrics = {
             "tick": t,
             "active_users": int(sessions.size),

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from simrec.agents.brains.utility import UtilityBrain
 from simrec.agents.persona import Personas, sample_population
 from simrec.config import RunConfig, load_config, validate_config
-from simrec.data import Dataset, load, make_world
+from simrec.data import Dataset, Interactions, load, make_world
 from simrec.data.schemas import (
     arrow_id_type,
     items_schema,
@@ -92,8 +92,6 @@ def load_data(cfg: RunConfig) -> Dataset:
 
 
 def _top_items(data: Dataset, n: int) -> Dataset:
-    from simrec.data.dataset import Interactions
-
     keep = np.lexsort((np.arange(data.catalog.n_items), -data.catalog.popularity))[:n]
     keep = np.sort(keep)
     new_index = np.full(data.catalog.n_items, -1, np.int64)
@@ -186,10 +184,8 @@ def run(
         compression_level=cfg.output.compression_level,
     )
     model = SimulationModel(
+        data=data,
         personas=personas,
-        catalog=data.catalog,
-        seed_log=data.interactions,
-        scale=data.scale,
         brain=brain,
         policy=policy,
         sim=cfg.simulation,
@@ -204,8 +200,9 @@ def run(
     t = time.perf_counter()
     _simulate(model, recorder, cfg, run_dir, progress)
     timings["simulate_s"] = time.perf_counter() - t
-    manifest = _finish(run_dir, cfg, data, model, personas, run_id, timings, resumed_from, t_start)
-    metrics = pq.read_table(run_dir / "metrics.parquet").to_pandas()
+    manifest, metrics = _finish(
+        run_dir, cfg, data, model, personas, run_id, timings, resumed_from, t_start
+    )
     return RunResult(run_dir, run_id, dict(model.totals), metrics, manifest)
 
 
@@ -331,7 +328,8 @@ def _finish(
     timings: dict,
     resumed_from: int | None,
     started: float,
-) -> dict:
+) -> tuple[dict, pd.DataFrame]:
+    """Write metrics, users and, last, the manifest; returns the manifest and the metrics."""
     t = time.perf_counter()
     metrics = pd.DataFrame(model.datacollector.get_model_vars_dataframe())
     table = pa.Table.from_pandas(
@@ -371,7 +369,7 @@ def _finish(
     manifest = _manifest(cfg, data, model, run_id, timings, resumed_from, run_dir)
     _atomic_write(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
     shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
-    return manifest
+    return manifest, table.to_pandas()  # the typed columns that were written
 
 
 def _manifest(
