@@ -103,8 +103,20 @@ def test_random_policy_logs_exact_propensities(tmp_path):
     df = res.events()
     assert (df["propensity_source"] == "exact").all()
     assert ((df["pscore_item_position"] > 0) & (df["pscore_item_position"] < 1)).all()
-    # 1 / (items the user may still see): at most 1/ (200 - what it consumed and saw before)
-    assert (df["pscore_item_position"] >= 1 / 200).all()
+    # 1 / (items the user may still see): constant within a page, and each next page's
+    # allowed set is smaller by exactly what the previous page showed
+    page = df.groupby(["session_id", "page"]).agg(
+        p=("pscore_item_position", "first"),
+        spread=("pscore_item_position", "nunique"),
+        shown=("item_id", "size"),
+    )
+    assert (page["spread"] == 1).all()
+    allowed = 1 / page["p"]
+    assert np.allclose(allowed.round(), allowed)
+    nxt = page.groupby(level=0).shift(-1)
+    more = nxt["p"].notna()
+    assert np.allclose((1 / nxt["p"])[more], (allowed - page["shown"])[more])
+    assert (allowed <= 200).all()
     assert (df["pscore_slate"] < df["pscore_item_position"]).all()
 
 
