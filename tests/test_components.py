@@ -269,3 +269,17 @@ def test_unhappy_users_come_back_less_and_can_churn(fitted):
         s[agents], churn = brain.end_sessions(agents, tick, empty, s)
         churned |= churn
     assert s.max() < brain.config.churn_threshold and 0 < churned.mean() < 1
+
+
+def test_memory_ring_buffer_keeps_the_newest_in_order():
+    from simrec.agents.memory import MemoryStore
+
+    m = MemoryStore(3, size=4)
+    m.record(np.array([1, 1, 2]), np.array([10, 11, 20]), np.array([5.0, np.nan, 3.0]), tick=0)
+    m.record(np.array([1, 1, 1, 1]), np.array([12, 13, 14, 15]), np.full(4, 4.0), tick=1)
+    assert [e["item"] for e in m.recent(1)] == [15, 14, 13, 12]  # newest first, oldest dropped
+    assert m.head[1] == 6 and m.recent(0) == []
+    assert m.recent(2) == [{"item": 20, "rating": 3.0, "tick": 0}]
+    m2 = MemoryStore(3, size=4)
+    m2.load_state(m.state())
+    assert m2.recent(1, 2) == m.recent(1, 2)

@@ -11,8 +11,8 @@ import numpy as np
 
 class MemoryStore:
     """items: (n_agents, size) int32 item indices (-1 empty); ratings: (n_agents, size) float32;
-    ticks: (n_agents, size) int32; head: (n_agents,) int64 entries written so far;
-    seen: (n_agents,) int64 impressions seen; watched: (n_agents,) int64 items watched."""
+    ticks: (n_agents, size) int32; head: (n_agents,) int64 watches written so far (the agent's
+    total watches; the buffer keeps the last ``size``); seen: (n_agents,) int64 impressions seen."""
 
     def __init__(self, n_agents: int, size: int = 20) -> None:
         self.size = size
@@ -21,7 +21,6 @@ class MemoryStore:
         self.ticks = np.zeros((n_agents, size), np.int32)
         self.head = np.zeros(n_agents, np.int64)
         self.seen = np.zeros(n_agents, np.int64)
-        self.watched = np.zeros(n_agents, np.int64)
 
     def record(self, agents: np.ndarray, items: np.ndarray, ratings: np.ndarray, tick: int) -> None:
         """Append watches. agents, items, ratings: (m,) in the order they happened per agent."""
@@ -38,7 +37,6 @@ class MemoryStore:
         self.ticks[a, slot] = tick
         uniq = a[starts]
         self.head[uniq] += counts
-        self.watched[uniq] += counts
 
     def recent(self, agent: int, n: int | None = None) -> list[dict]:
         """The agent's remembered watches, newest first: dicts with item, rating, tick."""
@@ -59,10 +57,9 @@ class MemoryStore:
     def state(self) -> dict[str, np.ndarray]:
         """Arrays for a checkpoint."""
         return {
-            f"memory_{k}": getattr(self, k)
-            for k in ("items", "ratings", "ticks", "head", "seen", "watched")
+            f"memory_{k}": getattr(self, k) for k in ("items", "ratings", "ticks", "head", "seen")
         }
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        for k in ("items", "ratings", "ticks", "head", "seen", "watched"):
+        for k in ("items", "ratings", "ticks", "head", "seen"):
             setattr(self, k, state[f"memory_{k}"].copy())

@@ -97,7 +97,6 @@ class EventRecorder:
         self.row_group_size = row_group_size
         self.compression_level = compression_level
         self.part = part
-        self.rows_written = 0
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
@@ -161,13 +160,11 @@ class EventRecorder:
             self._writer.write_table(table.slice(0, full), row_group_size=self.row_group_size)
             rest = table.slice(full)
             self._buffer, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
-            self.rows_written += full
 
     def _close(self) -> Path:
         writer = self._open()
         if self._buffered:
             writer.write_table(pa.concat_tables(self._buffer), row_group_size=self.row_group_size)
-            self.rows_written += self._buffered
         writer.close()
         self._writer = None
         self._buffer, self._buffered = [], 0
