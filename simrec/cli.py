@@ -95,8 +95,8 @@ def _parse_columns(text: str) -> dict[str, str]:
 
 def build_config(args: argparse.Namespace) -> RunConfig:
     """The config file (or defaults) with the command-line flags applied on top."""
-    raw: dict[str, Any] = load_config(args.config).model_dump(mode="json") if args.config else {}
-    raw = RunConfig.model_validate(raw).model_dump(mode="json")
+    base = load_config(args.config) if args.config else RunConfig()
+    raw: dict[str, Any] = base.model_dump(mode="json")
     data, sim, pop = raw["data"], raw["simulation"], raw["population"]
     if args.data is not None:
         data["path"] = args.data

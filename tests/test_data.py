@@ -87,3 +87,15 @@ def test_synthetic_world_is_deterministic_and_power_law():
     pop = np.sort(a.catalog.popularity)[::-1]
     assert pop[:15].sum() > 3 * pop[-15:].sum()  # a head and a long tail
     assert set(np.unique(a.interactions.rating)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
+@pytest.mark.parametrize("prefix", [0, (1 << 20) - 1])  # the bad byte inside or after a split char
+def test_utf8_check_reports_the_byte_offset_and_line(tmp_path, prefix):
+    from simrec.data.loaders import check_utf8
+    from simrec.errors import InputError
+
+    p = tmp_path / "x.csv"
+    head = b"a" * prefix + "é".encode() + b"\nb\n"  # é straddles the 1 MiB block edge
+    p.write_bytes(head + b"\xff\n")
+    with pytest.raises(InputError, match=rf"found byte 0xff at offset {len(head)} \(line 3\)"):
+        check_utf8(p)

@@ -92,11 +92,12 @@ def check_utf8(path: Path) -> None:
             try:
                 decoder.decode(block)
             except UnicodeDecodeError as err:
-                bad = offset + err.start
-                line += block[: err.start].count(b"\n")
+                # err.object is the decoder's carried-over bytes of the previous block + this one
+                carried = len(err.object) - len(block)
+                line += err.object[carried : max(carried, err.start)].count(b"\n")
                 raise InputError(
-                    f"{path}: expected UTF-8 text, found byte {block[err.start]:#04x} "
-                    f"at offset {bad} (line {line})"
+                    f"{path}: expected UTF-8 text, found byte {err.object[err.start]:#04x} "
+                    f"at offset {offset - carried + err.start} (line {line})"
                 ) from None
             line += block.count(b"\n")
             offset += len(block)
