@@ -105,6 +105,12 @@ class PolicyConfig(_Section):
 
     name: str = "popular"
     params: dict[str, Any] = Field(default_factory=dict)
+    retrain_every: int | None = Field(
+        None,
+        gt=0,
+        description="refit the policy every N ticks on the seed log plus everything watched "
+        "so far (None: never; the feedback loop)",
+    )
 
 
 class UtilityBrainConfig(_Section):

@@ -86,9 +86,13 @@ METRIC_COLUMNS: dict[str, pa.DataType] = {
     "ctr": pa.float64(),
     "mean_rating": pa.float64(),
     "coverage": pa.float64(),
+    "consumed_coverage": pa.float64(),
     "gini": pa.float64(),
+    "genre_entropy": pa.float64(),
     "mean_satisfaction": pa.float64(),
     "churned_users": pa.int64(),
+    "shares": pa.int64(),
+    "retrained": pa.bool_(),
 }
 
 

@@ -11,6 +11,7 @@ batch-mates, which breaks byte-identical output across batch sizes.)
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -137,3 +138,113 @@ def resolve_class(spec: str, builtins: dict[str, type], what: str) -> type:
     if cls is None:
         raise ConfigError(f"{what} '{spec}': module '{module_name}' has no attribute '{attr}'")
     return cls
+
+
+_CHUNK_ROWS = 512  # every scoring product runs on exactly this many rows (see top_k_by_score)
+
+
+def top_k_by_score(
+    score_rows: Callable[[np.ndarray], np.ndarray],
+    users: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best-scoring allowed items per user, best first.
+
+    ``score_rows(users_chunk)`` returns the (c, n_items) float32 scores of a chunk. Chunks are
+    always padded to the same number of rows, so a BLAS product computes each user's scores with
+    the same kernel whatever the batch: the result does not depend on how users are batched.
+    Returns items (n, k) int64 (-1 where fewer than k items are allowed) and their scores
+    (n, k) float32 (0 where no item).
+    """
+    n = users.shape[0]
+    items = np.full((n, k), -1, np.int64)
+    scores = np.zeros((n, k), np.float32)
+    for start in range(0, n, _CHUNK_ROWS):
+        rows = np.arange(start, min(n, start + _CHUNK_ROWS))
+        padded = np.resize(users[rows], _CHUNK_ROWS)  # repeats real users: always valid ids
+        s = np.array(score_rows(padded)[: rows.size], dtype=np.float32)
+        if exclude is not None and exclude.nnz:
+            sub = exclude[rows[0] : rows[-1] + 1]
+            r = np.repeat(np.arange(rows.size), np.diff(sub.indptr))
+            s[r, sub.indices] = -np.inf
+        kk = min(k, s.shape[1])
+        if kk == 0:
+            continue
+        part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < s.shape[1] else None
+        if part is None:
+            part = np.broadcast_to(np.arange(s.shape[1]), s.shape)
+        top = np.take_along_axis(s, part, axis=1)
+        # best first; equal scores by item index, so ties never depend on the partition
+        order = np.lexsort((part, -top), axis=1)
+        chosen = np.take_along_axis(part, order, axis=1)
+        best = np.take_along_axis(top, order, axis=1)
+        ok = np.isfinite(best)
+        items[rows, :kk] = np.where(ok, chosen, -1)
+        scores[rows, :kk] = np.where(ok, best, 0.0)
+    return items, scores
+
+
+def history_matrix(
+    interactions: pa.Table, n_items: int, n_users: int | None = None, weights: str = "binary"
+) -> sp.csr_matrix:
+    """(n_users, n_items) float32 CSR of a fit log (columns user_index, item_index, rating).
+
+    ``weights``: ``binary`` (1 per user-item pair) or ``rating`` (the rating, 1 where missing;
+    repeated pairs keep the last rating).
+    """
+    users = interactions.column("user_index").to_numpy().astype(np.int64)
+    items = interactions.column("item_index").to_numpy().astype(np.int64)
+    n_users = int(users.max()) + 1 if n_users is None and users.size else (n_users or 0)
+    if weights == "rating":
+        r = interactions.column("rating").to_numpy(zero_copy_only=False).astype(np.float32)
+        value = np.where(np.isfinite(r), r, 1.0).astype(np.float32)
+    else:
+        value = np.ones(users.size, np.float32)
+    key = users * n_items + items
+    _, last = np.unique(key[::-1], return_index=True)  # one entry per pair: the latest row
+    keep = users.size - 1 - last
+    m = sp.csr_matrix((value[keep], (users[keep], items[keep])), shape=(n_users, n_items))
+    m.sort_indices()
+    return m
+
+
+def check_slates(slates: object, n: int, k: int, n_items: int, who: str) -> None:
+    """Raise ConfigError unless ``slates`` is a Slates of the promised shapes and ranges.
+
+    Cheap enough for every page: shapes, dtypes and value ranges, no per-row work.
+    """
+    if not isinstance(slates, Slates):
+        raise ConfigError(
+            f"policy '{who}': recommend() must return simrec.environments.Slates, "
+            f"got {type(slates).__name__}"
+        )
+    for field_name, shape in (
+        ("items", (n, k)),
+        ("scores", (n, k)),
+        ("pscore_item_position", (n, k)),
+        ("pscore_slate", (n,)),
+    ):
+        got = np.shape(getattr(slates, field_name))
+        if got != shape:
+            raise ConfigError(
+                f"policy '{who}': recommend() returned {field_name} of shape {got}, "
+                f"expected {shape}"
+            )
+    items = np.asarray(slates.items)
+    if items.dtype.kind not in "iu":
+        raise ConfigError(
+            f"policy '{who}': recommend() returned items of dtype {items.dtype}, expected integers"
+        )
+    if items.size and (items.min() < -1 or items.max() >= n_items):
+        bad = items.min() if items.min() < -1 else items.max()
+        raise ConfigError(
+            f"policy '{who}': recommend() returned item index {bad}, expected -1 (no item) or "
+            f"0..{n_items - 1}"
+        )
+    p = np.asarray(slates.pscore_item_position, np.float64)[items >= 0]
+    if p.size and not ((p > 0) & (p <= 1)).all():
+        raise ConfigError(
+            f"policy '{who}': pscore_item_position must lie in (0, 1], found "
+            f"{p[~((p > 0) & (p <= 1))][0]!r}"
+        )

@@ -165,7 +165,20 @@ class PopularPolicy:
         return items
 
 
-POLICIES: dict[str, type] = {"random": RandomPolicy, "popular": PopularPolicy}
+def _builtins() -> dict[str, type]:
+    from simrec.environments.learned import ALSPolicy, BPRPolicy, GenrePolicy, ItemKNNPolicy
+
+    return {
+        "random": RandomPolicy,
+        "popular": PopularPolicy,
+        "itemknn": ItemKNNPolicy,
+        "als": ALSPolicy,
+        "bpr": BPRPolicy,
+        "genre": GenrePolicy,
+    }
+
+
+POLICIES: dict[str, type] = _builtins()
 
 
 def make_policy(name: str, params: dict[str, Any]) -> Recommender:

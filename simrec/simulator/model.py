@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import mesa
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 
 from simrec.agents.brains.base import PageBatch
@@ -25,7 +26,7 @@ from simrec.agents.user import UserAgent
 from simrec.config import SimulationConfig
 from simrec.data.dataset import Dataset
 from simrec.data.schemas import METRIC_COLUMNS
-from simrec.environments.base import PolicyRandomness, Recommender
+from simrec.environments.base import PolicyRandomness, Recommender, check_slates
 from simrec.rng import Streams
 from simrec.simulator.recorder import EventRecorder
 
@@ -40,6 +41,65 @@ class _TickBuffer:
     def add(self, **cols: np.ndarray) -> None:
         for k, v in cols.items():
             self.columns.setdefault(k, []).append(v)
+
+
+_SIM_LOG = {"agent": np.int64, "item": np.int64, "rating": np.float32, "tick": np.int32}
+
+
+def agent_log(
+    data: Dataset, personas: Personas, watched: dict[str, np.ndarray] | None = None
+) -> pa.Table:
+    """The log a policy is fitted on, in agent space (the ids ``recommend`` is called with).
+
+    Agent ``a`` carries the seed-log rows of its source user (clones each get a copy); seed
+    users that no agent represents follow as background users ``n_agents, n_agents + 1, ...``,
+    so the policy still learns from the whole log. ``watched`` (columns agent, item, rating,
+    timestamp) appends what agents watched during the run. Columns: user_index, item_index,
+    rating, timestamp.
+    """
+    log = data.interactions
+    n_agents = len(personas)
+    order = np.argsort(log.user, kind="stable")
+    indptr = np.zeros(log.n_users + 1, np.int64)
+    np.cumsum(np.bincount(log.user, minlength=log.n_users), out=indptr[1:])
+    src = personas.source_user.astype(np.int64)
+    counts = indptr[src + 1] - indptr[src]
+    total = int(counts.sum())
+    within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    rows = [order[np.repeat(indptr[src], counts) + within]]
+    users = [np.repeat(np.arange(n_agents, dtype=np.int64), counts)]
+    background = np.setdiff1d(np.arange(log.n_users), src)
+    if background.size:
+        new_id = np.full(log.n_users, -1, np.int64)
+        new_id[background] = n_agents + np.arange(background.size)
+        bg_rows = order[np.isin(log.user[order], background)]
+        rows.append(bg_rows)
+        users.append(new_id[log.user[bg_rows]])
+    rows_all = np.concatenate(rows)
+    cols = {
+        "user_index": np.concatenate(users),
+        "item_index": log.item[rows_all].astype(np.int64),
+        "rating": log.rating[rows_all].astype(np.float32),
+        "timestamp": log.timestamp[rows_all].astype(np.int64),
+    }
+    if watched is not None and watched["agent"].size:
+        for key, col in zip(cols, ("agent", "item", "rating", "timestamp"), strict=True):
+            cols[key] = np.concatenate([cols[key], watched[col].astype(cols[key].dtype)])
+    return pa.table(cols)
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    """Shannon entropy in bits of the distribution given by non-negative counts.
+
+    >>> entropy_bits(np.array([1, 1, 1, 1])), entropy_bits(np.array([5, 0]))
+    (2.0, 0.0)
+    """
+    c = np.asarray(counts, np.float64)
+    c = c[c > 0]
+    if c.size == 0:
+        return 0.0
+    p = c / c.sum()
+    return float(-(p * np.log2(p)).sum()) + 0.0
 
 
 def gini(counts: np.ndarray) -> float:
@@ -73,21 +133,29 @@ class SimulationModel(mesa.Model):
         seed: int,
         recorder: EventRecorder | None = None,
         per_agent: bool = False,
+        retrain_every: int | None = None,
     ) -> None:
         super().__init__(seed=seed)
+        self.data = data
+        self.retrain_every = retrain_every
+        self.retrain_seconds = 0.0
         self.streams = Streams(seed)
         self.personas, self.catalog, self.scale = personas, data.catalog, data.scale
         self.brain, self.policy, self.sim = brain, policy, sim
         self.recorder = recorder
+        self._policy_name = getattr(policy, "name", type(policy).__name__)
         self.per_agent = per_agent
         self.n_agents = len(personas)
         self.tick = 0
         self.satisfaction = np.full(self.n_agents, 0.5, np.float32)
         self.churned = np.zeros(self.n_agents, bool)
         self.memory = MemoryStore(self.n_agents)
+        self._item_genres = self.catalog.genres.astype(np.float64).tocsr()
         # (n_source_users, n_items): rows addressed by source user, not by agent
         self.seed_consumed = data.interactions.matrix(self.catalog.n_items)
         self.watched = sp.csr_matrix((self.n_agents, self.catalog.n_items), dtype=np.float32)
+        # what agents watched, in order: the feedback loop refits the policy on it
+        self.sim_log: dict[str, list[np.ndarray]] = {k: [] for k in _SIM_LOG}
         self.decided_by_vocab: list[str] = []
         self._vocab_index: dict[str, int] = {}
         self.totals = {k: 0 for k in ("sessions", "pages", "impressions", "clicks", "ratings")}
@@ -110,8 +178,33 @@ class SimulationModel(mesa.Model):
             arriving = alive[self.brain.arrivals(alive, self.tick, self.satisfaction)]
             self.browse(arriving)
         self._end_tick()
-        self.datacollector.collect(self)
         self.tick += 1
+        retrain = bool(self.retrain_every) and self.tick % self.retrain_every == 0
+        if retrain and self.tick < self.sim.ticks:
+            self.fit_policy()
+        self.last_metrics["retrained"] = retrain and self.tick < self.sim.ticks
+        self.datacollector.collect(self)
+
+    def fit_policy(self) -> None:
+        """Fit the policy on the seed log plus what agents watched before the latest retraining
+        point (tick 0 without ``retrain_every``), all in agent space (see :func:`agent_log`)."""
+        import time
+
+        t = time.perf_counter()
+        cut = (self.tick // self.retrain_every) * self.retrain_every if self.retrain_every else 0
+        log = {
+            k: np.concatenate(v) if v else np.zeros(0, _SIM_LOG[k]) for k, v in self.sim_log.items()
+        }
+        before = log["tick"] < cut
+        t0 = int(self.sim.start_time.timestamp())
+        watched = {
+            "agent": log["agent"][before],
+            "item": log["item"][before],
+            "rating": log["rating"][before],
+            "timestamp": t0 + log["tick"][before].astype(np.int64) * self.sim.tick_seconds,
+        }
+        self.policy.fit(agent_log(self.data, self.personas, watched), self.catalog)
+        self.retrain_seconds += time.perf_counter() - t
 
     def browse(self, agents: np.ndarray) -> None:
         """Sessions for ``agents`` (m,) sorted int64: pages until each one leaves."""
@@ -148,6 +241,7 @@ class SimulationModel(mesa.Model):
         slates = self.policy.recommend(
             agents, k, exclude=exclude, rng=PolicyRandomness(self.streams, self.tick, page)
         )
+        check_slates(slates, agents.size, k, self.catalog.n_items, self._policy_name)
         shown[rows, page * k : (page + 1) * k] = slates.items
         batch = PageBatch(agents, slates.items, slates.scores, page, self.tick, model=self)
         d = self.brain.decide(batch)
@@ -186,6 +280,19 @@ class SimulationModel(mesa.Model):
             decided_by=per_cell(codes),
         )
         return value, d.clicked.sum(axis=1), leave
+
+    def probe_policy(self) -> None:
+        """Ask the policy for a few slates and check them, so a broken plug-in is reported
+        before anything is written (a ConfigError naming what was wrong)."""
+        agents = np.arange(min(8, self.n_agents), dtype=np.int64)
+        k = self.sim.page_size
+        slates = self.policy.recommend(
+            agents,
+            k,
+            exclude=self._exclusions(agents, np.zeros((agents.size, 0), np.int64)),
+            rng=PolicyRandomness(self.streams, 0, 0, purpose="policy-probe"),
+        )
+        check_slates(slates, agents.size, k, self.catalog.n_items, self._policy_name)
 
     def _code(self, label: str) -> int:
         if label not in self._vocab_index:
@@ -244,6 +351,7 @@ class SimulationModel(mesa.Model):
         rated = ev["rating"][np.isfinite(ev["rating"])]
         n_shown_items = int(np.count_nonzero(np.bincount(ev["item"], minlength=n_items)))
         click_counts = np.bincount(ev["item"][ev["clicked"]], minlength=n_items)
+        genre_counts = click_counts @ self._item_genres  # (n_genres,)
         self.last_metrics = {
             "tick": t,
             "active_users": int(sessions.size),
@@ -254,11 +362,14 @@ class SimulationModel(mesa.Model):
             "ctr": clicks / n_rows if n_rows else 0.0,
             "mean_rating": float(rated.mean()) if rated.size else None,
             "coverage": n_shown_items / n_items,
+            "consumed_coverage": int(np.count_nonzero(click_counts)) / n_items,
             "gini": gini(click_counts),
+            "genre_entropy": entropy_bits(genre_counts),
             "mean_satisfaction": float(self.satisfaction[~self.churned].mean())
             if (~self.churned).any()
             else 0.0,
             "churned_users": int(self.churned.sum()),
+            "shares": 0,
         }
         for key, val in (
             ("sessions", sessions.size),
@@ -272,6 +383,10 @@ class SimulationModel(mesa.Model):
     def _update_state(self, ev: dict[str, np.ndarray]) -> None:
         clicked = ev["clicked"]
         a, items = ev["agent"][clicked], ev["item"][clicked]
+        if self.retrain_every:
+            for key, col in (("agent", a), ("item", items), ("rating", ev["rating"][clicked])):
+                self.sim_log[key].append(col.astype(_SIM_LOG[key]))
+            self.sim_log["tick"].append(np.full(a.size, self.tick, np.int32))
         self.memory.record(a, items.astype(np.int32), ev["rating"][clicked], self.tick)
         self.memory.seen += np.bincount(ev["agent"], minlength=self.n_agents)
         if a.size:
@@ -296,6 +411,10 @@ class SimulationModel(mesa.Model):
             "watched_indices": c.indices,
             "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
             **self.memory.state(),
+            **{
+                f"sim_log_{k}": np.concatenate(v) if v else np.zeros(0, _SIM_LOG[k])
+                for k, v in self.sim_log.items()
+            },
         }
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -313,6 +432,7 @@ class SimulationModel(mesa.Model):
             shape=self.watched.shape,
         )
         self.memory.load_state(state)
+        self.sim_log = {k: [state[f"sim_log_{k}"].copy()] for k in _SIM_LOG}
 
 
 def tick_events(

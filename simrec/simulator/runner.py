@@ -167,22 +167,8 @@ def run(
     personas = sample_population(brain.fit(data), cfg.population.users, streams)
     brain.bind(personas, streams)
     policy = make_policy(cfg.policy.name, cfg.policy.params)
-    policy.fit(data.interactions.to_arrow(), data.catalog)
     timings["fit_s"] = time.perf_counter() - t
 
-    # everything validated: from here on the run directory is written
-    if resume is None:
-        _init_run_dir(run_dir, cfg, data)
-    _write_catalog(run_dir, data)  # also on resume: a kill may have come before it was written
-    run_id = run_id_for(cfg)
-    recorder = EventRecorder(
-        run_dir / "events",
-        run_id=run_id,
-        policy=getattr(policy, "name", cfg.policy.name),
-        item_ids=data.catalog.item_ids,
-        row_group_size=cfg.output.row_group_size,
-        compression_level=cfg.output.compression_level,
-    )
     model = SimulationModel(
         data=data,
         personas=personas,
@@ -190,16 +176,37 @@ def run(
         policy=policy,
         sim=cfg.simulation,
         seed=cfg.seed,
-        recorder=recorder,
         per_agent=per_agent,
+        retrain_every=cfg.policy.retrain_every,
     )
     if checkpoint is not None:
         model.load_state(checkpoint)
+    t = time.perf_counter()
+    model.fit_policy()  # on resume: as it stood after the latest retraining
+    timings["policy_fit_s"] = time.perf_counter() - t
+    model.probe_policy()
+
+    # everything validated: from here on the run directory is written
+    if resume is None:
+        _init_run_dir(run_dir, cfg, data)
+    _write_catalog(run_dir, data)  # also on resume: a kill may have come before it was written
+    run_id = run_id_for(cfg)
+    model.recorder = EventRecorder(
+        run_dir / "events",
+        run_id=run_id,
+        policy=getattr(policy, "name", cfg.policy.name),
+        item_ids=data.catalog.item_ids,
+        row_group_size=cfg.output.row_group_size,
+        compression_level=cfg.output.compression_level,
+    )
+    recorder = model.recorder
+    if checkpoint is not None:
         recorder.part = int(checkpoint["part"][0])
     resumed_from = model.tick if checkpoint is not None else None
     t = time.perf_counter()
     _simulate(model, recorder, cfg, run_dir, progress)
     timings["simulate_s"] = time.perf_counter() - t
+    timings["policy_retrain_s"] = model.retrain_seconds - timings["policy_fit_s"]
     manifest, metrics = _finish(
         run_dir, cfg, data, model, personas, run_id, timings, resumed_from, t_start
     )

@@ -1,0 +1,261 @@
+"""Learned policies: ``itemknn``, ``als`` and ``bpr`` (the ``implicit`` library) and ``genre``
+(content-based, scikit-learn TF-IDF over catalog genres and text).
+
+All four are deterministic given their fit log: they rank every item for a user, drop what
+``exclude`` names and show the ``k`` best. Users the fit log does not know (or who have no
+history) are shown the most popular items. Propensities are 1.0 (``deterministic``); wrap a
+policy in ``softmax`` or ``epsilon-greedy`` (``simrec.environments.exploration``) to log
+exploration with exact propensities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from simrec.data.dataset import Catalog
+from simrec.environments.base import PolicyRandomness, Slates, history_matrix, top_k_by_score
+from simrec.errors import ConfigError
+
+
+@contextlib.contextmanager
+def _quiet_implicit():
+    """Single-threaded BLAS (what implicit asks for) and none of its format warnings."""
+    with threadpool_limits(1, "blas"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="implicit")
+        yield
+
+
+def _positive(name: str, value: float, integer: bool = False) -> None:
+    ok = value > 0 and (not integer or float(value).is_integer())
+    if not ok or isinstance(value, bool):
+        kind = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"policy.params.{name}: expected {kind}, got {value!r}")
+
+
+class _Ranker:
+    """Shared plumbing: popularity fallback, padding, Slates."""
+
+    name = "ranker"
+
+    def __init__(self) -> None:
+        self.n_items = 0
+        self.n_users = 0
+        self.popularity = np.zeros(0, np.float32)
+
+    def _fit_common(self, interactions: pa.Table, catalog: Catalog) -> sp.csr_matrix:
+        self.n_items = catalog.n_items
+        hist = history_matrix(interactions, catalog.n_items)
+        self.n_users = hist.shape[0]
+        counts = np.asarray(hist.sum(axis=0)).ravel()
+        self.popularity = (counts / max(counts.max(), 1.0)).astype(np.float32)
+        return hist
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        """(c,) users -> (c, n_items) float32 scores; users unknown to the fit are padded."""
+        raise NotImplementedError
+
+    def _scores_with_fallback(self, users: np.ndarray) -> np.ndarray:
+        known = (users >= 0) & (users < self.n_users)
+        out = np.empty((users.size, self.n_items), np.float32)
+        out[:] = self.popularity  # unknown users: most popular first
+        if known.any():
+            out[known] = self._score(users[known])
+        return out
+
+    def recommend(
+        self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
+    ) -> Slates:
+        items, scores = top_k_by_score(self._scores_with_fallback, users, k, exclude)
+        n = users.shape[0]
+        return Slates(items, scores, np.ones((n, k)), np.ones(n), True)
+
+
+class ItemKNNPolicy(_Ranker):
+    """Item-based nearest neighbours on co-occurrence cosine similarity.
+
+    A user's score for item j is the sum of cosine similarities between j and the items in the
+    user's history, each item keeping only its ``neighbours`` most similar items.
+    """
+
+    name = "itemknn"
+
+    def __init__(self, neighbours: int = 100) -> None:
+        super().__init__()
+        _positive("neighbours", neighbours, integer=True)
+        self.neighbours = int(neighbours)
+        self.history = sp.csr_matrix((0, 0), dtype=np.float32)
+        self.similarity = sp.csr_matrix((0, 0), dtype=np.float32)
+
+    def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
+        from implicit.nearest_neighbours import CosineRecommender
+
+        self.history = self._fit_common(interactions, catalog)
+        with _quiet_implicit():
+            model = CosineRecommender(K=self.neighbours)
+            model.fit(self.history, show_progress=False)
+        # similarity[i, j]: how much having i in one's history recommends j
+        self.similarity = model.similarity.tocsr().astype(np.float32)
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return (self.history[users] @ self.similarity).toarray()
+
+
+class _FactorPolicy(_Ranker):
+    """Matrix factorisation from ``implicit``: score = user factors . item factors."""
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.01,
+        iterations: int = 15,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        _positive("factors", factors, integer=True)
+        _positive("regularization", regularization)
+        _positive("iterations", iterations, integer=True)
+        self.factors, self.regularization = int(factors), float(regularization)
+        self.iterations, self.seed = int(iterations), int(seed)
+        self.user_factors = np.zeros((0, 0), np.float32)
+        self.item_factors = np.zeros((0, 0), np.float32)
+
+    def _model(self):
+        raise NotImplementedError
+
+    def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
+        hist = self._fit_common(interactions, catalog)
+        # one thread: implicit's BPR is Hogwild-parallel (not reproducible with more threads)
+        # and ALS asks for single-threaded BLAS
+        with _quiet_implicit():
+            model = self._model()
+            model.fit(hist, show_progress=False)
+        self.user_factors = np.ascontiguousarray(model.user_factors, np.float32)
+        self.item_factors = np.ascontiguousarray(model.item_factors, np.float32)
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return self.user_factors[users] @ self.item_factors.T
+
+
+class ALSPolicy(_FactorPolicy):
+    """Implicit-feedback ALS (Hu, Koren & Volinsky) with confidence ``1 + alpha`` per
+    interaction."""
+
+    name = "als"
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.01,
+        iterations: int = 15,
+        alpha: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(factors, regularization, iterations, seed)
+        _positive("alpha", alpha)
+        self.alpha = float(alpha)
+
+    def _model(self):
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        return AlternatingLeastSquares(
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            iterations=self.iterations,
+            random_state=self.seed,
+            num_threads=1,
+        )
+
+
+class BPRPolicy(_FactorPolicy):
+    """Bayesian Personalised Ranking (Rendle et al.) by SGD over sampled item pairs."""
+
+    name = "bpr"
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        learning_rate: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(factors, regularization, iterations, seed)
+        _positive("learning_rate", learning_rate)
+        self.learning_rate = float(learning_rate)
+
+    def _model(self):
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        return BayesianPersonalizedRanking(
+            factors=self.factors,
+            learning_rate=self.learning_rate,
+            regularization=self.regularization,
+            iterations=self.iterations,
+            random_state=self.seed,
+            num_threads=1,
+        )
+
+
+class GenrePolicy(_Ranker):
+    """Content-based: TF-IDF vectors of each item's genres (and, with ``use_text``, its text);
+    a user's profile is the rating-weighted mean of their history's vectors; items are ranked
+    by cosine similarity to the profile, ties (items with the same genres) by popularity."""
+
+    name = "genre"
+
+    def __init__(self, use_text: bool = True, popularity_tiebreak: float = 1e-3) -> None:
+        super().__init__()
+        if not isinstance(use_text, bool):
+            raise ConfigError(f"policy.params.use_text: expected true or false, got {use_text!r}")
+        if not popularity_tiebreak >= 0:
+            raise ConfigError(
+                f"policy.params.popularity_tiebreak: expected a number >= 0, "
+                f"got {popularity_tiebreak!r}"
+            )
+        self.use_text, self.popularity_tiebreak = use_text, float(popularity_tiebreak)
+        self.features = sp.csr_matrix((0, 0), dtype=np.float32)
+        self.profiles = sp.csr_matrix((0, 0), dtype=np.float32)
+
+    def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.preprocessing import normalize
+
+        self._fit_common(interactions, catalog)
+        docs = _item_documents(catalog, self.use_text)
+        if any(docs):
+            vec = TfidfVectorizer(token_pattern=r"(?u)\b\w+\b", sublinear_tf=True, dtype=np.float32)
+            self.features = vec.fit_transform(docs).tocsr()
+        else:  # a catalog with neither genres nor text: popularity only
+            self.features = sp.csr_matrix((catalog.n_items, 1), dtype=np.float32)
+        ratings = history_matrix(interactions, catalog.n_items, weights="rating")
+        if ratings.nnz:  # weight 0.5..1.5 from the user's lowest to highest rating
+            lo = ratings.data.min()
+            span = max(float(ratings.data.max() - lo), 1e-9)
+            ratings.data = (0.5 + (ratings.data - lo) / span).astype(np.float32)
+        self.profiles = normalize(ratings @ self.features).astype(np.float32).tocsr()
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        s = (self.profiles[users] @ self.features.T).toarray()
+        s += self.popularity_tiebreak * self.popularity
+        return s
+
+
+def _item_documents(catalog: Catalog, use_text: bool) -> list[str]:
+    """One document per item: genre tokens (``genre_<name>``), then the item's text."""
+    g = catalog.genres.tocsr()
+    tokens = ["genre_" + re.sub(r"\W+", "_", name.lower()) for name in catalog.genre_names]
+    docs = []
+    for i in range(catalog.n_items):
+        parts = [tokens[j] for j in g.indices[g.indptr[i] : g.indptr[i + 1]]]
+        if use_text:
+            parts.append(str(catalog.text[i]))
+        docs.append(" ".join(parts))
+    return docs

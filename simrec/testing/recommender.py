@@ -1,0 +1,133 @@
+"""The Recommender contract as a reusable check.
+
+``check_recommender(factory)`` fits a fresh policy from ``factory()`` on a small synthetic world
+and checks what the simulator relies on: the Slates it returns have the promised shapes and
+types, no item repeats within a slate, excluded items are never shown, rows run short only when
+exclusions leave fewer than ``k`` items (and then are padded with -1 at the end), every shown
+item's ``pscore_item_position`` is in (0, 1] (exactly 1.0 when the policy says it is
+deterministic), ``pscore_slate`` is in (0, 1] or NaN, and the same seed gives the same slates
+whether users come in one batch or several. Raises AssertionError naming the broken promise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from simrec.config import SyntheticWorldConfig
+from simrec.data import Dataset, make_world
+from simrec.environments.base import PolicyRandomness, Recommender, Slates
+from simrec.rng import Streams
+
+
+def contract_world(users: int = 60, items: int = 80, seed: int = 0) -> Dataset:
+    """The small synthetic world the contract checks run on."""
+    cfg = SyntheticWorldConfig(users=users, items=items, interactions_per_user=12.0, genres=6)
+    return make_world(cfg, seed)
+
+
+def check_recommender(
+    factory: Callable[[], Any], *, k: int = 10, seed: int = 0, world: Dataset | None = None
+) -> None:
+    """Fit ``factory()`` and check every promise of the Recommender contract (module docstring).
+
+    ``world``: the dataset to fit on (default :func:`contract_world`); its users are the ids
+    ``recommend`` is called with.
+    """
+    data = world or contract_world(seed=seed)
+    n_users, n_items = data.interactions.n_users, data.catalog.n_items
+    policy = factory()
+    name = getattr(policy, "name", None)
+    assert isinstance(name, str) and name, "a Recommender needs a non-empty str attribute 'name'"
+    assert isinstance(policy, Recommender), f"{name}: missing fit() or recommend()"
+    policy.fit(data.interactions.to_arrow(), data.catalog)
+    streams = Streams(seed)
+    users = np.arange(n_users, dtype=np.int64)
+    consumed = data.interactions.matrix(n_items)
+
+    # ordinary exclusions: what each user consumed
+    _check_slates(name, policy, users, k, consumed, streams, n_items)
+
+    # heavy exclusions: all but 3 items for the first users; nothing for others; everything
+    heavy = consumed.tolil(copy=True)
+    for u in range(5):
+        heavy[u, :] = 0
+        heavy[u, 3:] = 1
+    heavy[5, :] = 1
+    heavy = heavy.tocsr()
+    heavy.eliminate_zeros()
+    s = _check_slates(name, policy, users, k, heavy, streams, n_items)
+    assert (s.items[:5, :3] >= 0).all() and (s.items[:5, 3:] == -1).all(), (
+        f"{name}: a user allowed only 3 items must get exactly those 3, then -1 padding; "
+        f"got {s.items[0].tolist()}"
+    )
+    assert (s.items[5] == -1).all(), f"{name}: a user with every item excluded must get -1s"
+    _check_slates(name, policy, users, k, None, streams, n_items)
+
+    # slate larger than the catalog
+    _check_slates(name, policy, users[:4], n_items + 5, None, streams, n_items)
+
+
+def _check_slates(
+    name: str,
+    policy: Any,
+    users: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None,
+    streams: Streams,
+    n_items: int,
+) -> Slates:
+    n = users.size
+    rng = PolicyRandomness(streams, tick=3, page=1)
+    s = policy.recommend(users, k, exclude=exclude, rng=rng)
+    assert isinstance(s, Slates), f"{name}: recommend() must return Slates, got {type(s)}"
+    items = np.asarray(s.items)
+    assert items.shape == (n, k), f"{name}: items shape {items.shape}, expected {(n, k)}"
+    assert items.dtype.kind in "iu", f"{name}: items dtype {items.dtype}, expected integers"
+    for field in ("scores", "pscore_item_position"):
+        shape = np.shape(getattr(s, field))
+        assert shape == (n, k), f"{name}: {field} shape {shape}, expected {(n, k)}"
+    assert np.shape(s.pscore_slate) == (n,), f"{name}: pscore_slate shape, expected {(n,)}"
+    valid = items >= 0
+    assert ((items >= -1) & (items < n_items)).all(), f"{name}: item index out of range"
+    assert np.isfinite(np.asarray(s.scores, np.float64)[valid]).all(), f"{name}: scores not finite"
+    # -1 only as trailing padding, and only when exclusions leave fewer than k items
+    assert (np.diff(valid.astype(np.int8), axis=1) <= 0).all(), (
+        f"{name}: -1 (no item) must only pad the end of a slate"
+    )
+    allowed = n_items - (np.diff(exclude.indptr) if exclude is not None else np.zeros(n, int))
+    assert (valid.sum(axis=1) == np.minimum(k, allowed)).all(), (
+        f"{name}: slates must be full unless exclusions leave fewer than k items"
+    )
+    srt = np.sort(np.where(valid, items, -1 - np.arange(k)), axis=1)
+    assert (np.diff(srt, axis=1) != 0).all(), f"{name}: an item repeats within a slate"
+    if exclude is not None and exclude.nnz:
+        rows = np.repeat(np.arange(n), valid.sum(axis=1))
+        hit = np.asarray(exclude[rows, items[valid]]).ravel() != 0
+        assert not hit.any(), f"{name}: showed an excluded item"
+    p = np.asarray(s.pscore_item_position, np.float64)[valid]
+    assert ((p > 0) & (p <= 1)).all(), f"{name}: pscore_item_position outside (0, 1]"
+    ps = np.asarray(s.pscore_slate, np.float64)
+    assert (np.isnan(ps) | ((ps > 0) & (ps <= 1))).all(), f"{name}: pscore_slate outside (0, 1]"
+    if s.deterministic:
+        assert (p == 1.0).all(), f"{name}: a deterministic policy must log pscore 1.0"
+    # the same draws whether users come together or split, and on a repeat call
+    again = policy.recommend(users, k, exclude=exclude, rng=rng)
+    assert np.array_equal(again.items, items), f"{name}: not deterministic under a fixed seed"
+    cut = max(1, n // 3)
+    parts = [
+        policy.recommend(users[sl], k, exclude=None if exclude is None else exclude[sl], rng=rng)
+        for sl in (slice(0, cut), slice(cut, n))
+    ]
+    split_items = np.concatenate([np.asarray(x.items) for x in parts])
+    assert np.array_equal(split_items, items), (
+        f"{name}: slates depend on how users are batched (draw randomness from rng by user)"
+    )
+    split_p = np.concatenate([np.asarray(x.pscore_item_position) for x in parts])
+    assert np.array_equal(split_p, np.asarray(s.pscore_item_position)), (
+        f"{name}: propensities depend on how users are batched"
+    )
+    return s
