@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from simrec.config import RunConfig, dump_config, load_config, validate_config
 from simrec.data.loaders import FORMATS
 from simrec.errors import InputError, SimrecError
@@ -46,7 +48,26 @@ def _parser() -> argparse.ArgumentParser:
         "--items", type=int, help="items (synthetic: catalog size; real data: top-N popular)"
     )
     r.add_argument("--ticks", type=int, help="ticks (simulated days) to run")
-    r.add_argument("--policy", help="recommender: random, popular or package.module:Class")
+    r.add_argument(
+        "--policy",
+        help="recommender: random, popular, itemknn, als, bpr, genre or package.module:Class",
+    )
+    r.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a policy parameter (repeatable; VALUE is read as YAML: 32, 0.5, true, text)",
+    )
+    r.add_argument(
+        "--explore",
+        choices=("epsilon-greedy", "softmax"),
+        help="log a stochastic version of the policy, with exact propensities",
+    )
+    r.add_argument("--epsilon", type=float, help="epsilon-greedy: P(random slate)")
+    r.add_argument("--temperature", type=float, help="softmax: temperature")
+    r.add_argument("--candidates", type=int, help="softmax: the policy's top-N sampled from")
+    r.add_argument("--retrain-every", type=int, metavar="N", help="refit the policy every N ticks")
     r.add_argument("--seed", type=int, help="root seed")
     r.add_argument("--out", help="run directory (default datasets_out/<run_id>)")
     r.add_argument("--page-size", type=int, help="items per page")
@@ -120,11 +141,33 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     ):
         if getattr(args, flag) is not None:
             section[key] = getattr(args, flag)
-    if args.policy is not None:
-        raw["policy"] = {
-            "name": args.policy,
-            "params": raw["policy"]["params"] if raw["policy"]["name"] == args.policy else {},
-        }
+    pol = raw["policy"]
+    if args.policy is not None and args.policy != pol["name"]:
+        pol["name"], pol["params"] = args.policy, {}  # the file's params were for its policy
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--param: expected KEY=VALUE, got {item!r}")
+        try:
+            pol["params"][key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            pol["params"][key.strip()] = value
+    if args.retrain_every is not None:
+        pol["retrain_every"] = args.retrain_every
+    explore_flags = {
+        k: getattr(args, k)
+        for k in ("epsilon", "temperature", "candidates")
+        if getattr(args, k) is not None
+    }
+    if args.explore is not None:
+        pol["exploration"] = {"kind": args.explore, **explore_flags}
+    elif explore_flags:
+        if pol.get("exploration") is None:
+            raise InputError(
+                f"--{next(iter(explore_flags))}: only meaningful with --explore "
+                f"(or policy.exploration in the config)"
+            )
+        pol["exploration"].update(explore_flags)
     if args.seed is not None:
         raw["seed"] = args.seed
     if args.out is not None:

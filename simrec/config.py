@@ -100,11 +100,29 @@ class SimulationConfig(_Section):
         return v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
 
 
+class ExplorationConfig(_Section):
+    """Wraps the policy in a stochastic logging policy with exact propensities."""
+
+    kind: Literal["epsilon-greedy", "softmax"] = Field(
+        ..., description="epsilon-greedy (whole slates) or softmax (Plackett-Luce)"
+    )
+    epsilon: float = Field(0.1, gt=0, le=1, description="epsilon-greedy: P(random slate)")
+    temperature: float = Field(
+        1.0, gt=0, description="softmax: temperature, in units of the policy's scores"
+    )
+    candidates: int = Field(
+        50, ge=1, le=10_000, description="softmax: the policy's top-N items sampled from"
+    )
+
+
 class PolicyConfig(_Section):
     """The recommender: a built-in name or ``package.module:ClassName``, and its parameters."""
 
     name: str = "popular"
     params: dict[str, Any] = Field(default_factory=dict)
+    exploration: ExplorationConfig | None = Field(
+        None, description="log a stochastic version of the policy (None: as it is)"
+    )
     retrain_every: int | None = Field(
         None,
         gt=0,

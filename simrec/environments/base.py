@@ -140,7 +140,7 @@ def resolve_class(spec: str, builtins: dict[str, type], what: str) -> type:
     return cls
 
 
-_CHUNK_ROWS = 512  # every scoring product runs on exactly this many rows (see top_k_by_score)
+_CHUNK_ROWS = 1024  # users scored at once (bounds the (rows, n_items) score block)
 
 
 def top_k_by_score(
@@ -151,10 +151,9 @@ def top_k_by_score(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best-scoring allowed items per user, best first.
 
-    ``score_rows(users_chunk)`` returns the (c, n_items) float32 scores of a chunk. Chunks are
-    always padded to the same number of rows, so a BLAS product computes each user's scores with
-    the same kernel whatever the batch: the result does not depend on how users are batched.
-    Returns items (n, k) int64 (-1 where fewer than k items are allowed) and their scores
+    ``score_rows(users_chunk)`` returns the (c, n_items) float32 scores of a chunk; a user's
+    scores must not depend on the other users of the chunk (see :func:`exact_factors` for BLAS
+    products). Returns items (n, k) int64 (-1 where fewer than k items are allowed) and their scores
     (n, k) float32 (0 where no item).
     """
     n = users.shape[0]
@@ -162,8 +161,7 @@ def top_k_by_score(
     scores = np.zeros((n, k), np.float32)
     for start in range(0, n, _CHUNK_ROWS):
         rows = np.arange(start, min(n, start + _CHUNK_ROWS))
-        padded = np.resize(users[rows], _CHUNK_ROWS)  # repeats real users: always valid ids
-        s = np.array(score_rows(padded)[: rows.size], dtype=np.float32)
+        s = np.array(score_rows(users[rows]), dtype=np.float32)
         if exclude is not None and exclude.nnz:
             sub = exclude[rows[0] : rows[-1] + 1]
             r = np.repeat(np.arange(rows.size), np.diff(sub.indptr))
@@ -183,6 +181,23 @@ def top_k_by_score(
         items[rows, :kk] = np.where(ok, chosen, -1)
         scores[rows, :kk] = np.where(ok, best, 0.0)
     return items, scores
+
+
+def exact_factors(x: np.ndarray, n_factors: int) -> tuple[np.ndarray, float]:
+    """Factors rounded to a fixed-point grid so that dot products are exact in float64.
+
+    A BLAS matrix product sums in an order that depends on the matrix's shape and on the row's
+    place in it, so a user's float scores could change in the last bits with the batch. With
+    every entry an integer below 2**b, where ``2 * b + log2(n_factors) < 53``, each product and
+    every partial sum is an exactly representable integer: any summation order gives the same
+    result. x: (n, d) -> (integer-valued float64 (n, d), the scale to divide by).
+    """
+    bits = (52 - int(np.ceil(np.log2(max(n_factors, 2))))) // 2
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak == 0:
+        return np.zeros(x.shape), 1.0
+    scale = 2.0 ** (bits - 1 - int(np.ceil(np.log2(peak))))
+    return np.round(x.astype(np.float64) * scale), scale
 
 
 def history_matrix(

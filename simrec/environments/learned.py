@@ -20,7 +20,13 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from simrec.data.dataset import Catalog
-from simrec.environments.base import PolicyRandomness, Slates, history_matrix, top_k_by_score
+from simrec.environments.base import (
+    PolicyRandomness,
+    Slates,
+    exact_factors,
+    history_matrix,
+    top_k_by_score,
+)
 from simrec.errors import ConfigError
 
 
@@ -138,9 +144,15 @@ class _FactorPolicy(_Ranker):
             model.fit(hist, show_progress=False)
         self.user_factors = np.ascontiguousarray(model.user_factors, np.float32)
         self.item_factors = np.ascontiguousarray(model.item_factors, np.float32)
+        d = self.item_factors.shape[1]
+        self._uq, su = exact_factors(self.user_factors, d)
+        self._vq_t, sv = exact_factors(self.item_factors, d)
+        self._vq_t = np.ascontiguousarray(self._vq_t.T)
+        self._inv_scale = 1.0 / (su * sv)
 
     def _score(self, users: np.ndarray) -> np.ndarray:
-        return self.user_factors[users] @ self.item_factors.T
+        # exact integer arithmetic in float64: the same scores whatever the batch
+        return ((self._uq[users] @ self._vq_t) * self._inv_scale).astype(np.float32)
 
 
 class ALSPolicy(_FactorPolicy):

@@ -9,6 +9,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 from scipy.special import gammaln
 
+from simrec.config import ExplorationConfig
 from simrec.data.dataset import Catalog
 from simrec.environments.base import (
     PolicyRandomness,
@@ -181,8 +182,11 @@ def _builtins() -> dict[str, type]:
 POLICIES: dict[str, type] = _builtins()
 
 
-def make_policy(name: str, params: dict[str, Any]) -> Recommender:
-    """Instantiate a built-in policy or ``package.module:ClassName`` with ``params``."""
+def make_policy(
+    name: str, params: dict[str, Any], exploration: ExplorationConfig | None = None
+) -> Recommender:
+    """Instantiate a built-in policy or ``package.module:ClassName`` with ``params``, wrapped in
+    an exploration policy when ``exploration`` is given."""
     cls = resolve_class(name, POLICIES, "policy")
     try:
         policy = cls(**params)
@@ -193,5 +197,21 @@ def make_policy(name: str, params: dict[str, Any]) -> Recommender:
         raise ConfigError(
             f"policy '{name}': expected a Recommender (attributes name, fit, recommend), "
             f"missing {', '.join(missing)}"
+        )
+    not_callable = [m for m in ("fit", "recommend") if not callable(getattr(policy, m))]
+    if not_callable:
+        raise ConfigError(
+            f"policy '{name}': expected methods fit() and recommend(), "
+            f"{', '.join(not_callable)} is not callable"
+        )
+    if exploration is not None:
+        from simrec.environments.exploration import wrap
+
+        policy = wrap(
+            policy,
+            exploration.kind,
+            epsilon=exploration.epsilon,
+            temperature=exploration.temperature,
+            candidates=exploration.candidates,
         )
     return policy

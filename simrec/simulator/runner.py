@@ -166,7 +166,7 @@ def run(
     brain = UtilityBrain(cfg.brain, seed=cfg.seed)
     personas = sample_population(brain.fit(data), cfg.population.users, streams)
     brain.bind(personas, streams)
-    policy = make_policy(cfg.policy.name, cfg.policy.params)
+    policy = make_policy(cfg.policy.name, cfg.policy.params, cfg.policy.exploration)
     timings["fit_s"] = time.perf_counter() - t
 
     model = SimulationModel(

@@ -126,6 +126,11 @@ def _check_slates(
     assert np.array_equal(split_items, items), (
         f"{name}: slates depend on how users are batched (draw randomness from rng by user)"
     )
+    split_scores = np.concatenate([np.asarray(x.scores) for x in parts])
+    assert np.array_equal(split_scores, np.asarray(s.scores)), (
+        f"{name}: scores depend on how users are batched (they are logged: byte-identical "
+        f"output needs them exact; see simrec.environments.base.exact_factors)"
+    )
     split_p = np.concatenate([np.asarray(x.pscore_item_position) for x in parts])
     assert np.array_equal(split_p, np.asarray(s.pscore_item_position)), (
         f"{name}: propensities depend on how users are batched"
