@@ -25,3 +25,22 @@ class LeastPopular:
         items, _ = first_k(cand, ~excluded_mask(cand, exclude), k)
         n = users.size
         return Slates(items, np.zeros((n, k), np.float32), np.ones((n, k)), np.ones(n), True)
+
+
+class WrongShape(LeastPopular):
+    """Breaks the contract: one item too few per slate."""
+
+    name = "wrong-shape"
+
+    def recommend(self, users, k, *, exclude, rng):
+        s = super().recommend(users, k, exclude=exclude, rng=rng)
+        return Slates(s.items[:, :-1], s.scores, s.pscore_item_position, s.pscore_slate, True)
+
+
+class NoRecommend:
+    """Not a Recommender at all."""
+
+    name = "no-recommend"
+
+    def fit(self, interactions, catalog) -> None:
+        pass

@@ -38,6 +38,19 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def _config(out: Path) -> dict:
+    """Checkpoints at ticks 2, 4, 6 and policy refits at 3 and 6: a resume must refit the policy
+    as it stood after the latest refit, not at the checkpoint."""
+    cfg = small_config(out, ticks=7, checkpoint_every=2)
+    cfg["policy"] = {
+        "name": "als",
+        "params": {"factors": 8, "iterations": 3},
+        "retrain_every": 3,
+        "exploration": {"kind": "epsilon-greedy", "epsilon": 0.2},
+    }
+    return cfg
+
+
 def _outputs(run_dir: Path) -> dict[str, bytes]:
     files = sorted((run_dir / "events").glob("part-*.parquet"))
     files += [
@@ -49,7 +62,7 @@ def _outputs(run_dir: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "run"
-    simrec.run(small_config(out, ticks=7, checkpoint_every=2))
+    simrec.run(_config(out))
     return out
 
 
@@ -58,6 +71,7 @@ KILL_POINTS = [
     ("add_tick", 1),  # inside the first part, before any checkpoint
     ("add_tick", 3),  # inside the second part
     ("close_part", 2),  # a part renamed, its checkpoint not yet written
+    ("save_checkpoint", 2),  # right after a checkpoint (tick 4; the policy was refit at 3)
     ("save_checkpoint", 3),  # right after a checkpoint
     ("write_parquet", 2),  # while finishing: metrics written, users/manifest not
 ]
@@ -68,7 +82,7 @@ KILL_POINTS = [
 def test_sigkill_then_resume_matches_uninterrupted(target, n, reference, tmp_path, capsys):
     out = tmp_path / "run"
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps(small_config(out, ticks=7, checkpoint_every=2)))
+    cfg.write_text(json.dumps(_config(out)))
     child = tmp_path / "child.py"
     child.write_text(CHILD)
     proc = subprocess.run(
