@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--temperature", type=float, help="softmax: temperature")
     r.add_argument("--candidates", type=int, help="softmax: the policy's top-N sampled from")
     r.add_argument("--retrain-every", type=int, metavar="N", help="refit the policy every N ticks")
+    r.add_argument(
+        "--social",
+        metavar="GRAPH",
+        help="social graph: watts-strogatz, barabasi-albert, or an edge list file of data user ids",
+    )
     r.add_argument("--seed", type=int, help="root seed")
     r.add_argument("--out", help="run directory (default datasets_out/<run_id>)")
     r.add_argument("--page-size", type=int, help="items per page")
@@ -168,6 +173,11 @@ def build_config(args: argparse.Namespace) -> RunConfig:
                 f"(or policy.exploration in the config)"
             )
         pol["exploration"].update(explore_flags)
+    if args.social is not None:
+        if args.social in ("none", "watts-strogatz", "barabasi-albert"):
+            raw["social"]["graph"] = args.social
+        else:
+            raw["social"].update(graph="edges", path=args.social)
     if args.seed is not None:
         raw["seed"] = args.seed
     if args.out is not None:

@@ -131,6 +131,24 @@ class PolicyConfig(_Section):
     )
 
 
+class SocialConfig(_Section):
+    """A social graph over the agents: users share what they rated highly with their friends."""
+
+    graph: Literal["none", "watts-strogatz", "barabasi-albert", "edges"] = Field(
+        "none", description="none, a generated graph, or 'edges' read from path"
+    )
+    path: str | None = Field(None, description="edges: a file of 'user user' lines (data ids)")
+    degree: int = Field(10, ge=1, description="mean degree of a generated graph")
+    rewire: float = Field(0.1, ge=0, le=1, description="watts-strogatz rewiring probability")
+    share_threshold: float = Field(
+        0.75, ge=0, le=1, description="normalised rating (0..1) from which a watch may be shared"
+    )
+    share_probability: float = Field(0.3, ge=0, le=1, description="P(share | liked a watch)")
+    signal_decay: float = Field(
+        0.5, ge=0, lt=1, description="per-tick factor on the signal friends' shares left"
+    )
+
+
 class UtilityBrainConfig(_Section):
     """The statistical brain. Click weights are calibrated by ``fit``; these set the rest."""
 
@@ -181,6 +199,7 @@ class RunConfig(_Section):
     population: PopulationConfig = Field(default_factory=PopulationConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    social: SocialConfig = Field(default_factory=SocialConfig)
     brain: UtilityBrainConfig = Field(default_factory=UtilityBrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 

@@ -40,7 +40,8 @@ CHILD = textwrap.dedent("""
 
 def _config(out: Path) -> dict:
     """Checkpoints at ticks 2, 4, 6 and policy refits at 3 and 6: a resume must refit the policy
-    as it stood after the latest refit, not at the checkpoint."""
+    as it stood after the latest refit, not at the checkpoint; friends' share signal carries
+    over through the checkpoint."""
     cfg = small_config(out, ticks=7, checkpoint_every=2)
     cfg["policy"] = {
         "name": "als",
@@ -48,6 +49,7 @@ def _config(out: Path) -> dict:
         "retrain_every": 3,
         "exploration": {"kind": "epsilon-greedy", "epsilon": 0.2},
     }
+    cfg["social"] = {"graph": "watts-strogatz", "degree": 4, "share_probability": 0.5}
     return cfg
 
 

@@ -8,7 +8,11 @@ _DICT = pa.dictionary(pa.int32(), pa.string())
 
 
 def events_schema(item_id_type: pa.DataType) -> pa.Schema:
-    """One row per impression (``events/part-*.parquet``)."""
+    """One row per event (``events/part-*.parquet``): ``impression`` rows, and ``share`` rows
+    (a user shared an item with ``share_recipients`` friends), which leave the slate columns
+    (page, slate_id, position, policy, score, propensities, examined, clicked, left_after,
+    decided_by) null. ``social_signal``: friends' share signal on an impression, null when the
+    run has no social graph."""
     return pa.schema(
         [
             pa.field("run_id", _DICT, False),
@@ -17,26 +21,28 @@ def events_schema(item_id_type: pa.DataType) -> pa.Schema:
             pa.field("timestamp", pa.timestamp("s", tz="UTC"), False),
             pa.field("session_id", pa.int64(), False),
             pa.field("user_id", pa.int64(), False),
-            pa.field("page", pa.int16(), False),
-            pa.field("slate_id", pa.int64(), False),
-            pa.field("position", pa.int16(), False),
+            pa.field("page", pa.int16(), True),
+            pa.field("slate_id", pa.int64(), True),
+            pa.field("position", pa.int16(), True),
             pa.field("item_id", item_id_type, False),
-            pa.field("policy", _DICT, False),
-            pa.field("score", pa.float32(), False),
-            pa.field("pscore_item_position", pa.float64(), False),
+            pa.field("policy", _DICT, True),
+            pa.field("score", pa.float32(), True),
+            pa.field("pscore_item_position", pa.float64(), True),
             pa.field("pscore_slate", pa.float64(), True),
-            pa.field("propensity_source", _DICT, False),
-            pa.field("examined", pa.bool_(), False),
-            pa.field("clicked", pa.bool_(), False),
+            pa.field("propensity_source", _DICT, True),
+            pa.field("examined", pa.bool_(), True),
+            pa.field("clicked", pa.bool_(), True),
             pa.field("rating", pa.float32(), True),
-            pa.field("left_after", pa.bool_(), False),
-            pa.field("decided_by", _DICT, False),
+            pa.field("left_after", pa.bool_(), True),
+            pa.field("decided_by", _DICT, True),
             pa.field("reason", pa.string(), True),
             pa.field("feeling", pa.string(), True),
             pa.field("llm_model", pa.string(), True),
             pa.field("prompt_hash", pa.string(), True),
             pa.field("prompt_tokens", pa.int32(), True),
             pa.field("completion_tokens", pa.int32(), True),
+            pa.field("social_signal", pa.float32(), True),
+            pa.field("share_recipients", pa.int32(), True),
         ]
     )
 

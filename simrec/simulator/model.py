@@ -27,6 +27,7 @@ from simrec.config import SimulationConfig
 from simrec.data.dataset import Dataset
 from simrec.data.schemas import METRIC_COLUMNS
 from simrec.environments.base import PolicyRandomness, Recommender, check_slates
+from simrec.environments.social import SocialSignal
 from simrec.rng import Streams
 from simrec.simulator.recorder import EventRecorder
 
@@ -134,10 +135,12 @@ class SimulationModel(mesa.Model):
         recorder: EventRecorder | None = None,
         per_agent: bool = False,
         retrain_every: int | None = None,
+        social: SocialSignal | None = None,
     ) -> None:
         super().__init__(seed=seed)
         self.data = data
         self.retrain_every = retrain_every
+        self.social = social
         self.retrain_seconds = 0.0
         self.streams = Streams(seed)
         self.personas, self.catalog, self.scale = personas, data.catalog, data.scale
@@ -243,7 +246,10 @@ class SimulationModel(mesa.Model):
         )
         check_slates(slates, agents.size, k, self.catalog.n_items, self._policy_name)
         shown[rows, page * k : (page + 1) * k] = slates.items
-        batch = PageBatch(agents, slates.items, slates.scores, page, self.tick, model=self)
+        social = None if self.social is None else self.social.lookup(agents, slates.items)
+        batch = PageBatch(
+            agents, slates.items, slates.scores, page, self.tick, social=social, model=self
+        )
         d = self.brain.decide(batch)
         valid = slates.items >= 0
         leave = d.leave | ~valid.any(axis=1) | (page == self.sim.max_pages - 1)
@@ -279,6 +285,8 @@ class SimulationModel(mesa.Model):
             left_after=per_cell(leave),
             decided_by=per_cell(codes),
         )
+        if social is not None:
+            self._buf.add(social=cells(social))
         return value, d.clicked.sum(axis=1), leave
 
     def probe_policy(self) -> None:
@@ -334,6 +342,14 @@ class SimulationModel(mesa.Model):
             for name, dtype in empty.items()
         }
         self._update_state(ev)
+        shares = None
+        if self.social is not None:
+            watched = ev["clicked"]
+            value = self.scale.normalise(ev["rating"][watched].astype(np.float64))
+            sharer, item, recipients = self.social.share(
+                ev["agent"][watched], ev["item"][watched], value, self.streams, t
+            )
+            shares = {"agent": sharer, "item": item, "recipients": recipients}
         if self.recorder is not None:
             event_chunks = {k: v for k, v in chunks.items() if not k.startswith("session_")}
             self.recorder.add_tick(
@@ -345,6 +361,7 @@ class SimulationModel(mesa.Model):
                     sim=self.sim,
                     streams=self.streams,
                     vocab=list(self.decided_by_vocab),
+                    shares=shares,
                 )
             )
         clicks = int(ev["clicked"].sum())
@@ -369,7 +386,7 @@ class SimulationModel(mesa.Model):
             if (~self.churned).any()
             else 0.0,
             "churned_users": int(self.churned.sum()),
-            "shares": 0,
+            "shares": 0 if shares is None else int(shares["agent"].size),
         }
         for key, val in (
             ("sessions", sessions.size),
@@ -415,6 +432,7 @@ class SimulationModel(mesa.Model):
                 f"sim_log_{k}": np.concatenate(v) if v else np.zeros(0, _SIM_LOG[k])
                 for k, v in self.sim_log.items()
             },
+            **(self.social.state() if self.social is not None else {}),
         }
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -433,6 +451,8 @@ class SimulationModel(mesa.Model):
         )
         self.memory.load_state(state)
         self.sim_log = {k: [state[f"sim_log_{k}"].copy()] for k in _SIM_LOG}
+        if self.social is not None:
+            self.social.load_state(state)
 
 
 def tick_events(
@@ -443,9 +463,12 @@ def tick_events(
     sim: SimulationConfig,
     streams: Streams,
     vocab: list[str],
+    shares: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """One tick's event columns in canonical order (user, page, position), with timestamps and
-    session/slate ids. ``chunks``: per column, the arrays appended page by page."""
+    session/slate ids. ``chunks``: per column, the arrays appended page by page. ``shares``
+    (agent, item, recipients; sorted by agent, item) become ``share_*`` columns, each share
+    stamped one second after the impression of the item it shares."""
     if not chunks.get("agent"):
         return {"tick": np.zeros(0, np.int32)}
     ev = {name: np.concatenate(parts) for name, parts in chunks.items()}
@@ -465,6 +488,20 @@ def tick_events(
         slate_id=session * sim.max_pages + page,
         decided_by_vocab=np.asarray(vocab, dtype=object),
     )
+    if shares is not None and shares["agent"].size:
+        n_items = int(max(ev["item"].max(), shares["item"].max())) + 1
+        shown = agents * n_items + ev["item"]
+        order = np.argsort(shown, kind="stable")
+        want = shares["agent"] * n_items + shares["item"]
+        row = order[np.searchsorted(shown, want, sorter=order)]
+        ev.update(
+            share_agent=shares["agent"],
+            share_item=shares["item"],
+            share_recipients=shares["recipients"],
+            share_timestamp=np.minimum(ev["timestamp"][row] + 1, t0 + sim.tick_seconds - 1),
+            share_rating=ev["rating"][row],
+            share_session=session[row],
+        )
     return ev
 
 

@@ -1,4 +1,4 @@
-"""Parquet recorder for impression events.
+"""Parquet recorder for events (impressions, then the tick's shares).
 
 Rows arrive one tick at a time (already in canonical order) and are written in row groups of a
 fixed size, so the files do not depend on how the simulator batched its work. Each checkpoint
@@ -222,4 +222,35 @@ class EventRecorder:
             arrays[name] = pa.array(c[name], pa.string()) if name in c else pa.nulls(n, pa.string())
         for name in _NULL_INT_COLUMNS:
             arrays[name] = pa.array(c[name], pa.int32()) if name in c else pa.nulls(n, pa.int32())
-        return pa.Table.from_arrays([arrays[f.name] for f in self.schema], schema=self.schema)
+        arrays["social_signal"] = (
+            pa.array(c["social"].astype(np.float32)) if "social" in c else pa.nulls(n, pa.float32())
+        )
+        arrays["share_recipients"] = pa.nulls(n, pa.int32())
+        table = pa.Table.from_arrays([arrays[f.name] for f in self.schema], schema=self.schema)
+        if "share_agent" in c:
+            table = pa.concat_tables([table, self._share_table(c)])
+        return table
+
+    def _share_table(self, c: dict[str, np.ndarray]) -> pa.Table:
+        """Share events: who shared which item with how many friends; slate columns null."""
+        n = int(c["share_agent"].size)
+        rating = c["share_rating"].astype(np.float32)
+        arrays = {
+            "run_id": pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(n, np.int32)), pa.array([self.run_id])
+            ),
+            "event_type": pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(n, np.int32)), pa.array(["share"])
+            ),
+            "tick": pa.array(np.full(n, c["tick"][0], np.int32)),
+            "timestamp": pa.array(
+                c["share_timestamp"].astype("datetime64[s]"), pa.timestamp("s", tz="UTC")
+            ),
+            "session_id": pa.array(c["share_session"].astype(np.int64)),
+            "user_id": pa.array(c["share_agent"].astype(np.int64)),
+            "item_id": pc.take(self.item_ids, pa.array(c["share_item"].astype(np.int64))),
+            "rating": pa.array(rating, mask=np.isnan(rating)),
+            "share_recipients": pa.array(c["share_recipients"].astype(np.int32)),
+        }
+        cols = [arrays[f.name] if f.name in arrays else pa.nulls(n, f.type) for f in self.schema]
+        return pa.Table.from_arrays(cols, schema=self.schema)

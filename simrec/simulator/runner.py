@@ -37,6 +37,7 @@ from simrec.data.schemas import (
     users_schema,
 )
 from simrec.environments.policies import make_policy
+from simrec.environments.social import SocialSignal, build_graph
 from simrec.errors import InputError, OutputExistsError
 from simrec.rng import Streams
 from simrec.simulator.model import SimulationModel
@@ -159,16 +160,22 @@ def run(
     t = time.perf_counter()
     data = load_data(cfg)
     timings["load_s"] = time.perf_counter() - t
-    if resume is not None:
-        _check_same_data(run_dir, data)
     t = time.perf_counter()
     streams = Streams(cfg.seed)
     brain = UtilityBrain(cfg.brain, seed=cfg.seed)
     personas = sample_population(brain.fit(data), cfg.population.users, streams)
     brain.bind(personas, streams)
     policy = make_policy(cfg.policy.name, cfg.policy.params, cfg.policy.exploration)
+    social = None
+    if cfg.social.graph != "none":
+        graph = build_graph(cfg.social, data, personas, cfg.seed)
+        if graph.file_sha256 is not None:  # an input like the data: resume checks it too
+            data.file_hashes[str(cfg.social.path)] = graph.file_sha256
+        social = SocialSignal(graph, cfg.social, data.catalog.n_items)
     timings["fit_s"] = time.perf_counter() - t
 
+    if resume is not None:
+        _check_same_data(run_dir, data)
     model = SimulationModel(
         data=data,
         personas=personas,
@@ -178,6 +185,7 @@ def run(
         seed=cfg.seed,
         per_agent=per_agent,
         retrain_every=cfg.policy.retrain_every,
+        social=social,
     )
     if checkpoint is not None:
         model.load_state(checkpoint)
@@ -419,6 +427,7 @@ def _manifest(
             "rating_sigma": model.brain.rating_model.sigma,
         },
         "policy": getattr(model.policy, "name", cfg.policy.name),
+        "social": None if model.social is None else model.social.graph.summary(),
         "llm": {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0},
         "failures": [],
         "fallbacks": {},
