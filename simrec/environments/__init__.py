@@ -5,6 +5,7 @@ from simrec.environments.policies import POLICIES, PopularPolicy, RandomPolicy, 
 
 __all__ = [
     "POLICIES",
+    "RecEnv",
     "PolicyRandomness",
     "PopularPolicy",
     "RandomPolicy",
@@ -12,3 +13,16 @@ __all__ = [
     "Slates",
     "make_policy",
 ]
+
+
+def __getattr__(name: str):
+    """``RecEnv`` is imported on first use: it needs the optional ``gymnasium`` package."""
+    if name == "RecEnv":
+        try:
+            from simrec.environments.gym import RecEnv
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "simrec.environments.RecEnv needs gymnasium: pip install 'simrec[gym]'"
+            ) from err
+        return RecEnv
+    raise AttributeError(f"module 'simrec.environments' has no attribute {name!r}")
