@@ -129,7 +129,18 @@ def test_toml_config_and_module_entry_point(tmp_path):
         (["u,i,r", "1,a,4", "1,b,3", "2,a,5"], "user=u,item=i,rating=r"),
     ],
 )
-def test_tiny_logs_still_run(rows, columns, tmp_path):
+@pytest.mark.parametrize(
+    "policy",
+    [
+        [],
+        ["--policy", "itemknn", "--retrain-every", "1"],
+        ["--policy", "als", "--explore", "softmax"],
+        ["--policy", "bpr", "--explore", "epsilon-greedy"],
+        ["--policy", "genre"],
+    ],
+    ids=["popular", "itemknn", "softmax-als", "epsilon-bpr", "genre"],
+)
+def test_tiny_logs_still_run(rows, columns, policy, tmp_path):
     data = tmp_path / "tiny.csv"
     data.write_text("\n".join(rows) + "\n")
     out = tmp_path / "run"
@@ -146,6 +157,7 @@ def test_tiny_logs_still_run(rows, columns, tmp_path):
                 "--out",
                 str(out),
                 "--quiet",
+                *policy,
             ]
         )
         == 0

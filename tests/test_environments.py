@@ -122,3 +122,18 @@ def test_bad_policy_input_is_a_clear_error(extra, message, tmp_path, capsys):
     assert code == 2, err
     assert message in err and "Traceback" not in err
     assert not out.exists(), "nothing may be written for bad input"
+
+
+@pytest.mark.parametrize("policy", ["itemknn", "als", "bpr", "genre"])
+def test_learned_policies_on_movielens_files(policy, mllatest, tmp_path):
+    """ml-latest files as the tests write them (UTF-8 titles, '(no genres listed)', an item
+    nobody rated): each learned policy fits, explores, refits and logs exact propensities."""
+    out = tmp_path / policy
+    args = ["run", "--data", str(mllatest), "--ticks", "3", "--out", str(out), "--quiet"]
+    args += ["--policy", policy, "--retrain-every", "2", "--explore", "softmax"]
+    assert main(args) == 0
+    ev = pq.read_table(out / "events").to_pandas()
+    items = pq.read_table(out / "items.parquet").to_pandas()
+    assert set(ev.item_id) <= set(items.item_id)
+    assert set(ev.propensity_source) == {"exact"}
+    assert ev.pscore_item_position.between(0, 1, inclusive="right").all()
