@@ -7,6 +7,7 @@
 
 from simrec.config import RunConfig, load_config
 from simrec.errors import ConfigError, InputError, SimrecError
+from simrec.evaluation.ab import ab
 from simrec.simulator.runner import RunResult, run
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ __all__ = [
     "RunResult",
     "SimrecError",
     "__version__",
+    "ab",
     "load_config",
     "run",
 ]

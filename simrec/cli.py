@@ -31,6 +31,58 @@ def _parser() -> argparse.ArgumentParser:
         help="simulate a population and write its logs",
         description="Simulate a population browsing a recommender; write Parquet logs.",
     )
+    _add_world_flags(r)
+    _add_policy_flags(r)
+    r.add_argument("--out", help="run directory (default datasets_out/<run_id>)")
+    r.add_argument("--resume", metavar="DIR", help="continue an unfinished run in DIR")
+    r.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the full effective config as YAML and exit",
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    a = sub.add_parser(
+        "ab",
+        help="offline A/B test of policies on the same population",
+        description="Simulate the same population against each arm with common random numbers "
+        "and compare the arms with user-clustered bootstrap CIs.",
+    )
+    _add_world_flags(a)
+    a.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar="NAME=POLICY",
+        help="an arm (repeatable, at least two): e.g. A=popular B=als C=pkg.mod:Class",
+    )
+    a.add_argument(
+        "--arm-param",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="a parameter of one arm's policy (repeatable), e.g. B:factors=32",
+    )
+    a.add_argument(
+        "--arms-file",
+        help="YAML/TOML mapping of arm name to a policy section (name, params, exploration, "
+        "retrain_every)",
+    )
+    a.add_argument("--control", help="the reference arm (default: the first)")
+    a.add_argument("--replicates", type=int, default=1, help="repeat with seeds seed+1, ...")
+    a.add_argument("--retrain-every", type=int, metavar="N", help="refit every arm every N ticks")
+    a.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    a.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    a.add_argument("--out", help="output directory (default datasets_out/ab-<run_id>)")
+    a.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    a.set_defaults(
+        policy=None, param=[], explore=None, epsilon=None, temperature=None, candidates=None
+    )
+    return p
+
+
+def _add_world_flags(r: argparse.ArgumentParser) -> None:
+    """Flags shared by run and ab: data, population, clock, social graph, seed."""
     r.add_argument("config", nargs="?", help="YAML or TOML config file (flags override it)")
     r.add_argument("--data", help="data directory (MovieLens) or file (table)")
     r.add_argument(
@@ -48,6 +100,19 @@ def _parser() -> argparse.ArgumentParser:
         "--items", type=int, help="items (synthetic: catalog size; real data: top-N popular)"
     )
     r.add_argument("--ticks", type=int, help="ticks (simulated days) to run")
+    r.add_argument(
+        "--social",
+        metavar="GRAPH",
+        help="social graph: watts-strogatz, barabasi-albert, or an edge list file of data user ids",
+    )
+    r.add_argument("--seed", type=int, help="root seed")
+    r.add_argument("--page-size", type=int, help="items per page")
+    r.add_argument("--max-pages", type=int, help="pages per session at most")
+    r.add_argument("--batch-size", type=int, help="agents per batch (does not change results)")
+    r.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+
+def _add_policy_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--policy",
         help="recommender: random, popular, itemknn, als, bpr, genre or package.module:Class",
@@ -68,25 +133,6 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--temperature", type=float, help="softmax: temperature")
     r.add_argument("--candidates", type=int, help="softmax: the policy's top-N sampled from")
     r.add_argument("--retrain-every", type=int, metavar="N", help="refit the policy every N ticks")
-    r.add_argument(
-        "--social",
-        metavar="GRAPH",
-        help="social graph: watts-strogatz, barabasi-albert, or an edge list file of data user ids",
-    )
-    r.add_argument("--seed", type=int, help="root seed")
-    r.add_argument("--out", help="run directory (default datasets_out/<run_id>)")
-    r.add_argument("--page-size", type=int, help="items per page")
-    r.add_argument("--max-pages", type=int, help="pages per session at most")
-    r.add_argument("--batch-size", type=int, help="agents per batch (does not change results)")
-    r.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    r.add_argument("--resume", metavar="DIR", help="continue an unfinished run in DIR")
-    r.add_argument(
-        "--print-config",
-        action="store_true",
-        help="print the full effective config as YAML and exit",
-    )
-    r.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    return p
 
 
 def _infer_format(path: str) -> str:
@@ -117,6 +163,18 @@ def _parse_columns(text: str) -> dict[str, str]:
             )
         out[key.strip()] = value.strip()
     return out
+
+
+def _key_value(item: str, flag: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as YAML (a plain string when it is not valid YAML)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"{flag}: expected KEY=VALUE, got {item!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
@@ -150,13 +208,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if args.policy is not None and args.policy != pol["name"]:
         pol["name"], pol["params"] = args.policy, {}  # the file's params were for its policy
     for item in args.param:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--param: expected KEY=VALUE, got {item!r}")
-        try:
-            pol["params"][key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            pol["params"][key.strip()] = value
+        key, value = _key_value(item, "--param")
+        pol["params"][key] = value
     if args.retrain_every is not None:
         pol["retrain_every"] = args.retrain_every
     explore_flags = {
@@ -235,11 +288,87 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ab(args: argparse.Namespace) -> int:
+    from simrec.evaluation.ab import ab, parse_arm
+
+    cfg = build_config(args)
+    arms: dict[str, Any] = {}
+    if args.arms_file:
+        arms.update(_load_arms_file(args.arms_file))
+    for spec in args.arm:
+        name, policy = parse_arm(spec)
+        arms[name] = {"name": policy}
+    for item in args.arm_param:
+        arm, sep, rest = item.partition(":")
+        if not sep or arm not in arms:
+            raise InputError(
+                f"--arm-param: expected ARM:KEY=VALUE with ARM one of {', '.join(arms) or '(none)'}"
+                f", got {item!r}"
+            )
+        key, value = _key_value(rest, "--arm-param")
+        arms[arm].setdefault("params", {})[key] = value
+    if args.retrain_every is not None:
+        for spec in arms.values():
+            spec["retrain_every"] = args.retrain_every
+    table = ab(
+        cfg,
+        arms,
+        out=args.out,
+        replicates=args.replicates,
+        control=args.control,
+        n_resamples=args.bootstrap,
+        alpha=args.alpha,
+        progress=not args.quiet,
+    )
+    if not args.quiet:
+        print(format_ab_table(table))
+    return 0
+
+
+def _load_arms_file(path: str) -> dict[str, Any]:
+    import tomllib
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: arms file not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+        raw = tomllib.loads(text) if p.suffix.lower() == ".toml" else yaml.safe_load(text)
+    except (UnicodeDecodeError, yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+        raise InputError(f"{p}: not a valid arms file: {err}") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, (dict, str)) for v in raw.values()):
+        raise InputError(
+            f"{p}: expected a mapping of arm name to a policy section or name, got {raw!r}"
+        )
+    return {str(k): ({"name": v} if isinstance(v, str) else dict(v)) for k, v in raw.items()}
+
+
+def format_ab_table(table) -> str:
+    """The A/B comparison as aligned text, one row per metric and arm."""
+    lines = [
+        f"{'metric':<20}{'arm':<10}{'value':>10}{'diff':>11}{'95% CI of diff':>24}"
+        f"{'lift':>9}{'p (Holm)':>10}{'MDE':>10}"
+    ]
+    for r in table.itertuples():
+        if r.arm == r.control:
+            lines.append(f"{r.metric:<20}{r.arm:<10}{r.value:>10.4f}{'(control)':>11}")
+            continue
+        ci = f"[{r.diff_ci_low:+.4f}, {r.diff_ci_high:+.4f}]"
+        star = "*" if r.significant else " "
+        lines.append(
+            f"{r.metric:<20}{r.arm:<10}{r.value:>10.4f}{r.diff:>+11.4f}{ci:>24}"
+            f"{r.lift:>+9.1%}{r.p_holm:>9.4f}{star}{r.mde:>10.4f}"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "ab":
+            return cmd_ab(args)
     except SimrecError as err:
         print(f"simrec: error: {err}", file=sys.stderr)
         return 2

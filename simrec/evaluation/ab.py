@@ -1,0 +1,431 @@
+"""Offline A/B tests: the same population against several policies, with common random numbers.
+
+Every arm is a ``simrec.run`` of one config that differs only in ``policy``: the same seed gives
+the same calibrated population and the same per-agent random streams (arrivals, examination,
+watch and rating draws are keyed by seed, agent, tick and page), so arms differ only through
+what the policies show. Replicates repeat the experiment with seeds ``seed + r``.
+
+Per arm, from the events: CTR, watches per session, mean rating, session length (pages per
+session), return rate (share of users with a session who came back on a later tick),
+satisfaction (final, per agent), catalog coverage (share of items shown), intra-list diversity
+(mean pairwise genre dissimilarity within a slate) and novelty (mean self-information
+``-log2`` of the share of seed-log users who consumed a shown item).
+
+Differences to the control arm are paired by user: one user-clustered bootstrap
+(``scipy.stats.bootstrap``, percentile intervals) resamples (replicate, user) clusters and
+recomputes every metric of every arm from the same resample. Two-sided p-values come from the
+bootstrap distribution of each difference (``2 (min(#(d <= 0), #(d >= 0)) + 1) / (B + 1)``, so
+never below ``2 / (B + 1)``), Holm-corrected across arms and metrics. Coverage is a set-size
+statistic: resampling users can only lose items, so its bootstrap distribution sits below the
+point estimate and its percentile interval may not contain it; its difference is still paired.
+The minimum detectable effect is ``(z_{1 - alpha/2} + z_{power}) x SE`` of the paired
+difference at this population size. With ``m`` tests, Holm needs ``p < alpha / m`` for the
+smallest p-value, so ``B`` must exceed ``2 m / alpha`` (2,000 covers 50 tests at 0.05).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+from scipy.stats import bootstrap, norm
+
+from simrec.config import PolicyConfig, RunConfig
+from simrec.errors import ConfigError
+
+METRICS = (
+    "ctr",
+    "watches_per_session",
+    "mean_rating",
+    "session_length",
+    "return_rate",
+    "satisfaction",
+    "coverage",
+    "diversity",
+    "novelty",
+)
+# ratio metrics: (numerator, denominator) columns of the per-user component table
+_RATIOS = {
+    "ctr": ("clicks", "impressions"),
+    "watches_per_session": ("clicks", "sessions"),
+    "mean_rating": ("rating_sum", "rated"),
+    "session_length": ("pages", "sessions"),
+    "return_rate": ("returned", "active"),
+    "satisfaction": ("satisfaction", "one"),
+    "diversity": ("ild_sum", "pages"),
+    "novelty": ("novelty_sum", "impressions"),
+}
+_COMPONENTS = (
+    "impressions",
+    "clicks",
+    "sessions",
+    "pages",
+    "rated",
+    "rating_sum",
+    "active",
+    "returned",
+    "satisfaction",
+    "one",
+    "ild_sum",
+    "novelty_sum",
+)
+_ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class ArmData:
+    """Per-(replicate, user) components (n, c) and the shown-items incidence (n, n_items)."""
+
+    components: np.ndarray
+    shown: sp.csr_matrix
+
+
+def parse_arm(spec: str) -> tuple[str, str]:
+    """``NAME=POLICY`` -> (name, policy).
+
+    >>> parse_arm("B=als")
+    ('B', 'als')
+    """
+    name, sep, policy = spec.partition("=")
+    name, policy = name.strip(), policy.strip()
+    if not sep or not name or not policy:
+        raise ConfigError(f"--arm: expected NAME=POLICY (e.g. B=als), got {spec!r}")
+    if not _ARM_NAME.match(name):
+        raise ConfigError(
+            f"--arm {spec!r}: arm names may use letters, digits, '_', '.', '-', got {name!r}"
+        )
+    return name, policy
+
+
+def ab(
+    config: RunConfig | dict | str | Path | None,
+    arms: dict[str, str | dict | PolicyConfig],
+    *,
+    out: str | Path | None = None,
+    replicates: int = 1,
+    control: str | None = None,
+    n_resamples: int = 2000,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Run every arm (and replicate) and return the comparison table (see module docstring).
+
+    ``arms``: arm name -> a policy name, a ``policy`` mapping (name, params, exploration,
+    retrain_every) or a PolicyConfig. ``control``: the reference arm (default: the first).
+    ``out``: directory for the arms' runs and ``ab_results.parquet`` (default
+    ``datasets_out/ab-<run id>``). The table is also written there.
+    """
+    from simrec.simulator.runner import DEFAULT_OUT, _as_config, run, run_id_for
+
+    base = _as_config(config)
+    policies = _arm_policies(arms)
+    if len(policies) < 2:
+        raise ConfigError(f"ab: expected at least two arms, got {len(policies)}")
+    control = control or next(iter(policies))
+    if control not in policies:
+        raise ConfigError(
+            f"--control: expected one of the arms {', '.join(policies)}, got {control!r}"
+        )
+    if not (isinstance(replicates, int) and replicates >= 1):
+        raise ConfigError(f"--replicates: expected a positive integer, got {replicates!r}")
+    out_dir = Path(out) if out else DEFAULT_OUT / f"ab-{run_id_for(base)}"
+    if (out_dir / "ab_results.parquet").exists() and not base.output.overwrite:
+        raise ConfigError(
+            f"{out_dir}: already holds an A/B result; pass --overwrite or choose another --out"
+        )
+    runs: dict[str, list[Path]] = {name: [] for name in policies}
+    for r in range(replicates):
+        for name, policy in policies.items():
+            cfg = base.model_copy(deep=True)
+            cfg.policy = policy
+            cfg.seed = base.seed + r
+            cfg.name = None
+            cfg.output.dir = str(out_dir / f"{name}" / f"rep-{r}")
+            res = run(cfg, progress=progress)
+            runs[name].append(res.run_dir)
+    table = compare(
+        runs, control, n_resamples=n_resamples, alpha=alpha, power=power, seed=base.seed
+    )
+    _write_results(out_dir, table, runs, control, base)
+    return table
+
+
+def _arm_policies(arms: dict[str, str | dict | PolicyConfig]) -> dict[str, PolicyConfig]:
+    from simrec.environments.policies import make_policy
+
+    out = {}
+    for name, spec in arms.items():
+        if not _ARM_NAME.match(str(name)):
+            raise ConfigError(f"arm name {name!r}: use letters, digits, '_', '.', '-'")
+        if isinstance(spec, str):
+            policy = PolicyConfig(name=spec)
+        elif isinstance(spec, PolicyConfig):
+            policy = spec
+        else:
+            try:
+                policy = PolicyConfig.model_validate(spec)
+            except Exception as err:
+                raise ConfigError(f"arm {name}: not a valid policy: {err}") from None
+        make_policy(policy.name, policy.params, policy.exploration)  # fail before any run
+        out[str(name)] = policy
+    return out
+
+
+# ---------------------------------------------------------------------------- analysis
+
+
+def arm_data(run_dirs: list[Path]) -> tuple[ArmData, int]:
+    """Components of every (replicate, user) of one arm's runs; also the catalog size."""
+    comps, shown = [], []
+    n_items = 0
+    for d in run_dirs:
+        c, s = _run_components(Path(d))
+        comps.append(c)
+        shown.append(s)
+        n_items = s.shape[1]
+    return ArmData(np.concatenate(comps), sp.vstack(shown).tocsr()), n_items
+
+
+def _run_components(run_dir: Path) -> tuple[np.ndarray, sp.csr_matrix]:
+    users = pq.read_table(run_dir / "users.parquet", columns=["final_satisfaction"])
+    n = users.num_rows
+    items = pq.read_table(run_dir / "items.parquet").to_pandas()
+    n_items = len(items)
+    ev = pq.read_table(
+        run_dir / "events",
+        columns=[
+            "event_type",
+            "tick",
+            "user_id",
+            "session_id",
+            "slate_id",
+            "item_id",
+            "clicked",
+            "rating",
+        ],
+    ).to_pandas()
+    ev = ev[ev.event_type == "impression"]
+    user = ev.user_id.to_numpy(np.int64)
+    item = pd.Index(items.item_id).get_indexer(ev.item_id)
+    clicked = ev.clicked.to_numpy(bool)
+    rating = ev.rating.to_numpy(np.float64, na_value=np.nan)
+    rated = np.isfinite(rating)
+    comp = np.zeros((n, len(_COMPONENTS)))
+    col = {name: j for j, name in enumerate(_COMPONENTS)}
+    comp[:, col["impressions"]] = np.bincount(user, minlength=n)
+    comp[:, col["clicks"]] = np.bincount(user, weights=clicked, minlength=n)
+    comp[:, col["rated"]] = np.bincount(user, weights=rated, minlength=n)
+    comp[:, col["rating_sum"]] = np.bincount(user[rated], weights=rating[rated], minlength=n)
+    sessions = ev.drop_duplicates("session_id")
+    comp[:, col["sessions"]] = np.bincount(sessions.user_id.to_numpy(np.int64), minlength=n)
+    ticks_per_user = np.bincount(
+        ev.drop_duplicates(["user_id", "tick"]).user_id.to_numpy(np.int64), minlength=n
+    )
+    comp[:, col["active"]] = ticks_per_user > 0
+    comp[:, col["returned"]] = ticks_per_user > 1
+    comp[:, col["satisfaction"]] = users.column("final_satisfaction").to_numpy()
+    comp[:, col["one"]] = 1.0
+    # novelty: -log2 of the share of seed-log users who consumed the item (from popularity)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    seed_users = max(int(manifest["data"]["users"]), 1)
+    pop = items.popularity.to_numpy(np.float64)
+    self_info = -np.log2((pop + 1) / (seed_users + 1))
+    comp[:, col["novelty_sum"]] = np.bincount(user, weights=self_info[item], minlength=n)
+    # intra-list diversity per slate
+    slate = ev.slate_id.to_numpy(np.int64)
+    slate_codes, slate_idx = np.unique(slate, return_inverse=True)
+    slate_user = np.zeros(slate_codes.size, np.int64)
+    slate_user[slate_idx] = user
+    comp[:, col["pages"]] = np.bincount(slate_user, minlength=n)
+    genres = _genre_matrix(items)
+    ild = _intra_list_diversity(slate_idx, item, genres, slate_codes.size)
+    comp[:, col["ild_sum"]] = np.bincount(slate_user, weights=ild, minlength=n)
+    shown = sp.csr_matrix((np.ones(user.size, np.float32), (user, item)), shape=(n, n_items))
+    shown.sum_duplicates()
+    shown.data[:] = 1.0
+    return comp, shown
+
+
+def _genre_matrix(items: pd.DataFrame) -> sp.csr_matrix:
+    """(n_items, n_genres) L2-normalised genre indicators."""
+    names = sorted({g for gl in items.genres for g in gl})
+    index = {g: j for j, g in enumerate(names)}
+    rows = np.repeat(np.arange(len(items)), [len(gl) for gl in items.genres])
+    cols = np.array([index[g] for gl in items.genres for g in gl], np.int64)
+    m = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(len(items), max(len(names), 1)))
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    return sp.diags(1.0 / np.maximum(norms, 1e-12)) @ m
+
+
+def _intra_list_diversity(
+    slate_idx: np.ndarray, item: np.ndarray, genres: sp.csr_matrix, n_slates: int
+) -> np.ndarray:
+    """Mean pairwise (1 - cosine of genres) within each slate -> (n_slates,); 0 for one item.
+
+    Uses sum_{i != j} x_i . x_j = |sum_i x_i|^2 - sum_i |x_i|^2 per slate.
+    """
+    x = genres[item]  # (impressions, g)
+    member = sp.csr_matrix(
+        (np.ones(item.size), (slate_idx, np.arange(item.size))), shape=(n_slates, item.size)
+    )
+    summed = member @ x  # (slates, g)
+    sq_total = np.asarray(summed.multiply(summed).sum(axis=1)).ravel()
+    sq_each = member @ np.asarray(x.multiply(x).sum(axis=1)).ravel()
+    size = np.bincount(slate_idx, minlength=n_slates).astype(np.float64)
+    pairs = size * (size - 1)
+    mean_sim = np.where(pairs > 0, (sq_total - sq_each) / np.maximum(pairs, 1), 1.0)
+    return np.where(pairs > 0, 1.0 - mean_sim, 0.0)
+
+
+def compare(
+    runs: dict[str, list[Path]],
+    control: str,
+    *,
+    n_resamples: int = 2000,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The comparison table for finished arm runs (``runs``: arm -> run directories, replicate
+    order aligned across arms). One row per (metric, arm)."""
+    names = list(runs)
+    data = {}
+    n_items = 0
+    for name in names:
+        data[name], n_items = arm_data(runs[name])
+    n = {d.components.shape[0] for d in data.values()}
+    if len(n) != 1:
+        raise ConfigError(f"ab: arms have different populations ({sorted(n)} users); not paired")
+    n_clusters = n.pop()
+    col = {c: j for j, c in enumerate(_COMPONENTS)}
+    n_metrics, n_arms = len(METRICS), len(names)
+
+    def values(weights: sp.csr_matrix) -> np.ndarray:
+        """(b, n) resample weights -> (n_arms, n_metrics, b) metric values."""
+        out = np.empty((n_arms, n_metrics, weights.shape[0]))
+        for a, name in enumerate(names):
+            d = data[name]
+            sums = np.asarray(weights @ d.components)  # (b, c)
+            for m, metric in enumerate(METRICS):
+                if metric == "coverage":
+                    covered = (weights @ d.shown) > 0
+                    out[a, m] = np.asarray(covered.sum(axis=1)).ravel() / max(n_items, 1)
+                    continue
+                num, den = _RATIOS[metric]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[a, m] = sums[:, col[num]] / sums[:, col[den]]
+        return out
+
+    def statistic(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        idx = np.atleast_2d(np.asarray(idx, np.int64))
+        b = idx.shape[0]
+        rows = np.repeat(np.arange(b), idx.shape[1])
+        w = sp.csr_matrix((np.ones(idx.size), (rows, idx.ravel())), shape=(b, n_clusters))
+        v = values(w)
+        diffs = v - v[names.index(control)][None]
+        return np.concatenate([v.reshape(-1, b), diffs.reshape(-1, b)])
+
+    point = statistic(np.arange(n_clusters)[None, :])[:, 0]
+    res = bootstrap(
+        (np.arange(n_clusters),),
+        statistic,
+        n_resamples=n_resamples,
+        vectorized=True,
+        method="percentile",
+        confidence_level=1 - alpha,
+        batch=max(1, min(n_resamples, 50_000_000 // max(n_clusters, 1) // 8)),
+        rng=np.random.default_rng(seed),
+    )
+    dist = res.bootstrap_distribution
+    low, high = res.confidence_interval.low, res.confidence_interval.high
+    half = n_arms * n_metrics
+    z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
+    rows = []
+    ctrl = names.index(control)
+    for a, name in enumerate(names):
+        for m, metric in enumerate(METRICS):
+            j = a * n_metrics + m
+            dj = half + j
+            c_val = point[ctrl * n_metrics + m]
+            row = {
+                "metric": metric,
+                "arm": name,
+                "value": point[j],
+                "ci_low": low[j],
+                "ci_high": high[j],
+                "control": control,
+                "control_value": c_val,
+            }
+            if name == control:
+                row.update(
+                    diff=np.nan,
+                    diff_ci_low=np.nan,
+                    diff_ci_high=np.nan,
+                    lift=np.nan,
+                    p_value=np.nan,
+                    mde=np.nan,
+                )
+            else:
+                d = dist[dj][np.isfinite(dist[dj])]
+                tail = min((d <= 0).sum(), (d >= 0).sum())
+                p = 2 * (tail + 1) / (d.size + 1) if d.size else np.nan  # never exactly 0
+                se = d.std(ddof=1) if d.size > 1 else np.nan
+                row.update(
+                    diff=point[dj],
+                    diff_ci_low=low[dj],
+                    diff_ci_high=high[dj],
+                    lift=point[dj] / c_val if c_val else np.nan,
+                    p_value=min(1.0, p),
+                    mde=z * se,
+                )
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table["p_holm"] = holm(table["p_value"].to_numpy())
+    table["significant"] = table["p_holm"] < alpha
+    table["n_users"] = n_clusters
+    return table
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values; NaN entries are left out and stay NaN.
+
+    >>> holm(np.array([0.01, 0.04, np.nan, 0.03])).round(3).tolist()
+    [0.03, 0.06, nan, 0.06]
+    """
+    p = np.asarray(p, np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+def _write_results(
+    out_dir: Path, table: pd.DataFrame, runs: dict[str, list[Path]], control: str, base: RunConfig
+) -> None:
+    import os
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".ab_results.parquet.tmp"
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, out_dir / "ab_results.parquet")
+    summary = {
+        "control": control,
+        "arms": {name: [str(p) for p in dirs] for name, dirs in runs.items()},
+        "seed": base.seed,
+        "replicates": len(next(iter(runs.values()))),
+    }
+    tmp = out_dir / ".ab_manifest.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out_dir / "ab_manifest.json")

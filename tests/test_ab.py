@@ -1,0 +1,131 @@
+"""Offline A/B tests: common random numbers, paired bootstrap statistics, Holm, CLI errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import simrec
+from simrec.cli import main
+from simrec.evaluation import METRICS, holm
+
+from .conftest import small_config
+
+
+def test_identical_arms_differ_by_exactly_nothing(tmp_path):
+    """Same policy in both arms: common random numbers make the runs identical, so every
+    paired difference and its whole bootstrap interval are 0."""
+    t = simrec.ab(
+        small_config(None, ticks=3),
+        {"A": "popular", "B": "popular"},
+        out=tmp_path / "ab",
+        n_resamples=200,
+    )
+    b = t[t.arm == "B"]
+    assert len(b) == len(METRICS)
+    assert (b["diff"] == 0).all() and (b.diff_ci_low == 0).all() and (b.diff_ci_high == 0).all()
+    assert (b.p_value == 1).all() and not b.significant.any()
+
+
+def test_a_worse_policy_loses_significantly(tmp_path):
+    cfg = small_config(None, ticks=4)
+    t = simrec.ab(
+        cfg,
+        {"pop": "popular", "rand": "random", "als": {"name": "als", "params": {"factors": 8}}},
+        out=tmp_path / "ab",
+        n_resamples=2000,
+    )
+    assert set(t.arm) == {"pop", "rand", "als"} and set(t.control) == {"pop"}
+    ctr = t[t.metric == "ctr"].set_index("arm")
+    assert ctr.loc["rand", "diff"] < 0 and ctr.loc["rand", "significant"]
+    assert ctr.loc["rand", "diff_ci_high"] < 0
+    # random shows far more of the catalog and less popular items
+    cov = t[t.metric == "coverage"].set_index("arm")
+    nov = t[t.metric == "novelty"].set_index("arm")
+    assert cov.loc["rand", "diff"] > 0 and nov.loc["rand", "diff"] > 0
+    # Holm: adjusted p-values are at least the raw ones; the table is also on disk
+    tested = t.dropna(subset=["p_value"])
+    assert (tested.p_holm >= tested.p_value - 1e-15).all()
+    on_disk = pd.read_parquet(tmp_path / "ab" / "ab_results.parquet")
+    pd.testing.assert_frame_equal(on_disk, t)
+    # every arm's run is a complete simrec run
+    for arm in ("pop", "rand", "als"):
+        assert (tmp_path / "ab" / arm / "rep-0" / "manifest.json").exists()
+
+
+def test_bootstrap_standard_error_matches_the_paired_formula(tmp_path):
+    """satisfaction is a per-user mean: the SE of the paired difference is sd(d_u) / sqrt(n)."""
+    t = simrec.ab(
+        small_config(None, ticks=4),
+        {"A": "popular", "B": "random"},
+        out=tmp_path / "ab",
+        n_resamples=4000,
+    )
+    users = {
+        arm: pq.read_table(tmp_path / "ab" / arm / "rep-0" / "users.parquet").to_pandas()
+        for arm in ("A", "B")
+    }
+    d = users["B"].final_satisfaction.to_numpy(float) - users["A"].final_satisfaction.to_numpy(
+        float
+    )
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    row = t[(t.metric == "satisfaction") & (t.arm == "B")].iloc[0]
+    assert row["diff"] == pytest.approx(d.mean(), rel=1e-9)
+    mde_se = row.mde / 2.8015852  # (z_0.975 + z_0.8)
+    assert mde_se == pytest.approx(se, rel=0.1)
+
+
+def test_replicates_cluster_by_replicate_and_user(tmp_path):
+    cfg = small_config(None, ticks=2)
+    t = simrec.ab(
+        cfg, {"A": "popular", "B": "random"}, out=tmp_path / "ab", replicates=2, n_resamples=100
+    )
+    assert set(t.n_users) == {600}
+    assert (tmp_path / "ab" / "B" / "rep-1" / "manifest.json").exists()
+
+
+def test_holm_matches_its_definition():
+    g = np.random.default_rng(0)
+    p = g.random(12) ** 3
+    got = holm(p)
+    order = np.argsort(p)
+    want = np.empty_like(p)
+    running = 0.0
+    for rank, j in enumerate(order):
+        running = max(running, (p.size - rank) * p[j])
+        want[j] = min(1.0, running)
+    np.testing.assert_allclose(got, want)
+
+
+def test_ab_from_the_cli(tmp_path, capsys):
+    out = tmp_path / "ab"
+    args = ["ab", "--users", "200", "--items", "150", "--ticks", "2", "--out", str(out)]
+    args += ["--arm", "A=popular", "--arm", "B=als", "--arm-param", "B:factors=8"]
+    assert main([*args, "--bootstrap", "200"]) == 0
+    printed = capsys.readouterr().out
+    assert "ctr" in printed and "(control)" in printed and "novelty" in printed
+    t = pd.read_parquet(out / "ab_results.parquet")
+    assert set(t.arm) == {"A", "B"}
+    man = (out / "B" / "rep-0" / "manifest.json").read_text()
+    assert '"factors": 8' in man
+
+
+BAD = [
+    (["--arm", "A=popular", "--arm", "B=nope"], "unknown policy 'nope'"),
+    (["--arm", "A=popular"], "expected at least two arms"),
+    (["--arm", "A"], "expected NAME=POLICY"),
+    (["--arm", "A=popular", "--arm", "B=random", "--control", "Z"], "--control: expected one of"),
+    (["--arm", "A=popular", "--arm", "B=als", "--arm-param", "C:factors=3"], "--arm-param"),
+    (["--arm", "A=popular", "--arm", "B=als", "--arm-param", "B:factors=-1"], "factors"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD, ids=[m for _, m in BAD])
+def test_bad_arms_are_clear_errors_before_anything_runs(extra, message, tmp_path, capsys):
+    out = tmp_path / "ab"
+    code = main(["ab", "--users", "50", "--items", "40", "--ticks", "1", "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not out.exists()
