@@ -100,6 +100,18 @@ def _assert_frequencies_match(freq, logged):
     np.testing.assert_allclose(freq.sum(axis=0), 1.0)
 
 
+def _assert_prefix_probabilities_match(s: Slates):
+    """pscore_cascade[:, 1]: the probability of the slate's first two items in order."""
+    prefixes = Counter(map(tuple, s.items[:, :2].tolist()))
+    first = {}
+    for row, key in enumerate(map(tuple, s.items[:, :2].tolist())):
+        first.setdefault(key, row)
+    for key, c in prefixes.most_common(6):
+        p = s.pscore_cascade[first[key], 1]
+        se = np.sqrt(p * (1 - p) / N_USERS)
+        assert abs(c / N_USERS - p) < 4.5 * se + 1e-9, (key, c / N_USERS, p)
+
+
 def _assert_slate_probabilities_match(s: Slates):
     counts = Counter(map(tuple, s.items.tolist()))
     first = {}
@@ -120,6 +132,7 @@ def test_softmax_propensities_match_monte_carlo(temperature):
     s, freq, logged = _monte_carlo(policy, k=3, n_items=8)
     _assert_frequencies_match(freq, logged)
     _assert_slate_probabilities_match(s)
+    _assert_prefix_probabilities_match(s)
     # position 1 has the closed form w_i / W
     w = np.exp(scores.astype(np.float32).astype(np.float64) / temperature)  # scores are float32
     np.testing.assert_allclose(logged[:, 0], w / w.sum(), rtol=1e-9)
@@ -139,6 +152,7 @@ def test_epsilon_greedy_propensities_match_monte_carlo():
     expected = 1 - eps + eps / (n_items * (n_items - 1) * (n_items - 2))
     np.testing.assert_allclose(s.pscore_slate[base_rows], expected)
     _assert_slate_probabilities_match(s)
+    _assert_prefix_probabilities_match(s)
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ def events_schema(item_id_type: pa.DataType) -> pa.Schema:
             pa.field("score", pa.float32(), True),
             pa.field("pscore_item_position", pa.float64(), True),
             pa.field("pscore_slate", pa.float64(), True),
+            pa.field("pscore_cascade", pa.float64(), True),
             pa.field("propensity_source", _DICT, True),
             pa.field("examined", pa.bool_(), True),
             pa.field("clicked", pa.bool_(), True),

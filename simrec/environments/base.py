@@ -31,7 +31,9 @@ class Slates:
     """items: (n, k) int64 item indices (-1 where the catalog ran out); scores: (n, k) float32;
     pscore_item_position: (n, k) float64 in (0, 1], the probability that the policy put this
     item at this position (1.0 for deterministic policies); pscore_slate: (n,) float64, the
-    probability of the whole slate, NaN when unknown; deterministic: True when no draw was made.
+    probability of the whole slate, NaN when unknown; deterministic: True when no draw was made;
+    pscore_cascade: (n, k) float64, optional, the probability of the slate's first j+1 items in
+    that order at position j (what cascade estimators such as RIPS need); None when unknown.
     """
 
     items: np.ndarray
@@ -39,6 +41,7 @@ class Slates:
     pscore_item_position: np.ndarray
     pscore_slate: np.ndarray
     deterministic: bool
+    pscore_cascade: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

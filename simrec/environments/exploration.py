@@ -81,7 +81,9 @@ class EpsilonGreedy:
         p_ip = np.where(items >= 0, (1 - eps) * same_as_base + eps * uniform_p, 1.0)
         is_base_slate = (items == greedy.items).all(axis=1)
         p_slate = (1 - eps) * is_base_slate + eps * rand.pscore_slate
-        return Slates(items, scores, p_ip, p_slate, False)
+        base_prefix = np.cumprod(items == greedy.items, axis=1).astype(bool)
+        cascade = np.where(items >= 0, (1 - eps) * base_prefix + eps * rand.pscore_cascade, 1.0)
+        return Slates(items, scores, p_ip, p_slate, False, cascade)
 
 
 class Softmax:
@@ -126,12 +128,24 @@ class Softmax:
         unshown = w.copy()
         np.put_along_axis(unshown, order, 0.0, axis=1)
         p_slate = plackett_luce_slate_probability(shown_w, unshown.sum(axis=1))
+        cascade = plackett_luce_prefix_probability(shown_w, unshown.sum(axis=1))
         p_ip = np.ones((n, k))
         for start in range(0, n, _CHUNK):
             sl = slice(start, start + _CHUNK)
             p_ip[sl] = position_marginals(w[sl], order[sl])
         p_ip = np.where(items >= 0, np.clip(p_ip, 1e-300, 1.0), 1.0)
-        return Slates(items, scores, p_ip, p_slate, False)
+        return Slates(items, scores, p_ip, p_slate, False, np.where(items >= 0, cascade, 1.0))
+
+
+def plackett_luce_prefix_probability(shown_w: np.ndarray, unshown: np.ndarray) -> np.ndarray:
+    """(n, k): the probability of the slate's first j+1 items in order (see the slate version).
+
+    >>> plackett_luce_prefix_probability(np.array([[0.5, 0.3]]), np.array([0.2])).round(3)
+    array([[0.5, 0.3]])
+    """
+    remaining = unshown[:, None] + np.cumsum(shown_w[:, ::-1], axis=1)[:, ::-1]
+    ratio = np.where(shown_w > 0, shown_w / np.maximum(remaining, 1e-300), 1.0)
+    return np.cumprod(ratio, axis=1)
 
 
 def plackett_luce_slate_probability(shown_w: np.ndarray, unshown: np.ndarray) -> np.ndarray:

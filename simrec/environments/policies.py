@@ -70,7 +70,13 @@ class RandomPolicy:
         pscore_ip = np.where(valid, 1.0 / a[:, None], 1.0)
         n_shown = valid.sum(axis=1)
         log_slate = gammaln(a - n_shown + 1) - gammaln(a + 1)  # log prod_j 1 / (A - j)
-        return Slates(items, np.zeros((n, k), np.float32), pscore_ip, np.exp(log_slate), False)
+        j = np.arange(1, k + 1)[None, :]  # prefix of j items: prod_{l < j} 1 / (A - l)
+        cascade = np.where(
+            valid, np.exp(gammaln(np.maximum(a[:, None] - j + 1, 1)) - gammaln(a + 1)[:, None]), 1.0
+        )
+        return Slates(
+            items, np.zeros((n, k), np.float32), pscore_ip, np.exp(log_slate), False, cascade
+        )
 
 
 def _first_occurrence(cand: np.ndarray) -> np.ndarray:

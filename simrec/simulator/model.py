@@ -278,6 +278,7 @@ class SimulationModel(mesa.Model):
             score=cells(slates.scores),
             pscore_item_position=cells(slates.pscore_item_position),
             pscore_slate=per_cell(np.asarray(slates.pscore_slate, np.float64)),
+            pscore_cascade=cells(_cascade(slates)),
             exact=np.full(int(sel.sum()), not slates.deterministic),
             examined=cells(d.examined),
             clicked=cells(d.clicked),
@@ -453,6 +454,14 @@ class SimulationModel(mesa.Model):
         self.sim_log = {k: [state[f"sim_log_{k}"].copy()] for k in _SIM_LOG}
         if self.social is not None:
             self.social.load_state(state)
+
+
+def _cascade(slates) -> np.ndarray:
+    """(n, k) prefix propensities: as given, 1.0 for deterministic policies, NaN if unknown."""
+    if slates.pscore_cascade is not None:
+        return np.asarray(slates.pscore_cascade, np.float64)
+    fill = 1.0 if slates.deterministic else np.nan
+    return np.full(np.shape(slates.items), fill)
 
 
 def tick_events(

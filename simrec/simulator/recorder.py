@@ -209,6 +209,9 @@ class EventRecorder:
             "score": pa.array(c["score"].astype(np.float32)),
             "pscore_item_position": pa.array(c["pscore_item_position"].astype(np.float64)),
             "pscore_slate": pa.array(pslate.astype(np.float64), mask=np.isnan(pslate)),
+            "pscore_cascade": pa.array(
+                c["pscore_cascade"].astype(np.float64), mask=np.isnan(c["pscore_cascade"])
+            ),
             "propensity_source": source,
             "examined": pa.array(c["examined"].astype(bool)),
             "clicked": pa.array(c["clicked"].astype(bool)),

@@ -114,6 +114,24 @@ def _check_slates(
     assert (np.isnan(ps) | ((ps > 0) & (ps <= 1))).all(), f"{name}: pscore_slate outside (0, 1]"
     if s.deterministic:
         assert (p == 1.0).all(), f"{name}: a deterministic policy must log pscore 1.0"
+    if s.pscore_cascade is not None:
+        c = np.asarray(s.pscore_cascade, np.float64)
+        assert c.shape == (n, k), f"{name}: pscore_cascade shape {c.shape}, expected {(n, k)}"
+        cv = np.where(valid, c, np.nan)
+        assert ((cv[valid] > 0) & (cv[valid] <= 1)).all(), f"{name}: pscore_cascade outside (0, 1]"
+        # a longer prefix is never more likely; the full prefix is the slate
+        assert (np.nan_to_num(np.diff(cv, axis=1), nan=0.0) <= 1e-12).all(), (
+            f"{name}: pscore_cascade must not grow along the slate"
+        )
+        full = valid.all(axis=1)
+        np.testing.assert_allclose(c[full, -1], ps[full], rtol=1e-9, err_msg=f"{name}: cascade")
+        # position 1: the prefix is the item itself
+        np.testing.assert_allclose(
+            c[valid[:, 0], 0],
+            np.asarray(s.pscore_item_position)[valid[:, 0], 0],
+            rtol=1e-9,
+            err_msg=f"{name}: pscore_cascade at position 1 must equal pscore_item_position",
+        )
     # the same draws whether users come together or split, and on a repeat call
     again = policy.recommend(users, k, exclude=exclude, rng=rng)
     assert np.array_equal(again.items, items), f"{name}: not deterministic under a fixed seed"
