@@ -78,6 +78,29 @@ def _parser() -> argparse.ArgumentParser:
     a.set_defaults(
         policy=None, param=[], explore=None, epsilon=None, temperature=None, candidates=None
     )
+
+    o = sub.add_parser(
+        "ope",
+        help="off-policy evaluation of a target policy from a logged run",
+        description="Estimate a target policy's first-page value from a run logged by a "
+        "stochastic policy: DM, IPS, SNIPS, IIPS, RIPS, DR, SNDR with bootstrap CIs.",
+    )
+    o.add_argument("run", help="a complete run directory")
+    o.add_argument("--target", required=True, help="the policy to evaluate (as --policy)")
+    o.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    o.add_argument("--explore", choices=("epsilon-greedy", "softmax"))
+    o.add_argument("--epsilon", type=float)
+    o.add_argument("--temperature", type=float)
+    o.add_argument("--candidates", type=int)
+    o.add_argument("--clip", type=float, help="cap importance weights at this value")
+    o.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    o.add_argument(
+        "--validate",
+        action="store_true",
+        help="also simulate the target on the same population and report each error",
+    )
+    o.add_argument("--out", help="output directory (default RUN-ope-TARGET)")
+    o.add_argument("--quiet", action="store_true")
     return p
 
 
@@ -325,6 +348,38 @@ def cmd_ab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ope(args: argparse.Namespace) -> int:
+    from simrec.evaluation.ope import ope
+
+    target: dict[str, Any] = {"name": args.target, "params": {}}
+    for item in args.param:
+        key, value = _key_value(item, "--param")
+        target["params"][key] = value
+    if args.explore:
+        target["exploration"] = {
+            "kind": args.explore,
+            **{
+                k: getattr(args, k)
+                for k in ("epsilon", "temperature", "candidates")
+                if getattr(args, k) is not None
+            },
+        }
+    table = ope(
+        args.run,
+        target,
+        clip=args.clip,
+        n_resamples=args.bootstrap,
+        validate=args.validate,
+        out=args.out,
+    )
+    if not args.quiet:
+        cols = ["estimator", "value", "ci_low", "ci_high"]
+        cols += ["truth", "relative_error"] if args.validate else []
+        print(f"target: {table.target.iloc[0]}   slates: {table.n_slates.iloc[0]:,}")
+        print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
 def _load_arms_file(path: str) -> dict[str, Any]:
     import tomllib
 
@@ -369,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "ab":
             return cmd_ab(args)
+        if args.command == "ope":
+            return cmd_ope(args)
     except SimrecError as err:
         print(f"simrec: error: {err}", file=sys.stderr)
         return 2

@@ -105,10 +105,11 @@ class Softmax:
     def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
         self.base.fit(interactions, catalog)
 
-    def recommend(
+    def candidate_weights(
         self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
-    ) -> Slates:
-        n = users.shape[0]
+    ) -> tuple[Slates, np.ndarray]:
+        """The base policy's candidates (Slates of width max(candidates, k)) and their log
+        Plackett-Luce weights (n, m), -inf where no candidate."""
         m = max(self.candidates, k)
         pool = self.base.recommend(users, m, exclude=exclude, rng=rng)
         _check_deterministic(pool, "softmax", self.base.name)
@@ -117,6 +118,14 @@ class Softmax:
         z_max = np.max(z, axis=1, keepdims=True, initial=-np.inf)
         z_max = np.where(np.isfinite(z_max), z_max, 0.0)
         log_w = np.where(valid, np.maximum(z - z_max, np.log(_WEIGHT_FLOOR)), -np.inf)
+        return pool, log_w
+
+    def recommend(
+        self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
+    ) -> Slates:
+        n = users.shape[0]
+        m = max(self.candidates, k)
+        pool, log_w = self.candidate_weights(users, k, exclude=exclude, rng=rng)
         u = _explore_rng(rng, "gumbel").uniform(users, m)
         keys = log_w - np.log(-np.log(u))  # Gumbel-top-k = a Plackett-Luce draw
         order = np.argsort(-keys, axis=1, kind="stable")[:, :k]

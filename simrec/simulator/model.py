@@ -48,7 +48,7 @@ _SIM_LOG = {"agent": np.int64, "item": np.int64, "rating": np.float32, "tick": n
 
 
 def agent_log(
-    data: Dataset, personas: Personas, watched: dict[str, np.ndarray] | None = None
+    data: Dataset, source_user: np.ndarray, watched: dict[str, np.ndarray] | None = None
 ) -> pa.Table:
     """The log a policy is fitted on, in agent space (the ids ``recommend`` is called with).
 
@@ -59,11 +59,11 @@ def agent_log(
     rating, timestamp.
     """
     log = data.interactions
-    n_agents = len(personas)
+    n_agents = len(source_user)
     order = np.argsort(log.user, kind="stable")
     indptr = np.zeros(log.n_users + 1, np.int64)
     np.cumsum(np.bincount(log.user, minlength=log.n_users), out=indptr[1:])
-    src = personas.source_user.astype(np.int64)
+    src = np.asarray(source_user, np.int64)
     counts = indptr[src + 1] - indptr[src]
     total = int(counts.sum())
     within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -206,7 +206,7 @@ class SimulationModel(mesa.Model):
             "rating": log["rating"][before],
             "timestamp": t0 + log["tick"][before].astype(np.int64) * self.sim.tick_seconds,
         }
-        self.policy.fit(agent_log(self.data, self.personas, watched), self.catalog)
+        self.policy.fit(agent_log(self.data, self.personas.source_user, watched), self.catalog)
         self.retrain_seconds += time.perf_counter() - t
 
     def browse(self, agents: np.ndarray) -> None:
