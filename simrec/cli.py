@@ -101,6 +101,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--out", help="output directory (default RUN-ope-TARGET)")
     o.add_argument("--quiet", action="store_true")
+
+    e = sub.add_parser(
+        "export",
+        help="export a run to RecBole, OBP, Hugging Face or CSV",
+        description="Export a complete run: RecBole atomic files, an OBP bandit-feedback "
+        "bundle, a Hugging Face layout (train/test splits and a card in the run directory), "
+        "or CSV.",
+    )
+    e.add_argument("run", help="a complete run directory")
+    e.add_argument("--to", required=True, choices=("recbole", "obp", "hf", "csv"))
+    e.add_argument("--out", help="output directory (default RUN/export/FORMAT; hf: RUN)")
+    e.add_argument(
+        "--test-fraction", type=float, default=0.2, help="hf: share of the last ticks in test"
+    )
+    e.add_argument("--overwrite", action="store_true", help="replace an earlier export")
     return p
 
 
@@ -380,6 +395,20 @@ def cmd_ope(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from simrec.export import export
+
+    path = export(
+        args.run,
+        args.to,
+        out=args.out,
+        test_fraction=args.test_fraction,
+        overwrite=args.overwrite,
+    )
+    print(f"exported {args.run} to {args.to}: {path}")
+    return 0
+
+
 def _load_arms_file(path: str) -> dict[str, Any]:
     import tomllib
 
@@ -426,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_ab(args)
         if args.command == "ope":
             return cmd_ope(args)
+        if args.command == "export":
+            return cmd_export(args)
     except SimrecError as err:
         print(f"simrec: error: {err}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,10 @@ from simrec.data import make_world
 from simrec.data.loaders import ML100K_GENRES
 
 GENRES_100K = ML100K_GENRES
+
+# nothing may reach the network: the Hugging Face libraries stay offline in every test
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

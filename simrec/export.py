@@ -1,0 +1,294 @@
+"""Exports of a complete run: RecBole atomic files, an OBP-style bandit bundle, a Hugging Face
+dataset layout with a card, and CSV.
+
+Every export is written to a hidden temporary directory and renamed into place, so a failed
+export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from simrec.errors import InputError, OutputExistsError
+
+FORMATS = ("recbole", "obp", "hf", "csv")
+
+
+def export(
+    run_dir: str | Path,
+    to: str,
+    *,
+    out: str | Path | None = None,
+    test_fraction: float = 0.2,
+    overwrite: bool = False,
+) -> Path:
+    """Export the run in ``run_dir`` to format ``to`` (one of FORMATS); returns the output path.
+
+    ``out`` defaults to ``<run_dir>/export/<to>``, except ``hf``, which writes ``train/`` and
+    ``test/`` (the last ``test_fraction`` of ticks) and ``README.md`` into the run directory
+    itself so that ``datasets.load_dataset("parquet", data_dir=run_dir)`` loads the splits.
+    """
+    run_dir = Path(run_dir)
+    if to not in FORMATS:
+        raise InputError(f"--to: expected one of {', '.join(FORMATS)}, got {to!r}")
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such run directory")
+    if not (run_dir / "manifest.json").is_file():
+        raise InputError(
+            f"{run_dir}: incomplete run (no manifest.json); finish it with "
+            f"`simrec run --resume {run_dir}` first"
+        )
+    if not 0 < test_fraction < 1:
+        raise InputError(f"--test-fraction: expected a number in (0, 1), got {test_fraction!r}")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    if to == "hf":
+        return _export_hf(run_dir, manifest, test_fraction, overwrite)
+    target = Path(out) if out else run_dir / "export" / to
+    if target.exists() and not overwrite:
+        raise OutputExistsError(f"{target}: already exists; pass --overwrite to replace it")
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        {"recbole": _export_recbole, "obp": _export_obp, "csv": _export_csv}[to](
+            run_dir, manifest, tmp
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _impressions(run_dir: Path) -> pa.Table:
+    ev = pq.read_table(run_dir / "events")
+    return ev.filter(pc.equal(ev["event_type"], "impression"))
+
+
+# ---------------------------------------------------------------------------- RecBole
+
+
+def _export_recbole(run_dir: Path, manifest: dict, out: Path) -> None:
+    """``<name>.inter`` (one row per impression; label = watched), ``.user``, ``.item``:
+    tab-separated with RecBole's ``name:type`` headers (token, token_seq, float)."""
+    name = manifest["run_id"]
+    ev = _impressions(run_dir).to_pandas()
+    inter = pd.DataFrame(
+        {
+            "user_id:token": ev.user_id,
+            "item_id:token": ev.item_id,
+            "label:float": ev.clicked.astype(int),
+            "rating:float": ev.rating,
+            "timestamp:float": ev.timestamp.astype("int64") // 10**9,
+            "session_id:token": ev.session_id,
+            "slate_id:token": ev.slate_id,
+            "position:token": ev.position,
+            "examined:float": ev.examined.astype(int),
+            "pscore_item_position:float": ev.pscore_item_position,
+            "pscore_slate:float": ev.pscore_slate,
+            "pscore_cascade:float": ev.pscore_cascade,
+            "policy:token": ev.policy.astype(str),
+        }
+    )
+    _write_atomic_tsv(inter, out / f"{name}.inter")
+    users = pq.read_table(run_dir / "users.parquet").to_pandas()
+    _write_atomic_tsv(
+        pd.DataFrame(
+            {
+                "user_id:token": users.user_id,
+                "source_user_id:token": users.source_user_id,
+                "activity:float": users.activity,
+                "conformity:float": users.conformity,
+                "diversity:float": users.diversity,
+                "liked_genres:token_seq": users.liked_genres.map(_tokens),
+            }
+        ),
+        out / f"{name}.user",
+    )
+    items = pq.read_table(run_dir / "items.parquet").to_pandas()
+    _write_atomic_tsv(
+        pd.DataFrame(
+            {
+                "item_id:token": items.item_id,
+                "title:token_seq": items.title.map(_clean),
+                "genres:token_seq": items.genres.map(_tokens),
+                "popularity:float": items.popularity,
+            }
+        ),
+        out / f"{name}.item",
+    )
+
+
+def _tokens(values) -> str:
+    """A token_seq field: space-separated tokens, inner spaces made underscores."""
+    return " ".join(_clean(v).replace(" ", "_") for v in values)
+
+
+def _clean(text) -> str:
+    return str(text).replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+
+def _write_atomic_tsv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, sep="\t", index=False, na_rep="", lineterminator="\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- OBP
+
+
+def _export_obp(run_dir: Path, manifest: dict, out: Path) -> None:
+    """``bandit_feedback.npz`` with Open Bandit Pipeline's keys (one round per impression):
+    n_rounds, n_actions, action, position, reward, pscore (item-position), context (persona
+    traits and taste of the user), action_context (genre indicators and log popularity of the
+    item); plus slate_id, user_id, tick, pscore_slate and pscore_cascade. ``meta.json``
+    names the context columns."""
+    ev = _impressions(run_dir)
+    items = pq.read_table(run_dir / "items.parquet").to_pandas()
+    users = pq.read_table(run_dir / "users.parquet").to_pandas()
+    action = pd.Index(items.item_id).get_indexer(ev["item_id"].to_pandas())
+    user = ev["user_id"].to_numpy()
+    traits = users[["activity", "conformity", "diversity"]].to_numpy(np.float64)
+    taste = np.stack(users.taste.to_numpy()).astype(np.float64)
+    user_features = np.hstack([traits, taste])
+    genres = sorted({g for gl in items.genres for g in gl})
+    gi = {g: j for j, g in enumerate(genres)}
+    action_context = np.zeros((len(items), len(genres) + 1))
+    for i, gl in enumerate(items.genres):
+        action_context[i, [gi[g] for g in gl]] = 1.0
+    action_context[:, -1] = np.log1p(items.popularity.to_numpy(np.float64))
+
+    def col(name: str) -> np.ndarray:
+        return ev[name].to_numpy(zero_copy_only=False)
+
+    bundle = {
+        "n_rounds": np.int64(ev.num_rows),
+        "n_actions": np.int64(len(items)),
+        "len_list": np.int64(int(pc.max(ev["position"]).as_py()) + 1 if ev.num_rows else 0),
+        "action": action.astype(np.int64),
+        "position": col("position").astype(np.int64),
+        "reward": col("clicked").astype(np.int64),
+        "pscore": col("pscore_item_position").astype(np.float64),
+        "pscore_slate": np.asarray(col("pscore_slate"), np.float64),
+        "pscore_cascade": np.asarray(col("pscore_cascade"), np.float64),
+        "context": user_features[user],
+        "action_context": action_context,
+        "user_id": user.astype(np.int64),
+        "slate_id": col("slate_id").astype(np.int64),
+        "tick": col("tick").astype(np.int64),
+    }
+    tmp = out / ".bandit_feedback.tmp.npz"
+    np.savez_compressed(tmp, **bundle)
+    os.replace(tmp, out / "bandit_feedback.npz")
+    meta = {
+        "run_id": manifest["run_id"],
+        "policy": manifest["policy"],
+        "context_columns": ["activity", "conformity", "diversity"]
+        + [f"taste_{j}" for j in range(taste.shape[1])],
+        "action_context_columns": [f"genre={g}" for g in genres] + ["log1p_popularity"],
+        "action_ids": items.item_id.astype(str).tolist(),
+        "load": "dict(np.load('bandit_feedback.npz')) gives OBP's bandit_feedback dictionary",
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+# ---------------------------------------------------------------------------- CSV
+
+
+def _export_csv(run_dir: Path, manifest: dict, out: Path) -> None:
+    """events.csv, users.csv (lists joined with '|'), items.csv, metrics.csv."""
+    ev = pq.read_table(run_dir / "events").to_pandas()
+    ev.to_csv(out / "events.csv", index=False)
+    for name in ("users", "items", "metrics"):
+        df = pq.read_table(run_dir / f"{name}.parquet").to_pandas()
+        for c in df.columns:
+            if df[c].map(lambda v: isinstance(v, (list, np.ndarray))).any():
+                df[c] = df[c].map(lambda v: "|".join(map(str, v)))
+        df.to_csv(out / f"{name}.csv", index=False)
+
+
+# ---------------------------------------------------------------------------- Hugging Face
+
+
+def _export_hf(run_dir: Path, manifest: dict, test_fraction: float, overwrite: bool) -> Path:
+    card = run_dir / "README.md"
+    splits = [run_dir / "train", run_dir / "test"]
+    if (card.exists() or any(s.exists() for s in splits)) and not overwrite:
+        raise OutputExistsError(
+            f"{run_dir}: already has a Hugging Face export (README.md, train/, test/); "
+            f"pass --overwrite to replace it"
+        )
+    ev = pq.read_table(run_dir / "events")
+    ticks = int(manifest["counts"]["ticks"])
+    cut = max(1, int(round(ticks * (1 - test_fraction))))
+    tmp = run_dir / ".hf.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for split, mask in (
+            ("train", pc.less(ev["tick"], cut)),
+            ("test", pc.greater_equal(ev["tick"], cut)),
+        ):
+            (tmp / split).mkdir()
+            pq.write_table(ev.filter(mask), tmp / split / "events.parquet", compression="zstd")
+        (tmp / "README.md").write_text(_card(run_dir, manifest, cut, ticks))
+        for split in ("train", "test"):
+            shutil.rmtree(run_dir / split, ignore_errors=True)
+            os.replace(tmp / split, run_dir / split)
+        os.replace(tmp / "README.md", card)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return run_dir
+
+
+def _card(run_dir: Path, manifest: dict, cut: int, ticks: int) -> str:
+    schema = json.loads((run_dir / "schema.json").read_text())["events"]
+    counts = manifest["counts"]
+    columns = "\n".join(f"| `{c['name']}` | {c['type']} | {c['nullable']} |" for c in schema)
+    return f"""---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: train/*.parquet
+  - split: test
+    path: test/*.parquet
+tags:
+- recommender-systems
+- synthetic
+- simulation
+---
+# Synthetic recommender logs: {manifest["run_id"]}
+
+Simulated by [simrec](https://pypi.org/project/simrec/) {manifest["simrec_version"]}: a
+population of {counts["agents"]:,} user agents calibrated on `{manifest["data"]["source"]}`
+browsed pages served by the `{manifest["policy"]}` policy for {ticks} ticks (seed
+{manifest["seed"]}). Every row is an impression (or a share) with its outcome and the logging
+policy's propensities. These users are simulated: see the run's fidelity report before
+drawing conclusions about real users.
+
+Splits by tick: `train` = ticks 0..{cut - 1}, `test` = ticks {cut}..{ticks - 1}.
+
+```python
+import datasets
+ds = datasets.load_dataset("parquet", data_dir="{run_dir.name}")
+```
+
+Counts: {counts["impressions"]:,} impressions, {counts["clicks"]:,} watches, {counts["sessions"]:,}
+sessions. The full configuration and input file hashes are in `manifest.json`; personas in
+`users.parquet`, the catalog in `items.parquet`.
+
+| column | type | nullable |
+|---|---|---|
+{columns}
+"""
