@@ -116,6 +116,15 @@ def _parser() -> argparse.ArgumentParser:
         "--test-fraction", type=float, default=0.2, help="hf: share of the last ticks in test"
     )
     e.add_argument("--overwrite", action="store_true", help="replace an earlier export")
+
+    rp = sub.add_parser(
+        "report",
+        help="an HTML report with plots of a run",
+        description="Write RUN/report/report.html: per-tick curves, watches by position, "
+        "ratings, concentration of watches, and the run's summary.",
+    )
+    rp.add_argument("run", help="a complete run directory")
+    rp.add_argument("--out", help="report directory (default RUN/report)")
     return p
 
 
@@ -360,6 +369,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(format_ab_table(table))
+        print(f"results and report: {table.attrs['out_dir']}/report.html")
     return 0
 
 
@@ -406,6 +416,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     print(f"exported {args.run} to {args.to}: {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from simrec.evaluation.report import run_report
+
+    print(f"report: {run_report(args.run, args.out)}")
     return 0
 
 
@@ -457,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_ope(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "report":
+            return cmd_report(args)
     except SimrecError as err:
         print(f"simrec: error: {err}", file=sys.stderr)
         return 2

@@ -17,7 +17,8 @@ recomputes every metric of every arm from the same resample. Two-sided p-values 
 bootstrap distribution of each difference (``2 (min(#(d <= 0), #(d >= 0)) + 1) / (B + 1)``, so
 never below ``2 / (B + 1)``), Holm-corrected across arms and metrics. Coverage is a set-size
 statistic: resampling users can only lose items, so its bootstrap distribution sits below the
-point estimate and its percentile interval may not contain it; its difference is still paired.
+point estimate and its percentile interval may not contain it (a reflected "basic" interval
+was tried and overshoots the other way, past 1); treat coverage intervals as rough.
 The minimum detectable effect is ``(z_{1 - alpha/2} + z_{power}) x SE`` of the paired
 difference at this population size. With ``m`` tests, Holm needs ``p < alpha / m`` for the
 smallest p-value, so ``B`` must exceed ``2 m / alpha`` (2,000 covers 50 tests at 0.05).
@@ -120,7 +121,8 @@ def ab(
     ``arms``: arm name -> a policy name, a ``policy`` mapping (name, params, exploration,
     retrain_every) or a PolicyConfig. ``control``: the reference arm (default: the first).
     ``out``: directory for the arms' runs and ``ab_results.parquet`` (default
-    ``datasets_out/ab-<run id>``). The table is also written there.
+    ``datasets_out/ab-<run id>``). The table is written there as ``ab_results.parquet``, with
+    ``report.html`` and its plots.
     """
     from simrec.simulator.runner import DEFAULT_OUT, _as_config, run, run_id_for
 
@@ -154,6 +156,10 @@ def ab(
         runs, control, n_resamples=n_resamples, alpha=alpha, power=power, seed=base.seed
     )
     _write_results(out_dir, table, runs, control, base)
+    from simrec.evaluation.report import ab_report
+
+    ab_report(out_dir, table, runs, control)
+    table.attrs["out_dir"] = str(out_dir)
     return table
 
 

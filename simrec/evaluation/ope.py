@@ -75,7 +75,8 @@ def ope(
 
     Returns one row per estimator: estimator, value, ci_low, ci_high, and with ``validate``
     truth and relative_error; also the logging policy's own page-0 value (``on_policy``).
-    Written to ``out`` (default ``<run_dir>-ope-<target>``) as ``ope_results.parquet``.
+    Written to ``out`` (default ``<run_dir>-ope-<target>``) as ``ope_results.parquet`` with
+    ``report.html`` and its plot.
     """
     run_dir = Path(run_dir)
     manifest_path = run_dir / "manifest.json"
@@ -107,6 +108,9 @@ def ope(
     tmp = out_dir / ".ope_results.parquet.tmp"
     table.to_parquet(tmp, index=False)
     os.replace(tmp, out_dir / "ope_results.parquet")
+    from simrec.evaluation.report import ope_report
+
+    ope_report(out_dir, table)
     return table
 
 

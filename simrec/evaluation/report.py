@@ -1,0 +1,249 @@
+"""HTML reports with PNG plots (matplotlib, Agg backend) for runs, A/B tests and OPE.
+
+Each report is a folder: ``report.html`` plus the PNG files it shows, with no external
+scripts, styles or fonts, so it can be opened or archived as it is.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
+    "text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}"
+)
+_CURVES = (
+    "ctr",
+    "coverage",
+    "consumed_coverage",
+    "gini",
+    "genre_entropy",
+    "mean_satisfaction",
+    "active_users",
+    "churned_users",
+)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> str:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    _plt().close(fig)
+    os.replace(tmp, path)
+    return path.name
+
+
+def _page(out: Path, title: str, sections: list[tuple[str, str]]) -> Path:
+    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{content}" for h, content in sections)
+    text = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n"
+        f"</body></html>\n"
+    )
+    path = out / "report.html"
+    tmp = out / ".report.html.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _img(name: str, alt: str) -> str:
+    return f"<p><img src='{html.escape(name)}' alt='{html.escape(alt)}'></p>"
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, na_rep="")
+
+
+# ---------------------------------------------------------------------------- a run
+
+
+def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """``RUN/report/report.html``: per-tick curves, watches by position, rating histogram,
+    concentration of watches (Lorenz curve), and the run's summary."""
+    from simrec.errors import InputError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").is_file():
+        raise InputError(
+            f"{run_dir}: incomplete run or not a run (no manifest.json); nothing to report"
+        )
+    out = Path(out) if out else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    plt = _plt()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    metrics = pq.read_table(run_dir / "metrics.parquet").to_pandas()
+    ev = pq.read_table(
+        run_dir / "events", columns=["event_type", "position", "item_id", "clicked", "rating"]
+    ).to_pandas()
+    ev = ev[ev.event_type == "impression"]
+    imgs = []
+    cols = [c for c in _CURVES if c in metrics]
+    fig, axes = plt.subplots(2, (len(cols) + 1) // 2, figsize=(14, 6), squeeze=False)
+    for ax, c in zip(axes.ravel(), cols, strict=False):
+        ax.plot(metrics.tick, metrics[c], marker=".")
+        ax.set_title(c)
+        ax.set_xlabel("tick")
+    imgs.append(("Per-tick metrics", _save(fig, out / "metrics.png")))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    by_pos = ev.groupby("position").clicked.mean()
+    ax.bar(by_pos.index.astype(int) + 1, by_pos.to_numpy())
+    ax.set_xlabel("position")
+    ax.set_ylabel("watch rate")
+    imgs.append(("Watches by position", _save(fig, out / "position.png")))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ratings = ev.rating.dropna()
+    if len(ratings):
+        values, counts = np.unique(ratings.to_numpy(), return_counts=True)
+        ax.bar(
+            values,
+            counts / counts.sum(),
+            width=0.8 * (np.diff(values).min() if values.size > 1 else 1),
+        )
+    ax.set_xlabel("rating")
+    ax.set_ylabel("share of ratings")
+    imgs.append(("Ratings", _save(fig, out / "ratings.png")))
+    fig, ax = plt.subplots(figsize=(5, 4))
+    counts = np.sort(ev[ev.clicked.astype(bool)].item_id.value_counts().to_numpy())
+    n_items = pq.read_metadata(run_dir / "items.parquet").num_rows
+    full = np.concatenate([np.zeros(max(n_items - counts.size, 0)), counts])
+    if full.sum() > 0:
+        ax.plot(np.linspace(0, 1, full.size + 1), np.r_[0, np.cumsum(full) / full.sum()])
+    ax.plot([0, 1], [0, 1], "--", color="grey")
+    ax.set_xlabel("share of items (least watched first)")
+    ax.set_ylabel("share of watches")
+    imgs.append(("Concentration of watches (Lorenz)", _save(fig, out / "lorenz.png")))
+    summary = pd.DataFrame(
+        [(k, f"{v:,}" if isinstance(v, int) else str(v)) for k, v in manifest["counts"].items()],
+        columns=["count", "value"],
+    )
+    sections = [(h, _img(f, h)) for h, f in imgs]
+    sections.insert(
+        0,
+        (
+            "Run",
+            f"<p>run <b>{html.escape(manifest['run_id'])}</b>, policy "
+            f"<b>{html.escape(str(manifest['policy']))}</b>, seed {manifest['seed']}, data "
+            f"{html.escape(str(manifest['data']['source']))}</p>" + _table(summary),
+        ),
+    )
+    sections.append(("Metrics per tick", _table(metrics)))
+    return _page(out, f"simrec run {manifest['run_id']}", sections)
+
+
+# ---------------------------------------------------------------------------- A/B
+
+
+def ab_report(out: Path, table: pd.DataFrame, runs: dict[str, list[Path]], control: str) -> Path:
+    """``report.html`` in the A/B directory: per-tick curves per arm, distributions of per-user
+    differences to the control, a forest plot of lifts with CIs, and the table."""
+    plt = _plt()
+    out.mkdir(parents=True, exist_ok=True)
+    curves = {
+        name: pd.concat([pq.read_table(Path(d) / "metrics.parquet").to_pandas() for d in dirs])
+        .groupby("tick")
+        .mean(numeric_only=True)
+        for name, dirs in runs.items()
+    }
+    cols = [
+        c
+        for c in ("ctr", "coverage", "gini", "mean_satisfaction", "active_users", "genre_entropy")
+        if c in next(iter(curves.values()))
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(14, 6), squeeze=False)
+    for ax, c in zip(axes.ravel(), cols, strict=False):
+        for name, m in curves.items():
+            ax.plot(m.index, m[c], marker=".", label=name)
+        ax.set_title(c)
+        ax.set_xlabel("tick")
+    axes.ravel()[0].legend()
+    curves_png = _save(fig, out / "ab_curves.png")
+    # per-user differences of watches per user, against the control
+    watches = {}
+    for name, dirs in runs.items():
+        per = []
+        for d in dirs:
+            ev = pq.read_table(Path(d) / "events", columns=["event_type", "user_id", "clicked"])
+            ev = ev.to_pandas()
+            ev = ev[ev.event_type == "impression"]
+            n = pq.read_metadata(Path(d) / "users.parquet").num_rows
+            per.append(np.bincount(ev.user_id, weights=ev.clicked.astype(float), minlength=n))
+        watches[name] = np.concatenate(per)
+    others = [a for a in runs if a != control]
+    fig, axes = plt.subplots(1, len(others), figsize=(5 * len(others), 3.5), squeeze=False)
+    for ax, name in zip(axes.ravel(), others, strict=True):
+        d = watches[name] - watches[control]
+        ax.hist(d, bins=min(60, max(10, int(np.ptp(d)) + 1)), color="tab:blue")
+        ax.axvline(d.mean(), color="k", ls="--", label=f"mean {d.mean():+.3f}")
+        ax.set_title(f"{name} - {control}: watches per user")
+        ax.legend()
+    diffs_png = _save(fig, out / "ab_user_differences.png")
+    rows = table[table.arm != control].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
+    y = np.arange(len(rows))[::-1]
+    lift = rows["lift"].to_numpy(float)
+    lo = (rows.diff_ci_low / rows.control_value).to_numpy(float)
+    hi = (rows.diff_ci_high / rows.control_value).to_numpy(float)
+    colors = np.where(rows.significant, "tab:red", "tab:grey")
+    ax.hlines(y, lo, hi, colors=colors)
+    ax.scatter(lift, y, c=colors, zorder=3)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(y, [f"{a}: {m}" for a, m in zip(rows.arm, rows.metric, strict=True)])
+    ax.set_xlabel(f"relative lift vs {control} (95% CI; red: significant after Holm)")
+    forest_png = _save(fig, out / "ab_forest.png")
+    shown = table.drop(columns=["control", "n_users"])
+    return _page(
+        out,
+        f"simrec A/B: {', '.join(runs)} (control {control})",
+        [
+            ("Per-tick metrics per arm", _img(curves_png, "per-tick metrics")),
+            ("Per-user differences to the control", _img(diffs_png, "user differences")),
+            ("Lifts with confidence intervals", _img(forest_png, "forest plot")),
+            (f"Table ({int(table.n_users.iloc[0]):,} users per arm)", _table(shown)),
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------- OPE
+
+
+def ope_report(out: Path, table: pd.DataFrame) -> Path:
+    """``report.html`` in the OPE directory: estimates with CIs against the simulated truth."""
+    plt = _plt()
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(table))
+    v = table.value.to_numpy(float)
+    err = np.vstack([v - table.ci_low.to_numpy(float), table.ci_high.to_numpy(float) - v])
+    ax.errorbar(x, v, yerr=np.nan_to_num(np.abs(err)), fmt="o", capsize=4)
+    if "truth" in table:
+        ax.axhline(float(table.truth.iloc[0]), color="tab:red", ls="--", label="simulated truth")
+        ax.legend()
+    ax.set_xticks(x, table.estimator)
+    ax.set_ylabel("first-page value (watches)")
+    ax.set_title(f"target: {table.target.iloc[0]}")
+    png = _save(fig, out / "ope_estimates.png")
+    return _page(
+        out,
+        f"simrec OPE: {table.target.iloc[0]}",
+        [
+            ("Estimates against the simulated truth", _img(png, "OPE estimates")),
+            (f"Table ({int(table.n_slates.iloc[0]):,} logged first pages)", _table(table)),
+        ],
+    )
