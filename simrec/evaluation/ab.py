@@ -76,6 +76,7 @@ _COMPONENTS = (
     "ild_sum",
     "novelty_sum",
 )
+_ALWAYS = 64  # users showing an item beyond which every resample covers it (see compare)
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -152,13 +153,11 @@ def ab(
             cfg.output.dir = str(out_dir / f"{name}" / f"rep-{r}")
             res = run(cfg, progress=progress)
             runs[name].append(res.run_dir)
-    table = compare(
-        runs, control, n_resamples=n_resamples, alpha=alpha, power=power, seed=base.seed
-    )
+    table, watches = _compare(runs, control, n_resamples, alpha, power, base.seed)
     _write_results(out_dir, table, runs, control, base)
     from simrec.evaluation.report import ab_report
 
-    ab_report(out_dir, table, runs, control)
+    ab_report(out_dir, table, runs, control, watches)
     table.attrs["out_dir"] = str(out_dir)
     return table
 
@@ -301,6 +300,18 @@ def compare(
 ) -> pd.DataFrame:
     """The comparison table for finished arm runs (``runs``: arm -> run directories, replicate
     order aligned across arms). One row per (metric, arm)."""
+    return _compare(runs, control, n_resamples, alpha, power, seed)[0]
+
+
+def _compare(
+    runs: dict[str, list[Path]],
+    control: str,
+    n_resamples: int,
+    alpha: float,
+    power: float,
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """compare(), and each arm's watches per (replicate, user) for the report."""
     names = list(runs)
     data = {}
     n_items = 0
@@ -313,16 +324,27 @@ def compare(
     col = {c: j for j, c in enumerate(_COMPONENTS)}
     n_metrics, n_arms = len(METRICS), len(names)
 
-    def values(weights: sp.csr_matrix) -> np.ndarray:
-        """(b, n) resample weights -> (n_arms, n_metrics, b) metric values."""
-        out = np.empty((n_arms, n_metrics, weights.shape[0]))
+    # coverage: an item shown to more than _ALWAYS users is in every resample's union (the
+    # chance that a resample of n users misses all c of them is (1 - c/n)^n < e^-c < 1e-27);
+    # only the rarer items need the (resample x user) @ (user x item) product
+    always, rare = {}, {}
+    for name in names:
+        per_item = np.asarray(data[name].shown.sum(axis=0)).ravel()
+        always[name] = int((per_item > _ALWAYS).sum())
+        keep = np.flatnonzero((per_item > 0) & (per_item <= _ALWAYS))
+        rare[name] = data[name].shown[:, keep].T.tocsr()  # (rare items, n)
+
+    def values(weights: np.ndarray) -> np.ndarray:
+        """(b, n) resample counts -> (n_arms, n_metrics, b) metric values."""
+        b = weights.shape[0]
+        out = np.empty((n_arms, n_metrics, b))
+        drawn = (weights > 0).astype(np.float64).T  # (n, b)
         for a, name in enumerate(names):
-            d = data[name]
-            sums = np.asarray(weights @ d.components)  # (b, c)
+            sums = weights @ data[name].components  # (b, c)
             for m, metric in enumerate(METRICS):
                 if metric == "coverage":
-                    covered = (weights @ d.shown) > 0
-                    out[a, m] = np.asarray(covered.sum(axis=1)).ravel() / max(n_items, 1)
+                    hit = rare[name] @ drawn > 0  # (rare items, b)
+                    out[a, m] = (always[name] + hit.sum(axis=0)) / max(n_items, 1)
                     continue
                 num, den = _RATIOS[metric]
                 with np.errstate(invalid="ignore", divide="ignore"):
@@ -332,8 +354,8 @@ def compare(
     def statistic(idx: np.ndarray, axis: int = -1) -> np.ndarray:
         idx = np.atleast_2d(np.asarray(idx, np.int64))
         b = idx.shape[0]
-        rows = np.repeat(np.arange(b), idx.shape[1])
-        w = sp.csr_matrix((np.ones(idx.size), (rows, idx.ravel())), shape=(b, n_clusters))
+        flat = (np.arange(b)[:, None] * n_clusters + idx).ravel()
+        w = np.bincount(flat, minlength=b * n_clusters).reshape(b, n_clusters).astype(np.float64)
         v = values(w)
         diffs = v - v[names.index(control)][None]
         return np.concatenate([v.reshape(-1, b), diffs.reshape(-1, b)])
@@ -346,7 +368,7 @@ def compare(
         vectorized=True,
         method="percentile",
         confidence_level=1 - alpha,
-        batch=max(1, min(n_resamples, 50_000_000 // max(n_clusters, 1) // 8)),
+        batch=max(1, min(n_resamples, 4_000_000 // max(n_clusters, 1))),
         rng=np.random.default_rng(seed),
     )
     dist = res.bootstrap_distribution
@@ -396,7 +418,8 @@ def compare(
     table["p_holm"] = holm(table["p_value"].to_numpy())
     table["significant"] = table["p_holm"] < alpha
     table["n_users"] = n_clusters
-    return table
+    watches = {name: data[name].components[:, col["clicks"]] for name in names}
+    return table, watches
 
 
 def holm(p: np.ndarray) -> np.ndarray:

@@ -150,9 +150,16 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 # ---------------------------------------------------------------------------- A/B
 
 
-def ab_report(out: Path, table: pd.DataFrame, runs: dict[str, list[Path]], control: str) -> Path:
+def ab_report(
+    out: Path,
+    table: pd.DataFrame,
+    runs: dict[str, list[Path]],
+    control: str,
+    watches: dict[str, np.ndarray] | None = None,
+) -> Path:
     """``report.html`` in the A/B directory: per-tick curves per arm, distributions of per-user
-    differences to the control, a forest plot of lifts with CIs, and the table."""
+    differences to the control, a forest plot of lifts with CIs, and the table. ``watches``:
+    per arm, watches per (replicate, user) if already computed (else read from the events)."""
     plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
     curves = {
@@ -175,8 +182,10 @@ def ab_report(out: Path, table: pd.DataFrame, runs: dict[str, list[Path]], contr
     axes.ravel()[0].legend()
     curves_png = _save(fig, out / "ab_curves.png")
     # per-user differences of watches per user, against the control
-    watches = {}
+    watches = dict(watches) if watches is not None else {}
     for name, dirs in runs.items():
+        if name in watches:
+            continue
         per = []
         for d in dirs:
             ev = pq.read_table(Path(d) / "events", columns=["event_type", "user_id", "clicked"])
