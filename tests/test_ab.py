@@ -129,3 +129,36 @@ def test_bad_arms_are_clear_errors_before_anything_runs(extra, message, tmp_path
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_ab_ope_and_exports_on_movielens_files(ml100k, tmp_path, capsys):
+    """The evaluation commands on MovieLens-format files written by the tests."""
+    ab_out = tmp_path / "ab"
+    common = ["--data", str(ml100k), "--ticks", "3", "--quiet"]
+    assert (
+        main(
+            [
+                "ab",
+                *common,
+                "--arm",
+                "A=popular",
+                "--arm",
+                "B=itemknn",
+                "--out",
+                str(ab_out),
+                "--bootstrap",
+                "300",
+            ]
+        )
+        == 0
+    )
+    t = pd.read_parquet(ab_out / "ab_results.parquet")
+    assert t.value.notna().all() and (ab_out / "report.html").exists()
+    log = tmp_path / "log"
+    assert (
+        main(["run", *common, "--explore", "softmax", "--temperature", "0.5", "--out", str(log)])
+        == 0
+    )
+    assert main(["ope", str(log), "--target", "genre", "--bootstrap", "100", "--quiet"]) == 0
+    for fmt in ("recbole", "obp", "hf", "csv"):
+        assert main(["export", str(log), "--to", fmt]) == 0, fmt
