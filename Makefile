@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/simrec run --out datasets_out/demo --overwrite
+	$(BIN)/simrec run examples/demo.yaml --out datasets_out/demo --overwrite
+	$(BIN)/simrec report datasets_out/demo
 
 test: $(STAMP)
 	$(BIN)/ruff check simrec tests benchmarks

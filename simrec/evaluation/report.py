@@ -43,6 +43,7 @@ def _plt():
 
 def _save(fig, path: Path) -> str:
     tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.tight_layout()
     fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     _plt().close(fig)
     os.replace(tmp, path)
