@@ -34,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_world_flags(r)
     _add_policy_flags(r)
     r.add_argument("--out", help="run directory (default datasets_out/<run_id>)")
+    r.add_argument("--brain", choices=("utility", "llm"), help="who decides pages")
+    r.add_argument(
+        "--llm",
+        metavar="SPEC",
+        help="LLM for --brain llm (implies it): openai:MODEL, vllm:MODEL or local",
+    )
+    r.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
     r.add_argument("--resume", metavar="DIR", help="continue an unfinished run in DIR")
     r.add_argument(
         "--print-config",
@@ -278,6 +285,13 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             raw["social"]["graph"] = args.social
         else:
             raw["social"].update(graph="edges", path=args.social)
+    if getattr(args, "llm", None) is not None:
+        raw["llm"]["backend"] = args.llm
+        raw["brain"]["name"] = "llm"
+    if getattr(args, "base_url", None) is not None:
+        raw["llm"]["base_url"] = args.base_url
+    if getattr(args, "brain", None) is not None:
+        raw["brain"]["name"] = args.brain
     if args.seed is not None:
         raw["seed"] = args.seed
     if args.out is not None:

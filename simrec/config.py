@@ -149,10 +149,34 @@ class SocialConfig(_Section):
     )
 
 
-class UtilityBrainConfig(_Section):
-    """The statistical brain. Click weights are calibrated by ``fit``; these set the rest."""
+class LLMConfig(_Section):
+    """The LLM behind ``brain.name: llm``."""
 
-    name: Literal["utility"] = "utility"
+    backend: str = Field(
+        "local", description="openai:MODEL, vllm:MODEL or local (the embedded SmolLM2)"
+    )
+    base_url: str | None = Field(None, description="openai: server URL (None: api.openai.com)")
+    response_format: Literal["auto", "json_schema", "json_object"] = Field(
+        "auto", description="openai: structured-output style (auto: by server)"
+    )
+    concurrency: int = Field(8, ge=1, le=1024, description="openai: requests in flight")
+    timeout: float = Field(60.0, gt=0, description="openai: seconds per request")
+    max_retries: int = Field(2, ge=0, le=10, description="openai: the client's retries")
+    max_tokens: int = Field(200, ge=16, le=8192, description="answer budget per page")
+    temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature")
+    cache: str | None = Field(
+        "datasets_out/.llm-cache.sqlite",
+        description="response cache file (None: no cache); a rerun replays from it",
+    )
+    templates_dir: str | None = Field(None, description="folder with system.txt / page.txt")
+
+
+class UtilityBrainConfig(_Section):
+    """The statistical brain. Click weights are calibrated by ``fit``; these set the rest.
+    ``name: llm`` lets the LLM in the ``llm`` section decide pages (this brain then calibrates
+    the personas, drives arrivals and churn, and decides pages whose answers are unusable)."""
+
+    name: Literal["utility", "llm"] = "utility"
     first_examination: float = Field(
         0.95, gt=0, le=1, description="probability of examining position 1"
     )
@@ -201,6 +225,7 @@ class RunConfig(_Section):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     social: SocialConfig = Field(default_factory=SocialConfig)
     brain: UtilityBrainConfig = Field(default_factory=UtilityBrainConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
 

@@ -288,6 +288,19 @@ class SimulationModel(mesa.Model):
         )
         if social is not None:
             self._buf.add(social=cells(social))
+        if d.llm_model is not None:  # LLM brains: what decided each page, on each of its rows
+
+            def per_row(values) -> np.ndarray:
+                return per_cell(np.asarray(values, dtype=object))
+
+            self._buf.add(
+                reason=per_row(d.reason or [None] * n),
+                feeling=per_row(d.feeling or [None] * n),
+                llm_model=per_row(d.llm_model),
+                prompt_hash=per_row(d.prompt_hash),
+                prompt_tokens=per_cell(np.asarray(d.prompt_tokens, np.float64)),
+                completion_tokens=per_cell(np.asarray(d.completion_tokens, np.float64)),
+            )
         return value, d.clicked.sum(axis=1), leave
 
     def probe_policy(self) -> None:

@@ -224,7 +224,11 @@ class EventRecorder:
         for name in _NULL_STRING_COLUMNS:
             arrays[name] = pa.array(c[name], pa.string()) if name in c else pa.nulls(n, pa.string())
         for name in _NULL_INT_COLUMNS:
-            arrays[name] = pa.array(c[name], pa.int32()) if name in c else pa.nulls(n, pa.int32())
+            if name in c:
+                v = np.asarray(c[name], np.float64)
+                arrays[name] = pa.array(np.nan_to_num(v).astype(np.int32), mask=np.isnan(v))
+            else:
+                arrays[name] = pa.nulls(n, pa.int32())
         arrays["social_signal"] = (
             pa.array(c["social"].astype(np.float32)) if "social" in c else pa.nulls(n, pa.float32())
         )

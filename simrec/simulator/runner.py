@@ -165,6 +165,8 @@ def run(
     brain = UtilityBrain(cfg.brain, seed=cfg.seed)
     personas = sample_population(brain.fit(data), cfg.population.users, streams)
     brain.bind(personas, streams)
+    if cfg.brain.name == "llm":
+        brain = _llm_brain(cfg, brain)
     policy = make_policy(cfg.policy.name, cfg.policy.params, cfg.policy.exploration)
     social = None
     if cfg.social.graph != "none":
@@ -219,6 +221,33 @@ def run(
         run_dir, cfg, data, model, personas, run_id, timings, resumed_from, t_start
     )
     return RunResult(run_dir, run_id, dict(model.totals), metrics, manifest)
+
+
+def _llm_brain(cfg: RunConfig, utility: UtilityBrain):
+    """The LLM brain of ``cfg.llm``, with ``utility`` as its fallback and session model."""
+    from simrec.agents.brains.llm import LLMBrain
+    from simrec.llm import CachedBackend, make_backend
+
+    c = cfg.llm
+    options: dict[str, Any] = {}
+    if c.backend.startswith("openai:"):
+        options = {
+            "concurrency": c.concurrency,
+            "timeout": c.timeout,
+            "max_retries": c.max_retries,
+            "response_format": c.response_format,
+        }
+    backend = make_backend(c.backend, base_url=c.base_url, **options)
+    if c.cache:
+        backend = CachedBackend(backend, c.cache)
+    return LLMBrain(
+        backend,
+        utility,
+        seed=cfg.seed,
+        max_tokens=c.max_tokens,
+        temperature=c.temperature,
+        templates_dir=c.templates_dir,
+    )
 
 
 def _as_config(config: RunConfig | dict | str | Path | None) -> RunConfig:
@@ -428,9 +457,9 @@ def _manifest(
         },
         "policy": getattr(model.policy, "name", cfg.policy.name),
         "social": None if model.social is None else model.social.graph.summary(),
-        "llm": {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0},
+        "llm": _llm_stats(model.brain),
         "failures": [],
-        "fallbacks": {},
+        "fallbacks": dict(getattr(model.brain, "fallbacks", {})),
         "resumed_from_tick": resumed_from,
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "outputs": {
@@ -445,6 +474,20 @@ def _manifest(
             **{p: md.version(p) for p in ("numpy", "pyarrow", "mesa", "scipy")},
         },
     }
+
+
+def _llm_stats(brain) -> dict:
+    """Token and call totals of an LLM brain (zeros for the statistical brain)."""
+    backend = getattr(brain, "backend", None)
+    stats = {
+        "model": getattr(backend, "name", None),
+        "calls": int(getattr(brain, "calls", 0)),
+        "prompt_tokens": int(getattr(brain, "prompt_tokens", 0)),
+        "completion_tokens": int(getattr(brain, "completion_tokens", 0)),
+    }
+    if hasattr(backend, "hits"):
+        stats.update(cache_hits=int(backend.hits), cache_misses=int(backend.misses))
+    return stats
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:

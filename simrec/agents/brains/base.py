@@ -79,7 +79,9 @@ class PageBatch(Sequence[PageView]):
 @dataclass
 class PageDecisions(Sequence[PageDecision]):
     """Decisions for a batch. examined, clicked: (n, k) bool; rating: (n, k) float32 (NaN = none);
-    leave: (n,) bool; decided_by: (n,) str; feeling, reason: per row or None."""
+    leave: (n,) bool; decided_by: (n,) str; feeling, reason: per row or None; for LLM brains
+    llm_model, prompt_hash (per row) and prompt_tokens, completion_tokens ((n,) float, NaN =
+    none) describe the call that decided each page."""
 
     examined: np.ndarray
     clicked: np.ndarray
@@ -88,6 +90,10 @@ class PageDecisions(Sequence[PageDecision]):
     decided_by: np.ndarray
     feeling: list[str | None] | None = None
     reason: list[str | None] | None = None
+    llm_model: list[str | None] | None = None
+    prompt_hash: list[str | None] | None = None
+    prompt_tokens: np.ndarray | None = None
+    completion_tokens: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.leave.shape[0])

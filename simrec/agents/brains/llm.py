@@ -1,0 +1,220 @@
+"""The LLM brain: one model call per page view, all views of a batch in one backend call.
+
+Each view becomes a ChatRequest (persona system message, memory and page user message, the
+answer schema, a seed derived from run seed, agent, tick and page). Every answer is validated by
+the pydantic model that produced the schema and checked against the page (a watched position
+must hold an item; one rating per watch). A view whose answer is unusable (transport error,
+malformed or truncated JSON, schema-valid nonsense) is decided by the statistical brain instead,
+marked ``decided_by = "fallback:utility"`` and counted by cause in ``fallbacks``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from pydantic import ValidationError
+
+from simrec.agents.brains import prompts
+from simrec.agents.brains.base import PageBatch, PageDecisions
+from simrec.agents.brains.utility import UtilityBrain
+from simrec.llm.base import ChatRequest, LLMBackend
+from simrec.rng import derive_seed
+
+_FEELING_VALUE = {
+    "delighted": 1.0,
+    "satisfied": 0.75,
+    "neutral": 0.5,
+    "bored": 0.25,
+    "annoyed": 0.0,
+}
+
+
+class LLMBrain:
+    """Decides pages with ``backend``; ``fallback`` (a fitted, bound UtilityBrain) decides the
+    views whose answers are unusable and also supplies arrivals, satisfaction and churn."""
+
+    def __init__(
+        self,
+        backend: LLMBackend,
+        fallback: UtilityBrain,
+        *,
+        seed: int,
+        max_tokens: int = 200,
+        temperature: float = 0.7,
+        memory_items: int = 5,
+        templates_dir: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self.fallback = fallback
+        self.name = f"llm:{backend.name}"
+        self.seed, self.max_tokens, self.temperature = seed, max_tokens, temperature
+        self.memory_items = memory_items
+        self.templates = prompts.load_templates(templates_dir)
+        self.fallbacks: Counter[str] = Counter()
+        self.calls = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._models: dict[int, type] = {}
+        self._genres: list[list[str]] | None = None
+
+    # the statistical brain's session dynamics are shared
+    def arrivals(self, agents, tick, satisfaction):
+        return self.fallback.arrivals(agents, tick, satisfaction)
+
+    def session_value(self, watched_value, watched):
+        return self.fallback.session_value(watched_value, watched)
+
+    def end_sessions(self, agents, tick, value, satisfaction):
+        return self.fallback.end_sessions(agents, tick, value, satisfaction)
+
+    @property
+    def weights(self):
+        return self.fallback.weights
+
+    @property
+    def rating_model(self):
+        return self.fallback.rating_model
+
+    @property
+    def taste(self):
+        return self.fallback.taste
+
+    # ------------------------------------------------------------------ decisions
+
+    def decide(self, views: PageBatch) -> PageDecisions:
+        model = views.model
+        if model is None:
+            raise ValueError("LLMBrain.decide needs views.model (the simulation) for prompts")
+        n, k = views.items.shape
+        scale = model.scale
+        answer = self._answer_model(k, scale)
+        schema = prompts.answer_schema(answer)
+        requests = [self._request(model, views, j, schema) for j in range(n)]
+        results = self.backend.complete(requests)
+        examined = np.zeros((n, k), bool)
+        clicked = np.zeros((n, k), bool)
+        rating = np.full((n, k), np.nan, np.float32)
+        leave = np.zeros(n, bool)
+        decided = np.full(n, self.name, dtype=object)
+        feeling: list[str | None] = [None] * n
+        reason: list[str | None] = [None] * n
+        hashes = [prompts.prompt_hash(r.messages) for r in requests]
+        p_tok = np.array([r.prompt_tokens for r in results], np.float64)
+        c_tok = np.array([r.completion_tokens for r in results], np.float64)
+        failed: list[int] = []
+        valid = views.items >= 0
+        for j, res in enumerate(results):
+            self.prompt_tokens += res.prompt_tokens
+            self.completion_tokens += res.completion_tokens
+            self.calls += 0 if res.cached else 1
+            cause = self._apply(
+                j, res, answer, valid[j], examined, clicked, rating, leave, feeling, reason, scale
+            )
+            if cause is not None:
+                self.fallbacks[cause] += 1
+                failed.append(j)
+        if failed:
+            idx = np.array(failed)
+            sub = PageBatch(
+                views.agents[idx],
+                views.items[idx],
+                views.scores[idx],
+                views.page,
+                views.tick,
+                social=None if views.social is None else views.social[idx],
+                model=model,
+            )
+            fb = self.fallback.decide(sub)
+            examined[idx], clicked[idx], rating[idx], leave[idx] = (
+                fb.examined,
+                fb.clicked,
+                fb.rating,
+                fb.leave,
+            )
+            decided[idx] = f"fallback:{self.fallback.name}"
+        return PageDecisions(
+            examined,
+            clicked,
+            rating,
+            leave,
+            decided,
+            feeling,
+            reason,
+            llm_model=[self.backend.name] * n,
+            prompt_hash=hashes,
+            prompt_tokens=p_tok,
+            completion_tokens=c_tok,
+        )
+
+    def _answer_model(self, k: int, scale) -> type:
+        if k not in self._models:
+            values = tuple(np.round(np.arange(scale.low, scale.high + 1e-9, scale.step), 3))
+            self._models[k] = prompts.answer_model(k, values)
+        return self._models[k]
+
+    def _request(self, model, views: PageBatch, j: int, schema: dict) -> ChatRequest:
+        agent = int(views.agents[j])
+        cat = model.catalog
+        profile = str(model.personas.profiles[agent])
+        remembered = [
+            f"{cat.titles[m['item']]} (rated {m['rating']:g})"
+            if np.isfinite(m["rating"])
+            else str(cat.titles[m["item"]])
+            for m in model.memory.recent(agent)[: self.memory_items]
+        ]
+        if self._genres is None:
+            self._genres = cat.genre_lists()
+        genres = self._genres
+        items = [
+            f"{cat.titles[i]} ({', '.join(genres[i]) or 'no genre'})" if i >= 0 else ""
+            for i in views.items[j].tolist()
+        ]
+        s = model.scale
+        scale_text = f"{s.low:g} to {s.high:g} in steps of {s.step:g}"
+        messages = (
+            {
+                "role": "system",
+                "content": prompts.system_message(
+                    self.templates, f"user {agent}", profile, scale_text
+                ),
+            },
+            {
+                "role": "user",
+                "content": prompts.page_message(self.templates, remembered, views.page, items),
+            },
+        )
+        return ChatRequest(
+            messages=messages,
+            max_tokens=self.max_tokens,
+            json_schema=schema,
+            temperature=self.temperature,
+            seed=derive_seed(self.seed, "llm", agent, views.tick, views.page),
+        )
+
+    def _apply(
+        self, j, res, answer, valid, examined, clicked, rating, leave, feeling, reason, scale
+    ) -> str | None:
+        """Write one answer into the arrays; the fallback cause when it is unusable."""
+        if not res.ok:
+            if res.error and res.error.startswith("truncated"):
+                return "truncated"
+            if res.error and res.error.startswith("malformed JSON"):
+                return "malformed_json"
+            return "backend_error"
+        try:
+            a = answer.model_validate(res.parsed)
+        except ValidationError:
+            return "schema_invalid"
+        watch = [p - 1 for p in a.watch]
+        if len(set(watch)) != len(watch) or any(not valid[p] for p in watch):
+            return "nonsense_positions"
+        if len(a.ratings) != len(watch):
+            return "nonsense_ratings"
+        examined[j] = valid
+        for p, r in zip(watch, a.ratings, strict=True):
+            clicked[j, p] = True
+            rating[j, p] = np.float32(scale.quantise(np.array([float(r)]))[0])
+        leave[j] = a.next == "leave"
+        feeling[j], reason[j] = a.feeling, a.reason
+        return None

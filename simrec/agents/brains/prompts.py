@@ -1,0 +1,82 @@
+"""Prompts and the answer schema of the LLM brain.
+
+The system message is the persona (a stable prefix that server prefix caches reuse across every
+page of that user); the user message holds the remembered watches, then the page. Items are
+referred to by their position on the page; the answer schema enumerates the allowed positions,
+ratings, actions and feelings, so an answer can neither name an item that is not on the page nor
+need title matching. One pydantic model gives the JSON schema sent for constrained decoding and
+validates the answer.
+
+Templates are ``string.Template`` files (``system.txt``, ``page.txt``); a user can point
+``llm.templates_dir`` at a folder with their own versions (``$name``, ``$profile``, ``$scale``;
+``$memory``, ``$page_number``, ``$items``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from string import Template
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from simrec.errors import ConfigError
+
+FEELINGS = ("delighted", "satisfied", "neutral", "bored", "annoyed")
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+def load_templates(directory: str | Path | None = None) -> dict[str, Template]:
+    """The system and page templates, from ``directory`` where it has them."""
+    out = {}
+    for name in ("system", "page"):
+        path = TEMPLATES / f"{name}.txt"
+        if directory is not None:
+            custom = Path(directory) / f"{name}.txt"
+            if not Path(directory).is_dir():
+                raise ConfigError(f"llm.templates_dir: {directory} is not a directory")
+            if custom.is_file():
+                path = custom
+        out[name] = Template(path.read_text(encoding="utf-8"))
+    return out
+
+
+def answer_model(k: int, ratings: tuple[float, ...]) -> type[BaseModel]:
+    """The pydantic model of one page's answer for a page of ``k`` slots and a rating scale."""
+    positions = Literal[tuple(range(1, k + 1))]  # type: ignore[valid-type]
+    rating_values = Literal[tuple(int(r) if float(r).is_integer() else r for r in ratings)]  # type: ignore[valid-type]
+    return create_model(
+        f"PageAnswer{k}",
+        __config__=ConfigDict(extra="forbid"),
+        watch=(list[positions], Field(default_factory=list, max_length=k)),
+        ratings=(list[rating_values], Field(default_factory=list, max_length=k)),
+        next=(Literal["next_page", "leave"], ...),
+        feeling=(Literal[FEELINGS], ...),
+        reason=(str, Field(..., max_length=200)),
+    )
+
+
+def answer_schema(model: type[BaseModel]) -> dict:
+    """The JSON schema sent with each request (every array bounded: small models loop on
+    unbounded arrays under constrained decoding)."""
+    return model.model_json_schema()
+
+
+def system_message(templates: dict[str, Template], name: str, profile: str, scale: str) -> str:
+    return templates["system"].safe_substitute(name=name, profile=profile, scale=scale)
+
+
+def page_message(
+    templates: dict[str, Template], memory: list[str], page: int, items: list[str]
+) -> str:
+    lines = "\n".join(f"{j}. {text}" for j, text in enumerate(items, 1) if text)
+    remembered = "\n".join(f"- {m}" for m in memory) if memory else "- nothing yet"
+    return templates["page"].safe_substitute(memory=remembered, page_number=page + 1, items=lines)
+
+
+def prompt_hash(messages: tuple[dict[str, str], ...]) -> str:
+    """A short stable id of the exact prompt (sha256 prefix)."""
+    blob = json.dumps(list(messages), ensure_ascii=False, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,173 @@
+"""The LLM brain inside the simulator: the embedded model, a real server, replay from the
+cache, and faults that end in fallbacks with every event still logged."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import simrec
+from simrec.agents.brains import prompts
+
+from .conftest import small_config
+
+httpx2 = pytest.importorskip("httpx2")
+
+
+def _llm_config(out, cache, **llm):
+    cfg = small_config(out, ticks=2, page_size=4, max_pages=2)
+    cfg["data"]["synthetic"].update(users=40, items=60)
+    cfg["population"] = {"users": 24}
+    cfg["brain"]["name"] = "llm"
+    cfg["llm"] = {"cache": str(cache), "max_tokens": 120, **llm}
+    return cfg
+
+
+def _parts(run_dir):
+    return [p.read_bytes() for p in sorted((run_dir / "events").glob("part-*.parquet"))]
+
+
+def test_answer_schema_enumerates_positions_ratings_and_bounds_arrays():
+    model = prompts.answer_model(4, (1.0, 2.0, 3.0, 4.0, 5.0))
+    schema = prompts.answer_schema(model)
+    watch = schema["properties"]["watch"]
+    assert watch["maxItems"] == 4 and watch["items"]["enum"] == [1, 2, 3, 4]
+    assert schema["properties"]["ratings"]["items"]["enum"] == [1, 2, 3, 4, 5]
+    assert set(schema["required"]) == {"next", "feeling", "reason"}
+    ok = model.model_validate(
+        {"watch": [2], "ratings": [4], "next": "leave", "feeling": "bored", "reason": "meh"}
+    )
+    assert ok.watch == [2]
+    with pytest.raises(ValueError):
+        model.model_validate(
+            {"watch": [5], "ratings": [4], "next": "leave", "feeling": "bored", "reason": "x"}
+        )
+
+
+@pytest.mark.slow
+def test_embedded_model_run_and_exact_replay_from_the_cache(tmp_path):
+    pytest.importorskip("llama_cpp")
+    cache = tmp_path / "cache.sqlite"
+    first = simrec.run(_llm_config(tmp_path / "a", cache, backend="local"))
+    ev = first.events()
+    llm_rows = ev[ev.decided_by.str.startswith("llm:")]
+    assert len(llm_rows) > 0
+    assert llm_rows.reason.notna().all() and llm_rows.feeling.notna().all()
+    assert llm_rows.prompt_hash.notna().all() and (llm_rows.prompt_tokens > 0).all()
+    assert set(ev.decided_by) <= {"llm:SmolLM2-135M-Instruct-Q4_1", "fallback:utility"}
+    m1 = first.manifest
+    assert m1["llm"]["calls"] > 0 and m1["llm"]["prompt_tokens"] > 0
+    assert (
+        sum(m1["fallbacks"].values())
+        == (ev.drop_duplicates("slate_id").decided_by == "fallback:utility").sum()
+    )
+    # same seed and config: every answer comes from the cache, the Parquet is identical
+    second = simrec.run(_llm_config(tmp_path / "b", cache, backend="local"))
+    assert second.manifest["llm"]["calls"] == 0
+    assert second.manifest["llm"]["cache_hits"] == m1["llm"]["cache_misses"]
+    assert _parts(first.run_dir) == _parts(second.run_dir)
+
+
+@pytest.mark.slow
+def test_openai_backend_run_against_the_llama_cpp_server(tmp_path, llama_server):
+    cfg = _llm_config(
+        tmp_path / "s", tmp_path / "c.sqlite", backend="openai:smollm2", base_url=llama_server
+    )
+    res = simrec.run(cfg)
+    ev = res.events()
+    assert (ev.decided_by == "llm:smollm2").any()
+    assert res.manifest["llm"]["model"] == "smollm2" and res.manifest["llm"]["calls"] > 0
+
+
+FAULTS = ["malformed", "truncated", "500", "nonsense", "wrong_schema"]
+
+
+def test_faulty_answers_fall_back_and_every_event_is_logged(tmp_path, monkeypatch):
+    """Every third page gets a broken answer: those pages are decided by the statistical
+    brain, counted by cause in the manifest, and the run logs every impression."""
+    import simrec.llm as llm_module
+
+    calls = {"n": 0}
+
+    def handler(request):
+        body = json.loads(request.content)
+        calls["n"] += 1
+        fault = FAULTS[calls["n"] % len(FAULTS)] if calls["n"] % 3 == 0 else None
+        good = {
+            "watch": [1],
+            "ratings": [4],
+            "next": "next_page",
+            "feeling": "satisfied",
+            "reason": "looks good",
+        }
+        content, finish = json.dumps(good), "stop"
+        if fault == "500":
+            return httpx2.Response(500, json={"error": {"message": "boom"}})
+        if fault == "malformed":
+            content = "{watch: [1"
+        elif fault == "truncated":
+            content, finish = '{"watch": [1], "ratings": [', "length"
+        elif fault == "nonsense":
+            content = json.dumps({**good, "watch": [1, 2], "ratings": [4]})
+        elif fault == "wrong_schema":
+            content = json.dumps({**good, "feeling": "ecstatic"})
+        assert body["max_tokens"] == 120 and body["response_format"]["type"] == "json_object"
+        return httpx2.Response(
+            200,
+            json={
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": finish,
+                        "message": {"role": "assistant", "content": content},
+                    }
+                ],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70},
+            },
+        )
+
+    real = llm_module.make_backend
+
+    def with_mock_transport(spec, **kw):
+        kw["http_client"] = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        return real(spec, **kw)
+
+    monkeypatch.setattr(llm_module, "make_backend", with_mock_transport)
+    cfg = _llm_config(
+        tmp_path / "f",
+        tmp_path / "c.sqlite",
+        backend="openai:fake",
+        base_url="http://fake/v1",
+        response_format="json_object",
+        max_retries=0,
+    )
+    cfg["population"] = {"users": 60}
+    res = simrec.run(cfg)
+    ev = res.events()
+    pages = ev.drop_duplicates("slate_id")
+    fallbacks = res.manifest["fallbacks"]
+    assert (pages.decided_by == "fallback:utility").sum() == sum(fallbacks.values()) > 0
+    assert set(fallbacks) <= {
+        "malformed_json",
+        "truncated",
+        "backend_error",
+        "nonsense_ratings",
+        "nonsense_positions",
+        "schema_invalid",
+    }
+    assert len(fallbacks) >= 3
+    # every impression of every page is logged, decided one way or the other
+    assert len(ev) == res.counts["impressions"] == pages.shape[0] * 4 - (ev.item_id.isna().sum())
+    llm_pages = pages[pages.decided_by == "llm:fake"]
+    assert (llm_pages.feeling == "satisfied").all()
+    watched = ev[(ev.decided_by == "llm:fake") & ev.clicked]
+    assert (watched.position == 0).all() and (watched.rating == 4).all()
+    assert pq.read_table(res.run_dir / "events").num_rows == len(ev)
+    assert isinstance(pd.DataFrame(fallbacks, index=[0]), pd.DataFrame)
