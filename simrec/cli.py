@@ -34,7 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_world_flags(r)
     _add_policy_flags(r)
     r.add_argument("--out", help="run directory (default datasets_out/<run_id>)")
-    r.add_argument("--brain", choices=("utility", "llm"), help="who decides pages")
+    r.add_argument(
+        "--brain",
+        choices=("utility", "llm", "hybrid"),
+        help="who decides pages (hybrid: the statistical brain, narrated by the LLM)",
+    )
     r.add_argument(
         "--llm",
         metavar="SPEC",
@@ -287,7 +291,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             raw["social"].update(graph="edges", path=args.social)
     if getattr(args, "llm", None) is not None:
         raw["llm"]["backend"] = args.llm
-        raw["brain"]["name"] = "llm"
+        if raw["brain"]["name"] == "utility":
+            raw["brain"]["name"] = "llm"
     if getattr(args, "base_url", None) is not None:
         raw["llm"]["base_url"] = args.base_url
     if getattr(args, "brain", None) is not None:

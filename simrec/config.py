@@ -169,14 +169,18 @@ class LLMConfig(_Section):
         description="response cache file (None: no cache); a rerun replays from it",
     )
     templates_dir: str | None = Field(None, description="folder with system.txt / page.txt")
+    narrate_fraction: float = Field(
+        0.1, gt=0, le=1, description="hybrid brain: share of pages the LLM narrates"
+    )
 
 
 class UtilityBrainConfig(_Section):
     """The statistical brain. Click weights are calibrated by ``fit``; these set the rest.
     ``name: llm`` lets the LLM in the ``llm`` section decide pages (this brain then calibrates
-    the personas, drives arrivals and churn, and decides pages whose answers are unusable)."""
+    the personas, drives arrivals and churn, and decides pages whose answers are unusable);
+    ``name: hybrid`` keeps this brain's decisions and lets the LLM narrate a sample of pages."""
 
-    name: Literal["utility", "llm"] = "utility"
+    name: Literal["utility", "llm", "hybrid"] = "utility"
     first_examination: float = Field(
         0.95, gt=0, le=1, description="probability of examining position 1"
     )

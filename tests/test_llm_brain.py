@@ -171,3 +171,67 @@ def test_faulty_answers_fall_back_and_every_event_is_logged(tmp_path, monkeypatc
     assert (watched.position == 0).all() and (watched.rating == 4).all()
     assert pq.read_table(res.run_dir / "events").num_rows == len(ev)
     assert isinstance(pd.DataFrame(fallbacks, index=[0]), pd.DataFrame)
+
+
+def test_hybrid_brain_keeps_statistical_decisions_and_narrates_a_sample(tmp_path, monkeypatch):
+    import simrec.llm as llm_module
+
+    seen = []
+
+    def handler(request):
+        body = json.loads(request.content)
+        seen.append(body)
+        assert set(body["response_format"]["schema"]["properties"]) == {"feeling", "reason"}
+        answer = {"feeling": "bored", "reason": "nothing new"}
+        if len(seen) % 4 == 0:
+            answer = {"feeling": "furious", "reason": "x"}  # not an allowed feeling
+        return httpx2.Response(
+            200,
+            json={
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": json.dumps(answer)},
+                    }
+                ],
+                "usage": {"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49},
+            },
+        )
+
+    real = llm_module.make_backend
+
+    def with_mock_transport(spec, **kw):
+        kw["http_client"] = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        return real(spec, **kw)
+
+    monkeypatch.setattr(llm_module, "make_backend", with_mock_transport)
+    base = _llm_config(tmp_path / "u", tmp_path / "c.sqlite")
+    base["brain"]["name"] = "utility"
+    base["population"] = {"users": 80}
+    plain = simrec.run(base)
+    hybrid_cfg = _llm_config(
+        tmp_path / "h",
+        tmp_path / "c.sqlite",
+        backend="openai:fake",
+        base_url="http://fake/v1",
+        narrate_fraction=0.5,
+    )
+    hybrid_cfg["brain"]["name"] = "hybrid"
+    hybrid_cfg["population"] = {"users": 80}
+    hybrid = simrec.run(hybrid_cfg)
+    cols = ["user_id", "page", "position", "item_id", "examined", "clicked", "rating"]
+    a, b = plain.events(), hybrid.events()
+    pd.testing.assert_frame_equal(a[cols], b[cols])  # decisions untouched
+    pages = b.drop_duplicates("slate_id")
+    narrated = pages[pages.llm_model.notna()]
+    assert 0.3 < len(narrated) / len(pages) < 0.7 and len(seen) == len(narrated)
+    good = narrated[narrated.reason.notna()]
+    assert (good.feeling == "bored").all() and (good.reason == "nothing new").all()
+    failed = hybrid.manifest["fallbacks"]["narration_failed"]
+    assert failed == len(narrated) - len(good) > 0
+    assert hybrid.manifest["llm"]["prompt_tokens"] == 40 * len(narrated)

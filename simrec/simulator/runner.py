@@ -165,7 +165,7 @@ def run(
     brain = UtilityBrain(cfg.brain, seed=cfg.seed)
     personas = sample_population(brain.fit(data), cfg.population.users, streams)
     brain.bind(personas, streams)
-    if cfg.brain.name == "llm":
+    if cfg.brain.name in ("llm", "hybrid"):
         brain = _llm_brain(cfg, brain)
     policy = make_policy(cfg.policy.name, cfg.policy.params, cfg.policy.exploration)
     social = None
@@ -225,7 +225,7 @@ def run(
 
 def _llm_brain(cfg: RunConfig, utility: UtilityBrain):
     """The LLM brain of ``cfg.llm``, with ``utility`` as its fallback and session model."""
-    from simrec.agents.brains.llm import LLMBrain
+    from simrec.agents.brains.llm import HybridBrain, LLMBrain
     from simrec.llm import CachedBackend, make_backend
 
     c = cfg.llm
@@ -240,14 +240,15 @@ def _llm_brain(cfg: RunConfig, utility: UtilityBrain):
     backend = make_backend(c.backend, base_url=c.base_url, **options)
     if c.cache:
         backend = CachedBackend(backend, c.cache)
-    return LLMBrain(
-        backend,
-        utility,
-        seed=cfg.seed,
-        max_tokens=c.max_tokens,
-        temperature=c.temperature,
-        templates_dir=c.templates_dir,
-    )
+    common = {
+        "seed": cfg.seed,
+        "max_tokens": c.max_tokens,
+        "temperature": c.temperature,
+        "templates_dir": c.templates_dir,
+    }
+    if cfg.brain.name == "hybrid":
+        return HybridBrain(backend, utility, narrate_fraction=c.narrate_fraction, **common)
+    return LLMBrain(backend, utility, **common)
 
 
 def _as_config(config: RunConfig | dict | str | Path | None) -> RunConfig:

@@ -218,3 +218,95 @@ class LLMBrain:
         leave[j] = a.next == "leave"
         feeling[j], reason[j] = a.feeling, a.reason
         return None
+
+
+class HybridBrain(LLMBrain):
+    """The statistical brain decides every page; the LLM narrates a sample of them (the
+    ``feeling`` and ``reason`` of pages drawn with probability ``narrate_fraction``, by the
+    run's counter-based streams). Cheap: one call per narrated page, none on the rest. A
+    narration that fails leaves that page's reason empty and is counted in ``fallbacks``."""
+
+    def __init__(
+        self,
+        backend: LLMBackend,
+        fallback: UtilityBrain,
+        *,
+        seed: int,
+        narrate_fraction: float = 0.1,
+        **kw,
+    ) -> None:
+        super().__init__(backend, fallback, seed=seed, **kw)
+        if not 0 < narrate_fraction <= 1:
+            raise ValueError(f"narrate_fraction: expected (0, 1], got {narrate_fraction!r}")
+        self.narrate_fraction = narrate_fraction
+        self.name = f"hybrid:{fallback.name}+{backend.name}"
+
+    def decide(self, views: PageBatch) -> PageDecisions:
+        model = views.model
+        d = self.fallback.decide(views)
+        n = len(views)
+        u = self.fallback.streams.uniform("narrate", views.agents, views.tick, views.page, 1)
+        chosen = np.flatnonzero(u[:, 0] < self.narrate_fraction)
+        feeling: list[str | None] = [None] * n
+        reason: list[str | None] = [None] * n
+        llm_model: list[str | None] = [None] * n
+        hashes: list[str | None] = [None] * n
+        p_tok = np.full(n, np.nan)
+        c_tok = np.full(n, np.nan)
+        if chosen.size and model is not None:
+            schema = prompts.Narration.model_json_schema()
+            requests = [self._narration(model, views, int(j), d, schema) for j in chosen]
+            results = self.backend.complete(requests)
+            for j, req, res in zip(chosen.tolist(), requests, results, strict=True):
+                llm_model[j], hashes[j] = self.backend.name, prompts.prompt_hash(req.messages)
+                p_tok[j], c_tok[j] = res.prompt_tokens, res.completion_tokens
+                self.prompt_tokens += res.prompt_tokens
+                self.completion_tokens += res.completion_tokens
+                self.calls += 0 if res.cached else 1
+                try:
+                    if not res.ok:
+                        raise ValueError(res.error)
+                    a = prompts.Narration.model_validate(res.parsed)
+                    feeling[j], reason[j] = a.feeling, a.reason
+                except (ValueError, ValidationError):
+                    self.fallbacks["narration_failed"] += 1
+        return PageDecisions(
+            d.examined,
+            d.clicked,
+            d.rating,
+            d.leave,
+            np.full(n, self.fallback.name, dtype=object),
+            feeling,
+            reason,
+            llm_model=llm_model,
+            prompt_hash=hashes,
+            prompt_tokens=p_tok,
+            completion_tokens=c_tok,
+        )
+
+    def _narration(
+        self, model, views: PageBatch, j: int, d: PageDecisions, schema: dict
+    ) -> ChatRequest:
+        base = self._request(model, views, j, schema)
+        cat = model.catalog
+        items = views.items[j]
+        watched = [
+            f"{cat.titles[i]} (rated {d.rating[j, p]:g})"
+            for p, i in enumerate(items.tolist())
+            if i >= 0 and d.clicked[j, p]
+        ]
+        page_text = base.messages[1]["content"]
+        memory = page_text  # the page message already holds memory and items; reuse it
+        user = (
+            memory.split("Answer with JSON")[0]
+            + (f"You watched: {'; '.join(watched)}." if watched else "You watched nothing.")
+            + (" Then you left." if d.leave[j] else " Then you went to the next page.")
+            + '\nAnswer with JSON: "feeling" and "reason" (one sentence).'
+        )
+        return ChatRequest(
+            messages=(base.messages[0], {"role": "user", "content": user}),
+            max_tokens=self.max_tokens,
+            json_schema=schema,
+            temperature=self.temperature,
+            seed=base.seed,
+        )

@@ -58,6 +58,14 @@ def answer_model(k: int, ratings: tuple[float, ...]) -> type[BaseModel]:
     )
 
 
+class Narration(BaseModel):
+    """The hybrid brain's answer: how the user felt about a page and why."""
+
+    model_config = ConfigDict(extra="forbid")
+    feeling: Literal[FEELINGS]  # type: ignore[valid-type]
+    reason: str = Field(..., max_length=200)
+
+
 def answer_schema(model: type[BaseModel]) -> dict:
     """The JSON schema sent with each request (every array bounded: small models loop on
     unbounded arrays under constrained decoding)."""
