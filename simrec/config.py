@@ -172,6 +172,12 @@ class LLMConfig(_Section):
     narrate_fraction: float = Field(
         0.1, gt=0, le=1, description="hybrid brain: share of pages the LLM narrates"
     )
+    interview_fraction: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="share of agents with a session interviewed after the run (0: none)",
+    )
 
 
 class UtilityBrainConfig(_Section):

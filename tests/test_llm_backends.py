@@ -139,7 +139,16 @@ def test_cache_replays_without_calling_the_model(tmp_path):
     b = again.complete([_request(i) for i in range(4)] + [_request(9)])
     assert len(calls) == 5 and again.hits == 4 and again.misses == 1
     assert [r.text for r in a] == [r.text for r in b[:4]] and all(r.cached for r in b[:4])
-    # failures are not cached: they are retried on the next run
+    # an unusable answer is the model's output for that seed: replayed with the same error
+    bad = CachedBackend(
+        _backend(lambda r: (calls.append(1), httpx2.Response(200, json=_completion("{x")))[1]),
+        tmp_path / "c3.sqlite",
+    )
+    before = len(calls)
+    first_bad = bad.complete([_request(0)])[0]
+    replay = bad.complete([_request(0)])[0]
+    assert len(calls) == before + 1 and replay.cached and replay.error == first_bad.error
+    # transport failures are not cached: they are retried on the next run
     fail = CachedBackend(_backend(lambda r: httpx2.Response(500)), tmp_path / "c2.sqlite")
     assert not fail.complete([_request(0)])[0].ok
 

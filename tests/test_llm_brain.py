@@ -22,7 +22,7 @@ def _llm_config(out, cache, **llm):
     cfg["data"]["synthetic"].update(users=40, items=60)
     cfg["population"] = {"users": 24}
     cfg["brain"]["name"] = "llm"
-    cfg["llm"] = {"cache": str(cache), "max_tokens": 120, **llm}
+    cfg["llm"] = {"cache": str(cache), "max_tokens": 120, "interview_fraction": 0.0, **llm}
     return cfg
 
 
@@ -51,7 +51,7 @@ def test_answer_schema_enumerates_positions_ratings_and_bounds_arrays():
 def test_embedded_model_run_and_exact_replay_from_the_cache(tmp_path):
     pytest.importorskip("llama_cpp")
     cache = tmp_path / "cache.sqlite"
-    first = simrec.run(_llm_config(tmp_path / "a", cache, backend="local"))
+    first = simrec.run(_llm_config(tmp_path / "a", cache, backend="local", interview_fraction=0.5))
     ev = first.events()
     llm_rows = ev[ev.decided_by.str.startswith("llm:")]
     assert len(llm_rows) > 0
@@ -60,15 +60,22 @@ def test_embedded_model_run_and_exact_replay_from_the_cache(tmp_path):
     assert set(ev.decided_by) <= {"llm:SmolLM2-135M-Instruct-Q4_1", "fallback:utility"}
     m1 = first.manifest
     assert m1["llm"]["calls"] > 0 and m1["llm"]["prompt_tokens"] > 0
-    assert (
-        sum(m1["fallbacks"].values())
-        == (ev.drop_duplicates("slate_id").decided_by == "fallback:utility").sum()
-    )
+    page_fallbacks = sum(v for k, v in m1["fallbacks"].items() if k != "interview_failed")
+    pages = ev.drop_duplicates("slate_id")
+    assert page_fallbacks == (pages.decided_by == "fallback:utility").sum()
     # same seed and config: every answer comes from the cache, the Parquet is identical
-    second = simrec.run(_llm_config(tmp_path / "b", cache, backend="local"))
+    second = simrec.run(_llm_config(tmp_path / "b", cache, backend="local", interview_fraction=0.5))
     assert second.manifest["llm"]["calls"] == 0
     assert second.manifest["llm"]["cache_hits"] == m1["llm"]["cache_misses"]
     assert _parts(first.run_dir) == _parts(second.run_dir)
+    # the post-run interviews: the embedded model rates the service 1-10 and says why
+    iv = pq.read_table(first.run_dir / "interviews.parquet").to_pandas()
+    assert len(iv) > 0 and iv.score.dropna().between(1, 10).all()
+    assert (iv.score.notna() | iv.error.notna()).all()
+    assert (first.run_dir / "interviews.parquet").read_bytes() == (
+        second.run_dir / "interviews.parquet"
+    ).read_bytes()
+    assert "interviews" in m1["outputs"]
 
 
 @pytest.mark.slow
@@ -235,3 +242,67 @@ def test_hybrid_brain_keeps_statistical_decisions_and_narrates_a_sample(tmp_path
     failed = hybrid.manifest["fallbacks"]["narration_failed"]
     assert failed == len(narrated) - len(good) > 0
     assert hybrid.manifest["llm"]["prompt_tokens"] == 40 * len(narrated)
+
+
+def test_interviews_are_written_and_failures_counted(tmp_path, monkeypatch):
+    import simrec.llm as llm_module
+
+    asked = []
+
+    def handler(request):
+        body = json.loads(request.content)
+        question = body["messages"][1]["content"]
+        if "rate the service" in question:
+            asked.append(question)
+            answer = {"score": 7, "reason": "decent picks"}
+            if len(asked) % 3 == 0:
+                answer = {"score": 11, "reason": "off the scale"}  # schema-invalid
+        else:
+            answer = {
+                "watch": [],
+                "ratings": [],
+                "next": "leave",
+                "feeling": "neutral",
+                "reason": "nothing for me",
+            }
+        return httpx2.Response(
+            200,
+            json={
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": json.dumps(answer)},
+                    }
+                ],
+                "usage": {"prompt_tokens": 30, "completion_tokens": 8, "total_tokens": 38},
+            },
+        )
+
+    real = llm_module.make_backend
+
+    def with_mock_transport(spec, **kw):
+        kw["http_client"] = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        return real(spec, **kw)
+
+    monkeypatch.setattr(llm_module, "make_backend", with_mock_transport)
+    cfg = _llm_config(
+        tmp_path / "i",
+        tmp_path / "c.sqlite",
+        backend="openai:fake",
+        base_url="http://fake/v1",
+        interview_fraction=1.0,
+    )
+    cfg["population"] = {"users": 60}
+    res = simrec.run(cfg)
+    iv = pq.read_table(res.run_dir / "interviews.parquet").to_pandas()
+    had_session = res.events().user_id.unique()
+    assert sorted(iv.user_id) == sorted(had_session) and len(asked) == len(iv)
+    ok = iv[iv.score.notna()]
+    assert (ok.score == 7).all() and (ok.reason == "decent picks").all()
+    assert res.manifest["fallbacks"]["interview_failed"] == iv.score.isna().sum() > 0
+    assert iv[iv.score.isna()].error.str.startswith("schema_invalid").all()

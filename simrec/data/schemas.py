@@ -108,6 +108,22 @@ def metrics_schema() -> pa.Schema:
     return pa.schema([pa.field(k, t, k == "mean_rating") for k, t in METRIC_COLUMNS.items()])
 
 
+def interviews_schema() -> pa.Schema:
+    """One row per interviewed agent (``interviews.parquet``, LLM and hybrid brains)."""
+    return pa.schema(
+        [
+            pa.field("user_id", pa.int64(), False),
+            pa.field("score", pa.int8(), True),
+            pa.field("reason", pa.string(), True),
+            pa.field("llm_model", pa.string(), False),
+            pa.field("prompt_hash", pa.string(), False),
+            pa.field("prompt_tokens", pa.int32(), False),
+            pa.field("completion_tokens", pa.int32(), False),
+            pa.field("error", pa.string(), True),
+        ]
+    )
+
+
 def schema_document(item_id_type: pa.DataType, source_id_type: pa.DataType) -> dict:
     """The contents of ``schema.json``: column name, Arrow type and nullability per table."""
     tables = {
@@ -115,6 +131,7 @@ def schema_document(item_id_type: pa.DataType, source_id_type: pa.DataType) -> d
         "users": users_schema(source_id_type),
         "items": items_schema(item_id_type),
         "metrics": metrics_schema(),
+        "interviews": interviews_schema(),
     }
     return {
         name: [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]

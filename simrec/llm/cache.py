@@ -2,8 +2,10 @@
 calls and returns the same answers, so LLM runs replay byte for byte.
 
 Entries live in one SQLite file keyed by ``ChatRequest.key(model)`` (sha256 of model, messages,
-schema, sampling parameters and seed). Only usable answers are stored: a failure is retried on
-the next run rather than replayed.
+schema, sampling parameters and seed). Every answer the model gave is stored, usable or not (a
+malformed or truncated answer is the model's deterministic output for that seed, and replaying it
+keeps reruns exact); transport failures (no answer at all: timeouts, HTTP errors) are not, so
+they are retried on the next run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ CREATE TABLE IF NOT EXISTS responses (
     model TEXT NOT NULL,
     text TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL
+    completion_tokens INTEGER NOT NULL,
+    error TEXT
 )
 """
 
@@ -48,13 +51,16 @@ class CachedBackend:
         with self._lock:
             for j, key in enumerate(keys):
                 row = self._db.execute(
-                    "SELECT text, prompt_tokens, completion_tokens FROM responses WHERE key = ?",
+                    "SELECT text, prompt_tokens, completion_tokens, error FROM responses "
+                    "WHERE key = ?",
                     (key,),
                 ).fetchone()
                 if row is not None:
-                    text, pt, ct = row
-                    parsed = json.loads(text) if requests[j].json_schema is not None else None
-                    results[j] = ChatResult(text, parsed, None, pt, ct, 0.0, cached=True)
+                    text, pt, ct, error = row
+                    parsed = None
+                    if error is None and requests[j].json_schema is not None:
+                        parsed = json.loads(text)
+                    results[j] = ChatResult(text, parsed, error, pt, ct, 0.0, cached=True)
         missing = [j for j, r in enumerate(results) if r is None]
         self.hits += len(requests) - len(missing)
         self.misses += len(missing)
@@ -63,15 +69,16 @@ class CachedBackend:
             with self._lock:
                 for j, res in zip(missing, fresh, strict=True):
                     results[j] = res
-                    if res.ok and res.text is not None:
+                    if res.text is not None:  # the model answered, usable or not
                         self._db.execute(
-                            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
                             (
                                 keys[j],
                                 self.name,
                                 res.text,
                                 res.prompt_tokens,
                                 res.completion_tokens,
+                                res.error,
                             ),
                         )
                 self._db.commit()

@@ -152,6 +152,7 @@ class SimulationModel(mesa.Model):
         self.tick = 0
         self.satisfaction = np.full(self.n_agents, 0.5, np.float32)
         self.churned = np.zeros(self.n_agents, bool)
+        self.session_count = np.zeros(self.n_agents, np.int64)  # sessions each agent had
         self.memory = MemoryStore(self.n_agents)
         self._item_genres = self.catalog.genres.astype(np.float64).tocsr()
         # (n_source_users, n_items): rows addressed by source user, not by agent
@@ -346,6 +347,7 @@ class SimulationModel(mesa.Model):
             )
             self.satisfaction[sessions] = sat
             self.churned[sessions] |= churn
+            self.session_count[sessions] += 1
         else:
             sessions = np.zeros(0, np.int64)
         # state and metrics need only a few columns, in any order; putting every column in
@@ -438,6 +440,7 @@ class SimulationModel(mesa.Model):
         return {
             "satisfaction": self.satisfaction,
             "churned": self.churned,
+            "session_count": self.session_count,
             "watched_indptr": c.indptr,
             "watched_indices": c.indices,
             "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
@@ -458,6 +461,7 @@ class SimulationModel(mesa.Model):
         self.datacollector.model_vars = {k: list(v) for k, v in meta["metrics"].items()}
         self.satisfaction = state["satisfaction"].copy()
         self.churned = state["churned"].copy()
+        self.session_count = state["session_count"].copy()
         idx = state["watched_indices"]
         self.watched = sp.csr_matrix(
             (np.ones(idx.size, np.float32), idx.copy(), state["watched_indptr"].copy()),

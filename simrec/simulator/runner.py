@@ -409,6 +409,10 @@ def _finish(
         schema=users_schema(source_type),
     )
     _write_parquet(users, run_dir / "users.parquet")
+    if hasattr(model.brain, "backend") and cfg.llm.interview_fraction > 0:
+        t_i = time.perf_counter()
+        _write_interviews(run_dir, cfg, model)
+        timings["interview_s"] = time.perf_counter() - t_i
     timings["write_s"] = time.perf_counter() - t  # users and metrics; the manifest is next
     timings["total_s"] = time.perf_counter() - started
     manifest = _manifest(cfg, data, model, run_id, timings, resumed_from, run_dir)
@@ -469,12 +473,31 @@ def _manifest(
             "items": "items.parquet",
             "metrics": "metrics.parquet",
             "schema": "schema.json",
+            **(
+                {"interviews": "interviews.parquet"}
+                if (run_dir / "interviews.parquet").exists()
+                else {}
+            ),
         },
         "environment": {
             "python": platform.python_version(),
             **{p: md.version(p) for p in ("numpy", "pyarrow", "mesa", "scipy")},
         },
     }
+
+
+def _write_interviews(run_dir: Path, cfg: RunConfig, model: SimulationModel) -> None:
+    """Agent4Rec-style interviews of a sample of the agents who had a session."""
+    from simrec.agents.brains.llm import interview
+    from simrec.data.schemas import interviews_schema
+
+    sessions = model.session_count
+    had = np.flatnonzero(sessions > 0)
+    u = model.streams.uniform("interview", had, 0, 0, 1)[:, 0]
+    chosen = had[u < cfg.llm.interview_fraction]
+    cols = interview(model.brain, model, chosen, model.tick, sessions)
+    table = pa.Table.from_pydict(cols, schema=interviews_schema())
+    _write_parquet(table, run_dir / "interviews.parquet")
 
 
 def _llm_stats(brain) -> dict:

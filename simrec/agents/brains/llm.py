@@ -220,6 +220,86 @@ class LLMBrain:
         return None
 
 
+def interview(
+    brain: LLMBrain, model, agents: np.ndarray, days: int, sessions: np.ndarray
+) -> dict[str, list]:
+    """Ask each of ``agents`` (m,) to rate the service 1-10 and say why, in one backend call.
+    Returns the columns of ``interviews.parquet``; an unusable answer leaves score and reason
+    null and is counted as ``interview_failed``."""
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "user_id",
+            "score",
+            "reason",
+            "llm_model",
+            "prompt_hash",
+            "prompt_tokens",
+            "completion_tokens",
+            "error",
+        )
+    }
+    if agents.size == 0:
+        return cols
+    schema = prompts.Interview.model_json_schema()
+    cat = model.catalog
+    requests = []
+    for agent in agents.tolist():
+        memory = [
+            f"- {cat.titles[m['item']]}"
+            + (f" (rated {m['rating']:g})" if np.isfinite(m["rating"]) else "")
+            for m in model.memory.recent(agent)[: brain.memory_items]
+        ] or ["- nothing"]
+        system = prompts.system_message(
+            brain.templates,
+            f"user {agent}",
+            str(model.personas.profiles[agent]),
+            f"{model.scale.low:g} to {model.scale.high:g}",
+        )
+        question = prompts.INTERVIEW_QUESTION.format(
+            days=days, sessions=int(sessions[agent]), memory="\n".join(memory)
+        )
+        requests.append(
+            ChatRequest(
+                messages=(
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": question},
+                ),
+                max_tokens=brain.max_tokens,
+                json_schema=schema,
+                temperature=brain.temperature,
+                seed=derive_seed(brain.seed, "interview", agent),
+            )
+        )
+    for agent, req, res in zip(
+        agents.tolist(), requests, brain.backend.complete(requests), strict=True
+    ):
+        score, reason, error = None, None, res.error
+        if res.ok:
+            try:
+                a = prompts.Interview.model_validate(res.parsed)
+                score, reason = a.score, a.reason
+            except ValidationError as err:
+                error = f"schema_invalid: {err.error_count()} errors"
+        if score is None:
+            brain.fallbacks["interview_failed"] += 1
+        brain.prompt_tokens += res.prompt_tokens
+        brain.completion_tokens += res.completion_tokens
+        brain.calls += 0 if res.cached else 1
+        for key, val in (
+            ("user_id", agent),
+            ("score", score),
+            ("reason", reason),
+            ("llm_model", brain.backend.name),
+            ("prompt_hash", prompts.prompt_hash(req.messages)),
+            ("prompt_tokens", res.prompt_tokens),
+            ("completion_tokens", res.completion_tokens),
+            ("error", error),
+        ):
+            cols[key].append(val)
+    return cols
+
+
 class HybridBrain(LLMBrain):
     """The statistical brain decides every page; the LLM narrates a sample of them (the
     ``feeling`` and ``reason`` of pages drawn with probability ``narrate_fraction``, by the

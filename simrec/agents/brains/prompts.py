@@ -66,6 +66,22 @@ class Narration(BaseModel):
     reason: str = Field(..., max_length=200)
 
 
+class Interview(BaseModel):
+    """Agent4Rec-style post-run interview: the service rated 1-10, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+    score: Literal[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    reason: str = Field(..., max_length=300)
+
+
+INTERVIEW_QUESTION = (
+    "You have used this recommendation service for {days} days and had {sessions} sessions. "
+    "What you watched most recently:\n{memory}\n"
+    "How would you rate the service's recommendations from 1 (useless) to 10 (excellent), "
+    'and why? Answer with JSON: "score" and "reason" (one or two sentences).'
+)
+
+
 def answer_schema(model: type[BaseModel]) -> dict:
     """The JSON schema sent with each request (every array bounded: small models loop on
     unbounded arrays under constrained decoding)."""
