@@ -26,6 +26,47 @@ def _llm_config(out, cache, **llm):
     return cfg
 
 
+def _completion(
+    content: str, finish: str = "stop", prompt_tokens: int = 50, completion_tokens: int = 20
+) -> httpx2.Response:
+    """An OpenAI chat-completion response carrying ``content``."""
+    return httpx2.Response(
+        200,
+        json={
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "fake",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": finish,
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        },
+    )
+
+
+def _serve(monkeypatch, handler) -> None:
+    """Route the run's openai backend to ``handler`` through httpx2.MockTransport (the HTTP
+    layer below the client; everything above it is the real code)."""
+    import simrec.llm as llm_module
+
+    real = llm_module.make_backend
+
+    def with_mock_transport(spec, **kw):
+        kw["http_client"] = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        return real(spec, **kw)
+
+    monkeypatch.setattr(llm_module, "make_backend", with_mock_transport)
+
+
 def _parts(run_dir):
     return [p.read_bytes() for p in sorted((run_dir / "events").glob("part-*.parquet"))]
 
@@ -95,8 +136,6 @@ FAULTS = ["malformed", "truncated", "500", "nonsense", "wrong_schema"]
 def test_faulty_answers_fall_back_and_every_event_is_logged(tmp_path, monkeypatch):
     """Every third page gets a broken answer: those pages are decided by the statistical
     brain, counted by cause in the manifest, and the run logs every impression."""
-    import simrec.llm as llm_module
-
     calls = {"n": 0}
 
     def handler(request):
@@ -122,31 +161,9 @@ def test_faulty_answers_fall_back_and_every_event_is_logged(tmp_path, monkeypatc
         elif fault == "wrong_schema":
             content = json.dumps({**good, "feeling": "ecstatic"})
         assert body["max_tokens"] == 120 and body["response_format"]["type"] == "json_object"
-        return httpx2.Response(
-            200,
-            json={
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "fake",
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": finish,
-                        "message": {"role": "assistant", "content": content},
-                    }
-                ],
-                "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70},
-            },
-        )
+        return _completion(content, finish, 50, 20)
 
-    real = llm_module.make_backend
-
-    def with_mock_transport(spec, **kw):
-        kw["http_client"] = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
-        return real(spec, **kw)
-
-    monkeypatch.setattr(llm_module, "make_backend", with_mock_transport)
+    _serve(monkeypatch, handler)
     cfg = _llm_config(
         tmp_path / "f",
         tmp_path / "c.sqlite",
@@ -181,8 +198,6 @@ def test_faulty_answers_fall_back_and_every_event_is_logged(tmp_path, monkeypatc
 
 
 def test_hybrid_brain_keeps_statistical_decisions_and_narrates_a_sample(tmp_path, monkeypatch):
-    import simrec.llm as llm_module
-
     seen = []
 
     def handler(request):
@@ -192,31 +207,9 @@ def test_hybrid_brain_keeps_statistical_decisions_and_narrates_a_sample(tmp_path
         answer = {"feeling": "bored", "reason": "nothing new"}
         if len(seen) % 4 == 0:
             answer = {"feeling": "furious", "reason": "x"}  # not an allowed feeling
-        return httpx2.Response(
-            200,
-            json={
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "fake",
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": json.dumps(answer)},
-                    }
-                ],
-                "usage": {"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49},
-            },
-        )
+        return _completion(json.dumps(answer), "stop", 40, 9)
 
-    real = llm_module.make_backend
-
-    def with_mock_transport(spec, **kw):
-        kw["http_client"] = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
-        return real(spec, **kw)
-
-    monkeypatch.setattr(llm_module, "make_backend", with_mock_transport)
+    _serve(monkeypatch, handler)
     base = _llm_config(tmp_path / "u", tmp_path / "c.sqlite")
     base["brain"]["name"] = "utility"
     base["population"] = {"users": 80}
@@ -245,8 +238,6 @@ def test_hybrid_brain_keeps_statistical_decisions_and_narrates_a_sample(tmp_path
 
 
 def test_interviews_are_written_and_failures_counted(tmp_path, monkeypatch):
-    import simrec.llm as llm_module
-
     asked = []
 
     def handler(request):
@@ -265,31 +256,9 @@ def test_interviews_are_written_and_failures_counted(tmp_path, monkeypatch):
                 "feeling": "neutral",
                 "reason": "nothing for me",
             }
-        return httpx2.Response(
-            200,
-            json={
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "fake",
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": json.dumps(answer)},
-                    }
-                ],
-                "usage": {"prompt_tokens": 30, "completion_tokens": 8, "total_tokens": 38},
-            },
-        )
+        return _completion(json.dumps(answer), "stop", 30, 8)
 
-    real = llm_module.make_backend
-
-    def with_mock_transport(spec, **kw):
-        kw["http_client"] = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
-        return real(spec, **kw)
-
-    monkeypatch.setattr(llm_module, "make_backend", with_mock_transport)
+    _serve(monkeypatch, handler)
     cfg = _llm_config(
         tmp_path / "i",
         tmp_path / "c.sqlite",

@@ -35,10 +35,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
-from scipy.stats import bootstrap, norm
+from scipy.stats import norm
 
 from simrec.config import PolicyConfig, RunConfig
 from simrec.errors import ConfigError
+from simrec.evaluation.resampling import bootstrap_units
 
 METRICS = (
     "ctr",
@@ -360,16 +361,8 @@ def _compare(
         diffs = v - v[names.index(control)][None]
         return np.concatenate([v.reshape(-1, b), diffs.reshape(-1, b)])
 
-    point = statistic(np.arange(n_clusters)[None, :])[:, 0]
-    res = bootstrap(
-        (np.arange(n_clusters),),
-        statistic,
-        n_resamples=n_resamples,
-        vectorized=True,
-        method="percentile",
-        confidence_level=1 - alpha,
-        batch=max(1, min(n_resamples, 4_000_000 // max(n_clusters, 1))),
-        rng=np.random.default_rng(seed),
+    point, res = bootstrap_units(
+        statistic, n_clusters, n_resamples=n_resamples, alpha=alpha, seed=seed
     )
     dist = res.bootstrap_distribution
     low, high = res.confidence_interval.low, res.confidence_interval.high

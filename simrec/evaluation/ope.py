@@ -42,7 +42,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.special import logit
-from scipy.stats import bootstrap
 
 from simrec.config import PolicyConfig, validate_config
 from simrec.environments.base import PolicyRandomness, excluded_mask
@@ -54,6 +53,7 @@ from simrec.environments.exploration import (
 )
 from simrec.environments.policies import RandomPolicy, make_policy
 from simrec.errors import ConfigError, InputError
+from simrec.evaluation.resampling import bootstrap_units
 from simrec.rng import Streams
 
 ESTIMATORS = ("dm", "ips", "snips", "iips", "rips", "dr", "sndr")
@@ -484,22 +484,14 @@ def _estimate(
         return np.array(out)
 
     n = mat.shape[0]
-    import warnings
-
-    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-        # a weight that is 0 on every resample (no support) makes scipy warn; the NaN says it
-        warnings.simplefilter("ignore")
-        point = statistic(np.arange(n)[None, :])[:, 0]
-        res = bootstrap(
-            (np.arange(n),),
-            statistic,
-            n_resamples=n_resamples,
-            vectorized=True,
-            method="percentile",
-            confidence_level=1 - alpha,
-            batch=max(1, min(n_resamples, 20_000_000 // max(n * mat.shape[1], 1))),
-            rng=np.random.default_rng(seed),
-        )
+    point, res = bootstrap_units(
+        statistic,
+        n,
+        n_resamples=n_resamples,
+        alpha=alpha,
+        seed=seed,
+        cells_per_unit=mat.shape[1],
+    )
     return pd.DataFrame(
         {
             "estimator": estimators,
