@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -28,8 +26,10 @@ from .conftest import small_config
     ],
 )
 def test_target_probabilities_reproduce_the_policys_own_propensities(name, exploration):
-    """Asked about the very slates a stochastic policy drew, the OPE replay must give back the
-    propensities the policy logged for them (item-position, slate and cascade)."""
+    """Asked about the very slates a stochastic policy drew, the OPE replay (a fresh call with
+    the same exclusions and draws) must give back the propensities the policy logged for them.
+    Both go through the policy's slate_probabilities; that those are the true probabilities is
+    pinned by tests/test_exploration.py (enumeration and Monte Carlo)."""
     world = contract_world()
     policy = make_policy(name, {}, exploration)
     policy.fit(world.interactions.to_arrow(), world.catalog)
@@ -124,8 +124,10 @@ def test_ope_bad_input(tmp_path, capsys):
     assert main(["ope", str(tmp_path / "nope"), "--target", "random"]) == 2
     assert "no such run directory" in capsys.readouterr().err
     logged = simrec.run(_logged_run(tmp_path, 500))
+    manifest_before = (logged.run_dir / "manifest.json").read_bytes()
     assert main(["ope", str(logged.run_dir), "--target", "nope"]) == 2
     assert "unknown policy 'nope'" in capsys.readouterr().err
     assert main(["ope", str(logged.run_dir), "--target", "random", "--clip", "0"]) == 2
     assert "--clip" in capsys.readouterr().err
-    json.loads((logged.run_dir / "manifest.json").read_text())  # untouched
+    assert (logged.run_dir / "manifest.json").read_bytes() == manifest_before  # untouched
+    assert not logged.run_dir.with_name(logged.run_dir.name + "-ope-nope").exists()

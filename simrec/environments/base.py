@@ -143,6 +143,28 @@ def resolve_class(spec: str, builtins: dict[str, type], what: str) -> type:
     return cls
 
 
+def last_shown(prefix: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The prefix probability (n, k) at each row's last shown slot: the slate's probability.
+
+    >>> last_shown(np.array([[0.5, 0.2, 1.0]]), np.array([[True, True, False]]))
+    array([0.2])
+    """
+    last = np.maximum(valid.sum(axis=1) - 1, 0)
+    return prefix[np.arange(prefix.shape[0]), last]
+
+
+def with_propensities(
+    items: np.ndarray, scores: np.ndarray, p_ip: np.ndarray, p_prefix: np.ndarray
+) -> Slates:
+    """Slates of a stochastic policy from its probabilities of the drawn slates (empty slots
+    get 1.0, as every policy logs them)."""
+    valid = items >= 0
+    prefix = np.where(valid, p_prefix, 1.0)
+    return Slates(
+        items, scores, np.where(valid, p_ip, 1.0), last_shown(prefix, valid), False, prefix
+    )
+
+
 _CHUNK_ROWS = 1024  # users scored at once (bounds the (rows, n_items) score block)
 
 

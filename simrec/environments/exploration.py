@@ -29,8 +29,14 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from simrec.data.dataset import Catalog
-from simrec.environments.base import PolicyRandomness, Recommender, Slates
-from simrec.environments.policies import RandomPolicy
+from simrec.environments.base import (
+    PolicyRandomness,
+    Recommender,
+    Slates,
+    excluded_mask,
+    with_propensities,
+)
+from simrec.environments.policies import RandomPolicy, uniform_probabilities
 from simrec.errors import ConfigError
 
 _WEIGHT_FLOOR = 1e-12
@@ -75,15 +81,33 @@ class EpsilonGreedy:
         explore = _explore_rng(rng, "coin").uniform(users, 1)[:, 0] < self.epsilon
         items = np.where(explore[:, None], rand.items, greedy.items)
         scores = np.where(explore[:, None], rand.scores, greedy.scores).astype(np.float32)
+        p_ip, p_prefix = self._mixture(items, greedy.items, exclude, items >= 0)
+        return with_propensities(items, scores, p_ip, p_prefix)
+
+    def slate_probabilities(
+        self,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None,
+        rng: PolicyRandomness,
+        items: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The probabilities of given slates ``items`` (n, k): item at position and prefix."""
+        greedy = self.base.recommend(users, k, exclude=exclude, rng=rng)
+        _check_deterministic(greedy, "epsilon-greedy", self.base.name)
+        possible = (items >= 0) & ~excluded_mask(items, exclude)
+        return self._mixture(items, greedy.items, exclude, possible)
+
+    def _mixture(self, items, greedy, exclude, possible) -> tuple[np.ndarray, np.ndarray]:
+        """(1 - eps) x [the base's slate] + eps x [a uniform slate], per position and prefix."""
         eps = self.epsilon
-        uniform_p = rand.pscore_item_position  # 1 / A where an item is shown
-        same_as_base = (items == greedy.items) & (items >= 0)
-        p_ip = np.where(items >= 0, (1 - eps) * same_as_base + eps * uniform_p, 1.0)
-        is_base_slate = (items == greedy.items).all(axis=1)
-        p_slate = (1 - eps) * is_base_slate + eps * rand.pscore_slate
-        base_prefix = np.cumprod(items == greedy.items, axis=1).astype(bool)
-        cascade = np.where(items >= 0, (1 - eps) * base_prefix + eps * rand.pscore_cascade, 1.0)
-        return Slates(items, scores, p_ip, p_slate, False, cascade)
+        n_excluded = np.zeros(len(items), np.int64) if exclude is None else np.diff(exclude.indptr)
+        u_ip, u_prefix = uniform_probabilities(self.uniform.n_items - n_excluded, possible)
+        same = (items == greedy) & possible
+        p_ip = (1 - eps) * same + eps * u_ip
+        p_prefix = (1 - eps) * np.cumprod(same, axis=1) + eps * u_prefix
+        return p_ip, p_prefix
 
 
 class Softmax:
@@ -123,7 +147,6 @@ class Softmax:
     def recommend(
         self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
     ) -> Slates:
-        n = users.shape[0]
         m = max(self.candidates, k)
         pool, log_w = self.candidate_weights(users, k, exclude=exclude, rng=rng)
         u = _explore_rng(rng, "gumbel").uniform(users, m)
@@ -131,23 +154,65 @@ class Softmax:
         order = np.argsort(-keys, axis=1, kind="stable")[:, :k]
         items = np.take_along_axis(pool.items, order, axis=1)
         scores = np.take_along_axis(pool.scores, order, axis=1).astype(np.float32)
-        w = np.exp(log_w)  # 0 where no candidate
-        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
-        shown_w = np.take_along_axis(w, order, axis=1) * (items >= 0)
-        unshown = w.copy()
-        np.put_along_axis(unshown, order, 0.0, axis=1)
-        p_slate = plackett_luce_slate_probability(shown_w, unshown.sum(axis=1))
-        cascade = plackett_luce_prefix_probability(shown_w, unshown.sum(axis=1))
-        p_ip = np.ones((n, k))
-        for start in range(0, n, _CHUNK):
-            sl = slice(start, start + _CHUNK)
-            p_ip[sl] = position_marginals(w[sl], order[sl])
-        p_ip = np.where(items >= 0, np.clip(p_ip, 1e-300, 1.0), 1.0)
-        return Slates(items, scores, p_ip, p_slate, False, np.where(items >= 0, cascade, 1.0))
+        p_ip, p_prefix = _plackett_luce(pool.items, log_w, items)
+        return with_propensities(items, scores, p_ip, p_prefix)
+
+    def slate_probabilities(
+        self,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None,
+        rng: PolicyRandomness,
+        items: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The probabilities of given slates ``items`` (n, k): item at position and prefix, 0
+        for an item that is not among the candidates (and every longer prefix)."""
+        pool, log_w = self.candidate_weights(users, k, exclude=exclude, rng=rng)
+        return _plackett_luce(pool.items, log_w, items)
+
+
+def _plackett_luce(
+    candidates: np.ndarray, log_w: np.ndarray, items: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Plackett-Luce probabilities of slates ``items`` (n, k) over ``candidates`` (n, m) with
+    log weights (n, m): each item at its position (exact marginals) and each prefix."""
+    n, k = items.shape
+    m = candidates.shape[1]
+    w = np.exp(log_w)  # 0 where no candidate
+    w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+    valid = items >= 0
+    match = (items[:, :, None] == candidates[:, None, :]) & valid[:, :, None]
+    col = np.where(match.any(axis=2), match.argmax(axis=2), -1)
+    found = col >= 0
+    # slots of items that are not candidates borrow unused candidate columns (their marginals
+    # are discarded) so every row names k distinct candidates
+    order = col.copy()
+    for r in np.flatnonzero((~found).any(axis=1)):
+        used = set(col[r][found[r]].tolist())
+        unused = [c for c in range(m) if c not in used]
+        order[r, ~found[r]] = unused[: int((~found[r]).sum())]
+    p_ip = np.zeros((n, k))
+    for start in range(0, n, _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        p_ip[sl] = position_marginals(w[sl], order[sl])
+    p_ip = np.where(found, np.clip(p_ip, 1e-300, 1.0), 0.0)
+    shown_w = np.where(found, np.take_along_axis(w, order, axis=1), 0.0)
+    unshown = w.copy()  # every candidate but the slate's items found among them
+    rr, cc = np.nonzero(found)
+    unshown[rr, order[rr, cc]] = 0.0
+    prefix = plackett_luce_prefix_probability(shown_w, unshown.sum(axis=1))
+    reachable = np.cumprod(found | ~valid, axis=1).astype(bool) & valid
+    return p_ip, np.where(reachable, prefix, 0.0)
 
 
 def plackett_luce_prefix_probability(shown_w: np.ndarray, unshown: np.ndarray) -> np.ndarray:
-    """(n, k): the probability of the slate's first j+1 items in order (see the slate version).
+    """(n, k): the probability of the slate's first j+1 items in order, prod over positions
+    <= j of w / (weight not yet shown). shown_w: (n, k) weights in slate order (0 = no item);
+    unshown: (n,) total weight of the candidates not shown. The weight left before position j
+    is summed from what is left (the unshown candidates and positions j..k), never subtracted
+    from the total, which would cancel catastrophically when one candidate holds nearly all
+    the weight.
 
     >>> plackett_luce_prefix_probability(np.array([[0.5, 0.3]]), np.array([0.2])).round(3)
     array([[0.5, 0.3]])
@@ -155,22 +220,6 @@ def plackett_luce_prefix_probability(shown_w: np.ndarray, unshown: np.ndarray) -
     remaining = unshown[:, None] + np.cumsum(shown_w[:, ::-1], axis=1)[:, ::-1]
     ratio = np.where(shown_w > 0, shown_w / np.maximum(remaining, 1e-300), 1.0)
     return np.cumprod(ratio, axis=1)
-
-
-def plackett_luce_slate_probability(shown_w: np.ndarray, unshown: np.ndarray) -> np.ndarray:
-    """prod_j w_j / (weight not yet shown). shown_w: (n, k) weights in slate order (0 = no item);
-    unshown: (n,) total weight of the candidates not shown -> (n,).
-
-    The weight left before position j is summed from what is left (the unshown candidates and
-    positions j..k), never subtracted from the total, which would cancel catastrophically when
-    one candidate holds nearly all the weight.
-
-    >>> float(plackett_luce_slate_probability(np.array([[0.5, 0.3]]), np.array([0.2]))[0])
-    0.3
-    """
-    remaining = unshown[:, None] + np.cumsum(shown_w[:, ::-1], axis=1)[:, ::-1]
-    ratio = np.where(shown_w > 0, shown_w / np.maximum(remaining, 1e-300), 1.0)
-    return np.prod(ratio, axis=1)
 
 
 def position_marginals(w: np.ndarray, order: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
-from scipy.special import gammaln
 
 from simrec.config import ExplorationConfig
 from simrec.data.dataset import Catalog
@@ -18,6 +17,7 @@ from simrec.environments.base import (
     excluded_mask,
     first_k,
     resolve_class,
+    with_propensities,
 )
 from simrec.errors import ConfigError
 
@@ -65,18 +65,42 @@ class RandomPolicy:
             need = np.minimum(k, allowed_total[todo])
             todo = todo[found < need]
             width *= 2
-        valid = items >= 0
-        a = np.maximum(allowed_total, 1).astype(np.float64)
-        pscore_ip = np.where(valid, 1.0 / a[:, None], 1.0)
-        n_shown = valid.sum(axis=1)
-        log_slate = gammaln(a - n_shown + 1) - gammaln(a + 1)  # log prod_j 1 / (A - j)
-        j = np.arange(1, k + 1)[None, :]  # prefix of j items: prod_{l < j} 1 / (A - l)
-        cascade = np.where(
-            valid, np.exp(gammaln(np.maximum(a[:, None] - j + 1, 1)) - gammaln(a + 1)[:, None]), 1.0
-        )
-        return Slates(
-            items, np.zeros((n, k), np.float32), pscore_ip, np.exp(log_slate), False, cascade
-        )
+        p_ip, p_prefix = uniform_probabilities(allowed_total, items >= 0)
+        return with_propensities(items, np.zeros((n, k), np.float32), p_ip, p_prefix)
+
+    def slate_probabilities(
+        self,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None,
+        rng: PolicyRandomness,
+        items: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The probabilities of given slates ``items`` (n, k): item at position and prefix
+        (cascade), 0 from the first slot holding an item this policy could not show."""
+        n_excluded = np.zeros(users.size, np.int64) if exclude is None else np.diff(exclude.indptr)
+        possible = (items >= 0) & ~excluded_mask(items, exclude)
+        return uniform_probabilities(self.n_items - n_excluded, possible)
+
+
+def uniform_probabilities(
+    allowed: np.ndarray, possible: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drawing uniformly without replacement from ``allowed`` (n,) items: the probability of an
+    item at a position (1/A) and of a slate's first j+1 items (prod_{l<=j} 1/(A - l)).
+    ``possible`` (n, k): slots holding an item that could be drawn; 0 there and, for prefixes,
+    from the first impossible slot on.
+
+    >>> p, c = uniform_probabilities(np.array([4]), np.array([[True, True]]))
+    >>> p.tolist(), c.round(4).tolist()
+    ([[0.25, 0.25]], [[0.25, 0.0833]])
+    """
+    a = np.maximum(np.asarray(allowed, np.float64), 1.0)[:, None]
+    k = possible.shape[1]
+    reachable = np.cumprod(possible, axis=1).astype(bool)
+    prefix = np.cumprod(1.0 / np.maximum(a - np.arange(k)[None, :], 1.0), axis=1)
+    return np.where(possible, 1.0 / a, 0.0), np.where(reachable, prefix, 0.0)
 
 
 def _first_occurrence(cand: np.ndarray) -> np.ndarray:

@@ -44,14 +44,8 @@ import scipy.sparse as sp
 from scipy.special import logit
 
 from simrec.config import PolicyConfig, validate_config
-from simrec.environments.base import PolicyRandomness, excluded_mask
-from simrec.environments.exploration import (
-    EpsilonGreedy,
-    Softmax,
-    plackett_luce_prefix_probability,
-    position_marginals,
-)
-from simrec.environments.policies import RandomPolicy, make_policy
+from simrec.environments.base import PolicyRandomness, last_shown
+from simrec.environments.policies import make_policy
 from simrec.errors import ConfigError, InputError
 from simrec.evaluation.resampling import bootstrap_units
 from simrec.rng import Streams
@@ -263,10 +257,6 @@ def target_probabilities(
     ``samples`` (S, n, k) slates drawn from it (one repeated for deterministic targets)."""
     n = users.size
     valid = items >= 0
-    allowed = (exclude.shape[1] - np.diff(exclude.indptr)).astype(np.float64)
-    # an excluded item can never be shown: probability 0 there and for every longer prefix
-    possible = valid & ~excluded_mask(items, exclude)
-    reachable = np.cumprod(possible | ~valid, axis=1).astype(bool) & valid
 
     def draws() -> np.ndarray:
         out = np.empty((_DM_SAMPLES, n, k), np.int64)
@@ -275,88 +265,31 @@ def target_probabilities(
             out[s] = policy.recommend(users, k, exclude=exclude, rng=sub).items
         return out
 
-    if isinstance(policy, RandomPolicy):
-        j = np.arange(k)[None, :]
-        p_ip = np.where(possible, 1.0 / allowed[:, None], 0.0)
-        p_prefix = np.where(
-            reachable, np.cumprod(1.0 / np.maximum(allowed[:, None] - j, 1), axis=1), 0.0
-        )
+    # stochastic policies say how likely any slate is (the method their own propensities use)
+    if callable(getattr(policy, "slate_probabilities", None)):
+        p_ip, p_prefix = policy.slate_probabilities(users, k, exclude=exclude, rng=rng, items=items)
+        p_ip, p_prefix = np.where(valid, p_ip, 0.0), np.where(valid, p_prefix, 0.0)
         return {
             "p_ip": p_ip,
-            "p_slate": _last(p_prefix, valid),
+            "p_slate": last_shown(p_prefix, valid),
             "p_prefix": p_prefix,
-            "samples": draws(),
-        }
-    if isinstance(policy, EpsilonGreedy):
-        eps = policy.epsilon
-        greedy = policy.base.recommend(users, k, exclude=exclude, rng=rng).items
-        same = (items == greedy) & valid
-        j = np.arange(k)[None, :]
-        uniform_prefix = np.cumprod(1.0 / np.maximum(allowed[:, None] - j, 1), axis=1)
-        p_ip = np.where(possible, (1 - eps) * same + eps / allowed[:, None], 0.0)
-        p_prefix = np.where(
-            reachable, (1 - eps) * np.cumprod(same, axis=1) + eps * uniform_prefix, 0.0
-        )
-        return {
-            "p_ip": p_ip,
-            "p_slate": _last(p_prefix, valid),
-            "p_prefix": p_prefix,
-            "samples": draws(),
-        }
-    if isinstance(policy, Softmax):
-        pool, log_w = policy.candidate_weights(users, k, exclude=exclude, rng=rng)
-        w = np.exp(log_w)
-        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
-        m = pool.items.shape[1]
-        # column of each logged item among the candidates (-1: not a candidate)
-        match = (items[:, :, None] == pool.items[:, None, :]) & valid[:, :, None]
-        col = np.where(match.any(axis=2), match.argmax(axis=2), -1)
-        found = col >= 0
-        # fill the slots of missing items with unused candidate columns (their marginals are
-        # discarded) so every row names k distinct candidates
-        order = col.copy()
-        for r in np.flatnonzero((~found).any(axis=1)):
-            unused = [c for c in range(m) if c not in set(col[r][found[r]])]
-            order[r, ~found[r]] = unused[: int((~found[r]).sum())]
-        p_ip = np.zeros((n, k))
-        for start in range(0, n, 256):
-            sl = slice(start, start + 256)
-            p_ip[sl] = position_marginals(w[sl], order[sl])
-        p_ip = np.where(found, p_ip, 0.0)
-        shown_w = np.where(found, np.take_along_axis(w, order, axis=1), 0.0)
-        unshown = w.copy()  # every candidate but the logged items found among them
-        rr, cc = np.nonzero(found)
-        unshown[rr, order[rr, cc]] = 0.0
-        prefix = plackett_luce_prefix_probability(shown_w, unshown.sum(axis=1))
-        # a prefix containing an item the target could not show has probability 0
-        prefix = np.where(np.cumprod(found | ~valid, axis=1).astype(bool) & valid, prefix, 0.0)
-        return {
-            "p_ip": p_ip,
-            "p_slate": _last(prefix, valid),
-            "p_prefix": prefix,
             "samples": draws(),
         }
     slates = policy.recommend(users, k, exclude=exclude, rng=rng)
     if not slates.deterministic:
         raise ConfigError(
-            f"target policy '{getattr(policy, 'name', policy)}' is stochastic and simrec cannot "
-            f"compute its probability of an arbitrary slate; use a deterministic policy, "
-            f"epsilon-greedy, softmax or random"
+            f"target policy '{getattr(policy, 'name', policy)}' is stochastic but has no "
+            f"slate_probabilities() method, so its probability of a logged slate is unknown; use "
+            f"a deterministic policy, epsilon-greedy, softmax or random"
         )
     same = (items == slates.items) & valid
     prefix = np.cumprod(same, axis=1).astype(np.float64)
     return {
         "p_ip": same.astype(np.float64),
-        "p_slate": _last(prefix, valid),
+        "p_slate": last_shown(prefix, valid),
         "p_prefix": prefix,
         "samples": np.broadcast_to(slates.items, (_DM_SAMPLES, n, k)).copy(),
     }
-
-
-def _last(prefix: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """The prefix probability at each row's last shown position: the slate's probability."""
-    last = np.maximum(valid.sum(axis=1) - 1, 0)
-    return prefix[np.arange(prefix.shape[0]), last]
 
 
 # ---------------------------------------------------------------------------- estimation
