@@ -97,12 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "stochastic policy: DM, IPS, SNIPS, IIPS, RIPS, DR, SNDR with bootstrap CIs.",
     )
     o.add_argument("run", help="a complete run directory")
-    o.add_argument("--target", required=True, help="the policy to evaluate (as --policy)")
-    o.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
-    o.add_argument("--explore", choices=("epsilon-greedy", "softmax"))
-    o.add_argument("--epsilon", type=float)
-    o.add_argument("--temperature", type=float)
-    o.add_argument("--candidates", type=int)
+    _add_policy_flags(o, "--target", retrain=False)
     o.add_argument("--clip", type=float, help="cap importance weights at this value")
     o.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     o.add_argument(
@@ -170,9 +165,14 @@ def _add_world_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
 
-def _add_policy_flags(r: argparse.ArgumentParser) -> None:
+def _add_policy_flags(
+    r: argparse.ArgumentParser, flag: str = "--policy", retrain: bool = True
+) -> None:
+    """The policy flags of run (``--policy``) and ope (``--target``, required)."""
     r.add_argument(
-        "--policy",
+        flag,
+        dest="policy",
+        required=flag != "--policy",
         help="recommender: random, popular, itemknn, als, bpr, genre or package.module:Class",
     )
     r.add_argument(
@@ -190,7 +190,10 @@ def _add_policy_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--epsilon", type=float, help="epsilon-greedy: P(random slate)")
     r.add_argument("--temperature", type=float, help="softmax: temperature")
     r.add_argument("--candidates", type=int, help="softmax: the policy's top-N sampled from")
-    r.add_argument("--retrain-every", type=int, metavar="N", help="refit the policy every N ticks")
+    if retrain:
+        r.add_argument(
+            "--retrain-every", type=int, metavar="N", help="refit the policy every N ticks"
+        )
 
 
 def _infer_format(path: str) -> str:
@@ -235,6 +238,30 @@ def _key_value(item: str, flag: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+def _apply_policy_flags(pol: dict[str, Any], args: argparse.Namespace) -> None:
+    """Apply --policy/--target, --param and the exploration flags to a policy section."""
+    if args.policy is not None and args.policy != pol.get("name"):
+        pol["name"], pol["params"] = args.policy, {}  # the file's params were for its policy
+    pol.setdefault("params", {})
+    for item in args.param:
+        key, value = _key_value(item, "--param")
+        pol["params"][key] = value
+    explore_flags = {
+        k: getattr(args, k)
+        for k in ("epsilon", "temperature", "candidates")
+        if getattr(args, k) is not None
+    }
+    if args.explore is not None:
+        pol["exploration"] = {"kind": args.explore, **explore_flags}
+    elif explore_flags:
+        if pol.get("exploration") is None:
+            raise InputError(
+                f"--{next(iter(explore_flags))}: only meaningful with --explore "
+                f"(or policy.exploration in the config)"
+            )
+        pol["exploration"].update(explore_flags)
+
+
 def build_config(args: argparse.Namespace) -> RunConfig:
     """The config file (or defaults) with the command-line flags applied on top."""
     base = load_config(args.config) if args.config else RunConfig()
@@ -263,27 +290,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         if getattr(args, flag) is not None:
             section[key] = getattr(args, flag)
     pol = raw["policy"]
-    if args.policy is not None and args.policy != pol["name"]:
-        pol["name"], pol["params"] = args.policy, {}  # the file's params were for its policy
-    for item in args.param:
-        key, value = _key_value(item, "--param")
-        pol["params"][key] = value
+    _apply_policy_flags(pol, args)
     if args.retrain_every is not None:
         pol["retrain_every"] = args.retrain_every
-    explore_flags = {
-        k: getattr(args, k)
-        for k in ("epsilon", "temperature", "candidates")
-        if getattr(args, k) is not None
-    }
-    if args.explore is not None:
-        pol["exploration"] = {"kind": args.explore, **explore_flags}
-    elif explore_flags:
-        if pol.get("exploration") is None:
-            raise InputError(
-                f"--{next(iter(explore_flags))}: only meaningful with --explore "
-                f"(or policy.exploration in the config)"
-            )
-        pol["exploration"].update(explore_flags)
     if args.social is not None:
         if args.social in ("none", "watts-strogatz", "barabasi-albert"):
             raw["social"]["graph"] = args.social
@@ -395,19 +404,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
 def cmd_ope(args: argparse.Namespace) -> int:
     from simrec.evaluation.ope import ope
 
-    target: dict[str, Any] = {"name": args.target, "params": {}}
-    for item in args.param:
-        key, value = _key_value(item, "--param")
-        target["params"][key] = value
-    if args.explore:
-        target["exploration"] = {
-            "kind": args.explore,
-            **{
-                k: getattr(args, k)
-                for k in ("epsilon", "temperature", "candidates")
-                if getattr(args, k) is not None
-            },
-        }
+    target: dict[str, Any] = {}
+    _apply_policy_flags(target, args)
     table = ope(
         args.run,
         target,
