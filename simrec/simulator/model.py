@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from dataclasses import dataclass, field
 
 import mesa
@@ -192,8 +193,6 @@ class SimulationModel(mesa.Model):
     def fit_policy(self) -> None:
         """Fit the policy on the seed log plus what agents watched before the latest retraining
         point (tick 0 without ``retrain_every``), all in agent space (see :func:`agent_log`)."""
-        import time
-
         t = time.perf_counter()
         cut = (self.tick // self.retrain_every) * self.retrain_every if self.retrain_every else 0
         log = {

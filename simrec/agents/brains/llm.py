@@ -153,10 +153,10 @@ class LLMBrain:
             self._models[k] = prompts.answer_model(k, values)
         return self._models[k]
 
-    def _request(self, model, views: PageBatch, j: int, schema: dict) -> ChatRequest:
+    def _page_parts(self, model, views: PageBatch, j: int) -> tuple[str, list[str], list[str]]:
+        """The system message, the remembered watches and the page's item lines of view j."""
         agent = int(views.agents[j])
         cat = model.catalog
-        profile = str(model.personas.profiles[agent])
         remembered = [
             f"{cat.titles[m['item']]} (rated {m['rating']:g})"
             if np.isfinite(m["rating"])
@@ -165,31 +165,29 @@ class LLMBrain:
         ]
         if self._genres is None:
             self._genres = cat.genre_lists()
-        genres = self._genres
         items = [
-            f"{cat.titles[i]} ({', '.join(genres[i]) or 'no genre'})" if i >= 0 else ""
+            f"{cat.titles[i]} ({', '.join(self._genres[i]) or 'no genre'})" if i >= 0 else ""
             for i in views.items[j].tolist()
         ]
         s = model.scale
-        scale_text = f"{s.low:g} to {s.high:g} in steps of {s.step:g}"
-        messages = (
-            {
-                "role": "system",
-                "content": prompts.system_message(
-                    self.templates, f"user {agent}", profile, scale_text
-                ),
-            },
-            {
-                "role": "user",
-                "content": prompts.page_message(self.templates, remembered, views.page, items),
-            },
+        system = prompts.system_message(
+            self.templates,
+            f"user {agent}",
+            str(model.personas.profiles[agent]),
+            f"{s.low:g} to {s.high:g} in steps of {s.step:g}",
         )
+        return system, remembered, items
+
+    def _request(self, model, views: PageBatch, j: int, schema: dict) -> ChatRequest:
+        system, remembered, items = self._page_parts(model, views, j)
+        user = prompts.page_message(self.templates, remembered, views.page, items)
+        messages = ({"role": "system", "content": system}, {"role": "user", "content": user})
         return ChatRequest(
             messages=messages,
             max_tokens=self.max_tokens,
             json_schema=schema,
             temperature=self.temperature,
-            seed=derive_seed(self.seed, "llm", agent, views.tick, views.page),
+            seed=derive_seed(self.seed, "llm", int(views.agents[j]), views.tick, views.page),
         )
 
     def _apply(
@@ -367,26 +365,23 @@ class HybridBrain(LLMBrain):
     def _narration(
         self, model, views: PageBatch, j: int, d: PageDecisions, schema: dict
     ) -> ChatRequest:
-        base = self._request(model, views, j, schema)
+        system, remembered, items = self._page_parts(model, views, j)
         cat = model.catalog
-        items = views.items[j]
         watched = [
-            f"{cat.titles[i]} (rated {d.rating[j, p]:g})"
-            for p, i in enumerate(items.tolist())
+            str(cat.titles[i])
+            + (f" (rated {d.rating[j, p]:g})" if np.isfinite(d.rating[j, p]) else "")
+            for p, i in enumerate(views.items[j].tolist())
             if i >= 0 and d.clicked[j, p]
         ]
-        page_text = base.messages[1]["content"]
-        memory = page_text  # the page message already holds memory and items; reuse it
-        user = (
-            memory.split("Answer with JSON")[0]
-            + (f"You watched: {'; '.join(watched)}." if watched else "You watched nothing.")
-            + (" Then you left." if d.leave[j] else " Then you went to the next page.")
-            + '\nAnswer with JSON: "feeling" and "reason" (one sentence).'
+        did = f"You watched: {'; '.join(watched)}." if watched else "You watched nothing."
+        did += " Then you left." if d.leave[j] else " Then you went to the next page."
+        user = prompts.page_message(
+            self.templates, remembered, views.page, items, template="narrate", did=did
         )
         return ChatRequest(
-            messages=(base.messages[0], {"role": "user", "content": user}),
+            messages=({"role": "system", "content": system}, {"role": "user", "content": user}),
             max_tokens=self.max_tokens,
             json_schema=schema,
             temperature=self.temperature,
-            seed=base.seed,
+            seed=derive_seed(self.seed, "narrate", int(views.agents[j]), views.tick, views.page),
         )

@@ -7,9 +7,9 @@ ratings, actions and feelings, so an answer can neither name an item that is not
 need title matching. One pydantic model gives the JSON schema sent for constrained decoding and
 validates the answer.
 
-Templates are ``string.Template`` files (``system.txt``, ``page.txt``); a user can point
-``llm.templates_dir`` at a folder with their own versions (``$name``, ``$profile``, ``$scale``;
-``$memory``, ``$page_number``, ``$items``).
+Templates are ``string.Template`` files (``system.txt``, ``page.txt``, and ``narrate.txt`` for
+the hybrid brain); a user can point ``llm.templates_dir`` at a folder with their own versions
+(``$name``, ``$profile``, ``$scale``; ``$memory``, ``$page_number``, ``$items``; ``$did``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ TEMPLATES = Path(__file__).with_name("templates")
 def load_templates(directory: str | Path | None = None) -> dict[str, Template]:
     """The system and page templates, from ``directory`` where it has them."""
     out = {}
-    for name in ("system", "page"):
+    for name in ("system", "page", "narrate"):
         path = TEMPLATES / f"{name}.txt"
         if directory is not None:
             custom = Path(directory) / f"{name}.txt"
@@ -93,11 +93,19 @@ def system_message(templates: dict[str, Template], name: str, profile: str, scal
 
 
 def page_message(
-    templates: dict[str, Template], memory: list[str], page: int, items: list[str]
+    templates: dict[str, Template],
+    memory: list[str],
+    page: int,
+    items: list[str],
+    template: str = "page",
+    **extra: str,
 ) -> str:
+    """The user message of a page (``template`` "page", or "narrate" with ``did``)."""
     lines = "\n".join(f"{j}. {text}" for j, text in enumerate(items, 1) if text)
     remembered = "\n".join(f"- {m}" for m in memory) if memory else "- nothing yet"
-    return templates["page"].safe_substitute(memory=remembered, page_number=page + 1, items=lines)
+    return templates[template].safe_substitute(
+        memory=remembered, page_number=page + 1, items=lines, **extra
+    )
 
 
 def prompt_hash(messages: tuple[dict[str, str], ...]) -> str:
