@@ -7,6 +7,7 @@ source data are kept beside them (``Catalog.item_ids``, ``Interactions.user_ids`
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,6 +81,18 @@ class Catalog:
         names = np.asarray(self.genre_names, dtype=object)
         g = self.genres.tocsr()
         return [list(names[g.indices[g.indptr[i] : g.indptr[i + 1]]]) for i in range(self.n_items)]
+
+    def documents(self, use_text: bool = True) -> list[str]:
+        """One document per item for TF-IDF: genre tokens (``genre_<name>``), then the text."""
+        g = self.genres.tocsr()
+        tokens = ["genre_" + re.sub(r"\W+", "_", name.lower()) for name in self.genre_names]
+        docs = []
+        for i in range(self.n_items):
+            parts = [tokens[j] for j in g.indices[g.indptr[i] : g.indptr[i + 1]]]
+            if use_text:
+                parts.append(str(self.text[i]))
+            docs.append(" ".join(parts))
+        return docs
 
     def subset(self, keep: np.ndarray) -> Catalog:
         """The catalog restricted to item indices ``keep`` (in that order)."""

@@ -11,7 +11,6 @@ exploration with exact propensities.
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 
 import numpy as np
@@ -241,7 +240,7 @@ class GenrePolicy(_Ranker):
         from sklearn.preprocessing import normalize
 
         self._fit_common(interactions, catalog)
-        docs = _item_documents(catalog, self.use_text)
+        docs = catalog.documents(self.use_text)
         if any(docs):
             vec = TfidfVectorizer(token_pattern=r"(?u)\b\w+\b", sublinear_tf=True, dtype=np.float32)
             self.features = vec.fit_transform(docs).tocsr()
@@ -266,16 +265,3 @@ class GenrePolicy(_Ranker):
 
 
 _DENSE_CELLS = 50_000_000  # 200 MB of float32
-
-
-def _item_documents(catalog: Catalog, use_text: bool) -> list[str]:
-    """One document per item: genre tokens (``genre_<name>``), then the item's text."""
-    g = catalog.genres.tocsr()
-    tokens = ["genre_" + re.sub(r"\W+", "_", name.lower()) for name in catalog.genre_names]
-    docs = []
-    for i in range(catalog.n_items):
-        parts = [tokens[j] for j in g.indices[g.indptr[i] : g.indptr[i + 1]]]
-        if use_text:
-            parts.append(str(catalog.text[i]))
-        docs.append(" ".join(parts))
-    return docs
