@@ -180,6 +180,36 @@ class LLMConfig(_Section):
     )
 
 
+class MemoryConfig(_Section):
+    """The LLM brains' episodic memory (see ``simrec.agents.memory.EpisodicMemory``)."""
+
+    capacity: int = Field(64, ge=1, le=4096, description="entries kept per agent")
+    retrieve: int = Field(5, ge=0, le=100, description="memories put in each prompt")
+    half_life_days: float = Field(
+        7.0, gt=0, description="recency halves every this many simulated days"
+    )
+    reflect_every: int = Field(
+        10, ge=0, description="watched/felt/shared entries between reflections (0: never)"
+    )
+    reflect_with: Literal["llm", "template"] = Field(
+        "llm", description="who writes reflections: the LLM (template on failure) or a template"
+    )
+    embedding: str = Field(
+        "default",
+        description="relevance vectors: default (tfidf+items), tfidf, items, sentence:MODEL",
+    )
+    recency_weight: float = Field(1.0, ge=0, description="retrieval weight of recency")
+    importance_weight: float = Field(1.0, ge=0, description="retrieval weight of importance")
+    relevance_weight: float = Field(1.0, ge=0, description="retrieval weight of relevance")
+
+    @field_validator("embedding")
+    @classmethod
+    def _known_embedding(cls, v: str) -> str:
+        if v in ("default", "tfidf", "items") or (v.startswith("sentence:") and len(v) > 9):
+            return v
+        raise ValueError(f"expected default, tfidf, items or sentence:MODEL, got {v!r}")
+
+
 class UtilityBrainConfig(_Section):
     """The statistical brain. Click weights are calibrated by ``fit``; these set the rest.
     ``name: llm`` lets the LLM in the ``llm`` section decide pages (this brain then calibrates
@@ -236,6 +266,7 @@ class RunConfig(_Section):
     social: SocialConfig = Field(default_factory=SocialConfig)
     brain: UtilityBrainConfig = Field(default_factory=UtilityBrainConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
 

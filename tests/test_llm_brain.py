@@ -92,7 +92,13 @@ def test_answer_schema_enumerates_positions_ratings_and_bounds_arrays():
 def test_embedded_model_run_and_exact_replay_from_the_cache(tmp_path):
     pytest.importorskip("llama_cpp")
     cache = tmp_path / "cache.sqlite"
-    first = simrec.run(_llm_config(tmp_path / "a", cache, backend="local", interview_fraction=0.5))
+
+    def config(out):  # reflections after every 2 watched/felt entries: the model writes them
+        cfg = _llm_config(out, cache, backend="local", interview_fraction=0.5)
+        cfg["memory"] = {"reflect_every": 2}
+        return cfg
+
+    first = simrec.run(config(tmp_path / "a"))
     ev = first.events()
     llm_rows = ev[ev.decided_by.str.startswith("llm:")]
     assert len(llm_rows) > 0
@@ -101,11 +107,13 @@ def test_embedded_model_run_and_exact_replay_from_the_cache(tmp_path):
     assert set(ev.decided_by) <= {"llm:SmolLM2-135M-Instruct-Q4_1", "fallback:utility"}
     m1 = first.manifest
     assert m1["llm"]["calls"] > 0 and m1["llm"]["prompt_tokens"] > 0
-    page_fallbacks = sum(v for k, v in m1["fallbacks"].items() if k != "interview_failed")
+    page_fallbacks = sum(
+        v for k, v in m1["fallbacks"].items() if k not in ("interview_failed", "reflection_failed")
+    )
     pages = ev.drop_duplicates("slate_id")
     assert page_fallbacks == (pages.decided_by == "fallback:utility").sum()
     # same seed and config: every answer comes from the cache, the Parquet is identical
-    second = simrec.run(_llm_config(tmp_path / "b", cache, backend="local", interview_fraction=0.5))
+    second = simrec.run(config(tmp_path / "b"))
     assert second.manifest["llm"]["calls"] == 0
     assert second.manifest["llm"]["cache_hits"] == m1["llm"]["cache_misses"]
     assert _parts(first.run_dir) == _parts(second.run_dir)
@@ -117,6 +125,14 @@ def test_embedded_model_run_and_exact_replay_from_the_cache(tmp_path):
         second.run_dir / "interviews.parquet"
     ).read_bytes()
     assert "interviews" in m1["outputs"]
+    # reflections by the embedded model (or the template note where its answer was unusable)
+    refl = pq.read_table(first.run_dir / "reflections.parquet").to_pandas()
+    assert len(refl) > 0 and refl.note.str.startswith("About my taste: ").all()
+    assert set(refl.source) <= {"SmolLM2-135M-Instruct-Q4_1", "template"}
+    assert m1["memory"]["reflections"] >= len(refl)
+    assert (first.run_dir / "reflections.parquet").read_bytes() == (
+        second.run_dir / "reflections.parquet"
+    ).read_bytes()
 
 
 @pytest.mark.slow

@@ -124,6 +124,20 @@ def interviews_schema() -> pa.Schema:
     )
 
 
+def reflections_schema() -> pa.Schema:
+    """Each agent's latest reflection (``reflections.parquet``, LLM and hybrid brains)."""
+    return pa.schema(
+        [
+            pa.field("user_id", pa.int64(), False),
+            pa.field("tick", pa.int32(), False),
+            pa.field("note", pa.string(), False),
+            pa.field("source", pa.string(), False),
+            pa.field("memory_entries", pa.int32(), False),
+            pa.field("memories_written", pa.int64(), False),
+        ]
+    )
+
+
 def schema_document(item_id_type: pa.DataType, source_id_type: pa.DataType) -> dict:
     """The contents of ``schema.json``: column name, Arrow type and nullability per table."""
     tables = {
@@ -132,6 +146,7 @@ def schema_document(item_id_type: pa.DataType, source_id_type: pa.DataType) -> d
         "items": items_schema(item_id_type),
         "metrics": metrics_schema(),
         "interviews": interviews_schema(),
+        "reflections": reflections_schema(),
     }
     return {
         name: [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]

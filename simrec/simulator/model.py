@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from simrec.agents.brains.base import PageBatch
 from simrec.agents.brains.utility import UtilityBrain
-from simrec.agents.memory import MemoryStore
+from simrec.agents.memory import FEELINGS, EpisodicMemory, MemoryStore
 from simrec.agents.persona import Personas
 from simrec.agents.user import UserAgent
 from simrec.config import SimulationConfig
@@ -137,6 +137,7 @@ class SimulationModel(mesa.Model):
         per_agent: bool = False,
         retrain_every: int | None = None,
         social: SocialSignal | None = None,
+        memory: EpisodicMemory | None = None,
     ) -> None:
         super().__init__(seed=seed)
         self.data = data
@@ -155,6 +156,7 @@ class SimulationModel(mesa.Model):
         self.churned = np.zeros(self.n_agents, bool)
         self.session_count = np.zeros(self.n_agents, np.int64)  # sessions each agent had
         self.memory = MemoryStore(self.n_agents)
+        self.episodic = memory  # LLM brains: what each agent remembers, retrieved for prompts
         self._item_genres = self.catalog.genres.astype(np.float64).tocsr()
         # (n_source_users, n_items): rows addressed by source user, not by agent
         self.seed_consumed = data.interactions.matrix(self.catalog.n_items)
@@ -288,6 +290,8 @@ class SimulationModel(mesa.Model):
         )
         if social is not None:
             self._buf.add(social=cells(social))
+        if self.episodic is not None and d.feeling is not None:
+            self._buf.add(**_felt(agents, slates.items, d.clicked, d.feeling))
         if d.llm_model is not None:  # LLM brains: what decided each page, on each of its rows
 
             def per_row(values) -> np.ndarray:
@@ -351,7 +355,13 @@ class SimulationModel(mesa.Model):
             sessions = np.zeros(0, np.int64)
         # state and metrics need only a few columns, in any order; putting every column in
         # canonical order and encoding it happens on the recorder's thread
-        empty = {"agent": np.int64, "item": np.int64, "clicked": bool, "rating": np.float32}
+        empty = {
+            "agent": np.int64,
+            "item": np.int64,
+            "examined": bool,
+            "clicked": bool,
+            "rating": np.float32,
+        }
         ev = {
             name: np.concatenate(chunks[name]).astype(dtype) if n_rows else np.zeros(0, dtype)
             for name, dtype in empty.items()
@@ -365,8 +375,12 @@ class SimulationModel(mesa.Model):
                 ev["agent"][watched], ev["item"][watched], value, self.streams, t
             )
             shares = {"agent": sharer, "item": item, "recipients": recipients}
+        if self.episodic is not None:
+            self._remember(ev, chunks, shares)
         if self.recorder is not None:
-            event_chunks = {k: v for k, v in chunks.items() if not k.startswith("session_")}
+            event_chunks = {
+                k: v for k, v in chunks.items() if not k.startswith(("session_", "felt_"))
+            }
             self.recorder.add_tick(
                 functools.partial(
                     tick_events,
@@ -412,6 +426,37 @@ class SimulationModel(mesa.Model):
         ):
             self.totals[key] += int(val)
 
+    def _remember(self, ev: dict[str, np.ndarray], chunks: dict, shares: dict | None) -> None:
+        """Write the tick into the episodic memory, then let the agents that are due reflect
+        (the brain's ``reflect`` when it has one and ``memory.reflect_with`` asks for it)."""
+        felt = None
+        if chunks.get("felt_agent"):
+            felt = tuple(np.concatenate(chunks[f"felt_{c}"]) for c in ("agent", "item", "code"))
+        shared = None if shares is None else (shares["agent"], shares["item"])
+        mem = self.episodic
+        mem.record_tick(
+            self.tick,
+            ev["agent"],
+            ev["item"],
+            ev["examined"],
+            ev["clicked"],
+            ev["rating"],
+            self.scale,
+            felt=felt,
+            shared=shared,
+        )
+        due = mem.due()
+        if due.size == 0:
+            return
+        reflect = getattr(self.brain, "reflect", None)
+        if reflect is not None and mem.reflect_with == "llm":
+            notes, sources = reflect(self, due)
+        else:
+            cat = self.catalog
+            notes = [mem.template_note(a, cat.genre_names, cat.genres, self.scale) for a in due]
+            sources = ["template"] * due.size
+        mem.set_notes(due, notes, sources, self.tick)
+
     def _update_state(self, ev: dict[str, np.ndarray]) -> None:
         clicked = ev["clicked"]
         a, items = ev["agent"][clicked], ev["item"][clicked]
@@ -435,6 +480,7 @@ class SimulationModel(mesa.Model):
             "totals": self.totals,
             "vocab": self.decided_by_vocab,
             "metrics": self.datacollector.model_vars,
+            "brain": self.brain.state() if hasattr(self.brain, "state") else None,
         }
         return {
             "satisfaction": self.satisfaction,
@@ -449,6 +495,7 @@ class SimulationModel(mesa.Model):
                 for k, v in self.sim_log.items()
             },
             **(self.social.state() if self.social is not None else {}),
+            **(self.episodic.state() if self.episodic is not None else {}),
         }
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -458,6 +505,8 @@ class SimulationModel(mesa.Model):
         for label in meta["vocab"]:
             self._code(label)
         self.datacollector.model_vars = {k: list(v) for k, v in meta["metrics"].items()}
+        if meta.get("brain") is not None:
+            self.brain.load_state(meta["brain"])
         self.satisfaction = state["satisfaction"].copy()
         self.churned = state["churned"].copy()
         self.session_count = state["session_count"].copy()
@@ -470,6 +519,22 @@ class SimulationModel(mesa.Model):
         self.sim_log = {k: [state[f"sim_log_{k}"].copy()] for k in _SIM_LOG}
         if self.social is not None:
             self.social.load_state(state)
+        if self.episodic is not None:
+            self.episodic.load_state(state)
+
+
+def _felt(
+    agents: np.ndarray, items: np.ndarray, clicked: np.ndarray, feeling: list
+) -> dict[str, np.ndarray]:
+    """The pages' feelings as memory entries: agent, anchor item (the page's first watched
+    item, else its first item) and feeling code, for the views that have a feeling."""
+    rows = np.array([j for j, f in enumerate(feeling) if f is not None], np.int64)
+    first = np.where(clicked.any(axis=1), clicked.argmax(axis=1), 0)
+    return {
+        "felt_agent": agents[rows].astype(np.int64),
+        "felt_item": items[rows, first[rows]].astype(np.int64),
+        "felt_code": np.array([FEELINGS.index(feeling[j]) for j in rows], np.int64),
+    }
 
 
 def _cascade(slates) -> np.ndarray:

@@ -70,7 +70,11 @@ def run_id_for(cfg: RunConfig) -> str:
     """``cfg.name``, or ``run-<hash>`` of everything that shapes the events."""
     if cfg.name:
         return cfg.name
-    shaping = cfg.model_dump(mode="json", exclude={"output": True, "simulation": {"batch_size"}})
+    # where things are written, the batch size and the cache file do not shape the events
+    shaping = cfg.model_dump(
+        mode="json",
+        exclude={"output": True, "simulation": {"batch_size"}, "llm": {"cache", "concurrency"}},
+    )
     return "run-" + hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -165,7 +169,9 @@ def run(
     brain = UtilityBrain(cfg.brain, seed=cfg.seed)
     personas = sample_population(brain.fit(data), cfg.population.users, streams)
     brain.bind(personas, streams)
+    memory = None
     if cfg.brain.name in ("llm", "hybrid"):
+        memory = _episodic_memory(cfg, data, brain, len(personas))
         brain = _llm_brain(cfg, brain)
     policy = make_policy(cfg.policy.name, cfg.policy.params, cfg.policy.exploration)
     social = None
@@ -188,6 +194,7 @@ def run(
         per_agent=per_agent,
         retrain_every=cfg.policy.retrain_every,
         social=social,
+        memory=memory,
     )
     if checkpoint is not None:
         model.load_state(checkpoint)
@@ -245,10 +252,29 @@ def _llm_brain(cfg: RunConfig, utility: UtilityBrain):
         "max_tokens": c.max_tokens,
         "temperature": c.temperature,
         "templates_dir": c.templates_dir,
+        "memory_items": cfg.memory.retrieve,
     }
     if cfg.brain.name == "hybrid":
         return HybridBrain(backend, utility, narrate_fraction=c.narrate_fraction, **common)
     return LLMBrain(backend, utility, **common)
+
+
+def _episodic_memory(cfg: RunConfig, data: Dataset, utility: UtilityBrain, n_agents: int):
+    """The LLM brains' episodic memory of ``cfg.memory``; relevance from the catalog's TF-IDF
+    and the statistical brain's item vectors (or a sentence model)."""
+    from simrec.agents.embeddings import make_embedding
+    from simrec.agents.memory import EpisodicMemory
+
+    m = cfg.memory
+    return EpisodicMemory(
+        n_agents,
+        make_embedding(m.embedding, data.catalog, utility.choice.items),
+        capacity=m.capacity,
+        half_life=m.half_life_days * 86400 / cfg.simulation.tick_seconds,
+        weights=(m.recency_weight, m.importance_weight, m.relevance_weight),
+        reflect_every=m.reflect_every,
+        reflect_with=m.reflect_with,
+    )
 
 
 def _as_config(config: RunConfig | dict | str | Path | None) -> RunConfig:
@@ -413,6 +439,8 @@ def _finish(
         t_i = time.perf_counter()
         _write_interviews(run_dir, cfg, model)
         timings["interview_s"] = time.perf_counter() - t_i
+    if model.episodic is not None:
+        _write_reflections(run_dir, model)
     timings["write_s"] = time.perf_counter() - t  # users and metrics; the manifest is next
     timings["total_s"] = time.perf_counter() - started
     manifest = _manifest(cfg, data, model, run_id, timings, resumed_from, run_dir)
@@ -465,6 +493,7 @@ def _manifest(
         "llm": _llm_stats(model.brain),
         "failures": [],
         "fallbacks": dict(getattr(model.brain, "fallbacks", {})),
+        "memory": _memory_stats(model.episodic),
         "resumed_from_tick": resumed_from,
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "outputs": {
@@ -476,6 +505,11 @@ def _manifest(
             **(
                 {"interviews": "interviews.parquet"}
                 if (run_dir / "interviews.parquet").exists()
+                else {}
+            ),
+            **(
+                {"reflections": "reflections.parquet"}
+                if (run_dir / "reflections.parquet").exists()
                 else {}
             ),
         },
@@ -498,6 +532,44 @@ def _write_interviews(run_dir: Path, cfg: RunConfig, model: SimulationModel) -> 
     cols = interview(model.brain, model, chosen, model.tick, sessions)
     table = pa.Table.from_pydict(cols, schema=interviews_schema())
     _write_parquet(table, run_dir / "interviews.parquet")
+
+
+def _write_reflections(run_dir: Path, model: SimulationModel) -> None:
+    """Each agent's latest reflection, for the agents that reflected."""
+    from simrec.data.schemas import reflections_schema
+
+    mem = model.episodic
+    agents = np.flatnonzero(mem.note_tick >= 0)
+    table = pa.Table.from_pydict(
+        {
+            "user_id": agents,
+            "tick": mem.note_tick[agents],
+            "note": [mem.notes[a] for a in agents],
+            "source": [mem.note_source[a] for a in agents],
+            "memory_entries": (mem.kind[agents] >= 0).sum(axis=1),
+            "memories_written": mem.written[agents],
+        },
+        schema=reflections_schema(),
+    )
+    _write_parquet(table, run_dir / "reflections.parquet")
+
+
+def _memory_stats(mem) -> dict | None:
+    """What the episodic memory holds at the end (None without one)."""
+    if mem is None:
+        return None
+    sources: dict[str, int] = {}
+    for s in mem.note_source:
+        if s is not None:
+            sources[s] = sources.get(s, 0) + 1
+    return {
+        "embedding": mem.embedding.name,
+        "entries": int((mem.kind >= 0).sum()),
+        "written": int(mem.written.sum()),
+        "reflections": int(mem.reflections.sum()),
+        "agents_with_reflection": int((mem.note_tick >= 0).sum()),
+        "latest_reflection_sources": sources,
+    }
 
 
 def _llm_stats(brain) -> dict:

@@ -10,6 +10,7 @@ marked ``decided_by = "fallback:utility"`` and counted by cause in ``fallbacks``
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 
 import numpy as np
@@ -105,9 +106,7 @@ class LLMBrain:
         failed: list[int] = []
         valid = views.items >= 0
         for j, res in enumerate(results):
-            self.prompt_tokens += res.prompt_tokens
-            self.completion_tokens += res.completion_tokens
-            self.calls += 0 if res.cached else 1
+            self._count(res)
             cause = self._apply(
                 j, res, answer, valid[j], examined, clicked, rating, leave, feeling, reason, scale
             )
@@ -153,34 +152,33 @@ class LLMBrain:
             self._models[k] = prompts.answer_model(k, values)
         return self._models[k]
 
-    def _page_parts(self, model, views: PageBatch, j: int) -> tuple[str, list[str], list[str]]:
-        """The system message, the remembered watches and the page's item lines of view j."""
+    def _page_parts(self, model, views: PageBatch, j: int) -> tuple[str, str, str, list[str]]:
+        """View j's system message, retrieved memories, reflection line and item lines."""
         agent = int(views.agents[j])
         cat = model.catalog
-        remembered = [
-            f"{cat.titles[m['item']]} (rated {m['rating']:g})"
-            if np.isfinite(m["rating"])
-            else str(cat.titles[m["item"]])
-            for m in model.memory.recent(agent)[: self.memory_items]
-        ]
+        memory, reflection = remembered(model, agent, views.items[j], self.memory_items)
         if self._genres is None:
             self._genres = cat.genre_lists()
         items = [
             f"{cat.titles[i]} ({', '.join(self._genres[i]) or 'no genre'})" if i >= 0 else ""
             for i in views.items[j].tolist()
         ]
+        return self._system(model, agent), memory, reflection, items
+
+    def _system(self, model, agent: int) -> str:
         s = model.scale
-        system = prompts.system_message(
+        return prompts.system_message(
             self.templates,
             f"user {agent}",
             str(model.personas.profiles[agent]),
             f"{s.low:g} to {s.high:g} in steps of {s.step:g}",
         )
-        return system, remembered, items
 
     def _request(self, model, views: PageBatch, j: int, schema: dict) -> ChatRequest:
-        system, remembered, items = self._page_parts(model, views, j)
-        user = prompts.page_message(self.templates, remembered, views.page, items)
+        system, memory, reflection, items = self._page_parts(model, views, j)
+        user = prompts.page_message(
+            self.templates, memory, views.page, items, reflection=reflection
+        )
         messages = ({"role": "system", "content": system}, {"role": "user", "content": user})
         return ChatRequest(
             messages=messages,
@@ -189,6 +187,70 @@ class LLMBrain:
             temperature=self.temperature,
             seed=derive_seed(self.seed, "llm", int(views.agents[j]), views.tick, views.page),
         )
+
+    def reflect(self, model, agents: np.ndarray) -> tuple[list[str], list[str]]:
+        """Reflections of ``agents`` (m,), one backend call: each agent's memories (by
+        importance and recency) in, a "what I've learned" note out. An unusable answer gets
+        the memory's template note instead (source ``template``, counted as
+        ``reflection_failed``). Returns the notes and their sources."""
+        mem = model.episodic
+        schema = prompts.Reflection.model_json_schema()
+        requests = []
+        for agent in agents.tolist():
+            entries = mem.retrieve(agent, model.tick, None, 2 * max(self.memory_items, 1))
+            user = self.templates["reflect"].safe_substitute(
+                memory=prompts.memory_lines(
+                    entries, model.catalog.titles, model.tick, model.sim.tick_seconds
+                ),
+                reflection=prompts.reflection_line(mem.notes[agent]),
+            )
+            requests.append(
+                ChatRequest(
+                    messages=(
+                        {"role": "system", "content": self._system(model, agent)},
+                        {"role": "user", "content": user},
+                    ),
+                    max_tokens=self.max_tokens,
+                    json_schema=schema,
+                    temperature=self.temperature,
+                    seed=derive_seed(self.seed, "reflect", agent, model.tick),
+                )
+            )
+        notes, sources = [], []
+        cat = model.catalog
+        for agent, res in zip(agents.tolist(), self.backend.complete(requests), strict=True):
+            self._count(res)
+            note, source = None, self.backend.name
+            if res.ok:
+                with contextlib.suppress(ValidationError):
+                    note = prompts.Reflection.model_validate(res.parsed).note()
+            if note is None:
+                self.fallbacks["reflection_failed"] += 1
+                note = mem.template_note(agent, cat.genre_names, cat.genres, model.scale)
+                source = "template"
+            notes.append(note)
+            sources.append(source)
+        return notes, sources
+
+    def state(self) -> dict:
+        """The counters a checkpoint keeps, so a resumed run's manifest counts the whole run."""
+        return {
+            "fallbacks": dict(self.fallbacks),
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.fallbacks = Counter(state["fallbacks"])
+        self.calls = int(state["calls"])
+        self.prompt_tokens = int(state["prompt_tokens"])
+        self.completion_tokens = int(state["completion_tokens"])
+
+    def _count(self, res) -> None:
+        self.prompt_tokens += res.prompt_tokens
+        self.completion_tokens += res.completion_tokens
+        self.calls += 0 if res.cached else 1
 
     def _apply(
         self, j, res, answer, valid, examined, clicked, rating, leave, feeling, reason, scale
@@ -218,6 +280,24 @@ class LLMBrain:
         return None
 
 
+def remembered(model, agent: int, page: np.ndarray | None, n: int) -> tuple[str, str]:
+    """The ``$memory`` and ``$reflection`` of a prompt for ``agent``: its ``n`` best memories
+    for the page of items ``page`` (k,) (None: by recency and importance) and its latest note.
+    Without an episodic memory, its ``n`` latest watches and no note."""
+    mem = getattr(model, "episodic", None)
+    if mem is not None:
+        entries = mem.retrieve(agent, model.tick, page, n)
+        note = mem.notes[agent]
+    else:
+        entries = [
+            {"kind": "watched", **m, "rating": m["rating"] if np.isfinite(m["rating"]) else None}
+            for m in model.memory.recent(agent, n)
+        ]
+        note = None
+    lines = prompts.memory_lines(entries, model.catalog.titles, model.tick, model.sim.tick_seconds)
+    return lines, prompts.reflection_line(note)
+
+
 def interview(
     brain: LLMBrain, model, agents: np.ndarray, days: int, sessions: np.ndarray
 ) -> dict[str, list]:
@@ -240,22 +320,12 @@ def interview(
     if agents.size == 0:
         return cols
     schema = prompts.Interview.model_json_schema()
-    cat = model.catalog
     requests = []
     for agent in agents.tolist():
-        memory = [
-            f"- {cat.titles[m['item']]}"
-            + (f" (rated {m['rating']:g})" if np.isfinite(m["rating"]) else "")
-            for m in model.memory.recent(agent)[: brain.memory_items]
-        ] or ["- nothing"]
-        system = prompts.system_message(
-            brain.templates,
-            f"user {agent}",
-            str(model.personas.profiles[agent]),
-            f"{model.scale.low:g} to {model.scale.high:g}",
-        )
+        memory, reflection = remembered(model, agent, None, brain.memory_items)
+        system = brain._system(model, agent)
         question = prompts.INTERVIEW_QUESTION.format(
-            days=days, sessions=int(sessions[agent]), memory="\n".join(memory)
+            days=days, sessions=int(sessions[agent]), memory=memory, reflection=reflection
         )
         requests.append(
             ChatRequest(
@@ -281,9 +351,7 @@ def interview(
                 error = f"schema_invalid: {err.error_count()} errors"
         if score is None:
             brain.fallbacks["interview_failed"] += 1
-        brain.prompt_tokens += res.prompt_tokens
-        brain.completion_tokens += res.completion_tokens
-        brain.calls += 0 if res.cached else 1
+        brain._count(res)
         for key, val in (
             ("user_id", agent),
             ("score", score),
@@ -338,9 +406,7 @@ class HybridBrain(LLMBrain):
             for j, req, res in zip(chosen.tolist(), requests, results, strict=True):
                 llm_model[j], hashes[j] = self.backend.name, prompts.prompt_hash(req.messages)
                 p_tok[j], c_tok[j] = res.prompt_tokens, res.completion_tokens
-                self.prompt_tokens += res.prompt_tokens
-                self.completion_tokens += res.completion_tokens
-                self.calls += 0 if res.cached else 1
+                self._count(res)
                 try:
                     if not res.ok:
                         raise ValueError(res.error)
@@ -365,7 +431,7 @@ class HybridBrain(LLMBrain):
     def _narration(
         self, model, views: PageBatch, j: int, d: PageDecisions, schema: dict
     ) -> ChatRequest:
-        system, remembered, items = self._page_parts(model, views, j)
+        system, memory, reflection, items = self._page_parts(model, views, j)
         cat = model.catalog
         watched = [
             str(cat.titles[i])
@@ -376,7 +442,13 @@ class HybridBrain(LLMBrain):
         did = f"You watched: {'; '.join(watched)}." if watched else "You watched nothing."
         did += " Then you left." if d.leave[j] else " Then you went to the next page."
         user = prompts.page_message(
-            self.templates, remembered, views.page, items, template="narrate", did=did
+            self.templates,
+            memory,
+            views.page,
+            items,
+            template="narrate",
+            reflection=reflection,
+            did=did,
         )
         return ChatRequest(
             messages=({"role": "system", "content": system}, {"role": "user", "content": user}),

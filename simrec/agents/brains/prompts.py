@@ -7,9 +7,11 @@ ratings, actions and feelings, so an answer can neither name an item that is not
 need title matching. One pydantic model gives the JSON schema sent for constrained decoding and
 validates the answer.
 
-Templates are ``string.Template`` files (``system.txt``, ``page.txt``, and ``narrate.txt`` for
-the hybrid brain); a user can point ``llm.templates_dir`` at a folder with their own versions
-(``$name``, ``$profile``, ``$scale``; ``$memory``, ``$page_number``, ``$items``; ``$did``).
+Templates are ``string.Template`` files (``system.txt``, ``page.txt``, ``narrate.txt`` for the
+hybrid brain and ``reflect.txt`` for reflections); a user can point ``llm.templates_dir`` at a
+folder with their own versions (``$name``, ``$profile``, ``$scale``; ``$memory`` (the retrieved
+memories, one per line), ``$reflection`` (the agent's latest "what I've learned" note, or
+nothing), ``$page_number``, ``$items``; ``$did``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 from string import Template
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from simrec.errors import ConfigError
 
@@ -31,7 +34,7 @@ TEMPLATES = Path(__file__).with_name("templates")
 def load_templates(directory: str | Path | None = None) -> dict[str, Template]:
     """The system and page templates, from ``directory`` where it has them."""
     out = {}
-    for name in ("system", "page", "narrate"):
+    for name in ("system", "page", "narrate", "reflect"):
         path = TEMPLATES / f"{name}.txt"
         if directory is not None:
             custom = Path(directory) / f"{name}.txt"
@@ -66,6 +69,25 @@ class Narration(BaseModel):
     reason: str = Field(..., max_length=200)
 
 
+class Reflection(BaseModel):
+    """A reflection: what the user has learned about their taste and about the service."""
+
+    model_config = ConfigDict(extra="forbid")
+    taste: str = Field(..., min_length=1, max_length=200)
+    service: str = Field(..., min_length=1, max_length=200)
+
+    @field_validator("taste", "service")
+    @classmethod
+    def _a_sentence(cls, v: str) -> str:
+        """Schema-valid nonsense (an echoed field name, a lone word) is not a reflection."""
+        if len(v.split()) < 3:
+            raise ValueError(f"expected a sentence, got {v!r}")
+        return v
+
+    def note(self) -> str:
+        return f"About my taste: {self.taste.strip()} About this service: {self.service.strip()}"
+
+
 class Interview(BaseModel):
     """Agent4Rec-style post-run interview: the service rated 1-10, and why."""
 
@@ -76,7 +98,7 @@ class Interview(BaseModel):
 
 INTERVIEW_QUESTION = (
     "You have used this recommendation service for {days} days and had {sessions} sessions. "
-    "What you watched most recently:\n{memory}\n"
+    "What you remember:\n{memory}\n{reflection}"
     "How would you rate the service's recommendations from 1 (useless) to 10 (excellent), "
     'and why? Answer with JSON: "score" and "reason" (one or two sentences).'
 )
@@ -92,19 +114,49 @@ def system_message(templates: dict[str, Template], name: str, profile: str, scal
     return templates["system"].safe_substitute(name=name, profile=profile, scale=scale)
 
 
+def memory_lines(entries: list[dict], titles: np.ndarray, now: int, tick_seconds: int) -> str:
+    """Retrieved memories (dicts from ``EpisodicMemory.retrieve``, best first) as one line
+    each, dated relative to tick ``now``."""
+    if not entries:
+        return "- nothing yet"
+    out = []
+    for e in entries:
+        days = (now - e["tick"]) * tick_seconds // 86400
+        when = "Today" if days == 0 else "Yesterday" if days == 1 else f"{days} days ago"
+        title = str(titles[e["item"]]) if e["item"] >= 0 else "an empty page"
+        if e["kind"] == "watched":
+            what = f"you watched {title}" + (
+                f" and rated it {e['rating']:g}" if e["rating"] is not None else ""
+            )
+        elif e["kind"] == "recommended":
+            what = f"you were shown {title} and skipped it"
+        elif e["kind"] == "felt":
+            what = f"a page that led with {title} left you {e['feeling']}"
+        else:
+            what = f"you shared {title} with your friends"
+        out.append(f"- {when} {what}.")
+    return "\n".join(out)
+
+
+def reflection_line(note: str | None) -> str:
+    """The ``$reflection`` of a prompt: the latest note, or nothing."""
+    return f"What you have learned so far: {note}\n" if note else ""
+
+
 def page_message(
     templates: dict[str, Template],
-    memory: list[str],
+    memory: str,
     page: int,
     items: list[str],
     template: str = "page",
+    reflection: str = "",
     **extra: str,
 ) -> str:
-    """The user message of a page (``template`` "page", or "narrate" with ``did``)."""
+    """The user message of a page (``template`` "page", or "narrate" with ``did``);
+    ``memory`` from :func:`memory_lines`, ``reflection`` from :func:`reflection_line`."""
     lines = "\n".join(f"{j}. {text}" for j, text in enumerate(items, 1) if text)
-    remembered = "\n".join(f"- {m}" for m in memory) if memory else "- nothing yet"
     return templates[template].safe_substitute(
-        memory=remembered, page_number=page + 1, items=lines, **extra
+        memory=memory, reflection=reflection, page_number=page + 1, items=lines, **extra
     )
 
 
