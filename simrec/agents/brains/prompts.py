@@ -1,7 +1,9 @@
 """Prompts and the answer schema of the LLM brain.
 
-The system message is the persona (a stable prefix that server prefix caches reuse across every
-page of that user); the user message holds the remembered watches, then the page. Items are
+The system message is the instructions, the same for every user, then the persona: a stable
+prefix that prefix caches (llama.cpp's KV cache in process, vLLM's and llama.cpp servers') reuse
+across all requests for the instructions and across a user's pages for the persona. The user
+message holds the retrieved memories and the latest reflection, then the page. Items are
 referred to by their position on the page; the answer schema enumerates the allowed positions,
 ratings, actions and feelings, so an answer can neither name an item that is not on the page nor
 need title matching. One pydantic model gives the JSON schema sent for constrained decoding and
