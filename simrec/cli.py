@@ -123,6 +123,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--overwrite", action="store_true", help="replace an earlier export")
 
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate the simulator itself",
+        description="Evaluate the simulated users against real data.",
+    )
+    ev_sub = ev.add_subparsers(dest="eval_command", required=True)
+    f = ev_sub.add_parser(
+        "fidelity",
+        help="how faithful the simulated users are to held-out real logs",
+        description="Hold out each user's latest interactions, calibrate on the rest, and "
+        "measure taste discrimination, rating fidelity, behaviour distributions and the "
+        "sim-to-real ranking of policies. Writes fidelity.parquet and report.html.",
+    )
+    _add_world_flags(f)
+    _add_policy_flags(f)
+    f.add_argument(
+        "--brain",
+        choices=("utility", "llm", "hybrid"),
+        help="the brain to evaluate (the report supports the statistical brain, utility)",
+    )
+    f.add_argument(
+        "--holdout", type=float, default=0.2, help="share of each user's latest interactions"
+    )
+    f.add_argument(
+        "--policies",
+        help="comma-separated policies to rank, at least 3 "
+        "(default: random,popular,itemknn,als,bpr,genre)",
+    )
+    f.add_argument("--out", help="output directory (default datasets_out/fidelity-<run_id>)")
+    f.add_argument("--quiet", action="store_true", help="no progress bars or table")
+
     rp = sub.add_parser(
         "report",
         help="an HTML report with plots of a run",
@@ -422,6 +453,24 @@ def cmd_ope(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from simrec.evaluation.fidelity_report import POLICIES, fidelity, summary_table, targets_met
+    from simrec.simulator.runner import DEFAULT_OUT, run_id_for
+
+    cfg = build_config(args)
+    out = Path(args.out) if args.out else DEFAULT_OUT / f"fidelity-{run_id_for(cfg)}"
+    names = args.policies.split(",") if args.policies else POLICIES
+    policies = [p.strip() for p in names if p.strip()]
+    table = fidelity(cfg, holdout=args.holdout, policies=policies, out=out, progress=False)
+    if not args.quiet:
+        fmt = {"float_format": lambda v: f"{v:.4f}", "na_rep": "", "index": False}
+        print(summary_table(table).to_string(**fmt))
+        print()
+        print(targets_met(table).to_string(**fmt))
+        print(f"\nreport: {out / 'report.html'}   table: {out / 'fidelity.parquet'}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from simrec.export import export
 
@@ -493,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "eval":
+            return cmd_fidelity(args)
     except SimrecError as err:
         print(f"simrec: error: {err}", file=sys.stderr)
         return 2

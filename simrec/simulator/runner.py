@@ -146,12 +146,17 @@ def run(
     resume: str | Path | None = None,
     progress: bool = False,
     per_agent: bool = False,
+    data: Dataset | None = None,
 ) -> RunResult:
     """Run a simulation and write it to its run directory.
 
     ``config``: a RunConfig, a mapping, or a YAML/TOML path (None: defaults). ``resume``: the
-    directory of an unfinished run to continue; its own saved config is used.
+    directory of an unfinished run to continue; its own saved config is used. ``data``: an
+    already loaded dataset to calibrate on instead of the one ``config.data`` names (the
+    fidelity report passes its training split; such runs cannot be resumed).
     """
+    if data is not None and resume is not None:
+        raise ValueError("run(): data= cannot be combined with resume=")
     t_start = time.perf_counter()
     if resume is not None:
         run_dir, cfg, checkpoint = _prepare_resume(Path(resume))
@@ -162,7 +167,7 @@ def run(
         checkpoint = None
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    data = load_data(cfg)
+    data = load_data(cfg) if data is None else data
     timings["load_s"] = time.perf_counter() - t
     t = time.perf_counter()
     streams = Streams(cfg.seed)

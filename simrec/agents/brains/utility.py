@@ -143,7 +143,7 @@ class UtilityBrain:
 
     def decide(self, views: PageBatch) -> PageDecisions:
         """Decide every page in ``views`` at once (see the module docstring for the model)."""
-        c, w = self.config, self.weights
+        c = self.config
         agents, items = views.agents, views.items
         n, k = items.shape
         valid = items >= 0
@@ -155,13 +155,7 @@ class UtilityBrain:
         position = np.arange(1, k + 1, dtype=np.float64)
         exam_p = c.first_examination * position**-c.position_decay
         examined = valid & (u[:, :k] < exam_p[None, :])
-        aff = np.einsum("nd,nkd->nk", self.taste[agents], self.choice.items[safe])
-        zp = self.z_pop[safe]
-        # logit = b + a * affinity + (w_pop * conformity - w_nov * diversity) * z_pop [+ social]
-        per_agent = w.popularity * self.conformity[agents] - w.novelty * self.diversity[agents]
-        x = aff * np.float32(w.affinity / w.aff_std)
-        x += np.float32(w.intercept - w.affinity * w.aff_mean / w.aff_std)
-        x += per_agent[:, None] * zp
+        x = self.watch_logit(agents, safe)
         if views.social is not None:
             x += c.social_weight * self.conformity[agents][:, None] * views.social
         watch_p = exam_p[None, :] * expit(x)
@@ -185,6 +179,19 @@ class UtilityBrain:
         )
         leave = u[:, k] < expit(leave_logit)
         return PageDecisions(examined, clicked, rating, leave, np.full(n, self.name, dtype=object))
+
+    def watch_logit(self, agents: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The logit of watching an examined item, without friends' signal: agents (n,),
+        items (n, k) valid item indices -> (n, k) float32."""
+        w = self.weights
+        aff = np.einsum("nd,nkd->nk", self.taste[agents], self.choice.items[items])
+        zp = self.z_pop[items]
+        # logit = b + a * affinity + (w_pop * conformity - w_nov * diversity) * z_pop
+        per_agent = w.popularity * self.conformity[agents] - w.novelty * self.diversity[agents]
+        x = aff * np.float32(w.affinity / w.aff_std)
+        x += np.float32(w.intercept - w.affinity * w.aff_mean / w.aff_std)
+        x += per_agent[:, None] * zp
+        return x
 
     # ------------------------------------------------------------------ sessions
 

@@ -1,0 +1,624 @@
+"""Fidelity: how far to trust the simulated users, measured against held-out real logs.
+
+Per user, the latest ``holdout`` share of interactions is held out; the population and the
+statistical brain are calibrated on the rest only (item popularity included). Then:
+
+* **discrimination** (Agent4Rec's protocol): each user's held-out items are mixed with items it
+  never interacted with at 1:1, 1:2, 1:3 and 1:9; its agent picks the items whose watch logit
+  (the brain's click model without position or friends) clears a threshold. The threshold is
+  calibrated on the training data alone: the same protocol on an inner temporal split of the
+  training log, with a brain fitted on the inner part, maximising the mean F1 over the ratios.
+  Baselines: ``always_no`` and ``popularity`` (items above a popularity percentile, calibrated
+  the same way).
+* **rating**: RMSE and MAE of the agents' expected and sampled ratings against the held-out
+  ratings (baselines: the training mean, and item means); the Wasserstein distance between the
+  sampled and the real rating histograms, in rating units and as a share of the scale's range.
+* **behaviour**: a simulation of every training user (the config's policy, ``ticks`` days)
+  against the training log: items per session and sessions per user per day (a real session is
+  a user's interactions within one tick-long window), means and Wasserstein distances; the Gini
+  of consumed items and KL(real || simulated) of consumed items over the training catalog's
+  popularity deciles (half a count added to each decile). The simulated figures depend on the
+  policy the agents meet; the real log came from whatever the service showed its users.
+* **ranking**: each policy is simulated the same way (engagement: watches per user) and scored
+  offline on the held-out interactions (Recall@20, NDCG@20, training items excluded); Kendall's
+  tau and Spearman's rho between the two orders. The statistical brain's taste model is a
+  matrix factorisation: policies of that family (``als``, ``bpr``) are flagged, their rank
+  shift (simulated rank minus real rank, positive: flattered) is reported, and the
+  correlations are also given without them.
+
+The result is one long table: section, setting, metric, value, source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+from scipy import stats
+
+from simrec.config import RunConfig
+from simrec.data.dataset import Dataset, Interactions
+from simrec.errors import ConfigError
+from simrec.rng import Streams
+
+SECTIONS = ("discrimination", "rating", "behaviour", "ranking")
+RATIOS = (1, 2, 3, 9)
+POLICIES = ("random", "popular", "itemknn", "als", "bpr", "genre")
+FAMILIES = {
+    "random": "none",
+    "popular": "popularity",
+    "itemknn": "neighbourhood",
+    "als": "matrix factorisation",
+    "bpr": "matrix factorisation",
+    "genre": "content",
+}
+BRAIN_FAMILY = "matrix factorisation"  # the statistical brain's taste: truncated SVD
+MAX_POSITIVES = 50  # held-out items per user in the discrimination sets
+TOP_K = 20
+TARGETS = {  # (section, setting, metric): (comparison, value), from the fidelity issue
+    ("discrimination", "1:1", "accuracy"): (">=", 0.85),
+    ("discrimination", "1:9", "f1"): (">=", 0.65),
+    ("rating", "held-out", "rmse_expected"): ("<=", 0.88),
+    ("rating", "held-out", "wasserstein_normalised"): ("<=", 0.05),
+    ("ranking", "recall@20", "kendall_tau"): (">=", 0.8),
+}
+COLUMNS = ("section", "setting", "metric", "value", "source")
+
+
+@dataclass
+class Split:
+    """train: the calibration data (same catalog, popularity counted on the training rows);
+    test: the held-out rows, user indices as in ``train``."""
+
+    train: Dataset
+    test: Interactions
+
+
+def temporal_split(data: Dataset, holdout: float = 0.2) -> Split:
+    """Per user, the latest ``floor(holdout * n)`` interactions (by timestamp, then item) are
+    held out; users with fewer than ``1 / holdout`` interactions keep all of theirs."""
+    if not 0 < holdout < 1:
+        raise ConfigError(f"fidelity holdout: expected a share in (0, 1), got {holdout!r}")
+    log = data.interactions
+    order = np.lexsort((log.item, log.timestamp, log.user))
+    user = log.user[order]
+    counts = np.bincount(user, minlength=log.n_users)
+    rank = np.arange(len(log)) - np.repeat(np.cumsum(counts) - counts, counts)
+    n_test = np.floor(holdout * counts + 1e-9).astype(np.int64)
+    held = rank >= (counts - n_test)[user]
+    test_rows, train_rows = np.sort(order[held]), np.sort(order[~held])
+    if test_rows.size == 0:
+        raise ConfigError(
+            f"fidelity: no user has {math.ceil(1 / holdout)} interactions, so nothing is held "
+            f"out (holdout {holdout})"
+        )
+
+    def rows(r: np.ndarray) -> Interactions:
+        return Interactions(log.user[r], log.item[r], log.rating[r], log.timestamp[r], log.user_ids)
+
+    train_log = rows(train_rows)
+    n_items = data.catalog.n_items
+    catalog = dataclasses.replace(
+        data.catalog, popularity=np.bincount(train_log.item, minlength=n_items).astype(np.int64)
+    )
+    train = Dataset(
+        catalog, train_log, data.scale, f"{data.source} (training split)", data.file_hashes
+    )
+    return Split(train, rows(test_rows))
+
+
+# ---------------------------------------------------------------------- discrimination
+
+
+@dataclass
+class _Sets:
+    """users, items, labels: (n,) of every (user, item) shown, for the largest ratio; rank:
+    (n,) the negative's draw rank within its user (positives -1); n_pos: (n,) positives of
+    that user. A ratio r uses the positives and the negatives with rank < r * n_pos."""
+
+    users: np.ndarray
+    items: np.ndarray
+    labels: np.ndarray
+    rank: np.ndarray
+    n_pos: np.ndarray
+
+    def select(self, ratio: int) -> np.ndarray:
+        return self.labels | (self.rank < ratio * self.n_pos)
+
+
+def _discrimination_sets(
+    test: Interactions, consumed: sp.csr_matrix, n_items: int, seed: int, purpose: str
+) -> _Sets:
+    """Held-out items (up to MAX_POSITIVES per user, latest first) and max(RATIOS) times as many
+    items the user never interacted with (``consumed``: (n_users, n_items)), drawn uniformly."""
+    g = Streams(seed).generator(purpose)
+    order = np.lexsort((test.item, -test.timestamp, test.user))
+    cols: dict[str, list] = {k: [] for k in ("users", "items", "labels", "rank", "n_pos")}
+    top = max(RATIOS)
+    users, starts = np.unique(test.user[order], return_index=True)
+    ends = np.r_[starts[1:], order.size]
+    for u, a, b in zip(users.tolist(), starts.tolist(), ends.tolist(), strict=True):
+        pos = pd.unique(test.item[order[a:b]])[:MAX_POSITIVES]
+        seen = consumed.indices[consumed.indptr[u] : consumed.indptr[u + 1]]
+        free = n_items - np.union1d(seen, pos).size
+        need = min(top * pos.size, free)
+        neg = np.zeros(0, np.int64)
+        while neg.size < need:
+            draw = g.integers(0, n_items, 2 * need + 16)
+            draw = draw[~np.isin(draw, seen) & ~np.isin(draw, pos)]
+            neg = pd.unique(np.concatenate([neg, draw]))[:need]
+        n = pos.size + neg.size
+        cols["users"].append(np.full(n, u, np.int64))
+        cols["items"].append(np.concatenate([pos, neg]).astype(np.int64))
+        cols["labels"].append(np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)])
+        cols["rank"].append(np.r_[np.full(pos.size, -1), np.arange(neg.size)])
+        cols["n_pos"].append(np.full(n, pos.size))
+    return _Sets(**{k: np.concatenate(v) for k, v in cols.items()})
+
+
+def _brain(data: Dataset, cfg: RunConfig):
+    """The statistical brain calibrated on ``data``, one agent per user."""
+    from simrec.agents.brains.utility import UtilityBrain
+
+    brain = UtilityBrain(cfg.brain, seed=cfg.seed)
+    personas = brain.fit(data)
+    brain.bind(personas, Streams(cfg.seed))
+    return brain
+
+
+def _brain_scores(brain, s: _Sets) -> np.ndarray:
+    return brain.watch_logit(s.users, s.items[:, None])[:, 0].astype(np.float64)
+
+
+def _popularity_scores(data: Dataset, s: _Sets) -> np.ndarray:
+    """The item's popularity percentile in the training data (comparable across data sizes)."""
+    pct = stats.rankdata(data.catalog.popularity) / data.catalog.n_items
+    return pct[s.items]
+
+
+def _confusion(scores, s: _Sets, ratio: int, threshold: float) -> tuple[int, int, int, int]:
+    sel = s.select(ratio)
+    pick = scores[sel] >= threshold
+    y = s.labels[sel]
+    tp = int((pick & y).sum())
+    fp = int((pick & ~y).sum())
+    fn = int((~pick & y).sum())
+    return tp, fp, fn, int(sel.sum()) - tp - fp - fn
+
+
+def _calibrate_threshold(scores: np.ndarray, s: _Sets) -> float:
+    """The threshold maximising the mean F1 over RATIOS (ties: the highest threshold)."""
+    grid = np.unique(np.quantile(scores, np.linspace(0, 1, 1025)))
+    f1 = np.zeros(grid.size)
+    for ratio in RATIOS:
+        sel = s.select(ratio)
+        pos = np.sort(scores[sel & s.labels])
+        neg = np.sort(scores[sel & ~s.labels])
+        tp = pos.size - np.searchsorted(pos, grid, side="left")
+        fp = neg.size - np.searchsorted(neg, grid, side="left")
+        f1 += 2 * tp / np.maximum(2 * tp + fp + (pos.size - tp), 1)
+    best = np.flatnonzero(f1 >= f1.max() - 1e-12)[-1]
+    return float(grid[best])
+
+
+def _scores_table(rows: list, ratio: int, source: str, tp, fp, fn, tn) -> None:
+    n = tp + fp + fn + tn
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    for metric, value in (
+        ("accuracy", (tp + tn) / n),
+        ("precision", precision),
+        ("recall", recall),
+        ("f1", f1),
+    ):
+        rows.append(("discrimination", f"1:{ratio}", metric, value, source))
+
+
+def discrimination(split: Split, cfg: RunConfig, brain, holdout: float) -> list[tuple]:
+    """Rows of the discrimination section (see the module docstring)."""
+    n_items = split.train.catalog.n_items
+    inner = temporal_split(split.train, holdout)
+    inner_brain = _brain(inner.train, cfg)
+    inner_sets = _discrimination_sets(
+        inner.test, split.train.interactions.matrix(n_items), n_items, cfg.seed, "fid-inner"
+    )
+    theta = _calibrate_threshold(_brain_scores(inner_brain, inner_sets), inner_sets)
+    theta_pop = _calibrate_threshold(_popularity_scores(inner.train, inner_sets), inner_sets)
+    full = split.train.interactions.matrix(n_items) + split.test.matrix(n_items)
+    sets = _discrimination_sets(split.test, full.tocsr(), n_items, cfg.seed, "fid-test")
+    brain_scores = _brain_scores(brain, sets)
+    pop_scores = _popularity_scores(split.train, sets)
+    rows: list[tuple] = [
+        ("discrimination", "calibration", "threshold", theta, "simrec"),
+        ("discrimination", "calibration", "threshold", theta_pop, "popularity"),
+    ]
+    for ratio in RATIOS:
+        _scores_table(rows, ratio, "simrec", *_confusion(brain_scores, sets, ratio, theta))
+        _scores_table(rows, ratio, "popularity", *_confusion(pop_scores, sets, ratio, theta_pop))
+        _scores_table(rows, ratio, "always_no", *_confusion(pop_scores, sets, ratio, np.inf))
+        rows.append(
+            ("discrimination", f"1:{ratio}", "pairs", float(sets.select(ratio).sum()), "real")
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------- ratings
+
+
+def rating_fidelity(split: Split, brain, seed: int) -> tuple[list[tuple], dict]:
+    """Rows of the rating section, and the real and sampled ratings for the plots."""
+    test, train = split.test, split.train.interactions
+    rated = np.isfinite(test.rating)
+    if not rated.any() or not np.isfinite(train.rating).any():
+        return [("rating", "held-out", "ratings", 0.0, "real")], {}
+    u, i = test.user[rated].astype(np.int64), test.item[rated].astype(np.int64)
+    real = test.rating[rated].astype(np.float64)
+    rm = brain.rating_model
+    expected = rm.expected(u, i).astype(np.float64)
+    z = Streams(seed).generator("fidelity-ratings").standard_normal(real.size)
+    sampled = rm.scale.quantise(expected + rm.sigma * z)
+    tr = np.isfinite(train.rating)
+    mu = float(train.rating[tr].mean())
+    n_items = split.train.catalog.n_items
+    n_i = np.bincount(train.item[tr], minlength=n_items)
+    item_mean = np.bincount(train.item[tr], train.rating[tr], n_items) / np.maximum(n_i, 1)
+    item_mean = np.where(n_i > 0, item_mean, mu)[i]
+    span = float(rm.scale.high - rm.scale.low) or 1.0
+    w = stats.wasserstein_distance(sampled, real)
+    rows = [("rating", "held-out", "ratings", float(real.size), "real")]
+    for name, pred, source in (
+        ("expected", expected, "simrec"),
+        ("sampled", sampled, "simrec"),
+        ("expected", np.full(real.size, mu), "global_mean"),
+        ("expected", item_mean, "item_mean"),
+    ):
+        rows.append(("rating", "held-out", f"rmse_{name}", _rmse(pred, real), source))
+        rows.append(
+            ("rating", "held-out", f"mae_{name}", float(np.abs(pred - real).mean()), source)
+        )
+    rows += [
+        ("rating", "held-out", "wasserstein", float(w), "simrec"),
+        ("rating", "held-out", "wasserstein_normalised", float(w / span), "simrec"),
+        ("rating", "held-out", "mean", float(sampled.mean()), "simrec"),
+        ("rating", "held-out", "mean", float(real.mean()), "real"),
+    ]
+    return rows, {"real": real, "sampled": sampled}
+
+
+def _rmse(pred: np.ndarray, real: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((pred - real) ** 2)))
+
+
+# ---------------------------------------------------------------------- behaviour
+
+
+def _real_behaviour(data: Dataset, tick_seconds: int) -> dict[str, np.ndarray]:
+    log = data.interactions
+    day = (log.timestamp - log.timestamp.min()) // tick_seconds
+    key = log.user.astype(np.int64) * (int(day.max()) + 1) + day
+    sessions, per_session = np.unique(key, return_counts=True)
+    session_user = sessions // (int(day.max()) + 1)
+    days = float(day.max() + 1)
+    sessions_per_user = np.bincount(session_user, minlength=log.n_users) / days
+    return {
+        "items_per_session": per_session.astype(np.float64),
+        "sessions_per_user_per_tick": sessions_per_user,
+        "consumed": np.bincount(log.item, minlength=data.catalog.n_items),
+    }
+
+
+def _sim_behaviour(events: pd.DataFrame, n_agents: int, n_items: int, ticks: int) -> dict:
+    imp = events[events.event_type == "impression"]
+    per_session = imp.groupby("session_id").clicked.sum().to_numpy()
+    users = imp.drop_duplicates("session_id").user_id.to_numpy()
+    watched = imp[imp.clicked]
+    return {
+        "items_per_session": per_session[per_session > 0].astype(np.float64),
+        "sessions_per_user_per_tick": np.bincount(users, minlength=n_agents) / ticks,
+        "consumed": watched.item_index.to_numpy(),
+    }
+
+
+def behaviour(split: Split, sim: dict, tick_seconds: int, gini) -> tuple[list[tuple], dict]:
+    """Rows of the behaviour section: simulated (``sim`` from one run) against the training
+    log."""
+    real = _real_behaviour(split.train, tick_seconds)
+    n_items = split.train.catalog.n_items
+    sim_consumed = np.bincount(sim["consumed"], minlength=n_items)
+    rows = []
+    for name in ("items_per_session", "sessions_per_user_per_tick"):
+        r, s = real[name], sim[name]
+        rows += [
+            ("behaviour", name, "mean", float(s.mean()) if s.size else float("nan"), "simrec"),
+            ("behaviour", name, "mean", float(r.mean()), "real"),
+            (
+                "behaviour",
+                name,
+                "wasserstein",
+                float(stats.wasserstein_distance(s, r)) if s.size else float("nan"),
+                "simrec",
+            ),
+        ]
+    # popularity deciles of the training catalog; where consumption falls, real vs simulated
+    pop = split.train.catalog.popularity
+    decile = np.minimum((stats.rankdata(pop, method="ordinal") - 1) * 10 // pop.size, 9)
+    # half a count added to every decile (Jeffreys), so an empty decile gives a finite KL
+    p_real = np.bincount(decile, weights=real["consumed"], minlength=10) + 0.5
+    p_sim = np.bincount(decile, weights=sim_consumed, minlength=10) + 0.5
+    kl = float(stats.entropy(p_real / p_real.sum(), p_sim / p_sim.sum()))
+    rows += [
+        ("behaviour", "consumed_popularity", "gini", gini(sim_consumed), "simrec"),
+        ("behaviour", "consumed_popularity", "gini", gini(real["consumed"]), "real"),
+        ("behaviour", "consumed_popularity", "kl_deciles", kl, "simrec"),
+    ]
+    return rows, {"real": real, "sim": sim, "p_real": p_real, "p_sim": p_sim}
+
+
+# ---------------------------------------------------------------------- ranking
+
+
+def offline_metrics(policy, split: Split, k: int = TOP_K) -> tuple[float, float]:
+    """Mean Recall@k and NDCG@k of ``policy`` (already fitted on the training log, one agent
+    per user) on the held-out items, training items excluded."""
+    from simrec.environments.base import PolicyRandomness
+
+    n_items = split.train.catalog.n_items
+    train_m = split.train.interactions.matrix(n_items)
+    test_m = split.test.matrix(n_items)
+    users = np.flatnonzero(np.diff(test_m.indptr) > 0).astype(np.int64)
+    streams = Streams(0)
+    recall, ndcg = [], []
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    for start in range(0, users.size, 4096):
+        u = users[start : start + 4096]
+        slates = policy.recommend(
+            u, k, exclude=train_m[u], rng=PolicyRandomness(streams, 0, 0, purpose="fidelity")
+        )
+        truth = test_m[u]
+        for row, items in enumerate(slates.items):
+            rel = truth.indices[truth.indptr[row] : truth.indptr[row + 1]]
+            hit = np.isin(items, rel) & (items >= 0)
+            recall.append(hit.sum() / rel.size)
+            ideal = discount[: min(rel.size, k)].sum()
+            ndcg.append(float((hit * discount).sum() / ideal))
+    return float(np.mean(recall)), float(np.mean(ndcg))
+
+
+def ranking(split: Split, engagement: dict[str, float], offline: dict[str, tuple]) -> list:
+    """Rows of the ranking section from per-policy simulated engagement and offline metrics."""
+    rows: list[tuple] = []
+    names = list(engagement)
+    for p in names:
+        rows += [
+            ("ranking", p, "watches_per_user", engagement[p], "simrec"),
+            ("ranking", p, "recall@20", offline[p][0], "real"),
+            ("ranking", p, "ndcg@20", offline[p][1], "real"),
+            ("ranking", p, "shares_brain_family", float(FAMILIES.get(p) == BRAIN_FAMILY), "simrec"),
+        ]
+    sim = np.array([engagement[p] for p in names])
+    sim_rank = stats.rankdata(-sim)
+    for j, metric in enumerate(("recall@20", "ndcg@20")):
+        real = np.array([offline[p][j] for p in names])
+        if j == 0:
+            real_rank = stats.rankdata(-real)
+            for p, a, b in zip(names, sim_rank, real_rank, strict=True):
+                rows.append(("ranking", p, "rank_shift", float(b - a), "simrec"))
+        keep = np.array([FAMILIES.get(p) != BRAIN_FAMILY for p in names])
+        for suffix, mask in (("", np.ones(len(names), bool)), ("_without_brain_family", keep)):
+            tau = rho = float("nan")
+            if mask.sum() >= 3:
+                tau = float(stats.kendalltau(sim[mask], real[mask]).statistic)
+                rho = float(stats.spearmanr(sim[mask], real[mask]).statistic)
+            rows += [
+                ("ranking", metric, f"kendall_tau{suffix}", tau, "simrec"),
+                ("ranking", metric, f"spearman_rho{suffix}", rho, "simrec"),
+            ]
+    rows.append(("ranking", "policies", "count", float(len(names)), "simrec"))
+    return rows
+
+
+# ---------------------------------------------------------------------- the report
+
+
+def fidelity(
+    config: RunConfig | dict | str | Path | None = None,
+    *,
+    holdout: float = 0.2,
+    policies: tuple[str, ...] | list[str] = POLICIES,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """The fidelity table of the config's data and statistical brain (see the module
+    docstring). ``config.simulation.ticks`` is the length of the simulated runs, their
+    policy for the behaviour section is ``config.policy``. With ``out``, writes
+    ``fidelity.parquet``, ``report.html`` (with plots) and the simulated runs under ``out``."""
+    import simrec
+    from simrec.environments.policies import make_policy
+    from simrec.simulator.model import agent_log, gini
+    from simrec.simulator.runner import _as_config, load_data
+
+    cfg = _as_config(config)
+    if cfg.brain.name != "utility":
+        raise ConfigError(
+            f"fidelity: brain.name: the report calibrates the statistical brain; "
+            f"got {cfg.brain.name!r} (LLM brains are not supported by the report yet)"
+        )
+    if cfg.population.users is not None:
+        raise ConfigError(
+            "fidelity: population.users: the report simulates one agent per real user; "
+            f"got {cfg.population.users}"
+        )
+    policies = list(dict.fromkeys(policies))
+    for p in policies:
+        if p not in FAMILIES and ":" not in p:
+            raise ConfigError(f"fidelity policies: unknown policy {p!r}; built-in: {POLICIES}")
+    if len(policies) < 3:
+        raise ConfigError(f"fidelity policies: expected at least 3 to rank, got {policies}")
+    out = Path(out) if out is not None else None
+    if out is not None and (out / "fidelity.parquet").exists() and not cfg.output.overwrite:
+        raise ConfigError(f"{out}: already holds a fidelity report; use --overwrite")
+
+    data = load_data(cfg)
+    split = temporal_split(data, holdout)
+    brain = _brain(split.train, cfg)
+    rows: list[tuple] = [
+        ("split", "held-out", "interactions", float(len(split.test)), "real"),
+        ("split", "training", "interactions", float(len(split.train.interactions)), "real"),
+        ("split", "held-out", "users", float(np.unique(split.test.user).size), "real"),
+    ]
+    rows += discrimination(split, cfg, brain, holdout)
+    rating_rows, rating_data = rating_fidelity(split, brain, cfg.seed)
+    rows += rating_rows
+
+    # simulations: every policy on the training split, one agent per user
+    behaviour_policy = cfg.policy.name
+    to_run = policies + ([behaviour_policy] if behaviour_policy not in policies else [])
+    engagement: dict[str, float] = {}
+    offline: dict[str, tuple] = {}
+    sim_data = None
+    n_users = split.train.interactions.n_users
+    n_items = split.train.catalog.n_items
+    scratch = tempfile.TemporaryDirectory(prefix="simrec-fidelity-") if out is None else None
+    runs_dir = out / "runs" if out is not None else Path(scratch.name)
+    for name in to_run:
+        raw = cfg.model_dump(mode="json")
+        raw["policy"] = raw["policy"] if name == behaviour_policy else {"name": name, "params": {}}
+        raw["output"] = {"dir": str(runs_dir / name.replace(":", "_")), "overwrite": True}
+        res = simrec.run(raw, data=split.train, progress=progress)
+        events = res.events()
+        if name in policies:
+            engagement[name] = float(res.counts["clicks"]) / n_users
+            policy = make_policy(name, {}, None)
+            log = agent_log(split.train, np.arange(n_users))
+            policy.fit(log, split.train.catalog)
+            offline[name] = offline_metrics(policy, split)
+        if name == behaviour_policy:
+            events = events.assign(item_index=_item_index(events, split.train))
+            sim_data = _sim_behaviour(events, n_users, n_items, cfg.simulation.ticks)
+    if scratch is not None:
+        scratch.cleanup()
+    beh_rows, beh_data = behaviour(split, sim_data, cfg.simulation.tick_seconds, gini)
+    rows += beh_rows
+    rows += ranking(split, engagement, offline)
+    for (section, setting, metric), (op, target) in TARGETS.items():
+        rows.append((section, setting, f"target_{metric}", target, op))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table["value"] = table["value"].astype(np.float64)
+    if out is not None:
+        _write(out, table, cfg, rating_data, beh_data, holdout)
+    return table
+
+
+def _item_index(events: pd.DataFrame, data: Dataset) -> np.ndarray:
+    ids = data.catalog.item_ids
+    lookup = pd.Index(ids)
+    return lookup.get_indexer(events.item_id.to_numpy())
+
+
+def targets_met(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per target: the figure, the target and whether it is met."""
+    out = []
+    for (section, setting, metric), (op, target) in TARGETS.items():
+        hit = table[
+            (table.section == section)
+            & (table.setting == setting)
+            & (table.metric == metric)
+            & (table.source == "simrec")
+        ]
+        value = float(hit.value.iloc[0]) if len(hit) else float("nan")
+        ok = value >= target if op == ">=" else value <= target
+        out.append(
+            {
+                "figure": f"{section} {setting} {metric}",
+                "value": value,
+                "target": f"{op} {target}",
+                "met": bool(ok),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def summary_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The terminal view: one row per (section, setting, metric), one column per source."""
+    t = table[~table.metric.str.startswith("target_")]
+    wide = t.pivot_table(
+        index=["section", "setting", "metric"], columns="source", values="value", sort=False
+    )
+    return wide.reset_index()
+
+
+def _write(out: Path, table: pd.DataFrame, cfg: RunConfig, ratings: dict, beh: dict, holdout):
+    import pyarrow.parquet as pq
+
+    from simrec.evaluation import report
+
+    out.mkdir(parents=True, exist_ok=True)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    tmp = out / ".fidelity.parquet.tmp"
+    pq.write_table(arrow, tmp, compression="zstd")
+    tmp.replace(out / "fidelity.parquet")
+    plt = report._plt()
+    sections = []
+    met = targets_met(table)
+    sections.append(("Targets", report._table(met)))
+    sections.append(("All figures", report._table(summary_table(table))))
+    if ratings:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        values = np.union1d(np.unique(ratings["real"]), np.unique(ratings["sampled"]))
+        width = (values[1] - values[0]) * 0.4 if values.size > 1 else 0.4
+        for shift, key, label in ((-0.5, "real", "real (held out)"), (0.5, "sampled", "simrec")):
+            counts = np.array([(ratings[key] == v).mean() for v in values])
+            ax.bar(values + shift * width, counts, width=width, label=label)
+        ax.set_xlabel("rating")
+        ax.set_ylabel("share")
+        ax.legend()
+        sections.append(
+            ("Ratings", report._img(report._save(fig, out / "ratings.png"), "rating histograms"))
+        )
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, name in zip(axes, ("items_per_session", "sessions_per_user_per_tick"), strict=True):
+        r, s = beh["real"][name], beh["sim"][name]
+        hi = float(np.quantile(np.r_[r, s], 0.99)) if np.r_[r, s].size else 1.0
+        bins = np.linspace(0, max(hi, 1e-9), 30)
+        ax.hist(r, bins=bins, alpha=0.6, density=True, label="real (training log)")
+        ax.hist(s, bins=bins, alpha=0.6, density=True, label="simrec")
+        ax.set_title(name.replace("_", " "))
+        ax.legend()
+    sections.append(
+        ("Behaviour", report._img(report._save(fig, out / "behaviour.png"), "behaviour"))
+    )
+    rk = table[table.section == "ranking"]
+    names = [s for s in rk.setting.unique() if s not in ("recall@20", "ndcg@20", "policies")]
+    if names:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for p in names:
+            x = rk[(rk.setting == p) & (rk.metric == "recall@20")].value.iloc[0]
+            y = rk[(rk.setting == p) & (rk.metric == "watches_per_user")].value.iloc[0]
+            flag = FAMILIES.get(p) == BRAIN_FAMILY
+            ax.scatter([x], [y], color="tab:red" if flag else "tab:blue")
+            ax.annotate(p + (" (brain's family)" if flag else ""), (x, y), fontsize=8)
+        ax.set_xlabel("Recall@20 on held-out real data")
+        ax.set_ylabel("simulated watches per user")
+        sections.append(
+            ("Policy ranking", report._img(report._save(fig, out / "ranking.png"), "ranking"))
+        )
+    sections.append(
+        (
+            "Setup",
+            "<pre>"
+            + json.dumps(
+                {"holdout": holdout, "config": cfg.model_dump(mode="json")}, indent=1
+            ).replace("<", "&lt;")
+            + "</pre>",
+        )
+    )
+    report._page(out, "simrec fidelity report", sections)
