@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sim.py
 	$(BIN)/python benchmarks/bench_policies.py
 	$(BIN)/python benchmarks/bench_ab.py
+	$(BIN)/python benchmarks/bench_fidelity.py
 
 clean:
 	rm -rf $(VENV) datasets_out/*/ .pytest_cache
