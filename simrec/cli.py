@@ -141,7 +141,14 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--brain",
         choices=("utility", "llm", "hybrid"),
-        help="the brain to evaluate (the report supports the statistical brain, utility)",
+        help="the brain to evaluate: utility (default) or llm (hybrid decides like utility)",
+    )
+    f.add_argument(
+        "--llm", metavar="SPEC", help="LLM to evaluate (implies --brain llm): openai:MODEL, ..."
+    )
+    f.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
+    f.add_argument(
+        "--llm-users", type=int, default=50, help="users whose lists the LLM judges (llm brain)"
     )
     f.add_argument(
         "--holdout", type=float, default=0.2, help="share of each user's latest interactions"
@@ -461,7 +468,9 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else DEFAULT_OUT / f"fidelity-{run_id_for(cfg)}"
     names = args.policies.split(",") if args.policies else POLICIES
     policies = [p.strip() for p in names if p.strip()]
-    table = fidelity(cfg, holdout=args.holdout, policies=policies, out=out, progress=False)
+    table = fidelity(
+        cfg, holdout=args.holdout, policies=policies, out=out, llm_users=args.llm_users
+    )
     if not args.quiet:
         fmt = {"float_format": lambda v: f"{v:.4f}", "na_rep": "", "index": False}
         print(summary_table(table).to_string(**fmt))

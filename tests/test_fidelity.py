@@ -183,7 +183,8 @@ def test_fidelity_is_informative_and_reproducible(tmp_path):
 @pytest.mark.parametrize(
     "flags,needle",
     [
-        (["--brain", "llm"], "brain.name"),
+        (["--brain", "hybrid"], "brain.name"),
+        (["--llm-users", "0"], "llm_users"),
         (["--holdout", "1.5"], "holdout"),
         (["--policies", "random,popular"], "at least 3"),
         (["--policies", "random,popular,nope"], "unknown policy 'nope'"),
@@ -196,3 +197,84 @@ def test_bad_fidelity_input_exits_2(flags, needle, ml100k, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_llm_brain_judges_the_lists_of_sampled_users(tmp_path, monkeypatch):
+    """A fake OpenAI-compatible server (MockTransport below the real client) answers as an
+    oracle: it picks exactly the held-out titles of the user named in the persona and gives
+    their true ratings, except every 7th pick, which names a position off the list. So the
+    LLM rows must show recall 1, ratings RMSE 0, and the broken answers as fallbacks."""
+    import json
+    import re
+
+    from .test_llm_brain import _completion, _serve
+
+    cfg = RunConfig.model_validate(WORLD)
+    data = load_data(cfg)
+    split = F.temporal_split(data, 0.2)
+    titles = data.catalog.titles
+    held: dict[int, dict[str, float]] = {}
+    for u, i, r in zip(split.test.user, split.test.item, split.test.rating, strict=True):
+        held.setdefault(int(u), {})[str(titles[i])] = float(r)
+    picks = []
+
+    def handler(request):
+        body = json.loads(request.content)
+        user = int(re.search(r"\(user (\d+)\)", body["messages"][0]["content"]).group(1))
+        lines = re.findall(r"^\d+\. (.*) \([^()]*\)$", body["messages"][1]["content"], re.M)
+        props = set(body["response_format"]["schema"]["properties"])
+        if "watch" in props:
+            picks.append(user)
+            watch = [j for j, t in enumerate(lines, 1) if t in held[user]]
+            if len(picks) % 7 == 0:
+                watch = [len(lines) + 1]
+            answer = {"watch": watch, "reason": "I know what I like"}
+        else:
+            answer = {"ratings": [held[user][t] for t in lines], "reason": "as I remember"}
+        return _completion(json.dumps(answer), "stop", 40, 10)
+
+    _serve(monkeypatch, handler)
+    raw = {
+        **WORLD,
+        "simulation": {"ticks": 2},
+        "brain": {"name": "llm"},
+        "llm": {"backend": "openai:fake", "base_url": "http://fake/v1", "cache": None},
+    }
+    table = F.fidelity(raw, llm_users=12, policies=["random", "popular", "itemknn"])
+    v = table.set_index(["section", "setting", "metric", "source"]).value
+    assert v[("discrimination", "llm", "users", "llm")] == 12
+    assert len(picks) == 12 * len(F.RATIOS)
+    fallbacks = v[("discrimination", "llm", "fallbacks", "llm")]
+    assert fallbacks == len(picks) // 7
+    for ratio in F.RATIOS:
+        pairs = v[("discrimination", f"1:{ratio}", "pairs", "llm")]
+        assert pairs <= 12 * F.LLM_POSITIVES * (ratio + 1)
+    # the oracle's answers are right; the fallbacks (statistical brain) may miss some
+    assert v[("discrimination", "1:1", "recall", "llm")] > 0.8
+    assert v[("discrimination", "1:9", "precision", "llm")] > 0.7
+    assert v[("rating", "held-out", "rmse_sampled", "llm")] < 0.3
+    assert (
+        v[("llm", "calls", "count", "llm")]
+        == len(picks)
+        + v[("rating", "held-out", "failed_requests", "llm")]
+        + 12
+        - (v[("rating", "held-out", "failed_requests", "llm")])
+    )
+
+
+@pytest.mark.slow
+def test_embedded_model_fidelity_through_the_cli(ml100k, tmp_path, capsys):
+    """The embedded SmolLM2 judges the lists of 2 users of MovieLens-format files, from the
+    command line; its answers are validated like any other (135M parameters: the figures say
+    nothing about taste, only that the path works end to end)."""
+    pytest.importorskip("llama_cpp")
+    out = tmp_path / "fid"
+    argv = ["eval", "fidelity", "--data", str(ml100k), "--llm", "local", "--llm-users", "2"]
+    argv += ["--ticks", "2", "--policies", "random,popular,itemknn", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    table = pq.read_table(out / "fidelity.parquet").to_pandas()
+    llm = table[table.source == "llm"].set_index(["section", "setting", "metric"]).value
+    assert llm[("discrimination", "llm", "users")] == 2
+    assert llm[("llm", "calls", "count")] > 0
+    assert llm[("discrimination", "1:9", "accuracy")] >= 0
+    assert 0 <= llm[("discrimination", "llm", "fallbacks")] <= 2 * len(F.RATIOS)

@@ -165,12 +165,14 @@ def _discrimination_sets(
 
 
 def _brain(data: Dataset, cfg: RunConfig):
-    """The statistical brain calibrated on ``data``, one agent per user."""
+    """The statistical brain calibrated on ``data``, one agent per user (its personas are
+    ``brain.personas``)."""
     from simrec.agents.brains.utility import UtilityBrain
 
     brain = UtilityBrain(cfg.brain, seed=cfg.seed)
     personas = brain.fit(data)
     brain.bind(personas, Streams(cfg.seed))
+    brain.personas = personas
     return brain
 
 
@@ -223,8 +225,9 @@ def _scores_table(rows: list, ratio: int, source: str, tp, fp, fn, tn) -> None:
         rows.append(("discrimination", f"1:{ratio}", metric, value, source))
 
 
-def discrimination(split: Split, cfg: RunConfig, brain, holdout: float) -> list[tuple]:
-    """Rows of the discrimination section (see the module docstring)."""
+def discrimination(split: Split, cfg: RunConfig, brain, holdout: float) -> tuple[list, tuple]:
+    """Rows of the discrimination section (see the module docstring), and the sets, the
+    brain's scores and its threshold (for the LLM's fallback)."""
     n_items = split.train.catalog.n_items
     inner = temporal_split(split.train, holdout)
     inner_brain = _brain(inner.train, cfg)
@@ -248,7 +251,187 @@ def discrimination(split: Split, cfg: RunConfig, brain, holdout: float) -> list[
         rows.append(
             ("discrimination", f"1:{ratio}", "pairs", float(sets.select(ratio).sum()), "real")
         )
+    return rows, (sets, brain_scores, theta)
+
+
+# ---------------------------------------------------------------------- LLM brains
+
+LLM_POSITIVES = 2  # held-out items per user in the LLM's lists (1:9 -> 20 items)
+LLM_RATED = 5  # held-out ratings per user the LLM is asked for
+
+
+def _llm_users(sets: _Sets, n: int, seed: int) -> np.ndarray:
+    """A deterministic sample of ``n`` users of the discrimination sets, sorted."""
+    users = np.unique(sets.users)
+    if users.size <= n:
+        return users
+    u = Streams(seed).uniform("fidelity-llm-users", users, 0, 0, 1)[:, 0]
+    return np.sort(users[np.argsort(u, kind="stable")[:n]])
+
+
+def _item_lines(data: Dataset, items: np.ndarray, genres: list[list[str]]) -> str:
+    cat = data.catalog
+    return "\n".join(
+        f"{j}. {cat.titles[i]} ({', '.join(genres[i]) or 'no genre'})"
+        for j, i in enumerate(items.tolist(), 1)
+    )
+
+
+def llm_discrimination(
+    llm, split: Split, sets: _Sets, users: np.ndarray, seed: int, utility_scores, theta
+) -> tuple[list[tuple], dict]:
+    """The LLM picks what it would watch from each sampled user's list (its first
+    LLM_POSITIVES held-out items and r times as many unseen ones, shuffled), one request per
+    user and ratio, all in one backend call. An unusable answer is decided by the statistical
+    brain's threshold rule instead and counted."""
+    from pydantic import ValidationError
+
+    from simrec.agents.brains import prompts
+    from simrec.llm.base import ChatRequest
+    from simrec.rng import derive_seed
+
+    data = split.train
+    genres = data.catalog.genre_lists()
+    ctx = _PromptContext(data, llm.fallback.personas)
+    requests, lists = [], []
+    for u in users.tolist():
+        mine = np.flatnonzero(sets.users == u)
+        pos = mine[sets.labels[mine]][:LLM_POSITIVES]
+        neg = mine[~sets.labels[mine]]
+        neg = neg[np.argsort(sets.rank[neg], kind="stable")]
+        for ratio in RATIOS:
+            rows = np.r_[pos, neg[: ratio * pos.size]]
+            shuffle = Streams(seed).uniform(
+                "fidelity-llm-order", np.array([u]), ratio, 0, rows.size
+            )
+            rows = rows[np.argsort(shuffle[0], kind="stable")]
+            schema = prompts.pick_model(rows.size).model_json_schema()
+            user_msg = llm.templates["discriminate"].safe_substitute(
+                count=rows.size, items=_item_lines(data, sets.items[rows], genres)
+            )
+            requests.append(
+                ChatRequest(
+                    messages=(
+                        {"role": "system", "content": llm._system(ctx, u)},
+                        {"role": "user", "content": user_msg},
+                    ),
+                    max_tokens=llm.max_tokens,
+                    json_schema=schema,
+                    temperature=llm.temperature,
+                    seed=derive_seed(seed, "fidelity-pick", u, ratio),
+                )
+            )
+            lists.append((ratio, rows))
+    results = llm.backend.complete(requests)
+    picks = {r: ([], []) for r in RATIOS}  # ratio -> (labels, picked)
+    fallbacks = 0
+    for (ratio, rows), res in zip(lists, results, strict=True):
+        llm._count(res)
+        chosen = None
+        if res.ok:
+            try:
+                answer = prompts.pick_model(rows.size).model_validate(res.parsed)
+                if len(set(answer.watch)) == len(answer.watch):
+                    chosen = np.zeros(rows.size, bool)
+                    chosen[[p - 1 for p in answer.watch]] = True
+            except ValidationError:
+                pass
+        if chosen is None:
+            fallbacks += 1
+            llm.fallbacks["fidelity_pick_failed"] += 1
+            chosen = utility_scores[rows] >= theta
+        picks[ratio][0].append(sets.labels[rows])
+        picks[ratio][1].append(chosen)
+    rows_out: list[tuple] = []
+    for ratio in RATIOS:
+        y, pick = np.concatenate(picks[ratio][0]), np.concatenate(picks[ratio][1])
+        tp, fp = int((pick & y).sum()), int((pick & ~y).sum())
+        fn = int((~pick & y).sum())
+        _scores_table(rows_out, ratio, "llm", tp, fp, fn, y.size - tp - fp - fn)
+        rows_out.append(("discrimination", f"1:{ratio}", "pairs", float(y.size), "llm"))
+    rows_out.append(("discrimination", "llm", "users", float(users.size), "llm"))
+    rows_out.append(("discrimination", "llm", "fallbacks", float(fallbacks), "llm"))
+    return rows_out, {"requests": len(requests)}
+
+
+def llm_ratings(llm, split: Split, users: np.ndarray, seed: int) -> list[tuple]:
+    """Each sampled user rates up to LLM_RATED of its held-out items (one request per user);
+    RMSE, MAE and Wasserstein of the LLM's ratings. An unusable answer is left out and
+    counted."""
+    from pydantic import ValidationError
+
+    from simrec.agents.brains import prompts
+    from simrec.llm.base import ChatRequest
+    from simrec.rng import derive_seed
+
+    data, test = split.train, split.test
+    scale = data.scale
+    values = tuple(np.round(np.arange(scale.low, scale.high + 1e-9, scale.step), 3))
+    genres = data.catalog.genre_lists()
+    ctx = _PromptContext(data, llm.fallback.personas)
+    rated = np.isfinite(test.rating)
+    requests, truth = [], []
+    for u in users.tolist():
+        mine = np.flatnonzero((test.user == u) & rated)[:LLM_RATED]
+        if mine.size == 0:
+            continue
+        user_msg = llm.templates["rate"].safe_substitute(
+            items=_item_lines(data, test.item[mine].astype(np.int64), genres),
+            scale=f"{scale.low:g} to {scale.high:g} in steps of {scale.step:g}",
+        )
+        requests.append(
+            ChatRequest(
+                messages=(
+                    {"role": "system", "content": llm._system(ctx, u)},
+                    {"role": "user", "content": user_msg},
+                ),
+                max_tokens=llm.max_tokens,
+                json_schema=prompts.rate_model(mine.size, values).model_json_schema(),
+                temperature=llm.temperature,
+                seed=derive_seed(seed, "fidelity-rate", u),
+            )
+        )
+        truth.append(test.rating[mine].astype(np.float64))
+    if not requests:
+        return []
+    got, real, failed = [], [], 0
+    for res, t in zip(llm.backend.complete(requests), truth, strict=True):
+        llm._count(res)
+        try:
+            if not res.ok:
+                raise ValueError(res.error)
+            answer = prompts.rate_model(t.size, values).model_validate(res.parsed)
+        except (ValueError, ValidationError):
+            failed += 1
+            llm.fallbacks["fidelity_rating_failed"] += 1
+            continue
+        got.append(np.array(answer.ratings, np.float64))
+        real.append(t)
+    rows = [("rating", "held-out", "failed_requests", float(failed), "llm")]
+    if got:
+        g, r = np.concatenate(got), np.concatenate(real)
+        span = float(scale.high - scale.low) or 1.0
+        w = float(stats.wasserstein_distance(g, r))
+        rows += [
+            ("rating", "held-out", "ratings", float(r.size), "llm"),
+            ("rating", "held-out", "rmse_sampled", _rmse(g, r), "llm"),
+            ("rating", "held-out", "mae_sampled", float(np.abs(g - r).mean()), "llm"),
+            ("rating", "held-out", "wasserstein", w, "llm"),
+            ("rating", "held-out", "wasserstein_normalised", w / span, "llm"),
+        ]
     return rows
+
+
+@dataclass
+class _PromptContext:
+    """What ``LLMBrain._system`` reads from a simulation: the scale and the personas."""
+
+    data: Dataset
+    personas: object
+
+    @property
+    def scale(self):
+        return self.data.scale
 
 
 # ---------------------------------------------------------------------- ratings
@@ -436,22 +619,29 @@ def fidelity(
     policies: tuple[str, ...] | list[str] = POLICIES,
     out: str | Path | None = None,
     progress: bool = False,
+    llm_users: int = 50,
 ) -> pd.DataFrame:
     """The fidelity table of the config's data and statistical brain (see the module
     docstring). ``config.simulation.ticks`` is the length of the simulated runs, their
     policy for the behaviour section is ``config.policy``. With ``out``, writes
-    ``fidelity.parquet``, ``report.html`` (with plots) and the simulated runs under ``out``."""
+    ``fidelity.parquet``, ``report.html`` (with plots) and the simulated runs under ``out``.
+
+    With ``brain.name: llm``, the LLM also picks from the lists of ``llm_users`` sampled users
+    (their first LLM_POSITIVES held-out items each) and rates their held-out items: rows with
+    source ``llm``. The behaviour and ranking simulations still use the statistical brain."""
     import simrec
     from simrec.environments.policies import make_policy
     from simrec.simulator.model import agent_log, gini
     from simrec.simulator.runner import _as_config, load_data
 
     cfg = _as_config(config)
-    if cfg.brain.name != "utility":
+    if cfg.brain.name == "hybrid":
         raise ConfigError(
-            f"fidelity: brain.name: the report calibrates the statistical brain; "
-            f"got {cfg.brain.name!r} (LLM brains are not supported by the report yet)"
+            "fidelity: brain.name: the hybrid brain decides like the statistical one; "
+            "evaluate brain 'utility' (or 'llm'), got 'hybrid'"
         )
+    if llm_users < 1:
+        raise ConfigError(f"fidelity llm_users: expected at least 1, got {llm_users}")
     if cfg.population.users is not None:
         raise ConfigError(
             "fidelity: population.users: the report simulates one agent per real user; "
@@ -475,9 +665,18 @@ def fidelity(
         ("split", "training", "interactions", float(len(split.train.interactions)), "real"),
         ("split", "held-out", "users", float(np.unique(split.test.user).size), "real"),
     ]
-    rows += discrimination(split, cfg, brain, holdout)
+    disc_rows, (sets, brain_scores, theta) = discrimination(split, cfg, brain, holdout)
+    rows += disc_rows
     rating_rows, rating_data = rating_fidelity(split, brain, cfg.seed)
     rows += rating_rows
+    llm = None
+    if cfg.brain.name == "llm":
+        from simrec.simulator.runner import _llm_brain
+
+        llm = _llm_brain(cfg, brain)
+        users = _llm_users(sets, llm_users, cfg.seed)
+        rows += llm_discrimination(llm, split, sets, users, cfg.seed, brain_scores, theta)[0]
+        rows += llm_ratings(llm, split, users, cfg.seed)
 
     # simulations: every policy on the training split, one agent per user
     behaviour_policy = cfg.policy.name
@@ -493,6 +692,7 @@ def fidelity(
         raw = cfg.model_dump(mode="json")
         raw["policy"] = raw["policy"] if name == behaviour_policy else {"name": name, "params": {}}
         raw["output"] = {"dir": str(runs_dir / name.replace(":", "_")), "overwrite": True}
+        raw["brain"]["name"] = "utility"  # an LLM brain is measured above, not simulated
         res = simrec.run(raw, data=split.train, progress=progress)
         events = res.events()
         if name in policies:
@@ -511,6 +711,12 @@ def fidelity(
     rows += ranking(split, engagement, offline)
     for (section, setting, metric), (op, target) in TARGETS.items():
         rows.append((section, setting, f"target_{metric}", target, op))
+    if llm is not None:
+        rows += [
+            ("llm", "calls", "count", float(llm.calls), "llm"),
+            ("llm", "tokens", "prompt", float(llm.prompt_tokens), "llm"),
+            ("llm", "tokens", "completion", float(llm.completion_tokens), "llm"),
+        ]
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     table["value"] = table["value"].astype(np.float64)
     if out is not None:

@@ -9,11 +9,13 @@ ratings, actions and feelings, so an answer can neither name an item that is not
 need title matching. One pydantic model gives the JSON schema sent for constrained decoding and
 validates the answer.
 
-Templates are ``string.Template`` files (``system.txt``, ``page.txt``, ``narrate.txt`` for the
-hybrid brain and ``reflect.txt`` for reflections); a user can point ``llm.templates_dir`` at a
-folder with their own versions (``$name``, ``$profile``, ``$scale``; ``$memory`` (the retrieved
-memories, one per line), ``$reflection`` (the agent's latest "what I've learned" note, or
-nothing), ``$page_number``, ``$items``; ``$did``).
+Templates are ``string.Template`` files that a user can replace by pointing
+``llm.templates_dir`` at a folder with their own versions: ``system.txt`` (``$name``,
+``$profile``, ``$scale``), ``page.txt`` (``$memory``: the retrieved memories, one per line;
+``$reflection``: the agent's latest "what I've learned" note, or nothing; ``$page_number``,
+``$items``), ``narrate.txt`` for the hybrid brain (the same, and ``$did``), ``reflect.txt``
+(``$memory``, ``$reflection``), and ``discriminate.txt`` (``$count``, ``$items``) and
+``rate.txt`` (``$items``, ``$scale``) for the fidelity report.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ TEMPLATES = Path(__file__).with_name("templates")
 def load_templates(directory: str | Path | None = None) -> dict[str, Template]:
     """The system and page templates, from ``directory`` where it has them."""
     out = {}
-    for name in ("system", "page", "narrate", "reflect"):
+    for name in ("system", "page", "narrate", "reflect", "discriminate", "rate"):
         path = TEMPLATES / f"{name}.txt"
         if directory is not None:
             custom = Path(directory) / f"{name}.txt"
@@ -51,7 +53,7 @@ def load_templates(directory: str | Path | None = None) -> dict[str, Template]:
 def answer_model(k: int, ratings: tuple[float, ...]) -> type[BaseModel]:
     """The pydantic model of one page's answer for a page of ``k`` slots and a rating scale."""
     positions = Literal[tuple(range(1, k + 1))]  # type: ignore[valid-type]
-    rating_values = Literal[tuple(int(r) if float(r).is_integer() else r for r in ratings)]  # type: ignore[valid-type]
+    rating_values = _rating_values(ratings)
     return create_model(
         f"PageAnswer{k}",
         __config__=ConfigDict(extra="forbid"),
@@ -59,6 +61,34 @@ def answer_model(k: int, ratings: tuple[float, ...]) -> type[BaseModel]:
         ratings=(list[rating_values], Field(default_factory=list, max_length=k)),
         next=(Literal["next_page", "leave"], ...),
         feeling=(Literal[FEELINGS], ...),
+        reason=(str, Field(..., max_length=200)),
+    )
+
+
+def _rating_values(ratings: tuple[float, ...]):
+    """A Literal of the scale's values (integers where they are whole)."""
+    return Literal[tuple(int(r) if float(r).is_integer() else r for r in ratings)]  # type: ignore[valid-type]
+
+
+def pick_model(k: int) -> type[BaseModel]:
+    """The fidelity report's discrimination answer for a list of ``k`` items: the positions
+    the user would watch (enumerated, bounded) and why."""
+    positions = Literal[tuple(range(1, k + 1))]  # type: ignore[valid-type]
+    return create_model(
+        f"Pick{k}",
+        __config__=ConfigDict(extra="forbid"),
+        watch=(list[positions], Field(default_factory=list, max_length=k)),
+        reason=(str, Field(..., max_length=200)),
+    )
+
+
+def rate_model(n: int, ratings: tuple[float, ...]) -> type[BaseModel]:
+    """The fidelity report's rating answer: exactly ``n`` ratings from the scale, and why."""
+    rating_values = _rating_values(ratings)
+    return create_model(
+        f"Rate{n}",
+        __config__=ConfigDict(extra="forbid"),
+        ratings=(list[rating_values], Field(..., min_length=n, max_length=n)),
         reason=(str, Field(..., max_length=200)),
     )
 
