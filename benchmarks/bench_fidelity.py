@@ -55,7 +55,7 @@ def main() -> None:
     ]
     with pd.option_context("display.width", 120):
         for label, key in rows:
-            base = {s: v.get((*key, s)) for s in ("popularity", "item_mean")}
+            base = {s: v.get((*key, s)) for s in ("oracle", "popularity", "item_mean")}
             extra = "".join(f"   {s} {x:.3f}" for s, x in base.items() if x is not None)
             print(f"  {label:<22}{v[(*key, 'simrec')]:.3f}{extra}")
         print(targets_met(table).to_string(index=False))

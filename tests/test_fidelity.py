@@ -139,6 +139,7 @@ def test_fidelity_report_on_movielens_files(ml100k, tmp_path, capsys):
             got = disc[(disc.setting == f"1:{ratio}") & (disc.source == source)]
             assert set(got.metric) == {"accuracy", "precision", "recall", "f1"}
             assert got.value.between(0, 1).all()
+    assert "oracle" not in set(disc.source)  # real files carry no generating model
     no = disc[(disc.source == "always_no") & (disc.metric == "f1")]
     assert (no.value == 0).all()
     rating = table[table.section == "rating"].set_index(["metric", "source"]).value
@@ -168,6 +169,11 @@ def test_fidelity_is_informative_and_reproducible(tmp_path):
             v[("discrimination", s, "f1", "simrec")] > v[("discrimination", s, "f1", "always_no")]
         )
     assert v[("discrimination", "1:1", "accuracy", "simrec")] > 0.6
+    # a synthetic world knows the utility its log was drawn from: the oracle's figures under the
+    # same protocol bound what a model learnt from 300 users can reach
+    for metric, ratio in (("accuracy", "1:1"), ("f1", "1:9")):
+        oracle = v[("discrimination", ratio, metric, "oracle")]
+        assert oracle > v[("discrimination", ratio, metric, "simrec")]
     assert (
         v[("rating", "held-out", "rmse_expected", "simrec")]
         < v[("rating", "held-out", "rmse_expected", "global_mean")]

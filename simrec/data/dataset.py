@@ -162,6 +162,26 @@ class Dataset:
     scale: RatingScale
     source: str
     file_hashes: dict[str, str] = field(default_factory=dict)
+    # synthetic worlds only: the choice utility the log was drawn from, so evaluations can
+    # report what a perfect model would reach (see :class:`WorldTruth`)
+    truth: WorldTruth | None = None
+
+
+@dataclass
+class WorldTruth:
+    """The synthetic world's generating choice model: a user picks items with probability
+    proportional to ``exp(taste_scale * user_vecs[u] @ item_vecs[i] + log_pop[i])``.
+    user_vecs: (n_users, d), item_vecs: (n_items, d), log_pop: (n_items,), float64."""
+
+    user_vecs: np.ndarray
+    item_vecs: np.ndarray
+    log_pop: np.ndarray
+    taste_scale: float
+
+    def utility(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(n,), (n,) -> (n,) the log-odds-like utility of each pair."""
+        dot = np.einsum("nd,nd->n", self.user_vecs[users], self.item_vecs[items])
+        return self.taste_scale * dot + self.log_pop[items]
 
 
 def file_sha256(path: str) -> str:

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from simrec.arrays import rowwise_dot
 from simrec.config import SyntheticWorldConfig
-from simrec.data.dataset import Catalog, Dataset, Interactions, RatingScale
+from simrec.data.dataset import Catalog, Dataset, Interactions, RatingScale, WorldTruth
 from simrec.data.loaders import ML100K_GENRES
 from simrec.rng import Streams
 
@@ -58,6 +58,7 @@ _NOUN = [
     "Lighthouse",
     "Passage",
 ]
+_TASTE_SCALE = 2.5  # weight of taste against log popularity in the log's choice model
 _CHUNK = 4096  # users per sampling chunk; fixed so the world never depends on batch sizes
 
 
@@ -121,7 +122,8 @@ def make_world(cfg: SyntheticWorldConfig, seed: int) -> Dataset:
         timestamps,
         np.arange(1, cfg.users + 1, dtype=np.int64),
     )
-    return Dataset(catalog, log, scale, source="synthetic")
+    truth = WorldTruth(user_vecs, item_vecs, log_pop, _TASTE_SCALE)
+    return Dataset(catalog, log, scale, source="synthetic", truth=truth)
 
 
 def _items(
@@ -170,7 +172,7 @@ def _sample_log(
     n_items = item_vecs.shape[0]
     for start in range(0, n_users, _CHUNK):
         idx = np.arange(start, min(start + _CHUNK, n_users))
-        util = (2.5 * user_vecs[idx]).astype(np.float32) @ items32
+        util = (_TASTE_SCALE * user_vecs[idx]).astype(np.float32) @ items32
         util += pop32
         # a fixed chunk size keeps the draws independent of anything the user configures
         e = streams.generator("world-log", start).standard_exponential(util.shape, np.float32)

@@ -9,7 +9,8 @@ statistical brain are calibrated on the rest only (item popularity included). Th
   calibrated on the training data alone: the same protocol on an inner temporal split of the
   training log, with a brain fitted on the inner part, maximising the mean F1 over the ratios.
   Baselines: ``always_no`` and ``popularity`` (items above a popularity percentile, calibrated
-  the same way).
+  the same way); on a synthetic world also ``oracle``, the world's own choice utility under the
+  same protocol, the best any model can do there.
 * **rating**: RMSE and MAE of the agents' expected and sampled ratings against the held-out
   ratings (baselines: the training mean, and item means); the Wasserstein distance between the
   sampled and the real rating histograms, in rating units and as a share of the scale's range.
@@ -110,7 +111,12 @@ def temporal_split(data: Dataset, holdout: float = 0.2) -> Split:
         data.catalog, popularity=np.bincount(train_log.item, minlength=n_items).astype(np.int64)
     )
     train = Dataset(
-        catalog, train_log, data.scale, f"{data.source} (training split)", data.file_hashes
+        catalog,
+        train_log,
+        data.scale,
+        f"{data.source} (training split)",
+        data.file_hashes,
+        data.truth,
     )
     return Split(train, rows(test_rows))
 
@@ -244,9 +250,19 @@ def discrimination(split: Split, cfg: RunConfig, brain, holdout: float) -> tuple
         ("discrimination", "calibration", "threshold", theta, "simrec"),
         ("discrimination", "calibration", "threshold", theta_pop, "popularity"),
     ]
+    truth = split.train.truth
+    if truth is not None:  # a synthetic world: what its own choice model reaches, same protocol
+        inner_truth = truth.utility(inner_sets.users, inner_sets.items)
+        theta_oracle = _calibrate_threshold(inner_truth, inner_sets)
+        oracle_scores = truth.utility(sets.users, sets.items)
+        rows.append(("discrimination", "calibration", "threshold", theta_oracle, "oracle"))
     for ratio in RATIOS:
         _scores_table(rows, ratio, "simrec", *_confusion(brain_scores, sets, ratio, theta))
         _scores_table(rows, ratio, "popularity", *_confusion(pop_scores, sets, ratio, theta_pop))
+        if truth is not None:
+            _scores_table(
+                rows, ratio, "oracle", *_confusion(oracle_scores, sets, ratio, theta_oracle)
+            )
         _scores_table(rows, ratio, "always_no", *_confusion(pop_scores, sets, ratio, np.inf))
         rows.append(
             ("discrimination", f"1:{ratio}", "pairs", float(sets.select(ratio).sum()), "real")

@@ -10,6 +10,7 @@ Run directory layout (``datasets_out/<run_id>/``)::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -111,7 +112,15 @@ def _top_items(data: Dataset, n: int) -> Dataset:
         log.timestamp[mask],
         log.user_ids[users_kept],
     )
-    return Dataset(data.catalog.subset(keep), sub, data.scale, data.source, data.file_hashes)
+    truth = data.truth
+    if truth is not None:
+        truth = dataclasses.replace(
+            truth,
+            user_vecs=truth.user_vecs[users_kept],
+            item_vecs=truth.item_vecs[keep],
+            log_pop=truth.log_pop[keep],
+        )
+    return Dataset(data.catalog.subset(keep), sub, data.scale, data.source, data.file_hashes, truth)
 
 
 def _check_out_dir(run_dir: Path, overwrite: bool) -> None:
