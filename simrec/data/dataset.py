@@ -141,6 +141,23 @@ class Interactions:
         self._matrix = m
         return m
 
+    def take(self, rows: np.ndarray) -> Interactions:
+        """The rows ``rows`` (same users and user ids)."""
+        return Interactions(
+            self.user[rows], self.item[rows], self.rating[rows], self.timestamp[rows], self.user_ids
+        )
+
+    def latest(self, share: float) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices (sorted) of each user's earlier and latest interactions: per user, the
+        latest ``floor(share * n)`` by timestamp (then item) are the second array."""
+        order = np.lexsort((self.item, self.timestamp, self.user))
+        user = self.user[order]
+        counts = np.bincount(user, minlength=self.n_users)
+        rank = np.arange(len(self)) - np.repeat(np.cumsum(counts) - counts, counts)
+        n_late = np.floor(share * counts + 1e-9).astype(np.int64)
+        late = rank >= (counts - n_late)[user]
+        return np.sort(order[~late]), np.sort(order[late])
+
     def to_arrow(self) -> pa.Table:
         """The log as an Arrow table with columns user_index, item_index, rating, timestamp."""
         return pa.table(

@@ -89,23 +89,13 @@ def temporal_split(data: Dataset, holdout: float = 0.2) -> Split:
     if not 0 < holdout < 1:
         raise ConfigError(f"fidelity holdout: expected a share in (0, 1), got {holdout!r}")
     log = data.interactions
-    order = np.lexsort((log.item, log.timestamp, log.user))
-    user = log.user[order]
-    counts = np.bincount(user, minlength=log.n_users)
-    rank = np.arange(len(log)) - np.repeat(np.cumsum(counts) - counts, counts)
-    n_test = np.floor(holdout * counts + 1e-9).astype(np.int64)
-    held = rank >= (counts - n_test)[user]
-    test_rows, train_rows = np.sort(order[held]), np.sort(order[~held])
+    train_rows, test_rows = log.latest(holdout)
     if test_rows.size == 0:
         raise ConfigError(
             f"fidelity: no user has {math.ceil(1 / holdout)} interactions, so nothing is held "
             f"out (holdout {holdout})"
         )
-
-    def rows(r: np.ndarray) -> Interactions:
-        return Interactions(log.user[r], log.item[r], log.rating[r], log.timestamp[r], log.user_ids)
-
-    train_log = rows(train_rows)
+    train_log = log.take(train_rows)
     n_items = data.catalog.n_items
     catalog = dataclasses.replace(
         data.catalog, popularity=np.bincount(train_log.item, minlength=n_items).astype(np.int64)
@@ -118,7 +108,7 @@ def temporal_split(data: Dataset, holdout: float = 0.2) -> Split:
         data.file_hashes,
         data.truth,
     )
-    return Split(train, rows(test_rows))
+    return Split(train, log.take(test_rows))
 
 
 # ---------------------------------------------------------------------- discrimination
