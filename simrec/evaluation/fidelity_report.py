@@ -24,7 +24,7 @@ statistical brain are calibrated on the rest only (item popularity included). Th
   offline on the held-out interactions (Recall@20, NDCG@20, training items excluded); Kendall's
   tau and Spearman's rho between the two orders. The statistical brain's taste model is a
   matrix factorisation: policies of that family (``als``, ``bpr``) are flagged, their rank
-  shift (simulated rank minus real rank, positive: flattered) is reported, and the
+  shift (real rank minus simulated rank; positive: flattered) is reported, and the
   correlations are also given without them.
 
 The result is one long table: section, setting, metric, value, source.

@@ -29,6 +29,8 @@ from simrec.data.dataset import Dataset
 from simrec.rng import Streams
 
 _MAX_POSITIVES = 200_000
+CROSS_FIT_SHARE = 0.2  # each user's latest share of interactions calibrates the click model
+_MIN_CROSS_FIT = 200  # fewer held-out rows than this: calibrate in sample
 _NEGATIVES_PER_POSITIVE = 4
 
 
@@ -83,28 +85,60 @@ class UtilityBrain:
         return personas
 
     def _fit_click_weights(self, data: Dataset, personas: Personas) -> ClickWeights:
+        """Logistic regression of watched against random items. In sample by default (the
+        positives are rows the taste model was fitted on). ``click_calibration: cross-fit``
+        takes each user's latest CROSS_FIT_SHARE of interactions as positives, scored by a taste
+        model and popularity fitted on the earlier rest, so the weight of affinity is how well
+        the taste model predicts choices it has not seen rather than how well it fits its own
+        training rows (a fit that flatters recommenders of its family)."""
         log, n_items = data.interactions, data.catalog.n_items
         g = Streams(self.seed).generator("click-calibration")
-        pos = g.choice(len(log), size=min(len(log), _MAX_POSITIVES), replace=False)
+        logpop = np.log1p(data.catalog.popularity.astype(np.float64))
+        pop_mean, pop_std = float(logpop.mean()), float(logpop.std() or 1.0)
+        self.z_pop = ((logpop - pop_mean) / pop_std).astype(np.float32)
+        choice, z_pop, rows = self.choice, self.z_pop, np.arange(len(log))
+        if self.config.click_calibration == "cross-fit":
+            early, late = log.latest(CROSS_FIT_SHARE)
+            if late.size >= _MIN_CROSS_FIT:
+                choice = fit_choice_factors(
+                    log.take(early), n_items, self.config.taste_dim, self.seed
+                )
+                early_pop = np.log1p(np.bincount(log.item[early], minlength=n_items))
+                z_pop = (early_pop - early_pop.mean()) / (early_pop.std() or 1.0)
+                rows = late
+        pos = rows[g.choice(rows.size, size=min(rows.size, _MAX_POSITIVES), replace=False)]
         users_pos, items_pos = log.user[pos].astype(np.int64), log.item[pos].astype(np.int64)
         users_neg = np.repeat(users_pos, _NEGATIVES_PER_POSITIVE)
         items_neg = g.integers(0, n_items, users_neg.size)
         users = np.concatenate([users_pos, users_neg])
         items = np.concatenate([items_pos, items_neg])
         y = np.concatenate([np.ones(users_pos.size), np.zeros(users_neg.size)])
-        aff = np.einsum("nd,nd->n", self.choice.taste[users], self.choice.items[items]).astype(
-            np.float64
+
+        def affinity(factors: ChoiceFactors) -> np.ndarray:
+            return np.einsum("nd,nd->n", factors.taste[users], factors.items[items]).astype(
+                np.float64
+            )
+
+        def standardise(aff: np.ndarray) -> tuple[float, float]:  # over the random items
+            neg = aff[users_pos.size :]
+            return float(neg.mean()), float(neg.std() or 1.0)
+
+        aff = affinity(choice)
+        fit_mean, fit_std = standardise(aff)
+        # the simulation scores with the final taste model: its own standardisation
+        aff_mean, aff_std = (
+            standardise(affinity(self.choice))
+            if choice is not self.choice
+            else (
+                fit_mean,
+                fit_std,
+            )
         )
-        aff_neg = aff[users_pos.size :]
-        aff_mean, aff_std = float(aff_neg.mean()), float(aff_neg.std() or 1.0)
-        logpop = np.log1p(data.catalog.popularity.astype(np.float64))
-        pop_mean, pop_std = float(logpop.mean()), float(logpop.std() or 1.0)
-        self.z_pop = ((logpop - pop_mean) / pop_std).astype(np.float32)
-        zp = self.z_pop[items].astype(np.float64)
+        zp = np.asarray(z_pop, np.float64)[items]
         x = np.column_stack(
             [
                 np.ones(y.size),
-                (aff - aff_mean) / aff_std,
+                (aff - fit_mean) / fit_std,
                 personas.conformity[users] * zp,
                 personas.diversity[users] * -zp,
             ]
