@@ -7,6 +7,7 @@ with status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--overwrite", action="store_true", help="replace an earlier export")
 
+    au = sub.add_parser(
+        "augment",
+        help="enrich a catalog and its users from the interaction graph",
+        description="Catalog enrichment with provenance: knowledge from the interaction graph "
+        "(neighbours, statistics, genres for items without them, era, audience, tags, "
+        "descriptions), using only interactions before --cutoff.",
+    )
+    au_sub = au.add_subparsers(dest="augment_command", required=True)
+    ai = au_sub.add_parser(
+        "items",
+        help="write items_enriched.parquet",
+        description="Enrich every item (or, with --only-missing, the items without genres or "
+        "text): each generated field carries its source, a confidence and a prompt hash.",
+    )
+    _add_data_flags(ai)
+    ai.add_argument("--items", type=int, help="real data: keep the N most popular items")
+    ai.add_argument(
+        "--cutoff",
+        help="only interactions before this inform anything: a per-user fraction (0.8), "
+        "Unix seconds, or an ISO-8601 date/time",
+    )
+    ai.add_argument("--only-missing", action="store_true", help="only items without genres/text")
+    ai.add_argument("--neighbours", type=int, default=10, help="neighbours per item (default 10)")
+    ai.add_argument(
+        "--genre-threshold",
+        type=float,
+        default=0.5,
+        help="share of neighbour weight a genre needs to be added (default 0.5)",
+    )
+    ai.add_argument("--seed", type=int, help="root seed (synthetic worlds)")
+    ai.add_argument("--out", help="output directory (default datasets_out/augment-<hash>)")
+    ai.add_argument("--overwrite", action="store_true", help="replace an earlier output")
+
     ev = sub.add_parser(
         "eval",
         help="evaluate the simulator itself",
@@ -172,8 +206,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_world_flags(r: argparse.ArgumentParser) -> None:
-    """Flags shared by run and ab: data, population, clock, social graph, seed."""
+def _add_data_flags(r: argparse.ArgumentParser) -> None:
+    """Where the data comes from (every command that reads a log)."""
     r.add_argument("config", nargs="?", help="YAML or TOML config file (flags override it)")
     r.add_argument("--data", help="data directory (MovieLens) or file (table)")
     r.add_argument(
@@ -186,6 +220,11 @@ def _add_world_flags(r: argparse.ArgumentParser) -> None:
         help="table format: user=COL,item=COL[,rating=COL,timestamp=COL,title=COL,genres=COL]",
     )
     r.add_argument("--items-file", help="table format: catalog file with item/title/genres columns")
+
+
+def _add_world_flags(r: argparse.ArgumentParser) -> None:
+    """Flags shared by run, ab and eval: data, population, clock, social graph, seed."""
+    _add_data_flags(r)
     r.add_argument("--users", type=int, help="agents to simulate (synthetic: users in the world)")
     r.add_argument(
         "--items", type=int, help="items (synthetic: catalog size; real data: top-N popular)"
@@ -315,9 +354,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if args.items_file is not None:
         data["items_path"] = args.items_file
     synthetic = data["format"] == "synthetic"
-    if args.users is not None:
+    if getattr(args, "users", None) is not None:
         (data["synthetic"] if synthetic else pop)["users"] = args.users
-    if args.items is not None:
+    if getattr(args, "items", None) is not None:
         (data["synthetic"] if synthetic else pop)["items"] = args.items
     for flag, section, key in (
         ("ticks", sim, "ticks"),
@@ -325,13 +364,14 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         ("max_pages", sim, "max_pages"),
         ("batch_size", sim, "batch_size"),
     ):
-        if getattr(args, flag) is not None:
+        if getattr(args, flag, None) is not None:
             section[key] = getattr(args, flag)
     pol = raw["policy"]
-    _apply_policy_flags(pol, args)
-    if args.retrain_every is not None:
+    if hasattr(args, "policy"):
+        _apply_policy_flags(pol, args)
+    if getattr(args, "retrain_every", None) is not None:
         pol["retrain_every"] = args.retrain_every
-    if args.social is not None:
+    if getattr(args, "social", None) is not None:
         if args.social in ("none", "watts-strogatz", "barabasi-albert"):
             raw["social"]["graph"] = args.social
         else:
@@ -344,11 +384,11 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         raw["llm"]["base_url"] = args.base_url
     if getattr(args, "brain", None) is not None:
         raw["brain"]["name"] = args.brain
-    if args.seed is not None:
+    if getattr(args, "seed", None) is not None:
         raw["seed"] = args.seed
-    if args.out is not None:
+    if getattr(args, "out", None) is not None:
         raw["output"]["dir"] = args.out
-    if args.overwrite:
+    if getattr(args, "overwrite", False):
         raw["output"]["overwrite"] = True
     return validate_config(raw, "command line")
 
@@ -460,6 +500,25 @@ def cmd_ope(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_augment(args: argparse.Namespace) -> int:
+    from simrec.augment import augment_items
+
+    cfg = build_config(args)
+    out = augment_items(
+        cfg,
+        cutoff=args.cutoff,
+        only_missing=args.only_missing,
+        neighbours=args.neighbours,
+        genre_threshold=args.genre_threshold,
+        out=args.out,
+        overwrite=args.overwrite,
+    )
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    print(f"items_enriched: {out / 'items_enriched.parquet'}")
+    print(", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    return 0
+
+
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from simrec.evaluation.fidelity_report import POLICIES, fidelity, summary_table, targets_met
     from simrec.simulator.runner import DEFAULT_OUT, run_id_for
@@ -553,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "eval":
             return cmd_fidelity(args)
+        if args.command == "augment":
+            return cmd_augment(args)
     except SimrecError as err:
         print(f"simrec: error: {err}", file=sys.stderr)
         return 2

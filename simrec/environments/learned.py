@@ -30,7 +30,7 @@ from simrec.errors import ConfigError
 
 
 @contextlib.contextmanager
-def _quiet_implicit():
+def quiet_implicit():
     """Single-threaded BLAS (what implicit asks for) and none of its format warnings."""
     with threadpool_limits(1, "blas"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="implicit")
@@ -102,7 +102,7 @@ class ItemKNNPolicy(_Ranker):
         from implicit.nearest_neighbours import CosineRecommender
 
         self.history = self._fit_common(interactions, catalog)
-        with _quiet_implicit():
+        with quiet_implicit():
             model = CosineRecommender(K=self.neighbours)
             model.fit(self.history, show_progress=False)
         # similarity[i, j]: how much having i in one's history recommends j
@@ -138,7 +138,7 @@ class _FactorPolicy(_Ranker):
         hist = self._fit_common(interactions, catalog)
         # one thread: implicit's BPR is Hogwild-parallel (not reproducible with more threads)
         # and ALS asks for single-threaded BLAS
-        with _quiet_implicit():
+        with quiet_implicit():
             model = self._model()
             model.fit(hist, show_progress=False)
         self.user_factors = np.ascontiguousarray(model.user_factors, np.float32)

@@ -1,0 +1,331 @@
+"""Item enrichment from the interaction graph, without an LLM (offline, seconds).
+
+Every fact comes from the catalog or from the interactions before the cutoff:
+
+* ``neighbours``: "people who liked X also liked Y", the items with the highest co-occurrence
+  cosine among the users who liked X (implicit's CosineRecommender over the liked matrix; a
+  user likes the items they rated at or above their own mean, or everything without ratings);
+* statistics: interactions, mean rating, share of high ratings (top quarter of the scale),
+  rating spread;
+* ``genres`` for items that have none: a similarity-weighted vote of the neighbours' genres;
+  a genre is added when at least ``genre_threshold`` of the neighbour weight carries it (its
+  confidence is that share); an item without rated neighbours stays unknown;
+* ``era`` from a year in the title, ``popularity_band`` from the item's interaction-count
+  percentile, ``audience`` from its fans (the genres they like beyond the item's own, and
+  whether they rate generously or critically);
+* ``tags`` from a closed vocabulary built from the catalog (its genres, eras, bands and rating
+  labels), each with its source and confidence;
+* ``description``: the facts above composed into sentences.
+
+Each generated field has ``<field>_source`` (``catalog`` or ``graph``), ``<field>_confidence``
+and ``<field>_prompt_hash`` (null here; set by the LLM path). Unknown stays null; nothing is
+guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from simrec.augment.cutoff import Cutoff, visible
+from simrec.data.dataset import Dataset
+from simrec.data.schemas import arrow_id_type
+
+FIELDS = ("genres_added", "era", "popularity_band", "audience", "description")
+BANDS = ((0.95, "blockbuster"), (0.75, "popular"), (0.25, "mid-range"), (0.0, "niche"))
+_YEAR = re.compile(r"\((\d{4})\)\s*$")
+MIN_FANS = 5
+
+
+@dataclass
+class Graph:
+    """What the visible interactions say about items. counts, mean, high, spread: (n_items,)
+    (mean/high/spread NaN without ratings); similarity: (n_items, n_items) CSR, top
+    ``neighbours`` per row; liked: (n_users, n_items) CSR of liked interactions."""
+
+    counts: np.ndarray
+    mean: np.ndarray
+    high: np.ndarray
+    spread: np.ndarray
+    similarity: sp.csr_matrix
+    liked: sp.csr_matrix
+    user_bias: np.ndarray
+
+
+def build_graph(data: Dataset, rows: np.ndarray, neighbours: int) -> Graph:
+    """The item graph of ``data``'s interactions ``rows`` (the visible ones)."""
+    from implicit.nearest_neighbours import CosineRecommender
+
+    from simrec.environments.learned import quiet_implicit
+
+    log = data.interactions.take(rows)
+    n_users, n_items = log.n_users, data.catalog.n_items
+    counts = np.bincount(log.item, minlength=n_items).astype(np.int64)
+    rated = np.isfinite(log.rating)
+    r = log.rating.astype(np.float64)
+    n_r = np.bincount(log.item[rated], minlength=n_items)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(log.item[rated], r[rated], n_items) / n_r
+        sq = np.bincount(log.item[rated], r[rated] ** 2, n_items) / n_r
+        spread = np.sqrt(np.maximum(sq - mean**2, 0.0))
+        scale = data.scale
+        high_cut = scale.low + 0.75 * (scale.high - scale.low)
+        high = np.bincount(log.item[rated], (r[rated] >= high_cut - 1e-9), n_items) / n_r
+        user_mean = np.bincount(log.user[rated], r[rated], n_users) / np.bincount(
+            log.user[rated], minlength=n_users
+        )
+    global_mean = float(r[rated].mean()) if rated.any() else float("nan")
+    user_bias = np.nan_to_num(user_mean - global_mean)
+    like = ~rated | (r >= np.nan_to_num(user_mean[log.user], nan=-np.inf) - 1e-9)
+    liked = sp.csr_matrix(
+        (np.ones(int(like.sum()), np.float32), (log.user[like], log.item[like])),
+        shape=(n_users, n_items),
+    )
+    liked.sum_duplicates()
+    liked.data[:] = 1.0
+    if liked.nnz:
+        with quiet_implicit():
+            model = CosineRecommender(K=neighbours + 1)
+            model.fit(liked, show_progress=False)
+        sim = model.similarity.tocsr().astype(np.float32)
+        sim.setdiag(0)
+        sim.eliminate_zeros()
+    else:
+        sim = sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    return Graph(counts, mean, high, spread, sim, liked, user_bias)
+
+
+def top_neighbours(graph: Graph, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` most similar items to ``item`` (ties by index) and their similarities."""
+    s = graph.similarity
+    idx, val = (
+        s.indices[s.indptr[item] : s.indptr[item + 1]],
+        s.data[s.indptr[item] : s.indptr[item + 1]],
+    )
+    order = np.lexsort((idx, -val))[:n]
+    return idx[order], val[order]
+
+
+def enrich_items(
+    data: Dataset,
+    *,
+    cutoff: Cutoff | None = None,
+    neighbours: int = 10,
+    genre_threshold: float = 0.5,
+    only_missing: bool = False,
+) -> tuple[pa.Table, dict]:
+    """``items_enriched`` as an Arrow table (original catalog columns first, untouched) and
+    counts for the manifest. ``only_missing``: leave items that already have genres and text
+    without generated fields (their rows stay, with nulls)."""
+    cat, scale = data.catalog, data.scale
+    rows = visible(data.interactions, cutoff)
+    graph = build_graph(data, rows, neighbours)
+    genre_lists = cat.genre_lists()
+    names = list(cat.genre_names)
+    g = cat.genres.tocsr().astype(np.float64)
+    n_items = cat.n_items
+    pct = _percentile(graph.counts)
+    fans = graph.liked.T.tocsr()  # (n_items, n_users)
+    user_genres = graph.liked @ g  # (n_users, n_genres): genres of what each user liked
+    out: dict[str, list] = {k: [] for k in _COLUMNS}
+    counts = {"items": n_items, "genres_added": 0, "genres_unknown": 0, "with_neighbours": 0}
+    for i in range(n_items):
+        known = genre_lists[i]
+        skip = only_missing and bool(known) and bool(str(cat.text[i]).strip())
+        nb, nb_sim = top_neighbours(graph, i, neighbours)
+        counts["with_neighbours"] += bool(nb.size)
+        added, added_conf = [], []
+        if not known and not skip:
+            added, added_conf = _vote_genres(g, names, nb, nb_sim, genre_threshold)
+            counts["genres_added" if added else "genres_unknown"] += 1
+        era = _era(str(cat.titles[i]))
+        band = None if graph.counts[i] == 0 else _band(pct[i])
+        audience, audience_conf = _audience(fans, user_genres, graph.user_bias, i, names, known)
+        genres_all = known + added
+        description = _describe(cat, i, era, genres_all, graph, nb[:3], scale, audience)
+        tags = _tags(known, added, added_conf, era, band, graph, i, scale)
+        if skip:
+            era = band = audience = description = None
+            tags = []
+        for key, value in (
+            ("neighbours", [cat.item_ids[j].item() for j in nb] if not skip else []),
+            ("neighbour_similarity", nb_sim.astype(np.float64).tolist() if not skip else []),
+            ("n_interactions", int(graph.counts[i])),
+            ("mean_rating", _nan_to_none(graph.mean[i])),
+            ("high_rating_share", _nan_to_none(graph.high[i])),
+            ("rating_spread", _nan_to_none(graph.spread[i])),
+            ("genres_added", added),
+            ("genres_added_confidence", added_conf),
+            ("genres_added_source", "graph" if added else None),
+            ("era", era),
+            ("era_source", "catalog" if era else None),
+            ("era_confidence", 1.0 if era else None),
+            ("popularity_band", band),
+            ("popularity_band_source", "graph" if band else None),
+            ("popularity_band_confidence", 1.0 if band else None),
+            ("audience", audience),
+            ("audience_source", "graph" if audience else None),
+            ("audience_confidence", audience_conf if audience else None),
+            ("description", description),
+            ("description_source", "graph" if description else None),
+            ("description_confidence", 1.0 if description else None),
+            ("tags", tags),
+        ):
+            out[key].append(value)
+    for f in FIELDS:
+        out[f"{f}_prompt_hash"] = [None] * n_items
+    item_type = arrow_id_type(cat.item_ids)
+    base = {
+        "item_id": pa.array(cat.item_ids, item_type),
+        "title": pa.array(cat.titles.astype(str)),
+        "genres": pa.array(genre_lists, pa.list_(pa.string())),
+        "text": pa.array(cat.text.astype(str)),
+    }
+    table = pa.Table.from_pydict(
+        {**base, **{k: pa.array(out[k], t) for k, t in _COLUMNS.items()}}
+        | {f"{f}_prompt_hash": pa.array(out[f"{f}_prompt_hash"], pa.string()) for f in FIELDS}
+    )
+    counts["visible_interactions"] = int(rows.size)
+    counts["interactions"] = len(data.interactions)
+    return table, counts
+
+
+_TAG = pa.struct([("tag", pa.string()), ("source", pa.string()), ("confidence", pa.float64())])
+_COLUMNS: dict[str, pa.DataType] = {
+    "neighbours": pa.list_(pa.int64()),
+    "neighbour_similarity": pa.list_(pa.float64()),
+    "n_interactions": pa.int64(),
+    "mean_rating": pa.float64(),
+    "high_rating_share": pa.float64(),
+    "rating_spread": pa.float64(),
+    "genres_added": pa.list_(pa.string()),
+    "genres_added_confidence": pa.list_(pa.float64()),
+    "genres_added_source": pa.string(),
+    "era": pa.string(),
+    "era_source": pa.string(),
+    "era_confidence": pa.float64(),
+    "popularity_band": pa.string(),
+    "popularity_band_source": pa.string(),
+    "popularity_band_confidence": pa.float64(),
+    "audience": pa.string(),
+    "audience_source": pa.string(),
+    "audience_confidence": pa.float64(),
+    "description": pa.string(),
+    "description_source": pa.string(),
+    "description_confidence": pa.float64(),
+    "tags": pa.list_(_TAG),
+}
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)
+
+
+def _percentile(counts: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return (rankdata(counts, method="max") - 1) / max(counts.size - 1, 1)
+
+
+def _band(p: float) -> str:
+    return next(name for cut, name in BANDS if p >= cut)
+
+
+def _era(title: str) -> str | None:
+    m = _YEAR.search(title)
+    return f"{int(m.group(1)) // 10 * 10}s" if m else None
+
+
+def _vote_genres(g, names, nb, nb_sim, threshold) -> tuple[list[str], list[float]]:
+    """Genres carried by at least ``threshold`` of the neighbours' similarity weight (only
+    neighbours with genres vote)."""
+    if nb.size == 0:
+        return [], []
+    votes = g[nb].toarray()  # (k, n_genres)
+    has = votes.sum(axis=1) > 0
+    weight = nb_sim[has].astype(np.float64)
+    if weight.sum() <= 0:
+        return [], []
+    share = weight @ votes[has] / weight.sum()
+    picked = np.flatnonzero(share >= threshold)
+    picked = picked[np.lexsort((picked, -share[picked]))]
+    return [names[j] for j in picked], [round(float(share[j]), 6) for j in picked]
+
+
+def _audience(fans, user_genres, user_bias, i, names, known) -> tuple[str | None, float]:
+    who = fans.indices[fans.indptr[i] : fans.indptr[i + 1]]
+    if who.size < MIN_FANS:
+        return None, 0.0
+    profile = np.asarray(user_genres[who].sum(axis=0)).ravel()
+    for name in known:
+        profile[names.index(name)] = 0
+    text = []
+    if profile.sum() > 0:
+        top = [names[j] for j in np.lexsort((np.arange(profile.size), -profile))[:2] if profile[j]]
+        text.append(f"its fans also like {' and '.join(top)}")
+    bias = float(user_bias[who].mean())
+    style = "generous" if bias > 0.15 else "critical" if bias < -0.15 else "typical"
+    text.append(f"they are {style} raters")
+    confidence = round(1.0 - 1.0 / np.sqrt(who.size), 6)
+    return "; ".join(text).capitalize() + ".", confidence
+
+
+def _describe(cat, i, era, genres, graph, nb, scale, audience) -> str:
+    kind = " ".join(p for p in (era, ", ".join(genres) if genres else None) if p)
+    first = f"{cat.titles[i]} is a {kind} title." if kind else f"{cat.titles[i]}."
+    parts = [first]
+    n = int(graph.counts[i])
+    if n == 0:
+        parts.append("No one has watched it yet.")
+    else:
+        line = f"{n} {'person has' if n == 1 else 'people have'} watched it"
+        if np.isfinite(graph.mean[i]):
+            line += (
+                f", rating it {graph.mean[i]:.1f} out of {scale.high:g} on average "
+                f"({graph.high[i]:.0%} rated it highly)"
+            )
+        parts.append(line + ".")
+    if nb.size:
+        titles = [str(cat.titles[j]) for j in nb]
+        joined = ", ".join(titles[:-1]) + (" and " if len(titles) > 1 else "") + titles[-1]
+        parts.append(f"People who liked it also liked {joined}.")
+    if audience:
+        parts.append(audience)
+    return " ".join(parts)
+
+
+def _tags(known, added, added_conf, era, band, graph, i, scale) -> list[dict]:
+    tags = [{"tag": g.lower(), "source": "catalog", "confidence": 1.0} for g in known]
+    tags += [
+        {"tag": g.lower(), "source": "graph", "confidence": c}
+        for g, c in zip(added, added_conf, strict=True)
+    ]
+    if era:
+        tags.append({"tag": era, "source": "catalog", "confidence": 1.0})
+    if band:
+        tags.append({"tag": band, "source": "graph", "confidence": 1.0})
+    n = int(graph.counts[i])
+    if n >= 20 and np.isfinite(graph.mean[i]):
+        confidence = round(1.0 - 1.0 / np.sqrt(n), 6)
+        top = scale.low + 0.8 * (scale.high - scale.low)
+        if graph.mean[i] >= top:
+            tags.append({"tag": "highly-rated", "source": "graph", "confidence": confidence})
+        if graph.spread[i] >= 0.3 * (scale.high - scale.low):
+            tags.append({"tag": "divisive", "source": "graph", "confidence": confidence})
+    return tags
+
+
+def vocabulary(data: Dataset) -> list[str]:
+    """The closed tag vocabulary of a catalog: its genres, the eras in its titles, the
+    popularity bands and the rating labels."""
+    eras = sorted({e for e in (_era(str(t)) for t in data.catalog.titles) if e})
+    return (
+        [g.lower() for g in data.catalog.genre_names]
+        + eras
+        + [name for _, name in BANDS]
+        + ["highly-rated", "divisive"]
+    )

@@ -1,0 +1,157 @@
+"""Catalog enrichment from the interaction graph: leakage control, genre recovery,
+provenance of every field, the CLI, and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from simrec.augment import enrich_items, genre_recovery, hide_genres, parse_cutoff, visible
+from simrec.cli import main
+from simrec.config import RunConfig
+from simrec.data.loaders import load
+from simrec.errors import ConfigError
+from simrec.simulator.runner import load_data
+
+WORLD = {"seed": 1, "data": {"synthetic": {"users": 600, "items": 300}}}
+
+
+@pytest.fixture(scope="module")
+def world():
+    return load_data(RunConfig.model_validate(WORLD))
+
+
+def test_cutoffs_parse_and_select_rows(world):
+    log = world.interactions
+    assert parse_cutoff(None) is None
+    assert parse_cutoff("0.8").fraction == 0.8
+    assert parse_cutoff("1700000000").timestamp == 1_700_000_000
+    assert parse_cutoff("2024-01-01").timestamp == 1_704_067_200
+    assert parse_cutoff("2024-01-01T02:00:00+02:00").timestamp == 1_704_067_200
+    for bad in ("1.5", "0", "yesterday", "2024-13-01"):
+        with pytest.raises(ConfigError, match="--cutoff: expected"):
+            parse_cutoff(bad)
+    t = int(np.median(log.timestamp))
+    rows = visible(log, parse_cutoff(str(t)))
+    assert (log.timestamp[rows] < t).all() and rows.size == int((log.timestamp < t).sum())
+    rows = visible(log, parse_cutoff("0.75"))
+    counts = np.bincount(log.user, minlength=log.n_users)
+    kept = np.bincount(log.user[rows], minlength=log.n_users)
+    np.testing.assert_array_equal(kept, counts - np.floor(0.25 * counts + 1e-9))
+
+
+def _without_rows(data, keep):
+    log = data.interactions.take(np.sort(keep))
+    return dataclasses.replace(data, interactions=log)
+
+
+@pytest.mark.parametrize("kind", ["timestamp", "fraction"])
+def test_nothing_after_the_cutoff_informs_the_output(world, kind):
+    """Enriching with a cutoff gives exactly what enriching the log with every later row
+    deleted gives: a held-out interaction reaches no statistic, neighbour or description."""
+    log = world.interactions
+    spec = str(int(np.quantile(log.timestamp, 0.7))) if kind == "timestamp" else "0.7"
+    cut = parse_cutoff(spec)
+    with_cutoff, counts = enrich_items(world, cutoff=cut)
+    truncated, _ = enrich_items(_without_rows(world, visible(log, cut)))
+    assert with_cutoff.equals(truncated)
+    full, _ = enrich_items(world)
+    assert not with_cutoff.equals(full)  # the later rows would have changed it
+    assert counts["visible_interactions"] < counts["interactions"]
+
+
+def test_hidden_genres_are_recovered_from_the_graph(world):
+    stripped, hidden = hide_genres(world, 0.3, seed=0)
+    assert hidden.size == round(0.3 * world.catalog.n_items)
+    assert all(not stripped.catalog.genre_lists()[i] for i in hidden)
+    table, counts = enrich_items(stripped)
+    added = table.column("genres_added").to_pylist()
+    conf = table.column("genres_added_confidence").to_pylist()
+    source = table.column("genres_added_source").to_pylist()
+    assert counts["genres_added"] + counts["genres_unknown"] == hidden.size
+    for i in range(world.catalog.n_items):
+        if i not in set(hidden.tolist()):
+            assert added[i] == [] and source[i] is None  # known genres are never touched
+        elif added[i]:
+            assert source[i] == "graph" and all(0.5 <= c <= 1 for c in conf[i])
+            assert conf[i] == sorted(conf[i], reverse=True)
+    r = genre_recovery(world, share=0.3, seed=0)
+    assert r["coverage"] > 0.5
+    assert r["top1_accuracy"] > r["top1_accuracy_most_common_genre"] + 0.3
+    assert r["precision"] > 0.6
+
+
+def test_every_generated_field_carries_provenance(world):
+    table, _ = enrich_items(world)
+    df = table.to_pandas()
+    cat = world.catalog
+    assert df.item_id.tolist() == cat.item_ids.tolist()
+    assert df.title.tolist() == cat.titles.tolist() and df.text.tolist() == cat.text.tolist()
+    assert [list(g) for g in df.genres] == cat.genre_lists()
+    for field in ("era", "popularity_band", "audience", "description"):
+        has = df[field].notna()
+        assert has.any()
+        assert set(df.loc[has, f"{field}_source"]) <= {"catalog", "graph"}
+        assert df.loc[has, f"{field}_confidence"].between(0, 1).all()
+        assert df[f"{field}_prompt_hash"].isna().all()  # no LLM wrote anything
+        assert df.loc[~has, f"{field}_source"].isna().all()
+    vocab = set()
+    for tags in df.tags:
+        for t in tags:
+            assert t["source"] in {"catalog", "graph"} and 0 < t["confidence"] <= 1
+            vocab.add(t["tag"])
+    from simrec.augment import vocabulary
+
+    assert vocab <= set(vocabulary(world))
+    # neighbours are other items, most similar first; an unwatched item has none
+    for i, (nb, sim) in enumerate(zip(df.neighbours, df.neighbour_similarity, strict=True)):
+        assert cat.item_ids[i] not in set(nb) and list(sim) == sorted(sim, reverse=True)
+    quiet = df[df.n_interactions == 0]
+    assert (quiet.neighbours.map(len) == 0).all()
+    assert quiet.description.str.contains("No one has watched it yet").all()
+
+
+def test_augment_items_cli_on_movielens_files(ml1m, tmp_path, capsys):
+    out = tmp_path / "aug"
+    argv = ["augment", "items", "--data", str(ml1m), "--cutoff", "0.8", "--out", str(out)]
+    assert main(argv) == 0
+    assert "items_enriched" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parameters"]["cutoff"] == "each user's earliest 0.8"
+    assert manifest["data"]["file_sha256"] and manifest["counts"]["items"] > 0
+    first = (out / "items_enriched.parquet").read_bytes()
+    table = pq.read_table(out / "items_enriched.parquet")
+    data = load("movielens-1m", str(ml1m))
+    assert table.num_rows == data.catalog.n_items
+    # the same again is refused, then replaced byte for byte with --overwrite
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    assert (out / "items_enriched.parquet").read_bytes() == first
+    # --only-missing: items with genres and text keep null generated fields
+    only = tmp_path / "only"
+    assert (
+        main(["augment", "items", "--data", str(ml1m), "--only-missing", "--out", str(only)]) == 0
+    )
+    df = pq.read_table(only / "items_enriched.parquet").to_pandas()
+    complete = df.genres.map(len).gt(0) & df.text.str.strip().ne("")
+    assert df.loc[complete, "description"].isna().all()
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--cutoff", "tomorrow"], "--cutoff"),
+        (["--neighbours", "0"], "--neighbours"),
+        (["--genre-threshold", "1.5"], "--genre-threshold"),
+    ],
+)
+def test_bad_augment_input_exits_2(flags, needle, ml100k, tmp_path, capsys):
+    out = tmp_path / "aug"
+    code = main(["augment", "items", "--data", str(ml100k), "--out", str(out), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert not out.exists()
