@@ -140,11 +140,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_data_flags(ai)
     ai.add_argument("--items", type=int, help="real data: keep the N most popular items")
-    ai.add_argument(
-        "--cutoff",
-        help="only interactions before this inform anything: a per-user fraction (0.8), "
-        "Unix seconds, or an ISO-8601 date/time",
-    )
     ai.add_argument("--only-missing", action="store_true", help="only items without genres/text")
     ai.add_argument("--neighbours", type=int, default=10, help="neighbours per item (default 10)")
     ai.add_argument(
@@ -153,9 +148,33 @@ def _parser() -> argparse.ArgumentParser:
         default=0.5,
         help="share of neighbour weight a genre needs to be added (default 0.5)",
     )
-    ai.add_argument("--seed", type=int, help="root seed (synthetic worlds)")
-    ai.add_argument("--out", help="output directory (default datasets_out/augment-<hash>)")
-    ai.add_argument("--overwrite", action="store_true", help="replace an earlier output")
+    _add_augment_output_flags(ai)
+    ap = au_sub.add_parser(
+        "profiles",
+        help="write profiles.parquet",
+        description="A written profile per user from their history before --cutoff: activity, "
+        "liked and disliked genres, rating style, favourite titles; no invented demographics.",
+    )
+    _add_data_flags(ap)
+    ap.add_argument("--items", type=int, help="real data: keep the N most popular items")
+    _add_augment_output_flags(ap)
+    an = au_sub.add_parser(
+        "interactions",
+        help="write interactions_augmented.parquet (pseudo-positives and -negatives)",
+        description="LLMRec-style augmentation: a base recommender proposes candidates, the "
+        "calibrated simulator picks each user's pseudo-positives (what it would watch most) and "
+        "pseudo-negatives (what it would pass over).",
+    )
+    _add_data_flags(an)
+    an.add_argument("--items", type=int, help="real data: keep the N most popular items")
+    an.add_argument("--base", default="itemknn", help="recommender proposing candidates")
+    an.add_argument("--candidates", type=int, default=50, help="candidates per user")
+    an.add_argument("--positives", type=int, default=1, help="pseudo-positives per user")
+    an.add_argument("--negatives", type=int, default=1, help="pseudo-negatives per user")
+    an.add_argument(
+        "--merge", action="store_true", help="also write the originals plus pseudo-positives"
+    )
+    _add_augment_output_flags(an)
 
     ev = sub.add_parser(
         "eval",
@@ -220,6 +239,17 @@ def _add_data_flags(r: argparse.ArgumentParser) -> None:
         help="table format: user=COL,item=COL[,rating=COL,timestamp=COL,title=COL,genres=COL]",
     )
     r.add_argument("--items-file", help="table format: catalog file with item/title/genres columns")
+
+
+def _add_augment_output_flags(r: argparse.ArgumentParser) -> None:
+    r.add_argument(
+        "--cutoff",
+        help="only interactions before this inform anything: a per-user fraction (0.8), "
+        "Unix seconds, or an ISO-8601 date/time",
+    )
+    r.add_argument("--seed", type=int, help="root seed (synthetic worlds, calibration)")
+    r.add_argument("--out", help="output directory (default datasets_out/augment-KIND-<hash>)")
+    r.add_argument("--overwrite", action="store_true", help="replace an earlier output")
 
 
 def _add_world_flags(r: argparse.ArgumentParser) -> None:
@@ -501,21 +531,34 @@ def cmd_ope(args: argparse.Namespace) -> int:
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
-    from simrec.augment import augment_items
+    from simrec import augment
 
     cfg = build_config(args)
-    out = augment_items(
-        cfg,
-        cutoff=args.cutoff,
-        only_missing=args.only_missing,
-        neighbours=args.neighbours,
-        genre_threshold=args.genre_threshold,
-        out=args.out,
-        overwrite=args.overwrite,
-    )
-    counts = json.loads((out / "manifest.json").read_text())["counts"]
-    print(f"items_enriched: {out / 'items_enriched.parquet'}")
-    print(", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    common = {"cutoff": args.cutoff, "out": args.out, "overwrite": args.overwrite}
+    if args.augment_command == "items":
+        out = augment.augment_items(
+            cfg,
+            only_missing=args.only_missing,
+            neighbours=args.neighbours,
+            genre_threshold=args.genre_threshold,
+            **common,
+        )
+    elif args.augment_command == "profiles":
+        out = augment.augment_profiles(cfg, **common)
+    else:
+        out = augment.augment_interactions(
+            cfg,
+            base=args.base,
+            candidates=args.candidates,
+            positives=args.positives,
+            negatives=args.negatives,
+            merge=args.merge,
+            **common,
+        )
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name, path in manifest["outputs"].items():
+        print(f"{name}: {out / path}")
+    print(", ".join(f"{k} {v:,}" for k, v in manifest["counts"].items()))
     return 0
 
 

@@ -155,3 +155,88 @@ def test_bad_augment_input_exits_2(flags, needle, ml100k, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_profiles_come_from_history_before_the_cutoff(world):
+    from simrec.augment import write_profiles
+
+    cut = parse_cutoff("0.7")
+    with_cutoff, counts = write_profiles(world, cutoff=cut)
+    truncated, _ = write_profiles(_without_rows(world, visible(world.interactions, cut)))
+    assert with_cutoff.equals(truncated)
+    df = with_cutoff.to_pandas()
+    assert counts["users"] == len(df) == world.interactions.n_users
+    assert (df.profile_source == "history").all() and df.profile_prompt_hash.isna().all()
+    assert df.profile_confidence.between(0, 1).all()
+    # favourites are the user's best-rated visible items, named in the profile
+    log = world.interactions.take(visible(world.interactions, cut))
+    titles = dict(zip(world.catalog.item_ids.tolist(), world.catalog.titles.tolist(), strict=True))
+    for _, row in df.head(30).iterrows():
+        u = int(np.flatnonzero(world.interactions.user_ids == row.user_id)[0])
+        mine = log.rating[log.user == u]
+        ids = world.catalog.item_ids
+        fav_ratings = [
+            float(log.rating[(log.user == u) & (ids[log.item] == i)].max())
+            for i in row.favourite_items
+        ]
+        assert fav_ratings == sorted(fav_ratings, reverse=True)
+        assert fav_ratings[0] == mine.max()
+        assert all(titles[i] in row.profile for i in row.favourite_items)
+    for word in ("age", "gender", "occupation", "male", "female"):
+        assert not df.profile.str.contains(rf"\b{word}\b", case=False).any()
+
+
+def test_pseudo_interactions_are_unseen_candidates_picked_by_the_simulator(world):
+    from simrec.augment import merged, pseudo_interactions
+
+    cfg = RunConfig.model_validate(WORLD)
+    cut = parse_cutoff("0.8")
+    table, counts = pseudo_interactions(world, cfg, cutoff=cut, positives=2, negatives=1)
+    truncated, _ = pseudo_interactions(
+        _without_rows(world, visible(world.interactions, cut)), cfg, positives=2, negatives=1
+    )
+    assert table.equals(truncated)  # nothing after the cutoff informs the choice
+    df = table.to_pandas()
+    assert set(df.source) == {"simulator:utility"} and set(df.base) == {"itemknn"}
+    assert counts["pseudo_positives"] == 2 * counts["users"]
+    assert counts["pseudo_negatives"] == counts["users"]
+    log = world.interactions.take(visible(world.interactions, cut))
+    seen = set(
+        zip(
+            world.interactions.user_ids[log.user].tolist(),
+            world.catalog.item_ids[log.item].tolist(),
+            strict=True,
+        )
+    )
+    assert not any((u, i) in seen for u, i in zip(df.user_id, df.item_id, strict=True))
+    for _, g in df.groupby("user_id"):
+        assert g[g.label == 1].score.min() >= g[g.label == 0].score.max()
+        assert g.candidate_rank.between(1, 50).all() and g.item_id.is_unique
+    m = merged(world, table, cut).to_pandas()
+    assert (m.source == "original").sum() == len(log)
+    assert (m.source == "simulator:utility").sum() == counts["pseudo_positives"]
+    assert m[m.source != "original"].rating.isna().all()
+
+
+def test_pseudo_positives_lift_a_recommender_trained_on_sparse_data(world):
+    from simrec.augment import downstream_lift
+
+    r = downstream_lift(world, RunConfig.model_validate(WORLD), positives=2)
+    assert r["pseudo_positives"] > 0
+    assert 0 < r["recall@20"] < 1 and 0 < r["recall@20_augmented"] < 1
+    assert r["recall@20_augmented"] > r["recall@20"]
+
+
+def test_augment_profiles_and_interactions_cli(ml100k, tmp_path, capsys):
+    out = tmp_path / "p"
+    assert main(["augment", "profiles", "--data", str(ml100k), "--out", str(out)]) == 0
+    assert pq.read_table(out / "profiles.parquet").num_rows > 0
+    out = tmp_path / "i"
+    argv = ["augment", "interactions", "--data", str(ml100k), "--cutoff", "0.8", "--merge"]
+    assert main([*argv, "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["outputs"]) == {"interactions_augmented", "interactions_merged"}
+    assert manifest["parameters"]["cutoff"] == "each user's earliest 0.8"
+    bad = tmp_path / "bad"
+    assert main([*argv, "--candidates", "1", "--out", str(bad)]) == 2
+    assert "--candidates" in capsys.readouterr().err and not bad.exists()

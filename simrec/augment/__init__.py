@@ -1,8 +1,12 @@
 """Catalog enrichment and data augmentation, with provenance (``simrec augment``).
 
-``augment_items(config, ...)`` writes ``items_enriched.parquet`` (see
-:mod:`simrec.augment.items`) and a ``manifest.json``; ``enrich_items(data, ...)`` returns the
-table. Only interactions before the cutoff (:mod:`simrec.augment.cutoff`) inform anything.
+* :func:`augment_items`: ``items_enriched.parquet`` (see :mod:`simrec.augment.items`);
+* :func:`augment_profiles`: ``profiles.parquet`` (see :mod:`simrec.augment.profiles`);
+* :func:`augment_interactions`: ``interactions_augmented.parquet`` and, with ``merge``,
+  ``interactions_merged.parquet`` (see :mod:`simrec.augment.interactions`).
+
+Each writes its tables, then ``manifest.json`` last, into one output directory. Only
+interactions before the cutoff (:mod:`simrec.augment.cutoff`) inform anything.
 """
 
 from __future__ import annotations
@@ -14,20 +18,28 @@ import time
 from pathlib import Path
 
 from simrec.augment.cutoff import Cutoff, parse_cutoff, visible
-from simrec.augment.evaluate import genre_recovery, hide_genres
+from simrec.augment.evaluate import downstream_lift, genre_recovery, hide_genres
+from simrec.augment.interactions import merged, pseudo_interactions
 from simrec.augment.items import enrich_items, vocabulary
+from simrec.augment.profiles import write_profiles
 from simrec.config import RunConfig
 from simrec.errors import ConfigError
 
 __all__ = [
     "Cutoff",
+    "augment_interactions",
     "augment_items",
+    "augment_profiles",
+    "downstream_lift",
     "enrich_items",
     "genre_recovery",
     "hide_genres",
+    "merged",
     "parse_cutoff",
+    "pseudo_interactions",
     "visible",
     "vocabulary",
+    "write_profiles",
 ]
 
 
@@ -41,57 +53,103 @@ def augment_items(
     out: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Enrich the catalog of ``config.data``; returns the output directory, which holds
-    ``items_enriched.parquet`` and, written last, ``manifest.json``."""
+    """Enrich the catalog of ``config.data``; returns the output directory."""
+    if neighbours < 1:
+        raise ConfigError(f"--neighbours: expected a positive integer, got {neighbours}")
+    if not 0 < genre_threshold <= 1:
+        raise ConfigError(f"--genre-threshold: expected a share in (0, 1], got {genre_threshold}")
+    params = {"only_missing": only_missing, "neighbours": neighbours}
+    params["genre_threshold"] = genre_threshold
+
+    def build(data, cut, cfg):
+        table, counts = enrich_items(data, cutoff=cut, **params)
+        extra = {"vocabulary": vocabulary(data), "sources": ["catalog", "graph"]}
+        return {"items_enriched": table}, counts, extra
+
+    return _augment("items", config, cutoff, params, out, overwrite, build)
+
+
+def augment_profiles(
+    config: RunConfig | dict | str | Path | None = None,
+    *,
+    cutoff: str | float | Cutoff | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """A written profile per user from their history before the cutoff."""
+
+    def build(data, cut, cfg):
+        table, counts = write_profiles(data, cutoff=cut)
+        return {"profiles": table}, counts, {"sources": ["history"]}
+
+    return _augment("profiles", config, cutoff, {}, out, overwrite, build)
+
+
+def augment_interactions(
+    config: RunConfig | dict | str | Path | None = None,
+    *,
+    cutoff: str | float | Cutoff | None = None,
+    base: str = "itemknn",
+    candidates: int = 50,
+    positives: int = 1,
+    negatives: int = 1,
+    merge: bool = False,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Pseudo-positive and pseudo-negative items per user, chosen from ``base``'s candidates
+    by the calibrated simulator; with ``merge``, also the originals plus the pseudo-positives."""
+    params = {"base": base, "candidates": candidates, "positives": positives}
+    params["negatives"] = negatives
+
+    def build(data, cut, cfg):
+        table, counts = pseudo_interactions(data, cfg, cutoff=cut, **params)
+        tables = {"interactions_augmented": table}
+        if merge:
+            tables["interactions_merged"] = merged(data, table, cut)
+        return tables, counts, {"sources": ["original", "simulator:utility"]}
+
+    return _augment(
+        "interactions", config, cutoff, {**params, "merge": merge}, out, overwrite, build
+    )
+
+
+def _augment(kind, config, cutoff, params, out, overwrite, build) -> Path:
+    """Validate, load the data, build the tables, write them and then the manifest."""
     import pyarrow.parquet as pq
 
     from simrec import __version__
     from simrec.simulator.runner import DEFAULT_OUT, _as_config, load_data
 
     cfg = _as_config(config)
-    if neighbours < 1:
-        raise ConfigError(f"--neighbours: expected a positive integer, got {neighbours}")
-    if not 0 < genre_threshold <= 1:
-        raise ConfigError(f"--genre-threshold: expected a share in (0, 1], got {genre_threshold}")
     cut = cutoff if isinstance(cutoff, Cutoff) or cutoff is None else parse_cutoff(cutoff)
-    params = {
-        "cutoff": None if cut is None else cut.describe(),
-        "only_missing": only_missing,
-        "neighbours": neighbours,
-        "genre_threshold": genre_threshold,
-    }
+    params = {"cutoff": None if cut is None else cut.describe(), **params}
     data_cfg = cfg.model_dump(mode="json", include={"seed": True, "data": True, "population": True})
     if out is None:
-        blob = json.dumps({**data_cfg, **params}, sort_keys=True).encode()
-        out = DEFAULT_OUT / f"augment-{hashlib.sha256(blob).hexdigest()[:10]}"
+        blob = json.dumps({"kind": kind, **data_cfg, **params}, sort_keys=True).encode()
+        out = DEFAULT_OUT / f"augment-{kind}-{hashlib.sha256(blob).hexdigest()[:10]}"
     out = Path(out)
     if (out / "manifest.json").exists() and not overwrite:
         raise ConfigError(f"{out}: already holds an augmentation; use --overwrite to replace it")
     t = time.perf_counter()
     data = load_data(cfg)
-    table, counts = enrich_items(
-        data,
-        cutoff=cut,
-        neighbours=neighbours,
-        genre_threshold=genre_threshold,
-        only_missing=only_missing,
-    )
+    tables, counts, extra = build(data, cut, cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # incomplete until rewritten
-    tmp = out / ".items_enriched.parquet.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, out / "items_enriched.parquet")
+    for name, table in tables.items():
+        tmp = out / f".{name}.parquet.tmp"
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, out / f"{name}.parquet")
     manifest = {
         "simrec_version": __version__,
-        "kind": "augment items",
+        "kind": f"augment {kind}",
         "config": data_cfg,
         "data": {"source": data.source, "file_sha256": data.file_hashes},
         "parameters": params,
         "counts": counts,
-        "vocabulary": vocabulary(data),
-        "sources": ["catalog", "graph"],
+        **extra,
         "timings": {"total_s": round(time.perf_counter() - t, 3)},
-        "outputs": {"items": "items_enriched.parquet"},
+        "outputs": {name: f"{name}.parquet" for name in tables},
     }
     tmp = out / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, default=str))

@@ -74,3 +74,79 @@ def genre_recovery(
         "top1_accuracy": top1 / max(covered, 1),
         "top1_accuracy_most_common_genre": baseline,
     }
+
+
+def downstream_lift(
+    data: Dataset,
+    cfg,
+    *,
+    share: float = 0.2,
+    holdout: float = 0.2,
+    policy: str = "als",
+    positives: int = 2,
+    negatives: int = 0,
+    candidates: int = 50,
+    base: str = "itemknn",
+) -> dict[str, float]:
+    """Recall@20 and NDCG@20 on each user's latest ``holdout`` interactions of ``policy``
+    trained on a sparse subsample (``share`` of each user's earlier interactions, at least
+    one) without and with the simulator's pseudo-positives (see
+    :func:`simrec.augment.interactions.pseudo_interactions`)."""
+    from simrec.augment.interactions import pseudo_interactions
+    from simrec.environments.policies import make_policy
+    from simrec.evaluation.fidelity_report import Split, offline_metrics, temporal_split
+    from simrec.simulator.model import agent_log
+
+    split = temporal_split(data, holdout)
+    train = split.train.interactions
+    rng = Streams(cfg.seed).generator("sparse-subsample")
+    u = rng.random(len(train))
+    order = np.lexsort((u, train.user))
+    counts = np.bincount(train.user, minlength=train.n_users)
+    rank = np.arange(len(train)) - np.repeat(np.cumsum(counts) - counts, counts)
+    keep_n = np.maximum(1, np.floor(share * counts)).astype(np.int64)
+    keep = np.sort(order[rank < keep_n[train.user[order]]])
+    sparse_log = train.take(keep)
+    n_items = data.catalog.n_items
+    sparse = dataclasses.replace(
+        split.train,
+        interactions=sparse_log,
+        catalog=dataclasses.replace(
+            split.train.catalog,
+            popularity=np.bincount(sparse_log.item, minlength=n_items).astype(np.int64),
+        ),
+    )
+    users = np.arange(train.n_users, dtype=np.int64)
+
+    def score(d: Dataset) -> tuple[float, float]:
+        p = make_policy(policy, {}, None)
+        p.fit(agent_log(d, users), d.catalog)
+        return offline_metrics(p, Split(sparse, split.test))
+
+    recall0, ndcg0 = score(sparse)
+    pseudo, stats = pseudo_interactions(
+        sparse, cfg, base=base, candidates=candidates, positives=positives, negatives=negatives
+    )
+    pos = pseudo.filter(pseudo.column("label").to_numpy() == 1)
+    index = {v: i for i, v in enumerate(data.catalog.item_ids.tolist())}
+    uid = {v: i for i, v in enumerate(train.user_ids.tolist())}
+    pu = np.array([uid[x] for x in pos.column("user_id").to_pylist()], np.int32)
+    pi = np.array([index[x] for x in pos.column("item_id").to_pylist()], np.int32)
+    augmented_log = type(sparse_log)(
+        np.r_[sparse_log.user, pu].astype(np.int32),
+        np.r_[sparse_log.item, pi].astype(np.int32),
+        np.r_[sparse_log.rating, np.full(pu.size, np.nan, np.float32)].astype(np.float32),
+        np.r_[sparse_log.timestamp, np.full(pu.size, sparse_log.timestamp.max())].astype(np.int64),
+        sparse_log.user_ids,
+    )
+    recall1, ndcg1 = score(dataclasses.replace(sparse, interactions=augmented_log))
+    return {
+        "train_interactions": float(len(sparse_log)),
+        "pseudo_positives": float(stats["pseudo_positives"]),
+        "recall@20": recall0,
+        "ndcg@20": ndcg0,
+        "recall@20_augmented": recall1,
+        "ndcg@20_augmented": ndcg1,
+        "recall_lift": recall1 / recall0 - 1 if recall0 else float("nan"),
+        "ndcg_lift": ndcg1 / ndcg0 - 1 if ndcg0 else float("nan"),
+    }

@@ -1,0 +1,90 @@
+"""User profiles written from each user's history before the cutoff (no LLM, no invented
+demographics): the persona derivation of the simulator (activity, visits, liked and disliked
+genres, rating style, conformity, exploration) plus the user's favourite titles."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+
+from simrec.agents.persona import derive_personas
+from simrec.augment.cutoff import Cutoff, visible
+from simrec.data.dataset import Dataset
+from simrec.data.schemas import arrow_id_type
+
+FAVOURITES = 3
+
+
+def write_profiles(data: Dataset, *, cutoff: Cutoff | None = None) -> tuple[pa.Table, dict]:
+    """``profiles`` as an Arrow table, one row per user with a visible interaction, and counts.
+    Columns: user_id, profile (+ _source ``history``, _confidence, _prompt_hash), liked_genres,
+    disliked_genres, favourite_items (item ids, best rated first), n_interactions,
+    mean_rating."""
+    rows = visible(data.interactions, cutoff)
+    log = data.interactions.take(rows)
+    view = dataclasses.replace(data, interactions=log)
+    n_users = log.n_users
+    rated = np.isfinite(log.rating)
+    r = log.rating.astype(np.float64)
+    n_r = np.bincount(log.user[rated], minlength=n_users)
+    with np.errstate(invalid="ignore"):
+        mean = np.bincount(log.user[rated], r[rated], n_users) / n_r
+    bias = np.nan_to_num(mean - (r[rated].mean() if rated.any() else 0.0))
+    personas = derive_personas(view, bias)
+    counts = np.bincount(log.user, minlength=n_users)
+    users = np.flatnonzero(counts > 0)
+    favourites = _favourites(log, n_users)
+    cat = data.catalog
+    profiles = []
+    for u in users.tolist():
+        text = personas.profiles[u]
+        fav = favourites[u]
+        if fav:
+            text += f" Favourites: {', '.join(str(cat.titles[i]) for i in fav)}."
+        profiles.append(text)
+    user_type = arrow_id_type(log.user_ids)
+    item_type = arrow_id_type(cat.item_ids)
+    table = pa.Table.from_pydict(
+        {
+            "user_id": pa.array(log.user_ids[users], user_type),
+            "profile": pa.array(profiles, pa.string()),
+            "profile_source": pa.array(["history"] * users.size, pa.string()),
+            "profile_confidence": pa.array(1.0 - 1.0 / np.sqrt(counts[users]), pa.float64()),
+            "profile_prompt_hash": pa.array([None] * users.size, pa.string()),
+            "liked_genres": pa.array(
+                [personas.liked_genres[u] for u in users], pa.list_(pa.string())
+            ),
+            "disliked_genres": pa.array(
+                [personas.disliked_genres[u] for u in users], pa.list_(pa.string())
+            ),
+            "favourite_items": pa.array(
+                [[cat.item_ids[i].item() for i in favourites[u]] for u in users],
+                pa.list_(item_type),
+            ),
+            "n_interactions": pa.array(counts[users], pa.int64()),
+            "mean_rating": pa.array(
+                [None if not np.isfinite(mean[u]) else float(mean[u]) for u in users], pa.float64()
+            ),
+        }
+    )
+    stats = {
+        "users": int(users.size),
+        "visible_interactions": int(rows.size),
+        "interactions": len(data.interactions),
+    }
+    return table, stats
+
+
+def _favourites(log, n_users: int) -> list[list[int]]:
+    """Per user, up to FAVOURITES items rated highest (ties: the latest first); nothing for
+    users without ratings."""
+    rated = np.flatnonzero(np.isfinite(log.rating))
+    order = rated[np.lexsort((-log.timestamp[rated], -log.rating[rated], log.user[rated]))]
+    out: list[list[int]] = [[] for _ in range(n_users)]
+    for row in order.tolist():
+        u = int(log.user[row])
+        if len(out[u]) < FAVOURITES:
+            out[u].append(int(log.item[row]))
+    return out
