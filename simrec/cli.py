@@ -148,6 +148,17 @@ def _parser() -> argparse.ArgumentParser:
         default=0.5,
         help="share of neighbour weight a genre needs to be added (default 0.5)",
     )
+    ai.add_argument(
+        "--llm",
+        metavar="SPEC",
+        help="let an LLM write descriptions and attributes: openai:MODEL, ...",
+    )
+    ai.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
+    ai.add_argument(
+        "--attributes",
+        default="era,mood,audience_group",
+        help="attributes the LLM answers (default era,mood,audience_group)",
+    )
     _add_augment_output_flags(ai)
     ap = au_sub.add_parser(
         "profiles",
@@ -541,6 +552,9 @@ def cmd_augment(args: argparse.Namespace) -> int:
             only_missing=args.only_missing,
             neighbours=args.neighbours,
             genre_threshold=args.genre_threshold,
+            llm=args.llm,
+            base_url=args.base_url,
+            attributes=tuple(a.strip() for a in args.attributes.split(",") if a.strip()),
             **common,
         )
     elif args.augment_command == "profiles":

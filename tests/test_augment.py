@@ -240,3 +240,81 @@ def test_augment_profiles_and_interactions_cli(ml100k, tmp_path, capsys):
     bad = tmp_path / "bad"
     assert main([*argv, "--candidates", "1", "--out", str(bad)]) == 2
     assert "--candidates" in capsys.readouterr().err and not bad.exists()
+
+
+def test_llm_enrichment_is_checked_counted_and_replayed(tmp_path, monkeypatch):
+    """A fake OpenAI-compatible server (MockTransport below the real client) answers every
+    item: some with an era or genres that contradict the catalog (rejected and counted), some
+    malformed (the graph's fields stay), the rest usable (kept with the model as source and the
+    prompt's hash). A rerun replays from the cache into the same file with no calls."""
+    import re
+
+    from .test_llm_brain import _completion, _serve
+
+    calls = []
+
+    def handler(request):
+        body = json.loads(request.content)
+        calls.append(body)
+        facts = body["messages"][1]["content"]
+        title = re.search(r"^- Title: (.*)$", facts, re.M).group(1)
+        props = body["response_format"]["schema"]["properties"]
+        genres = props["genres"]["items"]["enum"]
+        known = re.search(r"^- Genres: (.*)$", facts, re.M)
+        answer = {
+            "description": f"{title}, as the facts say.",
+            "genres": known.group(1).split(", ")[:1] if known else [genres[0]],
+            "era": "unknown",
+            "mood": "dark",
+            "audience_group": "adults",
+            "tags": ["niche"],
+        }
+        n = len(calls)
+        if n % 5 == 0:
+            answer["genres"] = [g for g in genres if not known or g not in known.group(1)][:1]
+        elif n % 5 == 1:
+            answer["era"] = "1900s" if "1900s" in props["era"]["enum"] else props["era"]["enum"][0]
+        elif n % 5 == 2:
+            return _completion('{"description": "trunc', "length", 50, 5)
+        return _completion(json.dumps(answer), "stop", 50, 20)
+
+    _serve(monkeypatch, handler)
+    raw = {
+        **WORLD,
+        "data": {"synthetic": {"users": 200, "items": 40}},
+        "llm": {"cache": str(tmp_path / "c.sqlite")},
+    }
+    kw = {"llm": "openai:fake", "base_url": "http://fake/v1", "overwrite": True}
+    from simrec.augment import augment_items
+
+    out = augment_items(raw, out=tmp_path / "a", **kw)
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = manifest["counts"]
+    assert len(calls) == counts["llm_requests"] == 40
+    df = pq.read_table(out / "items_enriched.parquet").to_pandas()
+    kept = df[df.description_source == "llm:fake"]
+    assert counts["llm_descriptions"] == len(kept) > 0
+    assert counts["llm_failed"] == 8  # calls 2, 7, 12, ...: truncated JSON
+    # era answers that contradict the title's year and genres that share nothing with the
+    # catalog's are rejected with the whole answer
+    assert counts["llm_genres_rejected"] + counts["llm_era_rejected"] > 0
+    assert (
+        counts["llm_descriptions"]
+        + counts["llm_failed"]
+        + counts["llm_genres_rejected"]
+        + counts["llm_era_rejected"]
+        == 40
+    )
+    assert kept.description.str.endswith("as the facts say.").all()
+    assert kept.description_prompt_hash.str.len().eq(16).all()
+    assert (kept.mood == "dark").all() and (kept.mood_confidence == 0.5).all()
+    rest = df[df.description_source != "llm:fake"]
+    assert (rest.description_source == "graph").all() and rest.mood.isna().all()
+    assert "llm:fake" in manifest["sources"]
+    # a rerun replays every answer from the cache: no calls, the same bytes
+    before = len(calls)
+    again = augment_items(raw, out=tmp_path / "b", **kw)
+    assert len(calls) == before
+    assert (again / "items_enriched.parquet").read_bytes() == (
+        out / "items_enriched.parquet"
+    ).read_bytes()

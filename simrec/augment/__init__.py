@@ -50,22 +50,50 @@ def augment_items(
     only_missing: bool = False,
     neighbours: int = 10,
     genre_threshold: float = 0.5,
+    llm: str | None = None,
+    base_url: str | None = None,
+    attributes: tuple[str, ...] = ("era", "mood", "audience_group"),
     out: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Enrich the catalog of ``config.data``; returns the output directory."""
+    """Enrich the catalog of ``config.data``; returns the output directory. ``llm``: a
+    backend spec (``openai:MODEL``, ``vllm:MODEL``, ``local``) that then writes the
+    descriptions and answers ``attributes``; the rest of ``config.llm`` (cache, concurrency,
+    templates) applies."""
     if neighbours < 1:
         raise ConfigError(f"--neighbours: expected a positive integer, got {neighbours}")
     if not 0 < genre_threshold <= 1:
         raise ConfigError(f"--genre-threshold: expected a share in (0, 1], got {genre_threshold}")
-    params = {"only_missing": only_missing, "neighbours": neighbours}
-    params["genre_threshold"] = genre_threshold
+    enrich = {"only_missing": only_missing, "neighbours": neighbours}
+    enrich["genre_threshold"] = genre_threshold
 
     def build(data, cut, cfg):
-        table, counts = enrich_items(data, cutoff=cut, **params)
-        extra = {"vocabulary": vocabulary(data), "sources": ["catalog", "graph"]}
+        options: dict = {}
+        sources = ["catalog", "graph"]
+        if llm is not None:
+            from simrec.simulator.runner import llm_backend
+
+            cfg = cfg.model_copy(deep=True)
+            cfg.llm.backend = llm
+            if base_url is not None:
+                cfg.llm.base_url = base_url
+            backend = llm_backend(cfg)
+            options = {
+                "llm": backend,
+                "attributes": tuple(attributes),
+                "seed": cfg.seed,
+                "templates_dir": cfg.llm.templates_dir,
+                "max_tokens": max(cfg.llm.max_tokens, 300),
+                "temperature": cfg.llm.temperature,
+            }
+            sources.append(f"llm:{backend.name}")
+        table, counts = enrich_items(data, cutoff=cut, **enrich, **options)
+        extra = {"vocabulary": vocabulary(data), "sources": sources}
         return {"items_enriched": table}, counts, extra
 
+    params = dict(enrich)
+    if llm is not None:
+        params.update(llm=llm, attributes=list(attributes))
     return _augment("items", config, cutoff, params, out, overwrite, build)
 
 

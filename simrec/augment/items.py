@@ -34,8 +34,17 @@ import scipy.sparse as sp
 from simrec.augment.cutoff import Cutoff, visible
 from simrec.data.dataset import Dataset
 from simrec.data.schemas import arrow_id_type
+from simrec.errors import ConfigError
 
-FIELDS = ("genres_added", "era", "popularity_band", "audience", "description")
+FIELDS = (
+    "genres_added",
+    "era",
+    "popularity_band",
+    "audience",
+    "description",
+    "mood",
+    "audience_group",
+)
 BANDS = ((0.95, "blockbuster"), (0.75, "popular"), (0.25, "mid-range"), (0.0, "niche"))
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 MIN_FANS = 5
@@ -117,10 +126,18 @@ def enrich_items(
     neighbours: int = 10,
     genre_threshold: float = 0.5,
     only_missing: bool = False,
+    llm=None,
+    attributes: tuple[str, ...] = ("era", "mood", "audience_group"),
+    seed: int = 0,
+    templates_dir: str | None = None,
+    max_tokens: int = 300,
+    temperature: float = 0.7,
 ) -> tuple[pa.Table, dict]:
     """``items_enriched`` as an Arrow table (original catalog columns first, untouched) and
     counts for the manifest. ``only_missing``: leave items that already have genres and text
-    without generated fields (their rows stay, with nulls)."""
+    without generated fields (their rows stay, with nulls). ``llm``: an LLMBackend that then
+    writes the descriptions and answers ``attributes`` (see :mod:`simrec.augment.llm`);
+    ``mood`` and ``audience_group`` come only from it."""
     cat, scale = data.catalog, data.scale
     rows = visible(data.interactions, cutoff)
     graph = build_graph(data, rows, neighbours)
@@ -135,7 +152,7 @@ def enrich_items(
     counts = {"items": n_items, "genres_added": 0, "genres_unknown": 0, "with_neighbours": 0}
     for i in range(n_items):
         known = genre_lists[i]
-        skip = only_missing and bool(known) and bool(str(cat.text[i]).strip())
+        skip = only_missing and _complete(cat, genre_lists, i)
         nb, nb_sim = top_neighbours(graph, i, neighbours)
         counts["with_neighbours"] += bool(nb.size)
         added, added_conf = [], []
@@ -173,6 +190,12 @@ def enrich_items(
             ("description", description),
             ("description_source", "graph" if description else None),
             ("description_confidence", 1.0 if description else None),
+            ("mood", None),
+            ("mood_source", None),
+            ("mood_confidence", None),
+            ("audience_group", None),
+            ("audience_group_source", None),
+            ("audience_group_confidence", None),
             ("tags", tags),
         ):
             out[key].append(value)
@@ -191,7 +214,41 @@ def enrich_items(
     )
     counts["visible_interactions"] = int(rows.size)
     counts["interactions"] = len(data.interactions)
+    if llm is not None:
+        from simrec.agents.brains.prompts import load_templates
+        from simrec.augment.llm import ATTRIBUTES, enrich_with_llm
+
+        unknown = sorted(set(attributes) - set(ATTRIBUTES))
+        if unknown:
+            raise ConfigError(
+                f"--attributes: expected some of {', '.join(ATTRIBUTES)}, got {unknown}"
+            )
+        df = table.to_pandas()
+        todo = np.array(
+            [i for i in range(n_items) if not (only_missing and _complete(cat, genre_lists, i))],
+            np.int64,
+        )
+        found = enrich_with_llm(
+            df,
+            todo,
+            backend=llm,
+            genre_names=names,
+            eras=[e for e in vocabulary(data) if re.fullmatch(r"\d{4}s", e)],
+            vocab=vocabulary(data),
+            attributes=tuple(attributes),
+            templates=load_templates(templates_dir),
+            seed=seed,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            titles_by_id=dict(zip(cat.item_ids.tolist(), cat.titles.tolist(), strict=True)),
+        )
+        counts.update({f"llm_{k}" if not k.startswith("llm_") else k: v for k, v in found.items()})
+        table = pa.Table.from_pandas(df, schema=table.schema, preserve_index=False)
     return table, counts
+
+
+def _complete(cat, genre_lists, i: int) -> bool:
+    return bool(genre_lists[i]) and bool(str(cat.text[i]).strip())
 
 
 _TAG = pa.struct([("tag", pa.string()), ("source", pa.string()), ("confidence", pa.float64())])
@@ -217,6 +274,12 @@ _COLUMNS: dict[str, pa.DataType] = {
     "description": pa.string(),
     "description_source": pa.string(),
     "description_confidence": pa.float64(),
+    "mood": pa.string(),
+    "mood_source": pa.string(),
+    "mood_confidence": pa.float64(),
+    "audience_group": pa.string(),
+    "audience_group_source": pa.string(),
+    "audience_group_confidence": pa.float64(),
     "tags": pa.list_(_TAG),
 }
 

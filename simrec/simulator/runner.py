@@ -244,9 +244,8 @@ def run(
     return RunResult(run_dir, run_id, dict(model.totals), metrics, manifest)
 
 
-def _llm_brain(cfg: RunConfig, utility: UtilityBrain):
-    """The LLM brain of ``cfg.llm``, with ``utility`` as its fallback and session model."""
-    from simrec.agents.brains.llm import HybridBrain, LLMBrain
+def llm_backend(cfg: RunConfig):
+    """The backend of ``cfg.llm`` (openai, vllm or local), behind the response cache."""
     from simrec.llm import CachedBackend, make_backend
 
     c = cfg.llm
@@ -261,6 +260,15 @@ def _llm_brain(cfg: RunConfig, utility: UtilityBrain):
     backend = make_backend(c.backend, base_url=c.base_url, **options)
     if c.cache:
         backend = CachedBackend(backend, c.cache)
+    return backend
+
+
+def _llm_brain(cfg: RunConfig, utility: UtilityBrain):
+    """The LLM brain of ``cfg.llm``, with ``utility`` as its fallback and session model."""
+    from simrec.agents.brains.llm import HybridBrain, LLMBrain
+
+    c = cfg.llm
+    backend = llm_backend(cfg)
     common = {
         "seed": cfg.seed,
         "max_tokens": c.max_tokens,

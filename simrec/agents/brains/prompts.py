@@ -15,7 +15,8 @@ Templates are ``string.Template`` files that a user can replace by pointing
 ``$reflection``: the agent's latest "what I've learned" note, or nothing; ``$page_number``,
 ``$items``), ``narrate.txt`` for the hybrid brain (the same, and ``$did``), ``reflect.txt``
 (``$memory``, ``$reflection``), and ``discriminate.txt`` (``$count``, ``$items``) and
-``rate.txt`` (``$items``, ``$scale``) for the fidelity report.
+``rate.txt`` (``$items``, ``$scale``) for the fidelity report, and ``enrich_item.txt``
+(``$facts``, ``$attributes``) for ``simrec augment items --llm``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ TEMPLATES = Path(__file__).with_name("templates")
 def load_templates(directory: str | Path | None = None) -> dict[str, Template]:
     """The system and page templates, from ``directory`` where it has them."""
     out = {}
-    for name in ("system", "page", "narrate", "reflect", "discriminate", "rate"):
+    for name in ("system", "page", "narrate", "reflect", "discriminate", "rate", "enrich_item"):
         path = TEMPLATES / f"{name}.txt"
         if directory is not None:
             custom = Path(directory) / f"{name}.txt"

@@ -1,0 +1,187 @@
+"""The LLM path of item enrichment: the LLM writes each description grounded in exactly the
+graph's facts and answers attributes from closed lists, "unknown" allowed.
+
+Everything it says is checked before it is kept: an era that contradicts the year in the title
+or genres that share nothing with the item's known genres are rejected and counted (the
+description of such an answer is rejected with them); an unusable answer keeps the graph's
+fields and is counted. Kept LLM fields have source ``llm:<model>``, confidence 0.5 (or the
+graph's, when the graph agrees) and the prompt's hash. One backend call for all items,
+through the response cache, so a rerun replays.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import ConfigDict, Field, ValidationError, create_model
+
+from simrec.agents.brains import prompts
+from simrec.llm.base import ChatRequest
+from simrec.rng import derive_seed
+
+MOODS = (
+    "dark",
+    "tense",
+    "exciting",
+    "funny",
+    "light-hearted",
+    "romantic",
+    "heartwarming",
+    "thought-provoking",
+    "sad",
+    "scary",
+)
+AUDIENCES = ("children", "families", "teens", "adults", "everyone")
+ATTRIBUTES = ("era", "mood", "audience_group")
+LLM_CONFIDENCE = 0.5
+SYSTEM = (
+    "You are a careful catalog editor. You describe titles using only the facts you are "
+    "given and never invent cast, plot or awards."
+)
+
+
+def answer_model(genres: list[str], eras: list[str], vocab: list[str], attributes) -> type:
+    """The pydantic model of one item's answer (closed lists, bounded arrays)."""
+    fields: dict = {
+        "description": (str, Field(..., min_length=1, max_length=500)),
+        "tags": (list[Literal[tuple(vocab)]], Field(default_factory=list, max_length=6)),  # type: ignore[valid-type]
+    }
+    if genres:  # a catalog without a genre vocabulary has nothing to choose from
+        genre = Literal[tuple(genres)]  # type: ignore[valid-type]
+        fields["genres"] = (list[genre], Field(default_factory=list, max_length=3))
+    choices = {"era": eras, "mood": MOODS, "audience_group": AUDIENCES}
+    for a in attributes:
+        fields[a] = (Literal[(*choices[a], "unknown")], ...)  # type: ignore[valid-type]
+    return create_model("ItemAnswer", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def _facts(row, titles_by_id: dict) -> str:
+    lines = [f"Title: {row.title}"]
+    genres = list(row.genres)
+    if genres:
+        lines.append(f"Genres: {', '.join(genres)}")
+    elif len(row.genres_added):
+        shares = ", ".join(
+            f"{g} ({c:.0%} of similar titles)"
+            for g, c in zip(row.genres_added, row.genres_added_confidence, strict=True)
+        )
+        lines.append(f"Genres of similar titles: {shares}")
+    if isinstance(row.era, str):
+        lines.append(f"Era: {row.era}")
+    if row.n_interactions:
+        line = f"Watched by {row.n_interactions} people"
+        if pd.notna(row.mean_rating):
+            line += (
+                f", average rating {row.mean_rating:.1f}, "
+                f"{row.high_rating_share:.0%} rated it highly"
+            )
+        lines.append(line)
+    else:
+        lines.append("No one has watched it yet")
+    if isinstance(row.popularity_band, str):
+        lines.append(f"Popularity: {row.popularity_band}")
+    if len(row.neighbours):
+        names = [str(titles_by_id[i]) for i in list(row.neighbours)[:5]]
+        lines.append(f"People who liked it also liked: {'; '.join(names)}")
+    if isinstance(row.audience, str):
+        lines.append(f"Audience: {row.audience}")
+    return "\n".join(f"- {x}" for x in lines)
+
+
+def enrich_with_llm(
+    df: pd.DataFrame,
+    rows: np.ndarray,
+    *,
+    backend,
+    genre_names: list[str],
+    eras: list[str],
+    vocab: list[str],
+    attributes: tuple[str, ...],
+    templates,
+    seed: int,
+    max_tokens: int,
+    temperature: float,
+    titles_by_id: dict,
+) -> Counter:
+    """Ask the LLM about the items at ``rows`` of ``df`` (the graph's enriched table) and
+    write what survives the checks into ``df`` in place. Returns the counts."""
+    model = answer_model(genre_names, eras, vocab, attributes)
+    schema = model.model_json_schema()
+    attr_text = "".join(f'"{a}", ' for a in attributes)
+    requests = []
+    for i in rows.tolist():
+        row = df.iloc[i]
+        user = templates["enrich_item"].safe_substitute(
+            facts=_facts(row, titles_by_id), attributes=attr_text
+        )
+        requests.append(
+            ChatRequest(
+                messages=({"role": "system", "content": SYSTEM}, {"role": "user", "content": user}),
+                max_tokens=max_tokens,
+                json_schema=schema,
+                temperature=temperature,
+                seed=derive_seed(seed, "augment-item", str(row.item_id)),
+            )
+        )
+    counts: Counter = Counter()
+    source = f"llm:{backend.name}"
+    for i, req, res in zip(rows.tolist(), requests, backend.complete(requests), strict=True):
+        counts["llm_requests"] += 1
+        counts["llm_cached"] += int(res.cached)
+        try:
+            if not res.ok:
+                raise ValueError(res.error)
+            a = model.model_validate(res.parsed)
+        except (ValueError, ValidationError):
+            counts["llm_failed"] += 1
+            continue
+        digest = prompts.prompt_hash(req.messages)
+        known = list(df.at[i, "genres"])
+        said = list(getattr(a, "genres", []))
+        if known and said and not set(said) & set(known):
+            counts["genres_rejected"] += 1  # contradicts the catalog: nothing of it is kept
+            continue
+        era = getattr(a, "era", "unknown")
+        if era != "unknown" and isinstance(df.at[i, "era"], str) and era != df.at[i, "era"]:
+            counts["era_rejected"] += 1
+            continue
+        _set(df, i, "description", a.description, source, LLM_CONFIDENCE, digest)
+        counts["descriptions"] += 1
+        if not known and said:
+            added, shares = df.at[i, "genres_added"], df.at[i, "genres_added_confidence"]
+            graph = dict(zip(added, shares, strict=True))
+            merged = dict(graph)
+            for g in said:
+                merged[g] = max(graph.get(g, 0.0), LLM_CONFIDENCE)
+            order = sorted(merged, key=lambda g: (-merged[g], g))
+            df.at[i, "genres_added"] = order
+            df.at[i, "genres_added_confidence"] = [merged[g] for g in order]
+            df.at[i, "genres_added_source"] = "graph+" + source if graph else source
+            df.at[i, "genres_added_prompt_hash"] = digest
+            counts["genres_added"] += len(set(said) - set(graph))
+        if era != "unknown" and not isinstance(df.at[i, "era"], str):
+            _set(df, i, "era", era, source, LLM_CONFIDENCE, digest)
+        for attr in ("mood", "audience_group"):
+            value = getattr(a, attr, "unknown")
+            if value == "unknown":
+                counts[f"{attr}_unknown"] += attr in attributes
+            else:
+                _set(df, i, attr, value, source, LLM_CONFIDENCE, digest)
+        have = {t["tag"] for t in df.at[i, "tags"]}
+        extra = [
+            {"tag": t, "source": source, "confidence": LLM_CONFIDENCE}
+            for t in dict.fromkeys(a.tags)
+            if t not in have
+        ]
+        df.at[i, "tags"] = list(df.at[i, "tags"]) + extra
+    return counts
+
+
+def _set(df, i, field, value, source, confidence, digest) -> None:
+    df.at[i, field] = value
+    df.at[i, f"{field}_source"] = source
+    df.at[i, f"{field}_confidence"] = confidence
+    df.at[i, f"{field}_prompt_hash"] = digest
