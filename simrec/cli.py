@@ -168,6 +168,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_data_flags(ap)
     ap.add_argument("--items", type=int, help="real data: keep the N most popular items")
+    ap.add_argument("--llm", metavar="SPEC", help="let an LLM write the profiles: openai:MODEL")
+    ap.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
     _add_augment_output_flags(ap)
     an = au_sub.add_parser(
         "interactions",
@@ -184,6 +186,11 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument("--negatives", type=int, default=1, help="pseudo-negatives per user")
     an.add_argument(
         "--merge", action="store_true", help="also write the originals plus pseudo-positives"
+    )
+    an.add_argument("--llm", metavar="SPEC", help="let an LLM choose: openai:MODEL, local, ...")
+    an.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
+    an.add_argument(
+        "--llm-candidates", type=int, default=20, help="candidates shown to the LLM (default 20)"
     )
     _add_augment_output_flags(an)
 
@@ -558,7 +565,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
             **common,
         )
     elif args.augment_command == "profiles":
-        out = augment.augment_profiles(cfg, **common)
+        out = augment.augment_profiles(cfg, llm=args.llm, base_url=args.base_url, **common)
     else:
         out = augment.augment_interactions(
             cfg,
@@ -567,6 +574,9 @@ def cmd_augment(args: argparse.Namespace) -> int:
             positives=args.positives,
             negatives=args.negatives,
             merge=args.merge,
+            llm=args.llm,
+            base_url=args.base_url,
+            llm_candidates=args.llm_candidates,
             **common,
         )
     manifest = json.loads((out / "manifest.json").read_text())

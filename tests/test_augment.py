@@ -318,3 +318,54 @@ def test_llm_enrichment_is_checked_counted_and_replayed(tmp_path, monkeypatch):
     assert (again / "items_enriched.parquet").read_bytes() == (
         out / "items_enriched.parquet"
     ).read_bytes()
+
+
+def test_llm_profiles_and_choices_are_checked_and_fall_back(tmp_path, monkeypatch):
+    """Profiles: a fake server's answers that mention demographics or come back truncated
+    keep the profile written from the history (counted); the rest are the LLM's. Choices:
+    overlapping positions are unusable and the simulator chooses for that user (counted)."""
+    from simrec.augment import augment_interactions, augment_profiles
+
+    from .test_llm_brain import _completion, _serve
+
+    seen = {"profile": 0, "choose": 0}
+
+    def handler(request):
+        body = json.loads(request.content)
+        props = set(body["response_format"]["schema"]["properties"])
+        if props == {"profile"}:
+            seen["profile"] += 1
+            n = seen["profile"]
+            if n % 4 == 0:
+                return _completion('{"profile": "cut', "length", 40, 5)
+            text = "A 30-year-old woman who loves drama." if n % 4 == 1 else "Loves drama."
+            return _completion(json.dumps({"profile": text}), "stop", 40, 8)
+        seen["choose"] += 1
+        k = len(body["response_format"]["schema"]["properties"]["watch"]["items"]["enum"])
+        answer = {"watch": [1, 2], "skip": [k]}
+        if seen["choose"] % 3 == 0:
+            answer = {"watch": [1], "skip": [1]}  # overlapping: unusable
+        return _completion(json.dumps(answer), "stop", 40, 8)
+
+    _serve(monkeypatch, handler)
+    raw = {**WORLD, "data": {"synthetic": {"users": 30, "items": 60}}, "llm": {"cache": None}}
+    kw = {"llm": "openai:fake", "base_url": "http://fake/v1"}
+    out = augment_profiles(raw, out=tmp_path / "p", **kw)
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    df = pq.read_table(out / "profiles.parquet").to_pandas()
+    assert counts["llm_requests"] == len(df) == 30
+    assert counts["llm_demographics_rejected"] == 8 and counts["llm_failed"] == 7
+    llm_rows = df[df.profile_source == "llm:fake"]
+    assert len(llm_rows) == counts["llm_profiles"] == 15
+    assert (llm_rows.profile == "Loves drama.").all() and llm_rows.profile_prompt_hash.notna().all()
+    assert (df[df.profile_source == "history"].profile.str.contains("viewer")).all()
+    out = augment_interactions(raw, out=tmp_path / "i", positives=2, negatives=1, **kw)
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    df = pq.read_table(out / "interactions_augmented.parquet").to_pandas()
+    assert counts["llm_failed"] == seen["choose"] // 3 > 0
+    by = df.groupby("user_id").source.first()
+    assert (by == "llm:fake").sum() == counts["llm_choices"]
+    assert (by == "simulator:utility").sum() == counts["llm_failed"]
+    llm_rows = df[df.source == "llm:fake"]
+    assert set(llm_rows[llm_rows.label == 1].candidate_rank) == {1, 2}
+    assert set(llm_rows[llm_rows.label == 0].candidate_rank) == {20}  # the last of 20 shown

@@ -71,22 +71,8 @@ def augment_items(
         options: dict = {}
         sources = ["catalog", "graph"]
         if llm is not None:
-            from simrec.simulator.runner import llm_backend
-
-            cfg = cfg.model_copy(deep=True)
-            cfg.llm.backend = llm
-            if base_url is not None:
-                cfg.llm.base_url = base_url
-            backend = llm_backend(cfg)
-            options = {
-                "llm": backend,
-                "attributes": tuple(attributes),
-                "seed": cfg.seed,
-                "templates_dir": cfg.llm.templates_dir,
-                "max_tokens": max(cfg.llm.max_tokens, 300),
-                "temperature": cfg.llm.temperature,
-            }
-            sources.append(f"llm:{backend.name}")
+            options = {**_llm_options(cfg, llm, base_url), "attributes": tuple(attributes)}
+            sources.append(f"llm:{options['llm'].name}")
         table, counts = enrich_items(data, cutoff=cut, **enrich, **options)
         extra = {"vocabulary": vocabulary(data), "sources": sources}
         return {"items_enriched": table}, counts, extra
@@ -101,16 +87,22 @@ def augment_profiles(
     config: RunConfig | dict | str | Path | None = None,
     *,
     cutoff: str | float | Cutoff | None = None,
+    llm: str | None = None,
+    base_url: str | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """A written profile per user from their history before the cutoff."""
+    """A written profile per user from their history before the cutoff (rewritten by the
+    ``llm`` backend spec when given)."""
 
     def build(data, cut, cfg):
-        table, counts = write_profiles(data, cutoff=cut)
-        return {"profiles": table}, counts, {"sources": ["history"]}
+        options = _llm_options(cfg, llm, base_url) if llm is not None else {}
+        table, counts = write_profiles(data, cutoff=cut, **options)
+        sources = ["history"] + ([f"llm:{options['llm'].name}"] if options else [])
+        return {"profiles": table}, counts, {"sources": sources}
 
-    return _augment("profiles", config, cutoff, {}, out, overwrite, build)
+    params = {} if llm is None else {"llm": llm}
+    return _augment("profiles", config, cutoff, params, out, overwrite, build)
 
 
 def augment_interactions(
@@ -122,24 +114,53 @@ def augment_interactions(
     positives: int = 1,
     negatives: int = 1,
     merge: bool = False,
+    llm: str | None = None,
+    base_url: str | None = None,
+    llm_candidates: int = 20,
     out: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Pseudo-positive and pseudo-negative items per user, chosen from ``base``'s candidates
-    by the calibrated simulator; with ``merge``, also the originals plus the pseudo-positives."""
+    by the calibrated simulator (or by the ``llm`` backend spec, from the first
+    ``llm_candidates``); with ``merge``, also the originals plus the pseudo-positives."""
     params = {"base": base, "candidates": candidates, "positives": positives}
     params["negatives"] = negatives
 
     def build(data, cut, cfg):
-        table, counts = pseudo_interactions(data, cfg, cutoff=cut, **params)
+        options: dict = {}
+        sources = ["original", "simulator:utility"]
+        if llm is not None:
+            options = {"llm": _llm_options(cfg, llm, base_url)["llm"]}
+            options["llm_candidates"] = llm_candidates
+            sources.append(f"llm:{options['llm'].name}")
+        table, counts = pseudo_interactions(data, cfg, cutoff=cut, **params, **options)
         tables = {"interactions_augmented": table}
         if merge:
             tables["interactions_merged"] = merged(data, table, cut)
-        return tables, counts, {"sources": ["original", "simulator:utility"]}
+        return tables, counts, {"sources": sources}
 
-    return _augment(
-        "interactions", config, cutoff, {**params, "merge": merge}, out, overwrite, build
-    )
+    manifest_params = {**params, "merge": merge}
+    if llm is not None:
+        manifest_params.update(llm=llm, llm_candidates=llm_candidates)
+    return _augment("interactions", config, cutoff, manifest_params, out, overwrite, build)
+
+
+def _llm_options(cfg: RunConfig, spec: str, base_url: str | None) -> dict:
+    """The cached backend of ``spec`` (the rest of ``cfg.llm`` applies) and the sampling
+    options the augmenters take."""
+    from simrec.simulator.runner import llm_backend
+
+    cfg = cfg.model_copy(deep=True)
+    cfg.llm.backend = spec
+    if base_url is not None:
+        cfg.llm.base_url = base_url
+    return {
+        "llm": llm_backend(cfg),
+        "seed": cfg.seed,
+        "templates_dir": cfg.llm.templates_dir,
+        "max_tokens": max(cfg.llm.max_tokens, 300),
+        "temperature": cfg.llm.temperature,
+    }
 
 
 def _augment(kind, config, cutoff, params, out, overwrite, build) -> Path:

@@ -30,10 +30,15 @@ def pseudo_interactions(
     candidates: int = 50,
     positives: int = 1,
     negatives: int = 1,
+    llm=None,
+    llm_candidates: int = 20,
 ) -> tuple[pa.Table, dict]:
     """(n_users x (positives + negatives)) rows: user_id, item_id, label (1: pseudo-positive,
     0: pseudo-negative), score (the simulator's watch logit), candidate_rank (the base
-    recommender's rank, 1 = first), source (``simulator:utility``), base."""
+    recommender's rank, 1 = first), source (``simulator:utility`` or ``llm:<model>``), base,
+    prompt_hash. ``llm``: an LLMBackend that chooses instead, from each user's first
+    ``llm_candidates`` candidates, given the facts of the user's profile; where its answer is
+    unusable, the simulator chooses (counted as ``llm_failed``)."""
     from simrec.agents.brains.utility import UtilityBrain
     from simrec.environments.base import PolicyRandomness
     from simrec.environments.policies import make_policy
@@ -44,6 +49,11 @@ def pseudo_interactions(
         raise ConfigError(
             f"--candidates: expected at least positives + negatives ({positives + negatives}), "
             f"got {candidates}"
+        )
+    if llm is not None and llm_candidates < positives + negatives:
+        raise ConfigError(
+            f"--llm-candidates: expected at least positives + negatives "
+            f"({positives + negatives}), got {llm_candidates}"
         )
     if positives < 0 or negatives < 0 or positives + negatives == 0:
         raise ConfigError("--positives/--negatives: expected non-negative counts, not both 0")
@@ -64,8 +74,15 @@ def pseudo_interactions(
     policy.fit(agent_log(view, users), view.catalog)
     seen = log.matrix(n_items)
     active = users[np.diff(seen.indptr) > 0]
-    out = {k: [] for k in ("user", "item", "label", "score", "rank")}
+    out = {k: [] for k in ("user", "item", "label", "score", "rank", "source", "hash")}
     k = min(candidates, n_items)
+    llm_counts: dict = {}
+    choices: dict[int, tuple] = {}
+    if llm is not None:
+        choices, llm_counts = _llm_choices(
+            view, cfg, policy, seen, active, llm, positives, negatives, min(llm_candidates, k)
+        )
+    source_sim = "simulator:utility"
     for start in range(0, active.size, 4096):
         u = active[start : start + 4096]
         slates = policy.recommend(
@@ -82,12 +99,20 @@ def pseudo_interactions(
             order = have[np.lexsort((have, -logit[row, have]))]  # best first, ties by rank
             picks = [(j, 1) for j in order[:positives]]
             picks += [(j, 0) for j in order[::-1][:negatives]]
+            source, digest = source_sim, None
+            chosen = choices.get(int(u[row]))
+            if chosen is not None:
+                watch, skip, digest = chosen
+                picks = [(j, 1) for j in watch] + [(j, 0) for j in skip]
+                source = f"llm:{llm.name}"
             for j, label in picks:
                 out["user"].append(u[row])
                 out["item"].append(items[row, j])
                 out["label"].append(label)
                 out["score"].append(logit[row, j])
                 out["rank"].append(j + 1)
+                out["source"].append(source)
+                out["hash"].append(digest)
     user_ids, item_ids = log.user_ids, data.catalog.item_ids
     uu, ii = np.asarray(out["user"], np.int64), np.asarray(out["item"], np.int64)
     table = pa.Table.from_pydict(
@@ -97,8 +122,9 @@ def pseudo_interactions(
             "label": pa.array(out["label"], pa.int8()),
             "score": pa.array(out["score"], pa.float64()),
             "candidate_rank": pa.array(out["rank"], pa.int32()),
-            "source": pa.array(["simulator:utility"] * uu.size, pa.string()),
+            "source": pa.array(out["source"], pa.string()),
             "base": pa.array([base] * uu.size, pa.string()),
+            "prompt_hash": pa.array(out["hash"], pa.string()),
         }
     )
     stats = {
@@ -107,8 +133,51 @@ def pseudo_interactions(
         "pseudo_negatives": int(np.sum(np.asarray(out["label"]) == 0)),
         "visible_interactions": int(rows.size),
         "interactions": len(data.interactions),
+        **dict(llm_counts),
     }
     return table, stats
+
+
+def _llm_choices(view, cfg, policy, seen, active, llm, positives, negatives, k):
+    """{user index: (watch, skip, prompt hash)} chosen by the LLM among each active user's
+    first ``k`` candidates (the same candidates the simulator sees, in the same order)."""
+    from simrec.agents.brains.prompts import load_templates
+    from simrec.augment.llm import choose_with_llm
+    from simrec.augment.profiles import write_profiles
+    from simrec.environments.base import PolicyRandomness
+    from simrec.rng import Streams
+
+    profiles = write_profiles(view)[0].column("profile").to_pylist()
+    has = np.flatnonzero(np.diff(seen.indptr) > 0)
+    profile_of = dict(zip(has.tolist(), profiles, strict=True))
+    cat = view.catalog
+    genres = cat.genre_lists()
+    facts, lists, users = [], [], []
+    for start in range(0, active.size, 4096):
+        u = active[start : start + 4096]
+        slates = policy.recommend(
+            u, k, exclude=seen[u], rng=PolicyRandomness(Streams(cfg.seed), 0, 0, "augment")
+        )
+        for row, user in enumerate(u.tolist()):
+            items = [i for i in slates.items[row].tolist() if i >= 0]
+            if len(items) < positives + negatives:
+                continue
+            facts.append(f"- {profile_of[user]}")
+            lists.append([f"{cat.titles[i]} ({', '.join(genres[i]) or 'no genre'})" for i in items])
+            users.append(user)
+    answers, counts = choose_with_llm(
+        facts,
+        lists,
+        view.interactions.user_ids[users].tolist(),
+        positives=positives,
+        negatives=negatives,
+        backend=llm,
+        templates=load_templates(cfg.llm.templates_dir),
+        seed=cfg.seed,
+        max_tokens=cfg.llm.max_tokens,
+        temperature=cfg.llm.temperature,
+    )
+    return {u: a for u, a in zip(users, answers, strict=True) if a is not None}, counts
 
 
 def merged(data: Dataset, pseudo: pa.Table, cutoff: Cutoff | None) -> pa.Table:

@@ -11,12 +11,13 @@ through the response cache, so a rerun replays.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from simrec.agents.brains import prompts
 from simrec.llm.base import ChatRequest
@@ -185,3 +186,124 @@ def _set(df, i, field, value, source, confidence, digest) -> None:
     df.at[i, f"{field}_source"] = source
     df.at[i, f"{field}_confidence"] = confidence
     df.at[i, f"{field}_prompt_hash"] = digest
+
+
+# ---------------------------------------------------------------------- profiles
+
+DEMOGRAPHICS = re.compile(
+    r"\b(age[ds]?|aged|years? old|male|female|man|woman|boy|girl|gender|student|retired|"
+    r"occupation|job|works? as|lives? in|married|single|husband|wife|teenager)\b",
+    re.IGNORECASE,
+)
+
+
+class ProfileAnswer(BaseModel):
+    """A written profile (the LLM path of ``augment profiles``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    profile: str = Field(..., min_length=1, max_length=600)
+
+
+def profiles_with_llm(
+    facts: list[str], user_ids: list, *, backend, templates, seed, max_tokens, temperature
+) -> tuple[list[tuple[str, str] | None], Counter]:
+    """Per user, (profile, prompt hash) written by the LLM from ``facts``, or None where the
+    answer was unusable or mentioned demographics the facts do not hold (counted)."""
+    schema = ProfileAnswer.model_json_schema()
+    requests = [
+        ChatRequest(
+            messages=(
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": templates["profile"].safe_substitute(facts=f)},
+            ),
+            max_tokens=max_tokens,
+            json_schema=schema,
+            temperature=temperature,
+            seed=derive_seed(seed, "augment-profile", str(u)),
+        )
+        for f, u in zip(facts, user_ids, strict=True)
+    ]
+    counts: Counter = Counter()
+    out: list[tuple[str, str] | None] = []
+    for req, res in zip(requests, backend.complete(requests), strict=True):
+        counts["llm_requests"] += 1
+        try:
+            if not res.ok:
+                raise ValueError(res.error)
+            text = ProfileAnswer.model_validate(res.parsed).profile.strip()
+        except (ValueError, ValidationError):
+            counts["llm_failed"] += 1
+            out.append(None)
+            continue
+        if DEMOGRAPHICS.search(text):
+            counts["llm_demographics_rejected"] += 1
+            out.append(None)
+            continue
+        counts["llm_profiles"] += 1
+        out.append((text, prompts.prompt_hash(req.messages)))
+    return out, counts
+
+
+# ---------------------------------------------------------------------- pseudo-interactions
+
+
+def choose_with_llm(
+    facts: list[str],
+    lists: list[list[str]],
+    user_ids: list,
+    *,
+    positives: int,
+    negatives: int,
+    backend,
+    templates,
+    seed,
+    max_tokens,
+    temperature,
+) -> tuple[list[tuple[list[int], list[int], str] | None], Counter]:
+    """Per user, the LLM's (watch positions, skip positions, prompt hash) among ``lists``
+    (0-based), or None where unusable (overlapping or repeated positions count as unusable)."""
+    counts: Counter = Counter()
+    requests, models = [], []
+    for f, items, u in zip(facts, lists, user_ids, strict=True):
+        k = len(items)
+        pos = Literal[tuple(range(1, k + 1))]  # type: ignore[valid-type]
+        model = create_model(
+            f"Choose{k}",
+            __config__=ConfigDict(extra="forbid"),
+            watch=(list[pos], Field(default_factory=list, max_length=positives)),
+            skip=(list[pos], Field(default_factory=list, max_length=negatives)),
+        )
+        models.append(model)
+        user = templates["choose"].safe_substitute(
+            facts=f,
+            count=k,
+            items="\n".join(f"{j}. {t}" for j, t in enumerate(items, 1)),
+            positives=positives,
+            negatives=negatives,
+        )
+        requests.append(
+            ChatRequest(
+                messages=({"role": "system", "content": SYSTEM}, {"role": "user", "content": user}),
+                max_tokens=max_tokens,
+                json_schema=model.model_json_schema(),
+                temperature=temperature,
+                seed=derive_seed(seed, "augment-choose", str(u)),
+            )
+        )
+    out: list[tuple[list[int], list[int], str] | None] = []
+    for model, req, res in zip(models, requests, backend.complete(requests), strict=True):
+        counts["llm_requests"] += 1
+        try:
+            if not res.ok:
+                raise ValueError(res.error)
+            a = model.model_validate(res.parsed)
+            w, s = [p - 1 for p in a.watch], [p - 1 for p in a.skip]
+            if len(set(w)) != len(w) or len(set(s)) != len(s) or set(w) & set(s):
+                raise ValueError("repeated or overlapping positions")
+        except (ValueError, ValidationError):
+            counts["llm_failed"] += 1
+            out.append(None)
+            continue
+        counts["llm_choices"] += 1
+        out.append((w, s, prompts.prompt_hash(req.messages)))
+    return out, counts

@@ -17,11 +17,22 @@ from simrec.data.schemas import arrow_id_type
 FAVOURITES = 3
 
 
-def write_profiles(data: Dataset, *, cutoff: Cutoff | None = None) -> tuple[pa.Table, dict]:
+def write_profiles(
+    data: Dataset,
+    *,
+    cutoff: Cutoff | None = None,
+    llm=None,
+    seed: int = 0,
+    templates_dir: str | None = None,
+    max_tokens: int = 300,
+    temperature: float = 0.7,
+) -> tuple[pa.Table, dict]:
     """``profiles`` as an Arrow table, one row per user with a visible interaction, and counts.
     Columns: user_id, profile (+ _source ``history``, _confidence, _prompt_hash), liked_genres,
     disliked_genres, favourite_items (item ids, best rated first), n_interactions,
-    mean_rating."""
+    mean_rating. ``llm``: an LLMBackend that rewrites each profile from the same facts (source
+    ``llm:<model>``, confidence 0.5); an unusable answer, or one that mentions demographics,
+    keeps the written-from-history profile and is counted."""
     rows = visible(data.interactions, cutoff)
     log = data.interactions.take(rows)
     view = dataclasses.replace(data, interactions=log)
@@ -44,15 +55,38 @@ def write_profiles(data: Dataset, *, cutoff: Cutoff | None = None) -> tuple[pa.T
         if fav:
             text += f" Favourites: {', '.join(str(cat.titles[i]) for i in fav)}."
         profiles.append(text)
+    sources = ["history"] * users.size
+    confidence = 1.0 - 1.0 / np.sqrt(counts[users])
+    hashes: list[str | None] = [None] * users.size
+    found: dict = {}
+    if llm is not None:
+        from simrec.agents.brains.prompts import load_templates
+        from simrec.augment.llm import LLM_CONFIDENCE, profiles_with_llm
+
+        facts = [_facts(profiles[j], personas, u) for j, u in enumerate(users.tolist())]
+        answers, found = profiles_with_llm(
+            facts,
+            log.user_ids[users].tolist(),
+            backend=llm,
+            templates=load_templates(templates_dir),
+            seed=seed,
+            max_tokens=max_tokens,
+            temperature=temperature,
+        )
+        for j, answer in enumerate(answers):
+            if answer is not None:
+                profiles[j], hashes[j] = answer
+                sources[j] = f"llm:{llm.name}"
+                confidence[j] = LLM_CONFIDENCE
     user_type = arrow_id_type(log.user_ids)
     item_type = arrow_id_type(cat.item_ids)
     table = pa.Table.from_pydict(
         {
             "user_id": pa.array(log.user_ids[users], user_type),
             "profile": pa.array(profiles, pa.string()),
-            "profile_source": pa.array(["history"] * users.size, pa.string()),
-            "profile_confidence": pa.array(1.0 - 1.0 / np.sqrt(counts[users]), pa.float64()),
-            "profile_prompt_hash": pa.array([None] * users.size, pa.string()),
+            "profile_source": pa.array(sources, pa.string()),
+            "profile_confidence": pa.array(confidence, pa.float64()),
+            "profile_prompt_hash": pa.array(hashes, pa.string()),
             "liked_genres": pa.array(
                 [personas.liked_genres[u] for u in users], pa.list_(pa.string())
             ),
@@ -73,8 +107,20 @@ def write_profiles(data: Dataset, *, cutoff: Cutoff | None = None) -> tuple[pa.T
         "users": int(users.size),
         "visible_interactions": int(rows.size),
         "interactions": len(data.interactions),
+        **dict(found),
     }
     return table, stats
+
+
+def _facts(profile: str, personas, u: int) -> str:
+    """The facts an LLM may use for user ``u``: the profile written from the history, and
+    the liked and disliked genres."""
+    lines = [profile]
+    if personas.liked_genres[u]:
+        lines.append(f"Liked genres: {', '.join(personas.liked_genres[u])}")
+    if personas.disliked_genres[u]:
+        lines.append(f"Disliked genres: {', '.join(personas.disliked_genres[u])}")
+    return "\n".join(f"- {x}" for x in lines)
 
 
 def _favourites(log, n_users: int) -> list[list[int]]:

@@ -16,7 +16,8 @@ Templates are ``string.Template`` files that a user can replace by pointing
 ``$items``), ``narrate.txt`` for the hybrid brain (the same, and ``$did``), ``reflect.txt``
 (``$memory``, ``$reflection``), and ``discriminate.txt`` (``$count``, ``$items``) and
 ``rate.txt`` (``$items``, ``$scale``) for the fidelity report, and ``enrich_item.txt``
-(``$facts``, ``$attributes``) for ``simrec augment items --llm``.
+(``$facts``, ``$attributes``), ``profile.txt`` (``$facts``) and ``choose.txt`` (``$facts``,
+``$count``, ``$items``, ``$positives``, ``$negatives``) for ``simrec augment ... --llm``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ TEMPLATES = Path(__file__).with_name("templates")
 def load_templates(directory: str | Path | None = None) -> dict[str, Template]:
     """The system and page templates, from ``directory`` where it has them."""
     out = {}
-    for name in ("system", "page", "narrate", "reflect", "discriminate", "rate", "enrich_item"):
+    names = ("system", "page", "narrate", "reflect", "discriminate", "rate")
+    for name in (*names, "enrich_item", "profile", "choose"):
         path = TEMPLATES / f"{name}.txt"
         if directory is not None:
             custom = Path(directory) / f"{name}.txt"
