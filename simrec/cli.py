@@ -159,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
         default="era,mood,audience_group",
         help="attributes the LLM answers (default era,mood,audience_group)",
     )
+    ai.add_argument(
+        "--free-tags", type=int, default=0, help="free-text tags the LLM may add (default 0)"
+    )
     _add_augment_output_flags(ai)
     ap = au_sub.add_parser(
         "profiles",
@@ -562,6 +565,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
             llm=args.llm,
             base_url=args.base_url,
             attributes=tuple(a.strip() for a in args.attributes.split(",") if a.strip()),
+            free_tags=args.free_tags,
             **common,
         )
     elif args.augment_command == "profiles":

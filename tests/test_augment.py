@@ -369,3 +369,133 @@ def test_llm_profiles_and_choices_are_checked_and_fall_back(tmp_path, monkeypatc
     llm_rows = df[df.source == "llm:fake"]
     assert set(llm_rows[llm_rows.label == 1].candidate_rank) == {1, 2}
     assert set(llm_rows[llm_rows.label == 0].candidate_rank) == {20}  # the last of 20 shown
+
+
+def _prompt_server(monkeypatch, prompts_seen):
+    """A fake OpenAI server answering every augmentation schema, recording each prompt."""
+    from .test_llm_brain import _completion, _serve
+
+    def handler(request):
+        body = json.loads(request.content)
+        prompts_seen.append(json.dumps(body["messages"]))
+        props = body["response_format"]["schema"]["properties"]
+        if "profile" in props:
+            answer = {"profile": "Likes what the facts say."}
+        elif "skip" in props:
+            answer = {"watch": [1], "skip": [2]}
+        else:
+            answer = {"description": "As the facts say.", "tags": []}
+            answer |= {a: "unknown" for a in ("era", "mood", "audience_group") if a in props}
+            if "free_tags" in props:
+                answer["free_tags"] = ["Slow Burn", "slow burn"]  # the same tag twice
+        return _completion(json.dumps(answer), "stop", 30, 8)
+
+    _serve(monkeypatch, handler)
+
+
+def test_no_held_out_interaction_reaches_a_prompt(tmp_path, monkeypatch):
+    """Every prompt sent with a cutoff is exactly a prompt sent for the log with the later
+    rows deleted: nothing after the cutoff reaches the LLM (items, profiles, choices)."""
+    from simrec.augment import enrich_items, pseudo_interactions, write_profiles
+    from simrec.simulator.runner import llm_backend
+
+    world = {"users": 60, "items": 80}
+    data = load_data(RunConfig.model_validate({**WORLD, "data": {"synthetic": world}}))
+    cfg = RunConfig.model_validate(
+        {**WORLD, "llm": {"backend": "openai:fake", "base_url": "http://fake/v1", "cache": None}}
+    )
+    cut = parse_cutoff("0.7")
+    truncated = _without_rows(data, visible(data.interactions, cut))
+    seen: list[str] = []
+    _prompt_server(monkeypatch, seen)
+    runs = []
+    for d, c in ((data, cut), (truncated, None)):
+        seen.clear()
+        backend = llm_backend(cfg)
+        enrich_items(d, cutoff=c, llm=backend)
+        write_profiles(d, cutoff=c, llm=backend)
+        pseudo_interactions(d, cfg, cutoff=c, llm=backend)
+        runs.append(sorted(seen))
+    assert len(runs[0]) == 80 + 2 * 60 and runs[0] == runs[1]
+    seen.clear()
+    enrich_items(data, llm=llm_backend(cfg))
+    assert set(seen) - set(runs[0])  # without the cutoff, the later rows would have shown
+
+
+def test_interrupted_llm_enrichment_resumes_from_the_cache(tmp_path, monkeypatch):
+    import simrec.augment.llm as augment_llm
+    from simrec.augment import augment_items
+    from simrec.llm.cache import CachedBackend
+
+    seen: list[str] = []
+    _prompt_server(monkeypatch, seen)
+    monkeypatch.setattr(augment_llm, "CHUNK", 10)
+    raw = {**WORLD, "data": {"synthetic": {"users": 100, "items": 40}}}
+    raw["llm"] = {"cache": str(tmp_path / "c.sqlite")}
+    kw = {"llm": "openai:fake", "base_url": "http://fake/v1", "free_tags": 2}
+    real = CachedBackend.complete
+    calls = [0]
+
+    def dies_on_the_third_chunk(self, requests):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return real(self, requests)
+
+    monkeypatch.setattr(CachedBackend, "complete", dies_on_the_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        augment_items(raw, out=tmp_path / "a", **kw)
+    assert len(seen) == 20 and not (tmp_path / "a" / "manifest.json").exists()
+    monkeypatch.setattr(CachedBackend, "complete", real)
+    out = augment_items(raw, out=tmp_path / "a", **kw)
+    assert len(seen) == 40  # only the 20 unanswered items were asked again
+    df = pq.read_table(out / "items_enriched.parquet").to_pandas()
+    free = [t for tags in df.tags for t in tags if t["source"] == "llm:fake:free"]
+    assert {t["tag"] for t in free} == {"slow burn"} and len(free) == len(df)
+    assert all(sum(t["tag"] == "slow burn" for t in tags) <= 1 for tags in df.tags)
+
+
+@pytest.mark.slow
+def test_embedded_model_enriches_items_through_the_cli(tmp_path):
+    """The embedded SmolLM2 writes descriptions and attributes for 6 items from the command
+    line; whatever it says passes the same checks (135M parameters: the path is what is
+    tested, not the prose)."""
+    pytest.importorskip("llama_cpp")
+    out = tmp_path / "aug"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "data:\n  synthetic: {users: 40, items: 6}\n"
+        f"llm:\n  cache: {tmp_path / 'cache.sqlite'}\n  max_tokens: 200\n"
+    )
+    assert main(["augment", "items", str(cfg), "--llm", "local", "--out", str(out)]) == 0
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert counts["llm_requests"] == 6
+    kept = counts.get("llm_descriptions", 0)
+    assert (
+        kept
+        + counts.get("llm_failed", 0)
+        + counts.get("llm_genres_rejected", 0)
+        + counts.get("llm_era_rejected", 0)
+        == 6
+    )
+    df = pq.read_table(out / "items_enriched.parquet").to_pandas()
+    llm = df[df.description_source.str.startswith("llm:")]
+    assert len(llm) == kept and llm.description_prompt_hash.notna().all()
+    assert (
+        df.mood.dropna()
+        .isin(
+            [
+                "dark",
+                "tense",
+                "exciting",
+                "funny",
+                "light-hearted",
+                "romantic",
+                "heartwarming",
+                "thought-provoking",
+                "sad",
+                "scary",
+            ]
+        )
+        .all()
+    )

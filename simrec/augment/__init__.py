@@ -53,6 +53,7 @@ def augment_items(
     llm: str | None = None,
     base_url: str | None = None,
     attributes: tuple[str, ...] = ("era", "mood", "audience_group"),
+    free_tags: int = 0,
     out: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -60,6 +61,8 @@ def augment_items(
     backend spec (``openai:MODEL``, ``vllm:MODEL``, ``local``) that then writes the
     descriptions and answers ``attributes``; the rest of ``config.llm`` (cache, concurrency,
     templates) applies."""
+    if not 0 <= free_tags <= 10:
+        raise ConfigError(f"--free-tags: expected 0 to 10, got {free_tags}")
     if neighbours < 1:
         raise ConfigError(f"--neighbours: expected a positive integer, got {neighbours}")
     if not 0 < genre_threshold <= 1:
@@ -72,6 +75,7 @@ def augment_items(
         sources = ["catalog", "graph"]
         if llm is not None:
             options = {**_llm_options(cfg, llm, base_url), "attributes": tuple(attributes)}
+            options["free_tags"] = free_tags
             sources.append(f"llm:{options['llm'].name}")
         table, counts = enrich_items(data, cutoff=cut, **enrich, **options)
         extra = {"vocabulary": vocabulary(data), "sources": sources}
@@ -79,7 +83,7 @@ def augment_items(
 
     params = dict(enrich)
     if llm is not None:
-        params.update(llm=llm, attributes=list(attributes))
+        params.update(llm=llm, attributes=list(attributes), free_tags=free_tags)
     return _augment("items", config, cutoff, params, out, overwrite, build)
 
 

@@ -132,6 +132,7 @@ def enrich_items(
     templates_dir: str | None = None,
     max_tokens: int = 300,
     temperature: float = 0.7,
+    free_tags: int = 0,
 ) -> tuple[pa.Table, dict]:
     """``items_enriched`` as an Arrow table (original catalog columns first, untouched) and
     counts for the manifest. ``only_missing``: leave items that already have genres and text
@@ -241,6 +242,7 @@ def enrich_items(
             max_tokens=max_tokens,
             temperature=temperature,
             titles_by_id=dict(zip(cat.item_ids.tolist(), cat.titles.tolist(), strict=True)),
+            free_tags=free_tags,
         )
         counts.update({f"llm_{k}" if not k.startswith("llm_") else k: v for k, v in found.items()})
         table = pa.Table.from_pandas(df, schema=table.schema, preserve_index=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
@@ -38,18 +38,34 @@ MOODS = (
 AUDIENCES = ("children", "families", "teens", "adults", "everyone")
 ATTRIBUTES = ("era", "mood", "audience_group")
 LLM_CONFIDENCE = 0.5
+CHUNK = 256  # requests per backend call: the cache keeps each chunk, so a rerun resumes
 SYSTEM = (
     "You are a careful catalog editor. You describe titles using only the facts you are "
     "given and never invent cast, plot or awards."
 )
 
 
-def answer_model(genres: list[str], eras: list[str], vocab: list[str], attributes) -> type:
-    """The pydantic model of one item's answer (closed lists, bounded arrays)."""
+def complete(backend, requests: list) -> list:
+    """``backend.complete`` in chunks of CHUNK, in order: with the response cache, every
+    finished chunk is kept, so an interrupted augmentation resumes where it stopped."""
+    out: list = []
+    for start in range(0, len(requests), CHUNK):
+        out += backend.complete(requests[start : start + CHUNK])
+    return out
+
+
+def answer_model(
+    genres: list[str], eras: list[str], vocab: list[str], attributes, free_tags: int = 0
+) -> type:
+    """The pydantic model of one item's answer (closed lists, bounded arrays; ``free_tags``:
+    up to that many short free-text tags besides the closed vocabulary)."""
     fields: dict = {
         "description": (str, Field(..., min_length=1, max_length=500)),
         "tags": (list[Literal[tuple(vocab)]], Field(default_factory=list, max_length=6)),  # type: ignore[valid-type]
     }
+    if free_tags:
+        tag = Annotated[str, Field(min_length=1, max_length=30)]
+        fields["free_tags"] = (list[tag], Field(default_factory=list, max_length=free_tags))
     if genres:  # a catalog without a genre vocabulary has nothing to choose from
         genre = Literal[tuple(genres)]  # type: ignore[valid-type]
         fields["genres"] = (list[genre], Field(default_factory=list, max_length=3))
@@ -106,12 +122,16 @@ def enrich_with_llm(
     max_tokens: int,
     temperature: float,
     titles_by_id: dict,
+    free_tags: int = 0,
 ) -> Counter:
     """Ask the LLM about the items at ``rows`` of ``df`` (the graph's enriched table) and
     write what survives the checks into ``df`` in place. Returns the counts."""
-    model = answer_model(genre_names, eras, vocab, attributes)
+    model = answer_model(genre_names, eras, vocab, attributes, free_tags)
     schema = model.model_json_schema()
     attr_text = "".join(f'"{a}", ' for a in attributes)
+    if free_tags:
+        attr_text += f'"free_tags" (up to {free_tags} short tags of your own), '
+
     requests = []
     for i in rows.tolist():
         row = df.iloc[i]
@@ -129,7 +149,7 @@ def enrich_with_llm(
         )
     counts: Counter = Counter()
     source = f"llm:{backend.name}"
-    for i, req, res in zip(rows.tolist(), requests, backend.complete(requests), strict=True):
+    for i, req, res in zip(rows.tolist(), requests, complete(backend, requests), strict=True):
         counts["llm_requests"] += 1
         counts["llm_cached"] += int(res.cached)
         try:
@@ -176,6 +196,12 @@ def enrich_with_llm(
             {"tag": t, "source": source, "confidence": LLM_CONFIDENCE}
             for t in dict.fromkeys(a.tags)
             if t not in have
+        ]
+        free = [t.strip().lower() for t in getattr(a, "free_tags", [])]
+        extra += [
+            {"tag": t, "source": source + ":free", "confidence": LLM_CONFIDENCE}
+            for t in dict.fromkeys(free)
+            if t and t not in have and t not in {e["tag"] for e in extra}
         ]
         df.at[i, "tags"] = list(df.at[i, "tags"]) + extra
     return counts
@@ -225,7 +251,7 @@ def profiles_with_llm(
     ]
     counts: Counter = Counter()
     out: list[tuple[str, str] | None] = []
-    for req, res in zip(requests, backend.complete(requests), strict=True):
+    for req, res in zip(requests, complete(backend, requests), strict=True):
         counts["llm_requests"] += 1
         try:
             if not res.ok:
@@ -291,7 +317,7 @@ def choose_with_llm(
             )
         )
     out: list[tuple[list[int], list[int], str] | None] = []
-    for model, req, res in zip(models, requests, backend.complete(requests), strict=True):
+    for model, req, res in zip(models, requests, complete(backend, requests), strict=True):
         counts["llm_requests"] += 1
         try:
             if not res.ok:
