@@ -138,8 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Enrich every item (or, with --only-missing, the items without genres or "
         "text): each generated field carries its source, a confidence and a prompt hash.",
     )
-    _add_data_flags(ai)
-    ai.add_argument("--items", type=int, help="real data: keep the N most popular items")
+    _add_augment_input_flags(ai, "write descriptions and attributes")
     ai.add_argument("--only-missing", action="store_true", help="only items without genres/text")
     ai.add_argument("--neighbours", type=int, default=10, help="neighbours per item (default 10)")
     ai.add_argument(
@@ -148,12 +147,6 @@ def _parser() -> argparse.ArgumentParser:
         default=0.5,
         help="share of neighbour weight a genre needs to be added (default 0.5)",
     )
-    ai.add_argument(
-        "--llm",
-        metavar="SPEC",
-        help="let an LLM write descriptions and attributes: openai:MODEL, ...",
-    )
-    ai.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
     ai.add_argument(
         "--attributes",
         default="era,mood,audience_group",
@@ -169,10 +162,7 @@ def _parser() -> argparse.ArgumentParser:
         description="A written profile per user from their history before --cutoff: activity, "
         "liked and disliked genres, rating style, favourite titles; no invented demographics.",
     )
-    _add_data_flags(ap)
-    ap.add_argument("--items", type=int, help="real data: keep the N most popular items")
-    ap.add_argument("--llm", metavar="SPEC", help="let an LLM write the profiles: openai:MODEL")
-    ap.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
+    _add_augment_input_flags(ap, "write the profiles")
     _add_augment_output_flags(ap)
     an = au_sub.add_parser(
         "interactions",
@@ -181,8 +171,7 @@ def _parser() -> argparse.ArgumentParser:
         "calibrated simulator picks each user's pseudo-positives (what it would watch most) and "
         "pseudo-negatives (what it would pass over).",
     )
-    _add_data_flags(an)
-    an.add_argument("--items", type=int, help="real data: keep the N most popular items")
+    _add_augment_input_flags(an, "choose instead of the simulator")
     an.add_argument("--base", default="itemknn", help="recommender proposing candidates")
     an.add_argument("--candidates", type=int, default=50, help="candidates per user")
     an.add_argument("--positives", type=int, default=1, help="pseudo-positives per user")
@@ -190,8 +179,6 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument(
         "--merge", action="store_true", help="also write the originals plus pseudo-positives"
     )
-    an.add_argument("--llm", metavar="SPEC", help="let an LLM choose: openai:MODEL, local, ...")
-    an.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
     an.add_argument(
         "--llm-candidates", type=int, default=20, help="candidates shown to the LLM (default 20)"
     )
@@ -260,6 +247,13 @@ def _add_data_flags(r: argparse.ArgumentParser) -> None:
         help="table format: user=COL,item=COL[,rating=COL,timestamp=COL,title=COL,genres=COL]",
     )
     r.add_argument("--items-file", help="table format: catalog file with item/title/genres columns")
+
+
+def _add_augment_input_flags(r: argparse.ArgumentParser, llm_does: str) -> None:
+    _add_data_flags(r)
+    r.add_argument("--items", type=int, help="real data: keep the N most popular items")
+    r.add_argument("--llm", metavar="SPEC", help=f"let an LLM {llm_does}: openai:MODEL, local")
+    r.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
 
 
 def _add_augment_output_flags(r: argparse.ArgumentParser) -> None:

@@ -481,21 +481,6 @@ def test_embedded_model_enriches_items_through_the_cli(tmp_path):
     df = pq.read_table(out / "items_enriched.parquet").to_pandas()
     llm = df[df.description_source.str.startswith("llm:")]
     assert len(llm) == kept and llm.description_prompt_hash.notna().all()
-    assert (
-        df.mood.dropna()
-        .isin(
-            [
-                "dark",
-                "tense",
-                "exciting",
-                "funny",
-                "light-hearted",
-                "romantic",
-                "heartwarming",
-                "thought-provoking",
-                "sad",
-                "scary",
-            ]
-        )
-        .all()
-    )
+    from simrec.augment.llm import MOODS
+
+    assert df.mood.dropna().isin(MOODS).all()

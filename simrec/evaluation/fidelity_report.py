@@ -293,7 +293,6 @@ def llm_discrimination(
     from pydantic import ValidationError
 
     from simrec.agents.brains import prompts
-    from simrec.llm.base import ChatRequest
     from simrec.rng import derive_seed
 
     data = split.train
@@ -315,18 +314,8 @@ def llm_discrimination(
             user_msg = llm.templates["discriminate"].safe_substitute(
                 count=rows.size, items=_item_lines(data, sets.items[rows], genres)
             )
-            requests.append(
-                ChatRequest(
-                    messages=(
-                        {"role": "system", "content": llm._system(ctx, u)},
-                        {"role": "user", "content": user_msg},
-                    ),
-                    max_tokens=llm.max_tokens,
-                    json_schema=schema,
-                    temperature=llm.temperature,
-                    seed=derive_seed(seed, "fidelity-pick", u, ratio),
-                )
-            )
+            pick_seed = derive_seed(seed, "fidelity-pick", u, ratio)
+            requests.append(_request(llm, llm._system(ctx, u), user_msg, schema, pick_seed))
             lists.append((ratio, rows))
     results = llm.backend.complete(requests)
     picks = {r: ([], []) for r in RATIOS}  # ratio -> (labels, picked)
@@ -367,7 +356,6 @@ def llm_ratings(llm, split: Split, users: np.ndarray, seed: int) -> list[tuple]:
     from pydantic import ValidationError
 
     from simrec.agents.brains import prompts
-    from simrec.llm.base import ChatRequest
     from simrec.rng import derive_seed
 
     data, test = split.train, split.test
@@ -385,18 +373,9 @@ def llm_ratings(llm, split: Split, users: np.ndarray, seed: int) -> list[tuple]:
             items=_item_lines(data, test.item[mine].astype(np.int64), genres),
             scale=f"{scale.low:g} to {scale.high:g} in steps of {scale.step:g}",
         )
-        requests.append(
-            ChatRequest(
-                messages=(
-                    {"role": "system", "content": llm._system(ctx, u)},
-                    {"role": "user", "content": user_msg},
-                ),
-                max_tokens=llm.max_tokens,
-                json_schema=prompts.rate_model(mine.size, values).model_json_schema(),
-                temperature=llm.temperature,
-                seed=derive_seed(seed, "fidelity-rate", u),
-            )
-        )
+        schema = prompts.rate_model(mine.size, values).model_json_schema()
+        rate_seed = derive_seed(seed, "fidelity-rate", u)
+        requests.append(_request(llm, llm._system(ctx, u), user_msg, schema, rate_seed))
         truth.append(test.rating[mine].astype(np.float64))
     if not requests:
         return []
@@ -426,6 +405,19 @@ def llm_ratings(llm, split: Split, users: np.ndarray, seed: int) -> list[tuple]:
             ("rating", "held-out", "wasserstein_normalised", w / span, "llm"),
         ]
     return rows
+
+
+def _request(llm, system: str, user: str, schema: dict, seed: int):
+    """One request with the LLM brain's sampling settings."""
+    from simrec.llm.base import ChatRequest
+
+    return ChatRequest(
+        messages=({"role": "system", "content": system}, {"role": "user", "content": user}),
+        max_tokens=llm.max_tokens,
+        json_schema=schema,
+        temperature=llm.temperature,
+        seed=seed,
+    )
 
 
 @dataclass
