@@ -241,6 +241,11 @@ class UtilityBrainConfig(_Section):
     )
     churn_hazard: float = Field(0.05, ge=0, le=1, description="P(churn) per unhappy session")
     taste_dim: int = Field(16, ge=2, le=256, description="latent dimensions fitted from the log")
+    taste_model: Literal["svd", "lda"] = Field(
+        "svd",
+        description="choice taste: truncated SVD (a matrix factorisation, like als/bpr) or "
+        "LDA topics (a family no built-in policy uses; slower to fit)",
+    )
     click_calibration: Literal["in-sample", "cross-fit"] = Field(
         "in-sample",
         description="click weights from the rows the taste model was fitted on (in-sample), or "

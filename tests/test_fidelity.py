@@ -309,3 +309,18 @@ def test_cross_fitted_click_calibration_does_not_reward_the_taste_models_own_fit
         brain.fit(tiny)
         same.append(vars(brain.weights))
     assert same[0] == same[1]
+
+
+def test_topic_model_brain_shares_no_policys_family(tmp_path):
+    """brain.taste_model: lda simulates with LDA tastes (P(item | user) affinities): the runs
+    work, and the report flags no built-in policy as the brain's family."""
+    import simrec
+
+    cfg = {**WORLD, "simulation": {"ticks": 2}, "brain": {"taste_model": "lda", "taste_dim": 8}}
+    res = simrec.run({**cfg, "output": {"dir": str(tmp_path / "run")}})
+    assert res.counts["clicks"] > 0
+    table = F.fidelity(cfg, policies=["random", "popular", "als"])
+    rk = table[(table.section == "ranking") & (table.metric == "shares_brain_family")]
+    assert (rk.value == 0).all() and len(rk) == 3
+    v = table.set_index(["section", "setting", "metric", "source"]).value
+    assert v[("discrimination", "1:1", "accuracy", "simrec")] > 0.6

@@ -23,10 +23,16 @@ _SOLVE_CHUNK = 32768
 
 @dataclass
 class ChoiceFactors:
-    """taste: (n_users, d) float32; items: (n_items, d) float32; affinity = taste @ items.T."""
+    """taste: (n_users, d) float32; items: (n_items, d) float32; affinity = taste @ items.T,
+    or its logarithm when ``log_affinity`` (a topic model: P(item | user))."""
 
     taste: np.ndarray
     items: np.ndarray
+    log_affinity: bool = False
+
+    def affinity(self, dots: np.ndarray) -> np.ndarray:
+        """The affinity from the dot products ``taste[u] @ items[i]`` (any shape)."""
+        return np.log(np.maximum(dots, 1e-12)) if self.log_affinity else dots
 
 
 @dataclass
@@ -71,6 +77,27 @@ def fit_choice_factors(log: Interactions, n_items: int, dim: int, seed: int) -> 
     # the SVD sign is arbitrary: fix it so each component's item loadings sum to >= 0
     sign = np.where(items.sum(axis=0) < 0, -1.0, 1.0).astype(np.float32)
     return ChoiceFactors(taste * sign, items * sign)
+
+
+def fit_topic_factors(log: Interactions, n_items: int, dim: int, seed: int) -> ChoiceFactors:
+    """Latent Dirichlet allocation of the (n_users, n_items) interaction counts (scikit-learn,
+    online variational Bayes): taste = each user's topic mixture, items = each topic's item
+    distribution (transposed), so taste @ items.T = P(item | user). A probabilistic mixture,
+    the family of no built-in recommender."""
+    from sklearn.decomposition import LatentDirichletAllocation
+
+    m = log.matrix(n_items)
+    lda = LatentDirichletAllocation(
+        n_components=dim,
+        learning_method="online",
+        max_iter=5,
+        batch_size=2048,
+        random_state=seed,
+        n_jobs=1,
+    )
+    taste = lda.fit_transform(m)
+    topics = lda.components_ / lda.components_.sum(axis=1, keepdims=True)
+    return ChoiceFactors(taste.astype(np.float32), topics.T.astype(np.float32), True)
 
 
 def fit_rating_model(

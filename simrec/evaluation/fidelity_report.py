@@ -22,9 +22,10 @@ statistical brain are calibrated on the rest only (item popularity included). Th
   policy the agents meet; the real log came from whatever the service showed its users.
 * **ranking**: each policy is simulated the same way (engagement: watches per user) and scored
   offline on the held-out interactions (Recall@20, NDCG@20, training items excluded); Kendall's
-  tau and Spearman's rho between the two orders. The statistical brain's taste model is a
-  matrix factorisation: policies of that family (``als``, ``bpr``) are flagged, their rank
-  shift (real rank minus simulated rank; positive: flattered) is reported, and the
+  tau and Spearman's rho between the two orders. The statistical brain's taste model is by
+  default a matrix factorisation (``brain.taste_model: svd``; ``lda`` is a topic model):
+  policies of the brain's family (``als``, ``bpr`` for svd; none for lda) are flagged, their
+  rank shift (real rank minus simulated rank; positive: flattered) is reported, and the
   correlations are also given without them.
 
 The result is one long table: section, setting, metric, value, source.
@@ -61,7 +62,7 @@ FAMILIES = {
     "bpr": "matrix factorisation",
     "genre": "content",
 }
-BRAIN_FAMILY = "matrix factorisation"  # the statistical brain's taste: truncated SVD
+BRAIN_FAMILIES = {"svd": "matrix factorisation", "lda": "topic model"}  # brain.taste_model
 MAX_POSITIVES = 50  # held-out items per user in the discrimination sets
 TOP_K = 20
 TARGETS = {  # (section, setting, metric): (comparison, value), from the fidelity issue
@@ -574,8 +575,14 @@ def offline_metrics(policy, split: Split, k: int = TOP_K) -> tuple[float, float]
     return float(np.mean(recall)), float(np.mean(ndcg))
 
 
-def ranking(split: Split, engagement: dict[str, float], offline: dict[str, tuple]) -> list:
-    """Rows of the ranking section from per-policy simulated engagement and offline metrics."""
+def ranking(
+    split: Split,
+    engagement: dict[str, float],
+    offline: dict[str, tuple],
+    brain_family: str = BRAIN_FAMILIES["svd"],
+) -> list:
+    """Rows of the ranking section from per-policy simulated engagement and offline metrics;
+    policies of ``brain_family`` (the brain's taste model's) are flagged."""
     rows: list[tuple] = []
     names = list(engagement)
     for p in names:
@@ -583,7 +590,7 @@ def ranking(split: Split, engagement: dict[str, float], offline: dict[str, tuple
             ("ranking", p, "watches_per_user", engagement[p], "simrec"),
             ("ranking", p, "recall@20", offline[p][0], "real"),
             ("ranking", p, "ndcg@20", offline[p][1], "real"),
-            ("ranking", p, "shares_brain_family", float(FAMILIES.get(p) == BRAIN_FAMILY), "simrec"),
+            ("ranking", p, "shares_brain_family", float(FAMILIES.get(p) == brain_family), "simrec"),
         ]
     sim = np.array([engagement[p] for p in names])
     sim_rank = stats.rankdata(-sim)
@@ -593,7 +600,7 @@ def ranking(split: Split, engagement: dict[str, float], offline: dict[str, tuple
             real_rank = stats.rankdata(-real)
             for p, a, b in zip(names, sim_rank, real_rank, strict=True):
                 rows.append(("ranking", p, "rank_shift", float(b - a), "simrec"))
-        keep = np.array([FAMILIES.get(p) != BRAIN_FAMILY for p in names])
+        keep = np.array([FAMILIES.get(p) != brain_family for p in names])
         for suffix, mask in (("", np.ones(len(names), bool)), ("_without_brain_family", keep)):
             tau = rho = float("nan")
             if mask.sum() >= 3:
@@ -706,7 +713,7 @@ def fidelity(
         scratch.cleanup()
     beh_rows, beh_data = behaviour(split, sim_data, cfg.simulation.tick_seconds, gini)
     rows += beh_rows
-    rows += ranking(split, engagement, offline)
+    rows += ranking(split, engagement, offline, BRAIN_FAMILIES[cfg.brain.taste_model])
     for (section, setting, metric), (op, target) in TARGETS.items():
         rows.append((section, setting, f"target_{metric}", target, op))
     if llm is not None:
@@ -807,7 +814,7 @@ def _write(out: Path, table: pd.DataFrame, cfg: RunConfig, ratings: dict, beh: d
         for p in names:
             x = rk[(rk.setting == p) & (rk.metric == "recall@20")].value.iloc[0]
             y = rk[(rk.setting == p) & (rk.metric == "watches_per_user")].value.iloc[0]
-            flag = FAMILIES.get(p) == BRAIN_FAMILY
+            flag = bool(rk[(rk.setting == p) & (rk.metric == "shares_brain_family")].value.iloc[0])
             ax.scatter([x], [y], color="tab:red" if flag else "tab:blue")
             ax.annotate(p + (" (brain's family)" if flag else ""), (x, y), fontsize=8)
         ax.set_xlabel("Recall@20 on held-out real data")

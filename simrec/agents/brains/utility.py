@@ -23,7 +23,13 @@ from scipy.special import expit, log_expit, logit, ndtri
 
 from simrec.agents.brains.base import PageBatch, PageDecisions
 from simrec.agents.persona import Personas, derive_personas
-from simrec.agents.taste import ChoiceFactors, RatingModel, fit_choice_factors, fit_rating_model
+from simrec.agents.taste import (
+    ChoiceFactors,
+    RatingModel,
+    fit_choice_factors,
+    fit_rating_model,
+    fit_topic_factors,
+)
 from simrec.config import UtilityBrainConfig
 from simrec.data.dataset import Dataset
 from simrec.rng import Streams
@@ -69,7 +75,7 @@ class UtilityBrain:
         """Calibrate on a seed log; returns one persona per user of ``data``."""
         c = self.config
         n_items = data.catalog.n_items
-        self.choice = fit_choice_factors(data.interactions, n_items, c.taste_dim, self.seed)
+        self.choice = self._fit_taste(data.interactions, n_items)
         self.rating_model = fit_rating_model(
             data.interactions,
             n_items,
@@ -83,6 +89,12 @@ class UtilityBrain:
         personas = derive_personas(data, self.rating_model.user_bias)
         self.weights = self._fit_click_weights(data, personas)
         return personas
+
+    def _fit_taste(self, log, n_items: int) -> ChoiceFactors:
+        """The choice model of ``config.taste_model`` fitted on ``log``."""
+        if self.config.taste_model == "lda":
+            return fit_topic_factors(log, n_items, self.config.taste_dim, self.seed)
+        return fit_choice_factors(log, n_items, self.config.taste_dim, self.seed)
 
     def _fit_click_weights(self, data: Dataset, personas: Personas) -> ClickWeights:
         """Logistic regression of watched against random items. In sample by default (the
@@ -100,9 +112,7 @@ class UtilityBrain:
         if self.config.click_calibration == "cross-fit":
             early, late = log.latest(CROSS_FIT_SHARE)
             if late.size >= _MIN_CROSS_FIT:
-                choice = fit_choice_factors(
-                    log.take(early), n_items, self.config.taste_dim, self.seed
-                )
+                choice = self._fit_taste(log.take(early), n_items)
                 early_pop = np.log1p(np.bincount(log.item[early], minlength=n_items))
                 z_pop = (early_pop - early_pop.mean()) / (early_pop.std() or 1.0)
                 rows = late
@@ -115,9 +125,8 @@ class UtilityBrain:
         y = np.concatenate([np.ones(users_pos.size), np.zeros(users_neg.size)])
 
         def affinity(factors: ChoiceFactors) -> np.ndarray:
-            return np.einsum("nd,nd->n", factors.taste[users], factors.items[items]).astype(
-                np.float64
-            )
+            dots = np.einsum("nd,nd->n", factors.taste[users], factors.items[items])
+            return factors.affinity(dots.astype(np.float64))
 
         def standardise(aff: np.ndarray) -> tuple[float, float]:  # over the random items
             neg = aff[users_pos.size :]
@@ -218,7 +227,9 @@ class UtilityBrain:
         """The logit of watching an examined item, without friends' signal: agents (n,),
         items (n, k) valid item indices -> (n, k) float32."""
         w = self.weights
-        aff = np.einsum("nd,nkd->nk", self.taste[agents], self.choice.items[items])
+        aff = self.choice.affinity(
+            np.einsum("nd,nkd->nk", self.taste[agents], self.choice.items[items])
+        )
         zp = self.z_pop[items]
         # logit = b + a * affinity + (w_pop * conformity - w_nov * diversity) * z_pop
         per_agent = w.popularity * self.conformity[agents] - w.novelty * self.diversity[agents]
