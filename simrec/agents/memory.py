@@ -273,9 +273,6 @@ class EpisodicMemory:
             )
         return out
 
-    def entries(self, agent: int) -> int:
-        return int((self.kind[agent] >= 0).sum())
-
     # ------------------------------------------------------------------ reflection
 
     def due(self) -> np.ndarray:

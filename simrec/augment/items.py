@@ -147,8 +147,11 @@ def enrich_items(
     g = cat.genres.tocsr().astype(np.float64)
     n_items = cat.n_items
     pct = _percentile(graph.counts)
-    fans = graph.liked.T.tocsr()  # (n_items, n_users)
-    user_genres = graph.liked @ g  # (n_users, n_genres): genres of what each user liked
+    # every item's fans at once: (n_items, n_users) @ (n_users, ...) products
+    fans = graph.liked.T.tocsr()
+    n_fans = np.diff(fans.indptr)
+    fan_genres = np.asarray((fans @ (graph.liked @ g)).todense())  # (n_items, n_genres)
+    fan_bias = (fans @ graph.user_bias) / np.maximum(n_fans, 1)  # (n_items,)
     out: dict[str, list] = {k: [] for k in _COLUMNS}
     counts = {"items": n_items, "genres_added": 0, "genres_unknown": 0, "with_neighbours": 0}
     for i in range(n_items):
@@ -162,7 +165,9 @@ def enrich_items(
             counts["genres_added" if added else "genres_unknown"] += 1
         era = _era(str(cat.titles[i]))
         band = None if graph.counts[i] == 0 else _band(pct[i])
-        audience, audience_conf = _audience(fans, user_genres, graph.user_bias, i, names, known)
+        audience, audience_conf = _audience(
+            n_fans[i], fan_genres[i].copy(), fan_bias[i], names, known
+        )
         genres_all = known + added
         description = _describe(cat, i, era, genres_all, graph, nb[:3], scale, audience)
         tags = _tags(known, added, added_conf, era, band, graph, i, scale)
@@ -321,21 +326,20 @@ def _vote_genres(g, names, nb, nb_sim, threshold) -> tuple[list[str], list[float
     return [names[j] for j in picked], [round(float(share[j]), 6) for j in picked]
 
 
-def _audience(fans, user_genres, user_bias, i, names, known) -> tuple[str | None, float]:
-    who = fans.indices[fans.indptr[i] : fans.indptr[i + 1]]
-    if who.size < MIN_FANS:
+def _audience(n_fans, profile, bias, names, known) -> tuple[str | None, float]:
+    """The audience line from an item's fan count, the genres its fans like (n_genres,) and
+    their mean rating bias."""
+    if n_fans < MIN_FANS:
         return None, 0.0
-    profile = np.asarray(user_genres[who].sum(axis=0)).ravel()
     for name in known:
         profile[names.index(name)] = 0
     text = []
     if profile.sum() > 0:
         top = [names[j] for j in np.lexsort((np.arange(profile.size), -profile))[:2] if profile[j]]
         text.append(f"its fans also like {' and '.join(top)}")
-    bias = float(user_bias[who].mean())
     style = "generous" if bias > 0.15 else "critical" if bias < -0.15 else "typical"
     text.append(f"they are {style} raters")
-    confidence = round(1.0 - 1.0 / np.sqrt(who.size), 6)
+    confidence = round(1.0 - 1.0 / np.sqrt(n_fans), 6)
     return "; ".join(text).capitalize() + ".", confidence
 
 
