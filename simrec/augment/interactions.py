@@ -76,19 +76,21 @@ def pseudo_interactions(
     active = users[np.diff(seen.indptr) > 0]
     out = {k: [] for k in ("user", "item", "label", "score", "rank", "source", "hash")}
     k = min(candidates, n_items)
-    llm_counts: dict = {}
-    choices: dict[int, tuple] = {}
-    if llm is not None:
-        choices, llm_counts = _llm_choices(
-            view, cfg, policy, seen, active, llm, positives, negatives, min(llm_candidates, k)
-        )
-    source_sim = "simulator:utility"
+    batches = []  # (users, candidate items (m, k)); the LLM and the simulator see the same
     for start in range(0, active.size, 4096):
         u = active[start : start + 4096]
         slates = policy.recommend(
             u, k, exclude=seen[u], rng=PolicyRandomness(Streams(cfg.seed), 0, 0, "augment")
         )
-        items = slates.items
+        batches.append((u, slates.items))
+    llm_counts: dict = {}
+    choices: dict[int, tuple] = {}
+    if llm is not None:
+        choices, llm_counts = _llm_choices(
+            view, cfg, seen, batches, llm, positives, negatives, min(llm_candidates, k)
+        )
+    source_sim = "simulator:utility"
+    for u, items in batches:
         valid = items >= 0
         logit = brain.watch_logit(u, np.where(valid, items, 0)).astype(np.float64)
         logit[~valid] = np.nan
@@ -138,14 +140,12 @@ def pseudo_interactions(
     return table, stats
 
 
-def _llm_choices(view, cfg, policy, seen, active, llm, positives, negatives, k):
-    """{user index: (watch, skip, prompt hash)} chosen by the LLM among each active user's
-    first ``k`` candidates (the same candidates the simulator sees, in the same order)."""
+def _llm_choices(view, cfg, seen, batches, llm, positives, negatives, k):
+    """{user index: (watch, skip, prompt hash)} chosen by the LLM among the first ``k`` of
+    each user's candidates in ``batches`` (the simulator's, in the same order)."""
     from simrec.agents.brains.prompts import load_templates
     from simrec.augment.llm import choose_with_llm
     from simrec.augment.profiles import write_profiles
-    from simrec.environments.base import PolicyRandomness
-    from simrec.rng import Streams
 
     profiles = write_profiles(view)[0].column("profile").to_pylist()
     has = np.flatnonzero(np.diff(seen.indptr) > 0)
@@ -153,13 +153,9 @@ def _llm_choices(view, cfg, policy, seen, active, llm, positives, negatives, k):
     cat = view.catalog
     genres = cat.genre_lists()
     facts, lists, users = [], [], []
-    for start in range(0, active.size, 4096):
-        u = active[start : start + 4096]
-        slates = policy.recommend(
-            u, k, exclude=seen[u], rng=PolicyRandomness(Streams(cfg.seed), 0, 0, "augment")
-        )
+    for u, candidates in batches:
         for row, user in enumerate(u.tolist()):
-            items = [i for i in slates.items[row].tolist() if i >= 0]
+            items = [i for i in candidates[row, :k].tolist() if i >= 0]
             if len(items) < positives + negatives:
                 continue
             facts.append(f"- {profile_of[user]}")
