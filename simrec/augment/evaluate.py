@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from simrec.augment.cutoff import Cutoff
 from simrec.augment.items import enrich_items
-from simrec.data.dataset import Dataset
+from simrec.data.dataset import Dataset, Interactions
 from simrec.rng import Streams
 
 
@@ -132,7 +132,7 @@ def downstream_lift(
     uid = {v: i for i, v in enumerate(train.user_ids.tolist())}
     pu = np.array([uid[x] for x in pos.column("user_id").to_pylist()], np.int32)
     pi = np.array([index[x] for x in pos.column("item_id").to_pylist()], np.int32)
-    augmented_log = type(sparse_log)(
+    augmented_log = Interactions(
         np.r_[sparse_log.user, pu].astype(np.int32),
         np.r_[sparse_log.item, pi].astype(np.int32),
         np.r_[sparse_log.rating, np.full(pu.size, np.nan, np.float32)].astype(np.float32),

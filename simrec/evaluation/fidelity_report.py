@@ -510,9 +510,11 @@ def _sim_behaviour(events: pd.DataFrame, n_agents: int, n_items: int, ticks: int
     }
 
 
-def behaviour(split: Split, sim: dict, tick_seconds: int, gini) -> tuple[list[tuple], dict]:
+def behaviour(split: Split, sim: dict, tick_seconds: int) -> tuple[list[tuple], dict]:
     """Rows of the behaviour section: simulated (``sim`` from one run) against the training
     log."""
+    from simrec.simulator.model import gini
+
     real = _real_behaviour(split.train, tick_seconds)
     n_items = split.train.catalog.n_items
     sim_consumed = np.bincount(sim["consumed"], minlength=n_items)
@@ -636,7 +638,7 @@ def fidelity(
     source ``llm``. The behaviour and ranking simulations still use the statistical brain."""
     import simrec
     from simrec.environments.policies import make_policy
-    from simrec.simulator.model import agent_log, gini
+    from simrec.simulator.model import agent_log
     from simrec.simulator.runner import _as_config, load_data
 
     cfg = _as_config(config)
@@ -711,7 +713,7 @@ def fidelity(
             sim_data = _sim_behaviour(events, n_users, n_items, cfg.simulation.ticks)
     if scratch is not None:
         scratch.cleanup()
-    beh_rows, beh_data = behaviour(split, sim_data, cfg.simulation.tick_seconds, gini)
+    beh_rows, beh_data = behaviour(split, sim_data, cfg.simulation.tick_seconds)
     rows += beh_rows
     rows += ranking(split, engagement, offline, BRAIN_FAMILIES[cfg.brain.taste_model])
     for (section, setting, metric), (op, target) in TARGETS.items():
