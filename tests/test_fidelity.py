@@ -275,14 +275,21 @@ def test_embedded_model_fidelity_through_the_cli(ml100k, tmp_path, capsys):
     nothing about taste, only that the path works end to end)."""
     pytest.importorskip("llama_cpp")
     out = tmp_path / "fid"
-    argv = ["eval", "fidelity", "--data", str(ml100k), "--llm", "local", "--llm-users", "2"]
-    argv += ["--ticks", "2", "--policies", "random,popular,itemknn", "--out", str(out)]
-    assert main(argv) == 0, capsys.readouterr().err
+    cfg = tmp_path / "c.yaml"  # a fresh response cache, so every answer comes from the model
+    cfg.write_text(f"llm:\n  cache: {tmp_path / 'cache.sqlite'}\n")
+    argv = ["eval", "fidelity", str(cfg), "--data", str(ml100k), "--llm", "local"]
+    argv += ["--llm-users", "2", "--ticks", "2", "--policies", "random,popular,itemknn"]
+    assert main([*argv, "--out", str(out)]) == 0, capsys.readouterr().err
     table = pq.read_table(out / "fidelity.parquet").to_pandas()
     llm = table[table.source == "llm"].set_index(["section", "setting", "metric"]).value
     assert llm[("discrimination", "llm", "users")] == 2
-    assert llm[("llm", "calls", "count")] > 0
-    assert llm[("discrimination", "1:9", "accuracy")] >= 0
+    positives = llm[("discrimination", "1:1", "pairs")] / 2  # 1 or 2 held-out per user
+    assert 2 <= positives <= 4
+    for ratio in F.RATIOS:  # each list: the user's positives and r times as many negatives
+        assert llm[("discrimination", f"1:{ratio}", "pairs")] == positives * (ratio + 1)
+        assert 0 <= llm[("discrimination", f"1:{ratio}", "accuracy")] <= 1
+    # one pick request per user and ratio, one rating request per user
+    assert llm[("llm", "calls", "count")] == 2 * len(F.RATIOS) + 2
     assert 0 <= llm[("discrimination", "llm", "fallbacks")] <= 2 * len(F.RATIOS)
 
 
