@@ -2,7 +2,8 @@
 and the figures against their targets.
 
     python benchmarks/bench_fidelity.py [--users 6040] [--items 3706] [--per-user 165]
-                                        [--ticks 30] [--out DIR]
+                                        [--ticks 30] [--taste-model svd|lda]
+                                        [--click-calibration in-sample|cross-fit] [--out DIR]
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=3706)
     ap.add_argument("--per-user", type=float, default=165.0)
     ap.add_argument("--ticks", type=int, default=30)
+    ap.add_argument("--taste-model", choices=("svd", "lda"), default="svd")
+    ap.add_argument("--click-calibration", choices=("in-sample", "cross-fit"), default="in-sample")
     ap.add_argument("--out", help="keep the report here (default: a temporary folder)")
     args = ap.parse_args()
     cfg = {
@@ -35,6 +38,7 @@ def main() -> None:
             }
         },
         "simulation": {"ticks": args.ticks},
+        "brain": {"taste_model": args.taste_model, "click_calibration": args.click_calibration},
         "output": {"overwrite": True},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,18 +50,22 @@ def main() -> None:
     print(f"  wall time {wall:.1f} s, peak RSS {peak:.2f} GB")
     v = table.set_index(["section", "setting", "metric", "source"]).value
     rows = [
+        ("ROC AUC 1:1", ("discrimination", "1:1", "roc_auc")),
         ("accuracy 1:1", ("discrimination", "1:1", "accuracy")),
         ("F1 1:9", ("discrimination", "1:9", "f1")),
         ("RMSE expected", ("rating", "held-out", "rmse_expected")),
         ("Wasserstein (share)", ("rating", "held-out", "wasserstein_normalised")),
         ("Kendall tau R@20", ("ranking", "recall@20", "kendall_tau")),
-        ("  without als/bpr", ("ranking", "recall@20", "kendall_tau_without_brain_family")),
+        ("  without its family", ("ranking", "recall@20", "kendall_tau_without_brain_family")),
     ]
     with pd.option_context("display.width", 120):
         for label, key in rows:
             base = {s: v.get((*key, s)) for s in ("oracle", "popularity", "item_mean")}
             extra = "".join(f"   {s} {x:.3f}" for s, x in base.items() if x is not None)
             print(f"  {label:<22}{v[(*key, 'simrec')]:.3f}{extra}")
+        shifts = table[(table.section == "ranking") & (table.metric == "rank_shift")]
+        shift = dict(zip(shifts.setting, shifts.value.astype(int), strict=True))
+        print("  rank shift (real - simulated rank):", shift)
         print(targets_met(table).to_string(index=False))
 
 

@@ -258,6 +258,15 @@ def discrimination(split: Split, cfg: RunConfig, brain, holdout: float) -> tuple
         rows.append(
             ("discrimination", f"1:{ratio}", "pairs", float(sets.select(ratio).sum()), "real")
         )
+    # the threshold-free view: how well each score separates held-out from unseen items
+    from sklearn.metrics import roc_auc_score
+
+    sel = sets.select(1)
+    scored = [("simrec", brain_scores), ("popularity", pop_scores)]
+    scored += [("oracle", oracle_scores)] if truth is not None else []
+    for source, scores in scored:
+        auc = roc_auc_score(sets.labels[sel], scores[sel])
+        rows.append(("discrimination", "1:1", "roc_auc", float(auc), source))
     return rows, (sets, brain_scores, theta)
 
 
