@@ -174,6 +174,8 @@ def test_fidelity_is_informative_and_reproducible(tmp_path):
     for metric, ratio in (("accuracy", "1:1"), ("f1", "1:9")):
         oracle = v[("discrimination", ratio, metric, "oracle")]
         assert oracle > v[("discrimination", ratio, metric, "simrec")]
+    auc = {s: v[("discrimination", "1:1", "roc_auc", s)] for s in ("simrec", "oracle")}
+    assert 0.6 < auc["simrec"] < auc["oracle"] <= 1
     assert (
         v[("rating", "held-out", "rmse_expected", "simrec")]
         < v[("rating", "held-out", "rmse_expected", "global_mean")]
