@@ -137,7 +137,11 @@ def test_fidelity_report_on_movielens_files(ml100k, tmp_path, capsys):
     for ratio in F.RATIOS:
         for source in ("simrec", "popularity", "always_no"):
             got = disc[(disc.setting == f"1:{ratio}") & (disc.source == source)]
-            assert set(got.metric) == {"accuracy", "precision", "recall", "f1"}
+            scored = ratio == 1 and source != "always_no"  # 1:1 also has the ROC AUC
+            expected = {"accuracy", "precision", "recall", "f1"} | (
+                {"roc_auc"} if scored else set()
+            )
+            assert set(got.metric) == expected
             assert got.value.between(0, 1).all()
     assert "oracle" not in set(disc.source)  # real files carry no generating model
     no = disc[(disc.source == "always_no") & (disc.metric == "f1")]
