@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_policies.py
 	$(BIN)/python benchmarks/bench_ab.py
 	$(BIN)/python benchmarks/bench_fidelity.py
+	$(BIN)/python benchmarks/bench_circularity.py
 	$(BIN)/python benchmarks/bench_augment.py
 
 clean:

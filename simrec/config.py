@@ -241,15 +241,17 @@ class UtilityBrainConfig(_Section):
     )
     churn_hazard: float = Field(0.05, ge=0, le=1, description="P(churn) per unhappy session")
     taste_dim: int = Field(16, ge=2, le=256, description="latent dimensions fitted from the log")
-    taste_model: Literal["svd", "lda"] = Field(
-        "svd",
-        description="choice taste: truncated SVD (a matrix factorisation, like als/bpr) or "
-        "LDA topics (a family no built-in policy uses; slower to fit)",
+    taste_model: Literal["lda", "svd", "oracle"] = Field(
+        "lda",
+        description="choice taste: LDA topics (a family no built-in policy uses), truncated SVD "
+        "(a matrix factorisation, like als/bpr: it flatters them), or oracle (a synthetic "
+        "world's own choice utility: the ideal taste model, synthetic data only)",
     )
     click_calibration: Literal["in-sample", "cross-fit"] = Field(
         "in-sample",
         description="click weights from the rows the taste model was fitted on (in-sample), or "
-        "from each user's latest interactions scored by a model of the earlier ones (cross-fit)",
+        "from each user's latest interactions scored by a taste model of the earlier ones "
+        "(cross-fit: the taste model is trusted as far as it predicts choices it has not seen)",
     )
     fit_iterations: int = Field(5, ge=1, le=100, description="ALS sweeps of the rating model")
     fit_regularization: float = Field(20.0, gt=0, description="L2 penalty of the rating model")

@@ -175,16 +175,9 @@ def test_brain_prefers_what_users_actually_watched(fitted, world):
     pick = g.choice(len(log), 3000, replace=False)
     users, pos = log.user[pick].astype(np.int64), log.item[pick].astype(np.int64)
     neg = g.integers(0, world.catalog.n_items, pos.size)
-    w = brain.weights
 
     def logit(items):
-        aff = np.einsum("nd,nd->n", brain.taste[users], brain.choice.items[items])
-        zp = brain.z_pop[items]
-        return (
-            w.affinity * (aff - w.aff_mean) / w.aff_std
-            + w.popularity * brain.conformity[users] * zp
-            - w.novelty * brain.diversity[users] * zp
-        )
+        return brain.watch_logit(users, items[:, None])[:, 0]
 
     auc = (logit(pos)[:, None] > logit(neg)[None, :]).mean()
     assert auc > 0.75
@@ -286,3 +279,29 @@ def test_memory_ring_buffer_keeps_the_newest_in_order():
     m2 = MemoryStore(3, size=4)
     m2.load_state(m.state())
     assert m2.recent(1, 2) == m.recent(1, 2)
+
+
+@pytest.mark.parametrize("fit_users", [100, 10_000])
+def test_topic_taste_from_a_user_sample_still_separates_choices(world, monkeypatch, fit_users):
+    """LDA tastes (the default) are topic mixtures; past LDA_FIT_USERS users the topics are
+    learnt from a seeded sample and every user's mixture is inferred: still deterministic, and
+    still scoring each user's own items above random ones."""
+    import simrec.agents.taste as taste
+
+    monkeypatch.setattr(taste, "LDA_FIT_USERS", fit_users)
+    log, n_items = world.interactions, world.catalog.n_items
+    a = taste.fit_topic_factors(log, n_items, 8, seed=1)
+    b = taste.fit_topic_factors(log, n_items, 8, seed=1)
+    np.testing.assert_array_equal(a.taste, b.taste)
+    assert a.taste.shape == (log.n_users, 8) and a.items.shape == (n_items, 8)
+    np.testing.assert_allclose(a.taste.sum(axis=1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(a.items.sum(axis=0), 1.0, rtol=1e-4)  # P(item | topic)
+    g = np.random.default_rng(0)
+    pick = g.choice(len(log), 2000, replace=False)
+    users, pos = log.user[pick], log.item[pick]
+    neg = g.integers(0, n_items, pos.size)
+
+    def aff(items):
+        return a.affinity(np.einsum("nd,nd->n", a.taste[users], a.items[items]))
+
+    assert (aff(pos) > aff(neg)).mean() > 0.7

@@ -117,7 +117,8 @@ class _Oracle:
 
 def test_offline_metrics_of_an_oracle_are_perfect(world_split):
     _, data, split = world_split
-    recall, ndcg = F.offline_metrics(_Oracle(split.test, data.catalog.n_items), split, k=20)
+    m = F.offline_metrics(_Oracle(split.test, data.catalog.n_items), split, k=20)
+    recall, ndcg = m["recall@20"], m["ndcg@20"]
     # users with more than 20 held-out items cannot reach recall 1 in 20 slots
     m = split.test.matrix(data.catalog.n_items)
     sizes = np.diff(m.indptr)[np.diff(m.indptr) > 0]
@@ -149,9 +150,12 @@ def test_fidelity_report_on_movielens_files(ml100k, tmp_path, capsys):
     rating = table[table.section == "rating"].set_index(["metric", "source"]).value
     assert rating[("rmse_expected", "simrec")] > 0 and rating[("wasserstein", "simrec")] >= 0
     rk = table[table.section == "ranking"]
-    flagged = rk[(rk.metric == "shares_brain_family") & (rk.value == 1)].setting
-    assert set(flagged) == {"als", "bpr"}
+    # the default taste model is a topic model, the family of no built-in policy
+    family = rk[rk.metric == "shares_brain_family"]
+    assert set(family.setting) == set(F.POLICIES) and (family.value == 0).all()
     assert set(rk[rk.metric == "rank_shift"].setting) == set(F.POLICIES)
+    # real files carry no generating model: no ideal simulator, no choice share
+    assert "oracle" not in set(rk.source) and "oracle_simulation" not in set(rk.setting)
     tau = rk[(rk.setting == "recall@20") & (rk.metric == "kendall_tau")].value.iloc[0]
     assert -1 <= tau <= 1
     assert {"target_accuracy", "target_f1"} <= set(table.metric)
@@ -185,6 +189,14 @@ def test_fidelity_is_informative_and_reproducible(tmp_path):
         < v[("rating", "held-out", "rmse_expected", "global_mean")]
     )
     assert v[("ranking", "recall@20", "kendall_tau", "simrec")] > 0
+    # the ideal simulator (the world's own taste, same protocol) ranks every policy too: a
+    # personalised policy beats random there, and the brain's order agrees with it
+    ideal = {p: v[("ranking", p, "watches_per_user", "oracle")] for p in F.POLICIES}
+    assert ideal["itemknn"] > ideal["random"] > 0
+    assert v[("ranking", "oracle_simulation", "kendall_tau", "simrec")] > 0
+    shift = a[a.metric == "rank_shift_vs_oracle"]
+    assert set(shift.setting) == set(F.POLICIES) and shift.value.sum() == 0
+    assert (tmp_path / "a" / "runs" / "als_oracle" / "manifest.json").exists()
     F.fidelity(cfg, out=tmp_path / "b")
     assert (tmp_path / "a" / "fidelity.parquet").read_bytes() == (
         tmp_path / "b" / "fidelity.parquet"
@@ -300,18 +312,21 @@ def test_embedded_model_fidelity_through_the_cli(ml100k, tmp_path, capsys):
 
 
 def test_cross_fitted_click_calibration_does_not_reward_the_taste_models_own_fit():
-    """In sample, the affinity of the rows the taste model was fitted on looks far more
+    """In sample, the affinity of the rows an SVD taste model was fitted on looks far more
     predictive than it is for choices the model has not seen; cross-fitted, the click model
-    learns the latter. On tiny data (too few held-out rows) both modes agree."""
+    learns the latter. On tiny data (too few held-out rows) both modes agree, and the brain
+    says it fell back."""
     from simrec.agents.brains.utility import UtilityBrain
     from simrec.config import UtilityBrainConfig
 
     data = load_data(RunConfig.model_validate(WORLD))
     weights = {}
     for mode in ("in-sample", "cross-fit"):
-        brain = UtilityBrain(UtilityBrainConfig(click_calibration=mode, taste_dim=8), seed=0)
+        c = UtilityBrainConfig(click_calibration=mode, taste_dim=8, taste_model="svd")
+        brain = UtilityBrain(c, seed=0)
         brain.fit(data)
         weights[mode] = brain.weights
+        assert brain.click_calibration == mode
     assert weights["cross-fit"].affinity < 0.7 * weights["in-sample"].affinity
     # the simulation scores with the final model: same standardisation of affinity either way
     assert weights["cross-fit"].aff_mean == pytest.approx(weights["in-sample"].aff_mean, rel=0.2)
@@ -322,18 +337,98 @@ def test_cross_fitted_click_calibration_does_not_reward_the_taste_models_own_fit
         brain.fit(tiny)
         same.append(vars(brain.weights))
     assert same[0] == same[1]
+    assert brain.click_calibration == "in-sample (under 200 rows to cross-fit)"
 
 
-def test_topic_model_brain_shares_no_policys_family(tmp_path):
-    """brain.taste_model: lda simulates with LDA tastes (P(item | user) affinities): the runs
-    work, and the report flags no built-in policy as the brain's family."""
+def test_svd_brain_flags_its_family_and_the_default_is_a_topic_model(tmp_path):
+    """brain.taste_model: svd simulates with SVD tastes: the runs work, and the report flags
+    als and bpr as the brain's family. The default is LDA (P(item | user) affinities), whose
+    manifest records the taste model and calibration used."""
+    import json
+
     import simrec
 
-    cfg = {**WORLD, "simulation": {"ticks": 2}, "brain": {"taste_model": "lda", "taste_dim": 8}}
-    res = simrec.run({**cfg, "output": {"dir": str(tmp_path / "run")}})
-    assert res.counts["clicks"] > 0
-    table = F.fidelity(cfg, policies=["random", "popular", "als"])
+    res = simrec.run({**WORLD, "simulation": {"ticks": 2}, "output": {"dir": str(tmp_path / "r")}})
+    brain = json.loads((tmp_path / "r" / "manifest.json").read_text())["brain"]
+    assert brain["click_calibration"] == "in-sample" and res.counts["clicks"] > 0
+    assert RunConfig().brain.taste_model == "lda"
+    cfg = {**WORLD, "simulation": {"ticks": 2}, "brain": {"taste_model": "svd"}}
+    table = F.fidelity(cfg, policies=["random", "popular", "als", "bpr"])
     rk = table[(table.section == "ranking") & (table.metric == "shares_brain_family")]
-    assert (rk.value == 0).all() and len(rk) == 3
+    assert set(rk[rk.value == 1].setting) == {"als", "bpr"} and len(rk) == 4
     v = table.set_index(["section", "setting", "metric", "source"]).value
     assert v[("discrimination", "1:1", "accuracy", "simrec")] > 0.6
+
+
+class _WorldTop:
+    """Recommends each user's k unseen items of highest world utility (a test double)."""
+
+    name = "world-top"
+
+    def __init__(self, truth):
+        self.truth = truth
+
+    def recommend(self, users, k, *, exclude, rng):
+        t = self.truth
+        util = t.taste_scale * (t.user_vecs[users] @ t.item_vecs.T) + t.log_pop
+        util[exclude.nonzero()] = -np.inf
+        items = np.argsort(-util, axis=1, kind="stable")[:, :k]
+        n_unseen = np.isfinite(util).sum(axis=1)
+        items[np.arange(k)[None, :] >= n_unseen[:, None]] = -1
+        ones = np.ones(items.shape)
+        return Slates(items, ones, ones, np.ones(users.size), deterministic=True)
+
+
+def test_choice_share_is_the_worlds_probability_of_the_slate(world_split):
+    """choice_share@k is the world's choice probability over the user's unseen items held by
+    the slate: all unseen items hold all of it, the top item holds its softmax share (checked
+    user by user), and no built-in policy's slate holds more than the world's own top k."""
+    from simrec.environments.policies import make_policy
+    from simrec.simulator.model import agent_log
+
+    _, data, split = world_split
+    truth, n_items = split.train.truth, data.catalog.n_items
+    top = _WorldTop(truth)
+    everything = F.offline_metrics(top, split, k=n_items)
+    assert everything["choice_share@" + str(n_items)] == pytest.approx(1.0)
+    train_m = split.train.interactions.matrix(n_items)
+    users = np.flatnonzero(np.diff(split.test.matrix(n_items).indptr) > 0)
+    expected = []
+    for u in users:
+        unseen = np.setdiff1d(np.arange(n_items), train_m[u].indices)
+        util = truth.utility(np.full(unseen.size, u), unseen)
+        p = np.exp(util - util.max())
+        expected.append(p.max() / p.sum())
+    assert F.offline_metrics(top, split, k=1)["choice_share@1"] == pytest.approx(np.mean(expected))
+    best = F.offline_metrics(top, split)["choice_share@20"]
+    log = agent_log(split.train, np.arange(split.train.interactions.n_users))
+    for name in ("popular", "itemknn", "als"):
+        policy = make_policy(name, {}, None)
+        policy.fit(log, split.train.catalog)
+        share = F.offline_metrics(policy, split)["choice_share@20"]
+        assert 0 < share < best
+
+
+def test_oracle_taste_is_the_worlds_utility_and_needs_a_world(
+    world_split, ml100k, tmp_path, capsys
+):
+    """brain.taste_model: oracle scores with the synthetic world's own utility; on real files
+    it is a config error (exit 2, one line, nothing written)."""
+    from simrec.agents.brains.utility import UtilityBrain
+    from simrec.config import UtilityBrainConfig
+
+    _, data, _ = world_split
+    brain = UtilityBrain(UtilityBrainConfig(taste_model="oracle"), seed=0)
+    brain.fit(data)
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 300, 500), rng.integers(0, data.catalog.n_items, 500)
+    c = brain.choice
+    got = c.affinity(np.einsum("nd,nd->n", c.taste[users], c.items[items]))
+    np.testing.assert_allclose(got, data.truth.utility(users, items), rtol=1e-4, atol=1e-4)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("brain:\n  taste_model: oracle\nsimulation:\n  ticks: 1\n")
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--data", str(ml100k), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "brain.taste_model" in err[0] and "oracle" in err[0]
+    assert not out.exists() or not any(out.iterdir())

@@ -121,7 +121,8 @@ def downstream_lift(
     def score(d: Dataset) -> tuple[float, float]:
         p = make_policy(policy, {}, None)
         p.fit(agent_log(d, users), d.catalog)
-        return offline_metrics(p, Split(sparse, split.test))
+        m = offline_metrics(p, Split(sparse, split.test))
+        return m["recall@20"], m["ndcg@20"]
 
     recall0, ndcg0 = score(sparse)
     pseudo, stats = pseudo_interactions(

@@ -22,11 +22,13 @@ statistical brain are calibrated on the rest only (item popularity included). Th
   policy the agents meet; the real log came from whatever the service showed its users.
 * **ranking**: each policy is simulated the same way (engagement: watches per user) and scored
   offline on the held-out interactions (Recall@20, NDCG@20, training items excluded); Kendall's
-  tau and Spearman's rho between the two orders. The statistical brain's taste model is by
-  default a matrix factorisation (``brain.taste_model: svd``; ``lda`` is a topic model):
-  policies of the brain's family (``als``, ``bpr`` for svd; none for lda) are flagged, their
-  rank shift (real rank minus simulated rank; positive: flattered) is reported, and the
-  correlations are also given without them.
+  tau and Spearman's rho between the two orders. Policies of the brain's taste-model family
+  (``als``, ``bpr`` for ``brain.taste_model: svd``; none for the default ``lda``, a topic
+  model) are flagged, each policy's rank shift (real rank minus simulated rank; positive:
+  flattered) is reported, and the correlations are also given without the flagged ones. On a
+  synthetic world, every policy is also simulated by the ideal simulator (the world's own
+  utility as the taste model, same protocol: what the brain's taste model alone changes) and
+  scored by ``choice_share@20`` (the world's choice probability held by the slate).
 
 The result is one long table: section, setting, metric, value, source.
 """
@@ -62,7 +64,11 @@ FAMILIES = {
     "bpr": "matrix factorisation",
     "genre": "content",
 }
-BRAIN_FAMILIES = {"svd": "matrix factorisation", "lda": "topic model"}  # brain.taste_model
+BRAIN_FAMILIES = {  # brain.taste_model -> its family
+    "lda": "topic model",
+    "svd": "matrix factorisation",
+    "oracle": "the world's own",
+}
 MAX_POSITIVES = 50  # held-out items per user in the discrimination sets
 TOP_K = 20
 TARGETS = {  # (section, setting, metric): (comparison, value), from the fidelity issue
@@ -559,64 +565,97 @@ def behaviour(split: Split, sim: dict, tick_seconds: int) -> tuple[list[tuple], 
 # ---------------------------------------------------------------------- ranking
 
 
-def offline_metrics(policy, split: Split, k: int = TOP_K) -> tuple[float, float]:
-    """Mean Recall@k and NDCG@k of ``policy`` (already fitted on the training log, one agent
-    per user) on the held-out items, training items excluded."""
+def offline_metrics(policy, split: Split, k: int = TOP_K) -> dict[str, float]:
+    """Mean ``recall@k`` and ``ndcg@k`` of ``policy`` (already fitted on the training log, one
+    agent per user) on the held-out items, training items excluded. On a synthetic world also
+    ``choice_share@k``: the share of the world's choice probability over the user's unseen items
+    that the slate holds, the noise-free quantity Recall@k estimates from a finite sample."""
     from simrec.environments.base import PolicyRandomness
 
     n_items = split.train.catalog.n_items
     train_m = split.train.interactions.matrix(n_items)
     test_m = split.test.matrix(n_items)
+    truth = split.train.truth
     users = np.flatnonzero(np.diff(test_m.indptr) > 0).astype(np.int64)
     streams = Streams(0)
-    recall, ndcg = [], []
+    recall, ndcg, share = [], [], []
     discount = 1.0 / np.log2(np.arange(2, k + 2))
-    for start in range(0, users.size, 4096):
-        u = users[start : start + 4096]
+    for start in range(0, users.size, 1024):
+        u = users[start : start + 1024]
+        seen = train_m[u]
         slates = policy.recommend(
-            u, k, exclude=train_m[u], rng=PolicyRandomness(streams, 0, 0, purpose="fidelity")
+            u, k, exclude=seen, rng=PolicyRandomness(streams, 0, 0, purpose="fidelity")
         )
-        truth = test_m[u]
+        rel_m = test_m[u]
         for row, items in enumerate(slates.items):
-            rel = truth.indices[truth.indptr[row] : truth.indptr[row + 1]]
+            rel = rel_m.indices[rel_m.indptr[row] : rel_m.indptr[row + 1]]
             hit = np.isin(items, rel) & (items >= 0)
             recall.append(hit.sum() / rel.size)
             ideal = discount[: min(rel.size, k)].sum()
             ndcg.append(float((hit * discount).sum() / ideal))
-    return float(np.mean(recall)), float(np.mean(ndcg))
+        if truth is not None:
+            share.append(_choice_share(truth, u, seen, slates.items))
+    out = {f"recall@{k}": float(np.mean(recall)), f"ndcg@{k}": float(np.mean(ndcg))}
+    if truth is not None:
+        out[f"choice_share@{k}"] = float(np.concatenate(share).mean())
+    return out
+
+
+def _choice_share(truth, users: np.ndarray, seen: sp.csr_matrix, slates: np.ndarray):
+    """Per user, the world's choice probability (softmax of its utility over the items the user
+    has not seen) summed over the slate. users: (n,), seen: (n, n_items), slates: (n, k) with -1
+    for empty slots -> (n,)."""
+    n_items = truth.item_vecs.shape[0]
+    util = truth.taste_scale * (truth.user_vecs[users] @ truth.item_vecs.T) + truth.log_pop
+    util[seen.nonzero()] = -np.inf
+    util -= util.max(axis=1, keepdims=True)
+    p = np.exp(util)
+    p /= p.sum(axis=1, keepdims=True)
+    rows = np.arange(users.size)[:, None]
+    return np.where(slates >= 0, p[rows, np.clip(slates, 0, n_items - 1)], 0.0).sum(axis=1)
 
 
 def ranking(
-    split: Split,
     engagement: dict[str, float],
-    offline: dict[str, tuple],
+    offline: dict[str, dict[str, float]],
     brain_family: str = BRAIN_FAMILIES["svd"],
+    ideal: dict[str, float] | None = None,
 ) -> list:
-    """Rows of the ranking section from per-policy simulated engagement and offline metrics;
-    policies of ``brain_family`` (the brain's taste model's) are flagged."""
+    """Rows of the ranking section from per-policy simulated engagement and offline metrics
+    (:func:`offline_metrics`); policies of ``brain_family`` (the brain's taste model's) are
+    flagged. ``rank_shift`` is a policy's rank by Recall@20 minus its simulated rank (positive:
+    the simulation flatters it). On a synthetic world, ``ideal`` is each policy's engagement
+    simulated with the world's own taste model (source ``oracle``): the correlations with it,
+    and ``rank_shift_vs_oracle``, are what the brain's taste model alone changes, the protocol
+    (examination, sessions, return) being the same."""
     rows: list[tuple] = []
     names = list(engagement)
-    for p in names:
-        rows += [
-            ("ranking", p, "watches_per_user", engagement[p], "simrec"),
-            ("ranking", p, "recall@20", offline[p][0], "real"),
-            ("ranking", p, "ndcg@20", offline[p][1], "real"),
-            ("ranking", p, "shares_brain_family", float(FAMILIES.get(p) == brain_family), "simrec"),
-        ]
     sim = np.array([engagement[p] for p in names])
     sim_rank = stats.rankdata(-sim)
-    for j, metric in enumerate(("recall@20", "ndcg@20")):
-        real = np.array([offline[p][j] for p in names])
-        if j == 0:
-            real_rank = stats.rankdata(-real)
-            for p, a, b in zip(names, sim_rank, real_rank, strict=True):
-                rows.append(("ranking", p, "rank_shift", float(b - a), "simrec"))
-        keep = np.array([FAMILIES.get(p) != brain_family for p in names])
+    against = {m: np.array([offline[p][m] for p in names]) for m in offline[names[0]]}
+    if ideal is not None:
+        against["oracle_simulation"] = np.array([ideal[p] for p in names])
+    shifts = {"recall@20": "rank_shift", "oracle_simulation": "rank_shift_vs_oracle"}
+    for j, p in enumerate(names):
+        rows.append(("ranking", p, "watches_per_user", engagement[p], "simrec"))
+        for metric, values in against.items():
+            if metric == "oracle_simulation":
+                rows.append(("ranking", p, "watches_per_user", values[j], "oracle"))
+            else:
+                source = "oracle" if metric.startswith("choice_share") else "real"
+                rows.append(("ranking", p, metric, values[j], source))
+        family = float(FAMILIES.get(p) == brain_family)
+        rows.append(("ranking", p, "shares_brain_family", family, "simrec"))
+    keep = np.array([FAMILIES.get(p) != brain_family for p in names])
+    for metric, values in against.items():
+        if metric in shifts:
+            for p, a, b in zip(names, sim_rank, stats.rankdata(-values), strict=True):
+                rows.append(("ranking", p, shifts[metric], float(b - a), "simrec"))
         for suffix, mask in (("", np.ones(len(names), bool)), ("_without_brain_family", keep)):
             tau = rho = float("nan")
             if mask.sum() >= 3:
-                tau = float(stats.kendalltau(sim[mask], real[mask]).statistic)
-                rho = float(stats.spearmanr(sim[mask], real[mask]).statistic)
+                tau = float(stats.kendalltau(sim[mask], values[mask]).statistic)
+                rho = float(stats.spearmanr(sim[mask], values[mask]).statistic)
             rows += [
                 ("ranking", metric, f"kendall_tau{suffix}", tau, "simrec"),
                 ("ranking", metric, f"spearman_rho{suffix}", rho, "simrec"),
@@ -698,7 +737,8 @@ def fidelity(
     behaviour_policy = cfg.policy.name
     to_run = policies + ([behaviour_policy] if behaviour_policy not in policies else [])
     engagement: dict[str, float] = {}
-    offline: dict[str, tuple] = {}
+    ideal: dict[str, float] = {}
+    offline: dict[str, dict[str, float]] = {}
     sim_data = None
     n_users = split.train.interactions.n_users
     n_items = split.train.catalog.n_items
@@ -713,6 +753,10 @@ def fidelity(
         events = res.events()
         if name in policies:
             engagement[name] = float(res.counts["clicks"]) / n_users
+            if split.train.truth is not None:  # the ideal simulator: the world's own taste
+                raw["brain"].update(taste_model="oracle", click_calibration="in-sample")
+                raw["output"]["dir"] += "_oracle"
+                ideal[name] = float(simrec.run(raw, data=split.train).counts["clicks"]) / n_users
             policy = make_policy(name, {}, None)
             log = agent_log(split.train, np.arange(n_users))
             policy.fit(log, split.train.catalog)
@@ -724,7 +768,7 @@ def fidelity(
         scratch.cleanup()
     beh_rows, beh_data = behaviour(split, sim_data, cfg.simulation.tick_seconds)
     rows += beh_rows
-    rows += ranking(split, engagement, offline, BRAIN_FAMILIES[cfg.brain.taste_model])
+    rows += ranking(engagement, offline, BRAIN_FAMILIES[cfg.brain.taste_model], ideal or None)
     for (section, setting, metric), (op, target) in TARGETS.items():
         rows.append((section, setting, f"target_{metric}", target, op))
     if llm is not None:
@@ -819,12 +863,13 @@ def _write(out: Path, table: pd.DataFrame, cfg: RunConfig, ratings: dict, beh: d
         ("Behaviour", report._img(report._save(fig, out / "behaviour.png"), "behaviour"))
     )
     rk = table[table.section == "ranking"]
-    names = [s for s in rk.setting.unique() if s not in ("recall@20", "ndcg@20", "policies")]
+    sim = rk[(rk.metric == "watches_per_user") & (rk.source == "simrec")]
+    names = list(sim.setting)
     if names:
         fig, ax = plt.subplots(figsize=(6, 4))
         for p in names:
             x = rk[(rk.setting == p) & (rk.metric == "recall@20")].value.iloc[0]
-            y = rk[(rk.setting == p) & (rk.metric == "watches_per_user")].value.iloc[0]
+            y = sim[sim.setting == p].value.iloc[0]
             flag = bool(rk[(rk.setting == p) & (rk.metric == "shares_brain_family")].value.iloc[0])
             ax.scatter([x], [y], color="tab:red" if flag else "tab:blue")
             ax.annotate(p + (" (brain's family)" if flag else ""), (x, y), fontsize=8)

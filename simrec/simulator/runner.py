@@ -508,6 +508,7 @@ def _manifest(
         "brain": {
             "name": model.brain.name,
             "click_weights": vars(model.brain.weights),
+            "click_calibration": getattr(model.brain, "click_calibration", None),
             "rating_sigma": model.brain.rating_model.sigma,
         },
         "policy": getattr(model.policy, "name", cfg.policy.name),

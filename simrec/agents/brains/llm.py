@@ -74,6 +74,10 @@ class LLMBrain:
         return self.fallback.weights
 
     @property
+    def click_calibration(self):
+        return self.fallback.click_calibration
+
+    @property
     def rating_model(self):
         return self.fallback.rating_model
 

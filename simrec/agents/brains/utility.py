@@ -26,12 +26,13 @@ from simrec.agents.persona import Personas, derive_personas
 from simrec.agents.taste import (
     ChoiceFactors,
     RatingModel,
-    fit_choice_factors,
     fit_rating_model,
-    fit_topic_factors,
+    fit_taste,
+    world_factors,
 )
 from simrec.config import UtilityBrainConfig
 from simrec.data.dataset import Dataset
+from simrec.errors import ConfigError
 from simrec.rng import Streams
 
 _MAX_POSITIVES = 200_000
@@ -68,6 +69,8 @@ class UtilityBrain:
         self.weights: ClickWeights | None = None
         self.z_pop = np.zeros(0, np.float32)
         self.has_ratings = False
+        self._truth = None
+        self.click_calibration: str | None = None
 
     # ------------------------------------------------------------------ calibration
 
@@ -75,6 +78,12 @@ class UtilityBrain:
         """Calibrate on a seed log; returns one persona per user of ``data``."""
         c = self.config
         n_items = data.catalog.n_items
+        if c.taste_model == "oracle" and data.truth is None:
+            raise ConfigError(
+                "brain.taste_model: 'oracle' is a synthetic world's own choice model, and "
+                f"{data.source} has none; expected 'svd' or 'lda' for this data"
+            )
+        self._truth = data.truth
         self.choice = self._fit_taste(data.interactions, n_items)
         self.rating_model = fit_rating_model(
             data.interactions,
@@ -92,23 +101,26 @@ class UtilityBrain:
 
     def _fit_taste(self, log, n_items: int) -> ChoiceFactors:
         """The choice model of ``config.taste_model`` fitted on ``log``."""
-        if self.config.taste_model == "lda":
-            return fit_topic_factors(log, n_items, self.config.taste_dim, self.seed)
-        return fit_choice_factors(log, n_items, self.config.taste_dim, self.seed)
+        if self.config.taste_model == "oracle":
+            return world_factors(self._truth)
+        return fit_taste(self.config.taste_model, log, n_items, self.config.taste_dim, self.seed)
 
     def _fit_click_weights(self, data: Dataset, personas: Personas) -> ClickWeights:
-        """Logistic regression of watched against random items. In sample by default (the
-        positives are rows the taste model was fitted on). ``click_calibration: cross-fit``
-        takes each user's latest CROSS_FIT_SHARE of interactions as positives, scored by a taste
-        model and popularity fitted on the earlier rest, so the weight of affinity is how well
-        the taste model predicts choices it has not seen rather than how well it fits its own
-        training rows (a fit that flatters recommenders of its family)."""
+        """Logistic regression of watched against random items. ``click_calibration:
+        cross-fit`` takes each user's latest CROSS_FIT_SHARE of interactions as
+        positives, scored by a taste model and popularity fitted on the earlier rest, so the
+        weight of affinity is how well the taste model predicts choices it has not seen rather
+        than how well it fits its own training rows (a fit that flatters recommenders of its
+        family). With ``in-sample`` (the default), and with fewer than _MIN_CROSS_FIT such
+        rows, the positives are rows the taste model was fitted on.
+        ``self.click_calibration`` records which was used."""
         log, n_items = data.interactions, data.catalog.n_items
         g = Streams(self.seed).generator("click-calibration")
         logpop = np.log1p(data.catalog.popularity.astype(np.float64))
         pop_mean, pop_std = float(logpop.mean()), float(logpop.std() or 1.0)
         self.z_pop = ((logpop - pop_mean) / pop_std).astype(np.float32)
         choice, z_pop, rows = self.choice, self.z_pop, np.arange(len(log))
+        self.click_calibration = "in-sample"
         if self.config.click_calibration == "cross-fit":
             early, late = log.latest(CROSS_FIT_SHARE)
             if late.size >= _MIN_CROSS_FIT:
@@ -116,6 +128,9 @@ class UtilityBrain:
                 early_pop = np.log1p(np.bincount(log.item[early], minlength=n_items))
                 z_pop = (early_pop - early_pop.mean()) / (early_pop.std() or 1.0)
                 rows = late
+                self.click_calibration = "cross-fit"
+            else:
+                self.click_calibration = f"in-sample (under {_MIN_CROSS_FIT} rows to cross-fit)"
         pos = rows[g.choice(rows.size, size=min(rows.size, _MAX_POSITIVES), replace=False)]
         users_pos, items_pos = log.user[pos].astype(np.int64), log.item[pos].astype(np.int64)
         users_neg = np.repeat(users_pos, _NEGATIVES_PER_POSITIVE)
