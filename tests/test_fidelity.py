@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 import simrec.evaluation.fidelity_report as F
@@ -194,6 +195,10 @@ def test_fidelity_is_informative_and_reproducible(tmp_path):
     ideal = {p: v[("ranking", p, "watches_per_user", "oracle")] for p in F.POLICIES}
     assert ideal["itemknn"] > ideal["random"] > 0
     assert v[("ranking", "oracle_simulation", "kendall_tau", "simrec")] > 0
+    # how far the ideal simulator's own order is from Recall@20's: the protocol's ceiling
+    real = [v[("ranking", p, "recall@20", "real")] for p in F.POLICIES]
+    ceiling = stats.kendalltau([ideal[p] for p in F.POLICIES], real).statistic
+    assert v[("ranking", "recall@20", "kendall_tau", "oracle")] == pytest.approx(ceiling)
     shift = a[a.metric == "rank_shift_vs_oracle"]
     assert set(shift.setting) == set(F.POLICIES) and shift.value.sum() == 0
     assert (tmp_path / "a" / "runs" / "als_oracle" / "manifest.json").exists()
@@ -412,8 +417,8 @@ def test_choice_share_is_the_worlds_probability_of_the_slate(world_split):
 def test_oracle_taste_is_the_worlds_utility_and_needs_a_world(
     world_split, ml100k, tmp_path, capsys
 ):
-    """brain.taste_model: oracle scores with the synthetic world's own utility; on real files
-    it is a config error (exit 2, one line, nothing written)."""
+    """brain.taste_model: oracle scores with the synthetic world's own choice probability; on
+    real files it is a config error (exit 2, one line, nothing written)."""
     from simrec.agents.brains.utility import UtilityBrain
     from simrec.config import UtilityBrainConfig
 
@@ -424,7 +429,12 @@ def test_oracle_taste_is_the_worlds_utility_and_needs_a_world(
     users, items = rng.integers(0, 300, 500), rng.integers(0, data.catalog.n_items, 500)
     c = brain.choice
     got = c.affinity(np.einsum("nd,nd->n", c.taste[users], c.items[items]))
-    np.testing.assert_allclose(got, data.truth.utility(users, items), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, data.truth.log_choice(users, items), rtol=1e-4, atol=1e-4)
+    # the log choice probability of each user's next pick: it sums to one over the catalog
+    every = np.arange(data.catalog.n_items)
+    for u in (0, 7, 299):
+        p = np.exp(data.truth.log_choice(np.full(every.size, u), every))
+        assert p.sum() == pytest.approx(1.0)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("brain:\n  taste_model: oracle\nsimulation:\n  ticks: 1\n")
     out = tmp_path / "run"

@@ -142,12 +142,14 @@ def fit_topic_factors(log: Interactions, n_items: int, dim: int, seed: int) -> C
 
 
 def world_factors(truth: WorldTruth) -> ChoiceFactors:
-    """A synthetic world's own choice utility as factors: taste = [taste_scale * user_vecs, 1],
-    items = [item_vecs, log_pop], so the affinity is exactly the utility the log was drawn from
-    (the ideal taste model, for measuring what the rest of the simulation adds)."""
-    ones = np.ones((truth.user_vecs.shape[0], 1))
-    taste = np.hstack([truth.taste_scale * truth.user_vecs, ones])
-    items = np.hstack([truth.item_vecs, truth.log_pop[:, None]])
+    """A synthetic world's own choice model as factors: taste = [taste_scale * user_vecs, 1,
+    -log_normaliser], items = [item_vecs, log_pop, 1], so the affinity is exactly the log
+    probability the log was drawn with (:meth:`WorldTruth.log_choice`): the ideal taste model,
+    for measuring what the rest of the simulation adds."""
+    ones_u = np.ones((truth.user_vecs.shape[0], 1))
+    ones_i = np.ones((truth.item_vecs.shape[0], 1))
+    taste = np.hstack([truth.taste_scale * truth.user_vecs, ones_u, -truth.log_normaliser[:, None]])
+    items = np.hstack([truth.item_vecs, truth.log_pop[:, None], ones_i])
     return ChoiceFactors(taste.astype(np.float32), items.astype(np.float32))
 
 

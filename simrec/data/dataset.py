@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -199,6 +200,24 @@ class WorldTruth:
         """(n,), (n,) -> (n,) the log-odds-like utility of each pair."""
         dot = np.einsum("nd,nd->n", self.user_vecs[users], self.item_vecs[items])
         return self.taste_scale * dot + self.log_pop[items]
+
+    def log_choice(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(n,), (n,) -> (n,) log P(the user's next pick from the catalog is the item): the
+        utility less the user's log normaliser, so scores compare across users (a user's
+        utilities have their own level, which says nothing about how much they choose)."""
+        return self.utility(users, items) - self.log_normaliser[users]
+
+    @cached_property
+    def log_normaliser(self) -> np.ndarray:
+        """(n_users,) log sum over the catalog of exp(utility), computed in user chunks."""
+        from scipy.special import logsumexp
+
+        out = np.empty(self.user_vecs.shape[0])
+        for s in range(0, out.size, 4096):
+            u = self.user_vecs[s : s + 4096]
+            util = self.taste_scale * (u @ self.item_vecs.T) + self.log_pop
+            out[s : s + 4096] = logsumexp(util, axis=1)
+        return out
 
 
 def file_sha256(path: str) -> str:

@@ -249,9 +249,9 @@ def discrimination(split: Split, cfg: RunConfig, brain, holdout: float) -> tuple
     ]
     truth = split.train.truth
     if truth is not None:  # a synthetic world: what its own choice model reaches, same protocol
-        inner_truth = truth.utility(inner_sets.users, inner_sets.items)
+        inner_truth = truth.log_choice(inner_sets.users, inner_sets.items)
         theta_oracle = _calibrate_threshold(inner_truth, inner_sets)
-        oracle_scores = truth.utility(sets.users, sets.items)
+        oracle_scores = truth.log_choice(sets.users, sets.items)
         rows.append(("discrimination", "calibration", "threshold", theta_oracle, "oracle"))
     for ratio in RATIOS:
         _scores_table(rows, ratio, "simrec", *_confusion(brain_scores, sets, ratio, theta))
@@ -627,7 +627,8 @@ def ranking(
     the simulation flatters it). On a synthetic world, ``ideal`` is each policy's engagement
     simulated with the world's own taste model (source ``oracle``): the correlations with it,
     and ``rank_shift_vs_oracle``, are what the brain's taste model alone changes, the protocol
-    (examination, sessions, return) being the same."""
+    (examination, sessions, return) being the same; its own correlations with the offline
+    metrics (source ``oracle``) are the most any taste model can reach under that protocol."""
     rows: list[tuple] = []
     names = list(engagement)
     sim = np.array([engagement[p] for p in names])
@@ -659,6 +660,14 @@ def ranking(
             rows += [
                 ("ranking", metric, f"kendall_tau{suffix}", tau, "simrec"),
                 ("ranking", metric, f"spearman_rho{suffix}", rho, "simrec"),
+            ]
+        if ideal is not None and metric != "oracle_simulation":  # the protocol's ceiling
+            best = against["oracle_simulation"]
+            tau = float(stats.kendalltau(best, values).statistic)
+            rho = float(stats.spearmanr(best, values).statistic)
+            rows += [
+                ("ranking", metric, "kendall_tau", tau, "oracle"),
+                ("ranking", metric, "spearman_rho", rho, "oracle"),
             ]
     rows.append(("ranking", "policies", "count", float(len(names)), "simrec"))
     return rows
