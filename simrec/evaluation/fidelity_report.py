@@ -26,9 +26,10 @@ statistical brain are calibrated on the rest only (item popularity included). Th
   (``als``, ``bpr`` for ``brain.taste_model: svd``; none for the default ``lda``, a topic
   model) are flagged, each policy's rank shift (real rank minus simulated rank; positive:
   flattered) is reported, and the correlations are also given without the flagged ones. On a
-  synthetic world, every policy is also simulated by the ideal simulator (the world's own
-  utility as the taste model, same protocol: what the brain's taste model alone changes) and
-  scored by ``choice_share@20`` (the world's choice probability held by the slate).
+  synthetic world, every policy is also simulated by the ideal simulator (the world's own log
+  choice probability as the taste model, same protocol: what the brain's taste model alone
+  changes) and scored by ``choice_share@20`` (the world's choice probability held by the
+  slate).
 
 The result is one long table: section, setting, metric, value, source.
 """
