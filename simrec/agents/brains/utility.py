@@ -69,7 +69,6 @@ class UtilityBrain:
         self.weights: ClickWeights | None = None
         self.z_pop = np.zeros(0, np.float32)
         self.has_ratings = False
-        self._truth = None
         self.click_calibration: str | None = None
 
     # ------------------------------------------------------------------ calibration
@@ -83,8 +82,7 @@ class UtilityBrain:
                 "brain.taste_model: 'oracle' is a synthetic world's own choice model, and "
                 f"{data.source} has none; expected 'svd' or 'lda' for this data"
             )
-        self._truth = data.truth
-        self.choice = self._fit_taste(data.interactions, n_items)
+        self.choice = self._fit_taste(data, data.interactions)
         self.rating_model = fit_rating_model(
             data.interactions,
             n_items,
@@ -99,11 +97,12 @@ class UtilityBrain:
         self.weights = self._fit_click_weights(data, personas)
         return personas
 
-    def _fit_taste(self, log, n_items: int) -> ChoiceFactors:
-        """The choice model of ``config.taste_model`` fitted on ``log``."""
-        if self.config.taste_model == "oracle":
-            return world_factors(self._truth)
-        return fit_taste(self.config.taste_model, log, n_items, self.config.taste_dim, self.seed)
+    def _fit_taste(self, data: Dataset, log) -> ChoiceFactors:
+        """The choice model of ``config.taste_model`` fitted on ``log`` (rows of ``data``'s)."""
+        c = self.config
+        if c.taste_model == "oracle":
+            return world_factors(data.truth)
+        return fit_taste(c.taste_model, log, data.catalog.n_items, c.taste_dim, self.seed)
 
     def _fit_click_weights(self, data: Dataset, personas: Personas) -> ClickWeights:
         """Logistic regression of watched against random items. ``click_calibration:
@@ -124,7 +123,7 @@ class UtilityBrain:
         if self.config.click_calibration == "cross-fit":
             early, late = log.latest(CROSS_FIT_SHARE)
             if late.size >= _MIN_CROSS_FIT:
-                choice = self._fit_taste(log.take(early), n_items)
+                choice = self._fit_taste(data, log.take(early))
                 early_pop = np.log1p(np.bincount(log.item[early], minlength=n_items))
                 z_pop = (early_pop - early_pop.mean()) / (early_pop.std() or 1.0)
                 rows = late
