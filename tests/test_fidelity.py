@@ -374,8 +374,7 @@ class _WorldTop:
         self.truth = truth
 
     def recommend(self, users, k, *, exclude, rng):
-        t = self.truth
-        util = t.taste_scale * (t.user_vecs[users] @ t.item_vecs.T) + t.log_pop
+        util = self.truth.utility_matrix(users)
         util[exclude.nonzero()] = -np.inf
         items = np.argsort(-util, axis=1, kind="stable")[:, :k]
         n_unseen = np.isfinite(util).sum(axis=1)

@@ -214,10 +214,14 @@ class WorldTruth:
 
         out = np.empty(self.user_vecs.shape[0])
         for s in range(0, out.size, 4096):
-            u = self.user_vecs[s : s + 4096]
-            util = self.taste_scale * (u @ self.item_vecs.T) + self.log_pop
-            out[s : s + 4096] = logsumexp(util, axis=1)
+            out[s : s + 4096] = logsumexp(
+                self.utility_matrix(np.arange(s, min(s + 4096, out.size))), axis=1
+            )
         return out
+
+    def utility_matrix(self, users: np.ndarray) -> np.ndarray:
+        """(n,) -> (n, n_items) the utility of every item for each of ``users``."""
+        return self.taste_scale * (self.user_vecs[users] @ self.item_vecs.T) + self.log_pop
 
 
 def file_sha256(path: str) -> str:

@@ -607,7 +607,7 @@ def _choice_share(truth, users: np.ndarray, seen: sp.csr_matrix, slates: np.ndar
     has not seen) summed over the slate. users: (n,), seen: (n, n_items), slates: (n, k) with -1
     for empty slots -> (n,)."""
     n_items = truth.item_vecs.shape[0]
-    util = truth.taste_scale * (truth.user_vecs[users] @ truth.item_vecs.T) + truth.log_pop
+    util = truth.utility_matrix(users)
     util[seen.nonzero()] = -np.inf
     util -= util.max(axis=1, keepdims=True)
     p = np.exp(util)
