@@ -305,3 +305,30 @@ def test_topic_taste_from_a_user_sample_still_separates_choices(world, monkeypat
         return a.affinity(np.einsum("nd,nd->n", a.taste[users], a.items[items]))
 
     assert (aff(pos) > aff(neg)).mean() > 0.7
+
+
+def test_taste_fits_are_reused_only_for_the_same_log(world, monkeypatch, tmp_path):
+    """fit_taste remembers a fit by its inputs: the same log (even reloaded by a second run)
+    is fitted once, and a different log, seed or kind is fitted anew; reused arrays are
+    read-only so no run can change another's."""
+    from collections import OrderedDict
+
+    import simrec
+    import simrec.agents.taste as taste
+
+    calls = []
+    real = taste.fit_topic_factors
+    monkeypatch.setattr(taste, "fit_topic_factors", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(taste, "_FITS", OrderedDict())
+    log, n = world.interactions, world.catalog.n_items
+    a = taste.fit_taste("lda", log, n, 8, 0)
+    assert taste.fit_taste("lda", log, n, 8, 0) is a and len(calls) == 1
+    assert not a.taste.flags.writeable and not a.items.flags.writeable
+    assert taste.fit_taste("lda", log.take(np.arange(len(log) - 1)), n, 8, 0) is not a
+    assert taste.fit_taste("lda", log, n, 8, 1) is not a and len(calls) == 3
+    assert not taste.fit_taste("svd", log, n, 8, 0).log_affinity and len(calls) == 3
+    calls.clear()
+    cfg = {"data": {"synthetic": {"users": 120, "items": 90}}, "simulation": {"ticks": 1}}
+    for run in ("a", "b"):
+        simrec.run({**cfg, "output": {"dir": str(tmp_path / run)}})
+    assert len(calls) == 1  # the second run loads the same world and reuses the fit
