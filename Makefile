@@ -12,15 +12,21 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# the demo needs simrec only
+# real MovieLens-100k ships inside RecBole's wheel; its own dependencies (torch among them) are
+# neither needed nor wanted, and simrec never imports it
+RECBOLE := recbole==1.2.1
+
+# the demo needs simrec and the real data only
 $(BASE_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps $(RECBOLE)
 	touch $(BASE_STAMP)
 
 # the tests also need the dev tools and the embedded LLM (llama-cpp-python compiles for about
 # five minutes the first time; pip caches the wheel)
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --quiet -e '.[dev,llm-local]'
+	$(BIN)/pip install --quiet --no-deps $(RECBOLE)
 	touch $(STAMP) $(BASE_STAMP)
 
 demo: $(BASE_STAMP)

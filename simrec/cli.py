@@ -230,13 +230,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("run", help="a complete run directory")
     rp.add_argument("--out", help="report directory (default RUN/report)")
+    sub.add_parser(
+        "datasets",
+        help="list the named datasets (--data NAME) and whether they are installed",
+        description="The named datasets --data accepts, where each comes from, and whether it "
+        "is installed (else the line that installs it).",
+    )
     return p
 
 
 def _add_data_flags(r: argparse.ArgumentParser) -> None:
     """Where the data comes from (every command that reads a log)."""
     r.add_argument("config", nargs="?", help="YAML or TOML config file (flags override it)")
-    r.add_argument("--data", help="data directory (MovieLens) or file (table)")
+    r.add_argument(
+        "--data",
+        help="data directory (MovieLens, RecBole), file (table), or a named dataset "
+        "(ml-100k; see `simrec datasets`)",
+    )
     r.add_argument(
         "--format",
         choices=("synthetic", *FORMATS),
@@ -244,7 +254,7 @@ def _add_data_flags(r: argparse.ArgumentParser) -> None:
     )
     r.add_argument(
         "--columns",
-        help="table format: user=COL,item=COL[,rating=COL,timestamp=COL,title=COL,genres=COL]",
+        help="table/recbole: user=COL,item=COL[,rating=COL,timestamp=COL,title=COL,genres=COL]",
     )
     r.add_argument("--items-file", help="table format: catalog file with item/title/genres columns")
 
@@ -319,9 +329,16 @@ def _add_policy_flags(
 
 
 def _infer_format(path: str) -> str:
+    from simrec.data.registry import resolve_name
+
     p = Path(path)
+    named = resolve_name(path)
+    if path.startswith("recbole:") or (named is not None and not p.exists()):
+        return "recbole"  # the loader resolves the name, or says which names it knows
     if p.is_file():
-        return "table"
+        return "recbole" if p.suffix == ".inter" else "table"
+    if p.is_dir() and any(p.glob("*.inter")):
+        return "recbole"
     for marker, fmt in (
         ("u.data", "movielens-100k"),
         ("ratings.dat", "movielens-1m"),
@@ -332,7 +349,8 @@ def _infer_format(path: str) -> str:
     if not p.exists():
         raise InputError(f"{p}: data path not found")
     raise InputError(
-        f"{p}: cannot tell the data format (no u.data, ratings.dat or ratings.csv); pass --format"
+        f"{p}: cannot tell the data format (no u.data, ratings.dat, ratings.csv or *.inter); "
+        "pass --format"
     )
 
 
@@ -618,6 +636,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from simrec.data.registry import listing
+
+    for row in listing():
+        print(f"{row['name']}  (--data {row['name']}, format {row['format']})")
+        print(f"  {row['description']}")
+        print(f"  source: {row['source']}")
+        where = "path" if row["installed"] == "yes" else "install with"
+        print(f"  installed: {row['installed']}; {where}: {row['path_or_install']}")
+    print("synthetic  (--format synthetic): the built-in synthetic world, always available")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from simrec.evaluation.report import run_report
 
@@ -679,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_fidelity(args)
         if args.command == "augment":
             return cmd_augment(args)
+        if args.command == "datasets":
+            return cmd_datasets(args)
     except SimrecError as err:
         print(f"simrec: error: {err}", file=sys.stderr)
         return 2

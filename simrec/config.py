@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from simrec.errors import ConfigError
 
-DataFormat = Literal["synthetic", "movielens-100k", "movielens-1m", "movielens-latest", "table"]
+DataFormat = Literal[
+    "synthetic", "movielens-100k", "movielens-1m", "movielens-latest", "recbole", "table"
+]
 TABLE_COLUMN_KEYS = ("user", "item", "rating", "timestamp", "title", "genres")
 
 
@@ -46,11 +48,16 @@ class DataConfig(_Section):
     """Where the logs that calibrate the population come from."""
 
     format: DataFormat = "synthetic"
-    path: str | None = Field(None, description="data directory (MovieLens) or file (table)")
+    path: str | None = Field(
+        None,
+        description="data directory (MovieLens, RecBole), file (table) or a named dataset "
+        "(ml-100k; see `simrec datasets`)",
+    )
     items_path: str | None = Field(None, description="table format: optional catalog file")
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="table format: mapping of user,item,rating,timestamp,title,genres to columns",
+        description="table and recbole formats: mapping of user,item,rating,timestamp,title,"
+        "genres to columns (fields)",
     )
     synthetic: SyntheticWorldConfig = Field(default_factory=SyntheticWorldConfig)
 
@@ -252,6 +259,13 @@ class UtilityBrainConfig(_Section):
         description="click weights from the rows the taste model was fitted on (in-sample), or "
         "from each user's latest interactions scored by a taste model of the earlier ones "
         "(cross-fit: the taste model is trusted as far as it predicts choices it has not seen)",
+    )
+    exposure: Literal["none", "popularity"] = Field(
+        "popularity",
+        description="how the log's exposure is told apart from taste: popularity (an item's "
+        "share of the log is how often people came across it: the click model is calibrated "
+        "against items drawn in proportion to that, and inside the simulation the slate is the "
+        "exposure) or none (against uniformly random items: popularity counts as taste)",
     )
     fit_iterations: int = Field(5, ge=1, le=100, description="ALS sweeps of the rating model")
     fit_regularization: float = Field(20.0, gt=0, description="L2 penalty of the rating model")

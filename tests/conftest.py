@@ -57,6 +57,32 @@ def write_ml100k(world, root: Path) -> Path:
     return root
 
 
+def write_recbole(world, root: Path, name: str = "tiny") -> Path:
+    """RecBole atomic files NAME.inter/.item/.user/.link/.kg of ``world`` under root/NAME."""
+    d = root / name
+    d.mkdir(parents=True, exist_ok=True)
+    log, cat = world.interactions, world.catalog
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    lines += [
+        f"{log.user_ids[u]}\t{cat.item_ids[i]}\t{r:g}\t{t}"
+        for u, i, r, t in zip(log.user, log.item, log.rating, log.timestamp, strict=True)
+    ]
+    (d / f"{name}.inter").write_text("\n".join(lines) + "\n")
+    items = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
+    items += [
+        f"{iid}\t{title.rsplit(' (', 1)[0]}\t1995\t{' '.join(g)}"
+        for iid, title, g in zip(cat.item_ids, _titles(world), cat.genre_lists(), strict=True)
+    ]
+    (d / f"{name}.item").write_text("\n".join(items) + "\n")
+    users = ["user_id:token\tage:token"] + [f"{u}\t30" for u in log.user_ids]
+    (d / f"{name}.user").write_text("\n".join(users) + "\n")
+    link = ["item_id:token\tentity_id:token"] + [f"{i}\tm.{i}" for i in cat.item_ids[:10]]
+    (d / f"{name}.link").write_text("\n".join(link) + "\n")
+    kg = ["head_id:token\trelation_id:token\ttail_id:token", "m.1\tfilm.film.sequel\tm.2"]
+    (d / f"{name}.kg").write_text("\n".join(kg) + "\n")
+    return d
+
+
 def write_ml1m(world, root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     log = world.interactions

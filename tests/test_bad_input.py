@@ -9,7 +9,7 @@ import pytest
 
 from simrec.cli import main
 
-from .conftest import write_ml100k, write_mllatest, write_table_csv
+from .conftest import write_ml100k, write_mllatest, write_recbole, write_table_csv
 
 
 def _ml_latest(world, tmp: Path) -> Path:
@@ -152,6 +152,57 @@ def case_policy_class_not_found(w, tmp):
 
 def case_missing_config_file(w, tmp):
     return [str(tmp / "absent.yaml")], ["absent.yaml", "not found"]
+
+
+def _recbole(w, tmp: Path) -> Path:
+    return write_recbole(w, tmp / "rb")
+
+
+def case_recbole_header_without_types(w, tmp):
+    d = _recbole(w, tmp)
+    _edit(d / "tiny.inter", "rating:float", "rating")
+    return ["--data", str(d)], ["tiny.inter", "line 1", "'rating'", "name:type"]
+
+
+def case_recbole_unknown_field_type(w, tmp):
+    d = _recbole(w, tmp)
+    _edit(d / "tiny.inter", "rating:float", "rating:double")
+    return ["--data", str(d)], ["tiny.inter", "line 1", "field 'rating'", "'double'", "float_seq"]
+
+
+def case_recbole_wrong_field_count(w, tmp):
+    d = _recbole(w, tmp)
+    lines = (d / "tiny.inter").read_text().splitlines()
+    lines[5] += "\textra"
+    (d / "tiny.inter").write_text("\n".join(lines) + "\n")
+    return ["--data", str(d)], ["tiny.inter", "line 6", "expected 4 tab-separated", "found 5"]
+
+
+def case_recbole_item_unknown_to_item_file(w, tmp):
+    d = _recbole(w, tmp)
+    lines = (d / "tiny.inter").read_text().splitlines()
+    parts = lines[3].split("\t")
+    parts[1] = "987654"
+    lines[3] = "\t".join(parts)
+    (d / "tiny.inter").write_text("\n".join(lines) + "\n")
+    return ["--data", str(d)], ["tiny.inter", "line 4", "field 'item_id'", "'987654'", "tiny.item"]
+
+
+def case_recbole_link_to_no_item(w, tmp):
+    d = _recbole(w, tmp)
+    with open(d / "tiny.link", "a") as f:
+        f.write("55555\tm.zzz\n")
+    return ["--data", str(d)], ["tiny.link", "line 12", "'55555'", "not in the catalog"]
+
+
+def case_recbole_bad_rating(w, tmp):
+    d = _recbole(w, tmp)
+    lines = (d / "tiny.inter").read_text().splitlines()
+    parts = lines[2].split("\t")
+    parts[2] = "great"
+    lines[2] = "\t".join(parts)
+    (d / "tiny.inter").write_text("\n".join(lines) + "\n")
+    return ["--data", str(d)], ["tiny.inter", "line 3", "field 'rating'", "'great'"]
 
 
 CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]

@@ -40,7 +40,7 @@ ML100K_GENRES = [
     "Western",
 ]
 _RATING_DTYPES = {"user": np.int64, "item": np.int64, "rating": np.float64, "timestamp": np.int64}
-FORMATS = ("movielens-100k", "movielens-1m", "movielens-latest", "table")
+FORMATS = ("movielens-100k", "movielens-1m", "movielens-latest", "recbole", "table")
 
 
 def load(
@@ -50,13 +50,19 @@ def load(
     columns: dict[str, str] | None = None,
     items_path: str | Path | None = None,
 ) -> Dataset:
-    """Load ``fmt`` data from ``path`` (a directory for MovieLens, a file for table)."""
+    """Load ``fmt`` data from ``path`` (a directory for MovieLens, a file for table, a folder,
+    ``.inter`` file or named dataset such as ``ml-100k`` for recbole)."""
     if fmt == "movielens-100k":
         return load_movielens_100k(path)
     if fmt == "movielens-1m":
         return load_movielens_1m(path)
     if fmt == "movielens-latest":
         return load_movielens_latest(path)
+    if fmt == "recbole":
+        from simrec.data.recbole import load_recbole
+        from simrec.data.registry import resolve_path
+
+        return load_recbole(resolve_path(str(path)), columns)
     if fmt == "table":
         return load_table(path, columns or {}, items_path=items_path)
     raise InputError(f"unknown data format '{fmt}': expected one of {', '.join(FORMATS)}")

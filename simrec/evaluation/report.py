@@ -144,8 +144,24 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
             f"{html.escape(str(manifest['data']['source']))}</p>" + _table(summary),
         ),
     )
+    sections.append(("Most watched items", _table(_top_watched(run_dir, ev))))
     sections.append(("Metrics per tick", _table(metrics)))
     return _page(out, f"simrec run {manifest['run_id']}", sections)
+
+
+def _top_watched(run_dir: Path, ev: pd.DataFrame, n: int = 15) -> pd.DataFrame:
+    """The ``n`` most watched items with their titles, genres, watches and mean rating."""
+    items = pq.read_table(run_dir / "items.parquet", columns=["item_id", "title", "genres"])
+    items = items.to_pandas().set_index("item_id")
+    watched = ev[ev.clicked.astype(bool)]
+    top = watched.groupby("item_id").agg(
+        watches=("clicked", "size"), mean_rating=("rating", "mean")
+    )
+    top = top.sort_values(["watches", "mean_rating"], ascending=False).head(n)
+    top = top.join(items, how="left").reset_index()
+    top["genres"] = top.genres.map(lambda g: ", ".join(g) if g is not None else "")
+    top["mean_rating"] = top.mean_rating.round(2)
+    return top[["title", "genres", "watches", "mean_rating", "item_id"]]
 
 
 # ---------------------------------------------------------------------------- A/B
