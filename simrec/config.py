@@ -260,12 +260,15 @@ class UtilityBrainConfig(_Section):
         "from each user's latest interactions scored by a taste model of the earlier ones "
         "(cross-fit: the taste model is trusted as far as it predicts choices it has not seen)",
     )
-    exposure: Literal["none", "popularity"] = Field(
-        "popularity",
-        description="how the log's exposure is told apart from taste: popularity (an item's "
-        "share of the log is how often people came across it: the click model is calibrated "
-        "against items drawn in proportion to that, and inside the simulation the slate is the "
-        "exposure) or none (against uniformly random items: popularity counts as taste)",
+    exposure: float = Field(
+        0.3,
+        ge=0,
+        le=2,
+        description="how much of an item's popularity in the log is exposure (people came "
+        "across it) rather than taste: the click model is calibrated against items drawn in "
+        "proportion to (interactions + 1) ** exposure, and inside the simulation the slate is "
+        "the exposure. 0: popularity counts as taste (uniform negatives); 1: all of it is "
+        "exposure",
     )
     fit_iterations: int = Field(5, ge=1, le=100, description="ALS sweeps of the rating model")
     fit_regularization: float = Field(20.0, gt=0, description="L2 penalty of the rating model")

@@ -19,10 +19,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
-from simrec.data.dataset import Dataset
+from simrec.data.dataset import Dataset, Interactions
 from simrec.rng import Streams
 
-_MIN_TENURE_DAYS = 30
+MIN_TENURE_DAYS = 30
 
 
 @dataclass
@@ -94,7 +94,7 @@ def derive_personas(data: Dataset, rating_bias: np.ndarray) -> Personas:
         np.asarray(user_genre.todense()) if sp.issparse(user_genre) else np.asarray(user_genre)
     )
     diversity = _percentile(_entropy(user_genre)) if g.nnz else np.full(n_users, 0.5, np.float32)
-    arrival = _arrival_rate(log.user, log.timestamp, n_users)
+    arrival = _arrival_rate(log)
     liked, disliked = _genre_preferences(data, user_genre)
     has_ratings = bool(np.isfinite(log.rating).any())
     profiles = [
@@ -165,26 +165,18 @@ def _entropy(counts: np.ndarray) -> np.ndarray:
         return -np.nansum(np.where(p > 0, p * np.log(p), 0.0), axis=1)
 
 
-def _arrival_rate(user: np.ndarray, ts: np.ndarray, n_users: int) -> np.ndarray:
-    """Active days / the user's own tenure in days (first to last interaction, at least
-    ``_MIN_TENURE_DAYS``), clipped to [0.01, 0.95].
+def _arrival_rate(log: Interactions) -> np.ndarray:
+    """Sessions (bursts separated by 30 minutes without interactions) per day of the user's
+    own tenure (first to last interaction, at least ``MIN_TENURE_DAYS``), clipped to
+    [0.01, 0.95].
 
     The user's own tenure, not the whole log's span: MovieLens-style logs span decades while
     each user is active for weeks, and a simulated user is one who is using the service now.
     """
-    if user.size == 0:
-        return np.full(n_users, 0.01, np.float32)
-    day = (ts // 86400).astype(np.int64)
-    day -= day.min()
-    pairs = np.unique(user.astype(np.int64) * (1 << 32) + day)
-    owner = (pairs >> 32).astype(np.int64)
-    active_days = np.bincount(owner, minlength=n_users)
-    days = pairs & 0xFFFFFFFF  # sorted by (user, day): a user's first and last day bound its run
-    start = np.r_[0, np.flatnonzero(owner[1:] != owner[:-1]) + 1]
-    end = np.r_[start[1:], owner.size] - 1
-    tenure = np.full(n_users, _MIN_TENURE_DAYS, np.int64)
-    tenure[owner[start]] = np.maximum(days[end] - days[start] + 1, _MIN_TENURE_DAYS)
-    return np.clip(active_days / tenure, 0.01, 0.95).astype(np.float32)
+    if len(log) == 0:
+        return np.full(log.n_users, 0.01, np.float32)
+    rate = log.sessions().rate_per_day(MIN_TENURE_DAYS)
+    return np.clip(rate, 0.01, 0.95).astype(np.float32)
 
 
 def _genre_preferences(

@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+SESSION_GAP_SECONDS = 1800  # a new session after 30 minutes without interactions
+
 
 @dataclass(frozen=True)
 class RatingScale:
@@ -159,6 +161,26 @@ class Interactions:
         late = rank >= (counts - n_late)[user]
         return np.sort(order[~late]), np.sort(order[late])
 
+    def sessions(self, gap_seconds: int = SESSION_GAP_SECONDS) -> Sessions:
+        """The log's sessions: each user's bursts of interactions, a new one starting after
+        more than ``gap_seconds`` without any (30 minutes by default, the usual web-analytics
+        convention)."""
+        order = np.lexsort((self.timestamp, self.user))
+        user, ts = self.user[order].astype(np.int64), self.timestamp[order]
+        first = np.r_[True, user[1:] != user[:-1]] if user.size else np.zeros(0, bool)
+        new = first | np.r_[False, np.diff(ts) > gap_seconds]
+        starts = np.flatnonzero(new)
+        user_starts = np.flatnonzero(first)
+        span = np.maximum.reduceat(ts, user_starts) - np.minimum.reduceat(ts, user_starts)
+        tenure = np.zeros(self.n_users)
+        tenure[user[user_starts]] = span / 86400.0
+        return Sessions(
+            size=np.diff(np.r_[starts, user.size]),
+            user=user[starts],
+            per_user=np.bincount(user[starts], minlength=self.n_users),
+            tenure_days=tenure,
+        )
+
     def to_arrow(self) -> pa.Table:
         """The log as an Arrow table with columns user_index, item_index, rating, timestamp."""
         return pa.table(
@@ -169,6 +191,23 @@ class Interactions:
                 "timestamp": pa.array(self.timestamp, pa.int64()),
             }
         )
+
+
+@dataclass
+class Sessions:
+    """Sessions of a log. size, user: (n_sessions,) interactions in each and its user;
+    per_user: (n_users,) sessions per user; tenure_days: (n_users,) days from each user's
+    first to last interaction (0 for a single burst)."""
+
+    size: np.ndarray
+    user: np.ndarray
+    per_user: np.ndarray
+    tenure_days: np.ndarray
+
+    def rate_per_day(self, min_tenure_days: float) -> np.ndarray:
+        """(n_users,) sessions per day of each user's own tenure, at least ``min_tenure_days``
+        (a user active for one evening is not taken to come back every day)."""
+        return self.per_user / np.maximum(self.tenure_days, min_tenure_days)
 
 
 @dataclass

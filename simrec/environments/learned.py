@@ -66,6 +66,11 @@ class _Ranker:
         """(c,) users -> (c, n_items) float32 scores; users unknown to the fit are padded."""
         raise NotImplementedError
 
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        """(c,) users -> (c, n_items) float32 scores of every item (consumed ones included);
+        users the fit never saw get the popularity fallback."""
+        return self._scores_with_fallback(users)
+
     def _scores_with_fallback(self, users: np.ndarray) -> np.ndarray:
         known = (users >= 0) & (users < self.n_users)
         out = np.empty((users.size, self.n_items), np.float32)

@@ -49,6 +49,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 from scipy import stats
 
+from simrec.agents.taste import damped_bias
 from simrec.config import RunConfig
 from simrec.data.dataset import Dataset, Interactions
 from simrec.errors import ConfigError
@@ -181,7 +182,28 @@ def _brain(data: Dataset, cfg: RunConfig):
 
 
 def _brain_scores(brain, s: _Sets) -> np.ndarray:
-    return brain.watch_logit(s.users, s.items[:, None])[:, 0].astype(np.float64)
+    return brain.choice_logit(s.users, s.items[:, None])[:, 0].astype(np.float64)
+
+
+PICKERS = ("itemknn", "als")  # policies whose scores are baseline pickers, like popularity
+
+
+def _picker_scores(name: str, data: Dataset, s: _Sets) -> np.ndarray:
+    """The built-in policy ``name`` fitted on ``data`` (default parameters) as a picker: each
+    pair scored by the policy's own score of the item for the user. -> (n,) float64."""
+    from simrec.environments.policies import make_policy
+    from simrec.simulator.model import agent_log
+
+    policy = make_policy(name, {}, None)
+    policy.fit(agent_log(data, np.arange(data.interactions.n_users)), data.catalog)
+    out = np.empty(s.users.size)
+    users = np.unique(s.users)
+    for start in range(0, users.size, 2048):
+        chunk = users[start : start + 2048]
+        rows = np.flatnonzero((s.users >= chunk[0]) & (s.users <= chunk[-1]))
+        table = policy.scores(chunk)
+        out[rows] = table[np.searchsorted(chunk, s.users[rows]), s.items[rows]]
+    return out
 
 
 def _popularity_scores(data: Dataset, s: _Sets) -> np.ndarray:
@@ -239,29 +261,37 @@ def discrimination(split: Split, cfg: RunConfig, brain, holdout: float) -> tuple
         inner.test, split.train.interactions.matrix(n_items), n_items, cfg.seed, "fid-inner"
     )
     theta = _calibrate_threshold(_brain_scores(inner_brain, inner_sets), inner_sets)
-    theta_pop = _calibrate_threshold(_popularity_scores(inner.train, inner_sets), inner_sets)
     full = split.train.interactions.matrix(n_items) + split.test.matrix(n_items)
     sets = _discrimination_sets(split.test, full.tocsr(), n_items, cfg.seed, "fid-test")
     brain_scores = _brain_scores(brain, sets)
-    pop_scores = _popularity_scores(split.train, sets)
-    rows: list[tuple] = [
-        ("discrimination", "calibration", "threshold", theta, "simrec"),
-        ("discrimination", "calibration", "threshold", theta_pop, "popularity"),
-    ]
+    # every picker: (its scores on the test sets, its threshold from the inner split)
+    pickers = {"simrec": (brain_scores, theta)}
+    pop_inner = _popularity_scores(inner.train, inner_sets)
+    pickers["popularity"] = (
+        _popularity_scores(split.train, sets),
+        _calibrate_threshold(pop_inner, inner_sets),
+    )
+    for name in PICKERS:
+        inner_scores = _picker_scores(name, inner.train, inner_sets)
+        pickers[name] = (
+            _picker_scores(name, split.train, sets),
+            _calibrate_threshold(inner_scores, inner_sets),
+        )
     truth = split.train.truth
     if truth is not None:  # a synthetic world: what its own choice model reaches, same protocol
         inner_truth = truth.log_choice(inner_sets.users, inner_sets.items)
-        theta_oracle = _calibrate_threshold(inner_truth, inner_sets)
-        oracle_scores = truth.log_choice(sets.users, sets.items)
-        rows.append(("discrimination", "calibration", "threshold", theta_oracle, "oracle"))
+        pickers["oracle"] = (
+            truth.log_choice(sets.users, sets.items),
+            _calibrate_threshold(inner_truth, inner_sets),
+        )
+    rows: list[tuple] = [
+        ("discrimination", "calibration", "threshold", th, source)
+        for source, (_, th) in pickers.items()
+    ]
     for ratio in RATIOS:
-        _scores_table(rows, ratio, "simrec", *_confusion(brain_scores, sets, ratio, theta))
-        _scores_table(rows, ratio, "popularity", *_confusion(pop_scores, sets, ratio, theta_pop))
-        if truth is not None:
-            _scores_table(
-                rows, ratio, "oracle", *_confusion(oracle_scores, sets, ratio, theta_oracle)
-            )
-        _scores_table(rows, ratio, "always_no", *_confusion(pop_scores, sets, ratio, np.inf))
+        for source, (scores, th) in pickers.items():
+            _scores_table(rows, ratio, source, *_confusion(scores, sets, ratio, th))
+        _scores_table(rows, ratio, "always_no", *_confusion(brain_scores, sets, ratio, np.inf))
         rows.append(
             ("discrimination", f"1:{ratio}", "pairs", float(sets.select(ratio).sum()), "real")
         )
@@ -269,9 +299,7 @@ def discrimination(split: Split, cfg: RunConfig, brain, holdout: float) -> tuple
     from sklearn.metrics import roc_auc_score
 
     sel = sets.select(1)
-    scored = [("simrec", brain_scores), ("popularity", pop_scores)]
-    scored += [("oracle", oracle_scores)] if truth is not None else []
-    for source, scores in scored:
+    for source, (scores, _) in pickers.items():
         auc = roc_auc_score(sets.labels[sel], scores[sel])
         rows.append(("discrimination", "1:1", "roc_auc", float(auc), source))
     return rows, (sets, brain_scores, theta)
@@ -470,6 +498,7 @@ def rating_fidelity(split: Split, brain, seed: int) -> tuple[list[tuple], dict]:
     n_i = np.bincount(train.item[tr], minlength=n_items)
     item_mean = np.bincount(train.item[tr], train.rating[tr], n_items) / np.maximum(n_i, 1)
     item_mean = np.where(n_i > 0, item_mean, mu)[i]
+    mu_b, b_u, b_i = damped_bias(split.train.interactions, n_items)
     span = float(rm.scale.high - rm.scale.low) or 1.0
     w = stats.wasserstein_distance(sampled, real)
     rows = [("rating", "held-out", "ratings", float(real.size), "real")]
@@ -478,6 +507,7 @@ def rating_fidelity(split: Split, brain, seed: int) -> tuple[list[tuple], dict]:
         ("sampled", sampled, "simrec"),
         ("expected", np.full(real.size, mu), "global_mean"),
         ("expected", item_mean, "item_mean"),
+        ("expected", mu_b + b_u[u] + b_i[i], "damped_bias"),
     ):
         rows.append(("rating", "held-out", f"rmse_{name}", _rmse(pred, real), source))
         rows.append(
@@ -500,16 +530,18 @@ def _rmse(pred: np.ndarray, real: np.ndarray) -> float:
 
 
 def _real_behaviour(data: Dataset, tick_seconds: int) -> dict[str, np.ndarray]:
+    """The log's behaviour measured as the simulation's is: sessions are bursts separated by
+    30 minutes without interactions (:meth:`Interactions.sessions`); a user's sessions per tick
+    are counted over the user's own tenure (at least MIN_TENURE_DAYS), since a simulated
+    user is one using the service now, as the personas' arrival rates are."""
+    from simrec.agents.persona import MIN_TENURE_DAYS
+
     log = data.interactions
-    day = (log.timestamp - log.timestamp.min()) // tick_seconds
-    key = log.user.astype(np.int64) * (int(day.max()) + 1) + day
-    sessions, per_session = np.unique(key, return_counts=True)
-    session_user = sessions // (int(day.max()) + 1)
-    days = float(day.max() + 1)
-    sessions_per_user = np.bincount(session_user, minlength=log.n_users) / days
+    sessions = log.sessions()
+    per_day = sessions.rate_per_day(MIN_TENURE_DAYS)
     return {
-        "items_per_session": per_session.astype(np.float64),
-        "sessions_per_user_per_tick": sessions_per_user,
+        "items_per_session": sessions.size.astype(np.float64),
+        "sessions_per_user_per_tick": per_day * tick_seconds / 86400.0,
         "consumed": np.bincount(log.item, minlength=data.catalog.n_items),
     }
 

@@ -3,10 +3,14 @@
 Per page view with ``k`` slots:
 
 * examination: position-based, ``P(examine position j) = first_examination * j ** -position_decay``;
-* watch (click) given examined: ``sigmoid(w0 + w_aff * z_affinity + w_pop * conformity * z_pop
-  + w_nov * diversity * novelty + social_weight * conformity * social)``, where the weights are
-  fitted by logistic regression of observed against random items in the seed log, and ``w0``
-  is prior-corrected so that a random examined item is watched at the log's density;
+* watch (click) given examined: ``sigmoid(w0 + w_aff * z_affinity + w_genre * z_genre_taste
+  + w_q * z_quality + (w_p + w_conf * conformity - w_nov * diversity) * z_pop
+  + social_weight * conformity * social)``: the taste model's affinity, the user's genre taste
+  (leave-one-out in calibration), the item's damped rating bias and its popularity, weighted by
+  logistic regression of the log's interactions against items drawn from the log's *exposure*
+  (in proportion to ``(interactions + 1) ** brain.exposure``), so that what made people come
+  across an item is not taken for taste: inside the simulation, exposure is the slate. ``w0``
+  is prior-corrected so that an exposure-drawn examined item is watched at the log's density;
 * rating of a watched item: the fitted biased-MF expectation plus residual noise, quantised to
   the dataset's scale;
 * leaving after the page: ``sigmoid(leave_base + fatigue * page - w_sat * page_value)``;
@@ -25,11 +29,15 @@ from simrec.agents.brains.base import PageBatch, PageDecisions
 from simrec.agents.persona import Personas, derive_personas
 from simrec.agents.taste import (
     ChoiceFactors,
+    GenreTaste,
     RatingModel,
+    damped_bias,
+    fit_genre_taste,
     fit_rating_model,
     fit_taste,
     world_factors,
 )
+from simrec.arrays import rowwise_dot
 from simrec.config import UtilityBrainConfig
 from simrec.data.dataset import Dataset
 from simrec.errors import ConfigError
@@ -43,16 +51,59 @@ _NEGATIVES_PER_POSITIVE = 4
 
 @dataclass
 class ClickWeights:
-    """Logit weights of the watch model, and the standardisation of its inputs."""
+    """Logit weights of the watch model (per standard deviation of each kind of evidence over
+    exposure-drawn items), and that standardisation."""
 
     intercept: float
     affinity: float
+    genre: float
+    quality: float
+    popularity_main: float
     popularity: float
     novelty: float
     aff_mean: float
+    genre_mean: float
+    quality_mean: float
     aff_std: float
-    pop_mean: float
-    pop_std: float
+    genre_std: float
+    quality_std: float
+
+
+@dataclass
+class _Evidence:
+    """What the watch model weighs, fitted on some rows of a log: the taste model, the genre
+    taste, item quality (damped rating bias, standardised), standardised log popularity and
+    the log exposure (n_items,)."""
+
+    choice: ChoiceFactors
+    genre: GenreTaste
+    quality: np.ndarray
+    z_pop: np.ndarray
+    exposure: np.ndarray
+
+    @classmethod
+    def fit(cls, brain: UtilityBrain, data: Dataset, log) -> _Evidence:
+        n_items = data.catalog.n_items
+        counts = np.bincount(log.item, minlength=n_items)
+        quality = damped_bias(log, n_items)[2]
+        logpop = np.log1p(counts.astype(np.float64))
+        return cls(
+            brain._fit_taste(data, log),
+            fit_genre_taste(log, data.catalog.genres),
+            ((quality - quality.mean()) / (quality.std() or 1.0)).astype(np.float32),
+            ((logpop - logpop.mean()) / (logpop.std() or 1.0)).astype(np.float32),
+            brain._exposure(counts),
+        )
+
+    def features(self, users: np.ndarray, items: np.ndarray, own: int = 0) -> np.ndarray:
+        """(m,), (m,) -> (m, 3) float64: affinity, genre taste, quality of each pair. The
+        first ``own`` pairs are interactions of the log the evidence was fitted on: their
+        genre taste leaves them out."""
+        c = self.choice
+        aff = c.affinity(np.einsum("nd,nd->n", c.taste[users], c.items[items]).astype(np.float64))
+        genre = rowwise_dot(self.genre.lift, users, self.genre.items, items)
+        genre[:own] = self.genre.leave_one_out(users[:own], items[:own])
+        return np.column_stack([aff, genre, self.quality[items]]).astype(np.float64)
 
 
 class UtilityBrain:
@@ -67,7 +118,8 @@ class UtilityBrain:
         self.choice: ChoiceFactors | None = None
         self.rating_model: RatingModel | None = None
         self.weights: ClickWeights | None = None
-        self.z_pop = np.zeros(0, np.float32)
+        self.evidence: _Evidence | None = None
+        self.log_exposure = np.zeros(0, np.float32)
         self.has_ratings = False
         self.click_calibration: str | None = None
 
@@ -82,7 +134,8 @@ class UtilityBrain:
                 "brain.taste_model: 'oracle' is a synthetic world's own choice model, and "
                 f"{data.source} has none; expected 'svd' or 'lda' for this data"
             )
-        self.choice = self._fit_taste(data, data.interactions)
+        self.evidence = _Evidence.fit(self, data, data.interactions)
+        self.choice = self.evidence.choice
         self.rating_model = fit_rating_model(
             data.interactions,
             n_items,
@@ -105,63 +158,52 @@ class UtilityBrain:
         return fit_taste(c.taste_model, log, data.catalog.n_items, c.taste_dim, self.seed)
 
     def _fit_click_weights(self, data: Dataset, personas: Personas) -> ClickWeights:
-        """Logistic regression of watched against random items. ``click_calibration:
-        cross-fit`` takes each user's latest CROSS_FIT_SHARE of interactions as
-        positives, scored by a taste model and popularity fitted on the earlier rest, so the
-        weight of affinity is how well the taste model predicts choices it has not seen rather
-        than how well it fits its own training rows (a fit that flatters recommenders of its
-        family). With ``in-sample`` (the default), and with fewer than _MIN_CROSS_FIT such
-        rows, the positives are rows the taste model was fitted on.
-        ``self.click_calibration`` records which was used."""
+        """Logistic regression of watched items against items drawn from the log's exposure
+        (``brain.exposure``), on four kinds of evidence: the taste model's affinity, the
+        user's genre taste, the item's quality (its damped rating bias) and its popularity
+        (a main effect and its pull on conformists and explorers). ``click_calibration:
+        cross-fit`` takes each user's latest CROSS_FIT_SHARE of interactions as positives,
+        scored by evidence fitted on the earlier rest, so each weight is how well its evidence
+        predicts choices it has not seen rather than how well it fits its own training rows
+        (a fit that flatters recommenders of its family). With ``in-sample`` (the default), and
+        with fewer than _MIN_CROSS_FIT such rows, the positives are rows the evidence was
+        fitted on. ``self.click_calibration`` records which was used."""
         log, n_items = data.interactions, data.catalog.n_items
         g = Streams(self.seed).generator("click-calibration")
-        logpop = np.log1p(data.catalog.popularity.astype(np.float64))
-        pop_mean, pop_std = float(logpop.mean()), float(logpop.std() or 1.0)
-        self.z_pop = ((logpop - pop_mean) / pop_std).astype(np.float32)
-        choice, z_pop, rows = self.choice, self.z_pop, np.arange(len(log))
+        self.log_exposure = self._exposure(data.catalog.popularity).astype(np.float32)
+        ev, rows = self.evidence, np.arange(len(log))
         self.click_calibration = "in-sample"
         if self.config.click_calibration == "cross-fit":
             early, late = log.latest(CROSS_FIT_SHARE)
             if late.size >= _MIN_CROSS_FIT:
-                choice = self._fit_taste(data, log.take(early))
-                early_pop = np.log1p(np.bincount(log.item[early], minlength=n_items))
-                z_pop = (early_pop - early_pop.mean()) / (early_pop.std() or 1.0)
-                rows = late
+                ev, rows = _Evidence.fit(self, data, log.take(early)), late
                 self.click_calibration = "cross-fit"
             else:
                 self.click_calibration = f"in-sample (under {_MIN_CROSS_FIT} rows to cross-fit)"
         pos = rows[g.choice(rows.size, size=min(rows.size, _MAX_POSITIVES), replace=False)]
         users_pos, items_pos = log.user[pos].astype(np.int64), log.item[pos].astype(np.int64)
         users_neg = np.repeat(users_pos, _NEGATIVES_PER_POSITIVE)
-        items_neg = g.integers(0, n_items, users_neg.size)
+        items_neg = g.choice(n_items, size=users_neg.size, p=np.exp(ev.exposure))
         users = np.concatenate([users_pos, users_neg])
         items = np.concatenate([items_pos, items_neg])
         y = np.concatenate([np.ones(users_pos.size), np.zeros(users_neg.size)])
-
-        def affinity(factors: ChoiceFactors) -> np.ndarray:
-            dots = np.einsum("nd,nd->n", factors.taste[users], factors.items[items])
-            return factors.affinity(dots.astype(np.float64))
-
-        def standardise(aff: np.ndarray) -> tuple[float, float]:  # over the random items
-            neg = aff[users_pos.size :]
-            return float(neg.mean()), float(neg.std() or 1.0)
-
-        aff = affinity(choice)
-        fit_mean, fit_std = standardise(aff)
-        # the simulation scores with the final taste model: its own standardisation
-        aff_mean, aff_std = (
-            standardise(affinity(self.choice))
-            if choice is not self.choice
-            else (
-                fit_mean,
-                fit_std,
-            )
-        )
-        zp = np.asarray(z_pop, np.float64)[items]
+        negatives = slice(users_pos.size, None)
+        own = users_pos.size if ev is self.evidence else 0  # in sample: positives are its rows
+        raw = ev.features(users, items, own)  # (m, 3): affinity, genre, quality
+        centre, spread = raw[negatives].mean(axis=0), raw[negatives].std(axis=0)
+        spread[spread == 0] = 1.0
+        if ev is not self.evidence:  # the simulation scores with the final evidence
+            final = self.evidence.features(users[negatives], items[negatives])
+            self_centre, self_spread = final.mean(axis=0), final.std(axis=0)
+            self_spread[self_spread == 0] = 1.0
+        else:
+            self_centre, self_spread = centre, spread
+        zp = ev.z_pop[items]
         x = np.column_stack(
             [
                 np.ones(y.size),
-                (aff - fit_mean) / fit_std,
+                (raw - centre) / spread,
+                zp,
                 personas.conformity[users] * zp,
                 personas.diversity[users] * -zp,
             ]
@@ -169,18 +211,20 @@ class UtilityBrain:
         w = _logistic_regression(x, y, l2=1e-3)
         density = len(log) / max(1, log.n_users * n_items)
         tau = self.config.random_item_watch_rate or float(np.clip(density, 1e-4, 0.5))
-        ybar = y.mean()
-        intercept = w[0] + logit(tau) - logit(ybar)  # prior correction for the negative sampling
+        intercept = w[0] + logit(tau) - logit(y.mean())  # prior correction for the sampling
         return ClickWeights(
             float(intercept),
-            float(w[1]),
-            float(w[2]),
-            float(w[3]),
-            aff_mean,
-            aff_std,
-            pop_mean,
-            pop_std,
+            *(float(v) for v in w[1:8]),
+            *(float(v) for v in self_centre),
+            *(float(v) for v in self_spread),
         )
+
+    def _exposure(self, counts: np.ndarray) -> np.ndarray:
+        """(n_items,) log of the exposure distribution, proportional to ``(counts + 1) **
+        brain.exposure`` (0: uniform; 1: an item's share of the log is taken for how often
+        people came across it, not for how much they like it)."""
+        w = self.config.exposure * np.log1p(counts.astype(np.float64))
+        return w - np.logaddexp.reduce(w)
 
     # ------------------------------------------------------------------ per-agent state
 
@@ -192,6 +236,19 @@ class UtilityBrain:
         self.streams = streams
         self.source_user = src
         self.taste = np.ascontiguousarray(self.choice.taste[src])
+        self.genre_lift = np.ascontiguousarray(self.evidence.genre.lift[src])
+        w, ev = self.weights, self.evidence
+        constant = -(
+            w.affinity * w.aff_mean / w.aff_std
+            + w.genre * w.genre_mean / w.genre_std
+            + w.quality * w.quality_mean / w.quality_std
+        )
+        self.item_term = (
+            w.intercept
+            + constant
+            + w.quality / w.quality_std * ev.quality
+            + w.popularity_main * ev.z_pop
+        ).astype(np.float32)
         self.conformity = personas.conformity
         self.diversity = personas.diversity
         self.arrival_rate = personas.arrival_rate
@@ -237,19 +294,27 @@ class UtilityBrain:
         leave = u[:, k] < expit(leave_logit)
         return PageDecisions(examined, clicked, rating, leave, np.full(n, self.name, dtype=object))
 
+    def choice_logit(self, agents: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """How likely each agent is to pick each item on its own, outside any slate: the watch
+        logit plus the item's log exposure (see ``brain.exposure``). agents (n,), items (n, k)
+        -> (n, k) float32. The fidelity report's discrimination scores these."""
+        return self.watch_logit(agents, items) + self.log_exposure[items]
+
     def watch_logit(self, agents: np.ndarray, items: np.ndarray) -> np.ndarray:
         """The logit of watching an examined item, without friends' signal: agents (n,),
         items (n, k) valid item indices -> (n, k) float32."""
-        w = self.weights
+        w, ev = self.weights, self.evidence
         aff = self.choice.affinity(
             np.einsum("nd,nkd->nk", self.taste[agents], self.choice.items[items])
         )
-        zp = self.z_pop[items]
-        # logit = b + a * affinity + (w_pop * conformity - w_nov * diversity) * z_pop
-        per_agent = w.popularity * self.conformity[agents] - w.novelty * self.diversity[agents]
         x = aff * np.float32(w.affinity / w.aff_std)
-        x += np.float32(w.intercept - w.affinity * w.aff_mean / w.aff_std)
-        x += per_agent[:, None] * zp
+        x += np.einsum("ng,nkg->nk", self.genre_lift[agents], ev.genre.items[items]) * np.float32(
+            w.genre / w.genre_std
+        )
+        x += self.item_term[items]
+        # + (w_pop * conformity - w_nov * diversity) * z_pop
+        per_agent = w.popularity * self.conformity[agents] - w.novelty * self.diversity[agents]
+        x += per_agent[:, None] * ev.z_pop[items]
         return x
 
     # ------------------------------------------------------------------ sessions
