@@ -441,3 +441,40 @@ def test_oracle_taste_is_the_worlds_utility_and_needs_a_world(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "brain.taste_model" in err[0] and "oracle" in err[0]
     assert not out.exists() or not any(out.iterdir())
+
+
+def _figure(table, section, setting, metric, source="simrec") -> float:
+    hit = table[
+        (table.section == section)
+        & (table.setting == setting)
+        & (table.metric == metric)
+        & (table.source == source)
+    ]
+    assert len(hit) == 1, (section, setting, metric, source)
+    return float(hit.value.iloc[0])
+
+
+@pytest.mark.slow
+def test_real_movielens_100k_direction():
+    """On real MovieLens-100k (each user's latest 20% held out), the default brain separates
+    held-out choices better than the popularity and item-kNN pickers and ranks six policies as
+    held-out Recall@20 does. Measured at this commit: tau 1.00 (seed 0) and 0.87 (seed 1); the
+    bound allows one more swapped pair of the 15 (0.13) below the lower of the two."""
+    table = F.fidelity({"data": {"format": "recbole", "path": "ml-100k"}})
+    for ratio, metric in (("1:1", "accuracy"), ("1:1", "f1"), ("1:9", "f1")):
+        ours = _figure(table, "discrimination", ratio, metric)
+        assert ours > _figure(table, "discrimination", ratio, metric, "popularity")
+    ours = _figure(table, "discrimination", "1:1", "roc_auc")
+    for baseline in ("popularity", "itemknn", "als"):
+        assert ours > _figure(table, "discrimination", "1:1", "roc_auc", baseline)
+    assert _figure(table, "discrimination", "1:1", "accuracy") > _figure(
+        table, "discrimination", "1:1", "accuracy", "itemknn"
+    )
+    assert _figure(table, "rating", "held-out", "rmse_expected") < _figure(
+        table, "rating", "held-out", "rmse_expected", "damped_bias"
+    )
+    assert _figure(table, "ranking", "recall@20", "kendall_tau") >= 0.73
+    # sessions per user per day, compared like with like, within 20% of the log's
+    sim = _figure(table, "behaviour", "sessions_per_user_per_tick", "mean")
+    real = _figure(table, "behaviour", "sessions_per_user_per_tick", "mean", "real")
+    assert abs(sim / real - 1) < 0.2
