@@ -603,7 +603,14 @@ def cmd_augment(args: argparse.Namespace) -> int:
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
-    from simrec.evaluation.fidelity_report import POLICIES, fidelity, summary_table, targets_met
+    from simrec.evaluation.fidelity_report import (
+        POLICIES,
+        fidelity,
+        ranking_verdict,
+        scorecard,
+        summary_table,
+        targets_met,
+    )
     from simrec.simulator.runner import DEFAULT_OUT, run_id_for
 
     cfg = build_config(args)
@@ -615,6 +622,9 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         fmt = {"float_format": lambda v: f"{v:.4f}", "na_rep": "", "index": False}
+        print(f"Policy ranking: {ranking_verdict(table)}.\n")
+        print(scorecard(table).to_string(**fmt))
+        print()
         print(summary_table(table).to_string(**fmt))
         print()
         print(targets_met(table).to_string(**fmt))

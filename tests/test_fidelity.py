@@ -137,7 +137,7 @@ def test_fidelity_report_on_movielens_files(ml100k, tmp_path, capsys):
     assert set(table.section) >= set(F.SECTIONS)
     disc = table[table.section == "discrimination"]
     for ratio in F.RATIOS:
-        for source in ("simrec", "popularity", "always_no"):
+        for source in ("simrec", "popularity", "itemknn", "als", "always_no"):
             got = disc[(disc.setting == f"1:{ratio}") & (disc.source == source)]
             scored = ratio == 1 and source != "always_no"  # 1:1 also has the ROC AUC
             expected = {"accuracy", "precision", "recall", "f1"} | (
@@ -163,6 +163,27 @@ def test_fidelity_report_on_movielens_files(ml100k, tmp_path, capsys):
     for name in ("report.html", "ratings.png", "behaviour.png", "ranking.png"):
         assert (out / name).stat().st_size > 0
     assert (out / "runs" / "als" / "manifest.json").exists()
+    assert ("rmse_expected", "damped_bias") in rating.index
+    # the verdict comes first: the ranking sentence, then simrec against every baseline
+    card = F.scorecard(table)
+    assert set(card.baseline) == {
+        "popularity",
+        "itemknn",
+        "als",
+        "global_mean",
+        "item_mean",
+        "damped_bias",
+    }
+    for r in card.itertuples():
+        higher = not r.figure.startswith("rmse")
+        better = r.simrec > r.baseline_value if higher else r.simrec < r.baseline_value
+        assert r.verdict.startswith("better" if better else "worse")
+    verdict = F.ranking_verdict(table)
+    assert f"Kendall tau {tau:.2f}" in verdict and "random" in verdict
+    assert printed.index("Policy ranking:") < printed.index("kendall_tau")
+    page = (out / "report.html").read_text()
+    assert page.index("ranking of policies") < page.index("All figures")
+    assert "http" not in page  # renders without a network
 
 
 def test_fidelity_is_informative_and_reproducible(tmp_path):

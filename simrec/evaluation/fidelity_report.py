@@ -77,7 +77,7 @@ TARGETS = {  # (section, setting, metric): (comparison, value), from the fidelit
     ("discrimination", "1:1", "accuracy"): (">=", 0.85),
     ("discrimination", "1:9", "f1"): (">=", 0.65),
     ("rating", "held-out", "rmse_expected"): ("<=", 0.88),
-    ("rating", "held-out", "wasserstein_normalised"): ("<=", 0.05),
+    ("rating", "held-out", "wasserstein_normalised"): ("<=", 0.03),
     ("ranking", "recall@20", "kendall_tau"): (">=", 0.8),
 }
 COLUMNS = ("section", "setting", "metric", "value", "source")
@@ -832,6 +832,61 @@ def _item_index(events: pd.DataFrame, data: Dataset) -> np.ndarray:
     return lookup.get_indexer(events.item_id.to_numpy())
 
 
+# (section, setting, metric, higher is better) of the scorecard, each against every baseline
+SCORECARD = (
+    ("discrimination", "1:1", "accuracy", True),
+    ("discrimination", "1:1", "f1", True),
+    ("discrimination", "1:9", "accuracy", True),
+    ("discrimination", "1:9", "f1", True),
+    ("discrimination", "1:1", "roc_auc", True),
+    ("rating", "held-out", "rmse_expected", False),
+)
+
+
+def scorecard(table: pd.DataFrame) -> pd.DataFrame:
+    """simrec against each baseline of the report, one row per (figure, baseline): both values
+    and whether simrec is better, by how much."""
+    out = []
+    for section, setting, metric, higher in SCORECARD:
+        rows = table[
+            (table.section == section) & (table.setting == setting) & (table.metric == metric)
+        ]
+        ours = rows[rows.source == "simrec"].value
+        if ours.empty:
+            continue
+        ours_v = float(ours.iloc[0])
+        for r in rows[~rows.source.isin(["simrec", "always_no", "llm"])].itertuples():
+            gain = (ours_v - r.value) if higher else (r.value - ours_v)
+            out.append(
+                {
+                    "figure": f"{metric} {setting}" if section == "discrimination" else metric,
+                    "simrec": ours_v,
+                    "baseline": r.source,
+                    "baseline_value": float(r.value),
+                    "verdict": f"{'better' if gain > 0 else 'worse'} by {abs(gain):.3f}",
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def ranking_verdict(table: pd.DataFrame) -> str:
+    """One sentence: how simrec orders the policies against held-out Recall@20."""
+    rk = table[table.section == "ranking"]
+    sim = rk[(rk.metric == "watches_per_user") & (rk.source == "simrec")]
+    real = rk[(rk.metric == "recall@20") & (rk.source == "real")]
+    tau = rk[(rk.setting == "recall@20") & (rk.metric == "kendall_tau")].value
+    if sim.empty or real.empty or tau.empty:
+        return "no policy ranking in this report"
+    n = len(sim)
+    swapped = round((1 - float(tau.iloc[0])) / 2 * n * (n - 1) / 2)
+    order = lambda df: " > ".join(df.sort_values("value", ascending=False).setting)  # noqa: E731
+    return (
+        f"simulated engagement orders the {n} policies {order(sim)}; held-out Recall@20 orders "
+        f"them {order(real)}: Kendall tau {float(tau.iloc[0]):.2f}, {swapped} of "
+        f"{n * (n - 1) // 2} pairs swapped"
+    )
+
+
 def targets_met(table: pd.DataFrame) -> pd.DataFrame:
     """One row per target: the figure, the target and whether it is met."""
     out = []
@@ -874,11 +929,17 @@ def _write(out: Path, table: pd.DataFrame, cfg: RunConfig, ratings: dict, beh: d
     tmp = out / ".fidelity.parquet.tmp"
     pq.write_table(arrow, tmp, compression="zstd")
     tmp.replace(out / "fidelity.parquet")
+    import html
+
     plt = report._plt()
-    sections = []
-    met = targets_met(table)
-    sections.append(("Targets", report._table(met)))
-    sections.append(("All figures", report._table(summary_table(table))))
+    sections = [
+        (
+            "Can I trust simrec's ranking of policies on this data?",
+            f"<p>{html.escape(ranking_verdict(table))}.</p>",
+        ),
+        ("How well do its users know their own tastes?", report._table(scorecard(table))),
+    ]
+    _ranking_plot(plt, report, table, out, sections)
     if ratings:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         values = np.union1d(np.unique(ratings["real"]), np.unique(ratings["sampled"]))
@@ -904,6 +965,23 @@ def _write(out: Path, table: pd.DataFrame, cfg: RunConfig, ratings: dict, beh: d
     sections.append(
         ("Behaviour", report._img(report._save(fig, out / "behaviour.png"), "behaviour"))
     )
+    sections.append(("Targets", report._table(targets_met(table))))
+    sections.append(("All figures", report._table(summary_table(table))))
+    sections.append(
+        (
+            "Setup",
+            "<pre>"
+            + json.dumps(
+                {"holdout": holdout, "config": cfg.model_dump(mode="json")}, indent=1
+            ).replace("<", "&lt;")
+            + "</pre>",
+        )
+    )
+    report._page(out, "simrec fidelity report", sections)
+
+
+def _ranking_plot(plt, report, table: pd.DataFrame, out: Path, sections: list) -> None:
+    """The policy-ranking scatter: held-out Recall@20 against simulated watches per user."""
     rk = table[table.section == "ranking"]
     sim = rk[(rk.metric == "watches_per_user") & (rk.source == "simrec")]
     names = list(sim.setting)
@@ -920,14 +998,3 @@ def _write(out: Path, table: pd.DataFrame, cfg: RunConfig, ratings: dict, beh: d
         sections.append(
             ("Policy ranking", report._img(report._save(fig, out / "ranking.png"), "ranking"))
         )
-    sections.append(
-        (
-            "Setup",
-            "<pre>"
-            + json.dumps(
-                {"holdout": holdout, "config": cfg.model_dump(mode="json")}, indent=1
-            ).replace("<", "&lt;")
-            + "</pre>",
-        )
-    )
-    report._page(out, "simrec fidelity report", sections)
