@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_fidelity.py
 	$(BIN)/python benchmarks/bench_circularity.py
 	$(BIN)/python benchmarks/bench_augment.py
+	$(BIN)/python benchmarks/bench_sim2real.py
+	$(BIN)/python benchmarks/bench_calibration.py
 
 clean:
 	rm -rf $(VENV) datasets_out/*/ .pytest_cache

@@ -261,7 +261,7 @@ class UtilityBrainConfig(_Section):
         "(cross-fit: the taste model is trusted as far as it predicts choices it has not seen)",
     )
     exposure: float = Field(
-        0.3,
+        1.0,
         ge=0,
         le=2,
         description="how much of an item's popularity in the log is exposure (people came "

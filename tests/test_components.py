@@ -168,7 +168,8 @@ def test_population_sampling_and_cloning(fitted):
 
 
 def test_brain_prefers_what_users_actually_watched(fitted, world):
-    """The calibrated watch model ranks a user's held items above random ones (AUC)."""
+    """The calibrated choice model (watch logit plus log exposure: what a user picks on its own)
+    ranks a user's held items above random ones (AUC)."""
     brain, _ = fitted
     log = world.interactions
     g = np.random.default_rng(0)
@@ -177,7 +178,7 @@ def test_brain_prefers_what_users_actually_watched(fitted, world):
     neg = g.integers(0, world.catalog.n_items, pos.size)
 
     def logit(items):
-        return brain.watch_logit(users, items[:, None])[:, 0]
+        return brain.choice_logit(users, items[:, None])[:, 0]
 
     auc = (logit(pos)[:, None] > logit(neg)[None, :]).mean()
     assert auc > 0.75

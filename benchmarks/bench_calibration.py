@@ -1,0 +1,94 @@
+"""What a user waits for: one whole `simrec run` (world, calibration, simulation, writing), and
+the calibration's dominant part, the LDA taste fit, against scikit-learn's LDA (the previous
+implementation) on the same log in the same process.
+
+    python benchmarks/bench_calibration.py [--users 100000] [--items 5000] [--ticks 10]
+        [--million]     # also time the calibration of a 1,000,000-user world
+
+Targets from the fidelity issue: the whole command at >= 500,000 impressions/s on 2 cores, and
+calibration for 1M users <= 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def whole_run(users: int, items: int, ticks: int) -> None:
+    import tempfile
+
+    import simrec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = simrec.run(
+            {
+                "data": {"synthetic": {"users": users, "items": items}},
+                "simulation": {"ticks": ticks},
+                "output": {"dir": f"{tmp}/run"},
+            }
+        )
+        wall = time.perf_counter() - t0
+    tm, n = res.manifest["timings"], res.counts["impressions"]
+    parts = {k: tm[k] for k in ("load_s", "fit_s", "simulate_s", "write_s") if k in tm}
+    print(f"whole run, {users:,} users x {items:,} items, {ticks} ticks: {wall:.1f} s")
+    print("  " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in parts.items()))
+    print(f"  dominant: {max(parts, key=parts.get)[:-2]}")
+    print(f"  {n:,} impressions: {n / wall:,.0f} impressions/s (target >= 500,000)")
+
+
+def lda_against_sklearn(users: int, items: int) -> None:
+    from sklearn.decomposition import LatentDirichletAllocation
+
+    from simrec.agents.taste import fit_topic_factors
+    from simrec.config import SyntheticWorldConfig
+    from simrec.data import make_world
+
+    log = make_world(SyntheticWorldConfig(users=users, items=items), 0).interactions
+    t0 = time.perf_counter()
+    fit_topic_factors(log, items, 16, 0)
+    ours = time.perf_counter() - t0
+    m = log.matrix(items)
+    t0 = time.perf_counter()
+    lda = LatentDirichletAllocation(16, learning_method="online", max_iter=5, batch_size=2048)
+    lda.set_params(random_state=0, n_jobs=1).fit_transform(m)
+    base = time.perf_counter() - t0
+    print(
+        f"LDA taste fit, {users:,} users ({m.nnz:,} interactions): vectorised {ours:.1f} s, "
+        f"scikit-learn {base:.1f} s, {base / ours:.1f}x"
+    )
+
+
+def million(items: int) -> None:
+    from simrec.agents.brains.utility import UtilityBrain
+    from simrec.config import SyntheticWorldConfig, UtilityBrainConfig
+    from simrec.data import make_world
+
+    t0 = time.perf_counter()
+    world = make_world(SyntheticWorldConfig(users=1_000_000, items=items), 0)
+    t_world = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    UtilityBrain(UtilityBrainConfig()).fit(world)
+    t_fit = time.perf_counter() - t0
+    print(f"1,000,000 users: world {t_world:.0f} s, calibration {t_fit:.0f} s (target <= 60 s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--items", type=int, default=5000)
+    ap.add_argument("--ticks", type=int, default=10)
+    ap.add_argument("--million", action="store_true")
+    args = ap.parse_args()
+    np.seterr(all="ignore")
+    whole_run(args.users, args.items, args.ticks)
+    lda_against_sklearn(args.users, args.items)
+    if args.million:
+        million(args.items)
+
+
+if __name__ == "__main__":
+    main()
