@@ -178,13 +178,18 @@ def case_recbole_wrong_field_count(w, tmp):
     return ["--data", str(d)], ["tiny.inter", "line 6", "expected 4 tab-separated", "found 5"]
 
 
+def _set_field(path: Path, line: int, field: int, value: str) -> None:
+    """Replace field ``field`` (0-based) of line ``line`` (0-based, header 0) of a TSV file."""
+    lines = path.read_text().splitlines()
+    parts = lines[line].split("\t")
+    parts[field] = value
+    lines[line] = "\t".join(parts)
+    path.write_text("\n".join(lines) + "\n")
+
+
 def case_recbole_item_unknown_to_item_file(w, tmp):
     d = _recbole(w, tmp)
-    lines = (d / "tiny.inter").read_text().splitlines()
-    parts = lines[3].split("\t")
-    parts[1] = "987654"
-    lines[3] = "\t".join(parts)
-    (d / "tiny.inter").write_text("\n".join(lines) + "\n")
+    _set_field(d / "tiny.inter", 3, 1, "987654")
     return ["--data", str(d)], ["tiny.inter", "line 4", "field 'item_id'", "'987654'", "tiny.item"]
 
 
@@ -197,11 +202,7 @@ def case_recbole_link_to_no_item(w, tmp):
 
 def case_recbole_bad_rating(w, tmp):
     d = _recbole(w, tmp)
-    lines = (d / "tiny.inter").read_text().splitlines()
-    parts = lines[2].split("\t")
-    parts[2] = "great"
-    lines[2] = "\t".join(parts)
-    (d / "tiny.inter").write_text("\n".join(lines) + "\n")
+    _set_field(d / "tiny.inter", 2, 2, "great")
     return ["--data", str(d)], ["tiny.inter", "line 3", "field 'rating'", "'great'"]
 
 
