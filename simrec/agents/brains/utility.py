@@ -214,7 +214,7 @@ class UtilityBrain:
         intercept = w[0] + logit(tau) - logit(y.mean())  # prior correction for the sampling
         return ClickWeights(
             float(intercept),
-            *(float(v) for v in w[1:8]),
+            *(float(v) for v in w[1:7]),  # affinity, genre, quality, the three popularity terms
             *(float(v) for v in self_centre),
             *(float(v) for v in self_spread),
         )
