@@ -12,6 +12,7 @@ and the ROC AUC at 1:1; then a summary per calibration.
 
     python benchmarks/bench_circularity.py [--users 1000] [--items 1500] [--per-user 60]
         [--ticks 10] [--seeds 0,1,2] [--variants lda:in-sample,svd:in-sample,svd:cross-fit]
+        [--exposure E]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, default=10)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--variants", default="lda:in-sample,svd:in-sample,svd:cross-fit")
+    ap.add_argument("--exposure", type=float, help="brain.exposure (default: the config's)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = [tuple(v.split(":")) for v in args.variants.split(",")]
@@ -55,6 +57,8 @@ def main() -> None:
                 "simulation": {"ticks": args.ticks},
                 "brain": {"taste_model": taste, "click_calibration": calibration},
             }
+            if args.exposure is not None:
+                cfg["brain"]["exposure"] = args.exposure
             t = time.perf_counter()
             table = fidelity(cfg)
             wall = time.perf_counter() - t
