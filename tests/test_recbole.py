@@ -35,6 +35,17 @@ def test_recbole_files_read_what_was_written(tiny_world, tmp_path):
     }
 
 
+def test_recbole_files_with_a_byte_order_mark_and_crlf_lines(tiny_world, tmp_path):
+    d = write_recbole(tiny_world, tmp_path)
+    inter = d / "tiny.inter"
+    inter.write_bytes(b"\xef\xbb\xbf" + inter.read_bytes().replace(b"\n", b"\r\n"))
+    data = load("recbole", d)
+    assert len(data.interactions) == len(tiny_world.interactions)
+    np.testing.assert_array_equal(
+        np.sort(data.interactions.timestamp), np.sort(tiny_world.interactions.timestamp)
+    )
+
+
 def test_recbole_field_names_are_mapped_with_columns(tiny_world, tmp_path):
     d = write_recbole(tiny_world, tmp_path, "shop")
     inter = d / "shop.inter"

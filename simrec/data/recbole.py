@@ -73,7 +73,7 @@ def read_atomic(path: Path, what: str) -> AtomicFile:
     check_utf8(path)
     raw = path.read_bytes()
     header_end = raw.find(b"\n")
-    header = (raw if header_end < 0 else raw[:header_end]).decode("utf-8").rstrip("\r")
+    header = (raw if header_end < 0 else raw[:header_end]).decode("utf-8-sig").rstrip("\r")
     names, types = [], {}
     for j, spec in enumerate(header.split("\t"), 1):
         name, sep, kind = spec.strip().partition(":")
