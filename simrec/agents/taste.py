@@ -117,11 +117,12 @@ def fit_choice_factors(log: Interactions, n_items: int, dim: int, seed: int) -> 
 def fit_topic_factors(log: Interactions, n_items: int, dim: int, seed: int) -> ChoiceFactors:
     """Latent Dirichlet allocation of the (n_users, n_items) interaction counts by batch
     variational Bayes, vectorised over every interaction at once (scikit-learn's
-    implementation loops over users in Python: 5x slower at 100,000 users, with the same
-    held-out fit): taste = each user's topic mixture, items = each topic's item distribution
-    (transposed), so taste @ items.T = P(item | user). A probabilistic mixture, the family of
-    no built-in recommender. With more than LDA_FIT_USERS users, the topics are learnt from a
-    seeded sample of that many and every user's mixture is inferred from them."""
+    implementation loops over users in Python: about 12x slower at 100,000 users, with the
+    same held-out fit; benchmarks/bench_calibration.py): taste = each user's topic mixture,
+    items = each topic's item distribution (transposed), so taste @ items.T = P(item | user).
+    A probabilistic mixture, the family of no built-in recommender. With more than
+    LDA_FIT_USERS users, the topics are learnt from a seeded sample of that many and every
+    user's mixture is inferred from them."""
     m = log.matrix(n_items)
     if m.shape[0] <= LDA_FIT_USERS:
         taste, topics = _lda_vb(m, dim, seed)

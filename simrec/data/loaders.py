@@ -71,7 +71,8 @@ def load(
 # ---------------------------------------------------------------- reading text safely
 
 
-def _require_file(path: Path, what: str) -> Path:
+def require_file(path: Path, what: str) -> Path:
+    """``path`` if it is a non-empty file, else InputError saying what was expected there."""
     if not path.exists():
         raise InputError(f"{path}: {what} not found")
     if not path.is_file():
@@ -126,7 +127,7 @@ def _read_delimited(
     """Read a delimited text file, streamed by pandas' C parser. ``names=None``: the file has a
     header. With ``dtypes`` the columns are parsed as those types directly (fast, little memory);
     if that fails the file is read again as strings so the caller can name the bad value."""
-    _require_file(path, what)
+    require_file(path, what)
     if encoding == "utf-8":
         check_utf8(path)
     source: Path | io.BytesIO = path
@@ -304,7 +305,7 @@ def load_movielens_100k(path: str | Path) -> Dataset:
         "ratings (user item rating timestamp)",
         _RATING_DTYPES,
     )
-    _require_file(item_file, "item file u.item")
+    require_file(item_file, "item file u.item")
     text = item_file.read_bytes().decode("latin-1")
     genre_names = ML100K_GENRES
     genre_file = root / "u.genre"
@@ -406,7 +407,7 @@ def _movielens_assemble(
 
 
 def _read_table(path: Path, what: str) -> pd.DataFrame:
-    _require_file(path, what)
+    require_file(path, what)
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
         return _read_delimited(path, "\t" if suffix == ".tsv" else ",", None, "utf-8", what)

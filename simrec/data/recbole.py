@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from simrec.data.dataset import Dataset
-from simrec.data.loaders import _require_file, build_dataset, check_utf8
+from simrec.data.loaders import build_dataset, check_utf8, require_file
 from simrec.errors import InputError
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -34,12 +34,11 @@ _DEFAULTS = {"user": "user_id", "item": "item_id", "rating": "rating", "timestam
 
 @dataclass
 class AtomicFile:
-    """One atomic file: ``frame`` holds every field as str (names without their type);
-    ``types`` maps field name to its declared type."""
+    """One atomic file whose header was checked: ``frame`` holds every field as str, named
+    without its type."""
 
     path: Path
     frame: pd.DataFrame
-    types: dict[str, str]
 
     def require(self, field: str, what: str) -> pd.Series:
         if field not in self.frame.columns:
@@ -69,12 +68,12 @@ class AtomicFile:
 
 def read_atomic(path: Path, what: str) -> AtomicFile:
     """Read one atomic file, checking the header's types and every line's field count."""
-    _require_file(path, what)
+    require_file(path, what)
     check_utf8(path)
     raw = path.read_bytes()
     header_end = raw.find(b"\n")
     header = (raw if header_end < 0 else raw[:header_end]).decode("utf-8-sig").rstrip("\r")
-    names, types = [], {}
+    names: list[str] = []
     for j, spec in enumerate(header.split("\t"), 1):
         name, sep, kind = spec.strip().partition(":")
         if not sep or not name:
@@ -87,10 +86,9 @@ def read_atomic(path: Path, what: str) -> AtomicFile:
                 f"{path}: line 1: field '{name}': unknown type {kind!r}, expected one of "
                 f"{', '.join(FIELD_TYPES)}"
             )
-        if name in types:
+        if name in names:
             raise InputError(f"{path}: line 1: field '{name}' appears twice")
         names.append(name)
-        types[name] = kind
     body = b"" if header_end < 0 else raw[header_end + 1 :]
     _check_field_counts(path, body, len(names))
     if not body.strip():
@@ -107,7 +105,7 @@ def read_atomic(path: Path, what: str) -> AtomicFile:
         engine="c",
         skip_blank_lines=True,
     )
-    return AtomicFile(path, frame, types)
+    return AtomicFile(path, frame)
 
 
 def _check_field_counts(path: Path, body: bytes, n_fields: int) -> None:
@@ -237,14 +235,19 @@ def _catalog(item: AtomicFile, fields: dict[str, str]) -> tuple[np.ndarray, list
     return ids, titles, genres
 
 
+def _first_unknown(ids: np.ndarray, catalog_ids: np.ndarray) -> tuple[int, int] | None:
+    """(row of the first of ``ids`` not in ``catalog_ids``, how many are not), or None."""
+    unknown = ~pd.Series(ids).isin(catalog_ids).to_numpy()
+    return (int(np.flatnonzero(unknown)[0]), int(unknown.sum())) if unknown.any() else None
+
+
 def _check_known(path: Path, items: np.ndarray, catalog_ids: np.ndarray, field, rows) -> None:
-    known = pd.Series(items).isin(catalog_ids).to_numpy()
-    if not known.all():
-        first = int(np.flatnonzero(~known)[0])
-        unknown = np.unique(items[~known])
+    miss = _first_unknown(items, catalog_ids)
+    if miss is not None:
+        first, count = miss
         raise InputError(
             f"{path}: line {int(rows[first]) + 2}: field '{field}': item {items[first]!r} is not "
-            f"in {path.with_suffix('.item').name} ({unknown.size} unknown item id(s))"
+            f"in {path.with_suffix('.item').name} ({count} interaction(s) with unknown items)"
         )
 
 
@@ -252,10 +255,10 @@ def _check_links(path: Path, catalog_ids: np.ndarray, item_field: str) -> None:
     link = read_atomic(path, "item-to-entity links")
     items = link.require(item_field, "the item id").str.strip().to_numpy()
     link.require("entity_id", "the knowledge-graph entity")
-    known = pd.Series(items).isin(catalog_ids).to_numpy()
-    if not known.all():
-        first = int(np.flatnonzero(~known)[0])
+    miss = _first_unknown(items, catalog_ids)
+    if miss is not None:
+        first, count = miss
         raise InputError(
             f"{path}: line {first + 2}: field '{item_field}': links item {items[first]!r}, "
-            f"which is not in the catalog ({int((~known).sum())} such link(s))"
+            f"which is not in the catalog ({count} such link(s))"
         )

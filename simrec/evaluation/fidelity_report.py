@@ -4,19 +4,24 @@ Per user, the latest ``holdout`` share of interactions is held out; the populati
 statistical brain are calibrated on the rest only (item popularity included). Then:
 
 * **discrimination** (Agent4Rec's protocol): each user's held-out items are mixed with items it
-  never interacted with at 1:1, 1:2, 1:3 and 1:9; its agent picks the items whose watch logit
-  (the brain's click model without position or friends) clears a threshold. The threshold is
+  never interacted with at 1:1, 1:2, 1:3 and 1:9; its agent picks the items whose choice logit
+  (the brain's watch logit without position or friends, plus the item's log exposure: an
+  organic pick needs the item to have been come across) clears a threshold. The threshold is
   calibrated on the training data alone: the same protocol on an inner temporal split of the
   training log, with a brain fitted on the inner part, maximising the mean F1 over the ratios.
-  Baselines: ``always_no`` and ``popularity`` (items above a popularity percentile, calibrated
-  the same way); on a synthetic world also ``oracle``, the world's own choice utility under the
+  Baselines: ``always_no``, and pickers calibrated the same way: ``popularity`` (items above a
+  popularity percentile), ``itemknn`` and ``als`` (the built-in policies' own scores, fitted on
+  the training log); on a synthetic world also ``oracle``, the world's own choice utility under the
   same protocol, the best any model can do there.
 * **rating**: RMSE and MAE of the agents' expected and sampled ratings against the held-out
-  ratings (baselines: the training mean, and item means); the Wasserstein distance between the
-  sampled and the real rating histograms, in rating units and as a share of the scale's range.
+  ratings (baselines: the training mean, item means, and the damped user + item bias); the
+  Wasserstein distance between the sampled and the real rating histograms, in rating units
+  and as a share of the scale's range.
 * **behaviour**: a simulation of every training user (the config's policy, ``ticks`` days)
-  against the training log: items per session and sessions per user per day (a real session is
-  a user's interactions within one tick-long window), means and Wasserstein distances; the Gini
+  against the training log: items per session and sessions per user per day, means and
+  Wasserstein distances. A real session is a burst of a user's interactions separated by 30
+  minutes without any, and a real user's sessions per day are counted over the user's own
+  tenure (at least 30 days), as the personas' arrival rates are; the Gini
   of consumed items and KL(real || simulated) of consumed items over the training catalog's
   popularity deciles (half a count added to each decile). The simulated figures depend on the
   policy the agents meet; the real log came from whatever the service showed its users.
@@ -31,7 +36,8 @@ statistical brain are calibrated on the rest only (item popularity included). Th
   changes) and scored by ``choice_share@20`` (the world's choice probability held by the
   slate).
 
-The result is one long table: section, setting, metric, value, source.
+The result is one long table: section, setting, metric, value, source. :func:`scorecard` and
+:func:`ranking_verdict` turn it into the report's first screen.
 """
 
 from __future__ import annotations
