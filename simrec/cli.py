@@ -46,7 +46,17 @@ def _parser() -> argparse.ArgumentParser:
         help="LLM for --brain llm (implies it): openai:MODEL, vllm:MODEL or local",
     )
     r.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
-    r.add_argument("--resume", metavar="DIR", help="continue an unfinished run in DIR")
+    r.add_argument(
+        "--llm-cache",
+        metavar="FILE",
+        help="LLM response cache file (default datasets_out/.llm-cache.sqlite; 'none': no cache)",
+    )
+    r.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue an unfinished run in DIR (a package.module:Class policy it names runs "
+        "only if passed again with --policy; an LLM server only if passed with --base-url)",
+    )
     r.add_argument(
         "--print-config",
         action="store_true",
@@ -107,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also simulate the target on the same population and report each error",
     )
     o.add_argument("--out", help="output directory (default RUN-ope-TARGET)")
+    o.add_argument(
+        "--base-url",
+        help="--validate of an LLM run: the OpenAI-compatible server to use (never taken from "
+        "the run directory)",
+    )
     o.add_argument("--quiet", action="store_true")
 
     e = sub.add_parser(
@@ -402,6 +417,15 @@ def _apply_policy_flags(pol: dict[str, Any], args: argparse.Namespace) -> None:
         pol["exploration"].update(explore_flags)
 
 
+def _cache_flag(value: str | None) -> str | None:
+    """--llm-cache: a file, 'none' for no cache, or absent (the default file)."""
+    from simrec.config import LLMConfig
+
+    if value is None:
+        return LLMConfig().cache
+    return None if value.lower() == "none" else value
+
+
 def build_config(args: argparse.Namespace) -> RunConfig:
     """The config file (or defaults) with the command-line flags applied on top."""
     base = load_config(args.config) if args.config else RunConfig()
@@ -445,6 +469,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             raw["brain"]["name"] = "llm"
     if getattr(args, "base_url", None) is not None:
         raw["llm"]["base_url"] = args.base_url
+    if getattr(args, "llm_cache", None) is not None:
+        raw["llm"]["cache"] = _cache_flag(args.llm_cache)
     if getattr(args, "brain", None) is not None:
         raw["brain"]["name"] = args.brain
     if getattr(args, "seed", None) is not None:
@@ -492,7 +518,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "--resume DIR: the run's saved config is used; "
                 "do not pass a config or --print-config"
             )
-        result = run(resume=args.resume, progress=not args.quiet)
+        result = run(
+            resume=args.resume,
+            progress=not args.quiet,
+            allow_import=[args.policy] if args.policy else [],
+            base_url=args.base_url,
+            llm_cache=_cache_flag(args.llm_cache),
+        )
     else:
         cfg = build_config(args)
         if args.print_config:
@@ -554,6 +586,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
         n_resamples=args.bootstrap,
         validate=args.validate,
         out=args.out,
+        base_url=args.base_url,
     )
     if not args.quiet:
         cols = ["estimator", "value", "ci_low", "ci_high"]

@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -163,6 +164,19 @@ class LLMConfig(_Section):
         "local", description="openai:MODEL, vllm:MODEL or local (the embedded SmolLM2)"
     )
     base_url: str | None = Field(None, description="openai: server URL (None: api.openai.com)")
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="openai: environment variable holding the key for base_url's server (None: "
+        "OPENAI_API_KEY for api.openai.com, no key for any other server)",
+    )
+    max_fallback_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="the run exits non-zero (after writing everything) when more than this "
+        "share of LLM pages fell back to the statistical brain",
+    )
     response_format: Literal["auto", "json_schema", "json_object"] = Field(
         "auto", description="openai: structured-output style (auto: by server)"
     )
@@ -286,7 +300,11 @@ class OutputConfig(_Section):
 class RunConfig(_Section):
     """Everything one run needs. ``simrec run --print-config`` prints it as YAML."""
 
-    name: str | None = Field(None, description="run id (None: derived from the config)")
+    name: str | None = Field(
+        None,
+        description="run id, also the run directory's name: letters, digits, '.', '_', '-' "
+        "(None: derived from the config)",
+    )
     seed: int = Field(0, ge=0, lt=2**63, description="root seed of every random draw")
     data: DataConfig = Field(default_factory=DataConfig)
     population: PopulationConfig = Field(default_factory=PopulationConfig)
@@ -297,6 +315,19 @@ class RunConfig(_Section):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str | None) -> str | None:
+        if v is None or (_SAFE_NAME.fullmatch(v) and v not in (".", "..")):
+            return v
+        raise ValueError(
+            f"expected 1-128 letters, digits, '.', '_' or '-' (it names a folder), got {v!r}"
+        )
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_MAX_CONFIG_DEPTH = 20
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -338,12 +369,52 @@ def load_config(path: str | Path) -> RunConfig:
         if p.suffix.lower() == ".toml":
             raw = tomllib.loads(text)
         elif p.suffix.lower() in (".yaml", ".yml"):
-            raw = yaml.safe_load(text) or {}
+            raw = yaml.load(text, Loader=_PlainLoader) or {}
         else:
             raise ConfigError(f"{p}: expected a .yaml, .yml or .toml file, got '{p.suffix}'")
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"{p}: not valid {p.suffix[1:].upper()}: {err}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{p}: nested too deeply (a config is sections of settings, {_MAX_CONFIG_DEPTH} "
+            f"levels at most)"
+        ) from None
+    depth = _depth(raw)
+    if depth > _MAX_CONFIG_DEPTH:
+        raise ConfigError(
+            f"{p}: nested {depth} levels deep, expected at most {_MAX_CONFIG_DEPTH} (a config "
+            f"is sections of settings)"
+        )
     return validate_config(raw, str(p))
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """safe_load without aliases: a config has no use for them, and nested aliases expand
+    exponentially (a 'billion laughs' file would hang the run)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(
+                f"aliases (*{event.anchor}) are not supported in config files, found one at "
+                f"line {event.start_mark.line + 1}; write the value out"
+            )
+        return super().compose_node(parent, index)
+
+
+def _depth(value: Any, limit: int = _MAX_CONFIG_DEPTH + 1) -> int:
+    """Nesting depth of mappings and lists, counted up to ``limit``."""
+    stack, deepest = [(value, 0)], 0
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if d >= limit:
+            continue
+        if isinstance(v, dict):
+            stack += [(x, d + 1) for x in v.values()]
+        elif isinstance(v, list):
+            stack += [(x, d + 1) for x in v]
+    return deepest
 
 
 def dump_config(cfg: RunConfig, fmt: Literal["yaml", "toml"] = "yaml") -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from simrec import outputs
 from simrec.errors import InputError, OutputExistsError
 
 FORMATS = ("recbole", "obp", "hf", "csv")
@@ -42,32 +44,43 @@ def export(
         raise InputError(f"--to: expected one of {', '.join(FORMATS)}, got {to!r}")
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run directory")
-    if not (run_dir / "manifest.json").is_file():
+    if not outputs.is_run_manifest(run_dir / "manifest.json"):
         raise InputError(
-            f"{run_dir}: incomplete run (no manifest.json); finish it with "
+            f"{run_dir}: incomplete run (no manifest.json) or not simrec's; finish it with "
             f"`simrec run --resume {run_dir}` first"
         )
     if not 0 < test_fraction < 1:
         raise InputError(f"--test-fraction: expected a number in (0, 1), got {test_fraction!r}")
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = outputs.read_json(run_dir / "manifest.json", "a run's manifest")
     if to == "hf":
         return _export_hf(run_dir, manifest, test_fraction, overwrite)
     target = Path(out) if out else run_dir / "export" / to
-    if target.exists() and not overwrite:
+    if outputs.check_out_dir(target, "export") and not overwrite:
         raise OutputExistsError(f"{target}: already exists; pass --overwrite to replace it")
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         {"recbole": _export_recbole, "obp": _export_obp, "csv": _export_csv}[to](
             run_dir, manifest, tmp
         )
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        _move_into(tmp, target)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the folder this call made, and only it
     return target
+
+
+def _move_into(tmp: Path, target: Path) -> None:
+    """Replace the export in ``target`` by the finished one in ``tmp``: a new target is the
+    renamed folder; an existing one loses only its earlier export's files."""
+    if not target.exists():
+        outputs.claim(tmp, "export")
+        os.replace(tmp, target)
+    else:
+        outputs.clear_own(target, "export")
+        for f in sorted(tmp.iterdir()):
+            outputs.durable_replace(f, target / f.name)
+        outputs.claim(target, "export")
+    outputs.fsync_dir(target.parent)
 
 
 def _impressions(run_dir: Path) -> pa.Table:
@@ -231,9 +244,7 @@ def _export_hf(run_dir: Path, manifest: dict, test_fraction: float, overwrite: b
     ev = pq.read_table(run_dir / "events")
     ticks = int(manifest["counts"]["ticks"])
     cut = max(1, int(round(ticks * (1 - test_fraction))))
-    tmp = run_dir / ".hf.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix=".hf.", suffix=".tmp", dir=run_dir))
     try:
         for split, mask in (
             ("train", pc.less(ev["tick"], cut)),
@@ -243,11 +254,15 @@ def _export_hf(run_dir: Path, manifest: dict, test_fraction: float, overwrite: b
             pq.write_table(ev.filter(mask), tmp / split / "events.parquet", compression="zstd")
         (tmp / "README.md").write_text(_card(run_dir, manifest, cut, ticks))
         for split in ("train", "test"):
-            shutil.rmtree(run_dir / split, ignore_errors=True)
-            os.replace(tmp / split, run_dir / split)
-        os.replace(tmp / "README.md", card)
+            if (run_dir / split).is_symlink():
+                raise OutputExistsError(f"{run_dir / split}: is a symbolic link; not replacing it")
+            (run_dir / split).mkdir(exist_ok=True)
+            outputs.durable_replace(
+                tmp / split / "events.parquet", run_dir / split / "events.parquet"
+            )
+        outputs.durable_replace(tmp / "README.md", card)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the folder this call made, and only it
     return run_dir
 
 

@@ -273,6 +273,6 @@ def test_non_run_directory_is_refused(tmp_path, capsys):
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     assert main(["run", "--ticks", "1", "--out", str(out), "--quiet"]) == 2
-    assert "not a simrec run; refusing to write into it" in capsys.readouterr().err
+    assert "was not written by simrec" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
     shutil.rmtree(out)

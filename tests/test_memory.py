@@ -318,7 +318,9 @@ def test_killed_llm_run_resumes_with_its_memory(tmp_path, monkeypatch):
         [sys.executable, str(child), str(cfg), "2", str(tmp_path)], capture_output=True
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    resume = ["run", "--resume", str(out), "--quiet", "--llm-cache", str(cache)]
+    assert main(resume) == 2  # the server is never taken from the run directory
+    assert main([*resume, "--base-url", "http://fake/v1"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["resumed_from_tick"] == 16 and manifest["llm"]["calls"] == 0
     # counters and memory carried over the checkpoint: the manifest counts the whole run

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
+from simrec import outputs
 from simrec.augment.cutoff import Cutoff, parse_cutoff, visible
 from simrec.augment.evaluate import downstream_lift, genre_recovery, hide_genres
 from simrec.augment.interactions import merged, pseudo_interactions
@@ -182,17 +182,19 @@ def _augment(kind, config, cutoff, params, out, overwrite, build) -> Path:
         blob = json.dumps({"kind": kind, **data_cfg, **params}, sort_keys=True).encode()
         out = DEFAULT_OUT / f"augment-{kind}-{hashlib.sha256(blob).hexdigest()[:10]}"
     out = Path(out)
-    if (out / "manifest.json").exists() and not overwrite:
+    if outputs.check_out_dir(out, "augment") and not overwrite:
         raise ConfigError(f"{out}: already holds an augmentation; use --overwrite to replace it")
     t = time.perf_counter()
     data = load_data(cfg)
     tables, counts, extra = build(data, cut, cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)  # incomplete until rewritten
+    outputs.check_out_dir(out, "augment")  # again: the work may have taken a while
+    if overwrite:
+        outputs.clear_own(out, "augment")
+    outputs.claim(out, "augment")
     for name, table in tables.items():
         tmp = out / f".{name}.parquet.tmp"
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, out / f"{name}.parquet")
+        outputs.durable_replace(tmp, out / f"{name}.parquet")
     manifest = {
         "simrec_version": __version__,
         "kind": f"augment {kind}",
@@ -204,7 +206,7 @@ def _augment(kind, config, cutoff, params, out, overwrite, build) -> Path:
         "timings": {"total_s": round(time.perf_counter() - t, 3)},
         "outputs": {name: f"{name}.parquet" for name in tables},
     }
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, out / "manifest.json")
+    outputs.atomic_write(
+        out / "manifest.json", json.dumps(manifest, indent=2, default=str).encode()
+    )
     return out

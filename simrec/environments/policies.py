@@ -218,6 +218,18 @@ def make_policy(
     """Instantiate a built-in policy or ``package.module:ClassName`` with ``params``, wrapped in
     an exploration policy when ``exploration`` is given."""
     cls = resolve_class(name, POLICIES, "policy")
+    # a class with the Recommender's methods, checked before anything of it runs
+    lacking = [m for m in ("fit", "recommend") if not callable(getattr(cls, m, None))]
+    if not isinstance(cls, type) or lacking:
+        found = (
+            f"a class missing {', '.join(lacking)}"
+            if isinstance(cls, type)
+            else f"a {type(cls).__name__}"
+        )
+        raise ConfigError(
+            f"policy '{name}': expected a Recommender class (with methods fit and recommend), "
+            f"got {found}; nothing of it was run"
+        )
     try:
         policy = cls(**params)
     except TypeError as err:

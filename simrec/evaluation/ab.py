@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.stats import norm
 
+from simrec import outputs
 from simrec.config import PolicyConfig, RunConfig
 from simrec.errors import ConfigError
 from simrec.evaluation.resampling import bootstrap_units
@@ -140,10 +141,20 @@ def ab(
     if not (isinstance(replicates, int) and replicates >= 1):
         raise ConfigError(f"--replicates: expected a positive integer, got {replicates!r}")
     out_dir = Path(out) if out else DEFAULT_OUT / f"ab-{run_id_for(base)}"
-    if (out_dir / "ab_results.parquet").exists() and not base.output.overwrite:
+    unsafe = [n for n in policies if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}", n)]
+    if unsafe:
+        raise ConfigError(
+            f"arm names: expected letters, digits, '.', '_' or '-' (each names a folder), "
+            f"got {', '.join(map(repr, unsafe))}"
+        )
+    owned = outputs.check_out_dir(out_dir, "ab")
+    if owned and (out_dir / "ab_results.parquet").exists() and not base.output.overwrite:
         raise ConfigError(
             f"{out_dir}: already holds an A/B result; pass --overwrite or choose another --out"
         )
+    if base.output.overwrite:
+        outputs.clear_own(out_dir, "ab")
+    outputs.claim(out_dir, "ab")
     runs: dict[str, list[Path]] = {name: [] for name in policies}
     for r in range(replicates):
         for name, policy in policies.items():
@@ -436,18 +447,14 @@ def holm(p: np.ndarray) -> np.ndarray:
 def _write_results(
     out_dir: Path, table: pd.DataFrame, runs: dict[str, list[Path]], control: str, base: RunConfig
 ) -> None:
-    import os
-
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / ".ab_results.parquet.tmp"
     table.to_parquet(tmp, index=False)
-    os.replace(tmp, out_dir / "ab_results.parquet")
+    outputs.durable_replace(tmp, out_dir / "ab_results.parquet")
     summary = {
         "control": control,
         "arms": {name: [str(p) for p in dirs] for name, dirs in runs.items()},
         "seed": base.seed,
         "replicates": len(next(iter(runs.values()))),
     }
-    tmp = out_dir / ".ab_manifest.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out_dir / "ab_manifest.json")
+    outputs.atomic_write(out_dir / "ab_manifest.json", json.dumps(summary, indent=2).encode())

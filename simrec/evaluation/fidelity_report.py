@@ -55,6 +55,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 from scipy import stats
 
+from simrec import outputs
 from simrec.agents.taste import damped_bias
 from simrec.config import RunConfig
 from simrec.data.dataset import Dataset, Interactions
@@ -757,8 +758,10 @@ def fidelity(
     if len(policies) < 3:
         raise ConfigError(f"fidelity policies: expected at least 3 to rank, got {policies}")
     out = Path(out) if out is not None else None
-    if out is not None and (out / "fidelity.parquet").exists() and not cfg.output.overwrite:
-        raise ConfigError(f"{out}: already holds a fidelity report; use --overwrite")
+    if out is not None:
+        owned = outputs.check_out_dir(out, "fidelity")
+        if owned and (out / "fidelity.parquet").exists() and not cfg.output.overwrite:
+            raise ConfigError(f"{out}: already holds a fidelity report; use --overwrite")
 
     data = load_data(cfg)
     split = temporal_split(data, holdout)
@@ -792,6 +795,10 @@ def fidelity(
     n_items = split.train.catalog.n_items
     scratch = tempfile.TemporaryDirectory(prefix="simrec-fidelity-") if out is None else None
     runs_dir = out / "runs" if out is not None else Path(scratch.name)
+    if out is not None:  # everything checked: the report's folder is written from here on
+        if cfg.output.overwrite:
+            outputs.clear_own(out, "fidelity")
+        outputs.claim(out, "fidelity")
     for name in to_run:
         raw = cfg.model_dump(mode="json")
         raw["policy"] = raw["policy"] if name == behaviour_policy else {"name": name, "params": {}}
@@ -934,7 +941,7 @@ def _write(out: Path, table: pd.DataFrame, cfg: RunConfig, ratings: dict, beh: d
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     tmp = out / ".fidelity.parquet.tmp"
     pq.write_table(arrow, tmp, compression="zstd")
-    tmp.replace(out / "fidelity.parquet")
+    outputs.durable_replace(tmp, out / "fidelity.parquet")
     import html
 
     plt = report._plt()

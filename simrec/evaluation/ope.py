@@ -32,8 +32,6 @@ history changes later contexts slightly.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +41,14 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from scipy.special import logit
 
-from simrec.config import PolicyConfig, validate_config
+from simrec import outputs
+from simrec.config import PolicyConfig
 from simrec.environments.base import PolicyRandomness, last_shown
 from simrec.environments.policies import make_policy
 from simrec.errors import ConfigError, InputError
 from simrec.evaluation.resampling import bootstrap_units
 from simrec.rng import Streams
+from simrec.trust import config_from_run_dir
 
 ESTIMATORS = ("dm", "ips", "snips", "iips", "rips", "dr", "sndr")
 _DM_SAMPLES = 16
@@ -64,44 +64,59 @@ def ope(
     alpha: float = 0.05,
     validate: bool = False,
     out: str | Path | None = None,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
 ) -> pd.DataFrame:
     """Estimate ``target``'s page-0 value from the run in ``run_dir`` (module docstring).
 
     Returns one row per estimator: estimator, value, ci_low, ci_high, and with ``validate``
     truth and relative_error; also the logging policy's own page-0 value (``on_policy``).
     Written to ``out`` (default ``<run_dir>-ope-<target>``) as ``ope_results.parquet`` with
-    ``report.html`` and its plot.
+    ``report.html`` and its plot. The run's manifest is data: only ``target`` is imported, and
+    ``validate`` of an LLM run talks to ``base_url`` (with the key in ``api_key_env``), never
+    to a server the manifest names.
     """
     run_dir = Path(run_dir)
     manifest_path = run_dir / "manifest.json"
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run directory")
-    if not manifest_path.is_file():
+    if not outputs.is_run_manifest(manifest_path):
         raise InputError(
-            f"{run_dir}: incomplete run (no manifest.json); finish it with "
+            f"{run_dir}: incomplete run (no manifest.json) or not simrec's; finish it with "
             f"`simrec run --resume {run_dir}` first"
         )
     if clip is not None and not clip > 0:
         raise ConfigError(f"--clip: expected a positive number, got {clip!r}")
     target_cfg = _policy_config(target)
-    manifest = json.loads(manifest_path.read_text())
-    cfg = validate_config(manifest["config"], str(manifest_path))
-    logged = _page0_slates(run_dir)
+    manifest = outputs.read_json(manifest_path, "a run's manifest")
+    saved = manifest.get("config")
+    logging_policy = saved.get("policy", {}).get("name") if isinstance(saved, dict) else None
+    # the run's config is data: its logging policy is never built here (only the target is),
+    # and its LLM server is not the one called
+    cfg = config_from_run_dir(
+        saved,
+        str(manifest_path),
+        allow_import=[logging_policy] if isinstance(logging_policy, str) else [],
+        base_url=base_url if validate else None,
+        api_key_env=api_key_env,
+    )
     policy = make_policy(target_cfg.name, target_cfg.params, target_cfg.exploration)
     name = getattr(policy, "name", target_cfg.name)
+    out_dir = Path(out) if out else _default_out(run_dir, name)
+    outputs.check_out_dir(out_dir, "ope")
+    logged = _page0_slates(run_dir)
     target = _replay_target(policy, cfg, run_dir, logged)
     q_logged, q_target = _reward_model(logged, target)
     table = _estimate(logged, target, q_logged, q_target, clip, n_resamples, alpha, cfg.seed)
     table.insert(0, "target", name)
+    outputs.claim(out_dir, "ope")
     if validate:
-        truth = _simulate_truth(cfg, target_cfg, Path(out or _default_out(run_dir, name)))
+        truth = _simulate_truth(cfg, target_cfg, out_dir)
         table["truth"] = truth
         table["relative_error"] = (table["value"] - truth) / truth if truth else np.nan
-    out_dir = Path(out) if out else _default_out(run_dir, name)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / ".ope_results.parquet.tmp"
     table.to_parquet(tmp, index=False)
-    os.replace(tmp, out_dir / "ope_results.parquet")
+    outputs.durable_replace(tmp, out_dir / "ope_results.parquet")
     from simrec.evaluation.report import ope_report
 
     ope_report(out_dir, table)

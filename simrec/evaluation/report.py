@@ -7,7 +7,6 @@ scripts, styles or fonts, so it can be opened or archived as it is.
 from __future__ import annotations
 
 import html
-import json
 import os
 from pathlib import Path
 
@@ -58,9 +57,9 @@ def _page(out: Path, title: str, sections: list[tuple[str, str]]) -> Path:
         f"</body></html>\n"
     )
     path = out / "report.html"
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from simrec import outputs
+
+    outputs.atomic_write(path, text.encode("utf-8"))
     return path
 
 
@@ -78,17 +77,19 @@ def _table(df: pd.DataFrame) -> str:
 def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """``RUN/report/report.html``: per-tick curves, watches by position, rating histogram,
     concentration of watches (Lorenz curve), and the run's summary."""
+    from simrec import outputs
     from simrec.errors import InputError
 
     run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").is_file():
+    if not outputs.is_run_manifest(run_dir / "manifest.json"):
         raise InputError(
-            f"{run_dir}: incomplete run or not a run (no manifest.json); nothing to report"
+            f"{run_dir}: incomplete run (no manifest.json) or not simrec's; nothing to report"
         )
     out = Path(out) if out else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    outputs.check_out_dir(out, "report")  # a report replaces only an earlier report
+    outputs.claim(out, "report")
     plt = _plt()
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = outputs.read_json(run_dir / "manifest.json", "a run's manifest")
     metrics = pq.read_table(run_dir / "metrics.parquet").to_pandas()
     ev = pq.read_table(
         run_dir / "events", columns=["event_type", "position", "item_id", "clicked", "rating"]

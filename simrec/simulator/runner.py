@@ -10,13 +10,14 @@ Run directory layout (``datasets_out/<run_id>/``)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import platform
-import shutil
 import time
+import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from simrec import outputs
 from simrec.agents.brains.utility import UtilityBrain
 from simrec.agents.persona import Personas, sample_population
-from simrec.config import RunConfig, load_config, validate_config
+from simrec.config import LLMConfig, RunConfig, load_config, validate_config
 from simrec.data import Dataset, Interactions, load, make_world
 from simrec.data.schemas import (
     arrow_id_type,
@@ -40,9 +42,11 @@ from simrec.data.schemas import (
 from simrec.environments.policies import make_policy
 from simrec.environments.social import SocialSignal, build_graph
 from simrec.errors import InputError, OutputExistsError
+from simrec.limits import check_memory
 from simrec.rng import Streams
 from simrec.simulator.model import SimulationModel
 from simrec.simulator.recorder import EventRecorder, part_index
+from simrec.trust import config_from_run_dir, redact_url
 
 STATE_DIR = "_state"
 DEFAULT_OUT = Path("datasets_out")
@@ -74,7 +78,11 @@ def run_id_for(cfg: RunConfig) -> str:
     # where things are written, the batch size and the cache file do not shape the events
     shaping = cfg.model_dump(
         mode="json",
-        exclude={"output": True, "simulation": {"batch_size"}, "llm": {"cache", "concurrency"}},
+        exclude={
+            "output": True,
+            "simulation": {"batch_size"},
+            "llm": {"cache", "concurrency", "api_key_env", "max_fallback_share"},
+        },
     )
     return "run-" + hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -124,28 +132,19 @@ def _top_items(data: Dataset, n: int) -> Dataset:
 
 
 def _check_out_dir(run_dir: Path, overwrite: bool) -> None:
-    if not run_dir.exists():
+    """May a new run be written to ``run_dir``? (see :mod:`simrec.outputs`)."""
+    if not outputs.check_out_dir(run_dir, "run"):
         return
-    if not run_dir.is_dir():
-        raise OutputExistsError(f"{run_dir}: output path exists and is a file")
-    if (run_dir / "manifest.json").exists():
+    if outputs.is_run_manifest(run_dir / "manifest.json"):
         if not overwrite:
             raise OutputExistsError(
                 f"{run_dir}: already holds a complete run; pass --overwrite to replace it "
                 f"or choose another --out"
             )
-        return
-    if (run_dir / STATE_DIR).exists():
-        if not overwrite:
-            raise OutputExistsError(
-                f"{run_dir}: holds an unfinished run; continue it with `simrec run --resume "
-                f"{run_dir}`, or pass --overwrite to start over"
-            )
-        return
-    if any(run_dir.iterdir()):
+    elif (run_dir / STATE_DIR).exists() and not overwrite:
         raise OutputExistsError(
-            f"{run_dir}: exists and is not empty, and is not a simrec run; "
-            f"refusing to write into it"
+            f"{run_dir}: holds an unfinished run; continue it with `simrec run --resume "
+            f"{run_dir}`, or pass --overwrite to start over"
         )
 
 
@@ -156,28 +155,74 @@ def run(
     progress: bool = False,
     per_agent: bool = False,
     data: Dataset | None = None,
+    allow_import: Iterable[str] = (),
+    base_url: str | None = None,
+    llm_cache: str | None = LLMConfig().cache,
 ) -> RunResult:
     """Run a simulation and write it to its run directory.
 
     ``config``: a RunConfig, a mapping, or a YAML/TOML path (None: defaults). ``resume``: the
     directory of an unfinished run to continue; its own saved config is used. ``data``: an
     already loaded dataset to calibrate on instead of the one ``config.data`` names (the
-    fidelity report passes its training split; such runs cannot be resumed).
+    fidelity report passes its training split; such runs cannot be resumed). On resume the
+    saved config is data, not instructions (:func:`simrec.trust.config_from_run_dir`): a
+    ``module:Class`` policy in it is imported only when named in ``allow_import``, and the LLM
+    server is ``base_url`` and its response cache ``llm_cache``, never the ones saved. The
+    run directory is locked while it runs.
     """
     if data is not None and resume is not None:
         raise ValueError("run(): data= cannot be combined with resume=")
     t_start = time.perf_counter()
     if resume is not None:
-        run_dir, cfg, checkpoint = _prepare_resume(Path(resume))
+        run_dir, cfg = Path(resume), None
+        if not run_dir.is_dir() or run_dir.is_symlink():
+            raise InputError(f"{run_dir}: no such run directory to resume (or a symbolic link)")
     else:
         cfg = _as_config(config)
         run_dir = Path(cfg.output.dir) if cfg.output.dir else DEFAULT_OUT / run_id_for(cfg)
         _check_out_dir(run_dir, cfg.output.overwrite)
-        checkpoint = None
+    created = not run_dir.exists()
+    try:
+        with outputs.locked(run_dir):
+            if resume is not None:
+                cfg, checkpoint = _prepare_resume(run_dir, allow_import, base_url, llm_cache)
+            else:
+                _check_out_dir(run_dir, cfg.output.overwrite)  # again, now that it is ours
+                checkpoint = None
+            return _run(
+                run_dir, cfg, checkpoint, data, resume is not None, progress, per_agent, t_start
+            )
+    finally:
+        if created:  # failed before writing anything: leave no trace
+            _remove_if_untouched(run_dir)
+
+
+def _remove_if_untouched(run_dir: Path) -> None:
+    try:
+        names = {p.name for p in run_dir.iterdir()}
+    except OSError:
+        return
+    if names <= {outputs.LOCK}:
+        (run_dir / outputs.LOCK).unlink(missing_ok=True)
+        run_dir.rmdir()
+
+
+def _run(
+    run_dir: Path,
+    cfg: RunConfig,
+    checkpoint: dict | None,
+    data: Dataset | None,
+    resume: bool,
+    progress: bool,
+    per_agent: bool,
+    t_start: float,
+) -> RunResult:
     timings: dict[str, float] = {}
     t = time.perf_counter()
+    check_memory(cfg)  # a synthetic world's size is known before it is made
     data = load_data(cfg) if data is None else data
     timings["load_s"] = time.perf_counter() - t
+    check_memory(cfg, data.interactions.n_users, data.catalog.n_items)
     t = time.perf_counter()
     streams = Streams(cfg.seed)
     brain = UtilityBrain(cfg.brain, seed=cfg.seed)
@@ -196,7 +241,7 @@ def run(
         social = SocialSignal(graph, cfg.social, data.catalog.n_items)
     timings["fit_s"] = time.perf_counter() - t
 
-    if resume is not None:
+    if resume:
         _check_same_data(run_dir, data)
     model = SimulationModel(
         data=data,
@@ -211,14 +256,16 @@ def run(
         memory=memory,
     )
     if checkpoint is not None:
-        model.load_state(checkpoint)
+        _load_checkpoint(run_dir, model, checkpoint)
     t = time.perf_counter()
     model.fit_policy()  # on resume: as it stood after the latest retraining
     timings["policy_fit_s"] = time.perf_counter() - t
     model.probe_policy()
 
     # everything validated: from here on the run directory is written
-    if resume is None:
+    if resume:
+        _drop_parts_after(run_dir, int(checkpoint["part"][0]) if checkpoint is not None else 0)
+    else:
         _init_run_dir(run_dir, cfg, data)
     _write_catalog(run_dir, data)  # also on resume: a kill may have come before it was written
     run_id = run_id_for(cfg)
@@ -233,7 +280,7 @@ def run(
     recorder = model.recorder
     if checkpoint is not None:
         recorder.part = int(checkpoint["part"][0])
-    resumed_from = model.tick if checkpoint is not None else None
+    resumed_from = model.tick if resume else None
     t = time.perf_counter()
     _simulate(model, recorder, cfg, run_dir, progress)
     timings["simulate_s"] = time.perf_counter() - t
@@ -332,15 +379,14 @@ def _simulate(
 
 
 def _init_run_dir(run_dir: Path, cfg: RunConfig, data: Dataset) -> None:
-    if run_dir.exists() and cfg.output.overwrite:
-        shutil.rmtree(run_dir)
+    if cfg.output.overwrite:
+        outputs.clear_own(run_dir, "run")  # simrec's files only; anything else stays
+    outputs.claim(run_dir, "run")
     state = run_dir / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
     _atomic_write(
         state / "config.json",
-        json.dumps(
-            {"config": cfg.model_dump(mode="json"), "data_hashes": data.file_hashes}, indent=2
-        ),
+        json.dumps({"config": saved_config(cfg), "data_hashes": data.file_hashes}, indent=2),
     )
 
 
@@ -365,34 +411,76 @@ def _write_catalog(run_dir: Path, data: Dataset) -> None:
     _write_parquet(items, run_dir / "items.parquet")
 
 
-def _prepare_resume(run_dir: Path) -> tuple[Path, RunConfig, dict | None]:
-    if not run_dir.is_dir():
-        raise InputError(f"{run_dir}: no such run directory to resume")
-    if (run_dir / "manifest.json").exists():
+def _prepare_resume(
+    run_dir: Path, allow_import: Iterable[str], base_url: str | None, llm_cache: str | None
+) -> tuple[RunConfig, dict | None]:
+    """The saved config (made safe) and checkpoint of the unfinished run in ``run_dir``; checks
+    everything and deletes nothing."""
+    if outputs.is_run_manifest(run_dir / "manifest.json"):
         raise InputError(
             f"{run_dir}: the run is already complete (manifest.json exists); nothing to resume"
         )
+    for sub in (STATE_DIR, "events"):
+        if (run_dir / sub).is_symlink():
+            raise InputError(
+                f"{run_dir}: {sub}/ is a symbolic link; simrec resumes only a run directory it "
+                f"wrote, and never writes or deletes through links"
+            )
     state_file = run_dir / STATE_DIR / "config.json"
     if not state_file.is_file():
         raise InputError(
             f"{run_dir}: not an unfinished simrec run ({STATE_DIR}/config.json missing)"
         )
-    saved = json.loads(state_file.read_text())
-    cfg = validate_config(saved["config"], str(state_file))
+    saved = outputs.read_json(state_file, "a run's saved config")
+    if not isinstance(saved.get("config"), dict) or not isinstance(saved.get("data_hashes"), dict):
+        raise InputError(f"{state_file}: expected the fields config and data_hashes")
+    cfg = config_from_run_dir(
+        saved["config"],
+        str(state_file),
+        allow_import=allow_import,
+        base_url=base_url,
+        cache=llm_cache,
+    )
     ckpt_file = run_dir / STATE_DIR / "checkpoint.npz"
     checkpoint = None
-    next_part = 0
+    if ckpt_file.is_symlink() or (ckpt_file.exists() and not ckpt_file.is_file()):
+        raise InputError(f"{ckpt_file}: expected a regular file")
     if ckpt_file.is_file():
-        with np.load(ckpt_file) as z:
-            checkpoint = {k: z[k] for k in z.files}
-        next_part = int(checkpoint["part"][0])
+        try:
+            with np.load(ckpt_file, allow_pickle=False) as z:
+                checkpoint = {k: z[k] for k in z.files}
+            next_part = int(checkpoint["part"][0])
+        except (OSError, ValueError, EOFError, KeyError, IndexError, zipfile.BadZipFile) as err:
+            raise InputError(
+                f"{ckpt_file}: truncated or corrupt checkpoint ({type(err).__name__}: {err}); "
+                f"start over with --overwrite"
+            ) from None
+        if next_part < 0:
+            raise InputError(f"{ckpt_file}: part: expected a part number >= 0, got {next_part}")
+    return cfg, checkpoint
+
+
+def _load_checkpoint(run_dir: Path, model: SimulationModel, checkpoint: dict) -> None:
+    try:
+        model.load_state(checkpoint)
+    except (KeyError, ValueError, IndexError, TypeError) as err:
+        raise InputError(
+            f"{run_dir / STATE_DIR / 'checkpoint.npz'}: does not match this run's config and "
+            f"data ({type(err).__name__}: {err}); start over with --overwrite"
+        ) from None
+
+
+def _drop_parts_after(run_dir: Path, next_part: int) -> None:
+    """Delete the events written after the checkpoint (they are regenerated): regular files
+    named as simrec names its parts (or their temporaries), nothing else."""
     events = run_dir / "events"
-    if events.is_dir():  # drop whatever was written after the checkpoint; it is regenerated
-        for f in events.iterdir():
-            index = part_index(f.name)
-            if f.name.startswith(".") or (index is not None and index >= next_part):
-                f.unlink()
-    return run_dir, cfg, checkpoint
+    if not events.is_dir() or events.is_symlink():
+        return
+    for f in events.iterdir():
+        index = part_index(f.name.removeprefix(".").removesuffix(".tmp"))
+        own = index is not None and (f.name.startswith("part-") or f.name.endswith(".tmp"))
+        if own and index >= next_part and f.is_file() and not f.is_symlink():
+            f.unlink()
 
 
 def _check_same_data(run_dir: Path, data: Dataset) -> None:
@@ -408,7 +496,7 @@ def _check_same_data(run_dir: Path, data: Dataset) -> None:
 def _save_checkpoint(run_dir: Path, model: SimulationModel, next_part: int) -> None:
     tmp = run_dir / STATE_DIR / "checkpoint.tmp.npz"
     np.savez(tmp, part=np.array([next_part]), **model.state())
-    os.replace(tmp, run_dir / STATE_DIR / "checkpoint.npz")
+    outputs.durable_replace(tmp, run_dir / STATE_DIR / "checkpoint.npz")
 
 
 def _finish(
@@ -467,7 +555,7 @@ def _finish(
     timings["total_s"] = time.perf_counter() - started
     manifest = _manifest(cfg, data, model, run_id, timings, resumed_from, run_dir)
     _atomic_write(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
-    shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
+    _remove_state(run_dir)
     return manifest, table.to_pandas()  # the typed columns that were written
 
 
@@ -489,7 +577,7 @@ def _manifest(
         "simrec_version": __version__,
         "run_id": run_id,
         "seed": cfg.seed,
-        "config": cfg.model_dump(mode="json"),
+        "config": saved_config(cfg),
         "data": {
             "source": data.source,
             "path": cfg.data.path,
@@ -609,13 +697,29 @@ def _llm_stats(brain) -> dict:
     return stats
 
 
+def saved_config(cfg: RunConfig) -> dict:
+    """``cfg`` as written into a run directory: without credentials in the LLM server's URL."""
+    raw = cfg.model_dump(mode="json")
+    raw["llm"]["base_url"] = redact_url(raw["llm"]["base_url"])
+    return raw
+
+
+def _remove_state(run_dir: Path) -> None:
+    """The finished run's _state/: simrec's own files in it, then the folder if empty."""
+    state = run_dir / STATE_DIR
+    for name in ("config.json", "checkpoint.npz"):
+        f = state / name
+        if f.is_file() and not f.is_symlink():
+            f.unlink()
+    with contextlib.suppress(OSError):
+        state.rmdir()
+
+
 def _write_parquet(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    outputs.durable_replace(tmp, path)
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    outputs.atomic_write(path, text.encode("utf-8"))

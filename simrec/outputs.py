@@ -1,0 +1,277 @@
+"""Output directories simrec owns: what it may write into, what it may delete, who holds one.
+
+Every folder simrec writes (a run, an A/B test, an export, an augmentation, a report) carries a
+marker, ``.simrec-output.json``, naming the kind of output. simrec writes only into a folder
+that does not exist, is empty, or carries its own marker; ``--overwrite`` then deletes only the
+files that kind of output consists of (regular files matched by name, never through a symbolic
+link), so whatever else lives in the folder stays. A folder that only *looks* like a run (a
+``manifest.json`` without simrec's fields) is not one.
+
+Files are written to a hidden temporary name, flushed to disk (``fsync`` of the file and of its
+folder) and renamed into place, so a crash leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import socket
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from simrec.errors import InputError, OutputExistsError
+
+MARKER = ".simrec-output.json"
+LOCK = ".simrec.lock"
+
+_TMP = r"(?:.*/)?\.[^/]+\.tmp(?:\.\w+)?"  # simrec's hidden temporaries: .NAME.tmp[.ext]
+_PLOTS = r"report\.html|[\w.-]+\.png"
+# per kind of output, the relative paths (posix) of the files it consists of
+OWN_FILES: dict[str, re.Pattern[str]] = {
+    kind: re.compile(rf"(?:{pattern}|{_TMP}|{re.escape(MARKER)}|{re.escape(LOCK)})")
+    for kind, pattern in {
+        "run": r"manifest\.json|(?:users|items|metrics|interviews|reflections)\.parquet"
+        r"|schema\.json|events/part-\d+\.parquet|_state/(?:config\.json|checkpoint(?:\.tmp)?\.npz)"
+        r"|README\.md|(?:train|test)/events\.parquet",
+        "export": r"[^/]+\.(?:inter|user|item)|bandit_feedback\.npz|meta\.json"
+        r"|(?:events|users|items|metrics)\.csv",
+        "augment": r"manifest\.json|[\w-]+\.parquet",
+        "ab": rf"ab_results\.parquet|ab_manifest\.json|{_PLOTS}",
+        "fidelity": rf"fidelity\.parquet|{_PLOTS}",
+        "ope": rf"ope_results\.parquet|{_PLOTS}",
+        "report": _PLOTS,
+    }.items()
+}
+# a run's manifest has these fields; a manifest.json without them is somebody else's
+RUN_MANIFEST_FIELDS = ("simrec_version", "run_id", "config", "counts", "outputs")
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path`` (a regular file), or InputError naming the file."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise InputError(
+            f"{path}: expected {what} (a JSON object), could not read it: {err}"
+        ) from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: expected {what} (a JSON object), got {type(value).__name__}")
+    return value
+
+
+def is_run_manifest(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding a simrec run's manifest."""
+    if not _regular(path):
+        return False
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return False
+    return isinstance(value, dict) and all(k in value for k in RUN_MANIFEST_FIELDS)
+
+
+def owner_kind(path: Path) -> str | None:
+    """The kind of simrec output ``path`` holds (its marker; a run's manifest for runs written
+    before markers), or None when the folder is not simrec's."""
+    marker = path / MARKER
+    if _regular(marker):
+        try:
+            kind = json.loads(marker.read_text(encoding="utf-8")).get("kind")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            kind = None
+        if kind in OWN_FILES:
+            return kind
+    if is_run_manifest(path / "manifest.json"):
+        return "run"
+    return None
+
+
+def check_out_dir(path: Path, kind: str, flag: str = "--out") -> bool:
+    """Before any work: may simrec write a ``kind`` output into ``path``? Returns whether the
+    folder already holds simrec output of that kind. Refuses (OutputExistsError, naming the
+    path) a symbolic link, a file, a folder holding anything else, a folder nobody can write."""
+    if path.is_symlink():
+        raise OutputExistsError(
+            f"{flag} {path}: is a symbolic link; simrec writes only into a real directory "
+            f"(pass the directory it points to)"
+        )
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{flag} {path}: expected a directory, found a file")
+    _check_writable(path, flag)
+    if not path.exists():
+        return False
+    found = owner_kind(path)
+    if found is None:
+        if any(p.name != LOCK for p in path.iterdir()):
+            raise OutputExistsError(
+                f"{flag} {path}: exists, is not empty and was not written by simrec (no "
+                f"{MARKER}); refusing to write into it or delete anything in it"
+            )
+        return False
+    if found != kind:
+        raise OutputExistsError(
+            f"{flag} {path}: holds a simrec {found} output, expected a {kind} folder; "
+            f"choose another {flag}"
+        )
+    for sub in ("events", "_state"):
+        if (path / sub).is_symlink():
+            raise OutputExistsError(
+                f"{flag} {path}: {sub}/ is a symbolic link; simrec does not write or delete "
+                f"through links"
+            )
+    return True
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    probe = path
+    while not probe.exists():
+        if probe.is_symlink():  # a dangling link on the way
+            raise OutputExistsError(f"{flag} {path}: {probe} is a dangling symbolic link")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputExistsError(f"{flag} {path}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputExistsError(f"{flag} {path}: cannot write there ({probe} is not writable)")
+
+
+def claim(path: Path, kind: str) -> None:
+    """Create ``path`` (and parents) and mark it as simrec's ``kind`` output."""
+    from simrec import __version__
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputExistsError(
+            f"{path}: cannot create the output directory: {err.strerror}"
+        ) from None
+    if not _regular(path / MARKER):
+        atomic_write(
+            path / MARKER,
+            json.dumps({"kind": kind, "simrec_version": __version__}, indent=2).encode(),
+        )
+
+
+def clear_own(path: Path, kind: str | None = None) -> list[str]:
+    """Delete the files of the simrec output in ``path`` (of its marker's kind): regular files
+    whose relative paths are that kind's, in ``path`` and, by their own markers, in nested
+    outputs; folders emptied by it go too. Nothing is followed through a symbolic link and
+    nothing else is touched. Returns the relative paths deleted."""
+    if not path.is_dir() or path.is_symlink():
+        return []
+    kind = kind or owner_kind(path)
+    if kind is None:
+        return []
+    deleted: list[str] = []
+    _clear(path, path, OWN_FILES[kind], deleted)
+    return deleted
+
+
+def _clear(root: Path, folder: Path, own: re.Pattern[str], deleted: list[str]) -> None:
+    with os.scandir(folder) as entries:
+        listed = sorted(entries, key=lambda e: e.name)
+    for entry in listed:
+        rel = Path(entry.path).relative_to(root).as_posix()
+        if entry.is_dir(follow_symlinks=False):
+            sub = Path(entry.path)
+            nested = owner_kind(sub)
+            if nested is not None:
+                deleted += [f"{rel}/{p}" for p in clear_own(sub, nested)]
+            else:
+                _clear(root, sub, own, deleted)
+            with contextlib.suppress(OSError):  # only when empty
+                sub.rmdir()
+        elif entry.is_file(follow_symlinks=False) and own.fullmatch(rel) and entry.name != LOCK:
+            os.unlink(entry.path)
+            deleted.append(rel)
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------- locks
+
+
+@contextlib.contextmanager
+def locked(path: Path, what: str = "run") -> Iterator[None]:
+    """Hold an exclusive lock on output folder ``path`` (created if needed) for the block; a
+    second holder gets OutputExistsError naming the first (pid, host, start, command)."""
+    import fcntl
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise OutputExistsError(
+            f"{path}: cannot write the {what} directory there: {err.strerror}"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise OutputExistsError(
+                f"{path}: another simrec process is writing this {what} ({holder}); wait for "
+                f"it to finish or choose another --out"
+            ) from None
+        holder = (
+            f"pid {os.getpid()} on {socket.gethostname()}, since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}: "
+            f"{' '.join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:300]}"
+        )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+# ---------------------------------------------------------------------------- durable writes
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` durably: a hidden temporary, fsync, rename, fsync of the
+    folder."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    durable_replace(tmp, path)
+
+
+def durable_replace(tmp: Path, path: Path) -> None:
+    """Rename the finished ``tmp`` to ``path``, after flushing it to disk, and flush the
+    folder so the rename survives a crash."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (renames, new files) to disk; a no-op where unsupported."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
