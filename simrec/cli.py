@@ -505,6 +505,11 @@ def _summary(result) -> str:
             f"{c['impressions'] / max(result.manifest['timings']['simulate_s'], 1e-9):,.0f}",
         ),
     ]
+    llm = result.manifest.get("llm") or {}
+    if llm.get("pages_asked"):
+        share = llm["fallback_share"]
+        flag = "   <-- NOT LLM USERS, see below" if result.llm_problem else ""
+        rows.append(("LLM pages fallen back", f"{share:.1%} of {llm['pages_asked']:,}{flag}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
@@ -533,6 +538,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run(cfg, progress=not args.quiet)
     if not args.quiet:
         print(_summary(result))
+    problem = result.llm_problem
+    if problem is not None:
+        print(
+            f"simrec: WARNING: the run is written, but its LLM users are not LLM users: {problem}",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 

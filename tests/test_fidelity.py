@@ -271,7 +271,8 @@ def test_llm_brain_judges_the_lists_of_sampled_users(tmp_path, monkeypatch):
     def handler(request):
         body = json.loads(request.content)
         user = int(re.search(r"\(user (\d+)\)", body["messages"][0]["content"]).group(1))
-        lines = re.findall(r"^\d+\. (.*) \([^()]*\)$", body["messages"][1]["content"], re.M)
+        quoted = re.findall(r"^\d+\. (\".*\")$", body["messages"][1]["content"], re.M)
+        lines = [re.sub(r" \([^()]*\)$", "", json.loads(q)) for q in quoted]
         props = set(body["response_format"]["schema"]["properties"])
         if "watch" in props:
             picks.append(user)

@@ -60,8 +60,13 @@ def _serve(monkeypatch, handler) -> None:
 
     real = llm_module.make_backend
 
+    def routed(request):
+        if request.url.path.endswith("/models"):  # a server without a model list
+            return httpx2.Response(404, json={"error": "not found"})
+        return handler(request)
+
     def with_mock_transport(spec, **kw):
-        kw["http_client"] = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        kw["http_client"] = httpx2.AsyncClient(transport=httpx2.MockTransport(routed))
         return real(spec, **kw)
 
     monkeypatch.setattr(llm_module, "make_backend", with_mock_transport)

@@ -232,7 +232,7 @@ def test_run_retrieves_memories_into_prompts_and_reflects(tmp_path, monkeypatch)
     assert "- nothing yet" in pages[0]
     later = [p for p in pages if "- nothing yet" not in p]
     assert later and max(p.count("\n- ") for p in later) == 4
-    noted = [p for p in pages if "What you have learned so far: About my taste:" in p]
+    noted = [p for p in pages if 'What you have learned so far: "About my taste:' in p]
     assert noted and any("I like dark films." in p for p in noted)
     m = res.manifest
     refl = pq.read_table(res.run_dir / "reflections.parquet").to_pandas()

@@ -66,6 +66,10 @@ class Catalog:
     genres: (n_items, n_genres) bool CSR matrix
     text: (n_items,) object of str, a short description used by content features and prompts
     popularity: (n_items,) int64, interactions per item in the seed log
+
+    Titles and texts come from data files and end up in LLM prompts: they are kept as single
+    lines of printable text, at most TITLE_LIMIT and TEXT_LIMIT characters
+    (:func:`simrec.trust.clean_text`).
     """
 
     item_ids: np.ndarray
@@ -74,6 +78,12 @@ class Catalog:
     genres: sp.csr_matrix
     text: np.ndarray
     popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        from simrec.trust import TEXT_LIMIT, TITLE_LIMIT, clean_texts
+
+        self.titles = clean_texts(self.titles, TITLE_LIMIT)
+        self.text = clean_texts(self.text, TEXT_LIMIT)
 
     @property
     def n_items(self) -> int:

@@ -61,6 +61,7 @@ from simrec.config import RunConfig
 from simrec.data.dataset import Dataset, Interactions
 from simrec.errors import ConfigError
 from simrec.rng import Streams
+from simrec.trust import quoted
 
 SECTIONS = ("discrimination", "rating", "behaviour", "ranking")
 RATIOS = (1, 2, 3, 9)
@@ -329,10 +330,8 @@ def _llm_users(sets: _Sets, n: int, seed: int) -> np.ndarray:
 
 def _item_lines(data: Dataset, items: np.ndarray, genres: list[list[str]]) -> str:
     cat = data.catalog
-    return "\n".join(
-        f"{j}. {cat.titles[i]} ({', '.join(genres[i]) or 'no genre'})"
-        for j, i in enumerate(items.tolist(), 1)
-    )
+    lines = (f"{cat.titles[i]} ({', '.join(genres[i]) or 'no genre'})" for i in items.tolist())
+    return "\n".join(f"{j}. {quoted(line)}" for j, line in enumerate(lines, 1))
 
 
 def llm_discrimination(

@@ -7,20 +7,31 @@ request's ``error``. Structured output: ``response_format="json_schema"`` (OpenA
 ``{"type": "json_schema", ...}``; ``"json_object"`` (llama.cpp, whose server answers json_schema
 with HTTP 500) sends ``{"type": "json_object", "schema": ...}``; ``"auto"`` picks json_schema for
 api.openai.com and for servers whose model list says ``owned_by: vllm``, json_object otherwise.
-The API key comes from the environment (``OPENAI_API_KEY`` or the variable named by
-``api_key_env``) and is never logged or written; local servers get ``"EMPTY"``.
+The API key comes from the environment and goes only where it belongs: ``OPENAI_API_KEY`` to
+OpenAI's own endpoint (``https://api.openai.com``) and nowhere else; any other server gets the
+variable the user names in ``api_key_env``, or no key (``"EMPTY"``). Keys are never logged or
+written, and a failed request is recorded as its kind and HTTP status only (a server may echo
+a key in its error text).
+
+Only the client's own errors (``openai.APIError`` and its kinds) become a request's error; any
+other exception is a bug and propagates. ``complete()`` also works where an event loop is
+already running (Jupyter): the requests then run on a worker thread with their own loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import openai
+
 from simrec.errors import ConfigError
 from simrec.llm.base import ChatRequest, ChatResult, parse_json_answer
+from simrec.trust import is_openai_endpoint, redact_url
 
 ResponseFormat = Literal["auto", "json_schema", "json_object"]
 
@@ -33,7 +44,7 @@ class OpenAIBackend:
         model: str,
         *,
         base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: str | None = None,
         concurrency: int = 8,
         timeout: float = 60.0,
         max_retries: int = 2,
@@ -51,12 +62,7 @@ class OpenAIBackend:
         self.base_url = base_url
         self.concurrency = concurrency
         self.timeout, self.max_retries = timeout, max_retries
-        self._key = os.environ.get(api_key_env) or ("EMPTY" if base_url else None)
-        if self._key is None:
-            raise ConfigError(
-                f"llm: no API key for {model}: set the environment variable {api_key_env} "
-                f"(keys are read from the environment only)"
-            )
+        self._key = _api_key(model, base_url, api_key_env)
         self._http_client = http_client
         self._format = response_format
         self.calls = 0
@@ -78,7 +84,7 @@ class OpenAIBackend:
             models = await client.models.list()
             owners = {getattr(m, "owned_by", "") for m in models.data}
             self._format = "json_schema" if "vllm" in owners else "json_object"
-        except Exception:  # a server without /models: the safe choice works everywhere
+        except openai.APIError:  # a server without /models: the safe choice works everywhere
             self._format = "json_object"
         return self._format
 
@@ -94,10 +100,21 @@ class OpenAIBackend:
 
     # ------------------------------------------------------------------ calls
 
+    @property
+    def cache_identity(self) -> str:
+        """What the response cache keys answers by: the kind of backend, the server, the model."""
+        return f"openai|{redact_url(self.base_url) or 'https://api.openai.com/v1'}|{self.name}"
+
     def complete(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         if not requests:
             return []
-        return asyncio.run(self._complete_all(list(requests)))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._complete_all(list(requests)))
+        # called from inside a running event loop (Jupyter): run on a thread with its own loop
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, self._complete_all(list(requests))).result()
 
     async def _complete_all(self, requests: list[ChatRequest]) -> list[ChatResult]:
         from openai import AsyncOpenAI
@@ -139,9 +156,9 @@ class OpenAIBackend:
             try:
                 raw = await client.chat.completions.with_raw_response.create(**kwargs)
                 resp = raw.parse()
-            except Exception as err:  # the client already retried what is retryable
+            except openai.APIError as err:  # the client already retried what is retryable
                 return ChatResult(
-                    error=f"{type(err).__name__}: {_short(err)}",
+                    error=_error_kind(err),
                     latency_s=time.perf_counter() - t,
                     attempts=1 + self.max_retries if _retryable(err) else 1,
                 )
@@ -163,6 +180,28 @@ def _retryable(err: Exception) -> bool:
     return status is None or status in (408, 409, 429) or status >= 500
 
 
-def _short(err: Exception) -> str:
-    text = str(err).replace("\n", " ")
-    return text if len(text) <= 300 else text[:297] + "..."
+def _error_kind(err: Exception) -> str:
+    """A failed request as it is recorded: the error's kind and HTTP status, never its text."""
+    status = getattr(err, "status_code", None)
+    return type(err).__name__ + (f" (HTTP {status})" if status is not None else "")
+
+
+def _api_key(model: str, base_url: str | None, api_key_env: str | None) -> str:
+    """The key for ``base_url``'s server (see the module docstring)."""
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise ConfigError(
+                f"llm.api_key_env: expected the environment variable {api_key_env} to hold the "
+                f"key for {redact_url(base_url) or 'api.openai.com'}, found it unset or empty"
+            )
+        return key
+    if is_openai_endpoint(base_url):
+        key = os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise ConfigError(
+                f"llm: no API key for {model} on api.openai.com: set the environment variable "
+                f"OPENAI_API_KEY (keys are read from the environment only)"
+            )
+        return key
+    return "EMPTY"  # another server: OPENAI_API_KEY is OpenAI's and is not sent to it

@@ -66,6 +66,28 @@ class RunResult:
     def events_dir(self) -> Path:
         return self.run_dir / "events"
 
+    @property
+    def llm_problem(self) -> str | None:
+        """Why this run's LLM users cannot be trusted (the server refused the key, or more
+        than ``llm.max_fallback_share`` of the pages fell back to the statistical brain), or
+        None. Everything is written either way; the CLI then exits with status 3."""
+        llm = self.manifest.get("llm") or {}
+        if not llm.get("pages_asked"):
+            return None
+        share, limit = llm["fallback_share"], self.manifest["config"]["llm"]["max_fallback_share"]
+        if llm["auth_errors"]:
+            return (
+                f"the LLM server refused {llm['auth_errors']:,} requests as unauthorised (HTTP "
+                f"401/403): check llm.api_key_env and --base-url; {share:.0%} of the LLM's pages "
+                f"were decided by the statistical fallback"
+            )
+        if share > limit:
+            return (
+                f"{share:.0%} of the LLM's pages fell back to the statistical brain (more than "
+                f"llm.max_fallback_share {limit:.0%}); see fallbacks in manifest.json"
+            )
+        return None
+
     def events(self) -> pd.DataFrame:
         """All events as a DataFrame (reads every part)."""
         return pq.read_table(self.events_dir).to_pandas()
@@ -303,6 +325,7 @@ def llm_backend(cfg: RunConfig):
             "timeout": c.timeout,
             "max_retries": c.max_retries,
             "response_format": c.response_format,
+            "api_key_env": c.api_key_env,
         }
     backend = make_backend(c.backend, base_url=c.base_url, **options)
     if c.cache:
@@ -694,6 +717,12 @@ def _llm_stats(brain) -> dict:
     }
     if hasattr(backend, "hits"):
         stats.update(cache_hits=int(backend.hits), cache_misses=int(backend.misses))
+    if backend is not None:
+        stats.update(
+            pages_asked=int(brain.pages),
+            fallback_share=round(float(brain.fallback_share), 6),
+            auth_errors=int(brain.fallbacks.get("auth_error", 0)),
+        )
     return stats
 
 

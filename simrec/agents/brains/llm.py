@@ -21,6 +21,20 @@ from simrec.agents.brains.base import PageBatch, PageDecisions
 from simrec.agents.brains.utility import UtilityBrain
 from simrec.llm.base import ChatRequest, LLMBackend
 from simrec.rng import derive_seed
+from simrec.trust import redact, safe_text
+
+AUTH_STATUSES = (401, 403)
+# the causes of a page decided by the fallback instead of the LLM
+PAGE_CAUSES = (
+    "auth_error",
+    "backend_error",
+    "truncated",
+    "malformed_json",
+    "schema_invalid",
+    "nonsense_positions",
+    "nonsense_ratings",
+    "narration_failed",  # the hybrid brain's narrations
+)
 
 _FEELING_VALUE = {
     "delighted": 1.0,
@@ -53,6 +67,7 @@ class LLMBrain:
         self.memory_items = memory_items
         self.templates = prompts.load_templates(templates_dir)
         self.fallbacks: Counter[str] = Counter()
+        self.pages = 0  # pages the LLM was asked to decide
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -109,6 +124,7 @@ class LLMBrain:
         c_tok = np.array([r.completion_tokens for r in results], np.float64)
         failed: list[int] = []
         valid = views.items >= 0
+        self.pages += n
         for j, res in enumerate(results):
             self._count(res)
             cause = self._apply(
@@ -243,13 +259,20 @@ class LLMBrain:
             "calls": self.calls,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "pages": self.pages,
         }
+
+    @property
+    def fallback_share(self) -> float:
+        """The share of pages the LLM was asked to decide whose answer was unusable."""
+        return sum(self.fallbacks[c] for c in PAGE_CAUSES) / self.pages if self.pages else 0.0
 
     def load_state(self, state: dict) -> None:
         self.fallbacks = Counter(state["fallbacks"])
         self.calls = int(state["calls"])
         self.prompt_tokens = int(state["prompt_tokens"])
         self.completion_tokens = int(state["completion_tokens"])
+        self.pages = int(state.get("pages", 0))
 
     def _count(self, res) -> None:
         self.prompt_tokens += res.prompt_tokens
@@ -261,6 +284,8 @@ class LLMBrain:
     ) -> str | None:
         """Write one answer into the arrays; the fallback cause when it is unusable."""
         if not res.ok:
+            if res.error and any(f"(HTTP {c})" in res.error for c in AUTH_STATUSES):
+                return "auth_error"
             if res.error and res.error.startswith("truncated"):
                 return "truncated"
             if res.error and res.error.startswith("malformed JSON"):
@@ -280,7 +305,7 @@ class LLMBrain:
             clicked[j, p] = True
             rating[j, p] = np.float32(scale.quantise(np.array([float(r)]))[0])
         leave[j] = a.next == "leave"
-        feeling[j], reason[j] = a.feeling, a.reason
+        feeling[j], reason[j] = a.feeling, safe_text(a.reason)
         return None
 
 
@@ -350,7 +375,7 @@ def interview(
         if res.ok:
             try:
                 a = prompts.Interview.model_validate(res.parsed)
-                score, reason = a.score, a.reason
+                score, reason = a.score, safe_text(a.reason, 300)
             except ValidationError as err:
                 error = f"schema_invalid: {err.error_count()} errors"
         if score is None:
@@ -364,7 +389,7 @@ def interview(
             ("prompt_hash", prompts.prompt_hash(req.messages)),
             ("prompt_tokens", res.prompt_tokens),
             ("completion_tokens", res.completion_tokens),
-            ("error", error),
+            ("error", redact(error)),
         ):
             cols[key].append(val)
     return cols
@@ -407,6 +432,7 @@ class HybridBrain(LLMBrain):
             schema = prompts.Narration.model_json_schema()
             requests = [self._narration(model, views, int(j), d, schema) for j in chosen]
             results = self.backend.complete(requests)
+            self.pages += chosen.size
             for j, req, res in zip(chosen.tolist(), requests, results, strict=True):
                 llm_model[j], hashes[j] = self.backend.name, prompts.prompt_hash(req.messages)
                 p_tok[j], c_tok[j] = res.prompt_tokens, res.completion_tokens
@@ -415,9 +441,10 @@ class HybridBrain(LLMBrain):
                     if not res.ok:
                         raise ValueError(res.error)
                     a = prompts.Narration.model_validate(res.parsed)
-                    feeling[j], reason[j] = a.feeling, a.reason
+                    feeling[j], reason[j] = a.feeling, safe_text(a.reason)
                 except (ValueError, ValidationError):
-                    self.fallbacks["narration_failed"] += 1
+                    auth = res.error and any(f"(HTTP {c})" in res.error for c in AUTH_STATUSES)
+                    self.fallbacks["auth_error" if auth else "narration_failed"] += 1
         return PageDecisions(
             d.examined,
             d.clicked,

@@ -9,6 +9,10 @@ ratings, actions and feelings, so an answer can neither name an item that is not
 need title matching. One pydantic model gives the JSON schema sent for constrained decoding and
 validates the answer.
 
+Text that comes from data (titles, genres, descriptions) or from a model (reflections) is
+never spliced in raw: each is one line of printable text (:func:`simrec.trust.clean_text`)
+inside a JSON string, and the system prompts say that quoted text is data, not instructions.
+
 Templates are ``string.Template`` files that a user can replace by pointing
 ``llm.templates_dir`` at a folder with their own versions: ``system.txt`` (``$name``,
 ``$profile``, ``$scale``), ``page.txt`` (``$memory``: the retrieved memories, one per line;
@@ -32,6 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from simrec.errors import ConfigError
+from simrec.trust import NOTE_LIMIT, clean_text, quoted
 
 FEELINGS = ("delighted", "satisfied", "neutral", "bored", "annoyed")
 TEMPLATES = Path(__file__).with_name("templates")
@@ -120,7 +125,8 @@ class Reflection(BaseModel):
         return v
 
     def note(self) -> str:
-        return f"About my taste: {self.taste.strip()} About this service: {self.service.strip()}"
+        taste, service = clean_text(self.taste, 200), clean_text(self.service, 200)
+        return f"About my taste: {taste} About this service: {service}"
 
 
 class Interview(BaseModel):
@@ -158,7 +164,7 @@ def memory_lines(entries: list[dict], titles: np.ndarray, now: int, tick_seconds
     for e in entries:
         days = (now - e["tick"]) * tick_seconds // 86400
         when = "Today" if days == 0 else "Yesterday" if days == 1 else f"{days} days ago"
-        title = str(titles[e["item"]]) if e["item"] >= 0 else "an empty page"
+        title = quoted(str(titles[e["item"]])) if e["item"] >= 0 else "an empty page"
         if e["kind"] == "watched":
             what = f"you watched {title}" + (
                 f" and rated it {e['rating']:g}" if e["rating"] is not None else ""
@@ -175,7 +181,7 @@ def memory_lines(entries: list[dict], titles: np.ndarray, now: int, tick_seconds
 
 def reflection_line(note: str | None) -> str:
     """The ``$reflection`` of a prompt: the latest note, or nothing."""
-    return f"What you have learned so far: {note}\n" if note else ""
+    return f"What you have learned so far: {quoted(clean_text(note, NOTE_LIMIT))}\n" if note else ""
 
 
 def page_message(
@@ -189,7 +195,7 @@ def page_message(
 ) -> str:
     """The user message of a page (``template`` "page", or "narrate" with ``did``);
     ``memory`` from :func:`memory_lines`, ``reflection`` from :func:`reflection_line`."""
-    lines = "\n".join(f"{j}. {text}" for j, text in enumerate(items, 1) if text)
+    lines = "\n".join(f"{j}. {quoted(text)}" for j, text in enumerate(items, 1) if text)
     return templates[template].safe_substitute(
         memory=memory, reflection=reflection, page_number=page + 1, items=lines, **extra
     )
