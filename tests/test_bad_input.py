@@ -206,6 +206,45 @@ def case_recbole_bad_rating(w, tmp):
     return ["--data", str(d)], ["tiny.inter", "line 3", "field 'rating'", "'great'"]
 
 
+def _config(tmp: Path, text: str, suffix: str = ".yaml") -> str:
+    path = tmp / f"config{suffix}"
+    path.write_text(text)
+    return str(path)
+
+
+def case_run_name_is_a_path(w, tmp):
+    return [_config(tmp, "name: ../escaped-run\n")], ["name", "'../escaped-run'", "folder"]
+
+
+def case_yaml_alias_bomb(w, tmp):
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefg", "bcdefgh", strict=True)
+    ]
+    return [_config(tmp, "\n".join(lines))], ["config.yaml", "aliases (*a) are not supported"]
+
+
+def case_deeply_nested_toml(w, tmp):
+    path = _config(tmp, "a = " + "[" * 5000 + "]" * 5000, ".toml")
+    return [path], ["config.toml", "nested too deeply"]
+
+
+def case_population_beyond_memory(w, tmp):
+    return ["--users", "100000000"], ["GiB of memory", "available"]
+
+
+def case_policy_beyond_memory(w, tmp):
+    return ["--policy", "als", "--param", "factors=100000000"], ["GiB of memory", "policy"]
+
+
+def case_api_key_env_not_a_variable_name(w, tmp):
+    return [_config(tmp, "llm: {api_key_env: 'sk-abc; rm -rf'}\n")], ["llm.api_key_env"]
+
+
+def case_max_fallback_share_out_of_range(w, tmp):
+    return [_config(tmp, "llm: {max_fallback_share: 1.5}\n")], ["llm.max_fallback_share"]
+
+
 CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
 
 

@@ -7,7 +7,6 @@ interval is one part file, written as a hidden ``.tmp`` and renamed when the int
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from simrec import outputs
 from simrec.data.schemas import events_schema
 
 _MAX_PENDING = 2  # ticks queued for the writer thread at most
@@ -169,7 +169,7 @@ class EventRecorder:
         self._writer = None
         self._buffer, self._buffered = [], 0
         final = self.dir / part_name(self.part)
-        os.replace(self._tmp_path, final)
+        outputs.durable_replace(self._tmp_path, final)
         self.part += 1
         return final
 
