@@ -47,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
     r.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="--resume: a package.module:Class or sentence:MODEL the run names that you trust "
+        "to be imported and run (repeatable)",
+    )
+    r.add_argument(
         "--llm-cache",
         metavar="FILE",
         help="LLM response cache file (default datasets_out/.llm-cache.sqlite; 'none': no cache)",
@@ -526,7 +534,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run(
             resume=args.resume,
             progress=not args.quiet,
-            allow_import=[args.policy] if args.policy else [],
+            allow_import=[*([args.policy] if args.policy else []), *args.trust],
             base_url=args.base_url,
             llm_cache=_cache_flag(args.llm_cache),
         )

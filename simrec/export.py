@@ -221,13 +221,28 @@ def _export_obp(run_dir: Path, manifest: dict, out: Path) -> None:
 def _export_csv(run_dir: Path, manifest: dict, out: Path) -> None:
     """events.csv, users.csv (lists joined with '|'), items.csv, metrics.csv."""
     ev = pq.read_table(run_dir / "events").to_pandas()
-    ev.to_csv(out / "events.csv", index=False)
+    _defuse_formulas(ev).to_csv(out / "events.csv", index=False)
     for name in ("users", "items", "metrics"):
         df = pq.read_table(run_dir / f"{name}.parquet").to_pandas()
         for c in df.columns:
             if df[c].map(lambda v: isinstance(v, (list, np.ndarray))).any():
                 df[c] = df[c].map(lambda v: "|".join(map(str, v)))
-        df.to_csv(out / f"{name}.csv", index=False)
+        _defuse_formulas(df).to_csv(out / f"{name}.csv", index=False)
+
+
+def _defuse_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula (a title starting with '=', '+',
+    '-', '@', tab or carriage return) get a leading apostrophe, as OWASP advises for CSV."""
+    for c in df.columns:
+        if df[c].dtype == object or pd.api.types.is_string_dtype(df[c]):
+            df[c] = df[c].map(
+                lambda v: (
+                    "'" + v
+                    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r")
+                    else v
+                )
+            )
+    return df
 
 
 # ---------------------------------------------------------------------------- Hugging Face

@@ -4,7 +4,8 @@ A run directory may come from anywhere (a colleague, a download, a shared drive)
 saved in it (``_state/config.json``, ``manifest.json``) is data, not instructions:
 
 * a ``package.module:ClassName`` policy in it is imported (which runs code) only when the same
-  name is passed on this command line (``--policy`` / ``allow_import=``);
+  name is passed on this command line (``--policy`` / ``allow_import=``), and so is a
+  ``sentence:MODEL`` embedding model (``--trust``);
 * the LLM endpoint, the environment variable holding its key and the response-cache file come
   from this command line or the defaults, never from the saved config;
 * secrets are not written: URLs lose their user info and query, error texts lose anything that
@@ -90,6 +91,14 @@ def config_from_run_dir(
             f"name found only in the run directory; if you trust it, pass --policy {name} on "
             f"the command line"
         )
+    embedding = cfg.memory.embedding
+    loads_model = cfg.brain.name in ("llm", "hybrid") and embedding.startswith("sentence:")
+    if loads_model and embedding not in allowed:
+        raise InputError(
+            f"{source}: memory.embedding is {embedding!r}, a model that would be loaded "
+            f"(and its code run) from a name found only in the run directory; if you "
+            f"trust it, pass --trust {embedding} on the command line"
+        )
     llm = cfg.llm
     saved_url = llm.base_url
     uses_server = cfg.brain.name in ("llm", "hybrid") and llm.backend.startswith("openai:")
@@ -107,6 +116,7 @@ def config_from_run_dir(
 # ---------------------------------------------------------------------------- text from data
 
 TITLE_LIMIT = 200
+GENRE_LIMIT = 60
 TEXT_LIMIT = 1000
 NOTE_LIMIT = 400
 _SPACE = re.compile(r"\s+")

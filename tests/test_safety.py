@@ -361,3 +361,29 @@ def test_checkpoint_and_manifest_writes_are_fsynced(tmp_path, monkeypatch):
     simrec.run(small_config(tmp_path / "run", ticks=2, checkpoint_every=1))
     # per checkpoint and per manifest: the file and its folder
     assert len(synced) >= 2 * 2 + 2
+
+
+def test_resume_never_loads_an_embedding_model_named_only_in_the_run_dir(tmp_path):
+    from simrec.errors import InputError
+    from simrec.trust import config_from_run_dir
+
+    raw = small_config(tmp_path / "r")
+    raw["brain"]["name"] = "llm"
+    raw["memory"] = {"embedding": "sentence:/somewhere/evil-model"}
+    with pytest.raises(InputError, match="--trust sentence:/somewhere/evil-model"):
+        config_from_run_dir(raw, "saved")
+    cfg = config_from_run_dir(raw, "saved", allow_import=["sentence:/somewhere/evil-model"])
+    assert cfg.memory.embedding == "sentence:/somewhere/evil-model"
+
+
+def test_csv_export_defuses_spreadsheet_formulas(done_run, tmp_path):
+    import pandas as pd
+
+    from simrec.export import _defuse_formulas
+
+    items = pd.read_parquet(done_run / "items.parquet")
+    assert main(["export", str(done_run), "--to", "csv", "--out", str(tmp_path / "csv")]) == 0
+    written = pd.read_csv(tmp_path / "csv" / "items.csv")
+    assert (written.title == items.title).all()  # ordinary titles untouched
+    df = _defuse_formulas(pd.DataFrame({"title": ['=HYPERLINK("x")', "@SUM(A1)", "Up"]}))
+    assert df.title.tolist() == ['\'=HYPERLINK("x")', "'@SUM(A1)", "Up"]

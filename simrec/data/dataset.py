@@ -80,10 +80,11 @@ class Catalog:
     popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __post_init__(self) -> None:
-        from simrec.trust import TEXT_LIMIT, TITLE_LIMIT, clean_texts
+        from simrec.trust import GENRE_LIMIT, TEXT_LIMIT, TITLE_LIMIT, clean_texts
 
         self.titles = clean_texts(self.titles, TITLE_LIMIT)
         self.text = clean_texts(self.text, TEXT_LIMIT)
+        self.genre_names = [str(g) for g in clean_texts(self.genre_names, GENRE_LIMIT)]
 
     @property
     def n_items(self) -> int:

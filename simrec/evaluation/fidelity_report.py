@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -801,7 +802,8 @@ def fidelity(
     for name in to_run:
         raw = cfg.model_dump(mode="json")
         raw["policy"] = raw["policy"] if name == behaviour_policy else {"name": name, "params": {}}
-        raw["output"] = {"dir": str(runs_dir / name.replace(":", "_")), "overwrite": True}
+        folder = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"  # never a path
+        raw["output"] = {"dir": str(runs_dir / folder), "overwrite": True}
         raw["brain"]["name"] = "utility"  # an LLM brain is measured above, not simulated
         res = simrec.run(raw, data=split.train, progress=progress)
         events = res.events()
