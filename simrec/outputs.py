@@ -89,6 +89,11 @@ def owner_kind(path: Path) -> str | None:
             return kind
     if is_run_manifest(path / "manifest.json"):
         return "run"
+    if path.name == "report" and is_run_manifest(path.parent / "manifest.json"):
+        # a run's report from before markers: report.html and its plots, nothing else
+        entries = list(path.iterdir())
+        if entries and all(_regular(e) and OWN_FILES["report"].fullmatch(e.name) for e in entries):
+            return "report"
     return None
 
 

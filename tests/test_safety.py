@@ -387,3 +387,17 @@ def test_csv_export_defuses_spreadsheet_formulas(done_run, tmp_path):
     assert (written.title == items.title).all()  # ordinary titles untouched
     df = _defuse_formulas(pd.DataFrame({"title": ['=HYPERLINK("x")', "@SUM(A1)", "Up"]}))
     assert df.title.tolist() == ['\'=HYPERLINK("x")', "'@SUM(A1)", "Up"]
+
+
+def test_a_report_written_before_markers_is_still_replaced(done_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(done_run, run)
+    assert main(["report", str(run)]) == 0
+    (run / "report" / MARKER).unlink()  # as an older simrec left it
+    assert main(["report", str(run)]) == 0
+    (run / "report" / "notes.txt").write_text("mine")  # then it is not only a report
+    (run / "report" / MARKER).unlink()
+    assert main(["report", str(run)]) == 2
+    assert (run / "report" / "notes.txt").read_text() == "mine"
