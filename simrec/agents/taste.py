@@ -54,6 +54,10 @@ class RatingModel:
 
     user_bias: (n_users,), item_bias: (n_items,), user_factors: (n_users, d),
     item_factors: (n_items, d), all float32; sigma: residual std of the training ratings.
+    A sampled rating is ``expected + sigma * z`` cut into the scale's values at ``cuts`` (one
+    fewer than the values): thresholds placed so that the training rows' sampled ratings have
+    the training ratings' histogram (an ordinal link, as in ordinal regression; a rating scale
+    is not an interval scale). None (too many values, or none rated): rounded to the nearest.
     """
 
     mu: float
@@ -63,6 +67,15 @@ class RatingModel:
     item_factors: np.ndarray
     sigma: float
     scale: RatingScale
+    cuts: np.ndarray | None = None
+
+    def sample(self, expected: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Ratings drawn around ``expected`` with standard-normal ``z`` (same shape)."""
+        latent = np.asarray(expected, np.float64) + self.sigma * np.asarray(z, np.float64)
+        if self.cuts is None:
+            return self.scale.quantise(latent)
+        values = _scale_values(self.scale)
+        return values[np.searchsorted(self.cuts, latent, side="right")]
 
     def expected(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Expected ratings of (user, item) pairs, clipped to the scale. (n,), (n,) -> (n,)."""
@@ -317,7 +330,31 @@ def fit_rating_model(
         e = slice(s, s + (1 << 22))
         sq += float(((r[e] - model.expected(u[e], i[e])) ** 2).sum())
     model.sigma = float(np.sqrt(sq / r.size))
+    model.cuts = _ordinal_cuts(model, u, i, r, seed)
     return model
+
+
+MAX_ORDINAL_VALUES = 21  # scales with more values are treated as continuous
+
+
+def _scale_values(scale: RatingScale) -> np.ndarray:
+    n = int(round((scale.high - scale.low) / scale.step)) + 1 if scale.step > 0 else 1
+    return scale.low + scale.step * np.arange(max(n, 1))
+
+
+def _ordinal_cuts(model: RatingModel, u, i, r, seed: int) -> np.ndarray | None:
+    """Thresholds on ``expected + sigma * z`` (z drawn once, seeded) at the training ratings'
+    cumulative shares, so the sampled training ratings have their histogram."""
+    values = _scale_values(model.scale)
+    if not 2 <= values.size <= MAX_ORDINAL_VALUES or model.sigma <= 0:
+        return None
+    index = np.clip(np.round((r - model.scale.low) / model.scale.step), 0, values.size - 1)
+    shares = np.cumsum(np.bincount(index.astype(np.int64), minlength=values.size))[:-1] / r.size
+    g = np.random.default_rng([seed, 0x0D1A])
+    take = g.choice(r.size, size=min(r.size, 1_000_000), replace=False)
+    latent = model.expected(u[take], i[take]).astype(np.float64)
+    latent += model.sigma * g.standard_normal(take.size)
+    return np.quantile(latent, shares)
 
 
 def _group_mean(group: np.ndarray, values: np.ndarray, n: int, reg: float) -> np.ndarray:

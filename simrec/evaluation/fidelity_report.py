@@ -498,7 +498,7 @@ def rating_fidelity(split: Split, brain, seed: int) -> tuple[list[tuple], dict]:
     rm = brain.rating_model
     expected = rm.expected(u, i).astype(np.float64)
     z = Streams(seed).generator("fidelity-ratings").standard_normal(real.size)
-    sampled = rm.scale.quantise(expected + rm.sigma * z)
+    sampled = rm.sample(expected, z)
     tr = np.isfinite(train.rating)
     mu = float(train.rating[tr].mean())
     n_items = split.train.catalog.n_items

@@ -11,8 +11,8 @@ Per page view with ``k`` slots:
   (in proportion to ``(interactions + 1) ** brain.exposure``), so that what made people come
   across an item is not taken for taste: inside the simulation, exposure is the slate. ``w0``
   is prior-corrected so that an exposure-drawn examined item is watched at the log's density;
-* rating of a watched item: the fitted biased-MF expectation plus residual noise, quantised to
-  the dataset's scale;
+* rating of a watched item: the fitted biased-MF expectation plus residual noise, cut into
+  the scale at thresholds that reproduce the log's rating histogram (an ordinal link);
 * leaving after the page: ``sigmoid(leave_base + fatigue * page - w_sat * page_value)``;
 * coming back next tick: the persona's arrival rate scaled by recent satisfaction.
 """
@@ -281,7 +281,7 @@ class UtilityBrain:
             r, col = np.nonzero(clicked)
             expected = rm.expected(self.source_user[agents[r]], safe[r, col])
             noise_u = u[r, col] / watch_p[r, col]
-            sampled = rm.scale.quantise(expected + rm.sigma * ndtri(noise_u))
+            sampled = rm.sample(expected, ndtri(noise_u))
             rating[r, col] = sampled
             value = np.zeros((n, k))
             value[r, col] = rm.scale.normalise(sampled)
