@@ -7,6 +7,9 @@ generating tastes, it fits personas from the seed log like it would from MovieLe
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -60,6 +63,7 @@ _NOUN = [
 ]
 _TASTE_SCALE = 2.5  # weight of taste against log popularity in the log's choice model
 _CHUNK = 4096  # users per sampling chunk; fixed so the world never depends on batch sizes
+_MAX_THREADS = 4  # chunks sampled at once (each holds CHUNK x items float32)
 
 
 def make_world(cfg: SyntheticWorldConfig, seed: int) -> Dataset:
@@ -165,12 +169,12 @@ def _sample_log(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each user's items: n draws without replacement, P(item) proportional to
     exp(2.5 * taste . item + log popularity): the top-n of ``utility - log(Exp(1))`` keys."""
-    users_out, items_out = [], []
     n_users = user_vecs.shape[0]
     items32 = item_vecs.T.astype(np.float32)
     pop32 = log_pop.astype(np.float32)[None, :]
     n_items = item_vecs.shape[0]
-    for start in range(0, n_users, _CHUNK):
+
+    def chunk(start: int) -> tuple[np.ndarray, np.ndarray]:
         idx = np.arange(start, min(start + _CHUNK, n_users))
         util = (_TASTE_SCALE * user_vecs[idx]).astype(np.float32) @ items32
         util += pop32
@@ -185,9 +189,19 @@ def _sample_log(
         order = np.argsort(-np.take_along_axis(util, top, axis=1), axis=1, kind="stable")
         top = np.take_along_axis(top, order, axis=1)
         keep = np.arange(n_max)[None, :] < n_per_user[idx][:, None]
-        users_out.append(np.broadcast_to(idx[:, None], top.shape)[keep].astype(np.int32))
-        items_out.append(top[keep].astype(np.int32))
-    return np.concatenate(users_out), np.concatenate(items_out)
+        users = np.broadcast_to(idx[:, None], top.shape)[keep].astype(np.int32)
+        return users, top[keep].astype(np.int32)
+
+    # each chunk has its own generator, so chunks run on threads (numpy releases the GIL in
+    # the draws, the product and the partition) and are joined in order: the same world
+    starts = range(0, n_users, _CHUNK)
+    workers = min(len(starts), os.cpu_count() or 1, _MAX_THREADS)
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="simrec-world") as pool:
+            parts = list(pool.map(chunk, starts))
+    else:
+        parts = [chunk(start) for start in starts]
+    return np.concatenate([u for u, _ in parts]), np.concatenate([i for _, i in parts])
 
 
 def _timestamps(
