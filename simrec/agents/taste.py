@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,7 @@ from simrec.data.dataset import Interactions, RatingScale, WorldTruth
 from simrec.rng import Streams
 
 _SOLVE_CHUNK = 32768
+LDA_BLOCK = 16384  # documents per threaded block of the mixture updates
 LDA_FIT_USERS = 50_000  # larger logs: topics from a sample of this many users
 
 
@@ -178,19 +181,47 @@ def _lda_vb(
             norm[e] = np.einsum("nk,nk->n", theta_e[rows[e]], beta_t[m.indices[e]])
         return sp.csr_matrix((m.data / (norm + 1e-30), m.indices, m.indptr), shape=m.shape)
 
-    learn = topics is None
-    lam = np.random.default_rng(seed).gamma(100.0, 0.01, (k, m.shape[1])) if learn else None
-    beta = exp_e_log(lam) if learn else np.asarray(topics, np.float32)
-    gamma = np.ones((m.shape[0], k), np.float32)
-    for _ in range(LDA_SWEEPS if learn else 1):
-        beta_t = np.ascontiguousarray(beta.T)
-        for _ in range(LDA_INNER if learn else 4 * LDA_INNER):
-            theta_e = exp_e_log(gamma)
-            gamma = 1.0 / k + theta_e * (weighted(theta_e, beta_t) @ beta_t)
-        if learn:
-            theta_e = exp_e_log(gamma)
-            lam = 1.0 / k + beta * np.asarray((weighted(theta_e, beta_t).T @ theta_e).T)
-            beta = exp_e_log(lam)
+    # the mixture updates are row by row: blocks of documents run on threads (numpy and
+    # scipy release the GIL in them) with the same arithmetic per row, so the same result
+    bounds = list(range(0, m.shape[0], LDA_BLOCK)) + [m.shape[0]]
+    blocks = [
+        (lo, hi, m[lo:hi], rows[m.indptr[lo] : m.indptr[hi]] - lo)
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+
+    def update_block(block, gamma: np.ndarray, beta_t: np.ndarray) -> np.ndarray:
+        lo, hi, sub, sub_rows = block
+        theta_e = exp_e_log(gamma[lo:hi])
+        norm = np.einsum("nk,nk->n", theta_e[sub_rows], beta_t[sub.indices])
+        w = sp.csr_matrix((sub.data / (norm + 1e-30), sub.indices, sub.indptr), shape=sub.shape)
+        return 1.0 / k + theta_e * (w @ beta_t)
+
+    workers = min(len(blocks), os.cpu_count() or 1, 4)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="simrec-lda") if workers > 1 else None
+
+    def update(gamma: np.ndarray, beta_t: np.ndarray) -> np.ndarray:
+        if pool is None:
+            parts = [update_block(b, gamma, beta_t) for b in blocks]
+        else:
+            parts = list(pool.map(lambda b: update_block(b, gamma, beta_t), blocks))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    try:
+        learn = topics is None
+        lam = np.random.default_rng(seed).gamma(100.0, 0.01, (k, m.shape[1])) if learn else None
+        beta = exp_e_log(lam) if learn else np.asarray(topics, np.float32)
+        gamma = np.ones((m.shape[0], k), np.float32)
+        for _ in range(LDA_SWEEPS if learn else 1):
+            beta_t = np.ascontiguousarray(beta.T)
+            for _ in range(LDA_INNER if learn else 4 * LDA_INNER):
+                gamma = update(gamma, beta_t)
+            if learn:
+                theta_e = exp_e_log(gamma)
+                lam = 1.0 / k + beta * np.asarray((weighted(theta_e, beta_t).T @ theta_e).T)
+                beta = exp_e_log(lam)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     mixtures = gamma / gamma.sum(axis=1, keepdims=True)
     return mixtures, (lam / lam.sum(axis=1, keepdims=True) if learn else topics)
 
