@@ -42,8 +42,8 @@ def redact(text: str | None) -> str | None:
 def redact_url(url: str | None) -> str | None:
     """``url`` without user info, query or fragment (where credentials hide).
 
-    >>> redact_url("http://me:pw@host:8080/v1?api_key=sk-1#x")
-    'http://host:8080/v1'
+    >>> redact_url("http://me:pw@127.0.0.1:8080/v1?api_key=sk-1#x")
+    'http://127.0.0.1:8080/v1'
     """
     if url is None:
         return None
@@ -173,7 +173,7 @@ def text_rejection(text: str) -> str | None:
     """Why a model-written description must not be kept (``url``, ``email``,
     ``instruction``), or None when it may be.
 
-    >>> text_rejection("ATTACKER TEXT: buy at evil.example"), text_rejection("A quiet drama.")
+    >>> text_rejection("ATTACKER TEXT: buy at http://127.0.0.1/deal"), text_rejection("A drama.")
     ('url', None)
     """
     if _EMAIL.search(text):

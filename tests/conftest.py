@@ -49,9 +49,7 @@ def write_ml100k(world, root: Path) -> Path:
     rows = []
     for iid, title, gl in zip(world.catalog.item_ids, _titles(world), names, strict=True):
         flags = ["1" if g.replace("'s", "") in gl else "0" for g in GENRES_100K]
-        rows.append(
-            "|".join([str(iid), title, "01-Jan-1995", "", "http://example.invalid/x", *flags])
-        )
+        rows.append("|".join([str(iid), title, "01-Jan-1995", "", "http://127.0.0.1/x", *flags]))
     (root / "u.item").write_bytes(("\n".join(rows) + "\n").encode("latin-1"))
     (root / "u.genre").write_text("".join(f"{g}|{j}\n" for j, g in enumerate(GENRES_100K)))
     return root

@@ -284,7 +284,7 @@ def test_llm_enrichment_is_checked_counted_and_replayed(tmp_path, monkeypatch):
         "data": {"synthetic": {"users": 200, "items": 40}},
         "llm": {"cache": str(tmp_path / "c.sqlite")},
     }
-    kw = {"llm": "openai:fake", "base_url": "http://fake/v1", "overwrite": True}
+    kw = {"llm": "openai:fake", "base_url": "http://127.0.0.1:9/v1", "overwrite": True}
     from simrec.augment import augment_items
 
     out = augment_items(raw, out=tmp_path / "a", **kw)
@@ -349,7 +349,7 @@ def test_llm_profiles_and_choices_are_checked_and_fall_back(tmp_path, monkeypatc
 
     _serve(monkeypatch, handler)
     raw = {**WORLD, "data": {"synthetic": {"users": 30, "items": 60}}, "llm": {"cache": None}}
-    kw = {"llm": "openai:fake", "base_url": "http://fake/v1"}
+    kw = {"llm": "openai:fake", "base_url": "http://127.0.0.1:9/v1"}
     out = augment_profiles(raw, out=tmp_path / "p", **kw)
     counts = json.loads((out / "manifest.json").read_text())["counts"]
     df = pq.read_table(out / "profiles.parquet").to_pandas()
@@ -402,7 +402,10 @@ def test_no_held_out_interaction_reaches_a_prompt(tmp_path, monkeypatch):
     world = {"users": 60, "items": 80}
     data = load_data(RunConfig.model_validate({**WORLD, "data": {"synthetic": world}}))
     cfg = RunConfig.model_validate(
-        {**WORLD, "llm": {"backend": "openai:fake", "base_url": "http://fake/v1", "cache": None}}
+        {
+            **WORLD,
+            "llm": {"backend": "openai:fake", "base_url": "http://127.0.0.1:9/v1", "cache": None},
+        }
     )
     cut = parse_cutoff("0.7")
     truncated = _without_rows(data, visible(data.interactions, cut))
@@ -432,7 +435,7 @@ def test_interrupted_llm_enrichment_resumes_from_the_cache(tmp_path, monkeypatch
     monkeypatch.setattr(augment_llm, "CHUNK", 10)
     raw = {**WORLD, "data": {"synthetic": {"users": 100, "items": 40}}}
     raw["llm"] = {"cache": str(tmp_path / "c.sqlite")}
-    kw = {"llm": "openai:fake", "base_url": "http://fake/v1", "free_tags": 2}
+    kw = {"llm": "openai:fake", "base_url": "http://127.0.0.1:9/v1", "free_tags": 2}
     real = CachedBackend.complete
     calls = [0]
 

@@ -289,7 +289,7 @@ def test_llm_brain_judges_the_lists_of_sampled_users(tmp_path, monkeypatch):
         **WORLD,
         "simulation": {"ticks": 2},
         "brain": {"name": "llm"},
-        "llm": {"backend": "openai:fake", "base_url": "http://fake/v1", "cache": None},
+        "llm": {"backend": "openai:fake", "base_url": "http://127.0.0.1:9/v1", "cache": None},
     }
     table = F.fidelity(raw, llm_users=12, policies=["random", "popular", "itemknn"])
     v = table.set_index(["section", "setting", "metric", "source"]).value

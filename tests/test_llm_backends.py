@@ -59,7 +59,7 @@ def _backend(handler, **kw) -> OpenAIBackend:
     client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
     return OpenAIBackend(
         "m",
-        base_url="http://test/v1",
+        base_url="http://127.0.0.1:9/v1",
         http_client=client,
         response_format="json_object",
         timeout=2.0,

@@ -189,7 +189,7 @@ def test_faulty_answers_fall_back_and_every_event_is_logged(tmp_path, monkeypatc
         tmp_path / "f",
         tmp_path / "c.sqlite",
         backend="openai:fake",
-        base_url="http://fake/v1",
+        base_url="http://127.0.0.1:9/v1",
         response_format="json_object",
         max_retries=0,
     )
@@ -238,7 +238,7 @@ def test_hybrid_brain_keeps_statistical_decisions_and_narrates_a_sample(tmp_path
         tmp_path / "h",
         tmp_path / "c.sqlite",
         backend="openai:fake",
-        base_url="http://fake/v1",
+        base_url="http://127.0.0.1:9/v1",
         narrate_fraction=0.5,
     )
     hybrid_cfg["brain"]["name"] = "hybrid"
@@ -283,7 +283,7 @@ def test_interviews_are_written_and_failures_counted(tmp_path, monkeypatch):
         tmp_path / "i",
         tmp_path / "c.sqlite",
         backend="openai:fake",
-        base_url="http://fake/v1",
+        base_url="http://127.0.0.1:9/v1",
         interview_fraction=1.0,
     )
     cfg["population"] = {"users": 60}

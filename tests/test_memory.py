@@ -200,7 +200,7 @@ def _memory_config(out, cache, **sim):
     cfg["brain"]["name"] = "llm"
     cfg["llm"] = {
         "backend": "openai:fake",
-        "base_url": "http://fake/v1",
+        "base_url": "http://127.0.0.1:9/v1",
         "cache": str(cache),
         "interview_fraction": 0.0,
         "max_retries": 0,
@@ -308,7 +308,7 @@ def test_killed_llm_run_resumes_with_its_memory(tmp_path, monkeypatch):
     _serve(monkeypatch, _answers)
     cache = tmp_path / "c.sqlite"
     ref = simrec.run(_memory_config(tmp_path / "ref", cache))
-    monkeypatch.undo()  # from here on http://fake/v1 is unreachable: only the cache answers
+    monkeypatch.undo()  # from here on http://127.0.0.1:9/v1 is unreachable: only the cache answers
     out = tmp_path / "run"
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(_memory_config(out, cache)))
@@ -320,7 +320,7 @@ def test_killed_llm_run_resumes_with_its_memory(tmp_path, monkeypatch):
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     resume = ["run", "--resume", str(out), "--quiet", "--llm-cache", str(cache)]
     assert main(resume) == 2  # the server is never taken from the run directory
-    assert main([*resume, "--base-url", "http://fake/v1"]) == 0
+    assert main([*resume, "--base-url", "http://127.0.0.1:9/v1"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["resumed_from_tick"] == 16 and manifest["llm"]["calls"] == 0
     # counters and memory carried over the checkpoint: the manifest counts the whole run
