@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
 import numpy as np
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _CHUNK = 1 << 20
 
@@ -21,3 +29,18 @@ def rowwise_dot(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray) ->
         e = min(s + _CHUNK, ia.shape[0])
         out[s:e] = np.einsum("nd,nd->n", a[ia[s:e]], b[ib[s:e]])
     return out
+
+
+MAX_THREADS = 4  # threads for row-independent numpy work (each holds one block in memory)
+
+
+def map_in_threads(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[fn(x) for x in items]`` on up to MAX_THREADS threads (numpy, scipy and BLAS release
+    the GIL in the heavy calls), in order. For independent blocks whose results do not depend
+    on which thread computed them, so the output is the same whatever the thread count."""
+    items = list(items)
+    workers = min(len(items), os.cpu_count() or 1, MAX_THREADS)
+    if workers <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(workers, thread_name_prefix="simrec") as pool:
+        return list(pool.map(fn, items))

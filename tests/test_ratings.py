@@ -40,3 +40,28 @@ def test_a_continuous_scale_is_rounded(tiny_world):
     )
     assert model.cuts is None
     assert np.allclose(model.sample(np.array([3.004]), np.array([0.0])), 3.0)
+
+
+def test_threaded_blocks_change_nothing(tiny_world, monkeypatch):
+    """The synthetic world's chunks and the LDA's document blocks run on threads: the same
+    bytes with one thread or several, and with blocks of any size."""
+    import simrec.agents.taste as taste
+    import simrec.arrays as arrays
+    import simrec.data.synthetic as synthetic
+    from simrec.config import SyntheticWorldConfig
+    from simrec.data import make_world
+
+    def both():
+        world = make_world(SyntheticWorldConfig(users=300, items=90), seed=5)
+        log = world.interactions
+        lda = taste._lda_vb(log.matrix(world.catalog.n_items), 6, seed=1)
+        return log.item.tobytes() + log.timestamp.tobytes(), lda[0].tobytes() + lda[1].tobytes()
+
+    monkeypatch.setattr(synthetic, "_CHUNK", 64)  # several chunks (a world of its own)
+    monkeypatch.setattr(taste, "LDA_BLOCK", 37)  # several blocks, uneven
+    monkeypatch.setattr(arrays, "MAX_THREADS", 1)
+    serial = both()
+    monkeypatch.setattr(arrays, "MAX_THREADS", 4)
+    assert both() == serial
+    monkeypatch.setattr(taste, "LDA_BLOCK", 1 << 20)  # one block
+    assert both()[1] == serial[1]

@@ -15,16 +15,14 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
-from simrec.arrays import rowwise_dot
+from simrec.arrays import map_in_threads, rowwise_dot
 from simrec.data.dataset import Interactions, RatingScale, WorldTruth
 from simrec.rng import Streams
 
@@ -174,54 +172,43 @@ def _lda_vb(
     def exp_e_log(x: np.ndarray) -> np.ndarray:
         return np.exp(digamma(x) - digamma(x.sum(axis=1, keepdims=True))).astype(np.float32)
 
-    def weighted(theta_e: np.ndarray, beta_t: np.ndarray) -> sp.csr_matrix:
-        norm = np.empty(m.nnz, np.float32)
-        for s in range(0, m.nnz, 1 << 22):
+    def weighted(sub: sp.csr_matrix, sub_rows, theta_e, beta_t) -> sp.csr_matrix:
+        """``sub / phi_norm``: rows of ``m`` weighted by their documents' mixtures."""
+        norm = np.empty(sub.nnz, np.float32)
+        for s in range(0, sub.nnz, 1 << 22):
             e = slice(s, s + (1 << 22))
-            norm[e] = np.einsum("nk,nk->n", theta_e[rows[e]], beta_t[m.indices[e]])
-        return sp.csr_matrix((m.data / (norm + 1e-30), m.indices, m.indptr), shape=m.shape)
+            norm[e] = np.einsum("nk,nk->n", theta_e[sub_rows[e]], beta_t[sub.indices[e]])
+        return sp.csr_matrix((sub.data / (norm + 1e-30), sub.indices, sub.indptr), shape=sub.shape)
 
-    # the mixture updates are row by row: blocks of documents run on threads (numpy and
-    # scipy release the GIL in them) with the same arithmetic per row, so the same result
-    bounds = list(range(0, m.shape[0], LDA_BLOCK)) + [m.shape[0]]
+    # the mixture updates are row by row: blocks of documents run on threads with the same
+    # arithmetic per row, so the result does not depend on the blocks or the threads
+    bounds = [*range(0, m.shape[0], LDA_BLOCK), m.shape[0]]
     blocks = [
         (lo, hi, m[lo:hi], rows[m.indptr[lo] : m.indptr[hi]] - lo)
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
     ]
 
-    def update_block(block, gamma: np.ndarray, beta_t: np.ndarray) -> np.ndarray:
-        lo, hi, sub, sub_rows = block
-        theta_e = exp_e_log(gamma[lo:hi])
-        norm = np.einsum("nk,nk->n", theta_e[sub_rows], beta_t[sub.indices])
-        w = sp.csr_matrix((sub.data / (norm + 1e-30), sub.indices, sub.indptr), shape=sub.shape)
-        return 1.0 / k + theta_e * (w @ beta_t)
-
-    workers = min(len(blocks), os.cpu_count() or 1, 4)
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="simrec-lda") if workers > 1 else None
-
     def update(gamma: np.ndarray, beta_t: np.ndarray) -> np.ndarray:
-        if pool is None:
-            parts = [update_block(b, gamma, beta_t) for b in blocks]
-        else:
-            parts = list(pool.map(lambda b: update_block(b, gamma, beta_t), blocks))
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        def block(b) -> np.ndarray:
+            lo, hi, sub, sub_rows = b
+            theta_e = exp_e_log(gamma[lo:hi])
+            return 1.0 / k + theta_e * (weighted(sub, sub_rows, theta_e, beta_t) @ beta_t)
 
-    try:
-        learn = topics is None
-        lam = np.random.default_rng(seed).gamma(100.0, 0.01, (k, m.shape[1])) if learn else None
-        beta = exp_e_log(lam) if learn else np.asarray(topics, np.float32)
-        gamma = np.ones((m.shape[0], k), np.float32)
-        for _ in range(LDA_SWEEPS if learn else 1):
-            beta_t = np.ascontiguousarray(beta.T)
-            for _ in range(LDA_INNER if learn else 4 * LDA_INNER):
-                gamma = update(gamma, beta_t)
-            if learn:
-                theta_e = exp_e_log(gamma)
-                lam = 1.0 / k + beta * np.asarray((weighted(theta_e, beta_t).T @ theta_e).T)
-                beta = exp_e_log(lam)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+        return np.concatenate(map_in_threads(block, blocks))
+
+    learn = topics is None
+    lam = np.random.default_rng(seed).gamma(100.0, 0.01, (k, m.shape[1])) if learn else None
+    beta = exp_e_log(lam) if learn else np.asarray(topics, np.float32)
+    gamma = np.ones((m.shape[0], k), np.float32)
+    for _ in range(LDA_SWEEPS if learn else 1):
+        beta_t = np.ascontiguousarray(beta.T)
+        for _ in range(LDA_INNER if learn else 4 * LDA_INNER):
+            gamma = update(gamma, beta_t)
+        if learn:
+            theta_e = exp_e_log(gamma)
+            w = weighted(m, rows, theta_e, beta_t)
+            lam = 1.0 / k + beta * np.asarray((w.T @ theta_e).T)
+            beta = exp_e_log(lam)
     mixtures = gamma / gamma.sum(axis=1, keepdims=True)
     return mixtures, (lam / lam.sum(axis=1, keepdims=True) if learn else topics)
 

@@ -7,13 +7,10 @@ generating tastes, it fits personas from the seed log like it would from MovieLe
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import scipy.sparse as sp
 
-from simrec.arrays import rowwise_dot
+from simrec.arrays import map_in_threads, rowwise_dot
 from simrec.config import SyntheticWorldConfig
 from simrec.data.dataset import Catalog, Dataset, Interactions, RatingScale, WorldTruth
 from simrec.data.loaders import ML100K_GENRES
@@ -63,7 +60,6 @@ _NOUN = [
 ]
 _TASTE_SCALE = 2.5  # weight of taste against log popularity in the log's choice model
 _CHUNK = 4096  # users per sampling chunk; fixed so the world never depends on batch sizes
-_MAX_THREADS = 4  # chunks sampled at once (each holds CHUNK x items float32)
 
 
 def make_world(cfg: SyntheticWorldConfig, seed: int) -> Dataset:
@@ -192,15 +188,9 @@ def _sample_log(
         users = np.broadcast_to(idx[:, None], top.shape)[keep].astype(np.int32)
         return users, top[keep].astype(np.int32)
 
-    # each chunk has its own generator, so chunks run on threads (numpy releases the GIL in
-    # the draws, the product and the partition) and are joined in order: the same world
-    starts = range(0, n_users, _CHUNK)
-    workers = min(len(starts), os.cpu_count() or 1, _MAX_THREADS)
-    if workers > 1:
-        with ThreadPoolExecutor(workers, thread_name_prefix="simrec-world") as pool:
-            parts = list(pool.map(chunk, starts))
-    else:
-        parts = [chunk(start) for start in starts]
+    # each chunk has its own generator, so chunks run on threads, joined in order: the same
+    # world whatever the threads
+    parts = map_in_threads(chunk, range(0, n_users, _CHUNK))
     return np.concatenate([u for u, _ in parts]), np.concatenate([i for _, i in parts])
 
 
