@@ -319,7 +319,7 @@ class RunConfig(_Section):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str | None) -> str | None:
-        if v is None or (_SAFE_NAME.fullmatch(v) and v not in (".", "..")):
+        if v is None or is_safe_name(v):
             return v
         raise ValueError(
             f"expected 1-128 letters, digits, '.', '_' or '-' (it names a folder), got {v!r}"
@@ -327,6 +327,13 @@ class RunConfig(_Section):
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def is_safe_name(name: str) -> bool:
+    """Whether ``name`` can name a folder and nothing more: no separators, not . or .."""
+    return bool(_SAFE_NAME.fullmatch(name)) and name not in (".", "..")
+
+
 _MAX_CONFIG_DEPTH = 20
 
 

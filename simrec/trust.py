@@ -14,10 +14,14 @@ saved in it (``_state/config.json``, ``manifest.json``) is data, not instruction
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
 
 from simrec.config import LLMConfig, RunConfig, validate_config
 from simrec.errors import InputError
@@ -71,21 +75,23 @@ def is_openai_endpoint(base_url: str | None) -> bool:
 
 
 def config_from_run_dir(
-    raw: dict,
+    raw: Any,
     source: str,
     *,
     allow_import: Iterable[str] = (),
+    builds_policy: bool = True,
     base_url: str | None = None,
     api_key_env: str | None = None,
     cache: str | None = LLMConfig().cache,
 ) -> RunConfig:
     """The config saved in a run directory (``source`` names the file), made safe to act on:
-    its policy imports only a class named in ``allow_import``; the LLM endpoint, key variable
-    and cache are the caller's. A saved run that talked to a server needs ``base_url`` again."""
+    its policy imports only a class named in ``allow_import`` (``builds_policy=False``: the
+    caller never builds it); the LLM endpoint, key variable and cache are the caller's. A
+    saved run that talked to a server needs ``base_url`` again."""
     cfg = validate_config(raw, source)
     allowed = set(allow_import)
     name = cfg.policy.name
-    if ":" in name and name not in allowed:
+    if builds_policy and ":" in name and name not in allowed:
         raise InputError(
             f"{source}: policy.name is {name!r}, a class that would be imported and run from a "
             f"name found only in the run directory; if you trust it, pass --policy {name} on "
@@ -142,18 +148,14 @@ def safe_text(text: str | None, limit: int = 200) -> str | None:
     return None if text is None else redact(clean_text(text, limit))
 
 
-def clean_texts(values, limit: int):
+def clean_texts(values, limit: int) -> np.ndarray:
     """:func:`clean_text` over an array of texts -> (n,) object array."""
-    import numpy as np
-
     return np.array([clean_text(v, limit) for v in values], dtype=object)
 
 
 def quoted(text: str) -> str:
     """Text from the data as a JSON string: delimited, so a prompt can say that what is inside
     quotes is data, never instructions."""
-    import json
-
     return json.dumps(text, ensure_ascii=False)
 
 

@@ -141,12 +141,6 @@ def ab(
     if not (isinstance(replicates, int) and replicates >= 1):
         raise ConfigError(f"--replicates: expected a positive integer, got {replicates!r}")
     out_dir = Path(out) if out else DEFAULT_OUT / f"ab-{run_id_for(base)}"
-    unsafe = [n for n in policies if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}", n)]
-    if unsafe:
-        raise ConfigError(
-            f"arm names: expected letters, digits, '.', '_' or '-' (each names a folder), "
-            f"got {', '.join(map(repr, unsafe))}"
-        )
     owned = outputs.check_out_dir(out_dir, "ab")
     if owned and (out_dir / "ab_results.parquet").exists() and not base.output.overwrite:
         raise ConfigError(

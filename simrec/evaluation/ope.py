@@ -89,14 +89,12 @@ def ope(
         raise ConfigError(f"--clip: expected a positive number, got {clip!r}")
     target_cfg = _policy_config(target)
     manifest = outputs.read_json(manifest_path, "a run's manifest")
-    saved = manifest.get("config")
-    logging_policy = saved.get("policy", {}).get("name") if isinstance(saved, dict) else None
     # the run's config is data: its logging policy is never built here (only the target is),
     # and its LLM server is not the one called
     cfg = config_from_run_dir(
-        saved,
+        manifest.get("config"),
         str(manifest_path),
-        allow_import=[logging_policy] if isinstance(logging_policy, str) else [],
+        builds_policy=False,
         base_url=base_url if validate else None,
         api_key_env=api_key_env,
     )

@@ -24,6 +24,13 @@ from simrec.rng import derive_seed
 from simrec.trust import redact, safe_text
 
 AUTH_STATUSES = (401, 403)
+
+
+def _refused(error: str | None) -> bool:
+    """Whether a request's error is the server refusing the key (see ``OpenAIBackend``)."""
+    return bool(error) and any(f"(HTTP {c})" in error for c in AUTH_STATUSES)
+
+
 # the causes of a page decided by the fallback instead of the LLM
 PAGE_CAUSES = (
     "auth_error",
@@ -284,7 +291,7 @@ class LLMBrain:
     ) -> str | None:
         """Write one answer into the arrays; the fallback cause when it is unusable."""
         if not res.ok:
-            if res.error and any(f"(HTTP {c})" in res.error for c in AUTH_STATUSES):
+            if _refused(res.error):
                 return "auth_error"
             if res.error and res.error.startswith("truncated"):
                 return "truncated"
@@ -443,8 +450,8 @@ class HybridBrain(LLMBrain):
                     a = prompts.Narration.model_validate(res.parsed)
                     feeling[j], reason[j] = a.feeling, safe_text(a.reason)
                 except (ValueError, ValidationError):
-                    auth = res.error and any(f"(HTTP {c})" in res.error for c in AUTH_STATUSES)
-                    self.fallbacks["auth_error" if auth else "narration_failed"] += 1
+                    cause = "auth_error" if _refused(res.error) else "narration_failed"
+                    self.fallbacks[cause] += 1
         return PageDecisions(
             d.examined,
             d.clicked,
