@@ -11,7 +11,7 @@ arm for the same number of ticks, and prints Kendall's tau between simulated and
 per user, per world, for each brain variant given (``--variants exposure:none,...``).
 
     python benchmarks/bench_sim2real.py [--users 800] [--items 1200] [--days 10]
-        [--worlds nested-logit,era-attribute,friends] [--variants popularity,none]
+        [--worlds nested-logit,era-attribute,friends] [--variants popularity,none] [--seed 0]
 """
 
 from __future__ import annotations
@@ -41,16 +41,19 @@ def true_engagement(world, data, days: int) -> dict[str, float]:
     return out
 
 
-def simulated(path: Path, days: int, brain: dict, out: Path, agents: int) -> dict[str, float]:
+def simulated(
+    path: Path, days: int, settings: dict, out: Path, agents: int, seed: int = 0
+) -> dict[str, float]:
     import json
 
     from simrec.evaluation import ab
 
     cfg = {
+        "seed": seed,
         "data": {"format": "movielens-100k", "path": str(path)},
-        "simulation": {"ticks": days},
+        "simulation": {"ticks": days, **settings.get("simulation", {})},
         "population": {"users": agents},
-        "brain": brain,
+        "brain": settings.get("brain", {}),
     }
     ab(cfg, {p: p for p in POLICIES}, out=out, n_resamples=200)
     res = {}
@@ -60,14 +63,19 @@ def simulated(path: Path, days: int, brain: dict, out: Path, agents: int) -> dic
     return res
 
 
-def _brain(variant: str) -> dict:
-    """'default' -> {}; 'exposure=none,taste_dim=32' -> {'exposure': 'none', 'taste_dim': 32}."""
+def _settings(variant: str) -> dict:
+    """'default' -> {}; 'exposure=0,simulation.max_pages=50' -> {'brain': {'exposure': 0},
+    'simulation': {'max_pages': 50}} (a key without a section is the brain's)."""
     import yaml
 
+    out: dict[str, dict] = {}
     if variant == "default":
-        return {}
-    pairs = (kv.split("=", 1) for kv in variant.split(","))
-    return {k.strip(): yaml.safe_load(v) for k, v in pairs}
+        return out
+    for kv in variant.split(","):
+        key, value = kv.split("=", 1)
+        section, _, name = key.strip().rpartition(".")
+        out.setdefault(section or "brain", {})[name] = yaml.safe_load(value)
+    return out
 
 
 def main() -> None:
@@ -83,9 +91,13 @@ def main() -> None:
     )
     ap.add_argument("--worlds", default=",".join(WORLDS))
     ap.add_argument(
+        "--seed", type=int, default=0, help="simrec's seed (calibration and simulation)"
+    )
+    ap.add_argument(
         "--variants",
         default="default;exposure=none",
-        help="brain settings to compare, ';'-separated, each 'default' or KEY=VALUE[,KEY=VALUE]",
+        help="settings to compare, ';'-separated, each 'default' or KEY=VALUE[,KEY=VALUE] "
+        "(KEY: a brain field, or SECTION.FIELD such as simulation.max_pages)",
     )
     args = ap.parse_args()
     from simrec.data import load
@@ -107,10 +119,9 @@ def main() -> None:
             print("   true watches/user: " + ", ".join(f"{p} {v:.2f}" for p, v in truth.items()))
             for variant in summary:
                 t0 = time.perf_counter()
-                brain = _brain(variant)
                 out = Path(tmp) / f"{wname}-{len(summary[variant])}-{abs(hash(variant))}"
                 agents = args.agents_per_user * log.n_users
-                sim = simulated(path, args.days, brain, out, agents)
+                sim = simulated(path, args.days, _settings(variant), out, agents, args.seed)
                 names = list(truth)
                 tau = stats.kendalltau([sim[p] for p in names], [truth[p] for p in names])
                 summary[variant].append(tau.statistic)

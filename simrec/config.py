@@ -249,10 +249,25 @@ class UtilityBrainConfig(_Section):
         description="P(watch | examined a random item); None: the log's density",
     )
     social_weight: float = Field(1.0, ge=0, description="weight of friends' shares x conformity")
-    leave_base: float = Field(-0.8, description="logit of leaving after a page")
-    fatigue_per_page: float = Field(0.45, ge=0, description="added leave logit per page")
+    session_length: Literal["log", "fatigue"] = Field(
+        "log",
+        description="how a session ends. log: after each page with a fixed probability per "
+        "user, set so that, shown items drawn from the log's exposure, the user would consume "
+        "per session as many items as their source user's sessions in the log hold (sessions "
+        "are bursts separated by 30 minutes); fatigue: with probability sigmoid(leave_base + "
+        "fatigue_per_page * page - leave_satisfaction_weight * page value). sim.max_pages caps "
+        "both",
+    )
+    leave_base: float = Field(
+        -0.8, description="logit of leaving after a page (session_length: fatigue)"
+    )
+    fatigue_per_page: float = Field(
+        0.45, ge=0, description="added leave logit per page (session_length: fatigue)"
+    )
     leave_satisfaction_weight: float = Field(
-        4.0, ge=0, description="how much a good page keeps the user browsing"
+        4.0,
+        ge=0,
+        description="how much a good page keeps the user browsing (session_length: fatigue)",
     )
     satisfaction_memory: float = Field(
         0.3, gt=0, le=1, description="weight of the last session in satisfaction"

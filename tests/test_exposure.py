@@ -4,9 +4,12 @@ watch model whose popularity bonus shrinks as more of popularity is taken for ex
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
+import simrec
 from simrec.agents.brains.utility import UtilityBrain
+from simrec.agents.persona import mean_session_items
 from simrec.agents.taste import GENRE_PRIOR, fit_genre_taste
 from simrec.config import SyntheticWorldConfig, UtilityBrainConfig
 from simrec.data import Interactions, make_world
@@ -68,3 +71,44 @@ def test_exposure_takes_popularity_out_of_the_watch_model():
     assert full_choice > full_watch + 0.3
     # with exposure 0 the two are the same model (a uniform exposure is a constant)
     assert abs(none_choice - none_watch) < 1e-5
+
+
+def testmean_session_items_are_each_users_mean_burst():
+    minute = 60
+    ts = np.array([0, 10, 20, 100, 131, 0, 5000]) * minute
+    log = Interactions(
+        user=np.array([0, 0, 0, 0, 0, 1, 1], np.int32),
+        item=np.arange(7, dtype=np.int32),
+        rating=np.full(7, 4.0, np.float32),
+        timestamp=ts.astype(np.int64),
+        user_ids=np.array([10, 11]),
+    )
+    # user 0: bursts of 3, 1 and 1; user 1: two of 1
+    np.testing.assert_allclose(mean_session_items(log), [5 / 3, 1.0])
+
+
+def test_log_sessions_consume_what_the_log_did_when_shown_its_exposure(tmp_path):
+    """With uniform exposure (``exposure: 0``) a random policy's slates are the log's exposure,
+    so sessions must hold as many items as the personas' log sessions, on average over the
+    sessions that happen; the fatigue model, which knows nothing of the log, does not."""
+    per_session = {}
+    for kind in ("log", "fatigue"):
+        cfg = {
+            "seed": 3,
+            "data": {"format": "synthetic", "synthetic": {"users": 300, "items": 400}},
+            "brain": {"exposure": 0, "session_length": kind},
+            "policy": {"name": "random"},
+            "simulation": {"ticks": 10, "max_pages": 1000},
+            "output": {"dir": str(tmp_path / kind)},
+        }
+        res = simrec.run(cfg)
+        sessions = res.events().groupby(["user_id", "tick"]).clicked.sum()
+        per_session[kind] = sessions.mean()
+        users = pd.read_parquet(tmp_path / kind / "users.parquet")
+    data = make_world(SyntheticWorldConfig(users=300, items=400), 3)
+    index = np.searchsorted(data.interactions.user_ids, users.source_user_id.to_numpy())
+    want = mean_session_items(data.interactions)[index]
+    counts = sessions.groupby(level="user_id").size()
+    expected = np.average(want[counts.index], weights=counts.to_numpy())
+    assert abs(per_session["log"] / expected - 1) < 0.15, (per_session, expected)
+    assert per_session["fatigue"] < 0.6 * expected

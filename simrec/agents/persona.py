@@ -31,7 +31,8 @@ class Personas:
 
     source_user: int64 index of the data user the persona was derived from;
     source_user_ids: external id of that user; activity, conformity, diversity: float32 in [0, 1];
-    arrival_rate: float32 P(session) per tick at neutral satisfaction; rating_bias: float32 stars
+    arrival_rate: float32 P(session) per tick at neutral satisfaction; session_items: float32
+    mean items the user consumed per session in the log (>= 1); rating_bias: float32 stars
     against the average; n_interactions: int64; liked_genres, disliked_genres: lists of genre
     names; profiles: the written profile per agent.
     """
@@ -42,6 +43,7 @@ class Personas:
     conformity: np.ndarray
     diversity: np.ndarray
     arrival_rate: np.ndarray
+    session_items: np.ndarray
     rating_bias: np.ndarray
     n_interactions: np.ndarray
     liked_genres: list[list[str]]
@@ -61,6 +63,7 @@ class Personas:
             self.conformity[idx],
             self.diversity[idx],
             self.arrival_rate[idx],
+            self.session_items[idx],
             self.rating_bias[idx],
             self.n_interactions[idx],
             pick(self.liked_genres),
@@ -95,6 +98,7 @@ def derive_personas(data: Dataset, rating_bias: np.ndarray) -> Personas:
     )
     diversity = _percentile(_entropy(user_genre)) if g.nnz else np.full(n_users, 0.5, np.float32)
     arrival = _arrival_rate(log)
+    session_items = mean_session_items(log)
     liked, disliked = _genre_preferences(data, user_genre)
     has_ratings = bool(np.isfinite(log.rating).any())
     profiles = [
@@ -117,6 +121,7 @@ def derive_personas(data: Dataset, rating_bias: np.ndarray) -> Personas:
         conformity,
         diversity,
         arrival,
+        session_items,
         rating_bias.astype(np.float32),
         counts,
         liked,
@@ -177,6 +182,16 @@ def _arrival_rate(log: Interactions) -> np.ndarray:
         return np.full(log.n_users, 0.01, np.float32)
     rate = log.sessions().rate_per_day(MIN_TENURE_DAYS)
     return np.clip(rate, 0.01, 0.95).astype(np.float32)
+
+
+def mean_session_items(log: Interactions) -> np.ndarray:
+    """(n_users,) float32: the mean number of interactions in the user's sessions (bursts
+    separated by 30 minutes without interactions), at least 1; 1 for a user with none."""
+    if len(log) == 0:
+        return np.ones(log.n_users, np.float32)
+    s = log.sessions()
+    mean = np.bincount(s.user, s.size, log.n_users) / np.maximum(s.per_user, 1)
+    return np.maximum(mean, 1.0).astype(np.float32)
 
 
 def _genre_preferences(

@@ -13,7 +13,13 @@ Per page view with ``k`` slots:
   is prior-corrected so that an exposure-drawn examined item is watched at the log's density;
 * rating of a watched item: the fitted biased-MF expectation plus residual noise, cut into
   the scale at thresholds that reproduce the log's rating histogram (an ordinal link);
-* leaving after the page: ``sigmoid(leave_base + fatigue * page - w_sat * page_value)``;
+* leaving after the page (``brain.session_length``): ``log`` (the default) ends a session after
+  each page with probability ``e_k * w_u / session_items``, so that a session lasts a geometric
+  number of pages whose mean is what it takes a user shown items drawn from the log's exposure
+  (``e_k`` items examined per page of ``k``, each watched with the user's mean probability
+  ``w_u``) to consume as many items as their source user's sessions in the log hold: a better
+  recommender gets more consumed per session than the log, a worse one less; ``fatigue``
+  leaves with ``sigmoid(leave_base + fatigue * page - w_sat * page_value)``;
 * coming back next tick: the persona's arrival rate scaled by recent satisfaction.
 """
 
@@ -47,6 +53,8 @@ _MAX_POSITIVES = 200_000
 CROSS_FIT_SHARE = 0.2  # each user's latest share of interactions calibrates the click model
 _MIN_CROSS_FIT = 200  # fewer held-out rows than this: calibrate in sample
 _NEGATIVES_PER_POSITIVE = 4
+_EXPOSURE_DRAWS = 32  # exposure-drawn items per user that measure its watch rate
+_USER_BLOCK = 16384
 
 
 @dataclass
@@ -122,6 +130,7 @@ class UtilityBrain:
         self.log_exposure = np.zeros(0, np.float32)
         self.has_ratings = False
         self.click_calibration: str | None = None
+        self.exposure_watch = np.zeros(0)
 
     # ------------------------------------------------------------------ calibration
 
@@ -148,6 +157,7 @@ class UtilityBrain:
         self.has_ratings = bool(np.isfinite(data.interactions.rating).any())
         personas = derive_personas(data, self.rating_model.user_bias)
         self.weights = self._fit_click_weights(data, personas)
+        self.exposure_watch = self._exposure_watch(data.interactions, personas)
         return personas
 
     def _fit_taste(self, data: Dataset, log) -> ChoiceFactors:
@@ -219,6 +229,25 @@ class UtilityBrain:
             *(float(v) for v in self_spread),
         )
 
+    def _exposure_watch(self, log, personas: Personas) -> np.ndarray:
+        """(n_users,) each user's mean probability of watching an examined item drawn from the
+        log's exposure among those they have not consumed (_EXPOSURE_DRAWS draws per user, as
+        the simulation never shows a consumed item again): how much a user consumes per page
+        when shown what they would have come across without a recommender."""
+        self._bind_arrays(personas)
+        n, n_items = len(personas), self.log_exposure.size
+        g = Streams(self.seed).generator("exposure-watch")
+        items = g.choice(n_items, size=(n, _EXPOSURE_DRAWS), p=np.exp(self.evidence.exposure))
+        consumed = np.unique(log.user.astype(np.int64) * n_items + log.item)
+        out = np.empty(n)
+        for lo in range(0, n, _USER_BLOCK):
+            agents = np.arange(lo, min(n, lo + _USER_BLOCK))
+            keys = agents[:, None] * n_items + items[agents]
+            fresh = ~np.isin(keys, consumed)
+            p = expit(self.watch_logit(agents, items[agents]))
+            out[agents] = (p * fresh).sum(axis=1) / np.maximum(fresh.sum(axis=1), 1)
+        return out
+
     def _exposure(self, counts: np.ndarray) -> np.ndarray:
         """(n_items,) log of the exposure distribution, proportional to ``(counts + 1) **
         brain.exposure`` (0: uniform; 1: an item's share of the log is taken for how often
@@ -232,8 +261,15 @@ class UtilityBrain:
         """Gather the per-agent arrays the hot path reads (indexed by agent)."""
         if self.choice is None:
             raise RuntimeError("UtilityBrain.bind() called before fit()")
-        src = personas.source_user
         self.streams = streams
+        self._bind_arrays(personas)
+        self.arrival_rate = personas.arrival_rate
+        # expected items consumed per page shown the log's exposure, per item examined
+        self.session_rate = self.exposure_watch[personas.source_user] / personas.session_items
+
+    def _bind_arrays(self, personas: Personas) -> None:
+        """The arrays ``watch_logit`` reads, one row per persona."""
+        src = personas.source_user
         self.source_user = src
         self.taste = np.ascontiguousarray(self.choice.taste[src])
         self.genre_lift = np.ascontiguousarray(self.evidence.genre.lift[src])
@@ -251,7 +287,6 @@ class UtilityBrain:
         ).astype(np.float32)
         self.conformity = personas.conformity
         self.diversity = personas.diversity
-        self.arrival_rate = personas.arrival_rate
 
     # ------------------------------------------------------------------ decisions
 
@@ -285,14 +320,22 @@ class UtilityBrain:
             rating[r, col] = sampled
             value = np.zeros((n, k))
             value[r, col] = rm.scale.normalise(sampled)
-        page_value = np.minimum(1.0, value.sum(axis=1) / 2.0)
-        leave_logit = (
-            c.leave_base
-            + c.fatigue_per_page * views.page
-            - c.leave_satisfaction_weight * page_value
-        )
-        leave = u[:, k] < expit(leave_logit)
+        leave = u[:, k] < self._leave_probability(agents, exam_p.sum(), value, views.page)
         return PageDecisions(examined, clicked, rating, leave, np.full(n, self.name, dtype=object))
+
+    def _leave_probability(
+        self, agents: np.ndarray, examined_per_page: float, value: np.ndarray, page: int
+    ) -> np.ndarray:
+        """P(leave after this page) (n,) under ``brain.session_length``; examined_per_page:
+        the expected number of items examined on a full page; value: (n, k) the normalised
+        rating of what was consumed (1 without ratings), 0 elsewhere."""
+        c = self.config
+        if c.session_length == "log":
+            return np.minimum(1.0, examined_per_page * self.session_rate[agents])
+        page_value = np.minimum(1.0, value.sum(axis=1) / 2.0)
+        return expit(
+            c.leave_base + c.fatigue_per_page * page - c.leave_satisfaction_weight * page_value
+        )
 
     def choice_logit(self, agents: np.ndarray, items: np.ndarray) -> np.ndarray:
         """How likely each agent is to pick each item on its own, outside any slate: the watch
