@@ -23,15 +23,27 @@ def test_passes_gymnasium_check_env(reward):
     check_env(RecEnv(CFG, reward=reward), skip_render_check=True)
 
 
-def _episode(env, seed, policy):
+def _episode(env, seed, policy, ends=None):
     obs, info = env.reset(seed=seed)
-    total, steps, done = 0.0, 0, False
-    while not done:
-        obs, r, done, truncated, info = env.step(policy(obs))
-        assert not truncated
+    total, steps, terminated, truncated = 0.0, 0, False, False
+    while not (terminated or truncated):
+        obs, r, terminated, truncated, info = env.step(policy(obs))
         total += r
         steps += 1
+    if ends is not None:
+        ends.append((steps, terminated, truncated))
     return total, steps
+
+
+def test_the_page_cap_truncates_and_leaving_terminates():
+    """Gymnasium's convention: ``terminated`` when the user leaves (the MDP's end),
+    ``truncated`` when the page cap cuts the episode short."""
+    env, ends = RecEnv(CFG), []
+    for s in range(60):
+        _episode(env, s, lambda o: np.arange(5), ends)
+    assert all(term != trunc for _, term, trunc in ends)  # exactly one of the two
+    assert all(steps == 4 for steps, _, trunc in ends if trunc)  # only at max_pages
+    assert any(trunc for *_, trunc in ends) and any(term for _, term, _ in ends)
 
 
 def test_episodes_are_reproducible_and_end_within_max_pages():

@@ -146,7 +146,8 @@ class RecEnv(gym.Env):
             self._history.insert(0, int(items[0, j]))
             self._ratings.insert(0, float(norm[j]))
         del self._history[self.history_len :], self._ratings[self.history_len :]
-        terminated = bool(d.leave[0]) or self._page >= self.max_pages - 1
+        terminated = bool(d.leave[0])  # the user left
+        truncated = not terminated and self._page >= self.max_pages - 1  # the page cap
         self._page = min(self._page + 1, self.max_pages - 1)
         info = {
             "user": self._agent,
@@ -155,7 +156,7 @@ class RecEnv(gym.Env):
             "rated": np.isfinite(rating),
             "rating": np.nan_to_num(rating, nan=0.0),  # 0 where not rated (see "rated")
         }
-        return self._observation(), reward, terminated, False, info
+        return self._observation(), reward, terminated, truncated, info
 
     # ------------------------------------------------------------------ helpers
 
