@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
@@ -131,9 +132,22 @@ def test_make_policy_errors():
 
 
 def test_time_decayed_popularity_prefers_recent(world):
-    p = _fit(PopularPolicy(half_life_days=1.0), world)
-    plain = _fit(PopularPolicy(), world)
-    assert not np.array_equal(p.ranking[:20], plain.ranking[:20])
+    """Item 5 was consumed three times a hundred days ago, item 9 twice yesterday: plain counts
+    rank 5 first, a one-day half-life ranks the recent 9 first."""
+    day, now = 86400, 1_700_000_000
+    log = pa.table(
+        {
+            "user_index": np.arange(5, dtype=np.int64),
+            "item_index": np.array([5, 5, 5, 9, 9], np.int64),
+            "rating": np.full(5, 4.0, np.float32),
+            "timestamp": np.array([now - 100 * day] * 3 + [now - day, now], np.int64),
+        }
+    )
+    plain, decayed = PopularPolicy(), PopularPolicy(half_life_days=1.0)
+    plain.fit(log, world.catalog)
+    decayed.fit(log, world.catalog)
+    assert plain.ranking[:2].tolist() == [5, 9]
+    assert decayed.ranking[:2].tolist() == [9, 5]
 
 
 @pytest.fixture(scope="module")
