@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 BASE_STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test docs lint bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,12 +34,17 @@ demo: $(BASE_STAMP)
 	$(BIN)/simrec report datasets_out/demo
 
 test: $(STAMP)
-	$(BIN)/ruff check simrec tests benchmarks
+	$(BIN)/ruff check simrec tests benchmarks docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q
 
+# the docs site, into site/ (its reference pages are generated from the code: docs/hooks.py)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: $(STAMP)
-	$(BIN)/ruff check simrec tests benchmarks
-	$(BIN)/ruff format --check simrec tests benchmarks
+	$(BIN)/ruff check simrec tests benchmarks docs
+	$(BIN)/ruff format --check simrec tests benchmarks docs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sim.py
@@ -52,4 +57,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_calibration.py
 
 clean:
-	rm -rf $(VENV) datasets_out/*/ .pytest_cache
+	rm -rf $(VENV) datasets_out/*/ .pytest_cache site
