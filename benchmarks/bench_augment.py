@@ -16,8 +16,8 @@ import argparse
 import time
 
 from simrec.augment import downstream_lift, genre_recovery
+from simrec.build import load_data
 from simrec.config import RunConfig
-from simrec.simulator.runner import load_data
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from simrec.config import ExplorationConfig, SyntheticWorldConfig
 from simrec.data import make_world
 from simrec.environments import PolicyRandomness
-from simrec.environments.policies import make_policy
+from simrec.environments.registry import make_policy
 from simrec.rng import Streams
 
 K = 10

@@ -29,7 +29,7 @@ POLICIES = ("random", "popular", "itemknn", "als", "bpr", "genre")
 
 
 def true_engagement(world, data, days: int) -> dict[str, float]:
-    from simrec.environments.policies import make_policy
+    from simrec.environments.registry import make_policy
     from simrec.simulator.model import agent_log
 
     out = {}

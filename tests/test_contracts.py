@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from simrec.environments import Slates
-from simrec.environments.policies import POLICIES, make_policy
+from simrec.environments.registry import POLICIES, make_policy
 from simrec.testing import check_recommender
 
 

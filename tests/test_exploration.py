@@ -16,7 +16,8 @@ import pytest
 from simrec.config import ExplorationConfig
 from simrec.environments import PolicyRandomness, Slates
 from simrec.environments.exploration import EpsilonGreedy, Softmax, position_marginals
-from simrec.environments.policies import RandomPolicy, make_policy
+from simrec.environments.policies import RandomPolicy
+from simrec.environments.registry import make_policy
 from simrec.errors import ConfigError
 from simrec.rng import Streams
 from simrec.testing import check_recommender

@@ -9,7 +9,7 @@ import simrec
 from simrec.cli import main
 from simrec.config import ExplorationConfig
 from simrec.environments import PolicyRandomness
-from simrec.environments.policies import make_policy
+from simrec.environments.registry import make_policy
 from simrec.evaluation.ope import ope, target_probabilities
 from simrec.rng import Streams
 from simrec.testing import contract_world

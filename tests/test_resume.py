@@ -19,12 +19,14 @@ from .conftest import small_config
 # the child process runs simrec.run and SIGKILLs itself on the n-th call of one internal step
 CHILD = textwrap.dedent("""
     import json, os, signal, sys
+    import simrec.outputs as outputs
     import simrec.simulator.runner as runner
     from simrec.simulator.recorder import EventRecorder
     target, n = sys.argv[2], int(sys.argv[3])
-    owner = EventRecorder if target in ("add_tick", "close_part") else runner
-    name = {"save_checkpoint": "_save_checkpoint", "write_parquet": "_write_parquet",
-            "atomic_write": "_atomic_write"}.get(target, target)
+    owner = {"add_tick": EventRecorder, "close_part": EventRecorder,
+             "write_parquet": outputs}.get(target, runner)
+    name = {"save_checkpoint": "_save_checkpoint", "atomic_write": "_atomic_write"}.get(
+        target, target)
     original = getattr(owner, name)
     calls = [0]
     def killing(*a, **k):
@@ -33,7 +35,7 @@ CHILD = textwrap.dedent("""
         if calls[0] == n:
             os.kill(os.getpid(), signal.SIGKILL)
         return out
-    setattr(owner, name, staticmethod(killing) if owner is runner else killing)
+    setattr(owner, name, killing)
     runner.run(json.loads(open(sys.argv[1]).read()))
 """)
 

@@ -10,21 +10,38 @@ benchmark uses it as the baseline.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import mesa
 import numpy as np
 
 if TYPE_CHECKING:
-    from simrec.simulator.model import SimulationModel
+    from simrec.agents.brains.base import Brain
+    from simrec.agents.memory import MemoryStore
+    from simrec.agents.persona import Personas
+
+
+class Population(Protocol):
+    """What a UserAgent reads of the model it lives in (arrays indexed by agent)."""
+
+    personas: Personas
+    memory: MemoryStore
+    satisfaction: np.ndarray
+    churned: np.ndarray
+    brain: Brain
+    tick: int
+
+    def browse(self, agents: np.ndarray) -> None:
+        """Sessions for ``agents`` (m,) sorted int64: pages until each one leaves."""
+        ...
 
 
 class UserAgent(mesa.Agent):
     """A simulated user. ``index`` addresses its rows in the model's arrays."""
 
-    model: SimulationModel
+    model: Population  # type: ignore[assignment]
 
-    def __init__(self, model: SimulationModel, index: int) -> None:
+    def __init__(self, model: mesa.Model, index: int) -> None:
         super().__init__(model)
         self.index = int(index)
 

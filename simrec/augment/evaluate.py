@@ -93,7 +93,7 @@ def downstream_lift(
     one) without and with the simulator's pseudo-positives (see
     :func:`simrec.augment.interactions.pseudo_interactions`)."""
     from simrec.augment.interactions import pseudo_interactions
-    from simrec.environments.policies import make_policy
+    from simrec.environments.registry import make_policy
     from simrec.evaluation.fidelity_report import Split, offline_metrics, temporal_split
     from simrec.simulator.model import agent_log
 

@@ -39,9 +39,9 @@ def pseudo_interactions(
     prompt_hash. ``llm``: an LLMBackend that chooses instead, from each user's first
     ``llm_candidates`` candidates, given the facts of the user's profile; where its answer is
     unusable, the simulator chooses (counted as ``llm_failed``)."""
-    from simrec.agents.brains.utility import UtilityBrain
+    from simrec.build import calibrate
     from simrec.environments.base import PolicyRandomness
-    from simrec.environments.policies import make_policy
+    from simrec.environments.registry import make_policy
     from simrec.rng import Streams
     from simrec.simulator.model import agent_log
 
@@ -67,8 +67,7 @@ def pseudo_interactions(
             data.catalog, popularity=np.bincount(log.item, minlength=n_items).astype(np.int64)
         ),
     )
-    brain = UtilityBrain(cfg.brain, seed=cfg.seed)
-    brain.bind(brain.fit(view), Streams(cfg.seed))
+    brain, _ = calibrate(cfg, view, users=None)
     policy = make_policy(base, {}, None)
     users = np.arange(log.n_users, dtype=np.int64)
     policy.fit(agent_log(view, users), view.catalog)

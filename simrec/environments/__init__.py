@@ -1,7 +1,8 @@
 """Recommender environments: the Recommender contract and built-in policies."""
 
 from simrec.environments.base import PolicyRandomness, Recommender, Slates
-from simrec.environments.policies import POLICIES, PopularPolicy, RandomPolicy, make_policy
+from simrec.environments.policies import PopularPolicy, RandomPolicy
+from simrec.environments.registry import POLICIES, make_policy, policy_family
 
 __all__ = [
     "POLICIES",
@@ -12,6 +13,7 @@ __all__ = [
     "Recommender",
     "Slates",
     "make_policy",
+    "policy_family",
 ]
 
 

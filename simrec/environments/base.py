@@ -60,7 +60,13 @@ class PolicyRandomness:
 
 @runtime_checkable
 class Recommender(Protocol):
-    """What the simulator needs from a policy."""
+    """What the simulator needs from a policy: ``name``, ``fit`` and ``recommend``.
+
+    Optional: ``family`` (str), the model family the policy belongs to ("popularity",
+    "matrix factorisation", ...), which the fidelity report uses to flag policies that share
+    the simulated users' taste model (``unknown`` when absent).
+    :func:`simrec.testing.check_recommender` checks a policy against this contract.
+    """
 
     name: str
 

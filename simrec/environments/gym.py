@@ -31,8 +31,6 @@ import numpy as np
 from gymnasium import spaces
 
 from simrec.agents.brains.base import PageBatch
-from simrec.agents.brains.utility import UtilityBrain
-from simrec.agents.persona import sample_population
 from simrec.config import RunConfig
 from simrec.errors import ConfigError
 from simrec.rng import Streams
@@ -54,20 +52,17 @@ class RecEnv(gym.Env):
         reward: Literal["clicks", "ratings"] = "clicks",
         history: int = 20,
     ) -> None:
-        from simrec.simulator.runner import _as_config, load_data
+        from simrec import build
 
         if reward not in ("clicks", "ratings"):
             raise ConfigError(f"reward: expected 'clicks' or 'ratings', got {reward!r}")
         if history < 1:
             raise ConfigError(f"history: expected a positive integer, got {history!r}")
-        cfg = _as_config(config)
+        cfg = build.as_config(config)
         self.cfg, self.reward_kind, self.history_len = cfg, reward, int(history)
-        data = load_data(cfg)
+        data = build.load_data(cfg)
         self.data = data
-        self.brain = UtilityBrain(cfg.brain, seed=cfg.seed)
-        streams = Streams(cfg.seed)
-        self.personas = sample_population(self.brain.fit(data), cfg.population.users, streams)
-        self.brain.bind(self.personas, streams)
+        self.brain, self.personas = build.calibrate(cfg, data)
         self.k, self.max_pages = cfg.simulation.page_size, cfg.simulation.max_pages
         n_items = data.catalog.n_items
         self.n_items = n_items
@@ -105,7 +100,7 @@ class RecEnv(gym.Env):
         if not 0 <= self._agent < n:
             raise ValueError(f"options['user']: expected 0..{n - 1}, got {self._agent}")
         # the user's draws for this episode: a fresh counter-based stream from np_random
-        self.brain.streams = Streams(int(self.np_random.integers(2**62)))
+        self.brain.reseed(Streams(int(self.np_random.integers(2**62))))
         self._page = 0
         src = int(self.personas.source_user[self._agent])
         lo, hi = self._seed_start[src], self._seed_start[src + 1]

@@ -95,6 +95,7 @@ class ItemKNNPolicy(_Ranker):
     """
 
     name = "itemknn"
+    family = "neighbourhood"
 
     def __init__(self, neighbours: int = 100) -> None:
         super().__init__()
@@ -164,6 +165,7 @@ class ALSPolicy(_FactorPolicy):
     interaction."""
 
     name = "als"
+    family = "matrix factorisation"
 
     def __init__(
         self,
@@ -194,6 +196,7 @@ class BPRPolicy(_FactorPolicy):
     """Bayesian Personalised Ranking (Rendle et al.) by SGD over sampled item pairs."""
 
     name = "bpr"
+    family = "matrix factorisation"
 
     def __init__(
         self,
@@ -226,6 +229,7 @@ class GenrePolicy(_Ranker):
     by cosine similarity to the profile, ties (items with the same genres) by popularity."""
 
     name = "genre"
+    family = "content"
 
     def __init__(self, use_text: bool = True, popularity_tiebreak: float = 1e-3) -> None:
         super().__init__()

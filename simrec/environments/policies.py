@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from simrec.config import ExplorationConfig
 from simrec.data.dataset import Catalog
 from simrec.environments.base import (
     PolicyRandomness,
-    Recommender,
     Slates,
     excluded_mask,
     first_k,
-    resolve_class,
     with_propensities,
 )
 from simrec.errors import ConfigError
@@ -30,6 +25,7 @@ class RandomPolicy:
     """
 
     name = "random"
+    family = "none"
 
     def __init__(self) -> None:
         self.n_items = 0
@@ -124,6 +120,7 @@ class PopularPolicy:
     """
 
     name = "popular"
+    family = "popularity"
 
     def __init__(self, half_life_days: float | None = None) -> None:
         if half_life_days is not None and not half_life_days > 0:
@@ -194,66 +191,3 @@ class PopularPolicy:
                 wide = np.broadcast_to(self.ranking, (short.size, n_items))
                 items[short], _ = first_k(wide, ~excluded_mask(wide, exclude[short]), k)
         return items
-
-
-def _builtins() -> dict[str, type]:
-    from simrec.environments.learned import ALSPolicy, BPRPolicy, GenrePolicy, ItemKNNPolicy
-
-    return {
-        "random": RandomPolicy,
-        "popular": PopularPolicy,
-        "itemknn": ItemKNNPolicy,
-        "als": ALSPolicy,
-        "bpr": BPRPolicy,
-        "genre": GenrePolicy,
-    }
-
-
-POLICIES: dict[str, type] = _builtins()
-
-
-def make_policy(
-    name: str, params: dict[str, Any], exploration: ExplorationConfig | None = None
-) -> Recommender:
-    """Instantiate a built-in policy or ``package.module:ClassName`` with ``params``, wrapped in
-    an exploration policy when ``exploration`` is given."""
-    cls = resolve_class(name, POLICIES, "policy")
-    # a class with the Recommender's methods, checked before anything of it runs
-    lacking = [m for m in ("fit", "recommend") if not callable(getattr(cls, m, None))]
-    if not isinstance(cls, type) or lacking:
-        found = (
-            f"a class missing {', '.join(lacking)}"
-            if isinstance(cls, type)
-            else f"a {type(cls).__name__}"
-        )
-        raise ConfigError(
-            f"policy '{name}': expected a Recommender class (with methods fit and recommend), "
-            f"got {found}; nothing of it was run"
-        )
-    try:
-        policy = cls(**params)
-    except TypeError as err:
-        raise ConfigError(f"policy.params for '{name}': {err}") from None
-    missing = [m for m in ("name", "fit", "recommend") if not hasattr(policy, m)]
-    if missing:
-        raise ConfigError(
-            f"policy '{name}': expected a Recommender (attributes name, fit, recommend), "
-            f"missing {', '.join(missing)}"
-        )
-    not_callable = [m for m in ("fit", "recommend") if not callable(getattr(policy, m))]
-    if not_callable:
-        raise ConfigError(
-            f"policy '{name}': expected methods fit() and recommend(), "
-            f"{', '.join(not_callable)} is not callable"
-        )
-    if exploration is not None:
-        from simrec.environments.exploration import wrap
-
-        policy = wrap(
-            policy,
-            exploration.kind,
-            epsilon=exploration.epsilon,
-            temperature=exploration.temperature,
-            candidates=exploration.candidates,
-        )
-    return policy

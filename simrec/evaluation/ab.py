@@ -35,10 +35,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
+from pydantic import ValidationError
 from scipy.stats import norm
 
 from simrec import outputs
-from simrec.config import PolicyConfig, RunConfig
+from simrec.config import PolicyConfig, RunConfig, format_validation_error
+from simrec.environments.base import Recommender
 from simrec.errors import ConfigError
 from simrec.evaluation.resampling import bootstrap_units
 
@@ -109,7 +111,7 @@ def parse_arm(spec: str) -> tuple[str, str]:
 
 def ab(
     config: RunConfig | dict | str | Path | None,
-    arms: dict[str, str | dict | PolicyConfig],
+    arms: dict[str, str | dict | PolicyConfig | Recommender],
     *,
     out: str | Path | None = None,
     replicates: int = 1,
@@ -122,14 +124,15 @@ def ab(
     """Run every arm (and replicate) and return the comparison table (see module docstring).
 
     ``arms``: arm name -> a policy name, a ``policy`` mapping (name, params, exploration,
-    retrain_every) or a PolicyConfig. ``control``: the reference arm (default: the first).
-    ``out``: directory for the arms' runs and ``ab_results.parquet`` (default
-    ``datasets_out/ab-<run id>``). The table is written there as ``ab_results.parquet``, with
-    ``report.html`` and its plots.
+    retrain_every), a PolicyConfig, or a Recommender object (each replicate refits it).
+    ``control``: the reference arm (default: the first). ``out``: directory for the arms' runs
+    and ``ab_results.parquet`` (default ``datasets_out/ab-<run id>``). The table is written
+    there as ``ab_results.parquet``, with ``report.html`` and its plots.
     """
-    from simrec.simulator.runner import DEFAULT_OUT, _as_config, run, run_id_for
+    from simrec.build import as_config
+    from simrec.simulator.runner import DEFAULT_OUT, run, run_id_for
 
-    base = _as_config(config)
+    base = as_config(config)
     policies = _arm_policies(arms)
     if len(policies) < 2:
         raise ConfigError(f"ab: expected at least two arms, got {len(policies)}")
@@ -153,11 +156,14 @@ def ab(
     for r in range(replicates):
         for name, policy in policies.items():
             cfg = base.model_copy(deep=True)
-            cfg.policy = policy
             cfg.seed = base.seed + r
             cfg.name = None
             cfg.output.dir = str(out_dir / f"{name}" / f"rep-{r}")
-            res = run(cfg, progress=progress)
+            if isinstance(policy, PolicyConfig):
+                cfg.policy = policy
+                res = run(cfg, progress=progress)
+            else:
+                res = run(cfg, policy=policy, progress=progress)
             runs[name].append(res.run_dir)
     table, watches = _compare(runs, control, n_resamples, alpha, power, base.seed)
     _write_results(out_dir, table, runs, control, base)
@@ -168,13 +174,16 @@ def ab(
     return table
 
 
-def _arm_policies(arms: dict[str, str | dict | PolicyConfig]) -> dict[str, PolicyConfig]:
-    from simrec.environments.policies import make_policy
+def _arm_policies(arms: dict) -> dict[str, PolicyConfig | Recommender]:
+    from simrec.environments.registry import make_policy
 
-    out = {}
+    out: dict[str, PolicyConfig | Recommender] = {}
     for name, spec in arms.items():
         if not _ARM_NAME.match(str(name)):
             raise ConfigError(f"arm name {name!r}: use letters, digits, '_', '.', '-'")
+        if not isinstance(spec, str | dict | PolicyConfig):  # a Recommender object
+            out[str(name)] = make_policy(spec)  # checked: name, fit and recommend
+            continue
         if isinstance(spec, str):
             policy = PolicyConfig(name=spec)
         elif isinstance(spec, PolicyConfig):
@@ -182,8 +191,8 @@ def _arm_policies(arms: dict[str, str | dict | PolicyConfig]) -> dict[str, Polic
         else:
             try:
                 policy = PolicyConfig.model_validate(spec)
-            except Exception as err:
-                raise ConfigError(f"arm {name}: not a valid policy: {err}") from None
+            except ValidationError as err:
+                raise ConfigError(format_validation_error(err, f"arm {name}")) from None
         make_policy(policy.name, policy.params, policy.exploration)  # fail before any run
         out[str(name)] = policy
     return out
@@ -442,9 +451,8 @@ def _write_results(
     out_dir: Path, table: pd.DataFrame, runs: dict[str, list[Path]], control: str, base: RunConfig
 ) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".ab_results.parquet.tmp"
-    table.to_parquet(tmp, index=False)
-    outputs.durable_replace(tmp, out_dir / "ab_results.parquet")
+    with outputs.replacing(out_dir / "ab_results.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
     summary = {
         "control": control,
         "arms": {name: [str(p) for p in dirs] for name, dirs in runs.items()},

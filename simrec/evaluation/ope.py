@@ -44,7 +44,7 @@ from scipy.special import logit
 from simrec import outputs
 from simrec.config import PolicyConfig
 from simrec.environments.base import PolicyRandomness, last_shown
-from simrec.environments.policies import make_policy
+from simrec.environments.registry import make_policy
 from simrec.errors import ConfigError, InputError
 from simrec.evaluation.resampling import bootstrap_units
 from simrec.rng import Streams
@@ -112,9 +112,8 @@ def ope(
         truth = _simulate_truth(cfg, target_cfg, out_dir)
         table["truth"] = truth
         table["relative_error"] = (table["value"] - truth) / truth if truth else np.nan
-    tmp = out_dir / ".ope_results.parquet.tmp"
-    table.to_parquet(tmp, index=False)
-    outputs.durable_replace(tmp, out_dir / "ope_results.parquet")
+    with outputs.replacing(out_dir / "ope_results.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
     from simrec.evaluation.report import ope_report
 
     ope_report(out_dir, table)
@@ -210,8 +209,8 @@ def _page0_slates(run_dir: Path) -> dict[str, Any]:
 def _replay_target(policy, cfg, run_dir: Path, logged: dict) -> dict[str, np.ndarray]:
     """Fit the target as the logging policy was fitted at tick 0, then, tick by tick, its
     probabilities for each logged page-0 slate under the same exclusions."""
+    from simrec.build import load_data
     from simrec.simulator.model import agent_log, stack_rows
-    from simrec.simulator.runner import load_data
 
     data = load_data(cfg)
     users_tbl = pq.read_table(run_dir / "users.parquet", columns=["source_user_id"])

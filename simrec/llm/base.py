@@ -3,7 +3,8 @@ one bad request.
 
 A ``ChatRequest`` carries the messages, an optional JSON schema the answer must follow, and the
 sampling parameters (``max_tokens`` is always set). A ``ChatResult`` carries the answer text,
-the parsed JSON (or the error that prevented it), token counts and latency.
+the parsed JSON (or the error that prevented it, typed by :class:`ErrorKind`), token counts
+and latency.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -44,10 +46,44 @@ class ChatRequest:
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+class ErrorKind(StrEnum):
+    """Why a request has no usable answer."""
+
+    AUTH = "auth"  # the server refused the key (HTTP 401/403)
+    RATE_LIMIT = "rate_limit"  # HTTP 429, after the client's retries
+    TIMEOUT = "timeout"  # no answer in time, after the client's retries
+    CONNECTION = "connection"  # the server could not be reached
+    SERVER = "server"  # HTTP 5xx, after the client's retries
+    BAD_REQUEST = "bad_request"  # another HTTP 4xx: the server rejected the request
+    TRUNCATED = "truncated"  # the answer stopped at max_tokens
+    MALFORMED_JSON = "malformed_json"  # a schema was asked for; the answer is not JSON
+    EMPTY = "empty_answer"  # the server answered with no text
+    BACKEND = "backend"  # anything else the backend reports
+
+    @classmethod
+    def of_message(cls, message: str) -> ErrorKind:
+        """The kind of an error known only by its message (a cached answer, a third-party
+        backend that sets only ``error``).
+
+        >>> ErrorKind.of_message("malformed JSON: Expecting value at offset 0")
+        <ErrorKind.MALFORMED_JSON: 'malformed_json'>
+        """
+        for prefix, kind in (
+            ("truncated", cls.TRUNCATED),
+            ("malformed JSON", cls.MALFORMED_JSON),
+            ("empty answer", cls.EMPTY),
+        ):
+            if message.startswith(prefix):
+                return kind
+        return cls.BACKEND
+
+
 @dataclass
 class ChatResult:
     """The outcome of one request. ``parsed`` is the decoded JSON object when the request had a
-    schema and the answer was valid JSON; ``error`` says why there is no usable answer."""
+    schema and the answer was valid JSON; ``error`` says why there is no usable answer (a
+    message without secrets or server text), ``error_kind`` what kind of failure it was and
+    ``status`` the HTTP status, when there was one."""
 
     text: str | None = None
     parsed: Any = None
@@ -58,6 +94,12 @@ class ChatResult:
     cached: bool = False
     attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    error_kind: ErrorKind | None = None
+    status: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.error is not None and self.error_kind is None:
+            self.error_kind = ErrorKind.of_message(self.error)
 
     @property
     def ok(self) -> bool:

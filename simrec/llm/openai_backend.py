@@ -13,16 +13,19 @@ variable the user names in ``api_key_env``, or no key (``"EMPTY"``). Keys are ne
 written, and a failed request is recorded as its kind and HTTP status only (a server may echo
 a key in its error text).
 
-Only the client's own errors (``openai.APIError`` and its kinds) become a request's error; any
-other exception is a bug and propagates. ``complete()`` also works where an event loop is
-already running (Jupyter): the requests then run on a worker thread with their own loop.
+Only the client's own errors (``openai.APIError`` and its kinds) become a request's error, typed
+by :func:`classify`; any other exception is a bug and propagates. One client serves the
+backend's whole life (its connection pool is reused from batch to batch), on an event loop of
+its own in a daemon thread, so ``complete()`` also works where an event loop is already running
+(Jupyter). ``close()`` ends both.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -30,10 +33,11 @@ from typing import Any, Literal
 import openai
 
 from simrec.errors import ConfigError
-from simrec.llm.base import ChatRequest, ChatResult, parse_json_answer
+from simrec.llm.base import ChatRequest, ChatResult, ErrorKind, parse_json_answer
 from simrec.trust import is_openai_endpoint, redact_url
 
 ResponseFormat = Literal["auto", "json_schema", "json_object"]
+logger = logging.getLogger(__name__)
 
 
 class OpenAIBackend:
@@ -68,6 +72,9 @@ class OpenAIBackend:
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self._client: Any = None  # one AsyncOpenAI, made on the backend's own loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIBackend(model={self.name!r}, base_url={self.base_url!r})"
@@ -108,31 +115,53 @@ class OpenAIBackend:
     def complete(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         if not requests:
             return []
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self._complete_all(list(requests)))
-        # called from inside a running event loop (Jupyter): run on a thread with its own loop
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, self._complete_all(list(requests))).result()
+        work = self._complete_all(list(requests))
+        return asyncio.run_coroutine_threadsafe(work, self._event_loop()).result()
+
+    def close(self) -> None:
+        """Close the client (unless the caller passed its own HTTP client) and stop the loop."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        if self._client is not None and self._http_client is None:
+            asyncio.run_coroutine_threadsafe(self._client.close(), loop).result()
+        self._client = None
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join()
+        loop.close()
+
+    def __enter__(self) -> OpenAIBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The backend's own event loop, running in a daemon thread (started on first use)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name=f"simrec-llm-{self.name}", daemon=True
+            )
+            self._thread.start()
+        return self._loop
 
     async def _complete_all(self, requests: list[ChatRequest]) -> list[ChatResult]:
-        from openai import AsyncOpenAI
+        if self._client is None:
+            from openai import AsyncOpenAI
 
-        client = AsyncOpenAI(
-            api_key=self._key,
-            base_url=self.base_url,
-            timeout=self.timeout,
-            max_retries=self.max_retries,
-            http_client=self._http_client,
-        )
-        try:
-            fmt = await self._resolve_format(client)
-            gate = asyncio.Semaphore(self.concurrency)
-            results = await asyncio.gather(*(self._one(client, gate, r, fmt) for r in requests))
-        finally:
-            if self._http_client is None:
-                await client.close()
+            self._client = AsyncOpenAI(
+                api_key=self._key,
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+                http_client=self._http_client,
+            )
+        client = self._client
+        fmt = await self._resolve_format(client)
+        gate = asyncio.Semaphore(self.concurrency)
+        results = await asyncio.gather(*(self._one(client, gate, r, fmt) for r in requests))
         for r in results:
             self.calls += r.attempts
             self.prompt_tokens += r.prompt_tokens
@@ -157,13 +186,19 @@ class OpenAIBackend:
                 raw = await client.chat.completions.with_raw_response.create(**kwargs)
                 resp = raw.parse()
             except openai.APIError as err:  # the client already retried what is retryable
+                kind, status = classify(err)
+                logger.info("%s: request failed: %s", self.name, _error_kind(err))
                 return ChatResult(
                     error=_error_kind(err),
                     latency_s=time.perf_counter() - t,
                     attempts=1 + self.max_retries if _retryable(err) else 1,
+                    error_kind=kind,
+                    status=status,
                 )
             latency = time.perf_counter() - t
-        attempts = 1 + int(raw.retries_taken) if hasattr(raw, "retries_taken") else 1
+        attempts = 1 + int(getattr(raw, "retries_taken", 0))
+        if attempts > 1:
+            logger.info("%s: answered after %d retries", self.name, attempts - 1)
         choice = resp.choices[0] if resp.choices else None
         text = choice.message.content if choice is not None else None
         usage = resp.usage
@@ -173,6 +208,24 @@ class OpenAIBackend:
         if error is not None and choice is not None and choice.finish_reason == "length":
             error = f"truncated at max_tokens={req.max_tokens}: {error}"
         return ChatResult(text, parsed, error, pt, ct, latency, attempts=attempts)
+
+
+def classify(err: openai.APIError) -> tuple[ErrorKind, int | None]:
+    """The kind of a failed request and its HTTP status (None without a response)."""
+    status = getattr(err, "status_code", None)
+    if isinstance(err, openai.APITimeoutError):
+        return ErrorKind.TIMEOUT, None
+    if isinstance(err, openai.APIConnectionError):
+        return ErrorKind.CONNECTION, None
+    if status in (401, 403):
+        return ErrorKind.AUTH, status
+    if status == 429:
+        return ErrorKind.RATE_LIMIT, status
+    if status is not None and status >= 500:
+        return ErrorKind.SERVER, status
+    if status is not None:
+        return ErrorKind.BAD_REQUEST, status
+    return ErrorKind.BACKEND, None
 
 
 def _retryable(err: Exception) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -19,8 +20,13 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from simrec.agents.brains.base import PageBatch
-from simrec.agents.brains.utility import UtilityBrain
+from simrec.agents.brains.base import (
+    Brain,
+    BrainContext,
+    PageBatch,
+    ReflectiveBrain,
+    StatefulBrain,
+)
 from simrec.agents.memory import FEELINGS, EpisodicMemory, MemoryStore
 from simrec.agents.persona import Personas
 from simrec.agents.user import UserAgent
@@ -29,10 +35,12 @@ from simrec.data.dataset import Dataset
 from simrec.data.schemas import METRIC_COLUMNS
 from simrec.environments.base import PolicyRandomness, Recommender, check_slates
 from simrec.environments.social import SocialSignal
+from simrec.metrics import entropy_bits, gini
 from simrec.rng import Streams
 from simrec.simulator.recorder import EventRecorder
 
 _PAGE_SECONDS = 60
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,33 +98,6 @@ def agent_log(
     return pa.table(cols)
 
 
-def entropy_bits(counts: np.ndarray) -> float:
-    """Shannon entropy in bits of the distribution given by non-negative counts.
-
-    >>> entropy_bits(np.array([1, 1, 1, 1])), entropy_bits(np.array([5, 0]))
-    (2.0, 0.0)
-    """
-    c = np.asarray(counts, np.float64)
-    c = c[c > 0]
-    if c.size == 0:
-        return 0.0
-    p = c / c.sum()
-    return float(-(p * np.log2(p)).sum()) + 0.0
-
-
-def gini(counts: np.ndarray) -> float:
-    """Gini coefficient of non-negative counts (n,); 0 = equal, -> 1 = concentrated.
-
-    >>> round(gini(np.array([1, 1, 1, 1])), 3), round(gini(np.array([0, 0, 0, 8])), 3)
-    (0.0, 0.75)
-    """
-    x = np.sort(np.asarray(counts, dtype=np.float64))
-    n, total = x.size, x.sum()
-    if n == 0 or total == 0:
-        return 0.0
-    return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * total))
-
-
 class SimulationModel(mesa.Model):
     """The simulation. ``step()`` runs one tick; ``recorder`` (optional) receives the events.
 
@@ -129,7 +110,7 @@ class SimulationModel(mesa.Model):
         *,
         data: Dataset,
         personas: Personas,
-        brain: UtilityBrain,
+        brain: Brain,
         policy: Recommender,
         sim: SimulationConfig,
         seed: int,
@@ -157,6 +138,9 @@ class SimulationModel(mesa.Model):
         self.session_count = np.zeros(self.n_agents, np.int64)  # sessions each agent had
         self.memory = MemoryStore(self.n_agents)
         self.episodic = memory  # LLM brains: what each agent remembers, retrieved for prompts
+        self.context = BrainContext(
+            personas, data.catalog, data.scale, self.memory, memory, sim.tick_seconds
+        )
         self._item_genres = self.catalog.genres.astype(np.float64).tocsr()
         # (n_source_users, n_items): rows addressed by source user, not by agent
         self.seed_consumed = data.interactions.matrix(self.catalog.n_items)
@@ -209,7 +193,15 @@ class SimulationModel(mesa.Model):
             "timestamp": t0 + log["tick"][before].astype(np.int64) * self.sim.tick_seconds,
         }
         self.policy.fit(agent_log(self.data, self.personas.source_user, watched), self.catalog)
-        self.retrain_seconds += time.perf_counter() - t
+        took = time.perf_counter() - t
+        self.retrain_seconds += took
+        logger.info(
+            "policy %s fitted at tick %d on the seed log and %d watches (%.2f s)",
+            self._policy_name,
+            self.tick,
+            int(before.sum()),
+            took,
+        )
 
     def browse(self, agents: np.ndarray) -> None:
         """Sessions for ``agents`` (m,) sorted int64: pages until each one leaves."""
@@ -250,7 +242,7 @@ class SimulationModel(mesa.Model):
         shown[rows, page * k : (page + 1) * k] = slates.items
         social = None if self.social is None else self.social.lookup(agents, slates.items)
         batch = PageBatch(
-            agents, slates.items, slates.scores, page, self.tick, social=social, model=self
+            agents, slates.items, slates.scores, page, self.tick, social, self.context
         )
         d = self.brain.decide(batch)
         valid = slates.items >= 0
@@ -448,9 +440,8 @@ class SimulationModel(mesa.Model):
         due = mem.due()
         if due.size == 0:
             return
-        reflect = getattr(self.brain, "reflect", None)
-        if reflect is not None and mem.reflect_with == "llm":
-            notes, sources = reflect(self, due)
+        if isinstance(self.brain, ReflectiveBrain) and mem.reflect_with == "llm":
+            notes, sources = self.brain.reflect(self.context, due, self.tick)
         else:
             cat = self.catalog
             notes = [mem.template_note(a, cat.genre_names, cat.genres, self.scale) for a in due]
@@ -480,7 +471,7 @@ class SimulationModel(mesa.Model):
             "totals": self.totals,
             "vocab": self.decided_by_vocab,
             "metrics": self.datacollector.model_vars,
-            "brain": self.brain.state() if hasattr(self.brain, "state") else None,
+            "brain": self.brain.state() if isinstance(self.brain, StatefulBrain) else None,
         }
         return {
             "satisfaction": self.satisfaction,
@@ -505,7 +496,7 @@ class SimulationModel(mesa.Model):
         for label in meta["vocab"]:
             self._code(label)
         self.datacollector.model_vars = {k: list(v) for k, v in meta["metrics"].items()}
-        if meta.get("brain") is not None:
+        if meta.get("brain") is not None and isinstance(self.brain, StatefulBrain):
             self.brain.load_state(meta["brain"])
         self.satisfaction = state["satisfaction"].copy()
         self.churned = state["churned"].copy()

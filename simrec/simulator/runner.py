@@ -11,9 +11,9 @@ Run directory layout (``datasets_out/<run_id>/``)::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
+import logging
 import platform
 import time
 import zipfile
@@ -27,11 +27,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simrec import outputs
+from simrec import build, outputs
+from simrec.agents.brains.base import Brain, LLMBackedBrain
 from simrec.agents.brains.utility import UtilityBrain
-from simrec.agents.persona import Personas, sample_population
-from simrec.config import LLMConfig, RunConfig, load_config, validate_config
-from simrec.data import Dataset, Interactions, load, make_world
+from simrec.config import LLMConfig, RunConfig
+from simrec.data import Dataset
 from simrec.data.schemas import (
     arrow_id_type,
     items_schema,
@@ -39,16 +39,18 @@ from simrec.data.schemas import (
     schema_document,
     users_schema,
 )
-from simrec.environments.policies import make_policy
+from simrec.environments.base import Recommender
 from simrec.environments.social import SocialSignal, build_graph
 from simrec.errors import InputError, OutputExistsError
 from simrec.limits import check_memory
-from simrec.rng import Streams
+from simrec.llm.base import LLMBackend
+from simrec.llm.cache import CachedBackend
 from simrec.simulator.model import SimulationModel
 from simrec.simulator.recorder import EventRecorder, part_index
 from simrec.trust import config_from_run_dir, redact_url
 
 STATE_DIR = "_state"
+logger = logging.getLogger(__name__)
 DEFAULT_OUT = Path("datasets_out")
 
 
@@ -93,6 +95,15 @@ class RunResult:
         return pq.read_table(self.events_dir).to_pandas()
 
 
+@dataclass(frozen=True)
+class _Given:
+    """Parts the caller passed as objects instead of naming them in the config."""
+
+    data: Dataset | None = None
+    policy: Recommender | None = None
+    backend: LLMBackend | None = None
+
+
 def run_id_for(cfg: RunConfig) -> str:
     """``cfg.name``, or ``run-<hash>`` of everything that shapes the events."""
     if cfg.name:
@@ -107,50 +118,6 @@ def run_id_for(cfg: RunConfig) -> str:
         },
     )
     return "run-" + hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def load_data(cfg: RunConfig) -> Dataset:
-    """The dataset the config names, restricted to ``population.items`` most popular items."""
-    d = cfg.data
-    if d.format == "synthetic":
-        data = make_world(d.synthetic, cfg.seed)
-    else:
-        if d.path is None:
-            raise InputError(
-                f"data.path: expected a path for format '{d.format}', got none (use --data PATH)"
-            )
-        data = load(d.format, d.path, columns=d.columns, items_path=d.items_path)
-    if cfg.population.items is not None and cfg.population.items < data.catalog.n_items:
-        data = _top_items(data, cfg.population.items)
-    if len(data.interactions) == 0:
-        raise InputError(f"{d.path or 'synthetic world'}: no interactions left to calibrate from")
-    return data
-
-
-def _top_items(data: Dataset, n: int) -> Dataset:
-    keep = np.lexsort((np.arange(data.catalog.n_items), -data.catalog.popularity))[:n]
-    keep = np.sort(keep)
-    new_index = np.full(data.catalog.n_items, -1, np.int64)
-    new_index[keep] = np.arange(keep.size)
-    log = data.interactions
-    mask = new_index[log.item] >= 0
-    users_kept, user_index = np.unique(log.user[mask], return_inverse=True)
-    sub = Interactions(
-        user_index.astype(np.int32),
-        new_index[log.item[mask]].astype(np.int32),
-        log.rating[mask],
-        log.timestamp[mask],
-        log.user_ids[users_kept],
-    )
-    truth = data.truth
-    if truth is not None:
-        truth = dataclasses.replace(
-            truth,
-            user_vecs=truth.user_vecs[users_kept],
-            item_vecs=truth.item_vecs[keep],
-            log_pop=truth.log_pop[keep],
-        )
-    return Dataset(data.catalog.subset(keep), sub, data.scale, data.source, data.file_hashes, truth)
 
 
 def _check_out_dir(run_dir: Path, overwrite: bool) -> None:
@@ -173,6 +140,8 @@ def _check_out_dir(run_dir: Path, overwrite: bool) -> None:
 def run(
     config: RunConfig | dict | str | Path | None = None,
     *,
+    policy: Recommender | None = None,
+    backend: LLMBackend | None = None,
     resume: str | Path | None = None,
     progress: bool = False,
     per_agent: bool = False,
@@ -191,6 +160,11 @@ def run(
     ``module:Class`` policy in it is imported only when named in ``allow_import``, and the LLM
     server is ``base_url`` and its response cache ``llm_cache``, never the ones saved. The
     run directory is locked while it runs.
+
+    ``policy``: a Recommender object to use instead of the one ``config.policy`` names (its
+    ``name`` is recorded; exploration from the config still wraps it); ``backend``: an
+    LLMBackend object for LLM brains instead of the one ``config.llm`` names. A run started
+    with either is resumed by passing the same objects again.
     """
     if data is not None and resume is not None:
         raise ValueError("run(): data= cannot be combined with resume=")
@@ -200,7 +174,11 @@ def run(
         if not run_dir.is_dir() or run_dir.is_symlink():
             raise InputError(f"{run_dir}: no such run directory to resume (or a symbolic link)")
     else:
-        cfg = _as_config(config)
+        cfg = build.as_config(config)
+        if policy is not None:  # recorded under its own name
+            policy = build.make_policy(policy)
+            cfg = cfg.model_copy(deep=True)
+            cfg.policy.name = str(policy.name)
         run_dir = Path(cfg.output.dir) if cfg.output.dir else DEFAULT_OUT / run_id_for(cfg)
         _check_out_dir(run_dir, cfg.output.overwrite)
     created = not run_dir.exists()
@@ -211,8 +189,9 @@ def run(
             else:
                 _check_out_dir(run_dir, cfg.output.overwrite)  # again, now that it is ours
                 checkpoint = None
+            parts = _Given(data, policy, backend)
             return _run(
-                run_dir, cfg, checkpoint, data, resume is not None, progress, per_agent, t_start
+                run_dir, cfg, checkpoint, parts, resume is not None, progress, per_agent, t_start
             )
     finally:
         if created:  # failed before writing anything: leave no trace
@@ -233,7 +212,7 @@ def _run(
     run_dir: Path,
     cfg: RunConfig,
     checkpoint: dict | None,
-    data: Dataset | None,
+    given: _Given,
     resume: bool,
     progress: bool,
     per_agent: bool,
@@ -242,19 +221,16 @@ def _run(
     timings: dict[str, float] = {}
     t = time.perf_counter()
     check_memory(cfg)  # a synthetic world's size is known before it is made
-    data = load_data(cfg) if data is None else data
+    data = build.load_data(cfg) if given.data is None else given.data
     timings["load_s"] = time.perf_counter() - t
     check_memory(cfg, data.interactions.n_users, data.catalog.n_items)
     t = time.perf_counter()
-    streams = Streams(cfg.seed)
-    brain = UtilityBrain(cfg.brain, seed=cfg.seed)
-    personas = sample_population(brain.fit(data), cfg.population.users, streams)
-    brain.bind(personas, streams)
-    memory = None
-    if cfg.brain.name in ("llm", "hybrid"):
-        memory = _episodic_memory(cfg, data, brain, len(personas))
-        brain = _llm_brain(cfg, brain)
-    policy = make_policy(cfg.policy.name, cfg.policy.params, cfg.policy.exploration)
+    utility, personas = build.calibrate(cfg, data)
+    brain, memory = build.make_brain(cfg, utility, data, backend=given.backend)
+    policy = build.make_policy(
+        cfg.policy if given.policy is None else given.policy,
+        exploration=None if given.policy is None else cfg.policy.exploration,
+    )
     social = None
     if cfg.social.graph != "none":
         graph = build_graph(cfg.social, data, personas, cfg.seed)
@@ -279,6 +255,14 @@ def _run(
     )
     if checkpoint is not None:
         _load_checkpoint(run_dir, model, checkpoint)
+        logger.info(
+            "%s: resuming at tick %d (event part %d)",
+            run_dir,
+            model.tick,
+            int(checkpoint["part"][0]),
+        )
+    elif resume:
+        logger.info("%s: no checkpoint yet; starting the run again from tick 0", run_dir)
     t = time.perf_counter()
     model.fit_policy()  # on resume: as it stood after the latest retraining
     timings["policy_fit_s"] = time.perf_counter() - t
@@ -294,7 +278,7 @@ def _run(
     model.recorder = EventRecorder(
         run_dir / "events",
         run_id=run_id,
-        policy=getattr(policy, "name", cfg.policy.name),
+        policy=policy.name,
         item_ids=data.catalog.item_ids,
         row_group_size=cfg.output.row_group_size,
         compression_level=cfg.output.compression_level,
@@ -308,75 +292,9 @@ def _run(
     timings["simulate_s"] = time.perf_counter() - t
     timings["policy_retrain_s"] = model.retrain_seconds - timings["policy_fit_s"]
     manifest, metrics = _finish(
-        run_dir, cfg, data, model, personas, run_id, timings, resumed_from, t_start
+        run_dir, cfg, data, model, utility, run_id, timings, resumed_from, t_start
     )
     return RunResult(run_dir, run_id, dict(model.totals), metrics, manifest)
-
-
-def llm_backend(cfg: RunConfig):
-    """The backend of ``cfg.llm`` (openai, vllm or local), behind the response cache."""
-    from simrec.llm import CachedBackend, make_backend
-
-    c = cfg.llm
-    options: dict[str, Any] = {}
-    if c.backend.startswith("openai:"):
-        options = {
-            "concurrency": c.concurrency,
-            "timeout": c.timeout,
-            "max_retries": c.max_retries,
-            "response_format": c.response_format,
-            "api_key_env": c.api_key_env,
-        }
-    backend = make_backend(c.backend, base_url=c.base_url, **options)
-    if c.cache:
-        backend = CachedBackend(backend, c.cache)
-    return backend
-
-
-def _llm_brain(cfg: RunConfig, utility: UtilityBrain):
-    """The LLM brain of ``cfg.llm``, with ``utility`` as its fallback and session model."""
-    from simrec.agents.brains.llm import HybridBrain, LLMBrain
-
-    c = cfg.llm
-    backend = llm_backend(cfg)
-    common = {
-        "seed": cfg.seed,
-        "max_tokens": c.max_tokens,
-        "temperature": c.temperature,
-        "templates_dir": c.templates_dir,
-        "memory_items": cfg.memory.retrieve,
-    }
-    if cfg.brain.name == "hybrid":
-        return HybridBrain(backend, utility, narrate_fraction=c.narrate_fraction, **common)
-    return LLMBrain(backend, utility, **common)
-
-
-def _episodic_memory(cfg: RunConfig, data: Dataset, utility: UtilityBrain, n_agents: int):
-    """The LLM brains' episodic memory of ``cfg.memory``; relevance from the catalog's TF-IDF
-    and the statistical brain's item vectors (or a sentence model)."""
-    from simrec.agents.embeddings import make_embedding
-    from simrec.agents.memory import EpisodicMemory
-
-    m = cfg.memory
-    return EpisodicMemory(
-        n_agents,
-        make_embedding(m.embedding, data.catalog, utility.choice.items),
-        capacity=m.capacity,
-        half_life=m.half_life_days * 86400 / cfg.simulation.tick_seconds,
-        weights=(m.recency_weight, m.importance_weight, m.relevance_weight),
-        reflect_every=m.reflect_every,
-        reflect_with=m.reflect_with,
-    )
-
-
-def _as_config(config: RunConfig | dict | str | Path | None) -> RunConfig:
-    if config is None:
-        return RunConfig()
-    if isinstance(config, RunConfig):
-        return config
-    if isinstance(config, dict):
-        return validate_config(config)
-    return load_config(config)
 
 
 def _simulate(
@@ -396,6 +314,7 @@ def _simulate(
             if model.tick % every == 0 or model.tick == ticks:
                 recorder.close_part()
                 _save_checkpoint(run_dir, model, recorder.part)
+                logger.debug("checkpoint after tick %d (next part %d)", model.tick, recorder.part)
     finally:
         recorder.abort()
         bar.close()
@@ -431,7 +350,7 @@ def _write_catalog(run_dir: Path, data: Dataset) -> None:
         },
         schema=items_schema(item_type),
     )
-    _write_parquet(items, run_dir / "items.parquet")
+    outputs.write_parquet(items, run_dir / "items.parquet")
 
 
 def _prepare_resume(
@@ -517,9 +436,8 @@ def _check_same_data(run_dir: Path, data: Dataset) -> None:
 
 
 def _save_checkpoint(run_dir: Path, model: SimulationModel, next_part: int) -> None:
-    tmp = run_dir / STATE_DIR / "checkpoint.tmp.npz"
-    np.savez(tmp, part=np.array([next_part]), **model.state())
-    outputs.durable_replace(tmp, run_dir / STATE_DIR / "checkpoint.npz")
+    with outputs.replacing(run_dir / STATE_DIR / "checkpoint.npz", ".tmp.npz") as tmp:
+        np.savez(tmp, part=np.array([next_part]), **model.state())
 
 
 def _finish(
@@ -527,19 +445,21 @@ def _finish(
     cfg: RunConfig,
     data: Dataset,
     model: SimulationModel,
-    personas: Personas,
+    utility: UtilityBrain,
     run_id: str,
     timings: dict,
     resumed_from: int | None,
     started: float,
 ) -> tuple[dict, pd.DataFrame]:
-    """Write metrics, users and, last, the manifest; returns the manifest and the metrics."""
+    """Write metrics, users and, last, the manifest; returns the manifest and the metrics.
+    ``utility``: the calibrated statistical brain (the LLM brains' fallback)."""
     t = time.perf_counter()
+    personas = model.personas
     metrics = pd.DataFrame(model.datacollector.get_model_vars_dataframe())
     table = pa.Table.from_pandas(
         metrics[list(metrics_schema().names)], schema=metrics_schema(), preserve_index=False
     )
-    _write_parquet(table, run_dir / "metrics.parquet")
+    outputs.write_parquet(table, run_dir / "metrics.parquet")
     source_type = arrow_id_type(data.interactions.user_ids)
     users = pa.Table.from_pydict(
         {
@@ -553,11 +473,9 @@ def _finish(
             "n_interactions": personas.n_interactions,
             "taste": pa.ListArray.from_arrays(
                 pa.array(
-                    np.arange(
-                        0, model.brain.taste.size + 1, model.brain.taste.shape[1], dtype=np.int32
-                    )
+                    np.arange(0, utility.taste.size + 1, utility.taste.shape[1], dtype=np.int32)
                 ),
-                pa.array(model.brain.taste.ravel()),
+                pa.array(utility.taste.ravel()),
             ),
             "liked_genres": personas.liked_genres,
             "disliked_genres": personas.disliked_genres,
@@ -567,8 +485,8 @@ def _finish(
         },
         schema=users_schema(source_type),
     )
-    _write_parquet(users, run_dir / "users.parquet")
-    if hasattr(model.brain, "backend") and cfg.llm.interview_fraction > 0:
+    outputs.write_parquet(users, run_dir / "users.parquet")
+    if isinstance(model.brain, LLMBackedBrain) and cfg.llm.interview_fraction > 0:
         t_i = time.perf_counter()
         _write_interviews(run_dir, cfg, model)
         timings["interview_s"] = time.perf_counter() - t_i
@@ -576,7 +494,7 @@ def _finish(
         _write_reflections(run_dir, model)
     timings["write_s"] = time.perf_counter() - t  # users and metrics; the manifest is next
     timings["total_s"] = time.perf_counter() - started
-    manifest = _manifest(cfg, data, model, run_id, timings, resumed_from, run_dir)
+    manifest = _manifest(cfg, data, model, utility, run_id, timings, resumed_from, run_dir)
     _atomic_write(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
     _remove_state(run_dir)
     return manifest, table.to_pandas()  # the typed columns that were written
@@ -586,6 +504,7 @@ def _manifest(
     cfg: RunConfig,
     data: Dataset,
     model: SimulationModel,
+    utility: UtilityBrain,
     run_id: str,
     timings: dict,
     resumed_from: int | None,
@@ -618,15 +537,15 @@ def _manifest(
         },
         "brain": {
             "name": model.brain.name,
-            "click_weights": vars(model.brain.weights),
-            "click_calibration": getattr(model.brain, "click_calibration", None),
-            "rating_sigma": model.brain.rating_model.sigma,
+            "click_weights": vars(utility.weights),
+            "click_calibration": utility.click_calibration,
+            "rating_sigma": utility.rating_model.sigma,
         },
-        "policy": getattr(model.policy, "name", cfg.policy.name),
+        "policy": model.policy.name,
         "social": None if model.social is None else model.social.graph.summary(),
         "llm": _llm_stats(model.brain),
         "failures": [],
-        "fallbacks": dict(getattr(model.brain, "fallbacks", {})),
+        "fallbacks": dict(model.brain.fallbacks) if isinstance(model.brain, LLMBackedBrain) else {},
         "memory": _memory_stats(model.episodic),
         "resumed_from_tick": resumed_from,
         "timings": {k: round(v, 3) for k, v in timings.items()},
@@ -663,9 +582,9 @@ def _write_interviews(run_dir: Path, cfg: RunConfig, model: SimulationModel) -> 
     had = np.flatnonzero(sessions > 0)
     u = model.streams.uniform("interview", had, 0, 0, 1)[:, 0]
     chosen = had[u < cfg.llm.interview_fraction]
-    cols = interview(model.brain, model, chosen, model.tick, sessions)
+    cols = interview(model.brain, model.context, chosen, model.tick, sessions)
     table = pa.Table.from_pydict(cols, schema=interviews_schema())
-    _write_parquet(table, run_dir / "interviews.parquet")
+    outputs.write_parquet(table, run_dir / "interviews.parquet")
 
 
 def _write_reflections(run_dir: Path, model: SimulationModel) -> None:
@@ -685,7 +604,7 @@ def _write_reflections(run_dir: Path, model: SimulationModel) -> None:
         },
         schema=reflections_schema(),
     )
-    _write_parquet(table, run_dir / "reflections.parquet")
+    outputs.write_parquet(table, run_dir / "reflections.parquet")
 
 
 def _memory_stats(mem) -> dict | None:
@@ -706,23 +625,24 @@ def _memory_stats(mem) -> dict | None:
     }
 
 
-def _llm_stats(brain) -> dict:
+def _llm_stats(brain: Brain) -> dict:
     """Token and call totals of an LLM brain (zeros for the statistical brain)."""
-    backend = getattr(brain, "backend", None)
+    if not isinstance(brain, LLMBackedBrain):
+        return {"model": None, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    backend = brain.backend
     stats = {
-        "model": getattr(backend, "name", None),
-        "calls": int(getattr(brain, "calls", 0)),
-        "prompt_tokens": int(getattr(brain, "prompt_tokens", 0)),
-        "completion_tokens": int(getattr(brain, "completion_tokens", 0)),
+        "model": backend.name,
+        "calls": int(brain.calls),
+        "prompt_tokens": int(brain.prompt_tokens),
+        "completion_tokens": int(brain.completion_tokens),
     }
-    if hasattr(backend, "hits"):
+    if isinstance(backend, CachedBackend):
         stats.update(cache_hits=int(backend.hits), cache_misses=int(backend.misses))
-    if backend is not None:
-        stats.update(
-            pages_asked=int(brain.pages),
-            fallback_share=round(float(brain.fallback_share), 6),
-            auth_errors=int(brain.fallbacks.get("auth_error", 0)),
-        )
+    stats.update(
+        pages_asked=int(brain.pages),
+        fallback_share=round(float(brain.fallback_share), 6),
+        auth_errors=int(brain.fallbacks.get("auth_error", 0)),
+    )
     return stats
 
 
@@ -742,12 +662,6 @@ def _remove_state(run_dir: Path) -> None:
             f.unlink()
     with contextlib.suppress(OSError):
         state.rmdir()
-
-
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    outputs.durable_replace(tmp, path)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -11,24 +11,25 @@ marked ``decided_by = "fallback:utility"`` and counted by cause in ``fallbacks``
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import Counter
 
 import numpy as np
 from pydantic import ValidationError
 
 from simrec.agents.brains import prompts
-from simrec.agents.brains.base import PageBatch, PageDecisions
+from simrec.agents.brains.base import BrainContext, PageBatch, PageDecisions
 from simrec.agents.brains.utility import UtilityBrain
-from simrec.llm.base import ChatRequest, LLMBackend
+from simrec.llm.base import ChatRequest, ChatResult, ErrorKind, LLMBackend
 from simrec.rng import derive_seed
 from simrec.trust import redact, safe_text
 
-AUTH_STATUSES = (401, 403)
+logger = logging.getLogger(__name__)
 
 
-def _refused(error: str | None) -> bool:
-    """Whether a request's error is the server refusing the key (see ``OpenAIBackend``)."""
-    return bool(error) and any(f"(HTTP {c})" in error for c in AUTH_STATUSES)
+def _refused(res: ChatResult) -> bool:
+    """Whether a request failed because the server refused the key."""
+    return res.error_kind is ErrorKind.AUTH
 
 
 # the causes of a page decided by the fallback instead of the LLM
@@ -91,33 +92,17 @@ class LLMBrain:
     def end_sessions(self, agents, tick, value, satisfaction):
         return self.fallback.end_sessions(agents, tick, value, satisfaction)
 
-    @property
-    def weights(self):
-        return self.fallback.weights
-
-    @property
-    def click_calibration(self):
-        return self.fallback.click_calibration
-
-    @property
-    def rating_model(self):
-        return self.fallback.rating_model
-
-    @property
-    def taste(self):
-        return self.fallback.taste
-
     # ------------------------------------------------------------------ decisions
 
     def decide(self, views: PageBatch) -> PageDecisions:
-        model = views.model
-        if model is None:
-            raise ValueError("LLMBrain.decide needs views.model (the simulation) for prompts")
+        ctx = views.context
+        if ctx is None:
+            raise ValueError("LLMBrain.decide needs views.context (personas, catalog, memory)")
         n, k = views.items.shape
-        scale = model.scale
+        scale = ctx.scale
         answer = self._answer_model(k, scale)
         schema = prompts.answer_schema(answer)
-        requests = [self._request(model, views, j, schema) for j in range(n)]
+        requests = [self._request(ctx, views, j, schema) for j in range(n)]
         results = self.backend.complete(requests)
         examined = np.zeros((n, k), bool)
         clicked = np.zeros((n, k), bool)
@@ -130,28 +115,21 @@ class LLMBrain:
         p_tok = np.array([r.prompt_tokens for r in results], np.float64)
         c_tok = np.array([r.completion_tokens for r in results], np.float64)
         failed: list[int] = []
+        causes: list[str] = []
         valid = views.items >= 0
         self.pages += n
         for j, res in enumerate(results):
-            self._count(res)
+            self.count_usage(res)
             cause = self._apply(
                 j, res, answer, valid[j], examined, clicked, rating, leave, feeling, reason, scale
             )
             if cause is not None:
                 self.fallbacks[cause] += 1
                 failed.append(j)
+                causes.append(cause)
         if failed:
             idx = np.array(failed)
-            sub = PageBatch(
-                views.agents[idx],
-                views.items[idx],
-                views.scores[idx],
-                views.page,
-                views.tick,
-                social=None if views.social is None else views.social[idx],
-                model=model,
-            )
-            fb = self.fallback.decide(sub)
+            fb = self.fallback.decide(views.take(idx))
             examined[idx], clicked[idx], rating[idx], leave[idx] = (
                 fb.examined,
                 fb.clicked,
@@ -159,6 +137,14 @@ class LLMBrain:
                 fb.leave,
             )
             decided[idx] = f"fallback:{self.fallback.name}"
+            logger.info(
+                "%d of %d pages (tick %d, page %d) decided by the fallback: %s",
+                idx.size,
+                n,
+                views.tick,
+                views.page,
+                ", ".join(f"{c} {k}" for c, k in sorted(Counter(causes).items())),
+            )
         return PageDecisions(
             examined,
             clicked,
@@ -179,30 +165,33 @@ class LLMBrain:
             self._models[k] = prompts.answer_model(k, values)
         return self._models[k]
 
-    def _page_parts(self, model, views: PageBatch, j: int) -> tuple[str, str, str, list[str]]:
+    def _page_parts(
+        self, ctx: BrainContext, views: PageBatch, j: int
+    ) -> tuple[str, str, str, list[str]]:
         """View j's system message, retrieved memories, reflection line and item lines."""
         agent = int(views.agents[j])
-        cat = model.catalog
-        memory, reflection = remembered(model, agent, views.items[j], self.memory_items)
+        cat = ctx.catalog
+        memory, reflection = remembered(ctx, agent, views.items[j], self.memory_items, views.tick)
         if self._genres is None:
             self._genres = cat.genre_lists()
         items = [
             f"{cat.titles[i]} ({', '.join(self._genres[i]) or 'no genre'})" if i >= 0 else ""
             for i in views.items[j].tolist()
         ]
-        return self._system(model, agent), memory, reflection, items
+        return self.system_prompt(ctx, agent), memory, reflection, items
 
-    def _system(self, model, agent: int) -> str:
-        s = model.scale
+    def system_prompt(self, ctx: BrainContext, agent: int) -> str:
+        """The system message for ``agent``: the instructions, its persona and the scale."""
+        s = ctx.scale
         return prompts.system_message(
             self.templates,
             f"user {agent}",
-            str(model.personas.profiles[agent]),
+            str(ctx.personas.profiles[agent]),
             f"{s.low:g} to {s.high:g} in steps of {s.step:g}",
         )
 
-    def _request(self, model, views: PageBatch, j: int, schema: dict) -> ChatRequest:
-        system, memory, reflection, items = self._page_parts(model, views, j)
+    def _request(self, ctx: BrainContext, views: PageBatch, j: int, schema: dict) -> ChatRequest:
+        system, memory, reflection, items = self._page_parts(ctx, views, j)
         user = prompts.page_message(
             self.templates, memory, views.page, items, reflection=reflection
         )
@@ -215,45 +204,48 @@ class LLMBrain:
             seed=derive_seed(self.seed, "llm", int(views.agents[j]), views.tick, views.page),
         )
 
-    def reflect(self, model, agents: np.ndarray) -> tuple[list[str], list[str]]:
+    def reflect(
+        self, context: BrainContext, agents: np.ndarray, tick: int
+    ) -> tuple[list[str], list[str]]:
         """Reflections of ``agents`` (m,), one backend call: each agent's memories (by
         importance and recency) in, a "what I've learned" note out. An unusable answer gets
         the memory's template note instead (source ``template``, counted as
         ``reflection_failed``). Returns the notes and their sources."""
-        mem = model.episodic
+        ctx = context
+        mem = ctx.episodic
+        if mem is None:
+            raise ValueError("LLMBrain.reflect needs context.episodic (an episodic memory)")
         schema = prompts.Reflection.model_json_schema()
         requests = []
         for agent in agents.tolist():
-            entries = mem.retrieve(agent, model.tick, None, 2 * max(self.memory_items, 1))
+            entries = mem.retrieve(agent, tick, None, 2 * max(self.memory_items, 1))
             user = self.templates["reflect"].safe_substitute(
-                memory=prompts.memory_lines(
-                    entries, model.catalog.titles, model.tick, model.sim.tick_seconds
-                ),
+                memory=prompts.memory_lines(entries, ctx.catalog.titles, tick, ctx.tick_seconds),
                 reflection=prompts.reflection_line(mem.notes[agent]),
             )
             requests.append(
                 ChatRequest(
                     messages=(
-                        {"role": "system", "content": self._system(model, agent)},
+                        {"role": "system", "content": self.system_prompt(ctx, agent)},
                         {"role": "user", "content": user},
                     ),
                     max_tokens=self.max_tokens,
                     json_schema=schema,
                     temperature=self.temperature,
-                    seed=derive_seed(self.seed, "reflect", agent, model.tick),
+                    seed=derive_seed(self.seed, "reflect", agent, tick),
                 )
             )
         notes, sources = [], []
-        cat = model.catalog
+        cat = ctx.catalog
         for agent, res in zip(agents.tolist(), self.backend.complete(requests), strict=True):
-            self._count(res)
+            self.count_usage(res)
             note, source = None, self.backend.name
             if res.ok:
                 with contextlib.suppress(ValidationError):
                     note = prompts.Reflection.model_validate(res.parsed).note()
             if note is None:
                 self.fallbacks["reflection_failed"] += 1
-                note = mem.template_note(agent, cat.genre_names, cat.genres, model.scale)
+                note = mem.template_note(agent, cat.genre_names, cat.genres, ctx.scale)
                 source = "template"
             notes.append(note)
             sources.append(source)
@@ -281,7 +273,9 @@ class LLMBrain:
         self.completion_tokens = int(state["completion_tokens"])
         self.pages = int(state.get("pages", 0))
 
-    def _count(self, res) -> None:
+    def count_usage(self, res: ChatResult) -> None:
+        """Add one result's tokens (and, unless it came from the cache, its call) to the
+        totals the manifest reports."""
         self.prompt_tokens += res.prompt_tokens
         self.completion_tokens += res.completion_tokens
         self.calls += 0 if res.cached else 1
@@ -291,11 +285,11 @@ class LLMBrain:
     ) -> str | None:
         """Write one answer into the arrays; the fallback cause when it is unusable."""
         if not res.ok:
-            if _refused(res.error):
+            if _refused(res):
                 return "auth_error"
-            if res.error and res.error.startswith("truncated"):
+            if res.error_kind is ErrorKind.TRUNCATED:
                 return "truncated"
-            if res.error and res.error.startswith("malformed JSON"):
+            if res.error_kind is ErrorKind.MALFORMED_JSON:
                 return "malformed_json"
             return "backend_error"
         try:
@@ -316,28 +310,31 @@ class LLMBrain:
         return None
 
 
-def remembered(model, agent: int, page: np.ndarray | None, n: int) -> tuple[str, str]:
-    """The ``$memory`` and ``$reflection`` of a prompt for ``agent``: its ``n`` best memories
-    for the page of items ``page`` (k,) (None: by recency and importance) and its latest note.
-    Without an episodic memory, its ``n`` latest watches and no note."""
-    mem = getattr(model, "episodic", None)
+def remembered(
+    ctx: BrainContext, agent: int, page: np.ndarray | None, n: int, tick: int
+) -> tuple[str, str]:
+    """The ``$memory`` and ``$reflection`` of a prompt for ``agent`` at ``tick``: its ``n``
+    best memories for the page of items ``page`` (k,) (None: by recency and importance) and its
+    latest note. Without an episodic memory, its ``n`` latest watches and no note."""
+    mem = ctx.episodic
     if mem is not None:
-        entries = mem.retrieve(agent, model.tick, page, n)
+        entries = mem.retrieve(agent, tick, page, n)
         note = mem.notes[agent]
     else:
         entries = [
             {"kind": "watched", **m, "rating": m["rating"] if np.isfinite(m["rating"]) else None}
-            for m in model.memory.recent(agent, n)
+            for m in ctx.memory.recent(agent, n)
         ]
         note = None
-    lines = prompts.memory_lines(entries, model.catalog.titles, model.tick, model.sim.tick_seconds)
+    lines = prompts.memory_lines(entries, ctx.catalog.titles, tick, ctx.tick_seconds)
     return lines, prompts.reflection_line(note)
 
 
 def interview(
-    brain: LLMBrain, model, agents: np.ndarray, days: int, sessions: np.ndarray
+    brain: LLMBrain, ctx: BrainContext, agents: np.ndarray, days: int, sessions: np.ndarray
 ) -> dict[str, list]:
-    """Ask each of ``agents`` (m,) to rate the service 1-10 and say why, in one backend call.
+    """Ask each of ``agents`` (m,) to rate the service 1-10 and say why, in one backend call,
+    after ``days`` ticks (``sessions``: (n_agents,) sessions each agent had).
     Returns the columns of ``interviews.parquet``; an unusable answer leaves score and reason
     null and is counted as ``interview_failed``."""
     cols: dict[str, list] = {
@@ -358,8 +355,8 @@ def interview(
     schema = prompts.Interview.model_json_schema()
     requests = []
     for agent in agents.tolist():
-        memory, reflection = remembered(model, agent, None, brain.memory_items)
-        system = brain._system(model, agent)
+        memory, reflection = remembered(ctx, agent, None, brain.memory_items, days)
+        system = brain.system_prompt(ctx, agent)
         question = prompts.INTERVIEW_QUESTION.format(
             days=days, sessions=int(sessions[agent]), memory=memory, reflection=reflection
         )
@@ -387,7 +384,7 @@ def interview(
                 error = f"schema_invalid: {err.error_count()} errors"
         if score is None:
             brain.fallbacks["interview_failed"] += 1
-        brain._count(res)
+        brain.count_usage(res)
         for key, val in (
             ("user_id", agent),
             ("score", score),
@@ -424,7 +421,7 @@ class HybridBrain(LLMBrain):
         self.name = f"hybrid:{fallback.name}+{backend.name}"
 
     def decide(self, views: PageBatch) -> PageDecisions:
-        model = views.model
+        ctx = views.context
         d = self.fallback.decide(views)
         n = len(views)
         u = self.fallback.streams.uniform("narrate", views.agents, views.tick, views.page, 1)
@@ -435,22 +432,22 @@ class HybridBrain(LLMBrain):
         hashes: list[str | None] = [None] * n
         p_tok = np.full(n, np.nan)
         c_tok = np.full(n, np.nan)
-        if chosen.size and model is not None:
+        if chosen.size and ctx is not None:
             schema = prompts.Narration.model_json_schema()
-            requests = [self._narration(model, views, int(j), d, schema) for j in chosen]
+            requests = [self._narration(ctx, views, int(j), d, schema) for j in chosen]
             results = self.backend.complete(requests)
             self.pages += chosen.size
             for j, req, res in zip(chosen.tolist(), requests, results, strict=True):
                 llm_model[j], hashes[j] = self.backend.name, prompts.prompt_hash(req.messages)
                 p_tok[j], c_tok[j] = res.prompt_tokens, res.completion_tokens
-                self._count(res)
+                self.count_usage(res)
                 try:
                     if not res.ok:
                         raise ValueError(res.error)
                     a = prompts.Narration.model_validate(res.parsed)
                     feeling[j], reason[j] = a.feeling, safe_text(a.reason)
                 except (ValueError, ValidationError):
-                    cause = "auth_error" if _refused(res.error) else "narration_failed"
+                    cause = "auth_error" if _refused(res) else "narration_failed"
                     self.fallbacks[cause] += 1
         return PageDecisions(
             d.examined,
@@ -467,10 +464,10 @@ class HybridBrain(LLMBrain):
         )
 
     def _narration(
-        self, model, views: PageBatch, j: int, d: PageDecisions, schema: dict
+        self, ctx: BrainContext, views: PageBatch, j: int, d: PageDecisions, schema: dict
     ) -> ChatRequest:
-        system, memory, reflection, items = self._page_parts(model, views, j)
-        cat = model.catalog
+        system, memory, reflection, items = self._page_parts(ctx, views, j)
+        cat = ctx.catalog
         watched = [
             str(cat.titles[i])
             + (f" (rated {d.rating[j, p]:g})" if np.isfinite(d.rating[j, p]) else "")

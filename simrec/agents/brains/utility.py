@@ -131,6 +131,16 @@ class UtilityBrain:
         self.has_ratings = False
         self.click_calibration: str | None = None
         self.exposure_watch = np.zeros(0)
+        # bound to a population by bind(): one row per agent
+        self.streams = Streams(seed)
+        self.source_user = np.zeros(0, np.int64)
+        self.taste = np.zeros((0, 0), np.float32)
+        self.genre_lift = np.zeros((0, 0), np.float32)
+        self.item_term = np.zeros(0, np.float32)
+        self.conformity = np.zeros(0, np.float32)
+        self.diversity = np.zeros(0, np.float32)
+        self.arrival_rate = np.zeros(0, np.float32)
+        self.session_rate = np.zeros(0)
 
     # ------------------------------------------------------------------ calibration
 
@@ -266,6 +276,10 @@ class UtilityBrain:
         self.arrival_rate = personas.arrival_rate
         # expected items consumed per page shown the log's exposure, per item examined
         self.session_rate = self.exposure_watch[personas.source_user] / personas.session_items
+
+    def reseed(self, streams: Streams) -> None:
+        """Draw from ``streams`` from now on (the Gym environment gives each episode its own)."""
+        self.streams = streams
 
     def _bind_arrays(self, personas: Personas) -> None:
         """The arrays ``watch_logit`` reads, one row per persona."""

@@ -1,0 +1,196 @@
+"""The build layer: from a config to the parts a simulation is made of.
+
+Every entry point (``simrec.run``, ``simrec.ab``, the Gym environment, the fidelity report,
+augmentation, the benchmarks) builds its parts here, so a notebook can do the same::
+
+    >>> from simrec import build
+    >>> cfg = build.as_config({"data": {"synthetic": {"users": 60, "items": 40}},
+    ...                        "brain": {"taste_dim": 4}})
+    >>> data = build.load_data(cfg)
+    >>> brain, personas = build.calibrate(cfg, data, users=10)
+    >>> len(personas), build.make_policy("popular").name
+    (10, 'popular')
+
+``calibrate`` fits the statistical brain on a log and binds it to a population of personas;
+``make_brain`` puts an LLM brain in front of it when the config asks for one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from simrec.agents.brains.base import Brain
+from simrec.agents.brains.utility import UtilityBrain
+from simrec.agents.persona import Personas, sample_population
+from simrec.config import RunConfig, load_config, validate_config
+from simrec.data import Dataset, Interactions, load, make_world
+from simrec.environments.registry import make_policy
+from simrec.errors import InputError
+from simrec.rng import Streams
+
+if TYPE_CHECKING:
+    from simrec.agents.memory import EpisodicMemory
+    from simrec.llm.base import LLMBackend
+
+__all__ = ["as_config", "calibrate", "load_data", "make_backend", "make_brain", "make_policy"]
+
+_ALL = object()
+
+
+def as_config(config: RunConfig | dict | str | Path | None) -> RunConfig:
+    """A validated RunConfig from a RunConfig, a mapping, a YAML/TOML path or None
+    (defaults)."""
+    if config is None:
+        return RunConfig()
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, dict):
+        return validate_config(config)
+    return load_config(config)
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    """The dataset the config names, restricted to ``population.items`` most popular items."""
+    d = cfg.data
+    if d.format == "synthetic":
+        data = make_world(d.synthetic, cfg.seed)
+    else:
+        if d.path is None:
+            raise InputError(
+                f"data.path: expected a path for format '{d.format}', got none (use --data PATH)"
+            )
+        data = load(d.format, d.path, columns=d.columns, items_path=d.items_path)
+    if cfg.population.items is not None and cfg.population.items < data.catalog.n_items:
+        data = top_items(data, cfg.population.items)
+    if len(data.interactions) == 0:
+        raise InputError(f"{d.path or 'synthetic world'}: no interactions left to calibrate from")
+    return data
+
+
+def top_items(data: Dataset, n: int) -> Dataset:
+    """``data`` restricted to its ``n`` most popular items (ties: lower index first), and to
+    the users who interacted with one of them."""
+    keep = np.lexsort((np.arange(data.catalog.n_items), -data.catalog.popularity))[:n]
+    keep = np.sort(keep)
+    new_index = np.full(data.catalog.n_items, -1, np.int64)
+    new_index[keep] = np.arange(keep.size)
+    log = data.interactions
+    mask = new_index[log.item] >= 0
+    users_kept, user_index = np.unique(log.user[mask], return_inverse=True)
+    sub = Interactions(
+        user_index.astype(np.int32),
+        new_index[log.item[mask]].astype(np.int32),
+        log.rating[mask],
+        log.timestamp[mask],
+        log.user_ids[users_kept],
+    )
+    truth = data.truth
+    if truth is not None:
+        truth = dataclasses.replace(
+            truth,
+            user_vecs=truth.user_vecs[users_kept],
+            item_vecs=truth.item_vecs[keep],
+            log_pop=truth.log_pop[keep],
+        )
+    return Dataset(data.catalog.subset(keep), sub, data.scale, data.source, data.file_hashes, truth)
+
+
+def calibrate(
+    cfg: RunConfig,
+    data: Dataset,
+    *,
+    users: int | None | Any = _ALL,
+    streams: Streams | None = None,
+) -> tuple[UtilityBrain, Personas]:
+    """The statistical brain of ``cfg.brain`` fitted on ``data``, bound to its population.
+
+    ``users``: how many agents (default ``cfg.population.users``; None: one per user of the
+    log, in log order); ``streams``: the run's random streams (default: from ``cfg.seed``).
+    Returns the brain and the agents' personas (one row per agent).
+    """
+    streams = Streams(cfg.seed) if streams is None else streams
+    n = cfg.population.users if users is _ALL else users
+    brain = UtilityBrain(cfg.brain, seed=cfg.seed)
+    personas = sample_population(brain.fit(data), n, streams)
+    brain.bind(personas, streams)
+    return brain, personas
+
+
+def make_backend(cfg: RunConfig) -> LLMBackend:
+    """The LLM backend of ``cfg.llm`` (openai, vllm or local), behind the response cache when
+    ``llm.cache`` names one."""
+    from simrec.llm import CachedBackend
+    from simrec.llm import make_backend as backend_for
+
+    c = cfg.llm
+    options: dict[str, Any] = {}
+    if c.backend.startswith("openai:"):
+        options = {
+            "concurrency": c.concurrency,
+            "timeout": c.timeout,
+            "max_retries": c.max_retries,
+            "response_format": c.response_format,
+            "api_key_env": c.api_key_env,
+        }
+    backend = backend_for(c.backend, base_url=c.base_url, **options)
+    if c.cache:
+        backend = CachedBackend(backend, c.cache)
+    return backend
+
+
+def make_brain(
+    cfg: RunConfig,
+    utility: UtilityBrain,
+    data: Dataset,
+    *,
+    backend: LLMBackend | None = None,
+) -> tuple[Brain, EpisodicMemory | None]:
+    """The brain of ``cfg.brain.name`` over a calibrated, bound ``utility`` brain (from
+    :func:`calibrate`), and the episodic memory LLM brains read (None for ``utility``).
+
+    ``llm`` and ``hybrid`` ask ``backend`` (default: :func:`make_backend` of ``cfg``) and fall
+    back to ``utility``, which also supplies arrivals, satisfaction and churn.
+    """
+    if cfg.brain.name not in ("llm", "hybrid"):
+        return utility, None
+    from simrec.agents.brains.llm import HybridBrain, LLMBrain
+
+    c = cfg.llm
+    memory = episodic_memory(cfg, data, utility, len(utility.source_user))
+    backend = make_backend(cfg) if backend is None else backend
+    common = {
+        "seed": cfg.seed,
+        "max_tokens": c.max_tokens,
+        "temperature": c.temperature,
+        "templates_dir": c.templates_dir,
+        "memory_items": cfg.memory.retrieve,
+    }
+    if cfg.brain.name == "hybrid":
+        brain = HybridBrain(backend, utility, narrate_fraction=c.narrate_fraction, **common)
+    else:
+        brain = LLMBrain(backend, utility, **common)
+    return brain, memory
+
+
+def episodic_memory(
+    cfg: RunConfig, data: Dataset, utility: UtilityBrain, n_agents: int
+) -> EpisodicMemory:
+    """The LLM brains' episodic memory of ``cfg.memory``; relevance from the catalog's TF-IDF
+    and the statistical brain's item vectors (or a sentence model)."""
+    from simrec.agents.embeddings import make_embedding
+    from simrec.agents.memory import EpisodicMemory
+
+    m = cfg.memory
+    return EpisodicMemory(
+        n_agents,
+        make_embedding(m.embedding, data.catalog, utility.choice.items),
+        capacity=m.capacity,
+        half_life=m.half_life_days * 86400 / cfg.simulation.tick_seconds,
+        weights=(m.recency_weight, m.importance_weight, m.relevance_weight),
+        reflect_every=m.reflect_every,
+        reflect_with=m.reflect_with,
+    )
