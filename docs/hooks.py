@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 
 def _cli() -> str:
-    from simrec.cli import _parser
+    from simrec.cli import parser as cli_parser
 
     os.environ["COLUMNS"] = "100"  # argparse wraps help at the terminal's width
     out: list[str] = []
@@ -29,7 +29,7 @@ def _cli() -> str:
                 for sub, p in action.choices.items():
                     walk(p, f"{name} {sub}")
 
-    walk(_parser(), "simrec")
+    walk(cli_parser(), "simrec")
     return "\n".join(out)
 
 

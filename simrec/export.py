@@ -152,9 +152,8 @@ def _clean(text) -> str:
 
 
 def _write_atomic_tsv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, sep="\t", index=False, na_rep="", lineterminator="\n")
-    os.replace(tmp, path)
+    with outputs.replacing(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, na_rep="", lineterminator="\n")
 
 
 # ---------------------------------------------------------------------------- OBP
@@ -200,9 +199,8 @@ def _export_obp(run_dir: Path, manifest: dict, out: Path) -> None:
         "slate_id": col("slate_id").astype(np.int64),
         "tick": col("tick").astype(np.int64),
     }
-    tmp = out / ".bandit_feedback.tmp.npz"
-    np.savez_compressed(tmp, **bundle)
-    os.replace(tmp, out / "bandit_feedback.npz")
+    with outputs.replacing(out / "bandit_feedback.npz", ".tmp.npz") as tmp:
+        np.savez_compressed(tmp, **bundle)
     meta = {
         "run_id": manifest["run_id"],
         "policy": manifest["policy"],

@@ -245,15 +245,34 @@ def locked(path: Path, what: str = "run") -> Iterator[None]:
 # ---------------------------------------------------------------------------- durable writes
 
 
+@contextlib.contextmanager
+def replacing(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A hidden temporary beside ``path`` to write to: renamed over ``path`` durably when the
+    block ends, removed when it raises, so ``path`` is always either old or whole.
+
+    ``suffix``: how the temporary's name ends (writers that add an extension need theirs)."""
+    tmp = path.with_name(f".{path.name}{suffix}")
+    try:
+        yield tmp
+        durable_replace(tmp, path)
+    finally:
+        if tmp.is_file() and not tmp.is_symlink():  # the block failed before the rename
+            tmp.unlink()
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` durably: a hidden temporary, fsync, rename, fsync of the
     folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with replacing(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    durable_replace(tmp, path)
+
+
+def write_parquet(table, path: Path) -> None:
+    """Write a pyarrow ``table`` to ``path`` (zstd) atomically."""
+    import pyarrow.parquet as pq
+
+    with replacing(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 def durable_replace(tmp: Path, path: Path) -> None:

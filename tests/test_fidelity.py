@@ -11,10 +11,10 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 import simrec.evaluation.fidelity_report as F
+from simrec.build import load_data
 from simrec.cli import main
 from simrec.config import RunConfig
 from simrec.environments.base import Slates
-from simrec.simulator.runner import load_data
 
 WORLD = {"seed": 3, "data": {"synthetic": {"users": 300, "items": 400}}}
 
@@ -50,7 +50,7 @@ def test_discrimination_sets_draw_unseen_negatives_nested_by_ratio(world_split):
     _, data, split = world_split
     n_items = data.catalog.n_items
     full = (split.train.interactions.matrix(n_items) + split.test.matrix(n_items)).tocsr()
-    s = F._discrimination_sets(split.test, full, n_items, 0, "t")
+    s = F.discrimination_sets(split.test, full, n_items, 0, "t")
     for u in np.unique(s.users)[:50]:
         mine = s.users == u
         seen = set(full.indices[full.indptr[u] : full.indptr[u + 1]].tolist())
@@ -66,7 +66,7 @@ def test_discrimination_sets_draw_unseen_negatives_nested_by_ratio(world_split):
 def test_confusion_metrics_match_sklearn():
     rng = np.random.default_rng(0)
     n = 400
-    s = F._Sets(
+    s = F.Sets(
         users=np.zeros(n, np.int64),
         items=np.arange(n),
         labels=np.r_[np.ones(40, bool), np.zeros(n - 40, bool)],
@@ -76,7 +76,7 @@ def test_confusion_metrics_match_sklearn():
     scores = rng.normal(size=n) + s.labels
     for ratio in F.RATIOS:
         rows: list = []
-        F._scores_table(rows, ratio, "x", *F._confusion(scores, s, ratio, 0.5))
+        F.scores_table(rows, ratio, "x", *F.confusion(scores, s, ratio, 0.5))
         got = {m: v for _, _, m, v, _ in rows}
         sel = s.select(ratio)
         y, pick = s.labels[sel], scores[sel] >= 0.5
@@ -85,13 +85,13 @@ def test_confusion_metrics_match_sklearn():
         assert got["recall"] == pytest.approx(recall_score(y, pick))
         assert got["f1"] == pytest.approx(f1_score(y, pick))
     # the calibrated threshold is the best of all thresholds for the mean F1 over the ratios
-    theta = F._calibrate_threshold(scores, s)
+    theta = F.calibrate_threshold(scores, s)
 
     def mean_f1(t):
         out = []
         for r in F.RATIOS:
             rows: list = []
-            F._scores_table(rows, r, "x", *F._confusion(scores, s, r, t))
+            F.scores_table(rows, r, "x", *F.confusion(scores, s, r, t))
             out.append(rows[-1][3])
         return np.mean(out)
 
@@ -257,7 +257,7 @@ def test_llm_brain_judges_the_lists_of_sampled_users(tmp_path, monkeypatch):
     import json
     import re
 
-    from .test_llm_brain import _completion, _serve
+    from .conftest import completion, serve
 
     cfg = RunConfig.model_validate(WORLD)
     data = load_data(cfg)
@@ -282,9 +282,9 @@ def test_llm_brain_judges_the_lists_of_sampled_users(tmp_path, monkeypatch):
             answer = {"watch": watch, "reason": "I know what I like"}
         else:
             answer = {"ratings": [held[user][t] for t in lines], "reason": "as I remember"}
-        return _completion(json.dumps(answer), "stop", 40, 10)
+        return completion(json.dumps(answer), "stop", 40, 10)
 
-    _serve(monkeypatch, handler)
+    serve(monkeypatch, handler)
     raw = {
         **WORLD,
         "simulation": {"ticks": 2},
@@ -409,7 +409,7 @@ def test_choice_share_is_the_worlds_probability_of_the_slate(world_split):
     """choice_share@k is the world's choice probability over the user's unseen items held by
     the slate: all unseen items hold all of it, the top item holds its softmax share (checked
     user by user), and no built-in policy's slate holds more than the world's own top k."""
-    from simrec.environments.policies import make_policy
+    from simrec.environments.registry import make_policy
     from simrec.simulator.model import agent_log
 
     _, data, split = world_split

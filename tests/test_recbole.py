@@ -127,7 +127,7 @@ def test_export_to_recbole_reads_back_as_the_same_interactions(tmp_path):
 
 
 def test_format_is_inferred_from_inter_files(tiny_world, tmp_path):
-    from simrec.cli import _infer_format
+    from simrec.cli import infer_format as _infer_format
 
     d = write_recbole(tiny_world, tmp_path)
     assert _infer_format(str(d)) == "recbole"

@@ -1,24 +1,17 @@
-"""HTML reports with PNG plots (matplotlib, Agg backend) for runs, A/B tests and OPE.
-
-Each report is a folder: ``report.html`` plus the PNG files it shows, with no external
-scripts, styles or fonts, so it can be opened or archived as it is.
-"""
+"""HTML reports with PNG plots (matplotlib, Agg backend) for runs, A/B tests and OPE, built
+from :mod:`simrec.evaluation.page`."""
 
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-_STYLE = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-    "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
-    "text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}"
-)
+from simrec.evaluation import page
+
 _CURVES = (
     "ctr",
     "coverage",
@@ -29,46 +22,6 @@ _CURVES = (
     "active_users",
     "churned_users",
 )
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> str:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    _plt().close(fig)
-    os.replace(tmp, path)
-    return path.name
-
-
-def _page(out: Path, title: str, sections: list[tuple[str, str]]) -> Path:
-    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{content}" for h, content in sections)
-    text = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n"
-        f"</body></html>\n"
-    )
-    path = out / "report.html"
-    from simrec import outputs
-
-    outputs.atomic_write(path, text.encode("utf-8"))
-    return path
-
-
-def _img(name: str, alt: str) -> str:
-    return f"<p><img src='{html.escape(name)}' alt='{html.escape(alt)}'></p>"
-
-
-def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, na_rep="")
 
 
 # ---------------------------------------------------------------------------- a run
@@ -88,7 +41,7 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out else run_dir / "report"
     outputs.check_out_dir(out, "report")  # a report replaces only an earlier report
     outputs.claim(out, "report")
-    plt = _plt()
+    plt = page.pyplot()
     manifest = outputs.read_json(run_dir / "manifest.json", "a run's manifest")
     metrics = pq.read_table(run_dir / "metrics.parquet").to_pandas()
     ev = pq.read_table(
@@ -102,13 +55,13 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.plot(metrics.tick, metrics[c], marker=".")
         ax.set_title(c)
         ax.set_xlabel("tick")
-    imgs.append(("Per-tick metrics", _save(fig, out / "metrics.png")))
+    imgs.append(("Per-tick metrics", page.save_figure(fig, out / "metrics.png")))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     by_pos = ev.groupby("position").clicked.mean()
     ax.bar(by_pos.index.astype(int) + 1, by_pos.to_numpy())
     ax.set_xlabel("position")
     ax.set_ylabel("watch rate")
-    imgs.append(("Watches by position", _save(fig, out / "position.png")))
+    imgs.append(("Watches by position", page.save_figure(fig, out / "position.png")))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ratings = ev.rating.dropna()
     if len(ratings):
@@ -120,7 +73,7 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         )
     ax.set_xlabel("rating")
     ax.set_ylabel("share of ratings")
-    imgs.append(("Ratings", _save(fig, out / "ratings.png")))
+    imgs.append(("Ratings", page.save_figure(fig, out / "ratings.png")))
     fig, ax = plt.subplots(figsize=(5, 4))
     counts = np.sort(ev[ev.clicked.astype(bool)].item_id.value_counts().to_numpy())
     n_items = pq.read_metadata(run_dir / "items.parquet").num_rows
@@ -130,24 +83,24 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax.plot([0, 1], [0, 1], "--", color="grey")
     ax.set_xlabel("share of items (least watched first)")
     ax.set_ylabel("share of watches")
-    imgs.append(("Concentration of watches (Lorenz)", _save(fig, out / "lorenz.png")))
+    imgs.append(("Concentration of watches (Lorenz)", page.save_figure(fig, out / "lorenz.png")))
     summary = pd.DataFrame(
         [(k, f"{v:,}" if isinstance(v, int) else str(v)) for k, v in manifest["counts"].items()],
         columns=["count", "value"],
     )
-    sections = [(h, _img(f, h)) for h, f in imgs]
+    sections = [(h, page.image(f, h)) for h, f in imgs]
     sections.insert(
         0,
         (
             "Run",
             f"<p>run <b>{html.escape(manifest['run_id'])}</b>, policy "
             f"<b>{html.escape(str(manifest['policy']))}</b>, seed {manifest['seed']}, data "
-            f"{html.escape(str(manifest['data']['source']))}</p>" + _table(summary),
+            f"{html.escape(str(manifest['data']['source']))}</p>" + page.table(summary),
         ),
     )
-    sections.append(("Most watched items", _table(_top_watched(run_dir, ev))))
-    sections.append(("Metrics per tick", _table(metrics)))
-    return _page(out, f"simrec run {manifest['run_id']}", sections)
+    sections.append(("Most watched items", page.table(_top_watched(run_dir, ev))))
+    sections.append(("Metrics per tick", page.table(metrics)))
+    return page.write_page(out, f"simrec run {manifest['run_id']}", sections)
 
 
 def _top_watched(run_dir: Path, ev: pd.DataFrame, n: int = 15) -> pd.DataFrame:
@@ -178,7 +131,7 @@ def ab_report(
     """``report.html`` in the A/B directory: per-tick curves per arm, distributions of per-user
     differences to the control, a forest plot of lifts with CIs, and the table. ``watches``:
     per arm, watches per (replicate, user) if already computed (else read from the events)."""
-    plt = _plt()
+    plt = page.pyplot()
     out.mkdir(parents=True, exist_ok=True)
     curves = {
         name: pd.concat([pq.read_table(Path(d) / "metrics.parquet").to_pandas() for d in dirs])
@@ -198,7 +151,7 @@ def ab_report(
         ax.set_title(c)
         ax.set_xlabel("tick")
     axes.ravel()[0].legend()
-    curves_png = _save(fig, out / "ab_curves.png")
+    curves_png = page.save_figure(fig, out / "ab_curves.png")
     # per-user differences of watches per user, against the control
     watches = dict(watches) if watches is not None else {}
     for name, dirs in runs.items():
@@ -220,7 +173,7 @@ def ab_report(
         ax.axvline(d.mean(), color="k", ls="--", label=f"mean {d.mean():+.3f}")
         ax.set_title(f"{name} - {control}: watches per user")
         ax.legend()
-    diffs_png = _save(fig, out / "ab_user_differences.png")
+    diffs_png = page.save_figure(fig, out / "ab_user_differences.png")
     rows = table[table.arm != control].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
     y = np.arange(len(rows))[::-1]
@@ -233,16 +186,16 @@ def ab_report(
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(y, [f"{a}: {m}" for a, m in zip(rows.arm, rows.metric, strict=True)])
     ax.set_xlabel(f"relative lift vs {control} (95% CI; red: significant after Holm)")
-    forest_png = _save(fig, out / "ab_forest.png")
+    forest_png = page.save_figure(fig, out / "ab_forest.png")
     shown = table.drop(columns=["control", "n_users"])
-    return _page(
+    return page.write_page(
         out,
         f"simrec A/B: {', '.join(runs)} (control {control})",
         [
-            ("Per-tick metrics per arm", _img(curves_png, "per-tick metrics")),
-            ("Per-user differences to the control", _img(diffs_png, "user differences")),
-            ("Lifts with confidence intervals", _img(forest_png, "forest plot")),
-            (f"Table ({int(table.n_users.iloc[0]):,} users per arm)", _table(shown)),
+            ("Per-tick metrics per arm", page.image(curves_png, "per-tick metrics")),
+            ("Per-user differences to the control", page.image(diffs_png, "user differences")),
+            ("Lifts with confidence intervals", page.image(forest_png, "forest plot")),
+            (f"Table ({int(table.n_users.iloc[0]):,} users per arm)", page.table(shown)),
         ],
     )
 
@@ -252,7 +205,7 @@ def ab_report(
 
 def ope_report(out: Path, table: pd.DataFrame) -> Path:
     """``report.html`` in the OPE directory: estimates with CIs against the simulated truth."""
-    plt = _plt()
+    plt = page.pyplot()
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 4))
     x = np.arange(len(table))
@@ -265,12 +218,12 @@ def ope_report(out: Path, table: pd.DataFrame) -> Path:
     ax.set_xticks(x, table.estimator)
     ax.set_ylabel("first-page value (watches)")
     ax.set_title(f"target: {table.target.iloc[0]}")
-    png = _save(fig, out / "ope_estimates.png")
-    return _page(
+    png = page.save_figure(fig, out / "ope_estimates.png")
+    return page.write_page(
         out,
         f"simrec OPE: {table.target.iloc[0]}",
         [
-            ("Estimates against the simulated truth", _img(png, "OPE estimates")),
-            (f"Table ({int(table.n_slates.iloc[0]):,} logged first pages)", _table(table)),
+            ("Estimates against the simulated truth", page.image(png, "OPE estimates")),
+            (f"Table ({int(table.n_slates.iloc[0]):,} logged first pages)", page.table(table)),
         ],
     )

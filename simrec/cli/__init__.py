@@ -1,0 +1,72 @@
+"""The ``simrec`` command: one module per command, each with ``register(sub)`` that adds its
+parser and sets ``func``, the function ``main`` dispatches to.
+
+User errors (bad data, bad config, an occupied output directory) print one message and exit
+with status 2, without a traceback. ``-v`` shows simrec's decisions as they happen (LLM
+fallbacks, policy refits, resume points); ``-vv`` also the debugging detail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from simrec.cli import ab, augment, datasets, export, fidelity, ope, report, run
+from simrec.cli.flags import build_config, infer_format
+from simrec.errors import SimrecError
+
+__all__ = ["build_config", "infer_format", "main", "parser"]
+
+_COMMANDS = (run, ab, ope, export, augment, fidelity, report, datasets)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``simrec`` argument parser, every command registered."""
+    from simrec import __version__
+
+    p = argparse.ArgumentParser(
+        prog="simrec", description="Simulated users for recommender systems."
+    )
+    p.add_argument("--version", action="version", version=f"simrec {__version__}")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log simrec's decisions to stderr (fallbacks, retries, refits, resume points); "
+        "-vv for debugging detail",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    for command in _COMMANDS:
+        command.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    args = parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return args.func(args)
+    except SimrecError as err:
+        print(f"simrec: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "simrec: interrupted; what was written is kept (resume with --resume DIR)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _configure_logging(verbose: int) -> None:
+    """simrec's loggers to stderr at INFO (-v) or DEBUG (-vv); quiet (warnings) otherwise."""
+    log = logging.getLogger("simrec")
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    log.setLevel(level)
+    if verbose and not any(getattr(h, "_simrec", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("simrec: %(levelname)s: %(name)s: %(message)s"))
+        handler._simrec = True  # type: ignore[attr-defined]
+        log.addHandler(handler)

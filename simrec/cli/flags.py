@@ -1,0 +1,241 @@
+"""Flags several commands share, and the config the command line describes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simrec.config import RunConfig, load_config, validate_config
+from simrec.data.loaders import FORMATS
+from simrec.errors import InputError
+
+
+def add_data_flags(r: argparse.ArgumentParser) -> None:
+    """Where the data comes from (every command that reads a log)."""
+    r.add_argument("config", nargs="?", help="YAML or TOML config file (flags override it)")
+    r.add_argument(
+        "--data",
+        help="data directory (MovieLens, RecBole), file (table), or a named dataset "
+        "(ml-100k; see `simrec datasets`)",
+    )
+    r.add_argument(
+        "--format",
+        choices=("synthetic", *FORMATS),
+        help="data format (default: inferred from --data, synthetic without it)",
+    )
+    r.add_argument(
+        "--columns",
+        help="table/recbole: user=COL,item=COL[,rating=COL,timestamp=COL,title=COL,genres=COL]",
+    )
+    r.add_argument("--items-file", help="table format: catalog file with item/title/genres columns")
+
+
+def add_augment_input_flags(r: argparse.ArgumentParser, llm_does: str) -> None:
+    add_data_flags(r)
+    r.add_argument("--items", type=int, help="real data: keep the N most popular items")
+    r.add_argument("--llm", metavar="SPEC", help=f"let an LLM {llm_does}: openai:MODEL, local")
+    r.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
+
+
+def add_augment_output_flags(r: argparse.ArgumentParser) -> None:
+    r.add_argument(
+        "--cutoff",
+        help="only interactions before this inform anything: a per-user fraction (0.8), "
+        "Unix seconds, or an ISO-8601 date/time",
+    )
+    r.add_argument("--seed", type=int, help="root seed (synthetic worlds, calibration)")
+    r.add_argument("--out", help="output directory (default datasets_out/augment-KIND-<hash>)")
+    r.add_argument("--overwrite", action="store_true", help="replace an earlier output")
+
+
+def add_world_flags(r: argparse.ArgumentParser) -> None:
+    """Flags shared by run, ab and eval: data, population, clock, social graph, seed."""
+    add_data_flags(r)
+    r.add_argument("--users", type=int, help="agents to simulate (synthetic: users in the world)")
+    r.add_argument(
+        "--items", type=int, help="items (synthetic: catalog size; real data: top-N popular)"
+    )
+    r.add_argument("--ticks", type=int, help="ticks (simulated days) to run")
+    r.add_argument(
+        "--social",
+        metavar="GRAPH",
+        help="social graph: watts-strogatz, barabasi-albert, or an edge list file of data user ids",
+    )
+    r.add_argument("--seed", type=int, help="root seed")
+    r.add_argument("--page-size", type=int, help="items per page")
+    r.add_argument("--max-pages", type=int, help="pages per session at most")
+    r.add_argument("--batch-size", type=int, help="agents per batch (does not change results)")
+    r.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+
+def add_policy_flags(
+    r: argparse.ArgumentParser, flag: str = "--policy", retrain: bool = True
+) -> None:
+    """The policy flags of run (``--policy``) and ope (``--target``, required)."""
+    r.add_argument(
+        flag,
+        dest="policy",
+        required=flag != "--policy",
+        help="recommender: random, popular, itemknn, als, bpr, genre or package.module:Class",
+    )
+    r.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a policy parameter (repeatable; VALUE is read as YAML: 32, 0.5, true, text)",
+    )
+    r.add_argument(
+        "--explore",
+        choices=("epsilon-greedy", "softmax"),
+        help="log a stochastic version of the policy, with exact propensities",
+    )
+    r.add_argument("--epsilon", type=float, help="epsilon-greedy: P(random slate)")
+    r.add_argument("--temperature", type=float, help="softmax: temperature")
+    r.add_argument("--candidates", type=int, help="softmax: the policy's top-N sampled from")
+    if retrain:
+        r.add_argument(
+            "--retrain-every", type=int, metavar="N", help="refit the policy every N ticks"
+        )
+
+
+def infer_format(path: str) -> str:
+    from simrec.data.registry import resolve_name
+
+    p = Path(path)
+    named = resolve_name(path)
+    if path.startswith("recbole:") or (named is not None and not p.exists()):
+        return "recbole"  # the loader resolves the name, or says which names it knows
+    if p.is_file():
+        return "recbole" if p.suffix == ".inter" else "table"
+    if p.is_dir() and any(p.glob("*.inter")):
+        return "recbole"
+    for marker, fmt in (
+        ("u.data", "movielens-100k"),
+        ("ratings.dat", "movielens-1m"),
+        ("ratings.csv", "movielens-latest"),
+    ):
+        if (p / marker).is_file():
+            return fmt
+    if not p.exists():
+        raise InputError(f"{p}: data path not found")
+    raise InputError(
+        f"{p}: cannot tell the data format (no u.data, ratings.dat, ratings.csv or *.inter); "
+        "pass --format"
+    )
+
+
+def parse_columns(text: str) -> dict[str, str]:
+    out = {}
+    for part in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InputError(
+                f"--columns: expected KEY=COLUMN pairs separated by commas, got {part!r}"
+            )
+        out[key.strip()] = value.strip()
+    return out
+
+
+def key_value(item: str, flag: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as YAML (a plain string when it is not valid YAML)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"{flag}: expected KEY=VALUE, got {item!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def apply_policy_flags(pol: dict[str, Any], args: argparse.Namespace) -> None:
+    """Apply --policy/--target, --param and the exploration flags to a policy section."""
+    if args.policy is not None and args.policy != pol.get("name"):
+        pol["name"], pol["params"] = args.policy, {}  # the file's params were for its policy
+    pol.setdefault("params", {})
+    for item in args.param:
+        key, value = key_value(item, "--param")
+        pol["params"][key] = value
+    explore_flags = {
+        k: getattr(args, k)
+        for k in ("epsilon", "temperature", "candidates")
+        if getattr(args, k) is not None
+    }
+    if args.explore is not None:
+        pol["exploration"] = {"kind": args.explore, **explore_flags}
+    elif explore_flags:
+        if pol.get("exploration") is None:
+            raise InputError(
+                f"--{next(iter(explore_flags))}: only meaningful with --explore "
+                f"(or policy.exploration in the config)"
+            )
+        pol["exploration"].update(explore_flags)
+
+
+def cache_flag(value: str | None) -> str | None:
+    """--llm-cache: a file, 'none' for no cache, or absent (the default file)."""
+    from simrec.config import LLMConfig
+
+    if value is None:
+        return LLMConfig().cache
+    return None if value.lower() == "none" else value
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """The config file (or defaults) with the command-line flags applied on top."""
+    base = load_config(args.config) if args.config else RunConfig()
+    raw: dict[str, Any] = base.model_dump(mode="json")
+    data, sim, pop = raw["data"], raw["simulation"], raw["population"]
+    if args.data is not None:
+        data["path"] = args.data
+        data["format"] = args.format or infer_format(args.data)
+    elif args.format is not None:
+        data["format"] = args.format
+    if args.columns is not None:
+        data["columns"] = parse_columns(args.columns)
+    if args.items_file is not None:
+        data["items_path"] = args.items_file
+    synthetic = data["format"] == "synthetic"
+    if getattr(args, "users", None) is not None:
+        (data["synthetic"] if synthetic else pop)["users"] = args.users
+    if getattr(args, "items", None) is not None:
+        (data["synthetic"] if synthetic else pop)["items"] = args.items
+    for flag, section, key in (
+        ("ticks", sim, "ticks"),
+        ("page_size", sim, "page_size"),
+        ("max_pages", sim, "max_pages"),
+        ("batch_size", sim, "batch_size"),
+    ):
+        if getattr(args, flag, None) is not None:
+            section[key] = getattr(args, flag)
+    pol = raw["policy"]
+    if hasattr(args, "policy"):
+        apply_policy_flags(pol, args)
+    if getattr(args, "retrain_every", None) is not None:
+        pol["retrain_every"] = args.retrain_every
+    if getattr(args, "social", None) is not None:
+        if args.social in ("none", "watts-strogatz", "barabasi-albert"):
+            raw["social"]["graph"] = args.social
+        else:
+            raw["social"].update(graph="edges", path=args.social)
+    if getattr(args, "llm", None) is not None:
+        raw["llm"]["backend"] = args.llm
+        if raw["brain"]["name"] == "utility":
+            raw["brain"]["name"] = "llm"
+    if getattr(args, "base_url", None) is not None:
+        raw["llm"]["base_url"] = args.base_url
+    if getattr(args, "llm_cache", None) is not None:
+        raw["llm"]["cache"] = cache_flag(args.llm_cache)
+    if getattr(args, "brain", None) is not None:
+        raw["brain"]["name"] = args.brain
+    if getattr(args, "seed", None) is not None:
+        raw["seed"] = args.seed
+    if getattr(args, "out", None) is not None:
+        raw["output"]["dir"] = args.out
+    if getattr(args, "overwrite", False):
+        raw["output"]["overwrite"] = True
+    return validate_config(raw, "command line")

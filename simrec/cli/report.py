@@ -1,0 +1,25 @@
+"""simrec report: an HTML report with plots of a run."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    """Add the command to the ``simrec`` parser's subcommands ``sub``."""
+    rp = sub.add_parser(
+        "report",
+        help="an HTML report with plots of a run",
+        description="Write RUN/report/report.html: per-tick curves, watches by position, "
+        "ratings, concentration of watches, and the run's summary.",
+    )
+    rp.add_argument("run", help="a complete run directory")
+    rp.add_argument("--out", help="report directory (default RUN/report)")
+    rp.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from simrec.evaluation.report import run_report
+
+    print(f"report: {run_report(args.run, args.out)}")
+    return 0

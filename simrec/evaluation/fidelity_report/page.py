@@ -1,0 +1,184 @@
+"""The fidelity report's page: verdict first (ranking, scorecard), plots, the long table last."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from simrec import outputs
+from simrec.config import RunConfig
+from simrec.evaluation import page as blocks
+from simrec.evaluation.fidelity_report.split import TARGETS
+
+SCORECARD = (
+    ("discrimination", "1:1", "accuracy", True),
+    ("discrimination", "1:1", "f1", True),
+    ("discrimination", "1:9", "accuracy", True),
+    ("discrimination", "1:9", "f1", True),
+    ("discrimination", "1:1", "roc_auc", True),
+    ("rating", "held-out", "rmse_expected", False),
+)
+
+
+def scorecard(table: pd.DataFrame) -> pd.DataFrame:
+    """simrec against each baseline of the report, one row per (figure, baseline): both values
+    and whether simrec is better, by how much."""
+    out = []
+    for section, setting, metric, higher in SCORECARD:
+        rows = table[
+            (table.section == section) & (table.setting == setting) & (table.metric == metric)
+        ]
+        ours = rows[rows.source == "simrec"].value
+        if ours.empty:
+            continue
+        ours_v = float(ours.iloc[0])
+        for r in rows[~rows.source.isin(["simrec", "always_no", "llm"])].itertuples():
+            gain = (ours_v - r.value) if higher else (r.value - ours_v)
+            out.append(
+                {
+                    "figure": f"{metric} {setting}" if section == "discrimination" else metric,
+                    "simrec": ours_v,
+                    "baseline": r.source,
+                    "baseline_value": float(r.value),
+                    "verdict": f"{'better' if gain > 0 else 'worse'} by {abs(gain):.3f}",
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def ranking_verdict(table: pd.DataFrame) -> str:
+    """One sentence: how simrec orders the policies against held-out Recall@20."""
+    rk = table[table.section == "ranking"]
+    sim = rk[(rk.metric == "watches_per_user") & (rk.source == "simrec")]
+    real = rk[(rk.metric == "recall@20") & (rk.source == "real")]
+    tau = rk[(rk.setting == "recall@20") & (rk.metric == "kendall_tau")].value
+    if sim.empty or real.empty or tau.empty:
+        return "no policy ranking in this report"
+    n = len(sim)
+    swapped = round((1 - float(tau.iloc[0])) / 2 * n * (n - 1) / 2)
+    order = lambda df: " > ".join(df.sort_values("value", ascending=False).setting)  # noqa: E731
+    return (
+        f"simulated engagement orders the {n} policies {order(sim)}; held-out Recall@20 orders "
+        f"them {order(real)}: Kendall tau {float(tau.iloc[0]):.2f}, {swapped} of "
+        f"{n * (n - 1) // 2} pairs swapped"
+    )
+
+
+def targets_met(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per target: the figure, the target and whether it is met."""
+    out = []
+    for (section, setting, metric), (op, target) in TARGETS.items():
+        hit = table[
+            (table.section == section)
+            & (table.setting == setting)
+            & (table.metric == metric)
+            & (table.source == "simrec")
+        ]
+        value = float(hit.value.iloc[0]) if len(hit) else float("nan")
+        ok = value >= target if op == ">=" else value <= target
+        out.append(
+            {
+                "figure": f"{section} {setting} {metric}",
+                "value": value,
+                "target": f"{op} {target}",
+                "met": bool(ok),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def summary_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The terminal view: one row per (section, setting, metric), one column per source."""
+    t = table[~table.metric.str.startswith("target_")]
+    wide = t.pivot_table(
+        index=["section", "setting", "metric"], columns="source", values="value", sort=False
+    )
+    return wide.reset_index()
+
+
+def write_report(
+    out: Path, table: pd.DataFrame, cfg: RunConfig, ratings: dict, beh: dict, holdout: float
+) -> None:
+    """``fidelity.parquet`` and ``report.html`` with its plots under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    outputs.write_parquet(
+        pa.Table.from_pandas(table, preserve_index=False), out / "fidelity.parquet"
+    )
+    plt = blocks.pyplot()
+    sections = [
+        (
+            "Can I trust simrec's ranking of policies on this data?",
+            f"<p>{html.escape(ranking_verdict(table))}.</p>",
+        ),
+        ("How well do its users know their own tastes?", blocks.table(scorecard(table))),
+    ]
+    _ranking_plot(plt, table, out, sections)
+    if ratings:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        values = np.union1d(np.unique(ratings["real"]), np.unique(ratings["sampled"]))
+        width = (values[1] - values[0]) * 0.4 if values.size > 1 else 0.4
+        for shift, key, label in ((-0.5, "real", "real (held out)"), (0.5, "sampled", "simrec")):
+            counts = np.array([(ratings[key] == v).mean() for v in values])
+            ax.bar(values + shift * width, counts, width=width, label=label)
+        ax.set_xlabel("rating")
+        ax.set_ylabel("share")
+        ax.legend()
+        sections.append(
+            (
+                "Ratings",
+                blocks.image(blocks.save_figure(fig, out / "ratings.png"), "rating histograms"),
+            )
+        )
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, name in zip(axes, ("items_per_session", "sessions_per_user_per_tick"), strict=True):
+        r, s = beh["real"][name], beh["sim"][name]
+        hi = float(np.quantile(np.r_[r, s], 0.99)) if np.r_[r, s].size else 1.0
+        bins = np.linspace(0, max(hi, 1e-9), 30)
+        ax.hist(r, bins=bins, alpha=0.6, density=True, label="real (training log)")
+        ax.hist(s, bins=bins, alpha=0.6, density=True, label="simrec")
+        ax.set_title(name.replace("_", " "))
+        ax.legend()
+    sections.append(
+        ("Behaviour", blocks.image(blocks.save_figure(fig, out / "behaviour.png"), "behaviour"))
+    )
+    sections.append(("Targets", blocks.table(targets_met(table))))
+    sections.append(("All figures", blocks.table(summary_table(table))))
+    sections.append(
+        (
+            "Setup",
+            "<pre>"
+            + json.dumps(
+                {"holdout": holdout, "config": cfg.model_dump(mode="json")}, indent=1
+            ).replace("<", "&lt;")
+            + "</pre>",
+        )
+    )
+    blocks.write_page(out, "simrec fidelity report", sections)
+
+
+def _ranking_plot(plt, table: pd.DataFrame, out: Path, sections: list) -> None:
+    """The policy-ranking scatter: held-out Recall@20 against simulated watches per user."""
+    rk = table[table.section == "ranking"]
+    sim = rk[(rk.metric == "watches_per_user") & (rk.source == "simrec")]
+    names = list(sim.setting)
+    if names:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for p in names:
+            x = rk[(rk.setting == p) & (rk.metric == "recall@20")].value.iloc[0]
+            y = sim[sim.setting == p].value.iloc[0]
+            flag = bool(rk[(rk.setting == p) & (rk.metric == "shares_brain_family")].value.iloc[0])
+            ax.scatter([x], [y], color="tab:red" if flag else "tab:blue")
+            ax.annotate(p + (" (brain's family)" if flag else ""), (x, y), fontsize=8)
+        ax.set_xlabel("Recall@20 on held-out real data")
+        ax.set_ylabel("simulated watches per user")
+        sections.append(
+            (
+                "Policy ranking",
+                blocks.image(blocks.save_figure(fig, out / "ranking.png"), "ranking"),
+            )
+        )

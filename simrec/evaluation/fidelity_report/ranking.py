@@ -1,0 +1,131 @@
+"""Ranking: do simulated engagement and held-out offline metrics order policies alike?"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import stats
+
+from simrec.environments.registry import policy_family
+from simrec.evaluation.fidelity_report.split import Split
+from simrec.rng import Streams
+
+POLICIES = ("random", "popular", "itemknn", "als", "bpr", "genre")
+
+
+BRAIN_FAMILIES = {  # brain.taste_model -> its family
+    "lda": "topic model",
+    "svd": "matrix factorisation",
+    "oracle": "the world's own",
+}
+
+
+TOP_K = 20
+
+
+def offline_metrics(policy, split: Split, k: int = TOP_K) -> dict[str, float]:
+    """Mean ``recall@k`` and ``ndcg@k`` of ``policy`` (already fitted on the training log, one
+    agent per user) on the held-out items, training items excluded. On a synthetic world also
+    ``choice_share@k``: the share of the world's choice probability over the user's unseen items
+    that the slate holds, the noise-free quantity Recall@k estimates from a finite sample."""
+    from simrec.environments.base import PolicyRandomness
+
+    n_items = split.train.catalog.n_items
+    train_m = split.train.interactions.matrix(n_items)
+    test_m = split.test.matrix(n_items)
+    truth = split.train.truth
+    users = np.flatnonzero(np.diff(test_m.indptr) > 0).astype(np.int64)
+    streams = Streams(0)
+    recall, ndcg, share = [], [], []
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    for start in range(0, users.size, 1024):
+        u = users[start : start + 1024]
+        seen = train_m[u]
+        slates = policy.recommend(
+            u, k, exclude=seen, rng=PolicyRandomness(streams, 0, 0, purpose="fidelity")
+        )
+        rel_m = test_m[u]
+        for row, items in enumerate(slates.items):
+            rel = rel_m.indices[rel_m.indptr[row] : rel_m.indptr[row + 1]]
+            hit = np.isin(items, rel) & (items >= 0)
+            recall.append(hit.sum() / rel.size)
+            ideal = discount[: min(rel.size, k)].sum()
+            ndcg.append(float((hit * discount).sum() / ideal))
+        if truth is not None:
+            share.append(_choice_share(truth, u, seen, slates.items))
+    out = {f"recall@{k}": float(np.mean(recall)), f"ndcg@{k}": float(np.mean(ndcg))}
+    if truth is not None:
+        out[f"choice_share@{k}"] = float(np.concatenate(share).mean())
+    return out
+
+
+def _choice_share(truth, users: np.ndarray, seen: sp.csr_matrix, slates: np.ndarray):
+    """Per user, the world's choice probability (softmax of its utility over the items the user
+    has not seen) summed over the slate. users: (n,), seen: (n, n_items), slates: (n, k) with -1
+    for empty slots -> (n,)."""
+    n_items = truth.item_vecs.shape[0]
+    util = truth.utility_matrix(users)
+    util[seen.nonzero()] = -np.inf
+    util -= util.max(axis=1, keepdims=True)
+    p = np.exp(util)
+    p /= p.sum(axis=1, keepdims=True)
+    rows = np.arange(users.size)[:, None]
+    return np.where(slates >= 0, p[rows, np.clip(slates, 0, n_items - 1)], 0.0).sum(axis=1)
+
+
+def ranking(
+    engagement: dict[str, float],
+    offline: dict[str, dict[str, float]],
+    brain_family: str = BRAIN_FAMILIES["svd"],
+    ideal: dict[str, float] | None = None,
+) -> list:
+    """Rows of the ranking section from per-policy simulated engagement and offline metrics
+    (:func:`offline_metrics`); policies of ``brain_family`` (the brain's taste model's) are
+    flagged. ``rank_shift`` is a policy's rank by Recall@20 minus its simulated rank (positive:
+    the simulation flatters it). On a synthetic world, ``ideal`` is each policy's engagement
+    simulated with the world's own taste model (source ``oracle``): the correlations with it,
+    and ``rank_shift_vs_oracle``, are what the brain's taste model alone changes, the protocol
+    (examination, sessions, return) being the same; its own correlations with the offline
+    metrics (source ``oracle``) are the most any taste model can reach under that protocol."""
+    rows: list[tuple] = []
+    names = list(engagement)
+    sim = np.array([engagement[p] for p in names])
+    sim_rank = stats.rankdata(-sim)
+    against = {m: np.array([offline[p][m] for p in names]) for m in offline[names[0]]}
+    if ideal is not None:
+        against["oracle_simulation"] = np.array([ideal[p] for p in names])
+    shifts = {"recall@20": "rank_shift", "oracle_simulation": "rank_shift_vs_oracle"}
+    for j, p in enumerate(names):
+        rows.append(("ranking", p, "watches_per_user", engagement[p], "simrec"))
+        for metric, values in against.items():
+            if metric == "oracle_simulation":
+                rows.append(("ranking", p, "watches_per_user", values[j], "oracle"))
+            else:
+                source = "oracle" if metric.startswith("choice_share") else "real"
+                rows.append(("ranking", p, metric, values[j], source))
+        family = float(policy_family(p) == brain_family)
+        rows.append(("ranking", p, "shares_brain_family", family, "simrec"))
+    keep = np.array([policy_family(p) != brain_family for p in names])
+    for metric, values in against.items():
+        if metric in shifts:
+            for p, a, b in zip(names, sim_rank, stats.rankdata(-values), strict=True):
+                rows.append(("ranking", p, shifts[metric], float(b - a), "simrec"))
+        for suffix, mask in (("", np.ones(len(names), bool)), ("_without_brain_family", keep)):
+            tau = rho = float("nan")
+            if mask.sum() >= 3:
+                tau = float(stats.kendalltau(sim[mask], values[mask]).statistic)
+                rho = float(stats.spearmanr(sim[mask], values[mask]).statistic)
+            rows += [
+                ("ranking", metric, f"kendall_tau{suffix}", tau, "simrec"),
+                ("ranking", metric, f"spearman_rho{suffix}", rho, "simrec"),
+            ]
+        if ideal is not None and metric != "oracle_simulation":  # the protocol's ceiling
+            best = against["oracle_simulation"]
+            tau = float(stats.kendalltau(best, values).statistic)
+            rho = float(stats.spearmanr(best, values).statistic)
+            rows += [
+                ("ranking", metric, "kendall_tau", tau, "oracle"),
+                ("ranking", metric, "spearman_rho", rho, "oracle"),
+            ]
+    rows.append(("ranking", "policies", "count", float(len(names)), "simrec"))
+    return rows

@@ -1,0 +1,62 @@
+"""The held-out split the fidelity report measures against, and what the report's table
+holds (its columns, sections and the fidelity issue's targets)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from simrec.data.dataset import Dataset, Interactions
+from simrec.errors import ConfigError
+
+SECTIONS = ("discrimination", "rating", "behaviour", "ranking")
+
+
+TARGETS = {  # (section, setting, metric): (comparison, value), from the fidelity issue
+    ("discrimination", "1:1", "accuracy"): (">=", 0.85),
+    ("discrimination", "1:9", "f1"): (">=", 0.65),
+    ("rating", "held-out", "rmse_expected"): ("<=", 0.88),
+    ("rating", "held-out", "wasserstein_normalised"): ("<=", 0.03),
+    ("ranking", "recall@20", "kendall_tau"): (">=", 0.8),
+}
+COLUMNS = ("section", "setting", "metric", "value", "source")
+
+
+@dataclass
+class Split:
+    """train: the calibration data (same catalog, popularity counted on the training rows);
+    test: the held-out rows, user indices as in ``train``."""
+
+    train: Dataset
+    test: Interactions
+
+
+def temporal_split(data: Dataset, holdout: float = 0.2) -> Split:
+    """Per user, the latest ``floor(holdout * n)`` interactions (by timestamp, then item) are
+    held out; users with fewer than ``1 / holdout`` interactions keep all of theirs."""
+    if not 0 < holdout < 1:
+        raise ConfigError(f"fidelity holdout: expected a share in (0, 1), got {holdout!r}")
+    log = data.interactions
+    train_rows, test_rows = log.latest(holdout)
+    if test_rows.size == 0:
+        raise ConfigError(
+            f"fidelity: no user has {math.ceil(1 / holdout)} interactions, so nothing is held "
+            f"out (holdout {holdout})"
+        )
+    train_log = log.take(train_rows)
+    n_items = data.catalog.n_items
+    catalog = dataclasses.replace(
+        data.catalog, popularity=np.bincount(train_log.item, minlength=n_items).astype(np.int64)
+    )
+    train = Dataset(
+        catalog,
+        train_log,
+        data.scale,
+        f"{data.source} (training split)",
+        data.file_hashes,
+        data.truth,
+    )
+    return Split(train, log.take(test_rows))
