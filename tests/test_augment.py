@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from simrec.augment import enrich_items, genre_recovery, hide_genres, parse_cutoff, visible
+from simrec.build import load_data
 from simrec.cli import main
 from simrec.config import RunConfig
 from simrec.data.loaders import load
 from simrec.errors import ConfigError
-from simrec.simulator.runner import load_data
 
 WORLD = {"seed": 1, "data": {"synthetic": {"users": 600, "items": 300}}}
 
@@ -249,7 +249,7 @@ def test_llm_enrichment_is_checked_counted_and_replayed(tmp_path, monkeypatch):
     prompt's hash). A rerun replays from the cache into the same file with no calls."""
     import re
 
-    from .test_llm_brain import _completion, _serve
+    from .conftest import completion, serve
 
     calls = []
 
@@ -275,10 +275,10 @@ def test_llm_enrichment_is_checked_counted_and_replayed(tmp_path, monkeypatch):
         elif n % 5 == 1:
             answer["era"] = "1900s" if "1900s" in props["era"]["enum"] else props["era"]["enum"][0]
         elif n % 5 == 2:
-            return _completion('{"description": "trunc', "length", 50, 5)
-        return _completion(json.dumps(answer), "stop", 50, 20)
+            return completion('{"description": "trunc', "length", 50, 5)
+        return completion(json.dumps(answer), "stop", 50, 20)
 
-    _serve(monkeypatch, handler)
+    serve(monkeypatch, handler)
     raw = {
         **WORLD,
         "data": {"synthetic": {"users": 200, "items": 40}},
@@ -326,7 +326,7 @@ def test_llm_profiles_and_choices_are_checked_and_fall_back(tmp_path, monkeypatc
     overlapping positions are unusable and the simulator chooses for that user (counted)."""
     from simrec.augment import augment_interactions, augment_profiles
 
-    from .test_llm_brain import _completion, _serve
+    from .conftest import completion, serve
 
     seen = {"profile": 0, "choose": 0}
 
@@ -337,17 +337,17 @@ def test_llm_profiles_and_choices_are_checked_and_fall_back(tmp_path, monkeypatc
             seen["profile"] += 1
             n = seen["profile"]
             if n % 4 == 0:
-                return _completion('{"profile": "cut', "length", 40, 5)
+                return completion('{"profile": "cut', "length", 40, 5)
             text = "A 30-year-old woman who loves drama." if n % 4 == 1 else "Loves drama."
-            return _completion(json.dumps({"profile": text}), "stop", 40, 8)
+            return completion(json.dumps({"profile": text}), "stop", 40, 8)
         seen["choose"] += 1
         k = len(body["response_format"]["schema"]["properties"]["watch"]["items"]["enum"])
         answer = {"watch": [1, 2], "skip": [k]}
         if seen["choose"] % 3 == 0:
             answer = {"watch": [1], "skip": [1]}  # overlapping: unusable
-        return _completion(json.dumps(answer), "stop", 40, 8)
+        return completion(json.dumps(answer), "stop", 40, 8)
 
-    _serve(monkeypatch, handler)
+    serve(monkeypatch, handler)
     raw = {**WORLD, "data": {"synthetic": {"users": 30, "items": 60}}, "llm": {"cache": None}}
     kw = {"llm": "openai:fake", "base_url": "http://127.0.0.1:9/v1"}
     out = augment_profiles(raw, out=tmp_path / "p", **kw)
@@ -373,7 +373,7 @@ def test_llm_profiles_and_choices_are_checked_and_fall_back(tmp_path, monkeypatc
 
 def _prompt_server(monkeypatch, prompts_seen):
     """A fake OpenAI server answering every augmentation schema, recording each prompt."""
-    from .test_llm_brain import _completion, _serve
+    from .conftest import completion, serve
 
     def handler(request):
         body = json.loads(request.content)
@@ -388,16 +388,16 @@ def _prompt_server(monkeypatch, prompts_seen):
             answer |= {a: "unknown" for a in ("era", "mood", "audience_group") if a in props}
             if "free_tags" in props:
                 answer["free_tags"] = ["Slow Burn", "slow burn"]  # the same tag twice
-        return _completion(json.dumps(answer), "stop", 30, 8)
+        return completion(json.dumps(answer), "stop", 30, 8)
 
-    _serve(monkeypatch, handler)
+    serve(monkeypatch, handler)
 
 
 def test_no_held_out_interaction_reaches_a_prompt(tmp_path, monkeypatch):
     """Every prompt sent with a cutoff is exactly a prompt sent for the log with the later
     rows deleted: nothing after the cutoff reaches the LLM (items, profiles, choices)."""
     from simrec.augment import enrich_items, pseudo_interactions, write_profiles
-    from simrec.simulator.runner import llm_backend
+    from simrec.build import make_backend
 
     world = {"users": 60, "items": 80}
     data = load_data(RunConfig.model_validate({**WORLD, "data": {"synthetic": world}}))
@@ -414,14 +414,14 @@ def test_no_held_out_interaction_reaches_a_prompt(tmp_path, monkeypatch):
     runs = []
     for d, c in ((data, cut), (truncated, None)):
         seen.clear()
-        backend = llm_backend(cfg)
+        backend = make_backend(cfg)
         enrich_items(d, cutoff=c, llm=backend)
         write_profiles(d, cutoff=c, llm=backend)
         pseudo_interactions(d, cfg, cutoff=c, llm=backend)
         runs.append(sorted(seen))
     assert len(runs[0]) == 80 + 2 * 60 and runs[0] == runs[1]
     seen.clear()
-    enrich_items(data, llm=llm_backend(cfg))
+    enrich_items(data, llm=make_backend(cfg))
     assert set(seen) - set(runs[0])  # without the cutoff, the later rows would have shown
 
 

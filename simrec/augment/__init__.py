@@ -15,18 +15,30 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from simrec import outputs
+from simrec.augment.base import Augmenter, AugmentResult
 from simrec.augment.cutoff import Cutoff, parse_cutoff, visible
 from simrec.augment.evaluate import downstream_lift, genre_recovery, hide_genres
 from simrec.augment.interactions import merged, pseudo_interactions
 from simrec.augment.items import enrich_items, vocabulary
 from simrec.augment.profiles import write_profiles
+from simrec.build import as_config, load_data
 from simrec.config import RunConfig
+from simrec.data.dataset import Dataset
 from simrec.errors import ConfigError
 
+if TYPE_CHECKING:
+    from simrec.llm.base import LLMBackend
+
 __all__ = [
+    "AugmentResult",
+    "Augmenter",
     "Cutoff",
+    "InteractionAugmenter",
+    "ItemEnricher",
+    "ProfileWriter",
     "augment_interactions",
     "augment_items",
     "augment_profiles",
@@ -39,6 +51,7 @@ __all__ = [
     "pseudo_interactions",
     "visible",
     "vocabulary",
+    "write",
     "write_profiles",
 ]
 
@@ -61,30 +74,19 @@ def augment_items(
     backend spec (``openai:MODEL``, ``vllm:MODEL``, ``local``) that then writes the
     descriptions and answers ``attributes``; the rest of ``config.llm`` (cache, concurrency,
     templates) applies."""
-    if not 0 <= free_tags <= 10:
-        raise ConfigError(f"--free-tags: expected 0 to 10, got {free_tags}")
-    if neighbours < 1:
-        raise ConfigError(f"--neighbours: expected a positive integer, got {neighbours}")
-    if not 0 < genre_threshold <= 1:
-        raise ConfigError(f"--genre-threshold: expected a share in (0, 1], got {genre_threshold}")
-    enrich = {"only_missing": only_missing, "neighbours": neighbours}
-    enrich["genre_threshold"] = genre_threshold
-
-    def build(data, cut, cfg):
-        options: dict = {}
-        sources = ["catalog", "graph"]
-        if llm is not None:
-            options = {**_llm_options(cfg, llm, base_url), "attributes": tuple(attributes)}
-            options["free_tags"] = free_tags
-            sources.append(f"llm:{options['llm'].name}")
-        table, counts = enrich_items(data, cutoff=cut, **enrich, **options)
-        extra = {"vocabulary": vocabulary(data), "sources": sources}
-        return {"items_enriched": table}, counts, extra
-
-    params = dict(enrich)
-    if llm is not None:
-        params.update(llm=llm, attributes=list(attributes), free_tags=free_tags)
-    return _augment("items", config, cutoff, params, out, overwrite, build)
+    cfg = as_config(config)
+    options = _llm_options(cfg, llm, base_url) if llm is not None else {}
+    enricher = ItemEnricher(
+        only_missing=only_missing,
+        neighbours=neighbours,
+        genre_threshold=genre_threshold,
+        attributes=tuple(attributes),
+        free_tags=free_tags,
+        **options,
+    )
+    if llm is not None:  # the manifest names the spec the user gave
+        enricher.params.update(llm=llm, attributes=list(attributes), free_tags=free_tags)
+    return write(enricher, cfg, cutoff=cutoff, out=out, overwrite=overwrite)
 
 
 def augment_profiles(
@@ -98,15 +100,11 @@ def augment_profiles(
 ) -> Path:
     """A written profile per user from their history before the cutoff (rewritten by the
     ``llm`` backend spec when given)."""
-
-    def build(data, cut, cfg):
-        options = _llm_options(cfg, llm, base_url) if llm is not None else {}
-        table, counts = write_profiles(data, cutoff=cut, **options)
-        sources = ["history"] + ([f"llm:{options['llm'].name}"] if options else [])
-        return {"profiles": table}, counts, {"sources": sources}
-
-    params = {} if llm is None else {"llm": llm}
-    return _augment("profiles", config, cutoff, params, out, overwrite, build)
+    cfg = as_config(config)
+    writer = ProfileWriter(**(_llm_options(cfg, llm, base_url) if llm is not None else {}))
+    if llm is not None:
+        writer.params = {"llm": llm}
+    return write(writer, cfg, cutoff=cutoff, out=out, overwrite=overwrite)
 
 
 def augment_interactions(
@@ -127,39 +125,142 @@ def augment_interactions(
     """Pseudo-positive and pseudo-negative items per user, chosen from ``base``'s candidates
     by the calibrated simulator (or by the ``llm`` backend spec, from the first
     ``llm_candidates``); with ``merge``, also the originals plus the pseudo-positives."""
-    params = {"base": base, "candidates": candidates, "positives": positives}
-    params["negatives"] = negatives
-
-    def build(data, cut, cfg):
-        options: dict = {}
-        sources = ["original", "simulator:utility"]
-        if llm is not None:
-            options = {"llm": _llm_options(cfg, llm, base_url)["llm"]}
-            options["llm_candidates"] = llm_candidates
-            sources.append(f"llm:{options['llm'].name}")
-        table, counts = pseudo_interactions(data, cfg, cutoff=cut, **params, **options)
-        tables = {"interactions_augmented": table}
-        if merge:
-            tables["interactions_merged"] = merged(data, table, cut)
-        return tables, counts, {"sources": sources}
-
-    manifest_params = {**params, "merge": merge}
+    cfg = as_config(config)
+    backend = _llm_options(cfg, llm, base_url)["llm"] if llm is not None else None
+    augmenter = InteractionAugmenter(
+        cfg,
+        base=base,
+        candidates=candidates,
+        positives=positives,
+        negatives=negatives,
+        merge=merge,
+        llm=backend,
+        llm_candidates=llm_candidates,
+    )
     if llm is not None:
-        manifest_params.update(llm=llm, llm_candidates=llm_candidates)
-    return _augment("interactions", config, cutoff, manifest_params, out, overwrite, build)
+        augmenter.params.update(llm=llm, llm_candidates=llm_candidates)
+    return write(augmenter, cfg, cutoff=cutoff, out=out, overwrite=overwrite)
+
+
+class ItemEnricher:
+    """The ``items`` augmenter: :func:`enrich_items` (graph facts, and LLM descriptions and
+    attributes when ``llm`` is an LLMBackend) as an :class:`Augmenter`."""
+
+    kind = "items"
+
+    def __init__(
+        self,
+        *,
+        only_missing: bool = False,
+        neighbours: int = 10,
+        genre_threshold: float = 0.5,
+        attributes: tuple[str, ...] = ("era", "mood", "audience_group"),
+        free_tags: int = 0,
+        llm: LLMBackend | None = None,
+        **sampling: Any,
+    ) -> None:
+        if not 0 <= free_tags <= 10:
+            raise ConfigError(f"--free-tags: expected 0 to 10, got {free_tags}")
+        if neighbours < 1:
+            raise ConfigError(f"--neighbours: expected a positive integer, got {neighbours}")
+        if not 0 < genre_threshold <= 1:
+            raise ConfigError(
+                f"--genre-threshold: expected a share in (0, 1], got {genre_threshold}"
+            )
+        self._graph = {
+            "only_missing": only_missing,
+            "neighbours": neighbours,
+            "genre_threshold": genre_threshold,
+        }
+        self.params: dict[str, Any] = dict(self._graph)
+        self.llm = llm
+        self._llm_options: dict[str, Any] = {}
+        if llm is not None:
+            self._llm_options = {
+                "llm": llm,
+                "attributes": tuple(attributes),
+                "free_tags": free_tags,
+                **sampling,
+            }
+
+    def build(self, data: Dataset, cutoff: Cutoff | None) -> AugmentResult:
+        table, counts = enrich_items(data, cutoff=cutoff, **self._graph, **self._llm_options)
+        sources = ["catalog", "graph"] + ([f"llm:{self.llm.name}"] if self.llm else [])
+        provenance = {"vocabulary": vocabulary(data), "sources": sources}
+        return AugmentResult({"items_enriched": table}, counts, provenance)
+
+
+class ProfileWriter:
+    """The ``profiles`` augmenter: :func:`write_profiles` (rewritten by ``llm`` when given) as
+    an :class:`Augmenter`."""
+
+    kind = "profiles"
+
+    def __init__(self, *, llm: LLMBackend | None = None, **sampling: Any) -> None:
+        self.params: dict[str, Any] = {}
+        self.llm = llm
+        self._options = {"llm": llm, **sampling} if llm is not None else {}
+
+    def build(self, data: Dataset, cutoff: Cutoff | None) -> AugmentResult:
+        table, counts = write_profiles(data, cutoff=cutoff, **self._options)
+        sources = ["history"] + ([f"llm:{self.llm.name}"] if self.llm else [])
+        return AugmentResult({"profiles": table}, counts, {"sources": sources})
+
+
+class InteractionAugmenter:
+    """The ``interactions`` augmenter: :func:`pseudo_interactions` (chosen by the statistical
+    brain of ``cfg``, or by ``llm``) and, with ``merge``, :func:`merged`, as an
+    :class:`Augmenter`."""
+
+    kind = "interactions"
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        base: str = "itemknn",
+        candidates: int = 50,
+        positives: int = 1,
+        negatives: int = 1,
+        merge: bool = False,
+        llm: LLMBackend | None = None,
+        llm_candidates: int = 20,
+    ) -> None:
+        self.cfg = cfg
+        self._choice = {
+            "base": base,
+            "candidates": candidates,
+            "positives": positives,
+            "negatives": negatives,
+        }
+        self.merge = merge
+        self.llm = llm
+        self._llm = {"llm": llm, "llm_candidates": llm_candidates} if llm is not None else {}
+        self.params: dict[str, Any] = {**self._choice, "merge": merge}
+
+    def build(self, data: Dataset, cutoff: Cutoff | None) -> AugmentResult:
+        table, counts = pseudo_interactions(
+            data, self.cfg, cutoff=cutoff, **self._choice, **self._llm
+        )
+        tables = {"interactions_augmented": table}
+        if self.merge:
+            tables["interactions_merged"] = merged(data, table, cutoff)
+        sources = ["original", "simulator:utility"]
+        sources += [f"llm:{self.llm.name}"] if self.llm else []
+        return AugmentResult(tables, counts, {"sources": sources})
 
 
 def _llm_options(cfg: RunConfig, spec: str, base_url: str | None) -> dict:
     """The cached backend of ``spec`` (the rest of ``cfg.llm`` applies) and the sampling
     options the augmenters take."""
-    from simrec.simulator.runner import llm_backend
+    from simrec.build import make_backend
 
     cfg = cfg.model_copy(deep=True)
     cfg.llm.backend = spec
     if base_url is not None:
         cfg.llm.base_url = base_url
     return {
-        "llm": llm_backend(cfg),
+        "llm": make_backend(cfg),
         "seed": cfg.seed,
         "templates_dir": cfg.llm.templates_dir,
         "max_tokens": max(cfg.llm.max_tokens, 300),
@@ -167,16 +268,28 @@ def _llm_options(cfg: RunConfig, spec: str, base_url: str | None) -> dict:
     }
 
 
-def _augment(kind, config, cutoff, params, out, overwrite, build) -> Path:
-    """Validate, load the data, build the tables, write them and then the manifest."""
-    import pyarrow.parquet as pq
-
+def write(
+    augmenter: Augmenter,
+    config: RunConfig | dict | str | Path | None = None,
+    *,
+    cutoff: str | float | Cutoff | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Run ``augmenter`` on ``config.data`` with only the interactions before ``cutoff``, and
+    write its tables, then ``manifest.json`` (parameters, counts, provenance), into ``out``
+    (default ``datasets_out/augment-KIND-<hash>``); returns ``out``."""
     from simrec import __version__
-    from simrec.simulator.runner import DEFAULT_OUT, _as_config, load_data
+    from simrec.simulator.runner import DEFAULT_OUT
 
-    cfg = _as_config(config)
+    if not isinstance(augmenter, Augmenter):
+        raise ConfigError(
+            f"augment: expected an Augmenter (kind, params, build), got {type(augmenter).__name__}"
+        )
+    kind = augmenter.kind
+    cfg = as_config(config)
     cut = cutoff if isinstance(cutoff, Cutoff) or cutoff is None else parse_cutoff(cutoff)
-    params = {"cutoff": None if cut is None else cut.describe(), **params}
+    params = {"cutoff": None if cut is None else cut.describe(), **augmenter.params}
     data_cfg = cfg.model_dump(mode="json", include={"seed": True, "data": True, "population": True})
     if out is None:
         blob = json.dumps({"kind": kind, **data_cfg, **params}, sort_keys=True).encode()
@@ -186,25 +299,23 @@ def _augment(kind, config, cutoff, params, out, overwrite, build) -> Path:
         raise ConfigError(f"{out}: already holds an augmentation; use --overwrite to replace it")
     t = time.perf_counter()
     data = load_data(cfg)
-    tables, counts, extra = build(data, cut, cfg)
+    result = augmenter.build(data, cut)
     outputs.check_out_dir(out, "augment")  # again: the work may have taken a while
     if overwrite:
         outputs.clear_own(out, "augment")
     outputs.claim(out, "augment")
-    for name, table in tables.items():
-        tmp = out / f".{name}.parquet.tmp"
-        pq.write_table(table, tmp, compression="zstd")
-        outputs.durable_replace(tmp, out / f"{name}.parquet")
+    for name, table in result.tables.items():
+        outputs.write_parquet(table, out / f"{name}.parquet")
     manifest = {
         "simrec_version": __version__,
         "kind": f"augment {kind}",
         "config": data_cfg,
         "data": {"source": data.source, "file_sha256": data.file_hashes},
         "parameters": params,
-        "counts": counts,
-        **extra,
+        "counts": result.counts,
+        **result.provenance,
         "timings": {"total_s": round(time.perf_counter() - t, 3)},
-        "outputs": {name: f"{name}.parquet" for name in tables},
+        "outputs": {name: f"{name}.parquet" for name in result.tables},
     }
     outputs.atomic_write(
         out / "manifest.json", json.dumps(manifest, indent=2, default=str).encode()

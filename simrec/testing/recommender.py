@@ -19,7 +19,8 @@ import scipy.sparse as sp
 
 from simrec.config import SyntheticWorldConfig
 from simrec.data import Dataset, make_world
-from simrec.environments.base import PolicyRandomness, Recommender, Slates
+from simrec.environments.base import PolicyRandomness, Recommender, Slates, check_slates
+from simrec.errors import ConfigError
 from simrec.rng import Streams
 
 
@@ -83,16 +84,12 @@ def _check_slates(
     n = users.size
     rng = PolicyRandomness(streams, tick=3, page=1)
     s = policy.recommend(users, k, exclude=exclude, rng=rng)
-    assert isinstance(s, Slates), f"{name}: recommend() must return Slates, got {type(s)}"
+    try:  # what the simulator checks on every page: type, shapes, dtypes, index range
+        check_slates(s, n, k, n_items, name)
+    except ConfigError as err:
+        raise AssertionError(str(err)) from None
     items = np.asarray(s.items)
-    assert items.shape == (n, k), f"{name}: items shape {items.shape}, expected {(n, k)}"
-    assert items.dtype.kind in "iu", f"{name}: items dtype {items.dtype}, expected integers"
-    for field in ("scores", "pscore_item_position"):
-        shape = np.shape(getattr(s, field))
-        assert shape == (n, k), f"{name}: {field} shape {shape}, expected {(n, k)}"
-    assert np.shape(s.pscore_slate) == (n,), f"{name}: pscore_slate shape, expected {(n,)}"
     valid = items >= 0
-    assert ((items >= -1) & (items < n_items)).all(), f"{name}: item index out of range"
     assert np.isfinite(np.asarray(s.scores, np.float64)[valid]).all(), f"{name}: scores not finite"
     # -1 only as trailing padding, and only when exclusions leave fewer than k items
     assert (np.diff(valid.astype(np.int8), axis=1) <= 0).all(), (
