@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -15,6 +16,9 @@ import pytest
 from simrec.config import SyntheticWorldConfig
 from simrec.data import make_world
 from simrec.data.loaders import ML100K_GENRES
+
+if TYPE_CHECKING:
+    import httpx2
 
 GENRES_100K = ML100K_GENRES
 
@@ -165,6 +169,71 @@ def small_config(out: Path, **sim) -> dict:
 
 
 # ---------------------------------------------------------------------------- LLM server
+
+
+def llm_config(out, cache, **llm):
+    """A small LLM-brain run config (40 users, 60 items, two ticks) caching to ``cache``."""
+    cfg = small_config(out, ticks=2, page_size=4, max_pages=2)
+    cfg["data"]["synthetic"].update(users=40, items=60)
+    cfg["population"] = {"users": 24}
+    cfg["brain"]["name"] = "llm"
+    cfg["llm"] = {"cache": str(cache), "max_tokens": 120, "interview_fraction": 0.0, **llm}
+    return cfg
+
+
+def completion_body(
+    content: str, finish: str = "stop", prompt_tokens: int = 50, completion_tokens: int = 20
+) -> dict:
+    """The JSON body of an OpenAI chat-completion response carrying ``content``."""
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "fake",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": finish,
+                "message": {"role": "assistant", "content": content},
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def completion(
+    content: str, finish: str = "stop", prompt_tokens: int = 50, completion_tokens: int = 20
+) -> httpx2.Response:
+    """An HTTP 200 response of :func:`completion_body`."""
+    import httpx2
+
+    body = completion_body(content, finish, prompt_tokens, completion_tokens)
+    return httpx2.Response(200, json=body)
+
+
+def serve(monkeypatch, handler) -> None:
+    """Route the run's openai backend to ``handler`` through httpx2.MockTransport (the HTTP
+    layer below the client; everything above it is the real code)."""
+    import httpx2
+
+    import simrec.llm as llm_module
+
+    real = llm_module.make_backend
+
+    def routed(request):
+        if request.url.path.endswith("/models"):  # a server without a model list
+            return httpx2.Response(404, json={"error": "not found"})
+        return handler(request)
+
+    def with_mock_transport(spec, **kw):
+        kw["http_client"] = httpx2.AsyncClient(transport=httpx2.MockTransport(routed))
+        return real(spec, **kw)
+
+    monkeypatch.setattr(llm_module, "make_backend", with_mock_transport)
 
 
 def _free_port() -> int:

@@ -14,6 +14,8 @@ from simrec.errors import ConfigError  # noqa: E402
 from simrec.llm import CachedBackend, ChatRequest, make_backend  # noqa: E402
 from simrec.llm.openai_backend import OpenAIBackend  # noqa: E402
 
+from .conftest import completion_body  # noqa: E402
+
 # maxItems matters: without it the 135M model, constrained to the schema's grammar, loops
 # "1, 2, 3, 1, 2, 3, ..." until max_tokens (seen in-process); schemas must bound every array
 SCHEMA = {
@@ -38,23 +40,6 @@ def _request(i: int = 0, max_tokens: int = 60) -> ChatRequest:
     )
 
 
-def _completion(content: str, finish: str = "stop") -> dict:
-    return {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": finish,
-            }
-        ],
-        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
-    }
-
-
 def _backend(handler, **kw) -> OpenAIBackend:
     client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
     return OpenAIBackend(
@@ -76,9 +61,8 @@ def test_valid_answers_are_parsed_in_order():
         assert body["max_tokens"] == 60 and body["response_format"]["type"] == "json_object"
         assert body["response_format"]["schema"] == SCHEMA
         page = int(body["messages"][1]["content"].split()[1].rstrip(":"))
-        return httpx2.Response(
-            200, json=_completion(json.dumps({"watch": [page % 3 + 1], "feeling": "happy"}))
-        )
+        answer = json.dumps({"watch": [page % 3 + 1], "feeling": "happy"})
+        return httpx2.Response(200, json=completion_body(answer, "stop", 11, 7))
 
     b = _backend(handler, concurrency=3)
     results = b.complete([_request(i) for i in range(7)])
@@ -105,7 +89,7 @@ def test_faults_become_errors_not_exceptions(fault, expect):
         calls.append(1)
         page = json.loads(request.content)["messages"][1]["content"]
         if "Page 1:" not in page:  # only the second request is faulty
-            return httpx2.Response(200, json=_completion(GOOD))
+            return httpx2.Response(200, json=completion_body(GOOD))
         if fault in ("429", "500"):
             return httpx2.Response(int(fault), json={"error": {"message": "busy"}})
         if fault == "reset":
@@ -113,8 +97,8 @@ def test_faults_become_errors_not_exceptions(fault, expect):
         if fault == "timeout":
             raise httpx2.ReadTimeout("timed out")
         if fault == "malformed":
-            return httpx2.Response(200, json=_completion("{watch: [1,"))
-        return httpx2.Response(200, json=_completion('{"watch": [1', finish="length"))
+            return httpx2.Response(200, json=completion_body("{watch: [1,"))
+        return httpx2.Response(200, json=completion_body('{"watch": [1', finish="length"))
 
     b = _backend(handler, max_retries=1)
     results = b.complete([_request(0), _request(1), _request(2)])
@@ -129,7 +113,7 @@ def test_cache_replays_without_calling_the_model(tmp_path):
 
     def handler(request):
         calls.append(1)
-        return httpx2.Response(200, json=_completion(GOOD))
+        return httpx2.Response(200, json=completion_body(GOOD))
 
     first = CachedBackend(_backend(handler), tmp_path / "cache.sqlite")
     a = first.complete([_request(i) for i in range(4)])
@@ -141,7 +125,7 @@ def test_cache_replays_without_calling_the_model(tmp_path):
     assert [r.text for r in a] == [r.text for r in b[:4]] and all(r.cached for r in b[:4])
     # an unusable answer is the model's output for that seed: replayed with the same error
     bad = CachedBackend(
-        _backend(lambda r: (calls.append(1), httpx2.Response(200, json=_completion("{x")))[1]),
+        _backend(lambda r: (calls.append(1), httpx2.Response(200, json=completion_body("{x")))[1]),
         tmp_path / "c3.sqlite",
     )
     before = len(calls)

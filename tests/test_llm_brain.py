@@ -12,64 +12,9 @@ import pytest
 import simrec
 from simrec.agents.brains import prompts
 
-from .conftest import small_config
+from .conftest import completion, llm_config, serve
 
 httpx2 = pytest.importorskip("httpx2")
-
-
-def _llm_config(out, cache, **llm):
-    cfg = small_config(out, ticks=2, page_size=4, max_pages=2)
-    cfg["data"]["synthetic"].update(users=40, items=60)
-    cfg["population"] = {"users": 24}
-    cfg["brain"]["name"] = "llm"
-    cfg["llm"] = {"cache": str(cache), "max_tokens": 120, "interview_fraction": 0.0, **llm}
-    return cfg
-
-
-def _completion(
-    content: str, finish: str = "stop", prompt_tokens: int = 50, completion_tokens: int = 20
-) -> httpx2.Response:
-    """An OpenAI chat-completion response carrying ``content``."""
-    return httpx2.Response(
-        200,
-        json={
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "fake",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": finish,
-                    "message": {"role": "assistant", "content": content},
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        },
-    )
-
-
-def _serve(monkeypatch, handler) -> None:
-    """Route the run's openai backend to ``handler`` through httpx2.MockTransport (the HTTP
-    layer below the client; everything above it is the real code)."""
-    import simrec.llm as llm_module
-
-    real = llm_module.make_backend
-
-    def routed(request):
-        if request.url.path.endswith("/models"):  # a server without a model list
-            return httpx2.Response(404, json={"error": "not found"})
-        return handler(request)
-
-    def with_mock_transport(spec, **kw):
-        kw["http_client"] = httpx2.AsyncClient(transport=httpx2.MockTransport(routed))
-        return real(spec, **kw)
-
-    monkeypatch.setattr(llm_module, "make_backend", with_mock_transport)
 
 
 def _parts(run_dir):
@@ -99,7 +44,7 @@ def test_embedded_model_run_and_exact_replay_from_the_cache(tmp_path):
     cache = tmp_path / "cache.sqlite"
 
     def config(out):  # reflections after every 2 watched/felt entries: the model writes them
-        cfg = _llm_config(out, cache, backend="local", interview_fraction=0.5)
+        cfg = llm_config(out, cache, backend="local", interview_fraction=0.5)
         cfg["memory"] = {"reflect_every": 2}
         return cfg
 
@@ -142,7 +87,7 @@ def test_embedded_model_run_and_exact_replay_from_the_cache(tmp_path):
 
 @pytest.mark.slow
 def test_openai_backend_run_against_the_llama_cpp_server(tmp_path, llama_server):
-    cfg = _llm_config(
+    cfg = llm_config(
         tmp_path / "s", tmp_path / "c.sqlite", backend="openai:smollm2", base_url=llama_server
     )
     res = simrec.run(cfg)
@@ -182,10 +127,10 @@ def test_faulty_answers_fall_back_and_every_event_is_logged(tmp_path, monkeypatc
         elif fault == "wrong_schema":
             content = json.dumps({**good, "feeling": "ecstatic"})
         assert body["max_tokens"] == 120 and body["response_format"]["type"] == "json_object"
-        return _completion(content, finish, 50, 20)
+        return completion(content, finish, 50, 20)
 
-    _serve(monkeypatch, handler)
-    cfg = _llm_config(
+    serve(monkeypatch, handler)
+    cfg = llm_config(
         tmp_path / "f",
         tmp_path / "c.sqlite",
         backend="openai:fake",
@@ -227,14 +172,14 @@ def test_hybrid_brain_keeps_statistical_decisions_and_narrates_a_sample(tmp_path
         answer = {"feeling": "bored", "reason": "nothing new"}
         if len(seen) % 4 == 0:
             answer = {"feeling": "furious", "reason": "x"}  # not an allowed feeling
-        return _completion(json.dumps(answer), "stop", 40, 9)
+        return completion(json.dumps(answer), "stop", 40, 9)
 
-    _serve(monkeypatch, handler)
-    base = _llm_config(tmp_path / "u", tmp_path / "c.sqlite")
+    serve(monkeypatch, handler)
+    base = llm_config(tmp_path / "u", tmp_path / "c.sqlite")
     base["brain"]["name"] = "utility"
     base["population"] = {"users": 80}
     plain = simrec.run(base)
-    hybrid_cfg = _llm_config(
+    hybrid_cfg = llm_config(
         tmp_path / "h",
         tmp_path / "c.sqlite",
         backend="openai:fake",
@@ -276,10 +221,10 @@ def test_interviews_are_written_and_failures_counted(tmp_path, monkeypatch):
                 "feeling": "neutral",
                 "reason": "nothing for me",
             }
-        return _completion(json.dumps(answer), "stop", 30, 8)
+        return completion(json.dumps(answer), "stop", 30, 8)
 
-    _serve(monkeypatch, handler)
-    cfg = _llm_config(
+    serve(monkeypatch, handler)
+    cfg = llm_config(
         tmp_path / "i",
         tmp_path / "c.sqlite",
         backend="openai:fake",

@@ -21,8 +21,7 @@ from simrec.cli import main
 from simrec.data.dataset import Catalog, RatingScale
 from simrec.errors import ConfigError
 
-from .conftest import small_config
-from .test_llm_brain import _completion, _serve
+from .conftest import completion, serve, small_config
 
 SCALE = RatingScale(1.0, 5.0, 1.0)
 GENRES = ["Horror", "Comedy", "Drama"]
@@ -190,7 +189,7 @@ def _answers(request):
             "feeling": "annoyed",
             "reason": "meh",
         }
-    return _completion(json.dumps(ans), "stop", 30, 8)
+    return completion(json.dumps(ans), "stop", 30, 8)
 
 
 def _memory_config(out, cache, **sim):
@@ -222,7 +221,7 @@ def test_run_retrieves_memories_into_prompts_and_reflects(tmp_path, monkeypatch)
         seen.append(json.loads(request.content)["messages"][1]["content"])
         return _answers(request)
 
-    _serve(monkeypatch, handler)
+    serve(monkeypatch, handler)
     res = simrec.run(_memory_config(tmp_path / "a", tmp_path / "c.sqlite"))
     pages = [p for p in seen if p.startswith("What you remember:")]
     reflect = [p for p in seen if p.startswith("Your memories of using")]
@@ -257,7 +256,7 @@ def test_run_retrieves_memories_into_prompts_and_reflects(tmp_path, monkeypatch)
 
 
 def test_memory_does_not_depend_on_batch_size(tmp_path, monkeypatch):
-    _serve(monkeypatch, _answers)
+    serve(monkeypatch, _answers)
     a = simrec.run(_memory_config(tmp_path / "a", tmp_path / "a.sqlite", batch_size=7))
     b = simrec.run(_memory_config(tmp_path / "b", tmp_path / "b.sqlite", batch_size=4096))
     assert _outputs(a.run_dir) == _outputs(b.run_dir)
@@ -272,7 +271,7 @@ def test_template_reflections_make_no_model_calls(tmp_path, monkeypatch, mllates
         asked.append(set(json.loads(request.content)["response_format"]["schema"]["properties"]))
         return _answers(request)
 
-    _serve(monkeypatch, handler)
+    serve(monkeypatch, handler)
     cfg = _memory_config(tmp_path / "t", tmp_path / "c.sqlite")
     cfg["data"] = {"format": "movielens-latest", "path": str(mllatest)}
     cfg["memory"].update(reflect_with="template", embedding="tfidf")
@@ -305,7 +304,7 @@ def test_killed_llm_run_resumes_with_its_memory(tmp_path, monkeypatch):
     exactly the same prompts (so memory and notes came back from the checkpoint) and so
     replay from the cache into identical files. The fake server is unreachable there: any
     prompt that differs becomes a fallback and the files differ."""
-    _serve(monkeypatch, _answers)
+    serve(monkeypatch, _answers)
     cache = tmp_path / "c.sqlite"
     ref = simrec.run(_memory_config(tmp_path / "ref", cache))
     monkeypatch.undo()  # from here on http://127.0.0.1:9/v1 is unreachable: only the cache answers

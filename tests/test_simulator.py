@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 import simrec
 from simrec.data.schemas import events_schema
@@ -18,56 +19,63 @@ def _parts(run_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((run_dir / "events").glob("part-*.parquet"))}
 
 
-def test_outputs_and_schema(tmp_path):
-    res = simrec.run(small_config(tmp_path / "r"))
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """One small run (300 users, 6 ticks) and its events as a DataFrame."""
+    res = simrec.run(small_config(tmp_path_factory.mktemp("run") / "r"))
+    return res, pq.read_table(res.run_dir / "events")
+
+
+def test_run_writes_its_files_and_the_events_match_the_schema(small_run):
+    res, ev = small_run
     d = res.run_dir
-    for name in (
-        "users.parquet",
-        "items.parquet",
-        "metrics.parquet",
-        "schema.json",
-        "manifest.json",
-    ):
+    for name in ("users.parquet", "items.parquet", "metrics.parquet", "schema.json"):
         assert (d / name).is_file(), name
-    assert not (d / "_state").exists()
-    ev = pq.read_table(d / "events")
+    assert (d / "manifest.json").is_file() and not (d / "_state").exists()
     assert ev.schema.names == events_schema(ev.schema.field("item_id").type).names
     schema_doc = json.loads((d / "schema.json").read_text())
     assert [c["name"] for c in schema_doc["events"]] == ev.schema.names
+    users = pq.read_table(d / "users.parquet").to_pandas()
+    assert len(users) == 300 and users["profile"].str.len().min() > 20
+
+
+def test_events_obey_the_behaviour_rules(small_run):
+    res, ev = small_run
     df = ev.to_pandas()
     assert len(df) == res.counts["impressions"] > 0
     assert df["clicked"].sum() == res.counts["clicks"]
     assert (~df["clicked"] | df["examined"]).all(), "a click needs an examination"
-    assert (
-        df.loc[df["clicked"], "rating"].notna().all()
-        and df.loc[~df["clicked"], "rating"].isna().all()
-    )
+    assert df.loc[df["clicked"], "rating"].notna().all()
+    assert df.loc[~df["clicked"], "rating"].isna().all()
     assert set(df["rating"].dropna().unique()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
-    assert (df["pscore_item_position"] == 1.0).all() and (
-        df["propensity_source"] == "deterministic"
-    ).all()
+    assert (df["pscore_item_position"] == 1.0).all()
+    assert (df["propensity_source"] == "deterministic").all()
     assert (df["decided_by"] == "utility").all() and df["reason"].isna().all()
     # no user sees the same item twice in a session, nor an item it consumed before
     assert not df.duplicated(["session_id", "item_id"]).any()
-    watched = df[df["clicked"]]
-    assert not watched.duplicated(["user_id", "item_id"]).any()
-    # canonical order: tick, user, page, position
-    key = df[["tick", "user_id", "page", "position"]].to_numpy()
+    assert not df[df["clicked"]].duplicated(["user_id", "item_id"]).any()
+
+
+def test_events_are_in_canonical_order_and_sessions_end_once(small_run):
+    _, ev = small_run
+    df = ev.to_pandas()
+    key = df[["tick", "user_id", "page", "position"]].to_numpy()  # tick, user, page, position
     assert (np.lexsort(key.T[::-1]) == np.arange(len(df))).all()
     # left_after is true on (and only on) the last page of each session
     last_page = df.groupby("session_id")["page"].transform("max")
     assert (df["left_after"] == (df["page"] == last_page)).all()
+
+
+def test_metrics_and_manifest_agree_with_the_events(small_run):
+    res, ev = small_run
     m = res.metrics
     assert list(m["tick"]) == list(range(6))
-    assert m["impressions"].sum() == res.counts["impressions"]
-    assert ((m["coverage"] > 0) & (m["coverage"] <= 1)).all() and (
-        (m["gini"] >= 0) & (m["gini"] < 1)
-    ).all()
+    assert m["impressions"].sum() == res.counts["impressions"] == ev.num_rows
+    assert ((m["coverage"] > 0) & (m["coverage"] <= 1)).all()
+    assert ((m["gini"] >= 0) & (m["gini"] < 1)).all()
     man = res.manifest
-    assert man["counts"]["impressions"] == len(df) and man["seed"] == 11
+    assert man["counts"]["impressions"] == ev.num_rows and man["seed"] == 11
     assert man["config"]["simulation"]["ticks"] == 6 and man["failures"] == []
-    users = pq.read_table(d / "users.parquet").to_pandas()
-    assert len(users) == 300 and users["profile"].str.len().min() > 20
 
 
 def test_same_seed_byte_identical_for_any_batch_size(tmp_path):
