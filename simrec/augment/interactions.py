@@ -158,7 +158,9 @@ def _llm_choices(view, cfg, seen, batches, llm, positives, negatives, k):
             if len(items) < positives + negatives:
                 continue
             facts.append(f"- {profile_of[user]}")
-            lists.append([f"{cat.titles[i]} ({', '.join(genres[i]) or 'no genre'})" for i in items])
+            lists.append(
+                [f"{cat.display_titles[i]} ({', '.join(genres[i]) or 'no genre'})" for i in items]
+            )
             users.append(user)
     answers, counts = choose_with_llm(
         facts,

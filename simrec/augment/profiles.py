@@ -53,7 +53,7 @@ def write_profiles(
         text = personas.profiles[u]
         fav = favourites[u]
         if fav:
-            text += f" Favourites: {', '.join(str(cat.titles[i]) for i in fav)}."
+            text += f" Favourites: {', '.join(str(cat.display_titles[i]) for i in fav)}."
         profiles.append(text)
     sources = ["history"] * users.size
     confidence = 1.0 - 1.0 / np.sqrt(counts[users])

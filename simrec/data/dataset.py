@@ -10,10 +10,39 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from simrec.data.knowledge import ItemKnowledge
+
+_TRAILING_ARTICLE = re.compile(
+    r"^(?P<name>.+?), (?P<article>The|A|An|Les|La|Le|L'|Il|Lo|Das|Der|Die|El|Los|Las|Det|Den)"
+    r"(?P<rest>(\s*\(.*\))?)$"
+)
+
+
+def display_title(title: str) -> str:
+    """A title as people write it: MovieLens's trailing article moves to the front (the
+    catalog's own title is never changed).
+
+    >>> display_title("Empire Strikes Back, The (1980)"), display_title("Promesse, La (1996)")
+    ('The Empire Strikes Back (1980)', 'La Promesse (1996)')
+    >>> display_title("City of Lost Children, The (Cité des enfants perdus, La) (1995)")
+    'The City of Lost Children (Cité des enfants perdus, La) (1995)'
+    >>> display_title("Toy Story (1995)")
+    'Toy Story (1995)'
+    """
+    m = _TRAILING_ARTICLE.match(title)
+    if m is None:
+        return title
+    article = m["article"]
+    joiner = "" if article.endswith("'") else " "
+    return f"{article}{joiner}{m['name']}{m['rest']}"
+
 
 SESSION_GAP_SECONDS = 1800  # a new session after 30 minutes without interactions
 
@@ -66,6 +95,8 @@ class Catalog:
     genres: (n_items, n_genres) bool CSR matrix
     text: (n_items,) object of str, a short description used by content features and prompts
     popularity: (n_items,) int64, interactions per item in the seed log
+    knowledge: knowledge-graph facts per item, when the data has a graph
+    (:class:`~simrec.data.knowledge.ItemKnowledge`)
 
     Titles and texts come from data files and end up in LLM prompts: they are kept as single
     lines of printable text, at most TITLE_LIMIT and TEXT_LIMIT characters
@@ -78,6 +109,7 @@ class Catalog:
     genres: sp.csr_matrix
     text: np.ndarray
     popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    knowledge: ItemKnowledge | None = None
 
     def __post_init__(self) -> None:
         from simrec.trust import GENRE_LIMIT, TEXT_LIMIT, TITLE_LIMIT, clean_texts
@@ -89,6 +121,12 @@ class Catalog:
     @property
     def n_items(self) -> int:
         return int(self.item_ids.shape[0])
+
+    @cached_property
+    def display_titles(self) -> np.ndarray:
+        """(n_items,) object: the titles as people write them (:func:`display_title`), for
+        descriptions, prompts and reports; ``titles`` stays as the data has it."""
+        return np.array([display_title(str(t)) for t in self.titles], dtype=object)
 
     def genre_lists(self) -> list[list[str]]:
         """Genre names per item."""
@@ -117,6 +155,7 @@ class Catalog:
             genres=self.genres[keep],
             text=self.text[keep],
             popularity=self.popularity[keep],
+            knowledge=None if self.knowledge is None else self.knowledge.subset(keep),
         )
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from simrec.data.dataset import display_title
 from simrec.evaluation import page
 
 _CURVES = (
@@ -114,6 +115,7 @@ def _top_watched(run_dir: Path, ev: pd.DataFrame, n: int = 15) -> pd.DataFrame:
     top = top.sort_values(["watches", "mean_rating"], ascending=False).head(n)
     top = top.join(items, how="left").reset_index()
     top["genres"] = top.genres.map(lambda g: ", ".join(g) if g is not None else "")
+    top["title"] = top.title.map(lambda t: display_title(t) if isinstance(t, str) else t)
     top["mean_rating"] = top.mean_rating.round(2)
     return top[["title", "genres", "watches", "mean_rating", "item_id"]]
 

@@ -101,7 +101,7 @@ class PageBatch(Sequence[PageView]):
         if self.context is not None:
             persona = self.context.personas.profiles[agent]
             memory = self.context.memory.recent(agent)
-            titles = [str(self.context.catalog.titles[i]) if i >= 0 else "" for i in items]
+            titles = [str(self.context.catalog.display_titles[i]) if i >= 0 else "" for i in items]
         return PageView(agent, persona, memory, items, titles, self.page, self.tick)
 
     def take(self, rows: np.ndarray) -> PageBatch:

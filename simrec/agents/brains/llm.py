@@ -175,7 +175,9 @@ class LLMBrain:
         if self._genres is None:
             self._genres = cat.genre_lists()
         items = [
-            f"{cat.titles[i]} ({', '.join(self._genres[i]) or 'no genre'})" if i >= 0 else ""
+            f"{cat.display_titles[i]} ({', '.join(self._genres[i]) or 'no genre'})"
+            if i >= 0
+            else ""
             for i in views.items[j].tolist()
         ]
         return self.system_prompt(ctx, agent), memory, reflection, items
@@ -220,7 +222,9 @@ class LLMBrain:
         for agent in agents.tolist():
             entries = mem.retrieve(agent, tick, None, 2 * max(self.memory_items, 1))
             user = self.templates["reflect"].safe_substitute(
-                memory=prompts.memory_lines(entries, ctx.catalog.titles, tick, ctx.tick_seconds),
+                memory=prompts.memory_lines(
+                    entries, ctx.catalog.display_titles, tick, ctx.tick_seconds
+                ),
                 reflection=prompts.reflection_line(mem.notes[agent]),
             )
             requests.append(
@@ -326,7 +330,7 @@ def remembered(
             for m in ctx.memory.recent(agent, n)
         ]
         note = None
-    lines = prompts.memory_lines(entries, ctx.catalog.titles, tick, ctx.tick_seconds)
+    lines = prompts.memory_lines(entries, ctx.catalog.display_titles, tick, ctx.tick_seconds)
     return lines, prompts.reflection_line(note)
 
 
@@ -469,7 +473,7 @@ class HybridBrain(LLMBrain):
         system, memory, reflection, items = self._page_parts(ctx, views, j)
         cat = ctx.catalog
         watched = [
-            str(cat.titles[i])
+            str(cat.display_titles[i])
             + (f" (rated {d.rating[j, p]:g})" if np.isfinite(d.rating[j, p]) else "")
             for p, i in enumerate(views.items[j].tolist())
             if i >= 0 and d.clicked[j, p]

@@ -30,7 +30,9 @@ def sample_llm_users(sets: Sets, n: int, seed: int) -> np.ndarray:
 
 def _item_lines(data: Dataset, items: np.ndarray, genres: list[list[str]]) -> str:
     cat = data.catalog
-    lines = (f"{cat.titles[i]} ({', '.join(genres[i]) or 'no genre'})" for i in items.tolist())
+    lines = (
+        f"{cat.display_titles[i]} ({', '.join(genres[i]) or 'no genre'})" for i in items.tolist()
+    )
     return "\n".join(f"{j}. {quoted(line)}" for j, line in enumerate(lines, 1))
 
 
