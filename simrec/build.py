@@ -64,11 +64,35 @@ def load_data(cfg: RunConfig) -> Dataset:
                 f"data.path: expected a path for format '{d.format}', got none (use --data PATH)"
             )
         data = load(d.format, d.path, columns=d.columns, items_path=d.items_path)
+    if d.kg is not None or d.kg_links is not None:
+        data = with_knowledge(data, d.kg, d.kg_links, d.kg_labels)
     if cfg.population.items is not None and cfg.population.items < data.catalog.n_items:
         data = top_items(data, cfg.population.items)
     if len(data.interactions) == 0:
         raise InputError(f"{d.path or 'synthetic world'}: no interactions left to calibrate from")
     return data
+
+
+def with_knowledge(
+    data: Dataset, kg: str | None, links: str | None, labels: str | None = None
+) -> Dataset:
+    """``data`` with the knowledge graph of the triples ``kg`` and item links ``links`` (both
+    needed; see :mod:`simrec.data.knowledge`); the files count as inputs of the data."""
+    from simrec.data.dataset import file_sha256
+    from simrec.data.knowledge import load_knowledge
+
+    if kg is None or links is None:
+        raise InputError(
+            f"data.kg and data.kg_links: expected both (triples and item links), got "
+            f"{'only data.kg' if kg else 'only data.kg_links'} (use --kg FILE --kg-links FILE)"
+        )
+    knowledge = load_knowledge(kg, links, data.catalog.item_ids, labels)
+    catalog = dataclasses.replace(data.catalog, knowledge=knowledge)
+    hashes = dict(data.file_hashes)
+    for f in (kg, links, labels):
+        if f is not None:
+            hashes[str(f)] = file_sha256(str(f))
+    return dataclasses.replace(data, catalog=catalog, file_hashes=hashes)
 
 
 def top_items(data: Dataset, n: int) -> Dataset:

@@ -60,6 +60,17 @@ class DataConfig(_Section):
         description="table and recbole formats: mapping of user,item,rating,timestamp,title,"
         "genres to columns (fields)",
     )
+    kg: str | None = Field(
+        None,
+        description="knowledge-graph triples (TSV/CSV/Parquet: head, relation, tail) for any "
+        "format; RecBole datasets with NAME.kg/.link have theirs already",
+    )
+    kg_links: str | None = Field(
+        None, description="with kg: the item-to-entity links (item, entity)"
+    )
+    kg_labels: str | None = Field(
+        None, description="with kg: optional entity labels (entity, label)"
+    )
     synthetic: SyntheticWorldConfig = Field(default_factory=SyntheticWorldConfig)
 
     @field_validator("columns")
@@ -350,6 +361,24 @@ def is_safe_name(name: str) -> bool:
 
 
 _MAX_CONFIG_DEPTH = 20
+
+
+# settings added after run ids were first derived from configs: while unset, they stay out
+# of every id and default path, so a config that does not use them keeps its old run id
+_LATER_FIELDS = {"data": ("kg", "kg_links", "kg_labels")}
+
+
+def identity_dump(cfg: BaseModel, **dump: Any) -> dict:
+    """``cfg.model_dump(mode="json", **dump)`` for hashing into ids and default paths: the
+    unset settings of :data:`_LATER_FIELDS` left out."""
+    raw = cfg.model_dump(mode="json", **dump)
+    for section, names in _LATER_FIELDS.items():
+        part = raw.get(section)
+        if isinstance(part, dict):
+            for name in names:
+                if part.get(name) is None:
+                    part.pop(name, None)
+    return raw
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

@@ -25,7 +25,7 @@ from simrec.augment.interactions import merged, pseudo_interactions
 from simrec.augment.items import enrich_items, vocabulary
 from simrec.augment.profiles import write_profiles
 from simrec.build import as_config, load_data
-from simrec.config import RunConfig
+from simrec.config import RunConfig, identity_dump
 from simrec.data.dataset import Dataset
 from simrec.errors import ConfigError
 
@@ -67,13 +67,16 @@ def augment_items(
     base_url: str | None = None,
     attributes: tuple[str, ...] = ("era", "mood", "audience_group"),
     free_tags: int = 0,
+    kg: bool = False,
+    genre_from: str | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Enrich the catalog of ``config.data``; returns the output directory. ``llm``: a
     backend spec (``openai:MODEL``, ``vllm:MODEL``, ``local``) that then writes the
     descriptions and answers ``attributes``; the rest of ``config.llm`` (cache, concurrency,
-    templates) applies."""
+    templates) applies. ``kg``: add the data's knowledge-graph facts and neighbours;
+    ``genre_from``: ``interactions``, ``kg`` or ``both`` (see :func:`enrich_items`)."""
     cfg = as_config(config)
     options = _llm_options(cfg, llm, base_url) if llm is not None else {}
     enricher = ItemEnricher(
@@ -82,6 +85,8 @@ def augment_items(
         genre_threshold=genre_threshold,
         attributes=tuple(attributes),
         free_tags=free_tags,
+        kg=kg,
+        genre_from=genre_from,
         **options,
     )
     if llm is not None:  # the manifest names the spec the user gave
@@ -156,6 +161,8 @@ class ItemEnricher:
         genre_threshold: float = 0.5,
         attributes: tuple[str, ...] = ("era", "mood", "audience_group"),
         free_tags: int = 0,
+        kg: bool = False,
+        genre_from: str | None = None,
         llm: LLMBackend | None = None,
         **sampling: Any,
     ) -> None:
@@ -172,6 +179,8 @@ class ItemEnricher:
             "neighbours": neighbours,
             "genre_threshold": genre_threshold,
         }
+        if kg or genre_from is not None:  # recorded only when used: old outputs keep their path
+            self._graph.update(kg=kg, genre_from=genre_from)
         self.params: dict[str, Any] = dict(self._graph)
         self.llm = llm
         self._llm_options: dict[str, Any] = {}
@@ -185,8 +194,16 @@ class ItemEnricher:
 
     def build(self, data: Dataset, cutoff: Cutoff | None) -> AugmentResult:
         table, counts = enrich_items(data, cutoff=cutoff, **self._graph, **self._llm_options)
-        sources = ["catalog", "graph"] + ([f"llm:{self.llm.name}"] if self.llm else [])
-        provenance = {"vocabulary": vocabulary(data), "sources": sources}
+        sources = ["catalog", "graph"]
+        provenance: dict[str, Any] = {"vocabulary": vocabulary(data)}
+        if self._graph.get("kg") and data.catalog.knowledge is not None:
+            from simrec.augment.knowledge import alignment_check
+
+            sources.append(data.catalog.knowledge.source)
+            rows = visible(data.interactions, cutoff)
+            provenance["kg_alignment"] = alignment_check(data, rows, warn=False)
+        sources += [f"llm:{self.llm.name}"] if self.llm else []
+        provenance["sources"] = sources
         return AugmentResult({"items_enriched": table}, counts, provenance)
 
 
@@ -290,7 +307,7 @@ def write(
     cfg = as_config(config)
     cut = cutoff if isinstance(cutoff, Cutoff) or cutoff is None else parse_cutoff(cutoff)
     params = {"cutoff": None if cut is None else cut.describe(), **augmenter.params}
-    data_cfg = cfg.model_dump(mode="json", include={"seed": True, "data": True, "population": True})
+    data_cfg = identity_dump(cfg, include={"seed": True, "data": True, "population": True})
     if out is None:
         blob = json.dumps({"kind": kind, **data_cfg, **params}, sort_keys=True).encode()
         out = DEFAULT_OUT / f"augment-{kind}-{hashlib.sha256(blob).hexdigest()[:10]}"

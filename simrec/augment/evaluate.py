@@ -41,16 +41,27 @@ def genre_recovery(
     cutoff: Cutoff | None = None,
     neighbours: int = 10,
     genre_threshold: float = 0.5,
+    genre_from: str = "interactions",
+    cold: int | None = None,
 ) -> dict[str, float]:
     """Hide the genres of ``share`` of the items, enrich, and score the recovered genres of
     the hidden items: coverage (items that got any genre), precision and recall of the
     recovered genre sets (micro-averaged over covered items), top-1 accuracy (the most
     confident recovered genre is a true one), and the same top-1 accuracy of guessing the
-    catalog's most common genre, as a baseline."""
+    catalog's most common genre, as a baseline. ``genre_from``: whose neighbours vote
+    (``interactions``, ``kg``, ``both``); ``cold``: score only the hidden items with at most
+    this many interactions before the cutoff."""
     stripped, hidden = hide_genres(data, share, seed)
     table, _ = enrich_items(
-        stripped, cutoff=cutoff, neighbours=neighbours, genre_threshold=genre_threshold
+        stripped,
+        cutoff=cutoff,
+        neighbours=neighbours,
+        genre_threshold=genre_threshold,
+        genre_from=genre_from,
     )
+    if cold is not None:
+        seen = table.column("n_interactions").to_numpy()
+        hidden = hidden[seen[hidden] <= cold]
     truth = data.catalog.genre_lists()
     added = table.column("genres_added").to_pylist()
     tp = n_pred = n_true = top1 = covered = 0

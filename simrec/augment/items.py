@@ -110,7 +110,10 @@ def build_graph(data: Dataset, rows: np.ndarray, neighbours: int) -> Graph:
 
 def top_neighbours(graph: Graph, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``n`` most similar items to ``item`` (ties by index) and their similarities."""
-    s = graph.similarity
+    return _top(graph.similarity, item, n)
+
+
+def _top(s: sp.csr_matrix, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     idx, val = (
         s.indices[s.indptr[item] : s.indptr[item + 1]],
         s.data[s.indptr[item] : s.indptr[item + 1]],
@@ -133,15 +136,51 @@ def enrich_items(
     max_tokens: int = 300,
     temperature: float = 0.7,
     free_tags: int = 0,
+    kg: bool = False,
+    genre_from: str | None = None,
 ) -> tuple[pa.Table, dict]:
     """``items_enriched`` as an Arrow table (original catalog columns first, untouched) and
     counts for the manifest. ``only_missing``: leave items that already have genres and text
     without generated fields (their rows stay, with nulls). ``llm``: an LLMBackend that then
     writes the descriptions and answers ``attributes`` (see :mod:`simrec.augment.llm`);
-    ``mood`` and ``audience_group`` come only from it."""
+    ``mood`` and ``audience_group`` come only from it. ``kg``: add the knowledge graph's facts
+    and neighbours (:mod:`simrec.augment.knowledge`; the data must have a graph).
+    ``genre_from``: whose neighbours vote the missing genres, ``interactions``, ``kg`` or
+    ``both`` (default: ``both`` with ``kg`` when the graph's links look right, else
+    ``interactions``). A graph whose links look wrong
+    (:func:`simrec.augment.knowledge.alignment_check`) is logged as a warning and its facts
+    stay out of the descriptions (they are still written, in ``kg_facts``)."""
     cat, scale = data.catalog, data.scale
+    if genre_from not in (None, "interactions", "kg", "both"):
+        raise ConfigError(f"--genre-from: expected interactions, kg or both, got {genre_from!r}")
+    if (kg or genre_from not in (None, "interactions")) and cat.knowledge is None:
+        raise ConfigError(
+            f"{data.source}: --kg needs a knowledge graph (a RecBole dataset with NAME.kg and "
+            f"NAME.link, or --kg TRIPLES --kg-links LINKS), found none"
+        )
     rows = visible(data.interactions, cutoff)
     graph = build_graph(data, rows, neighbours)
+    voters = graph.similarity
+    kg_sim = kg_facts = None
+    aligned = False
+    if cat.knowledge is not None and (kg or genre_from not in (None, "interactions")):
+        from simrec.augment.knowledge import (
+            alignment_check,
+            combined_similarity,
+            item_facts,
+            top_similar,
+        )
+
+        aligned = alignment_check(data, rows)["aligned"]
+        genre_from = genre_from or ("both" if aligned else "interactions")
+        kg_sim = top_similar(cat.knowledge.similarity(), neighbours)
+        voters = {
+            "interactions": graph.similarity,
+            "kg": kg_sim,
+            "both": combined_similarity(graph.similarity, kg_sim, neighbours, graph.counts),
+        }[genre_from]
+        if kg:
+            kg_facts = item_facts(cat, cat.knowledge, graph.counts)
     genre_lists = cat.genre_lists()
     names = list(cat.genre_names)
     g = cat.genres.tocsr().astype(np.float64)
@@ -161,7 +200,10 @@ def enrich_items(
         counts["with_neighbours"] += bool(nb.size)
         added, added_conf = [], []
         if not known and not skip:
-            added, added_conf = _vote_genres(g, names, nb, nb_sim, genre_threshold)
+            voter, voter_sim = (
+                (nb, nb_sim) if voters is graph.similarity else _top(voters, i, neighbours)
+            )
+            added, added_conf = _vote_genres(g, names, voter, voter_sim, genre_threshold)
             counts["genres_added" if added else "genres_unknown"] += 1
         era = _era(str(cat.titles[i]))
         band = None if graph.counts[i] == 0 else _band(pct[i])
@@ -170,6 +212,8 @@ def enrich_items(
         )
         genres_all = known + added
         description = _describe(cat, i, era, genres_all, graph, nb[:3], scale, audience)
+        if aligned and kg_facts is not None and kg_facts[0][i]:
+            description += " From the knowledge graph: " + "; ".join(kg_facts[0][i][:3]) + "."
         tags = _tags(known, added, added_conf, era, band, graph, i, scale)
         if skip:
             era = band = audience = description = None
@@ -207,6 +251,25 @@ def enrich_items(
             out[key].append(value)
     for f in FIELDS:
         out[f"{f}_prompt_hash"] = [None] * n_items
+    extra: dict[str, pa.Array] = {}
+    if kg and kg_sim is not None and kg_facts is not None:
+        near = [_top(kg_sim, i, neighbours) for i in range(n_items)]
+        item_type_kg = arrow_id_type(cat.item_ids)
+        extra = {
+            "kg_entity": pa.array(cat.knowledge.entity.tolist(), pa.string()),
+            "kg_neighbours": pa.array(
+                [cat.item_ids[j].tolist() for j, _ in near], pa.list_(item_type_kg)
+            ),
+            "kg_neighbour_similarity": pa.array(
+                [v.astype(np.float64).tolist() for _, v in near], pa.list_(pa.float64())
+            ),
+            "kg_facts": pa.array(kg_facts[0], pa.list_(pa.string())),
+            "kg_facts_source": pa.array(kg_facts[1], pa.list_(pa.string())),
+            "kg_facts_confidence": pa.array(kg_facts[2], pa.list_(pa.float64())),
+        }
+        counts["kg_linked"] = int(cat.knowledge.linked.sum())
+        counts["kg_unknown"] = n_items - counts["kg_linked"]
+        counts["kg_aligned"] = int(aligned)
     item_type = arrow_id_type(cat.item_ids)
     base = {
         "item_id": pa.array(cat.item_ids, item_type),
@@ -217,6 +280,7 @@ def enrich_items(
     table = pa.Table.from_pydict(
         {**base, **{k: pa.array(out[k], t) for k, t in _COLUMNS.items()}}
         | {f"{f}_prompt_hash": pa.array(out[f"{f}_prompt_hash"], pa.string()) for f in FIELDS}
+        | extra
     )
     counts["visible_interactions"] = int(rows.size)
     counts["interactions"] = len(data.interactions)
@@ -246,7 +310,7 @@ def enrich_items(
             seed=seed,
             max_tokens=max_tokens,
             temperature=temperature,
-            titles_by_id=dict(zip(cat.item_ids.tolist(), cat.titles.tolist(), strict=True)),
+            titles_by_id=dict(zip(cat.item_ids.tolist(), cat.display_titles.tolist(), strict=True)),
             free_tags=free_tags,
         )
         counts.update({f"llm_{k}" if not k.startswith("llm_") else k: v for k, v in found.items()})
@@ -345,7 +409,7 @@ def _audience(n_fans, profile, bias, names, known) -> tuple[str | None, float]:
 
 def _describe(cat, i, era, genres, graph, nb, scale, audience) -> str:
     kind = " ".join(p for p in (era, ", ".join(genres) if genres else None) if p)
-    first = f"{cat.titles[i]} is a {kind} title." if kind else f"{cat.titles[i]}."
+    first = f"{cat.display_titles[i]} is a {kind} title." if kind else f"{cat.display_titles[i]}."
     parts = [first]
     n = int(graph.counts[i])
     if n == 0:
@@ -359,7 +423,7 @@ def _describe(cat, i, era, genres, graph, nb, scale, audience) -> str:
             )
         parts.append(line + ".")
     if nb.size:
-        titles = [str(cat.titles[j]) for j in nb]
+        titles = [str(cat.display_titles[j]) for j in nb]
         joined = ", ".join(titles[:-1]) + (" and " if len(titles) > 1 else "") + titles[-1]
         parts.append(f"People who liked it also liked {joined}.")
     if audience:

@@ -43,6 +43,11 @@ def register(sub) -> None:
     ai.add_argument(
         "--free-tags", type=int, default=0, help="free-text tags the LLM may add (default 0)"
     )
+    ai.add_argument(
+        "--genre-from",
+        choices=("interactions", "kg", "both"),
+        help="whose neighbours vote missing genres (default: both with --kg, else interactions)",
+    )
     add_augment_output_flags(ai)
     ai.set_defaults(func=cmd_augment_items)
     ap = au_sub.add_parser(
@@ -88,6 +93,8 @@ def cmd_augment_items(args: argparse.Namespace) -> int:
         base_url=args.base_url,
         attributes=tuple(a.strip() for a in args.attributes.split(",") if a.strip()),
         free_tags=args.free_tags,
+        kg=args.kg is not None,
+        genre_from=args.genre_from,
         **_common(args),
     )
     return _done(out)

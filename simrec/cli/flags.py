@@ -12,6 +12,8 @@ from simrec.config import RunConfig, load_config, validate_config
 from simrec.data.loaders import FORMATS
 from simrec.errors import InputError
 
+KG_OF_DATA = "(the data's own)"  # --kg without a file
+
 
 def add_data_flags(r: argparse.ArgumentParser) -> None:
     """Where the data comes from (every command that reads a log)."""
@@ -31,6 +33,24 @@ def add_data_flags(r: argparse.ArgumentParser) -> None:
         help="table/recbole: user=COL,item=COL[,rating=COL,timestamp=COL,title=COL,genres=COL]",
     )
     r.add_argument("--items-file", help="table format: catalog file with item/title/genres columns")
+    r.add_argument(
+        "--kg",
+        metavar="TRIPLES",
+        nargs="?",
+        const=KG_OF_DATA,
+        help="knowledge graph: a triples file (TSV/CSV/Parquet with head, relation, tail); "
+        "alone, the data's own (RecBole NAME.kg/.link); augment items uses it when given",
+    )
+    r.add_argument(
+        "--kg-links",
+        "--link",
+        dest="kg_links",
+        metavar="LINKS",
+        help="with --kg TRIPLES: item-to-entity links (item, entity)",
+    )
+    r.add_argument(
+        "--kg-labels", metavar="LABELS", help="with --kg: optional entity labels (entity, label)"
+    )
 
 
 def add_augment_input_flags(r: argparse.ArgumentParser, llm_does: str) -> None:
@@ -199,6 +219,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         data["columns"] = parse_columns(args.columns)
     if args.items_file is not None:
         data["items_path"] = args.items_file
+    for flag in ("kg", "kg_links", "kg_labels"):
+        if getattr(args, flag, None) not in (None, KG_OF_DATA):
+            data[flag] = getattr(args, flag)
     synthetic = data["format"] == "synthetic"
     if getattr(args, "users", None) is not None:
         (data["synthetic"] if synthetic else pop)["users"] = args.users

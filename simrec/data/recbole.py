@@ -191,11 +191,12 @@ def load_recbole(path: str | Path, columns: dict[str, str] | None = None) -> Dat
         f = root / f"{name}.{extra}"
         if f.is_file():
             files.append(f)
+    knowledge = None
     if (root / f"{name}.link").is_file():
-        _check_links(root / f"{name}.link", catalog_ids, fields["item"])
+        knowledge = _knowledge(root, name, catalog_ids, fields["item"])
     if (root / f"{name}.user").is_file():  # not used yet, but a malformed one is reported
         read_atomic(root / f"{name}.user", "user features")
-    return build_dataset(
+    data = build_dataset(
         users=users[keep],
         items=items[keep],
         ratings=rating[keep],
@@ -207,6 +208,51 @@ def load_recbole(path: str | Path, columns: dict[str, str] | None = None) -> Dat
         items_file=item_path,
         source=f"recbole:{name}",
         files=files,
+    )
+    if knowledge is not None:
+        data.catalog.knowledge = knowledge.subset(_catalog_order(catalog_ids, data))
+    return data
+
+
+def _catalog_order(catalog_ids, data: Dataset) -> np.ndarray:
+    """For each item index of ``data``'s catalog, its row in the file's ``catalog_ids``."""
+    rows = pd.Series(
+        np.arange(len(catalog_ids)), index=pd.Series(catalog_ids).astype(str).str.strip()
+    )
+    return rows[pd.Series(data.catalog.item_ids).astype(str).to_numpy()].to_numpy()
+
+
+def _knowledge(root: Path, name: str, catalog_ids, item_field: str):
+    """The item knowledge of ``NAME.link`` and ``NAME.kg`` (no facts without a ``.kg``)."""
+    from simrec.data.knowledge import knowledge_from_frames
+
+    link_path = root / f"{name}.link"
+    link = read_atomic(link_path, "item-to-entity links")
+    links = pd.DataFrame(
+        {
+            "item": link.require(item_field, "the item id"),
+            "entity": link.require("entity_id", "the knowledge-graph entity"),
+        }
+    )
+    kg_path = root / f"{name}.kg"
+    if kg_path.is_file():
+        kg = read_atomic(kg_path, "knowledge-graph triples")
+        triples = pd.DataFrame(
+            {
+                "head": kg.require("head_id", "the head entity"),
+                "relation": kg.require("relation_id", "the relation"),
+                "tail": kg.require("tail_id", "the tail entity"),
+            }
+        )
+    else:
+        triples = pd.DataFrame({c: pd.Series([], dtype=str) for c in ("head", "relation", "tail")})
+    return knowledge_from_frames(
+        triples,
+        links,
+        np.asarray(catalog_ids),
+        source=f"kg:{name}",
+        links_file=str(link_path),
+        item_field=item_field,
     )
 
 
@@ -248,17 +294,4 @@ def _check_known(path: Path, items: np.ndarray, catalog_ids: np.ndarray, field, 
         raise InputError(
             f"{path}: line {int(rows[first]) + 2}: field '{field}': item {items[first]!r} is not "
             f"in {path.with_suffix('.item').name} ({count} interaction(s) with unknown items)"
-        )
-
-
-def _check_links(path: Path, catalog_ids: np.ndarray, item_field: str) -> None:
-    link = read_atomic(path, "item-to-entity links")
-    items = link.require(item_field, "the item id").str.strip().to_numpy()
-    link.require("entity_id", "the knowledge-graph entity")
-    miss = _first_unknown(items, catalog_ids)
-    if miss is not None:
-        first, count = miss
-        raise InputError(
-            f"{path}: line {first + 2}: field '{item_field}': links item {items[first]!r}, "
-            f"which is not in the catalog ({count} such link(s))"
         )

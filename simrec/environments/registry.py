@@ -1,7 +1,7 @@
 """The policy registry: policy names -> classes, and building a policy from a name, a
 ``policy`` config section or a ready object.
 
-Built-ins are ``random``, ``popular``, ``itemknn``, ``als``, ``bpr`` and ``genre``; anything
+Built-ins are ``random``, ``popular``, ``itemknn``, ``als``, ``bpr``, ``genre`` and ``kg``; anything
 else is ``package.module:ClassName``, imported only when the caller (the CLI, or a config file
 the user wrote) names it. Each policy class declares its model ``family``.
 """
@@ -15,7 +15,13 @@ from pydantic import ValidationError
 from simrec.config import ExplorationConfig, PolicyConfig, format_validation_error
 from simrec.environments.base import Recommender, resolve_class
 from simrec.environments.exploration import wrap
-from simrec.environments.learned import ALSPolicy, BPRPolicy, GenrePolicy, ItemKNNPolicy
+from simrec.environments.learned import (
+    ALSPolicy,
+    BPRPolicy,
+    GenrePolicy,
+    ItemKNNPolicy,
+    KnowledgePolicy,
+)
 from simrec.environments.policies import PopularPolicy, RandomPolicy
 from simrec.errors import ConfigError
 
@@ -26,6 +32,7 @@ POLICIES: dict[str, type] = {
     "als": ALSPolicy,
     "bpr": BPRPolicy,
     "genre": GenrePolicy,
+    "kg": KnowledgePolicy,
 }
 
 

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from simrec import build, outputs
 from simrec.agents.brains.base import Brain, LLMBackedBrain
 from simrec.agents.brains.utility import UtilityBrain
-from simrec.config import LLMConfig, RunConfig
+from simrec.config import LLMConfig, RunConfig, identity_dump
 from simrec.data import Dataset
 from simrec.data.schemas import (
     arrow_id_type,
@@ -109,8 +109,8 @@ def run_id_for(cfg: RunConfig) -> str:
     if cfg.name:
         return cfg.name
     # where things are written, the batch size and the cache file do not shape the events
-    shaping = cfg.model_dump(
-        mode="json",
+    shaping = identity_dump(
+        cfg,
         exclude={
             "output": True,
             "simulation": {"batch_size"},

@@ -25,9 +25,45 @@ from simrec.rng import Streams
 
 
 def contract_world(users: int = 60, items: int = 80, seed: int = 0) -> Dataset:
-    """The small synthetic world the contract checks run on."""
+    """The small synthetic world the contract checks run on, with a small knowledge graph
+    (:func:`contract_knowledge`) so that knowledge-based plug-ins can be checked too."""
     cfg = SyntheticWorldConfig(users=users, items=items, interactions_per_user=12.0, genres=6)
-    return make_world(cfg, seed)
+    data = make_world(cfg, seed)
+    data.catalog.knowledge = contract_knowledge(data)
+    return data
+
+
+def contract_knowledge(
+    data: Dataset, relations: tuple[str, ...] = ("made_by", "genre", "language")
+):
+    """A knowledge graph for a synthetic world: every item but each tenth is linked to an
+    entity ``eN``; facts (those of ``relations``) ``made_by`` (a creator per strongest taste
+    dimension, three per dimension), ``genre`` (its genres) and ``language`` (two languages,
+    one rare)."""
+    import pandas as pd
+
+    from simrec.data.knowledge import knowledge_from_frames
+
+    cat = data.catalog
+    linked = [i for i in range(cat.n_items) if i % 10 != 9]
+    strongest = (
+        np.argmax(data.truth.item_vecs, axis=1)
+        if data.truth is not None
+        else np.zeros(cat.n_items, np.int64)
+    )
+    rows = []
+    for i, genres in zip(linked, [cat.genre_lists()[i] for i in linked], strict=True):
+        if "made_by" in relations:
+            rows.append((f"e{i}", "made_by", f"creator{strongest[i] * 3 + i % 3}"))
+        if "genre" in relations:
+            rows += [(f"e{i}", "genre", f"genre:{g}") for g in genres]
+        if "language" in relations:
+            rows.append((f"e{i}", "language", "lang1" if i % 7 == 0 else "lang0"))
+    triples = pd.DataFrame(rows, columns=["head", "relation", "tail"])
+    links = pd.DataFrame(
+        {"item": cat.item_ids[linked].astype(str), "entity": [f"e{i}" for i in linked]}
+    )
+    return knowledge_from_frames(triples, links, cat.item_ids, source="kg:contract")
 
 
 def check_recommender(
