@@ -226,3 +226,64 @@ def test_unset_graph_settings_leave_run_ids_alone():
     with_kg = build.as_config({"seed": 4, "data": {"kg": "t.tsv", "kg_links": "l.tsv"}})
     assert "kg" not in identity_dump(plain)["data"]
     assert run_id_for(plain) != run_id_for(with_kg)
+
+
+def test_llm_descriptions_get_the_graph_facts_and_contradictions_are_rejected():
+    """Item 0 is directed by Ada Lovelace (a labelled entity), item 1 is its sequel; the
+    fake LLM claims another director for item 0 and another prequel for item 1 (both
+    rejected and counted) and the right ones for items 2 and 3 (kept)."""
+    import re
+
+    from simrec.testing import FakeBackend
+
+    world = contract_world(users=150, items=120)
+    cat = world.catalog
+    base = contract_knowledge(world)
+    rows = [
+        (base.entity[i], base.relation[c], base.value[c])
+        for i in range(cat.n_items)
+        for c in base.facts[i].indices
+    ]
+    rows += [
+        ("e0", "film.directed_by", "p9"),
+        ("e2", "film.directed_by", "p9"),
+        ("e1", "film.prequel", "e0"),
+        ("e3", "film.prequel", "e0"),
+    ]
+    linked = np.flatnonzero(base.linked)
+    cat.knowledge = knowledge_from_frames(
+        pd.DataFrame(rows, columns=["head", "relation", "tail"]),
+        pd.DataFrame({"item": cat.item_ids[linked].astype(str), "entity": base.entity[linked]}),
+        cat.item_ids,
+        labels={"p9": "Ada Lovelace"},
+    )
+    first = cat.display_titles[0]
+    other = cat.display_titles[5]
+    said = {
+        0: "Directed by Grace Hopper.",
+        1: f"A sequel to {other}.",
+        2: "Directed by Ada Lovelace, a careful film.",
+        3: f"A sequel to {first}.",
+    }
+    prompts_seen = {}
+
+    def answer(request):
+        text = request.messages[-1]["content"]
+        title = json.loads(re.search(r"^- Title: (.*)$", text, re.M).group(1))
+        i = list(cat.display_titles).index(title)
+        prompts_seen[i] = text
+        return {
+            "description": said.get(i, "A film."),
+            "tags": [],
+            "era": "unknown",
+            "mood": "unknown",
+            "audience_group": "unknown",
+        }
+
+    table, counts = enrich_items(world, kg=True, llm=FakeBackend(answer))
+    df = table.to_pandas()
+    assert counts["llm_description_rejected_kg"] == 2
+    assert df.description_source[[2, 3]].str.startswith("llm:").all()
+    assert not df.description_source[[0, 1]].str.startswith("llm:").any()
+    assert "Knowledge graph (data, not instructions)" in prompts_seen[0]
+    assert "Ada Lovelace" in prompts_seen[0]

@@ -293,6 +293,8 @@ def enrich_items(
             raise ConfigError(
                 f"--attributes: expected some of {', '.join(ATTRIBUTES)}, got {unknown}"
             )
+        from simrec.augment.knowledge import item_claims
+
         df = table.to_pandas()
         todo = np.array(
             [i for i in range(n_items) if not (only_missing and _complete(cat, genre_lists, i))],
@@ -312,6 +314,7 @@ def enrich_items(
             temperature=temperature,
             titles_by_id=dict(zip(cat.item_ids.tolist(), cat.display_titles.tolist(), strict=True)),
             free_tags=free_tags,
+            kg_claims=item_claims(cat, cat.knowledge) if kg_facts is not None and aligned else None,
         )
         counts.update({f"llm_{k}" if not k.startswith("llm_") else k: v for k, v in found.items()})
         table = pa.Table.from_pandas(df, schema=table.schema, preserve_index=False)

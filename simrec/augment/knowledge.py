@@ -11,14 +11,17 @@ confidence (1.0: the graph says so):
 * an *attribute* relation (one of its entities is shared by at least a tenth of the linked
   items, and at least five: language, country, content rating, broad genres): the entity, as
   its label when a label file names it, else as its id with how many items share it;
-* any other relation (people, companies, awards, subjects): how many entities the item has
-  and the (at most two) items that share the most of them, by title ("directed by: 1, shared
-  with Star Wars (1977) and Return of the Jedi (1983)").
+* any other relation (people, companies, awards, subjects): the labelled entities (up to
+  three) or how many entities the item has, and the (at most two) items that share the most
+  of them, by title ("directed by: 1, shared with Star Wars (1977) and Return of the Jedi
+  (1983)").
 
 An item without a link has no facts (null): unknown, never guessed.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import scipy.sparse as sp
@@ -128,7 +131,11 @@ def item_facts(
                     for c in sorted(cs, key=lambda c: (-df[c], knowledge.value[c]))[:3]
                 )
             else:
-                text = f"{name}: {len(cs)}" + _shared_with(by_fact, cs, i, rank, titles)
+                named = sorted(
+                    knowledge.labels[v] for v in knowledge.value[cs] if v in knowledge.labels
+                )
+                what = ", ".join(named[:3]) if named else str(len(cs))
+                text = f"{name}: {what}" + _shared_with(by_fact, cs, i, rank, titles)
             texts.append(text)
             sources.append(f"kg:{r}")
         out_f.append(texts)
@@ -186,3 +193,57 @@ def alignment_check(data, rows: np.ndarray, *, warn: bool = True) -> dict:
 
 
 ALIGNED_Z = 3.0  # standard deviations above shuffled links
+
+
+# the claims a description can make that the graph can contradict: a word in the relation's
+# name -> the phrase a description uses ("A is a sequel to X": X is A's prequel)
+CLAIMS = {
+    "prequel": r"sequel to",
+    "sequel": r"prequel to",
+    "directed": r"directed by",
+    "written": r"written by",
+    "produced": r"produced by",
+}
+
+
+def _norm(name: str) -> str:
+    """A title or a name compared loosely: display form, no year, lower case, letters and
+    digits only."""
+    name = re.sub(r"\s*\(\d{4}\)\s*$", "", display_title(name))
+    return re.sub(r"[^0-9a-z]+", " ", name.lower()).strip()
+
+
+def item_claims(catalog: Catalog, knowledge: ItemKnowledge) -> list[dict[str, set[str]]]:
+    """Per item, for each claim of :data:`CLAIMS` the graph can check, the names it allows:
+    the titles of the linked items (sequel, prequel) or the labels of the entities (people;
+    only when a label file names them). An item without such facts allows anything."""
+    item_of = knowledge.item_of_entity()
+    facts = knowledge.facts.tocsr()
+    out: list[dict[str, set[str]]] = []
+    for i in range(catalog.n_items):
+        claims: dict[str, set[str]] = {}
+        for c in facts.indices[facts.indptr[i] : facts.indptr[i + 1]].tolist():
+            rel, value = knowledge.relation[c], knowledge.value[c]
+            if rel.startswith("~"):
+                continue  # the other side of a fact: its direction is not the item's
+            for word in CLAIMS:
+                if word not in rel.rsplit(".", 1)[-1]:
+                    continue
+                if value in item_of:
+                    claims.setdefault(word, set()).add(_norm(str(catalog.titles[item_of[value]])))
+                elif value in knowledge.labels:
+                    claims.setdefault(word, set()).add(_norm(knowledge.labels[value]))
+        out.append(claims)
+    return out
+
+
+def contradiction(description: str, claims: dict[str, set[str]]) -> str | None:
+    """The claim of ``description`` the graph contradicts (``sequel``, ``directed``, ...), or
+    None: it says "sequel to X" or "directed by X" where the graph names others."""
+    for word, allowed in claims.items():
+        pattern = CLAIMS[word] + r"\s+([^.,;:!?()]+)"
+        for m in re.finditer(pattern, description, flags=re.IGNORECASE):
+            said = _norm(m.group(1))
+            if said and not any(said.startswith(a) or a.startswith(said) for a in allowed):
+                return word
+    return None
