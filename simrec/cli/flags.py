@@ -99,7 +99,7 @@ def add_policy_flags(
         flag,
         dest="policy",
         required=flag != "--policy",
-        help="recommender: random, popular, itemknn, als, bpr, genre or package.module:Class",
+        help="recommender: random, popular, itemknn, als, bpr, genre, kg or package.module:Class",
     )
     r.add_argument(
         "--param",
