@@ -225,6 +225,10 @@ def test_pseudo_positives_lift_a_recommender_trained_on_sparse_data(world):
     assert r["pseudo_positives"] > 0
     assert 0 < r["recall@20"] < 1 and 0 < r["recall@20_augmented"] < 1
     assert r["recall@20_augmented"] > r["recall@20"]
+    # the lift comes with its paired bootstrap interval over the 600 users
+    assert r["users"] == 600 and r["recall_low"] < r["recall_lift"] < r["recall_high"]
+    assert r["recall_lift"] == pytest.approx(r["recall@20_augmented"] / r["recall@20"] - 1)
+    assert 0 <= r["cold_users"] <= r["users"]
 
 
 def test_augment_profiles_and_interactions_cli(ml100k, tmp_path, capsys):

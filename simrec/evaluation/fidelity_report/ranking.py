@@ -28,6 +28,16 @@ def offline_metrics(policy, split: Split, k: int = TOP_K) -> dict[str, float]:
     agent per user) on the held-out items, training items excluded. On a synthetic world also
     ``choice_share@k``: the share of the world's choice probability over the user's unseen items
     that the slate holds, the noise-free quantity Recall@k estimates from a finite sample."""
+    per = per_user_metrics(policy, split, k)
+    out = {f"recall@{k}": float(np.mean(per["recall"])), f"ndcg@{k}": float(np.mean(per["ndcg"]))}
+    if "choice_share" in per:
+        out[f"choice_share@{k}"] = float(per["choice_share"].mean())
+    return out
+
+
+def per_user_metrics(policy, split: Split, k: int = TOP_K) -> dict[str, np.ndarray]:
+    """:func:`offline_metrics` per user: ``users`` (n,) the users with held-out items, and
+    ``recall``, ``ndcg`` (and on a synthetic world ``choice_share``), each (n,)."""
     from simrec.environments.base import PolicyRandomness
 
     n_items = split.train.catalog.n_items
@@ -53,9 +63,9 @@ def offline_metrics(policy, split: Split, k: int = TOP_K) -> dict[str, float]:
             ndcg.append(float((hit * discount).sum() / ideal))
         if truth is not None:
             share.append(_choice_share(truth, u, seen, slates.items))
-    out = {f"recall@{k}": float(np.mean(recall)), f"ndcg@{k}": float(np.mean(ndcg))}
+    out = {"users": users, "recall": np.asarray(recall), "ndcg": np.asarray(ndcg)}
     if truth is not None:
-        out[f"choice_share@{k}"] = float(np.concatenate(share).mean())
+        out["choice_share"] = np.concatenate(share)
     return out
 
 
