@@ -3,8 +3,6 @@ place of names, and what -v logs."""
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 
@@ -87,4 +85,3 @@ def test_verbose_logs_refits_and_checkpoints(tmp_path, capsys):
     assert "checkpoint after tick" in err
     assert main([*argv, "--overwrite"]) == 0  # without -v: quiet
     assert "fitted at tick" not in capsys.readouterr().err
-    logging.getLogger("simrec").handlers.clear()

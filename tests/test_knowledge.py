@@ -287,3 +287,13 @@ def test_llm_descriptions_get_the_graph_facts_and_contradictions_are_rejected():
     assert not df.description_source[[0, 1]].str.startswith("llm:").any()
     assert "Knowledge graph (data, not instructions)" in prompts_seen[0]
     assert "Ada Lovelace" in prompts_seen[0]
+
+
+def test_cli_warns_about_a_misaligned_graph_but_writes_its_facts(tmp_path, capsys):
+    out = tmp_path / "kg"
+    assert main(["augment", "items", "--data", "ml-100k", "--kg", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "simrec: WARNING" in err and "misaligned" in err and "Traceback" not in err
+    table = pq.read_table(out / "items_enriched.parquet").to_pandas()
+    assert table.kg_facts.notna().sum() == 1598
+    assert not table.description.str.contains("knowledge graph").any()

@@ -61,12 +61,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _configure_logging(verbose: int) -> None:
-    """simrec's loggers to stderr at INFO (-v) or DEBUG (-vv); quiet (warnings) otherwise."""
+    """simrec's loggers to stderr at INFO (-v) or DEBUG (-vv); warnings only otherwise."""
     log = logging.getLogger("simrec")
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     log.setLevel(level)
-    if verbose and not any(getattr(h, "_simrec", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(getattr(h, "_simrec", False) for h in log.handlers):  # warnings always show
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("simrec: %(levelname)s: %(name)s: %(message)s"))
         handler._simrec = True  # type: ignore[attr-defined]
         log.addHandler(handler)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A StreamHandler that always writes to the current ``sys.stderr`` (which tests and
+    notebooks replace), not to the one it was made with."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
