@@ -182,3 +182,12 @@ def test_custom_policy_by_import_path(tmp_path):
     # the least popular items lead the first pages
     first = ev[(ev["page"] == 0) & (ev["position"] == 0)]["item_id"]
     assert items.loc[first, "popularity"].mean() < items["popularity"].mean()
+
+
+def test_version_is_printed(capsys):
+    import simrec
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"simrec {simrec.__version__}"

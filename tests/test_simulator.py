@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,8 @@ def test_metrics_and_manifest_agree_with_the_events(small_run):
     man = res.manifest
     assert man["counts"]["impressions"] == ev.num_rows and man["seed"] == 11
     assert man["config"]["simulation"]["ticks"] == 6 and man["failures"] == []
+    # every timing is a non-negative number, never -0.0
+    assert all(math.copysign(1.0, v) == 1.0 for v in man["timings"].values())
 
 
 def test_same_seed_byte_identical_for_any_batch_size(tmp_path):

@@ -290,7 +290,7 @@ def _run(
     t = time.perf_counter()
     _simulate(model, recorder, cfg, run_dir, progress)
     timings["simulate_s"] = time.perf_counter() - t
-    timings["policy_retrain_s"] = model.retrain_seconds - timings["policy_fit_s"]
+    timings["policy_retrain_s"] = max(0.0, model.retrain_seconds - timings["policy_fit_s"])
     manifest, metrics = _finish(
         run_dir, cfg, data, model, utility, run_id, timings, resumed_from, t_start
     )
