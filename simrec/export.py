@@ -35,9 +35,9 @@ def export(
 ) -> Path:
     """Export the run in ``run_dir`` to format ``to`` (one of FORMATS); returns the output path.
 
-    ``out`` defaults to ``<run_dir>/export/<to>``, except ``hf``, which writes ``train/`` and
-    ``test/`` (the last ``test_fraction`` of ticks) and ``README.md`` into the run directory
-    itself so that ``datasets.load_dataset("parquet", data_dir=run_dir)`` loads the splits.
+    ``out`` defaults to ``<run_dir>/export/<to>``. ``hf`` writes ``train/`` and ``test/`` (the
+    last ``test_fraction`` of ticks), the personas and the catalog, and a dataset card
+    ``README.md``, so that ``datasets.load_dataset("parquet", data_dir=out)`` loads the splits.
     """
     run_dir = Path(run_dir)
     if to not in FORMATS:
@@ -52,17 +52,18 @@ def export(
     if not 0 < test_fraction < 1:
         raise InputError(f"--test-fraction: expected a number in (0, 1), got {test_fraction!r}")
     manifest = outputs.read_json(run_dir / "manifest.json", "a run's manifest")
-    if to == "hf":
-        return _export_hf(run_dir, manifest, test_fraction, overwrite)
     target = Path(out) if out else run_dir / "export" / to
     if outputs.check_out_dir(target, "export") and not overwrite:
         raise OutputExistsError(f"{target}: already exists; pass --overwrite to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        {"recbole": _export_recbole, "obp": _export_obp, "csv": _export_csv}[to](
-            run_dir, manifest, tmp
-        )
+        if to == "hf":
+            _export_hf(run_dir, manifest, tmp, test_fraction, target)
+        else:
+            {"recbole": _export_recbole, "obp": _export_obp, "csv": _export_csv}[to](
+                run_dir, manifest, tmp
+            )
         _move_into(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the folder this call made, and only it
@@ -77,8 +78,12 @@ def _move_into(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
     else:
         outputs.clear_own(target, "export")
-        for f in sorted(tmp.iterdir()):
-            outputs.durable_replace(f, target / f.name)
+        for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            dest = target / f.relative_to(tmp)
+            if dest.parent.is_symlink():
+                raise OutputExistsError(f"{dest.parent}: is a symbolic link; not writing into it")
+            dest.parent.mkdir(exist_ok=True)
+            outputs.durable_replace(f, dest)
         outputs.claim(target, "export")
     outputs.fsync_dir(target.parent)
 
@@ -246,40 +251,26 @@ def _defuse_formulas(df: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- Hugging Face
 
 
-def _export_hf(run_dir: Path, manifest: dict, test_fraction: float, overwrite: bool) -> Path:
-    card = run_dir / "README.md"
-    splits = [run_dir / "train", run_dir / "test"]
-    if (card.exists() or any(s.exists() for s in splits)) and not overwrite:
-        raise OutputExistsError(
-            f"{run_dir}: already has a Hugging Face export (README.md, train/, test/); "
-            f"pass --overwrite to replace it"
-        )
+def _export_hf(
+    run_dir: Path, manifest: dict, out: Path, test_fraction: float, target: Path
+) -> None:
+    """The Hugging Face layout in ``out``: ``train/`` and ``test/`` split by tick, the
+    personas and the catalog as they are in the run, and the card (which names ``target``)."""
     ev = pq.read_table(run_dir / "events")
     ticks = int(manifest["counts"]["ticks"])
     cut = max(1, int(round(ticks * (1 - test_fraction))))
-    tmp = Path(tempfile.mkdtemp(prefix=".hf.", suffix=".tmp", dir=run_dir))
-    try:
-        for split, mask in (
-            ("train", pc.less(ev["tick"], cut)),
-            ("test", pc.greater_equal(ev["tick"], cut)),
-        ):
-            (tmp / split).mkdir()
-            pq.write_table(ev.filter(mask), tmp / split / "events.parquet", compression="zstd")
-        (tmp / "README.md").write_text(_card(run_dir, manifest, cut, ticks))
-        for split in ("train", "test"):
-            if (run_dir / split).is_symlink():
-                raise OutputExistsError(f"{run_dir / split}: is a symbolic link; not replacing it")
-            (run_dir / split).mkdir(exist_ok=True)
-            outputs.durable_replace(
-                tmp / split / "events.parquet", run_dir / split / "events.parquet"
-            )
-        outputs.durable_replace(tmp / "README.md", card)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # the folder this call made, and only it
-    return run_dir
+    for split, mask in (
+        ("train", pc.less(ev["tick"], cut)),
+        ("test", pc.greater_equal(ev["tick"], cut)),
+    ):
+        (out / split).mkdir()
+        pq.write_table(ev.filter(mask), out / split / "events.parquet", compression="zstd")
+    for name in ("users.parquet", "items.parquet"):
+        shutil.copyfile(run_dir / name, out / name)
+    (out / "README.md").write_text(_card(run_dir, manifest, cut, ticks, target))
 
 
-def _card(run_dir: Path, manifest: dict, cut: int, ticks: int) -> str:
+def _card(run_dir: Path, manifest: dict, cut: int, ticks: int, target: Path) -> str:
     schema = json.loads((run_dir / "schema.json").read_text())["events"]
     counts = manifest["counts"]
     columns = "\n".join(f"| `{c['name']}` | {c['type']} | {c['nullable']} |" for c in schema)
@@ -298,23 +289,24 @@ tags:
 ---
 # Synthetic recommender logs: {manifest["run_id"]}
 
-Simulated by [simrec](https://pypi.org/project/simrec/) {manifest["simrec_version"]}: a
-population of {counts["agents"]:,} user agents calibrated on `{manifest["data"]["source"]}`
-browsed pages served by the `{manifest["policy"]}` policy for {ticks} ticks (seed
-{manifest["seed"]}). Every row is an impression (or a share) with its outcome and the logging
-policy's propensities. These users are simulated: see the run's fidelity report before
-drawing conclusions about real users.
+Simulated by simrec {manifest["simrec_version"]} (`simrec run`, run `{manifest["run_id"]}`;
+the full configuration is in the run's `manifest.json`) and exported with `simrec export
+{run_dir.name} --to hf`: a population of {counts["agents"]:,} user agents calibrated on
+`{manifest["data"]["source"]}` browsed pages served by the `{manifest["policy"]}` policy for
+{ticks} ticks (seed {manifest["seed"]}). Every row is an impression (or a share) with its
+outcome and the logging policy's propensities. These users are simulated: see the run's
+fidelity report before drawing conclusions about real users.
 
 Splits by tick: `train` = ticks 0..{cut - 1}, `test` = ticks {cut}..{ticks - 1}.
 
 ```python
 import datasets
-ds = datasets.load_dataset("parquet", data_dir="{run_dir.name}")
+ds = datasets.load_dataset("parquet", data_dir="{target.name}")
 ```
 
 Counts: {counts["impressions"]:,} impressions, {counts["clicks"]:,} watches, {counts["sessions"]:,}
-sessions. The full configuration and input file hashes are in `manifest.json`; personas in
-`users.parquet`, the catalog in `items.parquet`.
+sessions. The personas are in `users.parquet`, the catalog in `items.parquet`; the
+configuration and the input files' hashes are in the run's `manifest.json`.
 
 | column | type | nullable |
 |---|---|---|

@@ -40,7 +40,8 @@ OWN_FILES: dict[str, re.Pattern[str]] = {
         r"|schema\.json|events/part-\d+\.parquet|_state/(?:config\.json|checkpoint(?:\.tmp)?\.npz)"
         r"|README\.md|(?:train|test)/events\.parquet",
         "export": r"[^/]+\.(?:inter|user|item)|bandit_feedback\.npz|meta\.json"
-        r"|(?:events|users|items|metrics)\.csv",
+        r"|(?:events|users|items|metrics)\.csv"
+        r"|README\.md|(?:train|test)/events\.parquet|(?:users|items)\.parquet",
         "augment": r"manifest\.json|[\w-]+\.parquet",
         "ab": rf"ab_results\.parquet|ab_manifest\.json|{_PLOTS}",
         "fidelity": rf"fidelity\.parquet|{_PLOTS}",

@@ -66,21 +66,29 @@ def test_obp_bundle(run_dir):
     assert len(meta["context_columns"]) == bf["context"].shape[1]
 
 
-def test_hugging_face_layout_loads_with_datasets(run_dir):
+def test_hugging_face_layout_loads_with_datasets(run_dir, tmp_path):
     datasets = pytest.importorskip("datasets")  # a dev dependency: present in make test
-    assert main(["export", str(run_dir), "--to", "hf"]) == 0
-    ds = datasets.load_dataset(
-        "parquet", data_dir=str(run_dir), cache_dir=str(run_dir.parent / "hf-cache")
-    )
+    before = sorted(p.name for p in run_dir.iterdir())
+    out = tmp_path / "hf"
+    assert main(["export", str(run_dir), "--to", "hf", "--out", str(out)]) == 0
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # nothing added to the run
+    ds = datasets.load_dataset("parquet", data_dir=str(out), cache_dir=str(tmp_path / "cache"))
     assert set(ds) == {"train", "test"}
     n_events = pq.read_table(run_dir / "events").num_rows
     assert ds["train"].num_rows + ds["test"].num_rows == n_events
     assert max(ds["train"]["tick"]) < min(ds["test"]["tick"])
-    card = (run_dir / "README.md").read_text()
+    assert pq.read_table(out / "users.parquet").equals(pq.read_table(run_dir / "users.parquet"))
+    card = (out / "README.md").read_text()
     assert card.startswith("---\nconfigs:") and "pscore_item_position" in card
-    # a second export needs --overwrite
-    assert main(["export", str(run_dir), "--to", "hf"]) == 2
-    assert main(["export", str(run_dir), "--to", "hf", "--overwrite"]) == 0
+    assert "pypi.org" not in card and "http" not in card
+    assert "simrec export" in card and "simrec run" in card
+    # a second export needs --overwrite, and replaces the first in place
+    assert main(["export", str(run_dir), "--to", "hf", "--out", str(out)]) == 2
+    assert main(["export", str(run_dir), "--to", "hf", "--out", str(out), "--overwrite"]) == 0
+    assert (out / "train" / "events.parquet").exists()
+    # without --out: under the run's export/ folder, like every format
+    assert main(["export", str(run_dir), "--to", "hf"]) == 0
+    assert (run_dir / "export" / "hf" / "README.md").exists() and not (run_dir / "train").exists()
 
 
 def test_csv(run_dir):

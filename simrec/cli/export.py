@@ -11,12 +11,12 @@ def register(sub) -> None:
         "export",
         help="export a run to RecBole, OBP, Hugging Face or CSV",
         description="Export a complete run: RecBole atomic files, an OBP bandit-feedback "
-        "bundle, a Hugging Face layout (train/test splits and a card in the run directory), "
+        "bundle, a Hugging Face layout (train/test splits, personas, catalog and a card), "
         "or CSV.",
     )
     e.add_argument("run", help="a complete run directory")
     e.add_argument("--to", required=True, choices=("recbole", "obp", "hf", "csv"))
-    e.add_argument("--out", help="output directory (default RUN/export/FORMAT; hf: RUN)")
+    e.add_argument("--out", help="output directory (default RUN/export/FORMAT)")
     e.add_argument(
         "--test-fraction", type=float, default=0.2, help="hf: share of the last ticks in test"
     )
