@@ -132,3 +132,24 @@ def test_ope_bad_input(tmp_path, capsys):
     assert "--clip" in capsys.readouterr().err
     assert (logged.run_dir / "manifest.json").read_bytes() == manifest_before  # untouched
     assert not logged.run_dir.with_name(logged.run_dir.name + "-ope-nope").exists()
+
+
+def test_weight_diagnostics_and_the_support_warning(tmp_path, capsys):
+    """Logged by epsilon-greedy(popular): a random target is covered (mean slate weight near
+    1, half the slates effectively used); a deterministic als target almost never meets a
+    logged slate, and the CLI says so above the table, and in the report."""
+    from simrec.evaluation.ope import support_warning
+
+    run = simrec.run(_logged_run(tmp_path, 1500))
+    covered = ope(run.run_dir, "random", n_resamples=50, out=tmp_path / "r").set_index("estimator")
+    assert covered.loc["ips", "support"] == pytest.approx(1.0, abs=0.15)
+    assert 0.3 < covered.loc["ips", "ess_share"] <= 1.0
+    assert np.isnan(covered.loc["dm", "support"])  # DM weighs nothing
+    assert support_warning(covered.reset_index()) is None
+    argv = ["ope", str(run.run_dir), "--target", "als", "--param", "factors=8"]
+    assert main([*argv, "--bootstrap", "50", "--out", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()
+    assert "poorly supports target als" in captured.err
+    assert "support" in captured.out and "max_weight" in captured.out
+    assert "poorly supports" in (tmp_path / "a" / "report.html").read_text()
+    assert (tmp_path / "a" / "ope_weights.png").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from simrec.cli.flags import add_policy_flags, apply_policy_flags
@@ -49,8 +50,13 @@ def cmd_ope(args: argparse.Namespace) -> int:
         out=args.out,
         base_url=args.base_url,
     )
+    from simrec.evaluation.ope import support_warning
+
+    warning = support_warning(table)
+    if warning:  # even with --quiet: it changes what the numbers mean
+        print(f"simrec: {warning}", file=sys.stderr)
     if not args.quiet:
-        cols = ["estimator", "value", "ci_low", "ci_high"]
+        cols = ["estimator", "value", "ci_low", "ci_high", "ess", "max_weight", "support"]
         cols += ["truth", "relative_error"] if args.validate else []
         print(f"target: {table.target.iloc[0]}   slates: {table.n_slates.iloc[0]:,}")
         print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))

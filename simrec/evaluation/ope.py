@@ -105,7 +105,9 @@ def ope(
     logged = _page0_slates(run_dir)
     target = _replay_target(policy, cfg, run_dir, logged)
     q_logged, q_target = _reward_model(logged, target)
-    table = _estimate(logged, target, q_logged, q_target, clip, n_resamples, alpha, cfg.seed)
+    table, slate_weights = _estimate(
+        logged, target, q_logged, q_target, clip, n_resamples, alpha, cfg.seed
+    )
     table.insert(0, "target", name)
     outputs.claim(out_dir, "ope")
     if validate:
@@ -116,7 +118,7 @@ def ope(
         table.to_parquet(tmp, index=False)
     from simrec.evaluation.report import ope_report
 
-    ope_report(out_dir, table)
+    ope_report(out_dir, table, slate_weights)
     return table
 
 
@@ -379,7 +381,8 @@ def _estimate(
     n_resamples: int,
     alpha: float,
     seed: int,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The estimates table and the (n,) slate weights."""
     valid = logged["items"] >= 0
     r = logged["reward"] * valid
     cap = np.inf if clip is None else clip
@@ -428,6 +431,9 @@ def _estimate(
                 out.append(means[:, idx[e]])
         return np.array(out)
 
+    weights = {"ips": w_slate, "snips": w_slate, "iips": w_ip, "dr": w_ip, "sndr": w_ip}
+    if w_casc is not None:
+        weights["rips"] = w_casc
     n = mat.shape[0]
     point, res = bootstrap_units(
         statistic,
@@ -437,7 +443,8 @@ def _estimate(
         seed=seed,
         cells_per_unit=mat.shape[1],
     )
-    return pd.DataFrame(
+    diag = [weight_diagnostics(weights[e], valid) if e in weights else {} for e in estimators]
+    table = pd.DataFrame(
         {
             "estimator": estimators,
             "value": point,
@@ -445,7 +452,59 @@ def _estimate(
             "ci_high": res.confidence_interval.high,
             "n_slates": n,
             "clip": np.nan if clip is None else clip,
+            **{key: [d.get(key, np.nan) for d in diag] for key in DIAGNOSTICS},
         }
+    )
+    return table, w_slate
+
+
+DIAGNOSTICS = ("ess", "ess_share", "max_weight", "support")
+POOR_SUPPORT = 0.5  # below this share of the target's mass, the log says little about it
+POOR_ESS = 0.01  # below this share of the logged weights' units
+
+
+def weight_diagnostics(w: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+    """How far importance weights can be trusted. ``w``: (n,) slate weights or (n, k) per
+    position (``valid``: (n, k), the filled slots). ``ess``: Kish's effective sample size
+    (sum w)^2 / sum w^2, and ``ess_share``: it over the number of weights; ``max_weight``;
+    ``support``: the mean weight, which estimates the share of the target's probability mass
+    on what the logging policy could show (1 when the log covers the target; far below 1 when
+    the target shows what the log never did).
+
+    >>> weight_diagnostics(np.array([1.0, 1.0, 1.0, 1.0]), np.ones((4, 1), bool))
+    {'ess': 4.0, 'ess_share': 1.0, 'max_weight': 1.0, 'support': 1.0}
+    """
+    x = np.asarray(w, np.float64)
+    x = x[valid] if x.ndim == 2 else x
+    x = x[np.isfinite(x)]
+    if x.size == 0 or not (x > 0).any():
+        return {"ess": 0.0, "ess_share": 0.0, "max_weight": 0.0, "support": 0.0}
+    ess = float(x.sum() ** 2 / (x**2).sum())
+    return {
+        "ess": ess,
+        "ess_share": ess / x.size,
+        "max_weight": float(x.max()),
+        "support": float(x.mean()),
+    }
+
+
+def support_warning(table: pd.DataFrame) -> str | None:
+    """One line saying the log poorly supports the target (some weighting estimator's
+    ``support`` under :data:`POOR_SUPPORT`, or its effective sample size under
+    :data:`POOR_ESS` of the logged units), or None."""
+    weighted = table.dropna(subset=["support"])
+    if weighted.empty:
+        return None
+    low_support = weighted.support.min()
+    low_ess = weighted.ess_share.min()
+    if low_support >= POOR_SUPPORT and low_ess >= POOR_ESS:
+        return None
+    return (
+        f"warning: the log poorly supports target {table.target.iloc[0]}: the logging policy "
+        f"could show only {low_support:.0%} of its probability mass, and the effective sample "
+        f"size is as low as {weighted.ess.min():,.1f} (of {int(weighted.n_slates.iloc[0]):,} "
+        f"slates, max weight {weighted.max_weight.max():,.3g}); weighted estimates are not "
+        f"reliable, DM depends on its reward model alone"
     )
 
 

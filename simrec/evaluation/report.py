@@ -205,8 +205,10 @@ def ab_report(
 # ---------------------------------------------------------------------------- OPE
 
 
-def ope_report(out: Path, table: pd.DataFrame) -> Path:
-    """``report.html`` in the OPE directory: estimates with CIs against the simulated truth."""
+def ope_report(out: Path, table: pd.DataFrame, weights: np.ndarray | None = None) -> Path:
+    """``report.html`` in the OPE directory: estimates with CIs against the simulated truth,
+    the support warning when there is one, and the distribution of the slate weights
+    (``weights``: (n,), when given)."""
     plt = page.pyplot()
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -221,11 +223,22 @@ def ope_report(out: Path, table: pd.DataFrame) -> Path:
     ax.set_ylabel("first-page value (watches)")
     ax.set_title(f"target: {table.target.iloc[0]}")
     png = page.save_figure(fig, out / "ope_estimates.png")
-    return page.write_page(
-        out,
-        f"simrec OPE: {table.target.iloc[0]}",
-        [
-            ("Estimates against the simulated truth", page.image(png, "OPE estimates")),
-            (f"Table ({int(table.n_slates.iloc[0]):,} logged first pages)", page.table(table)),
-        ],
+    from simrec.evaluation.ope import support_warning
+
+    sections = []
+    warning = support_warning(table)
+    if warning:
+        sections.append(("Warning", f"<p><b>{html.escape(warning)}</b></p>"))
+    sections.append(("Estimates against the simulated truth", page.image(png, "OPE estimates")))
+    if weights is not None and np.isfinite(weights).any():
+        fig, ax = plt.subplots(figsize=(8, 3))
+        w = weights[np.isfinite(weights)]
+        ax.hist(np.log10(np.maximum(w, 1e-6)), bins=50)
+        ax.set_xlabel("log10 slate importance weight (target / logging)")
+        ax.set_ylabel("logged first pages")
+        png_w = page.save_figure(fig, out / "ope_weights.png")
+        sections.append(("Importance weights", page.image(png_w, "slate weight distribution")))
+    sections.append(
+        (f"Table ({int(table.n_slates.iloc[0]):,} logged first pages)", page.table(table))
     )
+    return page.write_page(out, f"simrec OPE: {table.target.iloc[0]}", sections)
