@@ -55,8 +55,8 @@ def test_ope_report(tmp_path):
     cfg["policy"] = {"name": "popular", "exploration": {"kind": "epsilon-greedy", "epsilon": 0.5}}
     run = simrec.run(cfg).run_dir
     ope(run, "random", validate=True, n_resamples=100, out=tmp_path / "ope")
-    page = _check_report(tmp_path / "ope", 1)
-    assert "simulated truth" in page
+    page = _check_report(tmp_path / "ope", 2)  # the estimates and the weight histogram
+    assert "simulated truth" in page and "Importance weights" in page
 
 
 def test_report_of_an_incomplete_run_is_refused(tmp_path, capsys):
