@@ -1,7 +1,8 @@
-"""Learned policies: ``itemknn``, ``als`` and ``bpr`` (the ``implicit`` library) and ``genre``
-(content-based, scikit-learn TF-IDF over catalog genres and text).
+"""Learned policies: ``itemknn``, ``als`` and ``bpr`` (the ``implicit`` library), ``genre``
+(content-based, scikit-learn TF-IDF over catalog genres and text) and ``kg`` (knowledge-graph
+facts shared with liked items).
 
-All four are deterministic given their fit log: they rank every item for a user, drop what
+All five are deterministic given their fit log: they rank every item for a user, drop what
 ``exclude`` names and show the ``k`` best. Users the fit log does not know (or who have no
 history) are shown the most popular items. Propensities are 1.0 (``deterministic``); wrap a
 policy in ``softmax`` or ``epsilon-greedy`` (``simrec.environments.exploration``) to log
@@ -223,47 +224,30 @@ class BPRPolicy(_FactorPolicy):
         )
 
 
-class GenrePolicy(_Ranker):
-    """Content-based: TF-IDF vectors of each item's genres (and, with ``use_text``, its text);
-    a user's profile is the rating-weighted mean of their history's vectors; items are ranked
-    by cosine similarity to the profile, ties (items with the same genres) by popularity."""
+class _ProfileRanker(_Ranker):
+    """Items as feature vectors, users as normalised weighted sums of their history's vectors;
+    score = profile . item features, ties broken by ``popularity_tiebreak`` x popularity."""
 
-    name = "genre"
-    family = "content"
-
-    def __init__(self, use_text: bool = True, popularity_tiebreak: float = 1e-3) -> None:
+    def __init__(self, popularity_tiebreak: float = 1e-3) -> None:
         super().__init__()
-        if not isinstance(use_text, bool):
-            raise ConfigError(f"policy.params.use_text: expected true or false, got {use_text!r}")
         if not popularity_tiebreak >= 0:
             raise ConfigError(
                 f"policy.params.popularity_tiebreak: expected a number >= 0, "
                 f"got {popularity_tiebreak!r}"
             )
-        self.use_text, self.popularity_tiebreak = use_text, float(popularity_tiebreak)
+        self.popularity_tiebreak = float(popularity_tiebreak)
         self.features = sp.csr_matrix((0, 0), dtype=np.float32)
         self.profiles = sp.csr_matrix((0, 0), dtype=np.float32)
 
-    def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
-        from sklearn.feature_extraction.text import TfidfVectorizer
+    def _set_profiles(self, history: sp.csr_matrix, features: sp.csr_matrix) -> None:
+        """history: (n_users, n_items) weights; features: (n_items, n_features) float32."""
         from sklearn.preprocessing import normalize
 
-        self._fit_common(interactions, catalog)
-        docs = catalog.documents(self.use_text)
-        if any(docs):
-            vec = TfidfVectorizer(token_pattern=r"(?u)\b\w+\b", sublinear_tf=True, dtype=np.float32)
-            self.features = vec.fit_transform(docs).tocsr()
-        else:  # a catalog with neither genres nor text: popularity only
-            self.features = sp.csr_matrix((catalog.n_items, 1), dtype=np.float32)
-        ratings = history_matrix(interactions, catalog.n_items, weights="rating")
-        if ratings.nnz:  # weight 0.5..1.5 from the user's lowest to highest rating
-            lo = ratings.data.min()
-            span = max(float(ratings.data.max() - lo), 1e-9)
-            ratings.data = (0.5 + (ratings.data - lo) / span).astype(np.float32)
-        self.profiles = normalize(ratings @ self.features).astype(np.float32).tocsr()
-        # (vocabulary, n_items): dense when it fits, since sparse profiles times a dense matrix
+        self.features = features
+        self.profiles = normalize(history @ features).astype(np.float32).tocsr()
+        # (n_features, n_items): dense when it fits, since sparse profiles times a dense matrix
         # is several times faster than a sparse-sparse product with a nearly dense result
-        ft = self.features.T.tocsr()
+        ft = features.T.tocsr()
         self._features_t = ft.toarray() if ft.shape[0] * ft.shape[1] <= _DENSE_CELLS else ft
 
     def _score(self, users: np.ndarray) -> np.ndarray:
@@ -273,10 +257,42 @@ class GenrePolicy(_Ranker):
         return s
 
 
+class GenrePolicy(_ProfileRanker):
+    """Content-based: TF-IDF vectors of each item's genres (and, with ``use_text``, its text);
+    a user's profile is the rating-weighted mean of their history's vectors; items are ranked
+    by cosine similarity to the profile, ties (items with the same genres) by popularity."""
+
+    name = "genre"
+    family = "content"
+
+    def __init__(self, use_text: bool = True, popularity_tiebreak: float = 1e-3) -> None:
+        if not isinstance(use_text, bool):
+            raise ConfigError(f"policy.params.use_text: expected true or false, got {use_text!r}")
+        super().__init__(popularity_tiebreak)
+        self.use_text = use_text
+
+    def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self._fit_common(interactions, catalog)
+        docs = catalog.documents(self.use_text)
+        if any(docs):
+            vec = TfidfVectorizer(token_pattern=r"(?u)\b\w+\b", sublinear_tf=True, dtype=np.float32)
+            features = vec.fit_transform(docs).tocsr()
+        else:  # a catalog with neither genres nor text: popularity only
+            features = sp.csr_matrix((catalog.n_items, 1), dtype=np.float32)
+        ratings = history_matrix(interactions, catalog.n_items, weights="rating")
+        if ratings.nnz:  # weight 0.5..1.5 from the user's lowest to highest rating
+            lo = ratings.data.min()
+            span = max(float(ratings.data.max() - lo), 1e-9)
+            ratings.data = (0.5 + (ratings.data - lo) / span).astype(np.float32)
+        self._set_profiles(ratings, features)
+
+
 _DENSE_CELLS = 50_000_000  # 200 MB of float32
 
 
-class KnowledgePolicy(_Ranker):
+class KnowledgePolicy(_ProfileRanker):
     """Knowledge-based: items ranked by the knowledge-graph facts they share with what the user
     liked (rated at or above their own mean rating; everything without ratings). Each fact is
     weighted by its rarity among linked items (:meth:`ItemKnowledge.weighted`); a user's
@@ -288,37 +304,15 @@ class KnowledgePolicy(_Ranker):
     name = "kg"
     family = "knowledge"
 
-    def __init__(self, popularity_tiebreak: float = 1e-3) -> None:
-        super().__init__()
-        if not popularity_tiebreak >= 0:
-            raise ConfigError(
-                f"policy.params.popularity_tiebreak: expected a number >= 0, "
-                f"got {popularity_tiebreak!r}"
-            )
-        self.popularity_tiebreak = float(popularity_tiebreak)
-        self.profiles = sp.csr_matrix((0, 0), dtype=np.float32)
-
     def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
-        from sklearn.preprocessing import normalize
-
         if catalog.knowledge is None:
             raise ConfigError(
                 "policy kg: the data has no knowledge graph (a RecBole dataset with NAME.kg and "
                 "NAME.link, or --kg TRIPLES --kg-links LINKS)"
             )
         self._fit_common(interactions, catalog)
-        features = catalog.knowledge.weighted().astype(np.float32)
         ratings = history_matrix(interactions, catalog.n_items, self.n_users, weights="rating")
-        liked = _liked(ratings)
-        self.profiles = normalize(liked @ features).astype(np.float32).tocsr()
-        ft = features.T.tocsr()
-        self._features_t = ft.toarray() if ft.shape[0] * ft.shape[1] <= _DENSE_CELLS else ft
-
-    def _score(self, users: np.ndarray) -> np.ndarray:
-        s = self.profiles[users] @ self._features_t
-        s = s.toarray() if sp.issparse(s) else np.asarray(s)
-        s += self.popularity_tiebreak * self.popularity
-        return s
+        self._set_profiles(_liked(ratings), catalog.knowledge.weighted().astype(np.float32))
 
 
 def _liked(ratings: sp.csr_matrix) -> sp.csr_matrix:
