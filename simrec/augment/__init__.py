@@ -193,15 +193,18 @@ class ItemEnricher:
             }
 
     def build(self, data: Dataset, cutoff: Cutoff | None) -> AugmentResult:
-        table, counts = enrich_items(data, cutoff=cutoff, **self._graph, **self._llm_options)
         sources = ["catalog", "graph"]
         provenance: dict[str, Any] = {"vocabulary": vocabulary(data)}
+        alignment = None
         if self._graph.get("kg") and data.catalog.knowledge is not None:
             from simrec.augment.knowledge import alignment_check
 
             sources.append(data.catalog.knowledge.source)
-            rows = visible(data.interactions, cutoff)
-            provenance["kg_alignment"] = alignment_check(data, rows, warn=False)
+            alignment = alignment_check(data, visible(data.interactions, cutoff))
+            provenance["kg_alignment"] = alignment
+        table, counts = enrich_items(
+            data, cutoff=cutoff, alignment=alignment, **self._graph, **self._llm_options
+        )
         sources += [f"llm:{self.llm.name}"] if self.llm else []
         provenance["sources"] = sources
         return AugmentResult({"items_enriched": table}, counts, provenance)

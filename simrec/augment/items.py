@@ -138,6 +138,7 @@ def enrich_items(
     free_tags: int = 0,
     kg: bool = False,
     genre_from: str | None = None,
+    alignment: dict | None = None,
 ) -> tuple[pa.Table, dict]:
     """``items_enriched`` as an Arrow table (original catalog columns first, untouched) and
     counts for the manifest. ``only_missing``: leave items that already have genres and text
@@ -149,7 +150,8 @@ def enrich_items(
     ``both`` (default: ``both`` with ``kg`` when the graph's links look right, else
     ``interactions``). A graph whose links look wrong
     (:func:`simrec.augment.knowledge.alignment_check`) is logged as a warning and its facts
-    stay out of the descriptions (they are still written, in ``kg_facts``)."""
+    stay out of the descriptions (they are still written, in ``kg_facts``). ``alignment``:
+    that check's result when the caller already has it."""
     cat, scale = data.catalog, data.scale
     if genre_from not in (None, "interactions", "kg", "both"):
         raise ConfigError(f"--genre-from: expected interactions, kg or both, got {genre_from!r}")
@@ -171,7 +173,8 @@ def enrich_items(
             top_similar,
         )
 
-        aligned = alignment_check(data, rows)["aligned"]
+        alignment = alignment or alignment_check(data, rows)
+        aligned = alignment["aligned"]
         genre_from = genre_from or ("both" if aligned else "interactions")
         kg_sim = top_similar(cat.knowledge.similarity(), neighbours)
         voters = {
