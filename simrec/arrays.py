@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
+import scipy.sparse as sp
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -44,3 +45,16 @@ def map_in_threads(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(workers, thread_name_prefix="simrec") as pool:
         return list(pool.map(fn, items))
+
+
+def row_top(m: sp.csr_matrix, row: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The column indices and values of the ``n`` largest stored entries of CSR ``m``'s
+    ``row`` (ties: lower column first), largest first.
+
+    >>> row_top(sp.csr_matrix(np.array([[0.0, 0.5, 0.9, 0.5]])), 0, 2)
+    (array([2, 1], dtype=int32), array([0.9, 0.5]))
+    """
+    idx = m.indices[m.indptr[row] : m.indptr[row + 1]]
+    val = m.data[m.indptr[row] : m.indptr[row + 1]]
+    order = np.lexsort((idx, -val))[:n]
+    return idx[order], val[order]

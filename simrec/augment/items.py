@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from simrec.arrays import row_top
 from simrec.augment.cutoff import Cutoff, visible
 from simrec.data.dataset import Dataset
 from simrec.data.schemas import arrow_id_type
@@ -110,16 +111,7 @@ def build_graph(data: Dataset, rows: np.ndarray, neighbours: int) -> Graph:
 
 def top_neighbours(graph: Graph, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``n`` most similar items to ``item`` (ties by index) and their similarities."""
-    return _top(graph.similarity, item, n)
-
-
-def _top(s: sp.csr_matrix, item: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    idx, val = (
-        s.indices[s.indptr[item] : s.indptr[item + 1]],
-        s.data[s.indptr[item] : s.indptr[item + 1]],
-    )
-    order = np.lexsort((idx, -val))[:n]
-    return idx[order], val[order]
+    return row_top(graph.similarity, item, n)
 
 
 def enrich_items(
@@ -204,7 +196,7 @@ def enrich_items(
         added, added_conf = [], []
         if not known and not skip:
             voter, voter_sim = (
-                (nb, nb_sim) if voters is graph.similarity else _top(voters, i, neighbours)
+                (nb, nb_sim) if voters is graph.similarity else row_top(voters, i, neighbours)
             )
             added, added_conf = _vote_genres(g, names, voter, voter_sim, genre_threshold)
             counts["genres_added" if added else "genres_unknown"] += 1
@@ -256,7 +248,7 @@ def enrich_items(
         out[f"{f}_prompt_hash"] = [None] * n_items
     extra: dict[str, pa.Array] = {}
     if kg and kg_sim is not None and kg_facts is not None:
-        near = [_top(kg_sim, i, neighbours) for i in range(n_items)]
+        near = [row_top(kg_sim, i, neighbours) for i in range(n_items)]
         item_type_kg = arrow_id_type(cat.item_ids)
         extra = {
             "kg_entity": pa.array(cat.knowledge.entity.tolist(), pa.string()),

@@ -26,6 +26,7 @@ import re
 import numpy as np
 import scipy.sparse as sp
 
+from simrec.arrays import row_top
 from simrec.data.dataset import Catalog, display_title
 from simrec.data.knowledge import ItemKnowledge
 
@@ -51,12 +52,10 @@ def top_similar(similarity: sp.csr_matrix, n: int) -> sp.csr_matrix:
     s = similarity.tocsr()
     rows, cols, vals = [], [], []
     for i in range(s.shape[0]):
-        idx = s.indices[s.indptr[i] : s.indptr[i + 1]]
-        val = s.data[s.indptr[i] : s.indptr[i + 1]]
-        keep = np.lexsort((idx, -val))[:n]
-        rows.append(np.full(keep.size, i))
-        cols.append(idx[keep])
-        vals.append(val[keep])
+        idx, val = row_top(s, i, n)
+        rows.append(np.full(idx.size, i))
+        cols.append(idx)
+        vals.append(val)
     if not rows:
         return sp.csr_matrix(s.shape, dtype=np.float32)
     return sp.csr_matrix(
