@@ -62,7 +62,7 @@ def test_run_with_a_backend_object_asks_it(tmp_path):
     asked = events[events["decided_by"] == "llm:fake"]
     assert len(fake.requests) > 0 and not asked.empty
     clicked = asked[asked["clicked"]]
-    assert (clicked["position"] == 1).all()  # position 2 of the page, counted from 0
+    assert not clicked.empty and (clicked["position"] == 1).all()  # page position 2, from 0
     assert result.manifest["llm"]["calls"] == len(fake.requests)
 
 
