@@ -28,6 +28,7 @@ from simrec.agents.brains.utility import UtilityBrain
 from simrec.agents.persona import Personas, sample_population
 from simrec.config import RunConfig, load_config, validate_config
 from simrec.data import Dataset, Interactions, load, make_world
+from simrec.domain import domain
 from simrec.environments.registry import make_policy
 from simrec.errors import InputError
 from simrec.rng import Streams
@@ -54,7 +55,8 @@ def as_config(config: RunConfig | dict | str | Path | None) -> RunConfig:
 
 
 def load_data(cfg: RunConfig) -> Dataset:
-    """The dataset the config names, restricted to ``population.items`` most popular items."""
+    """The dataset the config names, in the words of ``data.domain`` when it is set (else the
+    domain inferred from the data), restricted to ``population.items`` most popular items."""
     d = cfg.data
     if d.format == "synthetic":
         data = make_world(d.synthetic, cfg.seed)
@@ -66,6 +68,10 @@ def load_data(cfg: RunConfig) -> Dataset:
         data = load(d.format, d.path, columns=d.columns, items_path=d.items_path)
     if d.kg is not None or d.kg_links is not None:
         data = with_knowledge(data, d.kg, d.kg_links, d.kg_labels)
+    if d.domain is not None:
+        data = dataclasses.replace(
+            data, catalog=data.catalog.described(domain(d.domain, data.source))
+        )
     if cfg.population.items is not None and cfg.population.items < data.catalog.n_items:
         data = top_items(data, cfg.population.items)
     if len(data.interactions) == 0:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from simrec.domain import DOMAINS, Domain
 from simrec.errors import ConfigError
 
 DataFormat = Literal[
@@ -71,7 +72,29 @@ class DataConfig(_Section):
     kg_labels: str | None = Field(
         None, description="with kg: optional entity labels (entity, label)"
     )
+    domain: str | Domain | None = Field(
+        None,
+        description="the catalog's domain: "
+        + ", ".join(DOMAINS)
+        + ", or a mapping defining one (name, item, verb, ...); None: inferred from the data",
+    )
     synthetic: SyntheticWorldConfig = Field(default_factory=SyntheticWorldConfig)
+
+    @field_validator("domain", mode="before")
+    @classmethod
+    def _known_domain(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in DOMAINS:
+            raise ValueError(f"expected one of {', '.join(DOMAINS)} or a mapping defining a domain")
+        if isinstance(v, dict):  # one message per wrong field, not one per union branch
+            try:
+                return Domain.model_validate(v)
+            except ValidationError as err:
+                wrong = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'mapping'}: {e['msg']}"
+                    for e in err.errors()
+                )
+                raise ValueError(f"a domain needs name, item and verb ({wrong})") from None
+        return v
 
     @field_validator("columns")
     @classmethod
@@ -365,7 +388,7 @@ _MAX_CONFIG_DEPTH = 20
 
 # settings added after run ids were first derived from configs: while unset, they stay out
 # of every id and default path, so a config that does not use them keeps its old run id
-_LATER_FIELDS = {"data": ("kg", "kg_links", "kg_labels")}
+_LATER_FIELDS = {"data": ("kg", "kg_links", "kg_labels", "domain")}
 
 
 def identity_dump(cfg: BaseModel, **dump: Any) -> dict:

@@ -10,6 +10,7 @@ import yaml
 
 from simrec.config import RunConfig, load_config, validate_config
 from simrec.data.loaders import FORMATS
+from simrec.domain import DOMAINS
 from simrec.errors import InputError
 
 KG_OF_DATA = "(the data's own)"  # --kg without a file
@@ -33,6 +34,12 @@ def add_data_flags(r: argparse.ArgumentParser) -> None:
         help="table/recbole: user=COL,item=COL[,rating=COL,timestamp=COL,title=COL,genres=COL]",
     )
     r.add_argument("--items-file", help="table format: catalog file with item/title/genres columns")
+    r.add_argument(
+        "--domain",
+        choices=tuple(DOMAINS),
+        help="what the catalog holds, for prompts, profiles and reports (default: inferred "
+        "from the data, else items; define others in config under data.domain)",
+    )
     r.add_argument(
         "--kg",
         metavar="TRIPLES",
@@ -222,6 +229,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     for flag in ("kg", "kg_links", "kg_labels"):
         if getattr(args, flag, None) not in (None, KG_OF_DATA):
             data[flag] = getattr(args, flag)
+    if getattr(args, "domain", None) is not None:
+        data["domain"] = args.domain
     synthetic = data["format"] == "synthetic"
     if getattr(args, "users", None) is not None:
         (data["synthetic"] if synthetic else pop)["users"] = args.users

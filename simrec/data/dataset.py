@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from simrec.domain import DOMAINS, Domain
+
 if TYPE_CHECKING:
     from simrec.data.knowledge import ItemKnowledge
 
@@ -42,6 +44,67 @@ def display_title(title: str) -> str:
     article = m["article"]
     joiner = "" if article.endswith("'") else " "
     return f"{article}{joiner}{m['name']}{m['rest']}"
+
+
+_YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
+_YEAR = re.compile(r"(?<!\d)(1[5-9]\d\d|20\d\d)(?!\d)")
+
+
+def years_from_titles(titles) -> np.ndarray:
+    """(n,) float64: the year a title ends with in parentheses (MovieLens writes the release
+    year there), NaN where none.
+
+    >>> years_from_titles(["Toy Story (1995)", "Heat"]).tolist()
+    [1995.0, nan]
+    """
+    return _years(titles, _YEAR_IN_TITLE)
+
+
+def years_from_dates(values) -> np.ndarray:
+    """(n,) float64: the year in each value of a date or year field ("1995", "1995.0",
+    "01-Jan-1995", "2004-05-12"), NaN where there is none.
+
+    >>> years_from_dates(["1995", "2004-05-12", "1999.0", "", "n/a"]).tolist()
+    [1995.0, 2004.0, 1999.0, nan, nan]
+    """
+    return _years(values, _YEAR)
+
+
+def _years(values, pattern: re.Pattern) -> np.ndarray:
+    """(n,) float64: the first group of ``pattern`` in each value, NaN where it is absent."""
+    found = (pattern.search(str(v)) for v in values)
+    return np.array([float(m.group(1)) if m else np.nan for m in found], np.float64)
+
+
+def item_texts(titles, genre_lists, attributes: dict, domain: Domain) -> np.ndarray:
+    """(n,) object: one short description per item, for content features and prompts: the
+    title, the categories under the domain's word for them, then each attribute field
+    (``Brand: Acme.``); a movie reads ``Heat (1995). Genres: Action, Crime.``."""
+    label = domain.categories.capitalize()
+    names = [(k, k.replace("_", " ").capitalize()) for k in attributes]
+    out = np.empty(len(titles), dtype=object)
+    for i, (t, gl) in enumerate(zip(titles, genre_lists, strict=True)):
+        parts = [f"{t}. {label}: {', '.join(gl) if gl else 'none listed'}."]
+        for key, name in names:
+            value = attribute_text(attributes[key][i])
+            if value:
+                parts.append(f"{name}: {value}.")
+        out[i] = " ".join(parts)
+    return out
+
+
+def attribute_text(value) -> str:
+    """An attribute value as text: a list joined with commas, a number without trailing
+    zeros, nothing for a missing value.
+
+    >>> attribute_text(["Beauty", "Hair Care"]), attribute_text(19.5), attribute_text(float("nan"))
+    ('Beauty, Hair Care', '19.5', '')
+    """
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value if str(v))
+    if isinstance(value, float):
+        return "" if not np.isfinite(value) else f"{value:g}"
+    return "" if value is None else str(value)
 
 
 SESSION_GAP_SECONDS = 1800  # a new session after 30 minutes without interactions
@@ -97,6 +160,11 @@ class Catalog:
     popularity: (n_items,) int64, interactions per item in the seed log
     knowledge: knowledge-graph facts per item, when the data has a graph
     (:class:`~simrec.data.knowledge.ItemKnowledge`)
+    domain: the catalog's vocabulary (:class:`simrec.domain.Domain`): movies, products, ...
+    years: (n_items,) float64 year from the data's date field (NaN unknown), or None when the
+    data has no date field; eras come only from it
+    attributes: the data's other item fields by name, each (n_items,): object of str
+    (categorical), object of tuples of str (lists) or float64 (numbers, NaN missing)
 
     Titles and texts come from data files and end up in LLM prompts: they are kept as single
     lines of printable text, at most TITLE_LIMIT and TEXT_LIMIT characters
@@ -110,6 +178,9 @@ class Catalog:
     text: np.ndarray
     popularity: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     knowledge: ItemKnowledge | None = None
+    domain: Domain = field(default_factory=lambda: DOMAINS["items"])
+    years: np.ndarray | None = None
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from simrec.trust import GENRE_LIMIT, TEXT_LIMIT, TITLE_LIMIT, clean_texts
@@ -117,6 +188,18 @@ class Catalog:
         self.titles = clean_texts(self.titles, TITLE_LIMIT)
         self.text = clean_texts(self.text, TEXT_LIMIT)
         self.genre_names = [str(g) for g in clean_texts(self.genre_names, GENRE_LIMIT)]
+
+    @property
+    def has_titles(self) -> bool:
+        """Whether the data named its items (not only ids)."""
+        return any(str(t) != str(i) for t, i in zip(self.titles, self.item_ids, strict=True))
+
+    def described(self, domain: Domain) -> Catalog:
+        """The catalog in ``domain``'s words: its texts rewritten by :func:`item_texts`."""
+        import dataclasses
+
+        text = item_texts(self.titles, self.genre_lists(), self.attributes, domain)
+        return dataclasses.replace(self, domain=domain, text=text)
 
     @property
     def n_items(self) -> int:
@@ -156,6 +239,9 @@ class Catalog:
             text=self.text[keep],
             popularity=self.popularity[keep],
             knowledge=None if self.knowledge is None else self.knowledge.subset(keep),
+            domain=self.domain,
+            years=None if self.years is None else self.years[keep],
+            attributes={k: v[keep] for k, v in self.attributes.items()},
         )
 
 

@@ -15,7 +15,17 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from simrec.data.dataset import Catalog, Dataset, Interactions, RatingScale, file_sha256
+from simrec.data.dataset import (
+    Catalog,
+    Dataset,
+    Interactions,
+    RatingScale,
+    file_sha256,
+    item_texts,
+    years_from_dates,
+    years_from_titles,
+)
+from simrec.domain import DOMAINS, infer_domain
 from simrec.errors import InputError
 
 ML100K_GENRES = [
@@ -224,8 +234,13 @@ def build_dataset(
     items_file: Path | None,
     source: str,
     files: list[Path],
+    years: np.ndarray | None = None,
+    attributes: dict[str, np.ndarray] | None = None,
 ) -> Dataset:
-    """Validate ids and assemble a :class:`Dataset`. Arrays of the log are (n_interactions,)."""
+    """Validate ids and assemble a :class:`Dataset`. Arrays of the log are (n_interactions,);
+    ``years`` and each of ``attributes`` are (n_catalog,) in catalog order (see
+    :class:`Catalog`). The domain is inferred from ``source``
+    (:func:`simrec.domain.infer_domain`)."""
     catalog_ids = _normalise_ids(catalog_ids)
     items = _normalise_ids(items)
     users = _normalise_ids(users)
@@ -256,15 +271,21 @@ def build_dataset(
     genres = sp.csr_matrix(
         (np.ones(rows.size, bool), (rows, cols)), shape=(len(genre_lists), max(len(vocab), 1))
     )
-    texts = np.array(
-        [
-            f"{t}. Genres: {', '.join(gl) if gl else 'none listed'}."
-            for t, gl in zip(titles, genre_lists, strict=True)
-        ],
-        dtype=object,
-    )
+    attributes = attributes or {}
+    domain = DOMAINS[infer_domain(source)]
+    texts = item_texts(titles, genre_lists, attributes, domain)
     popularity = np.bincount(item_index, minlength=catalog_ids.size).astype(np.int64)
-    catalog = Catalog(catalog_ids, titles.astype(object), vocab, genres, texts, popularity)
+    catalog = Catalog(
+        catalog_ids,
+        titles.astype(object),
+        vocab,
+        genres,
+        texts,
+        popularity,
+        domain=domain,
+        years=years,
+        attributes=attributes,
+    )
     log = Interactions(
         user=user_index.astype(np.int32),
         item=item_index,
@@ -312,7 +333,7 @@ def load_movielens_100k(path: str | Path) -> Dataset:
     if genre_file.is_file():
         pairs = [ln.split("|") for ln in genre_file.read_text("latin-1").splitlines() if ln.strip()]
         genre_names = [p[0] for p in sorted(pairs, key=lambda p: int(p[1]))]
-    ids, titles, genre_lists = [], [], []
+    ids, titles, genre_lists, released = [], [], [], []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -325,6 +346,7 @@ def load_movielens_100k(path: str | Path) -> Dataset:
             )
         ids.append(fields[0])
         titles.append(fields[1])
+        released.append(fields[2])
         flags = fields[5:]
         genre_lists.append([g for g, f in zip(genre_names, flags, strict=True) if f.strip() == "1"])
     if not ids:
@@ -337,6 +359,7 @@ def load_movielens_100k(path: str | Path) -> Dataset:
         catalog_ids=np.asarray(ids),
         titles=np.asarray(titles, dtype=object),
         genre_lists=genre_lists,
+        years=years_from_dates(released),
         ratings_file=data_file,
         items_file=item_file,
         source="movielens-100k",
@@ -396,6 +419,7 @@ def _movielens_assemble(
         catalog_ids=movies["item"].to_numpy(),
         titles=movies["title"].to_numpy(dtype=object),
         genre_lists=genre_lists,
+        years=years_from_titles(movies["title"].tolist()),  # MovieLens: the release year
         ratings_file=rfile,
         items_file=mfile,
         source=source,

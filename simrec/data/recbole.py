@@ -6,7 +6,11 @@ RecBole's own field names are the defaults: ``user_id``, ``item_id``, ``rating``
 ``timestamp``; a dataset that names them otherwise is mapped with ``columns`` (``--columns
 user=uid,item=business_id``). The catalog's title is the first of ``title``, ``movie_title``,
 ``name``, ``item_name`` present (with ``release_year``/``year`` appended as ``(YYYY)`` when the
-title has none), its genres the first of ``genres``, ``genre``, ``class``, ``categories``.
+title has none), its genres the first of ``genres``, ``genre``, ``class``, ``categories``, its
+years (the only source of eras) the first date or year field of :data:`YEAR_FIELDS`. Every
+other ``.item`` field is kept as an item attribute (``Catalog.attributes``: brand, price,
+author, ...): ``token`` as text, ``token_seq`` as a tuple of tokens, ``float`` as a number;
+``float_seq`` fields (vectors) are not attributes.
 
 An ``.inter`` file with a ``label`` field (as ``simrec export --to recbole`` writes: one row per
 impression) contributes only its rows with ``label > 0``: the interactions.
@@ -21,14 +25,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simrec.data.dataset import Dataset
+from simrec.data.dataset import Dataset, years_from_dates
 from simrec.data.loaders import build_dataset, check_utf8, require_file
 from simrec.errors import InputError
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 TITLE_FIELDS = ("title", "movie_title", "name", "item_name")
 GENRE_FIELDS = ("genres", "genre", "class", "categories")
-YEAR_FIELDS = ("release_year", "year")
+YEAR_FIELDS = (
+    "release_year",
+    "year",
+    "publication_year",
+    "year_of_publication",
+    "release_date",
+    "date",
+)
+ATTRIBUTE_LIMIT = 80  # characters of one attribute value, as it may reach a prompt
 _DEFAULTS = {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp"}
 
 
@@ -39,6 +51,7 @@ class AtomicFile:
 
     path: Path
     frame: pd.DataFrame
+    types: dict[str, str]
 
     def require(self, field: str, what: str) -> pd.Series:
         if field not in self.frame.columns:
@@ -74,6 +87,7 @@ def read_atomic(path: Path, what: str) -> AtomicFile:
     header_end = raw.find(b"\n")
     header = (raw if header_end < 0 else raw[:header_end]).decode("utf-8-sig").rstrip("\r")
     names: list[str] = []
+    types: dict[str, str] = {}
     for j, spec in enumerate(header.split("\t"), 1):
         name, sep, kind = spec.strip().partition(":")
         if not sep or not name:
@@ -89,6 +103,7 @@ def read_atomic(path: Path, what: str) -> AtomicFile:
         if name in names:
             raise InputError(f"{path}: line 1: field '{name}' appears twice")
         names.append(name)
+        types[name] = kind
     body = b"" if header_end < 0 else raw[header_end + 1 :]
     _check_field_counts(path, body, len(names))
     if not body.strip():
@@ -105,7 +120,7 @@ def read_atomic(path: Path, what: str) -> AtomicFile:
         engine="c",
         skip_blank_lines=True,
     )
-    return AtomicFile(path, frame)
+    return AtomicFile(path, frame, types)
 
 
 def _check_field_counts(path: Path, body: bytes, n_fields: int) -> None:
@@ -179,7 +194,9 @@ def load_recbole(path: str | Path, columns: dict[str, str] | None = None) -> Dat
     files = [inter_path]
     item_path = root / f"{name}.item"
     if item_path.is_file():
-        catalog_ids, titles, genre_lists = _catalog(read_atomic(item_path, "items"), fields)
+        catalog_ids, titles, genre_lists, years, attributes = _catalog(
+            read_atomic(item_path, "items"), fields
+        )
         _check_known(inter_path, items[keep], catalog_ids, fields["item"], np.flatnonzero(keep))
         files.append(item_path)
     else:
@@ -187,6 +204,7 @@ def load_recbole(path: str | Path, columns: dict[str, str] | None = None) -> Dat
         catalog_ids = pd.unique(items[keep])
         titles = catalog_ids.astype(object)
         genre_lists = [[] for _ in catalog_ids]
+        years, attributes = None, {}
     for extra in ("user", "kg", "link"):
         f = root / f"{name}.{extra}"
         if f.is_file():
@@ -208,6 +226,8 @@ def load_recbole(path: str | Path, columns: dict[str, str] | None = None) -> Dat
         items_file=item_path,
         source=f"recbole:{name}",
         files=files,
+        years=years,
+        attributes=attributes,
     )
     if knowledge is not None:
         data.catalog.knowledge = knowledge.subset(_catalog_order(catalog_ids, data))
@@ -256,29 +276,56 @@ def _knowledge(root: Path, name: str, catalog_ids, item_field: str):
     )
 
 
-def _catalog(item: AtomicFile, fields: dict[str, str]) -> tuple[np.ndarray, list, list]:
+def _catalog(item: AtomicFile, fields: dict[str, str]) -> tuple:
+    """(ids, titles, genre lists, years or None, attributes) of an ``.item`` file."""
     ids = item.require(fields["item"], "the item id").str.strip().to_numpy()
     cols = item.frame.columns
     title_field = fields.get("title") or next((f for f in TITLE_FIELDS if f in cols), None)
     genre_field = fields.get("genres") or next((f for f in GENRE_FIELDS if f in cols), None)
     year_field = next((f for f in YEAR_FIELDS if f in cols), None)
+    used = {fields["item"], title_field, genre_field, year_field}
+    years = None if year_field is None else years_from_dates(item.frame[year_field].tolist())
+    attributes = {
+        re.sub(r"\W+", "_", f): _attribute(item, f)
+        for f in cols
+        if f not in used and item.types[f] != "float_seq"
+    }
     titles = (
         item.require(title_field, "the title").str.strip().tolist()
         if title_field
         else [str(i) for i in ids]
     )
-    if year_field is not None:
-        years = item.frame[year_field].str.strip().tolist()
+    if year_field in ("release_year", "year"):
+        raw_years = item.frame[year_field].str.strip().tolist()
         titles = [
             f"{t} ({y})" if re.fullmatch(r"\d{4}", y) and not re.search(r"\(\d{4}\)", t) else t
-            for t, y in zip(titles, years, strict=True)
+            for t, y in zip(titles, raw_years, strict=True)
         ]
     genres = (
         [g.split() for g in item.require(genre_field, "the genres").tolist()]
         if genre_field
         else [[] for _ in ids]
     )
-    return ids, titles, genres
+    return ids, titles, genres, years, attributes
+
+
+def _attribute(item: AtomicFile, field: str) -> np.ndarray:
+    """One ``.item`` field as an attribute array (n_items,): float64 for ``float`` (empty:
+    NaN), tuples of cleaned tokens for ``token_seq``, cleaned text for ``token``."""
+    from simrec.trust import clean_text
+
+    kind = item.types[field]
+    if kind == "float":
+        return item.numbers(field, allow_empty=True)
+    raw = item.frame[field].tolist()
+    out = np.empty(len(raw), dtype=object)
+    if kind == "token_seq":
+        for i, v in enumerate(raw):
+            out[i] = tuple(clean_text(t, ATTRIBUTE_LIMIT) for t in v.split())
+    else:
+        for i, v in enumerate(raw):
+            out[i] = clean_text(v.strip(), ATTRIBUTE_LIMIT)
+    return out
 
 
 def _first_unknown(ids: np.ndarray, catalog_ids: np.ndarray) -> tuple[int, int] | None:

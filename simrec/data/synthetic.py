@@ -12,8 +12,16 @@ import scipy.sparse as sp
 
 from simrec.arrays import map_in_threads, rowwise_dot
 from simrec.config import SyntheticWorldConfig
-from simrec.data.dataset import Catalog, Dataset, Interactions, RatingScale, WorldTruth
+from simrec.data.dataset import (
+    Catalog,
+    Dataset,
+    Interactions,
+    RatingScale,
+    WorldTruth,
+    years_from_titles,
+)
 from simrec.data.loaders import ML100K_GENRES
+from simrec.domain import DOMAINS
 from simrec.rng import Streams
 
 # MovieLens genre names (as ml-latest spells them), without ml-100k's "unknown"
@@ -114,6 +122,8 @@ def make_world(cfg: SyntheticWorldConfig, seed: int) -> Dataset:
         genres=genres,
         text=text,
         popularity=np.bincount(items, minlength=cfg.items).astype(np.int64),
+        domain=DOMAINS["movies"],
+        years=years_from_titles(titles),
     )
     log = Interactions(
         users.astype(np.int32, copy=False),
