@@ -10,6 +10,8 @@ import json
 
 import numpy as np
 
+from simrec.domain import DOMAINS, Domain
+
 
 class MemoryStore:
     """items: (n_agents, size) int32 item indices (-1 empty); ratings: (n_agents, size) float32;
@@ -289,16 +291,18 @@ class EpisodicMemory:
         self.pending[agents] = 0
         self.reflections[agents] += 1
 
-    def template_note(self, agent: int, genre_names, genres, scale) -> str:
-        """A note written from the agent's memory alone: the genres it rated above and below
-        its own average (or watched most, without ratings), how much of what the service
-        showed it was worth watching, and the genre it kept skipping.
+    def template_note(
+        self, agent: int, genre_names, genres, scale, domain: Domain = DOMAINS["movies"]
+    ) -> str:
+        """A note written from the agent's memory alone, in ``domain``'s words: the genres it
+        rated above and below its own average (or chose most, without ratings), how much of
+        what the service showed it was worth choosing, and the genre it kept skipping.
         genres: (n_items, n_genres) CSR."""
         kind = self.kind[agent]
         watched = kind == 1
         skipped = kind == 0
         names = np.asarray(genre_names, dtype=object)
-        taste = "I have not watched enough to know my taste yet."
+        taste = f"I have not {domain.verb_past} enough to know my taste yet."
         if watched.any():
             g = genres[self.item[agent, watched]].toarray().astype(np.float64)
             r = self.rating[agent, watched].astype(np.float64)
@@ -316,11 +320,13 @@ class EpisodicMemory:
                     taste = "; ".join(parts) + "."
             elif g.size and g.sum():
                 top = [names[j] for j in np.argsort(-g.sum(axis=0), kind="stable")[:2]]
-                taste = f"I mostly watch {' and '.join(top)}."
+                taste = f"I mostly {domain.verb} {' and '.join(top)}."
         shown = int(watched.sum() + skipped.sum())
         service = "I have not seen much of this service yet."
         if shown:
-            service = f"About {watched.sum() / shown:.0%} of what it shows me is worth watching"
+            service = (
+                f"About {watched.sum() / shown:.0%} of what it shows me is worth {domain.verb_ing}"
+            )
             if skipped.any() and genres.shape[1]:
                 sg = np.asarray(genres[self.item[agent, skipped]].sum(axis=0)).ravel()
                 if sg.max() > 0:

@@ -444,7 +444,10 @@ class SimulationModel(mesa.Model):
             notes, sources = self.brain.reflect(self.context, due, self.tick)
         else:
             cat = self.catalog
-            notes = [mem.template_note(a, cat.genre_names, cat.genres, self.scale) for a in due]
+            notes = [
+                mem.template_note(a, cat.genre_names, cat.genres, self.scale, cat.domain)
+                for a in due
+            ]
             sources = ["template"] * due.size
         mem.set_notes(due, notes, sources, self.tick)
 

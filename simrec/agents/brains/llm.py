@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
+from string import Template
 
 import numpy as np
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from simrec.agents.brains import prompts
 from simrec.agents.brains.base import BrainContext, PageBatch, PageDecisions
 from simrec.agents.brains.utility import UtilityBrain
+from simrec.domain import Domain
 from simrec.llm.base import ChatRequest, ChatResult, ErrorKind, LLMBackend
 from simrec.rng import derive_seed
 from simrec.trust import redact, safe_text
@@ -73,14 +75,21 @@ class LLMBrain:
         self.name = f"llm:{backend.name}"
         self.seed, self.max_tokens, self.temperature = seed, max_tokens, temperature
         self.memory_items = memory_items
-        self.templates = prompts.load_templates(templates_dir)
+        self.templates = prompts.load_templates(templates_dir)  # before the domain's words
+        self._worded: dict[Domain, dict[str, Template]] = {}
         self.fallbacks: Counter[str] = Counter()
         self.pages = 0  # pages the LLM was asked to decide
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self._models: dict[int, type] = {}
+        self._models: dict[tuple[int, str], type] = {}
         self._genres: list[list[str]] | None = None
+
+    def templates_for(self, domain: Domain) -> dict[str, Template]:
+        """The templates in ``domain``'s words (:func:`prompts.in_words`), made once."""
+        if domain not in self._worded:
+            self._worded[domain] = prompts.in_words(self.templates, domain)
+        return self._worded[domain]
 
     # the statistical brain's session dynamics are shared
     def arrivals(self, agents, tick, satisfaction):
@@ -100,7 +109,7 @@ class LLMBrain:
             raise ValueError("LLMBrain.decide needs views.context (personas, catalog, memory)")
         n, k = views.items.shape
         scale = ctx.scale
-        answer = self._answer_model(k, scale)
+        answer = self._answer_model(k, scale, ctx.catalog.domain.key)
         schema = prompts.answer_schema(answer)
         requests = [self._request(ctx, views, j, schema) for j in range(n)]
         results = self.backend.complete(requests)
@@ -159,11 +168,11 @@ class LLMBrain:
             completion_tokens=c_tok,
         )
 
-    def _answer_model(self, k: int, scale) -> type:
-        if k not in self._models:
+    def _answer_model(self, k: int, scale, key: str) -> type:
+        if (k, key) not in self._models:
             values = tuple(np.round(np.arange(scale.low, scale.high + 1e-9, scale.step), 3))
-            self._models[k] = prompts.answer_model(k, values)
-        return self._models[k]
+            self._models[k, key] = prompts.answer_model(k, values, key)
+        return self._models[k, key]
 
     def _page_parts(
         self, ctx: BrainContext, views: PageBatch, j: int
@@ -186,7 +195,7 @@ class LLMBrain:
         """The system message for ``agent``: the instructions, its persona and the scale."""
         s = ctx.scale
         return prompts.system_message(
-            self.templates,
+            self.templates_for(ctx.catalog.domain),
             f"user {agent}",
             str(ctx.personas.profiles[agent]),
             f"{s.low:g} to {s.high:g} in steps of {s.step:g}",
@@ -195,7 +204,7 @@ class LLMBrain:
     def _request(self, ctx: BrainContext, views: PageBatch, j: int, schema: dict) -> ChatRequest:
         system, memory, reflection, items = self._page_parts(ctx, views, j)
         user = prompts.page_message(
-            self.templates, memory, views.page, items, reflection=reflection
+            self.templates_for(ctx.catalog.domain), memory, views.page, items, reflection=reflection
         )
         messages = ({"role": "system", "content": system}, {"role": "user", "content": user})
         return ChatRequest(
@@ -221,9 +230,9 @@ class LLMBrain:
         requests = []
         for agent in agents.tolist():
             entries = mem.retrieve(agent, tick, None, 2 * max(self.memory_items, 1))
-            user = self.templates["reflect"].safe_substitute(
+            user = self.templates_for(ctx.catalog.domain)["reflect"].safe_substitute(
                 memory=prompts.memory_lines(
-                    entries, ctx.catalog.display_titles, tick, ctx.tick_seconds
+                    entries, ctx.catalog.display_titles, tick, ctx.tick_seconds, ctx.catalog.domain
                 ),
                 reflection=prompts.reflection_line(mem.notes[agent]),
             )
@@ -249,7 +258,7 @@ class LLMBrain:
                     note = prompts.Reflection.model_validate(res.parsed).note()
             if note is None:
                 self.fallbacks["reflection_failed"] += 1
-                note = mem.template_note(agent, cat.genre_names, cat.genres, ctx.scale)
+                note = mem.template_note(agent, cat.genre_names, cat.genres, ctx.scale, cat.domain)
                 source = "template"
             notes.append(note)
             sources.append(source)
@@ -300,7 +309,7 @@ class LLMBrain:
             a = answer.model_validate(res.parsed)
         except ValidationError:
             return "schema_invalid"
-        watch = [p - 1 for p in a.watch]
+        watch = [p - 1 for p in prompts.picked(a)]
         if len(set(watch)) != len(watch) or any(not valid[p] for p in watch):
             return "nonsense_positions"
         if len(a.ratings) != len(watch):
@@ -330,7 +339,8 @@ def remembered(
             for m in ctx.memory.recent(agent, n)
         ]
         note = None
-    lines = prompts.memory_lines(entries, ctx.catalog.display_titles, tick, ctx.tick_seconds)
+    cat = ctx.catalog
+    lines = prompts.memory_lines(entries, cat.display_titles, tick, ctx.tick_seconds, cat.domain)
     return lines, prompts.reflection_line(note)
 
 
@@ -362,7 +372,11 @@ def interview(
         memory, reflection = remembered(ctx, agent, None, brain.memory_items, days)
         system = brain.system_prompt(ctx, agent)
         question = prompts.INTERVIEW_QUESTION.format(
-            days=days, sessions=int(sessions[agent]), memory=memory, reflection=reflection
+            service=ctx.catalog.domain.service,
+            days=days,
+            sessions=int(sessions[agent]),
+            memory=memory,
+            reflection=reflection,
         )
         requests.append(
             ChatRequest(
@@ -478,10 +492,11 @@ class HybridBrain(LLMBrain):
             for p, i in enumerate(views.items[j].tolist())
             if i >= 0 and d.clicked[j, p]
         ]
-        did = f"You watched: {'; '.join(watched)}." if watched else "You watched nothing."
+        past = cat.domain.verb_past
+        did = f"You {past}: {'; '.join(watched)}." if watched else f"You {past} nothing."
         did += " Then you left." if d.leave[j] else " Then you went to the next page."
         user = prompts.page_message(
-            self.templates,
+            self.templates_for(cat.domain),
             memory,
             views.page,
             items,

@@ -22,6 +22,10 @@ Templates are ``string.Template`` files that a user can replace by pointing
 ``rate.txt`` (``$items``, ``$scale``) for the fidelity report, and ``enrich_item.txt``
 (``$facts``, ``$attributes``), ``profile.txt`` (``$facts``) and ``choose.txt`` (``$facts``,
 ``$count``, ``$items``, ``$positives``, ``$negatives``) for ``simrec augment ... --llm``.
+Every template may also use the catalog domain's words (:meth:`simrec.domain.Domain.words`:
+``$item``, ``$items_noun``, ``$verb``, ``$verb_past``, ``$key``, ``$a_service``, ...), filled
+in first by :func:`in_words`; the answer field that lists chosen positions is the domain's
+``key`` (``watch`` for movies, ``buy`` for products).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from simrec.domain import DOMAINS, Domain
 from simrec.errors import ConfigError
 from simrec.trust import NOTE_LIMIT, clean_text, quoted
 
@@ -58,14 +63,26 @@ def load_templates(directory: str | Path | None = None) -> dict[str, Template]:
     return out
 
 
-def answer_model(k: int, ratings: tuple[float, ...]) -> type[BaseModel]:
-    """The pydantic model of one page's answer for a page of ``k`` slots and a rating scale."""
+def in_words(templates: dict[str, Template], domain: Domain) -> dict[str, Template]:
+    """``templates`` with the domain's words filled in (the other variables left for later).
+
+    >>> t = in_words({"x": Template("Which $items_noun would you $verb? $items")}, DOMAINS["books"])
+    >>> t["x"].safe_substitute(items="1. Emma")
+    'Which books would you read? 1. Emma'
+    """
+    words = {k: v.replace("$", "$$") for k, v in domain.words().items()}
+    return {name: Template(t.safe_substitute(words)) for name, t in templates.items()}
+
+
+def answer_model(k: int, ratings: tuple[float, ...], key: str = "watch") -> type[BaseModel]:
+    """The pydantic model of one page's answer for a page of ``k`` slots and a rating scale;
+    ``key`` names the field of chosen positions (the domain's :attr:`~Domain.key`)."""
     positions = Literal[tuple(range(1, k + 1))]  # type: ignore[valid-type]
     rating_values = _rating_values(ratings)
     return create_model(
-        f"PageAnswer{k}",
+        f"PageAnswer{k}_{key}",
         __config__=ConfigDict(extra="forbid"),
-        watch=(list[positions], Field(default_factory=list, max_length=k)),
+        **{key: (list[positions], Field(default_factory=list, max_length=k))},
         ratings=(list[rating_values], Field(default_factory=list, max_length=k)),
         next=(Literal["next_page", "leave"], ...),
         feeling=(Literal[FEELINGS], ...),
@@ -78,16 +95,22 @@ def _rating_values(ratings: tuple[float, ...]):
     return Literal[tuple(int(r) if float(r).is_integer() else r for r in ratings)]  # type: ignore[valid-type]
 
 
-def pick_model(k: int) -> type[BaseModel]:
+def pick_model(k: int, key: str = "watch") -> type[BaseModel]:
     """The fidelity report's discrimination answer for a list of ``k`` items: the positions
-    the user would watch (enumerated, bounded) and why."""
+    the user would choose (field ``key``: enumerated, bounded) and why."""
     positions = Literal[tuple(range(1, k + 1))]  # type: ignore[valid-type]
     return create_model(
-        f"Pick{k}",
+        f"Pick{k}_{key}",
         __config__=ConfigDict(extra="forbid"),
-        watch=(list[positions], Field(default_factory=list, max_length=k)),
+        **{key: (list[positions], Field(default_factory=list, max_length=k))},
         reason=(str, Field(..., max_length=200)),
     )
+
+
+def picked(answer: BaseModel) -> list[int]:
+    """The chosen positions (1-based) of an :func:`answer_model` or :func:`pick_model` answer,
+    whatever the domain named the field."""
+    return list(getattr(answer, next(iter(type(answer).model_fields))))
 
 
 def rate_model(n: int, ratings: tuple[float, ...]) -> type[BaseModel]:
@@ -138,7 +161,7 @@ class Interview(BaseModel):
 
 
 INTERVIEW_QUESTION = (
-    "You have used this recommendation service for {days} days and had {sessions} sessions. "
+    "You have used this {service} for {days} days and had {sessions} sessions. "
     "What you remember:\n{memory}\n{reflection}"
     "How would you rate the service's recommendations from 1 (useless) to 10 (excellent), "
     'and why? Answer with JSON: "score" and "reason" (one or two sentences).'
@@ -155,9 +178,15 @@ def system_message(templates: dict[str, Template], name: str, profile: str, scal
     return templates["system"].safe_substitute(name=name, profile=profile, scale=scale)
 
 
-def memory_lines(entries: list[dict], titles: np.ndarray, now: int, tick_seconds: int) -> str:
+def memory_lines(
+    entries: list[dict],
+    titles: np.ndarray,
+    now: int,
+    tick_seconds: int,
+    domain: Domain = DOMAINS["movies"],
+) -> str:
     """Retrieved memories (dicts from ``EpisodicMemory.retrieve``, best first) as one line
-    each, dated relative to tick ``now``."""
+    each, dated relative to tick ``now``, in ``domain``'s words ("you bought ...")."""
     if not entries:
         return "- nothing yet"
     out = []
@@ -166,7 +195,7 @@ def memory_lines(entries: list[dict], titles: np.ndarray, now: int, tick_seconds
         when = "Today" if days == 0 else "Yesterday" if days == 1 else f"{days} days ago"
         title = quoted(str(titles[e["item"]])) if e["item"] >= 0 else "an empty page"
         if e["kind"] == "watched":
-            what = f"you watched {title}" + (
+            what = f"you {domain.verb_past} {title}" + (
                 f" and rated it {e['rating']:g}" if e["rating"] is not None else ""
             )
         elif e["kind"] == "recommended":

@@ -57,6 +57,8 @@ def llm_discrimination(
 
     data = split.train
     genres = data.catalog.genre_lists()
+    key = data.catalog.domain.key
+    templates = llm.templates_for(data.catalog.domain)
     requests, lists = [], []
     for u in users.tolist():
         mine = np.flatnonzero(sets.users == u)
@@ -69,8 +71,8 @@ def llm_discrimination(
                 "fidelity-llm-order", np.array([u]), ratio, 0, rows.size
             )
             rows = rows[np.argsort(shuffle[0], kind="stable")]
-            schema = prompts.pick_model(rows.size).model_json_schema()
-            user_msg = llm.templates["discriminate"].safe_substitute(
+            schema = prompts.pick_model(rows.size, key).model_json_schema()
+            user_msg = templates["discriminate"].safe_substitute(
                 count=rows.size, items=_item_lines(data, sets.items[rows], genres)
             )
             pick_seed = derive_seed(seed, "fidelity-pick", u, ratio)
@@ -84,10 +86,11 @@ def llm_discrimination(
         chosen = None
         if res.ok:
             try:
-                answer = prompts.pick_model(rows.size).model_validate(res.parsed)
-                if len(set(answer.watch)) == len(answer.watch):
+                answer = prompts.pick_model(rows.size, key).model_validate(res.parsed)
+                positions = prompts.picked(answer)
+                if len(set(positions)) == len(positions):
                     chosen = np.zeros(rows.size, bool)
-                    chosen[[p - 1 for p in answer.watch]] = True
+                    chosen[[p - 1 for p in positions]] = True
             except ValidationError:
                 pass
         if chosen is None:
@@ -127,7 +130,7 @@ def llm_ratings(llm, ctx: BrainContext, split: Split, users: np.ndarray, seed: i
         mine = np.flatnonzero((test.user == u) & rated)[:LLM_RATED]
         if mine.size == 0:
             continue
-        user_msg = llm.templates["rate"].safe_substitute(
+        user_msg = llm.templates_for(data.catalog.domain)["rate"].safe_substitute(
             items=_item_lines(data, test.item[mine].astype(np.int64), genres),
             scale=f"{scale.low:g} to {scale.high:g} in steps of {scale.step:g}",
         )
