@@ -7,8 +7,9 @@ Traits follow Agent4Rec's definitions, kept continuous (percentile ranks in [0, 
   how popular the consumed items are);
 * diversity: the entropy of the genres the user consumed.
 
-Each persona also has a taste vector, a rating bias, liked and disliked genres, a daily arrival
-rate, and a short written profile built from those facts.
+Each persona also has a taste vector, a rating bias, liked and disliked genres, favourite
+items, a daily arrival rate, and a short written profile built from those facts, in the words
+of the catalog's domain (a "shopper" who "buys", a "viewer" who "watches").
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
-from simrec.data.dataset import Dataset, Interactions
+from simrec.data.dataset import Catalog, Dataset, Interactions
+from simrec.domain import Domain, article
 from simrec.rng import Streams
+from simrec.trust import quoted
 
 MIN_TENURE_DAYS = 30
+FAVOURITES = 3  # favourite items per persona
+MIN_FAVOURITE_SHARE = 0.5  # an attribute value is a favourite on half the user's items or more
 
 
 @dataclass
@@ -34,7 +39,8 @@ class Personas:
     arrival_rate: float32 P(session) per tick at neutral satisfaction; session_items: float32
     mean items the user consumed per session in the log (>= 1); rating_bias: float32 stars
     against the average; n_interactions: int64; liked_genres, disliked_genres: lists of genre
-    names; profiles: the written profile per agent.
+    names; favourite_items: per agent, up to FAVOURITES item indices (best rated first, ties
+    the latest; without ratings the latest); profiles: the written profile per agent.
     """
 
     source_user: np.ndarray
@@ -48,6 +54,7 @@ class Personas:
     n_interactions: np.ndarray
     liked_genres: list[list[str]]
     disliked_genres: list[list[str]]
+    favourite_items: list[list[int]]
     profiles: list[str]
 
     def __len__(self) -> int:
@@ -68,6 +75,7 @@ class Personas:
             self.n_interactions[idx],
             pick(self.liked_genres),
             pick(self.disliked_genres),
+            pick(self.favourite_items),
             pick(self.profiles),
         )
 
@@ -101,16 +109,21 @@ def derive_personas(data: Dataset, rating_bias: np.ndarray) -> Personas:
     session_items = mean_session_items(log)
     liked, disliked = _genre_preferences(data, user_genre)
     has_ratings = bool(np.isfinite(log.rating).any())
+    favourites = favourite_items(log)
+    named = cat.has_titles
+    liked_values = _favourite_values(log, cat)
     profiles = [
-        _profile(
-            int(counts[u]),
-            float(arrival[u]),
-            float(rating_bias[u]),
-            float(conformity[u]),
-            float(diversity[u]),
-            liked[u],
-            disliked[u],
-            has_ratings,
+        write_profile(
+            cat.domain,
+            n=int(counts[u]),
+            arrival=float(arrival[u]),
+            bias=float(rating_bias[u]) if has_ratings else None,
+            conformity=float(conformity[u]),
+            diversity=float(diversity[u]),
+            liked=liked[u],
+            disliked=disliked[u],
+            favourites=[str(cat.display_titles[i]) for i in favourites[u]] if named else [],
+            favourite_values=liked_values[u],
         )
         for u in range(n_users)
     ]
@@ -126,6 +139,7 @@ def derive_personas(data: Dataset, rating_bias: np.ndarray) -> Personas:
         counts,
         liked,
         disliked,
+        favourites,
         profiles,
     )
 
@@ -232,25 +246,49 @@ def _genre_preferences(
     return liked, disliked
 
 
-def _profile(
+def write_profile(
+    domain: Domain,
+    *,
     n: int,
     arrival: float,
-    bias: float,
+    bias: float | None,
     conformity: float,
     diversity: float,
     liked: list[str],
     disliked: list[str],
-    has_ratings: bool,
+    favourites: list[str] = (),
+    favourite_values: list[tuple[str, str]] = (),
 ) -> str:
-    kind = "A devoted" if arrival > 0.2 else "A regular" if arrival > 0.05 else "An occasional"
-    parts = [f"{kind} viewer ({n} titles in the log, about {arrival * 30:.1f} visits a month)"]
-    parts.append(
-        f"who mostly watches {', '.join(liked)}" if liked else "with no clear favourite genre"
+    r"""One persona's written profile, in ``domain``'s words. ``bias``: rating bias in points
+    against the average (None: the data has no ratings); ``favourites``: display titles;
+    ``favourite_values``: (attribute name, value) pairs the user keeps coming back to.
+
+    >>> from simrec.domain import DOMAINS
+    >>> text = write_profile(DOMAINS["products"], n=12, arrival=0.01, bias=-0.04,
+    ...     conformity=0.5, diversity=0.5, liked=[], disliked=[],
+    ...     favourite_values=[("brand", "Acme")])
+    >>> print(text.replace(". ", ".\n").replace(") ", ")\n"))
+    An occasional shopper (12 products in the log, about 0.3 visits a month)
+    with no clear favourite category.
+    An even-handed rater (about average).
+    Partly swayed by what is popular and explores a little.
+    Favourite brand: "Acme".
+    """
+    kind = "devoted" if arrival > 0.2 else "regular" if arrival > 0.05 else "occasional"
+    noun = domain.item if n == 1 else domain.items
+    text = (
+        f"{article(kind).capitalize()} {kind} {domain.user} ({n} {noun} in the log, about "
+        f"{arrival * 30:.1f} visits a month) "
     )
-    text = " ".join(parts) + "."
-    if has_ratings:
+    text += (
+        f"who mostly {domain.verb_3rd} {_joined(liked)}."
+        if liked
+        else f"with no clear favourite {domain.category}."
+    )
+    if bias is not None:
         mood = "generous" if bias > 0.2 else "harsh" if bias < -0.2 else "even-handed"
-        text += f" A {mood} rater ({bias:+.1f} stars against the average)."
+        against = "about average" if abs(bias) < 0.05 else f"{bias:+.1f} points against the average"
+        text += f" {article(mood).capitalize()} {mood} rater ({against})."
     text += (
         " Follows the crowd"
         if conformity > 0.66
@@ -261,10 +299,86 @@ def _profile(
     text += (
         " and explores widely."
         if diversity > 0.66
-        else " and sticks to a few genres."
+        else f" and sticks to a few {domain.categories}."
         if diversity < 0.33
         else " and explores a little."
     )
     if disliked:
-        text += f" Dislikes {', '.join(disliked)}."
+        text += f" Dislikes {_joined(disliked)}."
+    if favourites:
+        text += f" Favourites: {_joined([quoted(t) for t in favourites])}."
+    for name, value in favourite_values:
+        text += f" Favourite {name}: {quoted(value)}."
     return text
+
+
+def _joined(words: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def favourite_items(log: Interactions, n: int = FAVOURITES) -> list[list[int]]:
+    """Per user of ``log``, up to ``n`` item indices: the highest rated (ties: the latest
+    first), then, for users with fewer rated items, the latest unrated ones; each item once.
+
+    >>> from simrec.data.dataset import Interactions
+    >>> log = Interactions(np.array([0, 0, 0, 1], np.int32), np.array([4, 5, 4, 6]),
+    ...     np.array([3, 5, np.nan, np.nan], np.float32), np.array([1, 2, 3, 4]),
+    ...     np.array(["a", "b"], object))
+    >>> favourite_items(log)
+    [[5, 4], [6]]
+    """
+    rated = np.isfinite(log.rating)
+    key = np.where(rated, -log.rating.astype(np.float64), np.inf)  # rated first, best first
+    order = np.lexsort((-log.timestamp, key, log.user))
+    user, item = log.user[order].astype(np.int64), log.item[order].astype(np.int64)
+    n_items = int(item.max()) + 1 if item.size else 1
+    _, first = np.unique(user * n_items + item, return_index=True)  # each item's best row
+    first.sort()
+    user, item = user[first], item[first]
+    rank = np.arange(user.size) - np.searchsorted(user, user, side="left")
+    user, item = user[rank < n], item[rank < n]
+    bounds = np.cumsum(np.bincount(user, minlength=log.n_users))[:-1]
+    return [part.tolist() for part in np.split(item, bounds)]
+
+
+def _favourite_values(log: Interactions, cat: Catalog) -> list[list[tuple[str, str]]]:
+    """Per user, the (attribute, value) pairs of the catalog's text attributes (brand, author,
+    ...) found on at least MIN_FAVOURITE_SHARE of the user's items (3 or more of them), when
+    the value is rarer than that in the catalog (a value nearly every item has says nothing)."""
+    out: list[list[tuple[str, str]]] = [[] for _ in range(log.n_users)]
+    counts = np.bincount(log.user, minlength=log.n_users)
+    for name, values in cat.attributes.items():
+        if values.dtype != object or not all(isinstance(v, str) for v in values[:1]):
+            continue
+        codes, uniques = _codes(values)
+        if uniques.size < 2:
+            continue
+        known = codes[log.item] >= 0
+        mat = sp.csr_matrix(
+            (np.ones(int(known.sum())), (log.user[known], codes[log.item][known])),
+            shape=(log.n_users, uniques.size),
+        )
+        mat.sum_duplicates()
+        top = np.asarray(mat.argmax(axis=1)).ravel()
+        top_count = np.asarray(mat.max(axis=1).todense()).ravel()
+        catalog_share = np.bincount(codes[codes >= 0], minlength=uniques.size) / codes.size
+        good = (
+            (top_count >= 3)
+            & (top_count >= MIN_FAVOURITE_SHARE * np.maximum(counts, 1))
+            & (catalog_share[top] < MIN_FAVOURITE_SHARE)
+        )
+        label = name.replace("_", " ")
+        for u in np.flatnonzero(good).tolist():
+            out[u].append((label, str(uniques[top[u]])))
+    return out
+
+
+def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) int64 codes of a text attribute (-1: empty) and its distinct values."""
+    text = np.array([v if isinstance(v, str) else "" for v in values], dtype=object)
+    uniques, codes = np.unique(text, return_inverse=True)
+    if uniques.size and uniques[0] == "":
+        return codes.astype(np.int64) - 1, uniques[1:]
+    return codes.astype(np.int64), uniques

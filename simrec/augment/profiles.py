@@ -1,6 +1,7 @@
 """User profiles written from each user's history before the cutoff (no LLM, no invented
 demographics): the persona derivation of the simulator (activity, visits, liked and disliked
-genres, rating style, conformity, exploration) plus the user's favourite titles."""
+genres, rating style, conformity, exploration, favourite items), in the catalog domain's
+words."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from simrec.agents.persona import derive_personas
 from simrec.augment.cutoff import Cutoff, visible
 from simrec.data.dataset import Dataset
 from simrec.data.schemas import arrow_id_type
-
-FAVOURITES = 3
 
 
 def write_profiles(
@@ -29,7 +28,8 @@ def write_profiles(
 ) -> tuple[pa.Table, dict]:
     """``profiles`` as an Arrow table, one row per user with a visible interaction, and counts.
     Columns: user_id, profile (+ _source ``history``, _confidence, _prompt_hash), liked_genres,
-    disliked_genres, favourite_items (item ids, best rated first), n_interactions,
+    disliked_genres, favourite_items (item ids, best rated first; without ratings the
+    latest), n_interactions,
     mean_rating. ``llm``: an LLMBackend that rewrites each profile from the same facts (source
     ``llm:<model>``, confidence 0.5); an unusable answer, or one that mentions demographics,
     keeps the written-from-history profile and is counted."""
@@ -46,29 +46,26 @@ def write_profiles(
     personas = derive_personas(view, bias)
     counts = np.bincount(log.user, minlength=n_users)
     users = np.flatnonzero(counts > 0)
-    favourites = _favourites(log, n_users)
+    favourites = personas.favourite_items
     cat = data.catalog
-    profiles = []
-    for u in users.tolist():
-        text = personas.profiles[u]
-        fav = favourites[u]
-        if fav:
-            text += f" Favourites: {', '.join(str(cat.display_titles[i]) for i in fav)}."
-        profiles.append(text)
+    profiles = [personas.profiles[u] for u in users.tolist()]
     sources = ["history"] * users.size
     confidence = 1.0 - 1.0 / np.sqrt(counts[users])
     hashes: list[str | None] = [None] * users.size
     found: dict = {}
     if llm is not None:
-        from simrec.agents.brains.prompts import load_templates
+        from simrec.agents.brains.prompts import in_words, load_templates
         from simrec.augment.llm import LLM_CONFIDENCE, profiles_with_llm
 
-        facts = [_facts(profiles[j], personas, u) for j, u in enumerate(users.tolist())]
+        facts = [
+            _facts(profiles[j], personas, u, cat.domain.categories)
+            for j, u in enumerate(users.tolist())
+        ]
         answers, found = profiles_with_llm(
             facts,
             log.user_ids[users].tolist(),
             backend=llm,
-            templates=load_templates(templates_dir),
+            templates=in_words(load_templates(templates_dir), cat.domain),
             seed=seed,
             max_tokens=max_tokens,
             temperature=temperature,
@@ -94,7 +91,7 @@ def write_profiles(
                 [personas.disliked_genres[u] for u in users], pa.list_(pa.string())
             ),
             "favourite_items": pa.array(
-                [[cat.item_ids[i].item() for i in favourites[u]] for u in users],
+                [cat.item_ids[favourites[u]].tolist() for u in users],
                 pa.list_(item_type),
             ),
             "n_interactions": pa.array(counts[users], pa.int64()),
@@ -112,25 +109,12 @@ def write_profiles(
     return table, stats
 
 
-def _facts(profile: str, personas, u: int) -> str:
+def _facts(profile: str, personas, u: int, categories: str = "genres") -> str:
     """The facts an LLM may use for user ``u``: the profile written from the history, and
-    the liked and disliked genres."""
+    the liked and disliked genres (``categories``: the domain's word for them)."""
     lines = [profile]
     if personas.liked_genres[u]:
-        lines.append(f"Liked genres: {', '.join(personas.liked_genres[u])}")
+        lines.append(f"Liked {categories}: {', '.join(personas.liked_genres[u])}")
     if personas.disliked_genres[u]:
-        lines.append(f"Disliked genres: {', '.join(personas.disliked_genres[u])}")
+        lines.append(f"Disliked {categories}: {', '.join(personas.disliked_genres[u])}")
     return "\n".join(f"- {x}" for x in lines)
-
-
-def _favourites(log, n_users: int) -> list[list[int]]:
-    """Per user, up to FAVOURITES items rated highest (ties: the latest first); nothing for
-    users without ratings."""
-    rated = np.flatnonzero(np.isfinite(log.rating))
-    order = rated[np.lexsort((-log.timestamp[rated], -log.rating[rated], log.user[rated]))]
-    out: list[list[int]] = [[] for _ in range(n_users)]
-    for row in order.tolist():
-        u = int(log.user[row])
-        if len(out[u]) < FAVOURITES:
-            out[u].append(int(log.item[row]))
-    return out
