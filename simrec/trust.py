@@ -160,10 +160,12 @@ def quoted(text: str) -> str:
 
 
 # what a description of a catalog item never contains: a link, an address, or an instruction
-# to its reader or to a model
+# to its reader or to a model (calls to buy or visit, not the words: a shop's or a venue's
+# description may say that people buy it or visit it)
 _INSTRUCTION = re.compile(
     r"\b(?:ignore (?:all|any|the|previous|prior)|disregard|you must|you should|rate (?:this|it)"
-    r"|watch (?:this|it) now|buy|order now|click|visit|subscribe|sign up|download"
+    r"|(?:watch|buy|get|read|play) (?:this|it|one) (?:now|today|here)|buy now|order now|click"
+    r"|visit (?:us|our|my|the (?:link|site|website|page|store))|subscribe|sign up|download"
     r"|system prompt|instructions?)\b",
     re.IGNORECASE,
 )
@@ -177,6 +179,8 @@ def text_rejection(text: str) -> str | None:
 
     >>> text_rejection("ATTACKER TEXT: buy at http://127.0.0.1/deal"), text_rejection("A drama.")
     ('url', None)
+    >>> text_rejection("Buy it now!"), text_rejection("Shoppers buy it for long trips.")
+    ('instruction', None)
     """
     if _EMAIL.search(text):
         return "email"

@@ -65,7 +65,7 @@ def augment_items(
     genre_threshold: float = 0.5,
     llm: str | None = None,
     base_url: str | None = None,
-    attributes: tuple[str, ...] = ("era", "mood", "audience_group"),
+    attributes: tuple[str, ...] | None = None,
     free_tags: int = 0,
     kg: bool = False,
     genre_from: str | None = None,
@@ -74,23 +74,25 @@ def augment_items(
 ) -> Path:
     """Enrich the catalog of ``config.data``; returns the output directory. ``llm``: a
     backend spec (``openai:MODEL``, ``vllm:MODEL``, ``local``) that then writes the
-    descriptions and answers ``attributes``; the rest of ``config.llm`` (cache, concurrency,
-    templates) applies. ``kg``: add the data's knowledge-graph facts and neighbours;
-    ``genre_from``: ``interactions``, ``kg`` or ``both`` (see :func:`enrich_items`)."""
+    descriptions and answers ``attributes`` (None: the catalog domain's); the rest of
+    ``config.llm`` (cache, concurrency, templates) applies. ``kg``: add the data's
+    knowledge-graph facts and neighbours; ``genre_from``: ``interactions``, ``kg`` or
+    ``both`` (see :func:`enrich_items`)."""
     cfg = as_config(config)
     options = _llm_options(cfg, llm, base_url) if llm is not None else {}
     enricher = ItemEnricher(
         only_missing=only_missing,
         neighbours=neighbours,
         genre_threshold=genre_threshold,
-        attributes=tuple(attributes),
+        attributes=None if attributes is None else tuple(attributes),
         free_tags=free_tags,
         kg=kg,
         genre_from=genre_from,
         **options,
     )
     if llm is not None:  # the manifest names the spec the user gave
-        enricher.params.update(llm=llm, attributes=list(attributes), free_tags=free_tags)
+        named = "domain" if attributes is None else list(attributes)
+        enricher.params.update(llm=llm, attributes=named, free_tags=free_tags)
     return write(enricher, cfg, cutoff=cutoff, out=out, overwrite=overwrite)
 
 
@@ -159,7 +161,7 @@ class ItemEnricher:
         only_missing: bool = False,
         neighbours: int = 10,
         genre_threshold: float = 0.5,
-        attributes: tuple[str, ...] = ("era", "mood", "audience_group"),
+        attributes: tuple[str, ...] | None = None,
         free_tags: int = 0,
         kg: bool = False,
         genre_from: str | None = None,
@@ -187,7 +189,7 @@ class ItemEnricher:
         if llm is not None:
             self._llm_options = {
                 "llm": llm,
-                "attributes": tuple(attributes),
+                "attributes": None if attributes is None else tuple(attributes),
                 "free_tags": free_tags,
                 **sampling,
             }

@@ -142,7 +142,7 @@ def pseudo_interactions(
 def _llm_choices(view, cfg, seen, batches, llm, positives, negatives, k):
     """{user index: (watch, skip, prompt hash)} chosen by the LLM among the first ``k`` of
     each user's candidates in ``batches`` (the simulator's, in the same order)."""
-    from simrec.agents.brains.prompts import load_templates
+    from simrec.agents.brains.prompts import in_words, load_templates
     from simrec.augment.llm import choose_with_llm
     from simrec.augment.profiles import write_profiles
 
@@ -169,7 +169,8 @@ def _llm_choices(view, cfg, seen, batches, llm, positives, negatives, k):
         positives=positives,
         negatives=negatives,
         backend=llm,
-        templates=load_templates(cfg.llm.templates_dir),
+        templates=in_words(load_templates(cfg.llm.templates_dir), cat.domain),
+        key=cat.domain.key,
         seed=cfg.seed,
         max_tokens=cfg.llm.max_tokens,
         temperature=cfg.llm.temperature,

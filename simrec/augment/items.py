@@ -10,12 +10,16 @@ Every fact comes from the catalog or from the interactions before the cutoff:
 * ``genres`` for items that have none: a similarity-weighted vote of the neighbours' genres;
   a genre is added when at least ``genre_threshold`` of the neighbour weight carries it (its
   confidence is that share); an item without rated neighbours stays unknown;
-* ``era`` from a year in the title, ``popularity_band`` from the item's interaction-count
-  percentile, ``audience`` from its fans (the genres they like beyond the item's own, and
-  whether they rate generously or critically);
+* ``attributes``: the data's own item fields (brand, author, price, ...: ``Catalog.attributes``)
+  as (name, value) pairs with source ``catalog``;
+* ``era`` from the data's date field (the release date, a year column, MovieLens's title
+  year; never guessed: a catalog without dates has no eras), ``popularity_band`` from the
+  item's interaction-count percentile, ``audience`` from its fans (the genres they like
+  beyond the item's own, and whether they rate generously or critically);
 * ``tags`` from a closed vocabulary built from the catalog (its genres, eras, bands and rating
   labels), each with its source and confidence;
-* ``description``: the facts above composed into sentences.
+* ``description``: the facts above composed into sentences, in the catalog domain's words
+  ("a 1990s Action movie", "12 people have bought it").
 
 Each generated field has ``<field>_source`` (``catalog`` or ``graph``), ``<field>_confidence``
 and ``<field>_prompt_hash`` (null here; set by the LLM path). Unknown stays null; nothing is
@@ -24,7 +28,6 @@ guessed.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +38,7 @@ from simrec.arrays import row_top
 from simrec.augment.cutoff import Cutoff, visible
 from simrec.data.dataset import Dataset
 from simrec.data.schemas import arrow_id_type
+from simrec.domain import article
 from simrec.errors import ConfigError
 
 FIELDS = (
@@ -47,7 +51,6 @@ FIELDS = (
     "audience_group",
 )
 BANDS = ((0.95, "blockbuster"), (0.75, "popular"), (0.25, "mid-range"), (0.0, "niche"))
-_YEAR = re.compile(r"\((\d{4})\)\s*$")
 MIN_FANS = 5
 
 
@@ -122,7 +125,7 @@ def enrich_items(
     genre_threshold: float = 0.5,
     only_missing: bool = False,
     llm=None,
-    attributes: tuple[str, ...] = ("era", "mood", "audience_group"),
+    attributes: tuple[str, ...] | None = None,
     seed: int = 0,
     templates_dir: str | None = None,
     max_tokens: int = 300,
@@ -135,8 +138,9 @@ def enrich_items(
     """``items_enriched`` as an Arrow table (original catalog columns first, untouched) and
     counts for the manifest. ``only_missing``: leave items that already have genres and text
     without generated fields (their rows stay, with nulls). ``llm``: an LLMBackend that then
-    writes the descriptions and answers ``attributes`` (see :mod:`simrec.augment.llm`);
-    ``mood`` and ``audience_group`` come only from it. ``kg``: add the knowledge graph's facts
+    writes the descriptions and answers ``attributes`` (see :mod:`simrec.augment.llm`; default:
+    the domain's, without ``era`` where the catalog has no dates); ``mood`` and
+    ``audience_group`` come only from it. ``kg``: add the knowledge graph's facts
     and neighbours (:mod:`simrec.augment.knowledge`; the data must have a graph).
     ``genre_from``: whose neighbours vote the missing genres, ``interactions``, ``kg`` or
     ``both`` (default: ``both`` with ``kg`` when the graph's links look right, else
@@ -178,6 +182,8 @@ def enrich_items(
             kg_facts = item_facts(cat, cat.knowledge, graph.counts)
     genre_lists = cat.genre_lists()
     names = list(cat.genre_names)
+    eras = _eras(cat)
+    attrs = _attribute_pairs(cat)
     g = cat.genres.tocsr().astype(np.float64)
     n_items = cat.n_items
     pct = _percentile(graph.counts)
@@ -200,13 +206,13 @@ def enrich_items(
             )
             added, added_conf = _vote_genres(g, names, voter, voter_sim, genre_threshold)
             counts["genres_added" if added else "genres_unknown"] += 1
-        era = _era(str(cat.titles[i]))
+        era = eras[i]
         band = None if graph.counts[i] == 0 else _band(pct[i])
         audience, audience_conf = _audience(
             n_fans[i], fan_genres[i].copy(), fan_bias[i], names, known
         )
         genres_all = known + added
-        description = _describe(cat, i, era, genres_all, graph, nb[:3], scale, audience)
+        description = _describe(cat, i, era, genres_all, graph, nb[:3], scale, audience, attrs[i])
         if aligned and kg_facts is not None and kg_facts[0][i]:
             description += " From the knowledge graph: " + "; ".join(kg_facts[0][i][:3]) + "."
         tags = _tags(known, added, added_conf, era, band, graph, i, scale)
@@ -214,8 +220,9 @@ def enrich_items(
             era = band = audience = description = None
             tags = []
         for key, value in (
-            ("neighbours", [cat.item_ids[j].item() for j in nb] if not skip else []),
+            ("neighbours", cat.item_ids[nb].tolist() if not skip else []),
             ("neighbour_similarity", nb_sim.astype(np.float64).tolist() if not skip else []),
+            ("attributes", [{"name": k, "value": v, "source": "catalog"} for k, v in attrs[i]]),
             ("n_interactions", int(graph.counts[i])),
             ("mean_rating", _nan_to_none(graph.mean[i])),
             ("high_rating_share", _nan_to_none(graph.high[i])),
@@ -272,21 +279,30 @@ def enrich_items(
         "genres": pa.array(genre_lists, pa.list_(pa.string())),
         "text": pa.array(cat.text.astype(str)),
     }
+    types = {**_COLUMNS, "neighbours": pa.list_(item_type)}  # ids as the data has them
     table = pa.Table.from_pydict(
-        {**base, **{k: pa.array(out[k], t) for k, t in _COLUMNS.items()}}
+        {**base, **{k: pa.array(out[k], t) for k, t in types.items()}}
         | {f"{f}_prompt_hash": pa.array(out[f"{f}_prompt_hash"], pa.string()) for f in FIELDS}
         | extra
     )
     counts["visible_interactions"] = int(rows.size)
     counts["interactions"] = len(data.interactions)
     if llm is not None:
-        from simrec.agents.brains.prompts import load_templates
+        from simrec.agents.brains.prompts import in_words, load_templates
         from simrec.augment.llm import ATTRIBUTES, enrich_with_llm
 
+        era_list = sorted({e for e in eras if e})
+        if attributes is None:
+            attributes = tuple(a for a in cat.domain.attributes if a != "era" or era_list)
         unknown = sorted(set(attributes) - set(ATTRIBUTES))
         if unknown:
             raise ConfigError(
                 f"--attributes: expected some of {', '.join(ATTRIBUTES)}, got {unknown}"
+            )
+        if "era" in attributes and not era_list:
+            raise ConfigError(
+                f"--attributes: era needs dates, and {data.source} has no date or year field "
+                f"for its items (eras are never guessed); leave era out"
             )
         from simrec.augment.knowledge import item_claims
 
@@ -300,10 +316,11 @@ def enrich_items(
             todo,
             backend=llm,
             genre_names=names,
-            eras=[e for e in vocabulary(data) if re.fullmatch(r"\d{4}s", e)],
+            eras=era_list,
             vocab=vocabulary(data),
             attributes=tuple(attributes),
-            templates=load_templates(templates_dir),
+            templates=in_words(load_templates(templates_dir), cat.domain),
+            domain=cat.domain,
             seed=seed,
             max_tokens=max_tokens,
             temperature=temperature,
@@ -321,7 +338,9 @@ def _complete(cat, genre_lists, i: int) -> bool:
 
 
 _TAG = pa.struct([("tag", pa.string()), ("source", pa.string()), ("confidence", pa.float64())])
+_ATTRIBUTE = pa.struct([("name", pa.string()), ("value", pa.string()), ("source", pa.string())])
 _COLUMNS: dict[str, pa.DataType] = {
+    "attributes": pa.list_(_ATTRIBUTE),
     "neighbours": pa.list_(pa.int64()),
     "neighbour_similarity": pa.list_(pa.float64()),
     "n_interactions": pa.int64(),
@@ -367,9 +386,26 @@ def _band(p: float) -> str:
     return next(name for cut, name in BANDS if p >= cut)
 
 
-def _era(title: str) -> str | None:
-    m = _YEAR.search(title)
-    return f"{int(m.group(1)) // 10 * 10}s" if m else None
+def _eras(cat) -> list[str | None]:
+    """Per item, its decade ("1990s") from the catalog's years; None where unknown (every
+    item of a catalog without a date field)."""
+    if cat.years is None:
+        return [None] * cat.n_items
+    return [f"{int(y) // 10 * 10}s" if np.isfinite(y) else None for y in cat.years.tolist()]
+
+
+def _attribute_pairs(cat) -> list[list[tuple[str, str]]]:
+    """Per item, the (name, text value) of each of the catalog's attributes it has."""
+    from simrec.data.dataset import attribute_text
+
+    out: list[list[tuple[str, str]]] = [[] for _ in range(cat.n_items)]
+    for name, values in cat.attributes.items():
+        label = name.replace("_", " ")
+        for i, v in enumerate(values.tolist()):
+            text = attribute_text(v)
+            if text:
+                out[i].append((label, text))
+    return out
 
 
 def _vote_genres(g, names, nb, nb_sim, threshold) -> tuple[list[str], list[float]]:
@@ -402,18 +438,25 @@ def _audience(n_fans, profile, bias, names, known) -> tuple[str | None, float]:
     style = "generous" if bias > 0.15 else "critical" if bias < -0.15 else "typical"
     text.append(f"they are {style} raters")
     confidence = round(1.0 - 1.0 / np.sqrt(n_fans), 6)
-    return "; ".join(text).capitalize() + ".", confidence
+    line = "; ".join(text)
+    return line[0].upper() + line[1:] + ".", confidence
 
 
-def _describe(cat, i, era, genres, graph, nb, scale, audience) -> str:
+def _describe(cat, i, era, genres, graph, nb, scale, audience, attrs=()) -> str:
+    d = cat.domain
     kind = " ".join(p for p in (era, ", ".join(genres) if genres else None) if p)
-    first = f"{cat.display_titles[i]} is a {kind} title." if kind else f"{cat.display_titles[i]}."
+    first = (
+        f"{cat.display_titles[i]} is {article(kind)} {kind} {d.item}."
+        if kind
+        else f"{cat.display_titles[i]}."
+    )
     parts = [first]
+    parts += [f"{name.capitalize()}: {value}." for name, value in attrs]
     n = int(graph.counts[i])
     if n == 0:
-        parts.append("No one has watched it yet.")
+        parts.append(f"No one has {d.verb_past} it yet.")
     else:
-        line = f"{n} {'person has' if n == 1 else 'people have'} watched it"
+        line = f"{n} {'person has' if n == 1 else 'people have'} {d.verb_past} it"
         if np.isfinite(graph.mean[i]):
             line += (
                 f", rating it {graph.mean[i]:.1f} out of {scale.high:g} on average "
@@ -451,9 +494,9 @@ def _tags(known, added, added_conf, era, band, graph, i, scale) -> list[dict]:
 
 
 def vocabulary(data: Dataset) -> list[str]:
-    """The closed tag vocabulary of a catalog: its genres, the eras in its titles, the
+    """The closed tag vocabulary of a catalog: its genres, the eras of its dates, the
     popularity bands and the rating labels."""
-    eras = sorted({e for e in (_era(str(t)) for t in data.catalog.titles) if e})
+    eras = sorted({e for e in _eras(data.catalog) if e})
     return (
         [g.lower() for g in data.catalog.genre_names]
         + eras

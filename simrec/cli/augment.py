@@ -37,8 +37,8 @@ def register(sub) -> None:
     )
     ai.add_argument(
         "--attributes",
-        default="era,mood,audience_group",
-        help="attributes the LLM answers (default era,mood,audience_group)",
+        help="attributes the LLM answers, among era,mood,audience_group (default: the "
+        "domain's; era only where the items have dates)",
     )
     ai.add_argument(
         "--free-tags", type=int, default=0, help="free-text tags the LLM may add (default 0)"
@@ -91,7 +91,9 @@ def cmd_augment_items(args: argparse.Namespace) -> int:
         genre_threshold=args.genre_threshold,
         llm=args.llm,
         base_url=args.base_url,
-        attributes=tuple(a.strip() for a in args.attributes.split(",") if a.strip()),
+        attributes=None
+        if args.attributes is None
+        else tuple(a.strip() for a in args.attributes.split(",") if a.strip()),
         free_tags=args.free_tags,
         kg=args.kg is not None,
         genre_from=args.genre_from,
