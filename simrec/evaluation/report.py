@@ -3,6 +3,7 @@ from :mod:`simrec.evaluation.page`."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from simrec.data.dataset import display_title
+from simrec.domain import Domain, domain
 from simrec.evaluation import page
 
 _CURVES = (
@@ -30,7 +32,8 @@ _CURVES = (
 
 def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """``RUN/report/report.html``: per-tick curves, watches by position, rating histogram,
-    concentration of watches (Lorenz curve), and the run's summary."""
+    concentration of watches (Lorenz curve), and the run's summary, labelled in the words of
+    the run's catalog domain ("bought by position" for products)."""
     from simrec import outputs
     from simrec.errors import InputError
 
@@ -44,6 +47,7 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     outputs.claim(out, "report")
     plt = page.pyplot()
     manifest = outputs.read_json(run_dir / "manifest.json", "a run's manifest")
+    d = run_domain(manifest)
     metrics = pq.read_table(run_dir / "metrics.parquet").to_pandas()
     ev = pq.read_table(
         run_dir / "events", columns=["event_type", "position", "item_id", "clicked", "rating"]
@@ -61,8 +65,10 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     by_pos = ev.groupby("position").clicked.mean()
     ax.bar(by_pos.index.astype(int) + 1, by_pos.to_numpy())
     ax.set_xlabel("position")
-    ax.set_ylabel("watch rate")
-    imgs.append(("Watches by position", page.save_figure(fig, out / "position.png")))
+    ax.set_ylabel(f"{d.verb} rate")
+    imgs.append(
+        (f"{d.verb_past.capitalize()} by position", page.save_figure(fig, out / "position.png"))
+    )
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ratings = ev.rating.dropna()
     if len(ratings):
@@ -82,9 +88,10 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if full.sum() > 0:
         ax.plot(np.linspace(0, 1, full.size + 1), np.r_[0, np.cumsum(full) / full.sum()])
     ax.plot([0, 1], [0, 1], "--", color="grey")
-    ax.set_xlabel("share of items (least watched first)")
-    ax.set_ylabel("share of watches")
-    imgs.append(("Concentration of watches (Lorenz)", page.save_figure(fig, out / "lorenz.png")))
+    ax.set_xlabel(f"share of {d.items} (least {d.verb_past} first)")
+    ax.set_ylabel(f"share of {d.items} {d.verb_past}")
+    title = f"Concentration of what is {d.verb_past} (Lorenz)"
+    imgs.append((title, page.save_figure(fig, out / "lorenz.png")))
     summary = pd.DataFrame(
         [(k, f"{v:,}" if isinstance(v, int) else str(v)) for k, v in manifest["counts"].items()],
         columns=["count", "value"],
@@ -99,9 +106,20 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
             f"{html.escape(str(manifest['data']['source']))}</p>" + page.table(summary),
         ),
     )
-    sections.append(("Most watched items", page.table(_top_watched(run_dir, ev))))
+    top = _top_watched(run_dir, ev).rename(columns={"watches": d.verb_past})
+    sections.append((f"Most {d.verb_past} {d.items}", page.table(top)))
     sections.append(("Metrics per tick", page.table(metrics)))
     return page.write_page(out, f"simrec run {manifest['run_id']}", sections)
+
+
+def run_domain(manifest: dict) -> Domain:
+    """The catalog domain a run's manifest records (runs made before domains: inferred from
+    the data's source)."""
+    recorded = manifest.get("data", {}).get("domain")
+    if isinstance(recorded, dict):
+        with contextlib.suppress(ValueError):
+            return Domain.model_validate(recorded)
+    return domain(None, str(manifest.get("data", {}).get("source", "")))
 
 
 def _top_watched(run_dir: Path, ev: pd.DataFrame, n: int = 15) -> pd.DataFrame:

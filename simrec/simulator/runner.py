@@ -528,6 +528,7 @@ def _manifest(
             "items": data.catalog.n_items,
             "interactions": len(data.interactions),
             "rating_scale": [data.scale.low, data.scale.high, data.scale.step],
+            "domain": data.catalog.domain.model_dump(mode="json"),
         },
         "counts": {
             "agents": model.n_agents,
