@@ -197,7 +197,11 @@ class LLMConfig(_Section):
     backend: str = Field(
         "local", description="openai:MODEL, vllm:MODEL or local (the embedded SmolLM2)"
     )
-    base_url: str | None = Field(None, description="openai: server URL (None: api.openai.com)")
+    base_url: str | list[str] | None = Field(
+        None,
+        description="openai: server URL, or a list of servers of the same model that share the "
+        "requests with failover (None: api.openai.com)",
+    )
     api_key_env: str | None = Field(
         None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",

@@ -43,14 +43,19 @@ def redact(text: str | None) -> str | None:
     return _SECRET.sub("[redacted]", text)
 
 
-def redact_url(url: str | None) -> str | None:
-    """``url`` without user info, query or fragment (where credentials hide).
+def redact_url(url: str | list[str] | None) -> str | list[str] | None:
+    """``url`` without user info, query or fragment (where credentials hide); a list of URLs
+    each so.
 
     >>> redact_url("http://me:pw@127.0.0.1:8080/v1?api_key=sk-1#x")
     'http://127.0.0.1:8080/v1'
+    >>> redact_url(["http://127.0.0.1:1/v1?k=1", "http://127.0.0.2:2/v1"])
+    ['http://127.0.0.1:1/v1', 'http://127.0.0.2:2/v1']
     """
     if url is None:
         return None
+    if isinstance(url, list):
+        return [redact_url(u) for u in url]
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -80,7 +85,7 @@ def config_from_run_dir(
     *,
     allow_import: Iterable[str] = (),
     builds_policy: bool = True,
-    base_url: str | None = None,
+    base_url: str | list[str] | None = None,
     api_key_env: str | None = None,
     cache: str | None = LLMConfig().cache,
 ) -> RunConfig:

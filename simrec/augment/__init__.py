@@ -64,7 +64,7 @@ def augment_items(
     neighbours: int = 10,
     genre_threshold: float = 0.5,
     llm: str | None = None,
-    base_url: str | None = None,
+    base_url: str | list[str] | None = None,
     attributes: tuple[str, ...] | None = None,
     free_tags: int = 0,
     kg: bool = False,
@@ -101,7 +101,7 @@ def augment_profiles(
     *,
     cutoff: str | float | Cutoff | None = None,
     llm: str | None = None,
-    base_url: str | None = None,
+    base_url: str | list[str] | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -124,7 +124,7 @@ def augment_interactions(
     negatives: int = 1,
     merge: bool = False,
     llm: str | None = None,
-    base_url: str | None = None,
+    base_url: str | list[str] | None = None,
     llm_candidates: int = 20,
     out: str | Path | None = None,
     overwrite: bool = False,
@@ -272,7 +272,7 @@ class InteractionAugmenter:
         return AugmentResult(tables, counts, {"sources": sources})
 
 
-def _llm_options(cfg: RunConfig, spec: str, base_url: str | None) -> dict:
+def _llm_options(cfg: RunConfig, spec: str, base_url: str | list[str] | None) -> dict:
     """The cached backend of ``spec`` (the rest of ``cfg.llm`` applies) and the sampling
     options the augmenters take."""
     from simrec.build import make_backend

@@ -7,7 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from simrec.cli.flags import add_augment_input_flags, add_augment_output_flags, build_config
+from simrec.cli.flags import (
+    add_augment_input_flags,
+    add_augment_output_flags,
+    base_urls,
+    build_config,
+)
 
 
 def register(sub) -> None:
@@ -90,7 +95,7 @@ def cmd_augment_items(args: argparse.Namespace) -> int:
         neighbours=args.neighbours,
         genre_threshold=args.genre_threshold,
         llm=args.llm,
-        base_url=args.base_url,
+        base_url=base_urls(args),
         attributes=None
         if args.attributes is None
         else tuple(a.strip() for a in args.attributes.split(",") if a.strip()),
@@ -106,7 +111,7 @@ def cmd_augment_profiles(args: argparse.Namespace) -> int:
     from simrec import augment
 
     out = augment.augment_profiles(
-        build_config(args), llm=args.llm, base_url=args.base_url, **_common(args)
+        build_config(args), llm=args.llm, base_url=base_urls(args), **_common(args)
     )
     return _done(out)
 
@@ -122,7 +127,7 @@ def cmd_augment_interactions(args: argparse.Namespace) -> int:
         negatives=args.negatives,
         merge=args.merge,
         llm=args.llm,
-        base_url=args.base_url,
+        base_url=base_urls(args),
         llm_candidates=args.llm_candidates,
         **_common(args),
     )

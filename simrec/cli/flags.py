@@ -64,7 +64,27 @@ def add_augment_input_flags(r: argparse.ArgumentParser, llm_does: str) -> None:
     add_data_flags(r)
     r.add_argument("--items", type=int, help="real data: keep the N most popular items")
     r.add_argument("--llm", metavar="SPEC", help=f"let an LLM {llm_does}: openai:MODEL, local")
-    r.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
+    add_base_url_flag(r)
+
+
+def add_base_url_flag(r: argparse.ArgumentParser, help: str = "") -> None:
+    """``--base-url URL``, repeatable: several servers of the same model share the requests."""
+    r.add_argument(
+        "--base-url",
+        action="append",
+        metavar="URL",
+        help=help
+        or "openai: an OpenAI-compatible server's URL; repeat it to spread the requests over "
+        "several servers of the same model, with failover",
+    )
+
+
+def base_urls(args: argparse.Namespace) -> str | list[str] | None:
+    """The ``--base-url`` flags as ``llm.base_url``: one URL, a list, or None."""
+    urls = getattr(args, "base_url", None)
+    if not urls:
+        return None
+    return urls[0] if len(urls) == 1 else list(urls)
 
 
 def add_augment_output_flags(r: argparse.ArgumentParser) -> None:
@@ -258,8 +278,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         raw["llm"]["backend"] = args.llm
         if raw["brain"]["name"] == "utility":
             raw["brain"]["name"] = "llm"
-    if getattr(args, "base_url", None) is not None:
-        raw["llm"]["base_url"] = args.base_url
+    if base_urls(args) is not None:
+        raw["llm"]["base_url"] = base_urls(args)
     if getattr(args, "llm_cache", None) is not None:
         raw["llm"]["cache"] = cache_flag(args.llm_cache)
     if getattr(args, "brain", None) is not None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from simrec.cli.flags import add_policy_flags, apply_policy_flags
+from simrec.cli.flags import add_base_url_flag, add_policy_flags, apply_policy_flags, base_urls
 
 
 def register(sub) -> None:
@@ -27,10 +27,10 @@ def register(sub) -> None:
         help="also simulate the target on the same population and report each error",
     )
     o.add_argument("--out", help="output directory (default RUN-ope-TARGET)")
-    o.add_argument(
-        "--base-url",
-        help="--validate of an LLM run: the OpenAI-compatible server to use (never taken from "
-        "the run directory)",
+    add_base_url_flag(
+        o,
+        "--validate of an LLM run: the OpenAI-compatible server to use, repeatable (never "
+        "taken from the run directory)",
     )
     o.add_argument("--quiet", action="store_true")
     o.set_defaults(func=cmd_ope)
@@ -48,7 +48,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
         n_resamples=args.bootstrap,
         validate=args.validate,
         out=args.out,
-        base_url=args.base_url,
+        base_url=base_urls(args),
     )
     from simrec.evaluation.ope import support_warning
 

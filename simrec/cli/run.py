@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from simrec.cli.flags import add_policy_flags, add_world_flags, build_config, cache_flag
+from simrec.cli.flags import (
+    add_base_url_flag,
+    add_policy_flags,
+    add_world_flags,
+    base_urls,
+    build_config,
+    cache_flag,
+)
 from simrec.config import dump_config
 from simrec.errors import InputError
 
@@ -30,7 +37,7 @@ def register(sub) -> None:
         metavar="SPEC",
         help="LLM for --brain llm (implies it): openai:MODEL, vllm:MODEL or local",
     )
-    r.add_argument("--base-url", help="openai: an OpenAI-compatible server's URL")
+    add_base_url_flag(r)
     r.add_argument(
         "--trust",
         action="append",
@@ -104,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=not args.quiet,
             allow_import=[*([args.policy] if args.policy else []), *args.trust],
-            base_url=args.base_url,
+            base_url=base_urls(args),
             llm_cache=cache_flag(args.llm_cache),
         )
     else:

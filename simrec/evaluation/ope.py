@@ -64,7 +64,7 @@ def ope(
     alpha: float = 0.05,
     validate: bool = False,
     out: str | Path | None = None,
-    base_url: str | None = None,
+    base_url: str | list[str] | None = None,
     api_key_env: str | None = None,
 ) -> pd.DataFrame:
     """Estimate ``target``'s page-0 value from the run in ``run_dir`` (module docstring).

@@ -23,7 +23,9 @@ __all__ = [
 ]
 
 
-def make_backend(spec: str, *, base_url: str | None = None, **options: Any) -> LLMBackend:
+def make_backend(
+    spec: str, *, base_url: str | list[str] | None = None, **options: Any
+) -> LLMBackend:
     """A backend from ``openai:MODEL``, ``vllm:MODEL`` or ``local``."""
     kind, _, model = spec.partition(":")
     if kind == "openai" and model:

@@ -13,6 +13,15 @@ variable the user names in ``api_key_env``, or no key (``"EMPTY"``). Keys are ne
 written, and a failed request is recorded as its kind and HTTP status only (a server may echo
 a key in its error text).
 
+Several servers (``base_url`` a list: one vLLM or llama.cpp server per GPU, all serving the
+same model) share the work: each gets ``concurrency`` requests in flight, pulling from one queue,
+so a faster server answers more. A request that finds its server gone (a connection error, a
+timeout, HTTP 502/503/504, after the client's own retries) is sent to another server, and that
+server is skipped for DOWN_SECONDS before it is tried again; a request fails only when every
+server failed it. ``failovers`` counts the re-sent requests. Answers do not depend on which
+server gave them (each request carries its seed), so the response cache keys a pool's answers
+by the model alone: a rerun replays them whichever servers are up.
+
 Only the client's own errors (``openai.APIError`` and its kinds) become a request's error, typed
 by :func:`classify`; any other exception is a bug and propagates. One client serves the
 backend's whole life (its connection pool is reused from batch to batch), on an event loop of
@@ -27,6 +36,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -38,16 +48,21 @@ from simrec.trust import is_openai_endpoint, redact_url
 
 ResponseFormat = Literal["auto", "json_schema", "json_object"]
 logger = logging.getLogger(__name__)
+DOWN_SECONDS = 30.0  # a server that failed a request is skipped this long
+_GONE = (ErrorKind.CONNECTION, ErrorKind.TIMEOUT)
+_GONE_STATUS = (502, 503, 504)
 
 
 class OpenAIBackend:
-    """``complete()`` sends every request concurrently (at most ``concurrency`` in flight)."""
+    """``complete()`` sends every request concurrently (at most ``concurrency`` in flight per
+    server); ``base_url``: one server's URL, a list of servers that share the work, or None
+    (api.openai.com)."""
 
     def __init__(
         self,
         model: str,
         *,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         api_key_env: str | None = None,
         concurrency: int = 8,
         timeout: float = 60.0,
@@ -62,17 +77,25 @@ class OpenAIBackend:
                 f"llm response_format: expected auto, json_schema or json_object, "
                 f"got {response_format!r}"
             )
+        urls = [base_url] if base_url is None or isinstance(base_url, str) else list(base_url)
+        if not urls or (len(urls) > 1 and None in urls):
+            raise ConfigError(f"llm.base_url: expected one URL or a list of URLs, got {base_url!r}")
+        if len(set(urls)) < len(urls):
+            raise ConfigError(f"llm.base_url: a server is listed twice in {base_url!r}")
         self.name = model
         self.base_url = base_url
+        self.urls = urls
         self.concurrency = concurrency
         self.timeout, self.max_retries = timeout, max_retries
-        self._key = _api_key(model, base_url, api_key_env)
+        self._keys = [_api_key(model, u, api_key_env) for u in urls]
         self._http_client = http_client
-        self._format = response_format
+        self._formats = [response_format] * len(urls)
+        self._down_until = [0.0] * len(urls)
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self._client: Any = None  # one AsyncOpenAI, made on the backend's own loop
+        self.failovers = 0  # requests sent again to another server
+        self._clients: list[Any] = [None] * len(urls)  # AsyncOpenAIs, made on the backend's loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -81,19 +104,21 @@ class OpenAIBackend:
 
     # ------------------------------------------------------------------ structured output
 
-    async def _resolve_format(self, client) -> str:
-        if self._format != "auto":
-            return self._format
-        if self.base_url is None or "api.openai.com" in self.base_url:
-            self._format = "json_schema"
-            return self._format
+    async def _resolve_format(self, j: int) -> str:
+        """Server ``j``'s structured-output style (asked once per server)."""
+        if self._formats[j] != "auto":
+            return self._formats[j]
+        url = self.urls[j]
+        if url is None or "api.openai.com" in url:
+            self._formats[j] = "json_schema"
+            return self._formats[j]
         try:
-            models = await client.models.list()
+            models = await self._clients[j].models.list()
             owners = {getattr(m, "owned_by", "") for m in models.data}
-            self._format = "json_schema" if "vllm" in owners else "json_object"
+            self._formats[j] = "json_schema" if "vllm" in owners else "json_object"
         except openai.APIError:  # a server without /models: the safe choice works everywhere
-            self._format = "json_object"
-        return self._format
+            return "json_object"  # (asked again next time: the server may be down just now)
+        return self._formats[j]
 
     def _response_format(self, schema: dict | None, fmt: str) -> dict | None:
         if schema is None:
@@ -109,8 +134,11 @@ class OpenAIBackend:
 
     @property
     def cache_identity(self) -> str:
-        """What the response cache keys answers by: the kind of backend, the server, the model."""
-        return f"openai|{redact_url(self.base_url) or 'https://api.openai.com/v1'}|{self.name}"
+        """What the response cache keys answers by: the kind of backend, the server, the model
+        (for a pool of servers, the model alone: any of them may answer)."""
+        if len(self.urls) > 1:
+            return f"openai|pool|{self.name}"
+        return f"openai|{redact_url(self.urls[0]) or 'https://api.openai.com/v1'}|{self.name}"
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         if not requests:
@@ -123,9 +151,10 @@ class OpenAIBackend:
         loop, self._loop = self._loop, None
         if loop is None:
             return
-        if self._client is not None and self._http_client is None:
-            asyncio.run_coroutine_threadsafe(self._client.close(), loop).result()
-        self._client = None
+        for client in self._clients:
+            if client is not None and self._http_client is None:
+                asyncio.run_coroutine_threadsafe(client.close(), loop).result()
+        self._clients = [None] * len(self.urls)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join()
@@ -148,27 +177,72 @@ class OpenAIBackend:
         return self._loop
 
     async def _complete_all(self, requests: list[ChatRequest]) -> list[ChatResult]:
-        if self._client is None:
-            from openai import AsyncOpenAI
+        from openai import AsyncOpenAI
 
-            self._client = AsyncOpenAI(
-                api_key=self._key,
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-                http_client=self._http_client,
-            )
-        client = self._client
-        fmt = await self._resolve_format(client)
-        gate = asyncio.Semaphore(self.concurrency)
-        results = await asyncio.gather(*(self._one(client, gate, r, fmt) for r in requests))
-        for r in results:
-            self.calls += r.attempts
-            self.prompt_tokens += r.prompt_tokens
-            self.completion_tokens += r.completion_tokens
-        return list(results)
+        for j, url in enumerate(self.urls):
+            if self._clients[j] is None:
+                self._clients[j] = AsyncOpenAI(
+                    api_key=self._keys[j],
+                    base_url=url,
+                    timeout=self.timeout,
+                    max_retries=self.max_retries,
+                    http_client=self._http_client,
+                )
+        results: list[ChatResult | None] = [None] * len(requests)
+        failed_on: list[set[int]] = [set() for _ in requests]
+        pending = list(range(len(requests)))
+        while pending:
+            pending = await self._round(requests, pending, results, failed_on)
+        return [r for r in results if r is not None]
 
-    async def _one(self, client, gate: asyncio.Semaphore, req: ChatRequest, fmt: str) -> ChatResult:
+    async def _round(
+        self,
+        requests: list[ChatRequest],
+        pending: list[int],
+        results: list[ChatResult | None],
+        failed_on: list[set[int]],
+    ) -> list[int]:
+        """The servers that are up share the ``pending`` requests (every server, when none
+        is up: each gets one more try); what a server that went down failed or left undone
+        is returned for the next round, unless every server has failed it."""
+        now = time.monotonic()
+        up = [j for j in range(len(self.urls)) if self._down_until[j] <= now]
+        force = not up
+        queue, again = deque(pending), []
+
+        async def serve(j: int) -> None:
+            fmt = await self._resolve_format(j)
+            while queue and (force or self._down_until[j] <= time.monotonic()):
+                i = queue.popleft()
+                res = await self._one(self._clients[j], requests[i], fmt)
+                self._count(res)
+                if self._gone(res) and len(self.urls) > 1:
+                    self._down_until[j] = time.monotonic() + DOWN_SECONDS
+                    logger.info("%s: server %d of %d is down", self.name, j + 1, len(self.urls))
+                    if j not in failed_on[i] and len(failed_on[i]) + 1 < len(self.urls):
+                        failed_on[i].add(j)
+                        again.append(i)
+                        self.failovers += 1
+                        continue
+                results[i] = res
+
+        servers = up or list(range(len(self.urls)))
+        await asyncio.gather(*(serve(j) for j in servers for _ in range(self.concurrency)))
+        return sorted(again + list(queue))  # queue: left when its servers went down
+
+    def _count(self, r: ChatResult) -> None:
+        self.calls += r.attempts
+        self.prompt_tokens += r.prompt_tokens
+        self.completion_tokens += r.completion_tokens
+
+    @staticmethod
+    def _gone(r: ChatResult) -> bool:
+        """Whether a failed request says its server is gone (not that the request was bad)."""
+        return r.error_kind in _GONE or (
+            r.error_kind is ErrorKind.SERVER and r.status in _GONE_STATUS
+        )
+
+    async def _one(self, client, req: ChatRequest, fmt: str) -> ChatResult:
         kwargs: dict[str, Any] = {
             "model": self.name,
             "messages": list(req.messages),
@@ -180,22 +254,21 @@ class OpenAIBackend:
         rf = self._response_format(req.json_schema, fmt)
         if rf is not None:
             kwargs["response_format"] = rf
-        async with gate:
-            t = time.perf_counter()
-            try:
-                raw = await client.chat.completions.with_raw_response.create(**kwargs)
-                resp = raw.parse()
-            except openai.APIError as err:  # the client already retried what is retryable
-                kind, status = classify(err)
-                logger.info("%s: request failed: %s", self.name, _error_kind(err))
-                return ChatResult(
-                    error=_error_kind(err),
-                    latency_s=time.perf_counter() - t,
-                    attempts=1 + self.max_retries if _retryable(err) else 1,
-                    error_kind=kind,
-                    status=status,
-                )
-            latency = time.perf_counter() - t
+        t = time.perf_counter()
+        try:
+            raw = await client.chat.completions.with_raw_response.create(**kwargs)
+            resp = raw.parse()
+        except openai.APIError as err:  # the client already retried what is retryable
+            kind, status = classify(err)
+            logger.info("%s: request failed: %s", self.name, _error_kind(err))
+            return ChatResult(
+                error=_error_kind(err),
+                latency_s=time.perf_counter() - t,
+                attempts=1 + self.max_retries if _retryable(err) else 1,
+                error_kind=kind,
+                status=status,
+            )
+        latency = time.perf_counter() - t
         attempts = 1 + int(getattr(raw, "retries_taken", 0))
         if attempts > 1:
             logger.info("%s: answered after %d retries", self.name, attempts - 1)

@@ -147,7 +147,7 @@ def run(
     per_agent: bool = False,
     data: Dataset | None = None,
     allow_import: Iterable[str] = (),
-    base_url: str | None = None,
+    base_url: str | list[str] | None = None,
     llm_cache: str | None = LLMConfig().cache,
 ) -> RunResult:
     """Run a simulation and write it to its run directory.
@@ -354,7 +354,10 @@ def _write_catalog(run_dir: Path, data: Dataset) -> None:
 
 
 def _prepare_resume(
-    run_dir: Path, allow_import: Iterable[str], base_url: str | None, llm_cache: str | None
+    run_dir: Path,
+    allow_import: Iterable[str],
+    base_url: str | list[str] | None,
+    llm_cache: str | None,
 ) -> tuple[RunConfig, dict | None]:
     """The saved config (made safe) and checkpoint of the unfinished run in ``run_dir``; checks
     everything and deletes nothing."""
@@ -639,6 +642,9 @@ def _llm_stats(brain: Brain) -> dict:
     }
     if isinstance(backend, CachedBackend):
         stats.update(cache_hits=int(backend.hits), cache_misses=int(backend.misses))
+        backend = backend.backend
+    if len(getattr(backend, "urls", ())) > 1:  # a pool of servers
+        stats.update(servers=len(backend.urls), failovers=int(backend.failovers))
     stats.update(
         pages_asked=int(brain.pages),
         fallback_share=round(float(brain.fallback_share), 6),
