@@ -192,10 +192,10 @@ def test_openai_backend_keeps_one_client_across_batches():
     backend, _ = _openai(500)
     with backend:
         backend.complete(_one_request())
-        client = backend._client
+        client = backend._clients[0]
         backend.complete(_one_request())
-        assert backend._client is client is not None
-    assert backend._client is None  # closed with the backend
+        assert backend._clients[0] is client is not None
+    assert backend._clients == [None]  # closed with the backend
 
 
 @pytest.mark.slow

@@ -155,7 +155,7 @@ def test_api_key_only_from_the_environment(monkeypatch):
 def test_openai_backend_against_a_real_llama_cpp_server(llama_server):
     b = OpenAIBackend("smollm2", base_url=llama_server, concurrency=2, timeout=120)
     results = b.complete([_request(i, max_tokens=80) for i in range(3)])
-    assert b._format == "json_object"  # auto-detected: not a vLLM server
+    assert b._formats == ["json_object"]  # auto-detected: not a vLLM server
     for r in results:
         assert r.ok, r.error
         assert set(r.parsed) >= {"watch", "feeling"}

@@ -85,9 +85,12 @@ def test_openai_key_is_not_sent_to_another_server(tmp_path, monkeypatch, capsys)
 
 def test_openai_key_goes_to_openai_itself(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    assert OpenAIBackend("gpt")._key == SECRET  # no base_url: the client's default, OpenAI
+    assert OpenAIBackend("gpt")._keys == [SECRET]  # no base_url: the client's default, OpenAI
     for elsewhere in ("http://127.0.0.1:9/v1", "https://127.0.0.1:9/v1", "http://localhost/v1"):
-        assert OpenAIBackend("gpt", base_url=elsewhere)._key == "EMPTY"
+        assert OpenAIBackend("gpt", base_url=elsewhere)._keys == ["EMPTY"]
+    # in a pool, each server by its own rule: OpenAI's key never goes to the others
+    pool = OpenAIBackend("gpt", base_url=["https://api.openai.com/v1", "http://127.0.0.1:9/v1"])
+    assert pool._keys == [SECRET, "EMPTY"]
 
 
 def test_a_refused_key_is_loud_and_never_written(tmp_path, monkeypatch, capsys):
