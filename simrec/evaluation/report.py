@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
 from pathlib import Path
 
 import numpy as np
@@ -186,12 +187,14 @@ def ab_report(
             per.append(np.bincount(ev.user_id, weights=ev.clicked.astype(float), minlength=n))
         watches[name] = np.concatenate(per)
     others = [a for a in runs if a != control]
+    manifest = Path(runs[control][0]) / "manifest.json"
+    d = run_domain(json.loads(manifest.read_text()) if manifest.is_file() else {})
     fig, axes = plt.subplots(1, len(others), figsize=(5 * len(others), 3.5), squeeze=False)
     for ax, name in zip(axes.ravel(), others, strict=True):
-        d = watches[name] - watches[control]
-        ax.hist(d, bins=min(60, max(10, int(np.ptp(d)) + 1)), color="tab:blue")
-        ax.axvline(d.mean(), color="k", ls="--", label=f"mean {d.mean():+.3f}")
-        ax.set_title(f"{name} - {control}: watches per user")
+        diff = watches[name] - watches[control]
+        ax.hist(diff, bins=min(60, max(10, int(np.ptp(diff)) + 1)), color="tab:blue")
+        ax.axvline(diff.mean(), color="k", ls="--", label=f"mean {diff.mean():+.3f}")
+        ax.set_title(f"{name} - {control}: {d.items} {d.verb_past} per user")
         ax.legend()
     diffs_png = page.save_figure(fig, out / "ab_user_differences.png")
     rows = table[table.arm != control].reset_index(drop=True)
