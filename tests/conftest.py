@@ -242,15 +242,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory):
-    """``python -m llama_cpp.server`` with the embedded SmolLM2 model on a loopback port."""
-    pytest.importorskip("llama_cpp")
-    httpx2 = pytest.importorskip("httpx2")
+def start_llama_server(log: Path) -> tuple[subprocess.Popen, str]:
+    """``python -m llama_cpp.server`` with the embedded SmolLM2 model on a free loopback port,
+    logging to ``log``; returns the process and its ``/v1`` URL once it answers."""
+    import httpx2
+
     from simrec.llm.local import smollm2_path
 
     port = _free_port()
-    log = tmp_path_factory.mktemp("llama") / "server.log"
     with open(log, "wb") as sink:  # a file, not a pipe: the server logs a lot
         proc = subprocess.Popen(
             [
@@ -276,13 +275,21 @@ def llama_server(tmp_path_factory):
     while True:
         try:
             if httpx2.get(f"{url}/models", timeout=2).status_code == 200:
-                break
+                return proc, url
         except httpx2.HTTPError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """``python -m llama_cpp.server`` with the embedded SmolLM2 model on a loopback port."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("httpx2")
+    proc, url = start_llama_server(tmp_path_factory.mktemp("llama") / "server.log")
     yield url
     proc.terminate()
     proc.wait(timeout=30)

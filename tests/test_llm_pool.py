@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -23,7 +20,7 @@ from simrec.errors import ConfigError  # noqa: E402
 from simrec.llm import CachedBackend  # noqa: E402
 from simrec.llm.openai_backend import OpenAIBackend  # noqa: E402
 
-from .conftest import _free_port, completion_body, llm_config  # noqa: E402
+from .conftest import completion_body, llm_config, start_llama_server  # noqa: E402
 from .test_llm_backends import _request  # noqa: E402
 
 A, B, C = (f"http://127.0.0.{k}:{8000 + k}/v1" for k in (1, 2, 3))
@@ -123,37 +120,12 @@ def test_repeated_base_url_flags_make_a_pool_and_bad_pools_are_refused():
     assert saved_config(cfg)["llm"]["base_url"] == [A, B]  # no credentials written
 
 
-def _start_server() -> tuple[subprocess.Popen, str]:
-    from simrec.llm.local import smollm2_path
-
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path())]
-        + ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
-        + ["--model_alias", "smollm2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx2.get(f"{url}/models", timeout=2).status_code == 200:
-                return proc, url
-        except httpx2.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("llama_cpp.server did not start")
-        time.sleep(0.5)
-
-
 @pytest.mark.slow
 def test_two_llama_cpp_servers_one_killed_mid_run(tmp_path, llama_server, monkeypatch):
     """A run over two real llama.cpp servers, the second killed after its third answer: nothing
     is lost, the run equals a run on one server, and a rerun replays with no calls."""
     pytest.importorskip("llama_cpp")
-    proc, second = _start_server()
+    proc, second = start_llama_server(tmp_path / "second.log")
     try:
         real_one = OpenAIBackend._one
         answered = {"n": 0}
