@@ -169,8 +169,8 @@ def test_enriching_a_shop_uses_its_fields_and_invents_no_era(shop, tmp_path, mon
     assert main(argv) == 0
     df = pq.read_table(out / "items_enriched.parquet").to_pandas()
     row = df[df.item_id == "p1"].iloc[0]
-    attrs = {a["name"]: (a["value"], a["source"]) for a in row.attributes}
-    assert attrs == {"brand": ("Borealis", "catalog"), "price": ("12.5", "catalog")}
+    attrs = {a["name"]: (a["value"], a["source"], a["confidence"]) for a in row.attributes}
+    assert attrs == {"brand": ("Borealis", "catalog", 1.0), "price": ("12.5", "catalog", 1.0)}
     assert df.era.isna().all() and not any(re.fullmatch(r"\d{4}s", t["tag"]) for t in row.tags)
     assert df.description_source.eq("llm:fake").all() and (df.audience_group == "adults").all()
     props = asked[0]["response_format"]["schema"]["properties"]

@@ -11,7 +11,7 @@ Every fact comes from the catalog or from the interactions before the cutoff:
   a genre is added when at least ``genre_threshold`` of the neighbour weight carries it (its
   confidence is that share); an item without rated neighbours stays unknown;
 * ``attributes``: the data's own item fields (brand, author, price, ...: ``Catalog.attributes``)
-  as (name, value) pairs with source ``catalog``;
+  as (name, value, source ``catalog``, confidence 1.0);
 * ``era`` from the data's date field (the release date, a year column, MovieLens's title
   year; never guessed: a catalog without dates has no eras), ``popularity_band`` from the
   item's interaction-count percentile, ``audience`` from its fans (the genres they like
@@ -222,7 +222,13 @@ def enrich_items(
         for key, value in (
             ("neighbours", cat.item_ids[nb].tolist() if not skip else []),
             ("neighbour_similarity", nb_sim.astype(np.float64).tolist() if not skip else []),
-            ("attributes", [{"name": k, "value": v, "source": "catalog"} for k, v in attrs[i]]),
+            (
+                "attributes",
+                [
+                    {"name": k, "value": v, "source": "catalog", "confidence": 1.0}
+                    for k, v in attrs[i]
+                ],
+            ),
             ("n_interactions", int(graph.counts[i])),
             ("mean_rating", _nan_to_none(graph.mean[i])),
             ("high_rating_share", _nan_to_none(graph.high[i])),
@@ -338,7 +344,14 @@ def _complete(cat, genre_lists, i: int) -> bool:
 
 
 _TAG = pa.struct([("tag", pa.string()), ("source", pa.string()), ("confidence", pa.float64())])
-_ATTRIBUTE = pa.struct([("name", pa.string()), ("value", pa.string()), ("source", pa.string())])
+_ATTRIBUTE = pa.struct(
+    [
+        ("name", pa.string()),
+        ("value", pa.string()),
+        ("source", pa.string()),
+        ("confidence", pa.float64()),
+    ]
+)
 _COLUMNS: dict[str, pa.DataType] = {
     "attributes": pa.list_(_ATTRIBUTE),
     "neighbours": pa.list_(pa.int64()),
