@@ -244,7 +244,7 @@ def fidelity(
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     table["value"] = table["value"].astype(np.float64)
     if out is not None:
-        write_report(out, table, cfg, rating_data, beh_data, holdout)
+        write_report(out, table, cfg, rating_data, beh_data, holdout, split.train.catalog.domain)
     return table
 
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from simrec import outputs
 from simrec.config import RunConfig
+from simrec.domain import DOMAINS, Domain
 from simrec.evaluation import page as blocks
 from simrec.evaluation.fidelity_report.split import TARGETS
 
@@ -102,9 +103,16 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_report(
-    out: Path, table: pd.DataFrame, cfg: RunConfig, ratings: dict, beh: dict, holdout: float
+    out: Path,
+    table: pd.DataFrame,
+    cfg: RunConfig,
+    ratings: dict,
+    beh: dict,
+    holdout: float,
+    domain: Domain = DOMAINS["movies"],
 ) -> None:
-    """``fidelity.parquet`` and ``report.html`` with its plots under ``out``."""
+    """``fidelity.parquet`` and ``report.html`` with its plots under ``out``, labelled in
+    ``domain``'s words."""
     out.mkdir(parents=True, exist_ok=True)
     outputs.write_parquet(
         pa.Table.from_pandas(table, preserve_index=False), out / "fidelity.parquet"
@@ -117,7 +125,7 @@ def write_report(
         ),
         ("How well do its users know their own tastes?", blocks.table(scorecard(table))),
     ]
-    _ranking_plot(plt, table, out, sections)
+    _ranking_plot(plt, table, out, sections, domain)
     if ratings:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         values = np.union1d(np.unique(ratings["real"]), np.unique(ratings["sampled"]))
@@ -161,7 +169,7 @@ def write_report(
     blocks.write_page(out, "simrec fidelity report", sections)
 
 
-def _ranking_plot(plt, table: pd.DataFrame, out: Path, sections: list) -> None:
+def _ranking_plot(plt, table: pd.DataFrame, out: Path, sections: list, domain: Domain) -> None:
     """The policy-ranking scatter: held-out Recall@20 against simulated watches per user."""
     rk = table[table.section == "ranking"]
     sim = rk[(rk.metric == "watches_per_user") & (rk.source == "simrec")]
@@ -175,7 +183,7 @@ def _ranking_plot(plt, table: pd.DataFrame, out: Path, sections: list) -> None:
             ax.scatter([x], [y], color="tab:red" if flag else "tab:blue")
             ax.annotate(p + (" (brain's family)" if flag else ""), (x, y), fontsize=8)
         ax.set_xlabel("Recall@20 on held-out real data")
-        ax.set_ylabel("simulated watches per user")
+        ax.set_ylabel(f"simulated {domain.items} {domain.verb_past} per user")
         sections.append(
             (
                 "Policy ranking",
