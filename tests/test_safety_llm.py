@@ -88,9 +88,9 @@ def test_openai_key_goes_to_openai_itself(monkeypatch):
     assert OpenAIBackend("gpt")._keys == [SECRET]  # no base_url: the client's default, OpenAI
     for elsewhere in ("http://127.0.0.1:9/v1", "https://127.0.0.1:9/v1", "http://localhost/v1"):
         assert OpenAIBackend("gpt", base_url=elsewhere)._keys == ["EMPTY"]
-    # in a pool, each server by its own rule: OpenAI's key never goes to the others
-    pool = OpenAIBackend("gpt", base_url=["https://api.openai.com/v1", "http://127.0.0.1:9/v1"])
-    assert pool._keys == [SECRET, "EMPTY"]
+    # a pool of other servers: OpenAI's key goes to none of them
+    pool = OpenAIBackend("gpt", base_url=["http://127.0.0.1:9/v1", "http://127.0.0.2:9/v1"])
+    assert pool._keys == ["EMPTY", "EMPTY"]
 
 
 def test_a_refused_key_is_loud_and_never_written(tmp_path, monkeypatch, capsys):
