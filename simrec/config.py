@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from simrec.domain import DOMAINS, Domain
+from simrec.domain import DOMAINS, Domain, checked_domain
 from simrec.errors import ConfigError
 
 DataFormat = Literal[
@@ -83,18 +83,7 @@ class DataConfig(_Section):
     @field_validator("domain", mode="before")
     @classmethod
     def _known_domain(cls, v: Any) -> Any:
-        if isinstance(v, str) and v not in DOMAINS:
-            raise ValueError(f"expected one of {', '.join(DOMAINS)} or a mapping defining a domain")
-        if isinstance(v, dict):  # one message per wrong field, not one per union branch
-            try:
-                return Domain.model_validate(v)
-            except ValidationError as err:
-                wrong = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or 'mapping'}: {e['msg']}"
-                    for e in err.errors()
-                )
-                raise ValueError(f"a domain needs name, item and verb ({wrong})") from None
-        return v
+        return None if v is None else checked_domain(v)
 
     @field_validator("columns")
     @classmethod

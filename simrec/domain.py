@@ -142,6 +142,16 @@ def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
+def and_list(words) -> str:
+    """Words as English lists them.
+
+    >>> and_list(["Drama"]), and_list(["A", "B"]), and_list(["A", "B", "C"])
+    ('Drama', 'A and B', 'A, B and C')
+    """
+    words = [str(w) for w in words]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 DOMAINS: dict[str, Domain] = {
     d.name: d
     for d in (
@@ -248,27 +258,40 @@ def infer_domain(source: str) -> str:
     return "items"
 
 
-def domain(spec: str | dict | Domain | None, source: str = "") -> Domain:
-    """The :class:`Domain` of a config value: a built-in name, a mapping defining one, a
-    Domain, or None (inferred from ``source``)."""
-    if spec is None:
-        return DOMAINS[infer_domain(source)]
+def checked_domain(spec: str | dict | Domain) -> str | Domain:
+    """A ``data.domain`` value checked: a built-in name as it is, a mapping as the
+    :class:`Domain` it defines. Raises ValueError saying what is wrong (every wrong field of a
+    mapping)."""
     if isinstance(spec, Domain):
         return spec
     if isinstance(spec, str):
         if spec not in DOMAINS:
-            raise ConfigError(
-                f"data.domain: expected one of {', '.join(DOMAINS)} or a mapping defining a "
-                f"domain (name, item, verb, ...), got {spec!r}"
+            raise ValueError(
+                f"expected one of {', '.join(DOMAINS)} or a mapping defining a domain "
+                f"(name, item, verb, ...)"
             )
-        return DOMAINS[spec]
+        return spec
     if isinstance(spec, dict):
         from pydantic import ValidationError
 
         try:
             return Domain.model_validate(spec)
         except ValidationError as err:
-            from simrec.config import format_validation_error
+            wrong = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'mapping'}: {e['msg']}"
+                for e in err.errors()
+            )
+            raise ValueError(f"a domain needs name, item and verb ({wrong})") from None
+    raise ValueError(f"expected a name or a mapping, not a {type(spec).__name__}")
 
-            raise ConfigError(format_validation_error(err, "data.domain")) from None
-    raise ConfigError(f"data.domain: expected a name or a mapping, got {type(spec).__name__}")
+
+def domain(spec: str | dict | Domain | None, source: str = "") -> Domain:
+    """The :class:`Domain` of a config value: a built-in name, a mapping defining one, a
+    Domain, or None (inferred from ``source``)."""
+    if spec is None:
+        return DOMAINS[infer_domain(source)]
+    try:
+        found = checked_domain(spec)
+    except ValueError as err:
+        raise ConfigError(f"data.domain: {err}, got {spec!r}") from None
+    return DOMAINS[found] if isinstance(found, str) else found

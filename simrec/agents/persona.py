@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from scipy.stats import rankdata
 
 from simrec.data.dataset import Catalog, Dataset, Interactions
-from simrec.domain import Domain, article
+from simrec.domain import Domain, and_list, article
 from simrec.rng import Streams
 from simrec.trust import quoted
 
@@ -281,7 +281,7 @@ def write_profile(
         f"{arrival * 30:.1f} visits a month) "
     )
     text += (
-        f"who mostly {domain.verb_3rd} {_joined(liked)}."
+        f"who mostly {domain.verb_3rd} {and_list(liked)}."
         if liked
         else f"with no clear favourite {domain.category}."
     )
@@ -304,18 +304,12 @@ def write_profile(
         else " and explores a little."
     )
     if disliked:
-        text += f" Dislikes {_joined(disliked)}."
+        text += f" Dislikes {and_list(disliked)}."
     if favourites:
-        text += f" Favourites: {_joined([quoted(t) for t in favourites])}."
+        text += f" Favourites: {and_list([quoted(t) for t in favourites])}."
     for name, value in favourite_values:
         text += f" Favourite {name}: {quoted(value)}."
     return text
-
-
-def _joined(words: list[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    words = list(words)
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def favourite_items(log: Interactions, n: int = FAVOURITES) -> list[list[int]]:

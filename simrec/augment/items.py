@@ -38,7 +38,7 @@ from simrec.arrays import row_top
 from simrec.augment.cutoff import Cutoff, visible
 from simrec.data.dataset import Dataset
 from simrec.data.schemas import arrow_id_type
-from simrec.domain import article
+from simrec.domain import and_list, article
 from simrec.errors import ConfigError
 
 FIELDS = (
@@ -477,9 +477,7 @@ def _describe(cat, i, era, genres, graph, nb, scale, audience, attrs=()) -> str:
             )
         parts.append(line + ".")
     if nb.size:
-        titles = [str(cat.display_titles[j]) for j in nb]
-        joined = ", ".join(titles[:-1]) + (" and " if len(titles) > 1 else "") + titles[-1]
-        parts.append(f"People who liked it also liked {joined}.")
+        parts.append(f"People who liked it also liked {and_list(cat.display_titles[nb])}.")
     if audience:
         parts.append(audience)
     return " ".join(parts)
