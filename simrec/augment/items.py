@@ -192,7 +192,8 @@ def enrich_items(
     n_fans = np.diff(fans.indptr)
     fan_genres = np.asarray((fans @ (graph.liked @ g)).todense())  # (n_items, n_genres)
     fan_bias = (fans @ graph.user_bias) / np.maximum(n_fans, 1)  # (n_items,)
-    out: dict[str, list] = {k: [] for k in _COLUMNS}
+    columns = _columns(arrow_id_type(cat.item_ids))
+    out: dict[str, list] = {k: [] for k in columns}
     counts = {"items": n_items, "genres_added": 0, "genres_unknown": 0, "with_neighbours": 0}
     for i in range(n_items):
         known = genre_lists[i]
@@ -285,9 +286,8 @@ def enrich_items(
         "genres": pa.array(genre_lists, pa.list_(pa.string())),
         "text": pa.array(cat.text.astype(str)),
     }
-    types = {**_COLUMNS, "neighbours": pa.list_(item_type)}  # ids as the data has them
     table = pa.Table.from_pydict(
-        {**base, **{k: pa.array(out[k], t) for k, t in types.items()}}
+        {**base, **{k: pa.array(out[k], t) for k, t in columns.items()}}
         | {f"{f}_prompt_hash": pa.array(out[f"{f}_prompt_hash"], pa.string()) for f in FIELDS}
         | extra
     )
@@ -352,9 +352,15 @@ _ATTRIBUTE = pa.struct(
         ("confidence", pa.float64()),
     ]
 )
-_COLUMNS: dict[str, pa.DataType] = {
-    "attributes": pa.list_(_ATTRIBUTE),
-    "neighbours": pa.list_(pa.int64()),
+
+
+def _columns(item_type: pa.DataType) -> dict[str, pa.DataType]:
+    """The generated columns of ``items_enriched`` and their types (``item_type``: the
+    data's id type, for the neighbours)."""
+    return {"attributes": pa.list_(_ATTRIBUTE), "neighbours": pa.list_(item_type), **_TYPES}
+
+
+_TYPES: dict[str, pa.DataType] = {
     "neighbour_similarity": pa.list_(pa.float64()),
     "n_interactions": pa.int64(),
     "mean_rating": pa.float64(),
