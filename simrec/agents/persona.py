@@ -344,8 +344,8 @@ def _favourite_values(log: Interactions, cat: Catalog) -> list[list[tuple[str, s
     out: list[list[tuple[str, str]]] = [[] for _ in range(log.n_users)]
     counts = np.bincount(log.user, minlength=log.n_users)
     for name, values in cat.attributes.items():
-        if values.dtype != object or not all(isinstance(v, str) for v in values[:1]):
-            continue
+        if values.dtype != object or (values.size and not isinstance(values[0], str)):
+            continue  # numbers (price) and lists (token_seq) are not one value to favour
         codes, uniques = _codes(values)
         if uniques.size < 2:
             continue
