@@ -91,6 +91,10 @@ def test_openai_key_goes_to_openai_itself(monkeypatch):
     # a pool of other servers: OpenAI's key goes to none of them
     pool = OpenAIBackend("gpt", base_url=["http://127.0.0.1:9/v1", "http://127.0.0.2:9/v1"])
     assert pool._keys == ["EMPTY", "EMPTY"]
+    # the variable the user names goes to every server of the pool they listed
+    monkeypatch.setenv("POOL_KEY", "pool-key-7")
+    named = OpenAIBackend("m", base_url=pool.urls, api_key_env="POOL_KEY")
+    assert named._keys == ["pool-key-7", "pool-key-7"]
 
 
 def test_a_refused_key_is_loud_and_never_written(tmp_path, monkeypatch, capsys):
