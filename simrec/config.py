@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from simrec.domain import DOMAINS, Domain, checked_domain
 from simrec.errors import ConfigError
@@ -79,6 +86,17 @@ class DataConfig(_Section):
         + ", or a mapping defining one (name, item, verb, ...); None: inferred from the data",
     )
     synthetic: SyntheticWorldConfig = Field(default_factory=SyntheticWorldConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_of_path(cls, v: Any) -> Any:
+        """A path without a format: the format is told from the path (as ``--data`` does),
+        never the synthetic world with the path left unread."""
+        if isinstance(v, dict) and v.get("path") is not None and v.get("format") is None:
+            from simrec.data.registry import infer_format
+
+            v = {**v, "format": infer_format(str(v["path"]))}
+        return v
 
     @field_validator("domain", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 import simrec
 from simrec.cli import main
@@ -133,3 +134,12 @@ def test_format_is_inferred_from_inter_files(tiny_world, tmp_path):
     assert _infer_format(str(d)) == "recbole"
     assert _infer_format(str(d / "tiny.inter")) == "recbole"
     assert _infer_format("ml-100k") == "recbole"
+    # a config naming only the path reads it: the format is inferred there too, not taken
+    # to be the synthetic world's
+    from simrec.config import RunConfig
+
+    assert RunConfig.model_validate({"data": {"path": str(d)}}).data.format == "recbole"
+    explicit = {"data": {"path": str(d), "format": "table"}}
+    assert RunConfig.model_validate(explicit).data.format == "table"
+    with pytest.raises(ValueError, match="data path not found"):
+        RunConfig.model_validate({"data": {"path": str(tmp_path / "nowhere")}})

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from simrec.config import RunConfig, load_config, validate_config
 from simrec.data.loaders import FORMATS
+from simrec.data.registry import infer_format
 from simrec.domain import DOMAINS
 from simrec.errors import InputError
 
@@ -147,32 +147,6 @@ def add_policy_flags(
         r.add_argument(
             "--retrain-every", type=int, metavar="N", help="refit the policy every N ticks"
         )
-
-
-def infer_format(path: str) -> str:
-    from simrec.data.registry import resolve_name
-
-    p = Path(path)
-    named = resolve_name(path)
-    if path.startswith("recbole:") or (named is not None and not p.exists()):
-        return "recbole"  # the loader resolves the name, or says which names it knows
-    if p.is_file():
-        return "recbole" if p.suffix == ".inter" else "table"
-    if p.is_dir() and any(p.glob("*.inter")):
-        return "recbole"
-    for marker, fmt in (
-        ("u.data", "movielens-100k"),
-        ("ratings.dat", "movielens-1m"),
-        ("ratings.csv", "movielens-latest"),
-    ):
-        if (p / marker).is_file():
-            return fmt
-    if not p.exists():
-        raise InputError(f"{p}: data path not found")
-    raise InputError(
-        f"{p}: cannot tell the data format (no u.data, ratings.dat, ratings.csv or *.inter); "
-        "pass --format"
-    )
 
 
 def parse_columns(text: str) -> dict[str, str]:

@@ -101,3 +101,29 @@ def listing() -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def infer_format(path: str) -> str:
+    """The format of the data at ``path``: a named dataset or RecBole atomic files (recbole),
+    another single file (table), or a MovieLens folder told by its ratings file."""
+    p = Path(path)
+    named = resolve_name(path)
+    if path.startswith("recbole:") or (named is not None and not p.exists()):
+        return "recbole"  # the loader resolves the name, or says which names it knows
+    if p.is_file():
+        return "recbole" if p.suffix == ".inter" else "table"
+    if p.is_dir() and any(p.glob("*.inter")):
+        return "recbole"
+    for marker, fmt in (
+        ("u.data", "movielens-100k"),
+        ("ratings.dat", "movielens-1m"),
+        ("ratings.csv", "movielens-latest"),
+    ):
+        if (p / marker).is_file():
+            return fmt
+    if not p.exists():
+        raise InputError(f"{p}: data path not found")
+    raise InputError(
+        f"{p}: cannot tell the data format (no u.data, ratings.dat, ratings.csv or *.inter); "
+        "pass --format"
+    )
