@@ -15,6 +15,7 @@ from simrec.build import load_data
 from simrec.cli import main
 from simrec.config import RunConfig
 from simrec.environments.base import Slates
+from simrec.errors import ConfigError
 
 WORLD = {"seed": 3, "data": {"synthetic": {"users": 300, "items": 400}}}
 
@@ -181,6 +182,11 @@ def test_fidelity_report_on_movielens_files(ml100k, tmp_path, capsys):
     verdict = F.ranking_verdict(table)
     assert f"Kendall tau {tau:.2f}" in verdict and "random" in verdict
     assert printed.index("Policy ranking:") < printed.index("kendall_tau")
+    # every policy is also simulated with log popularity read as taste (brain.exposure 0)
+    low = rk[rk.source == "simrec, exposure 0"]
+    assert set(low[low.metric == "watches_per_user"].setting) == set(F.POLICIES)
+    assert (out / "runs" / "als_exposure_0" / "manifest.json").exists()
+    assert "with brain.exposure 0 " in verdict and "pairs keep their order" in verdict
     page = (out / "report.html").read_text()
     assert page.index("ranking of policies") < page.index("All figures")
     assert "http" not in page  # renders without a network
@@ -230,6 +236,33 @@ def test_fidelity_is_informative_and_reproducible(tmp_path):
     pd.testing.assert_frame_equal(a, pq.read_table(tmp_path / "b" / "fidelity.parquet").to_pandas())
 
 
+def test_exposure_readings_name_the_pairs_whose_order_they_change():
+    engagement = {"a": 3.0, "b": 2.0, "c": 1.0}
+    offline = {"a": {"recall@20": 0.3}, "b": {"recall@20": 0.2}, "c": {"recall@20": 0.1}}
+    readings = {0.0: {"a": 1.0, "b": 2.0, "c": 0.5}, 0.5: {"a": 3.0, "b": 2.5, "c": 2.6}}
+    rows = pd.DataFrame(F.exposure_rows(engagement, readings, offline, 1.0), columns=F.COLUMNS)
+    v = rows.set_index(["setting", "metric", "source"]).value
+    assert v[("brain", "exposure", "simrec")] == 1.0
+    assert v[("b", "watches_per_user", "simrec, exposure 0")] == 2.0
+    # a > b > c under the config; b > a > c at 0; a > c > b at 0.5
+    assert v[("recall@20", "kendall_tau", "simrec, exposure 0")] == pytest.approx(1 / 3)
+    assert v[("recall@20", "kendall_tau", "simrec, exposure 0.5")] == pytest.approx(1 / 3)
+    flipped = set(rows[rows.metric == "order_depends_on_exposure"].setting)
+    assert flipped == {"a|b", "b|c"}
+    assert v[("pairs", "stable_share", "simrec")] == pytest.approx(1 / 3)
+    # the verdict reads every reading and names the pairs
+    ranking = pd.DataFrame(
+        F.ranking(engagement, offline) + F.exposure_rows(engagement, readings, offline, 1.0),
+        columns=F.COLUMNS,
+    )
+    text = F.ranking_verdict(ranking)
+    assert "(brain.exposure 1) orders the 3 policies a > b > c" in text
+    assert "with brain.exposure 0 b > a > c (tau 0.33)" in text
+    assert "33% of the pairs" in text and "a vs b, b vs c" in text
+    with pytest.raises(ConfigError, match="exposures"):
+        F.fidelity(WORLD, exposures=(3.0,))
+
+
 @pytest.mark.parametrize(
     "flags,needle",
     [
@@ -239,6 +272,7 @@ def test_fidelity_is_informative_and_reproducible(tmp_path):
         (["--policies", "random,popular"], "at least 3"),
         (["--policies", "random,popular,nope"], "unknown policy 'nope'"),
         (["--users", "5"], "population.users"),
+        (["--exposures", "0,3"], "--exposures"),
     ],
 )
 def test_bad_fidelity_input_exits_2(flags, needle, ml100k, tmp_path, capsys):
@@ -482,7 +516,8 @@ def test_real_movielens_100k_direction():
     held-out choices better than the popularity and item-kNN pickers and ranks six policies as
     held-out Recall@20 does, at least roughly. Measured at this commit: tau 0.60 with seeds 0
     and 1 (three of 15 pairs swapped); the bound allows one more swapped pair (0.13), as
-    als, bpr and itemknn are close in simulated engagement."""
+    als, bpr and itemknn are close in simulated engagement. With log popularity read as taste
+    (the report's exposure-0 reading) tau is 0.87."""
     table = F.fidelity({"data": {"format": "recbole", "path": "ml-100k"}})
     for ratio, metric in (("1:1", "accuracy"), ("1:1", "f1"), ("1:9", "f1")):
         ours = _figure(table, "discrimination", ratio, metric)
@@ -500,6 +535,11 @@ def test_real_movielens_100k_direction():
     # rounding gave 0.040)
     assert _figure(table, "rating", "held-out", "wasserstein_normalised") <= 0.03
     assert _figure(table, "ranking", "recall@20", "kendall_tau") >= 0.46
+    # read with log popularity as taste (brain.exposure 0), the order meets the 0.8 goal
+    # against Recall@20: 0.87 measured (one pair swapped, itemknn over als); the bound allows
+    # one more. The report names the pairs that the two readings order differently.
+    assert _figure(table, "ranking", "recall@20", "kendall_tau", "simrec, exposure 0") >= 0.73
+    assert 0.5 <= _figure(table, "ranking", "pairs", "stable_share") < 1
     # sessions per user per day, compared like with like, within 20% of the log's
     sim = _figure(table, "behaviour", "sessions_per_user_per_tick", "mean")
     real = _figure(table, "behaviour", "sessions_per_user_per_tick", "mean", "real")

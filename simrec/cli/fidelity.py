@@ -45,10 +45,36 @@ def register(sub) -> None:
         help="comma-separated policies to rank, at least 3 "
         "(default: random,popular,itemknn,als,bpr,genre)",
     )
+    f.add_argument(
+        "--exposures",
+        help="comma-separated brain.exposure values every policy is also simulated at, to "
+        "show which pairs' order depends on how much of the log's popularity is exposure "
+        "(default: 0,1; none: skip)",
+    )
     f.add_argument("--out", help="output directory (default datasets_out/fidelity-<run_id>)")
     f.add_argument("--quiet", action="store_true", help="no progress bars or table")
 
     f.set_defaults(func=cmd_fidelity)
+
+
+def _exposures(text: str | None) -> tuple[float, ...]:
+    """--exposures: numbers in [0, 2], comma-separated, or none."""
+    from simrec.errors import ConfigError
+    from simrec.evaluation.fidelity_report import EXPOSURE_READINGS
+
+    if text is None:
+        return EXPOSURE_READINGS
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or any(not 0 <= v <= 2 for v in values):
+        raise ConfigError(
+            f"--exposures: expected numbers in [0, 2], comma-separated, or none; got {text!r}"
+        )
+    return values
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
@@ -67,7 +93,12 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     names = args.policies.split(",") if args.policies else POLICIES
     policies = [p.strip() for p in names if p.strip()]
     table = fidelity(
-        cfg, holdout=args.holdout, policies=policies, out=out, llm_users=args.llm_users
+        cfg,
+        holdout=args.holdout,
+        policies=policies,
+        out=out,
+        llm_users=args.llm_users,
+        exposures=_exposures(args.exposures),
     )
     if not args.quiet:
         fmt = {"float_format": lambda v: f"{v:.4f}", "na_rep": "", "index": False}

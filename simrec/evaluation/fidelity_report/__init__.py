@@ -81,8 +81,10 @@ from simrec.evaluation.fidelity_report.page import (
 )
 from simrec.evaluation.fidelity_report.ranking import (
     BRAIN_FAMILIES,
+    EXPOSURE_READINGS,
     POLICIES,
     TOP_K,
+    exposure_rows,
     offline_metrics,
     ranking,
 )
@@ -98,6 +100,7 @@ from simrec.evaluation.fidelity_report.split import (
 __all__ = [
     "BRAIN_FAMILIES",
     "COLUMNS",
+    "EXPOSURE_READINGS",
     "LLM_POSITIVES",
     "POLICIES",
     "RATIOS",
@@ -111,6 +114,7 @@ __all__ = [
     "confusion",
     "discrimination",
     "discrimination_sets",
+    "exposure_rows",
     "fidelity",
     "llm_discrimination",
     "llm_ratings",
@@ -134,6 +138,7 @@ def fidelity(
     out: str | Path | None = None,
     progress: bool = False,
     llm_users: int = 50,
+    exposures: tuple[float, ...] | list[float] = EXPOSURE_READINGS,
 ) -> pd.DataFrame:
     """The fidelity table of the config's data and statistical brain (see the module
     docstring). ``config.simulation.ticks`` is the length of the simulated runs, their
@@ -142,7 +147,11 @@ def fidelity(
 
     With ``brain.name: llm``, the LLM also picks from the lists of ``llm_users`` sampled users
     (their first LLM_POSITIVES held-out items each) and rates their held-out items: rows with
-    source ``llm``. The behaviour and ranking simulations still use the statistical brain."""
+    source ``llm``. The behaviour and ranking simulations still use the statistical brain.
+
+    Each policy is also simulated with ``brain.exposure`` at each of ``exposures`` (other than
+    the config's; empty: none), so that the report can say which pairs of policies keep their
+    order however much of the log's popularity is exposure (see :func:`exposure_rows`)."""
     import simrec
     from simrec.environments.registry import make_policy
     from simrec.simulator.model import agent_log
@@ -160,6 +169,10 @@ def fidelity(
             "fidelity: population.users: the report simulates one agent per real user; "
             f"got {cfg.population.users}"
         )
+    exposures = [float(e) for e in dict.fromkeys(exposures) if e != cfg.brain.exposure]
+    for e in exposures:
+        if not 0 <= e <= 2:
+            raise ConfigError(f"fidelity exposures: expected values in [0, 2], got {e:g}")
     policies = list(dict.fromkeys(policies))
     for p in policies:
         if p not in REGISTERED and ":" not in p:
@@ -197,6 +210,7 @@ def fidelity(
     to_run = policies + ([behaviour_policy] if behaviour_policy not in policies else [])
     engagement: dict[str, float] = {}
     ideal: dict[str, float] = {}
+    readings: dict[float, dict[str, float]] = {e: {} for e in exposures}
     offline: dict[str, dict[str, float]] = {}
     sim_data = None
     n_users = split.train.interactions.n_users
@@ -217,6 +231,15 @@ def fidelity(
         events = res.events()
         if name in policies:
             engagement[name] = float(res.counts["clicks"]) / n_users
+            for e in exposures:
+                again = {**raw, "brain": {**raw["brain"], "exposure": e}}
+                again["output"] = {
+                    **raw["output"],
+                    "dir": raw["output"]["dir"] + f"_exposure_{e:g}",
+                }
+                readings[e][name] = (
+                    float(simrec.run(again, data=split.train).counts["clicks"]) / n_users
+                )
             if split.train.truth is not None:  # the ideal simulator: the world's own taste
                 raw["brain"].update(taste_model="oracle", click_calibration="in-sample")
                 raw["output"]["dir"] += "_oracle"
@@ -233,6 +256,8 @@ def fidelity(
     beh_rows, beh_data = behaviour(split, sim_data, cfg.simulation.tick_seconds)
     rows += beh_rows
     rows += ranking(engagement, offline, BRAIN_FAMILIES[cfg.brain.taste_model], ideal or None)
+    if readings:
+        rows += exposure_rows(engagement, readings, offline, cfg.brain.exposure)
     for (section, setting, metric), (op, target) in TARGETS.items():
         rows.append((section, setting, f"target_{metric}", target, op))
     if llm is not None:
