@@ -8,10 +8,13 @@ measures the true engagement (watches per user over ``--days``) of every policy 
 world (the same policy implementations, fitted on the same log, serving the world's users),
 then calibrates simrec on the log alone, runs ``simrec.evaluation.ab`` with every policy as an
 arm for the same number of ticks, and prints Kendall's tau between simulated and true watches
-per user, per world, for each brain variant given (``--variants exposure:none,...``).
+per user, per world, for each brain variant given (``--variants exposure=0,...``). It also
+prints the tau of each policy's held-out Recall@20 on the log (each user's latest 20% held
+out) against the truth: how well an offline evaluation of the log alone ranks the policies,
+the yardstick the fidelity report uses on real data.
 
     python benchmarks/bench_sim2real.py [--users 800] [--items 1200] [--days 10]
-        [--worlds nested-logit,era-attribute,friends] [--variants popularity,none] [--seed 0]
+        [--worlds nested-logit,era-attribute,friends] [--variants "default;exposure=0"] [--seed 0]
 """
 
 from __future__ import annotations
@@ -38,6 +41,24 @@ def true_engagement(world, data, days: int) -> dict[str, float]:
         policy = make_policy(name, {}, None)
         policy.fit(log, data.catalog)
         out[name] = world.true_engagement(policy, days)
+    return out
+
+
+def offline_recall(data, holdout: float = 0.2) -> dict[str, float]:
+    """Each policy's Recall@20 on the world's log with each user's latest ``holdout`` held out
+    (fitted on the rest): what an offline evaluation of the log alone says, the yardstick the
+    fidelity report holds simulated engagement against on real data."""
+    from simrec.environments.registry import make_policy
+    from simrec.evaluation.fidelity_report import offline_metrics, temporal_split
+    from simrec.simulator.model import agent_log
+
+    split = temporal_split(data, holdout)
+    log = agent_log(split.train, np.arange(split.train.interactions.n_users))
+    out = {}
+    for name in POLICIES:
+        policy = make_policy(name, {}, None)
+        policy.fit(log, split.train.catalog)
+        out[name] = offline_metrics(policy, split)["recall@20"]
     return out
 
 
@@ -95,7 +116,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--variants",
-        default="default;exposure=none",
+        default="default;exposure=0",
         help="settings to compare, ';'-separated, each 'default' or KEY=VALUE[,KEY=VALUE] "
         "(KEY: a brain field, or SECTION.FIELD such as simulation.max_pages)",
     )
@@ -103,6 +124,7 @@ def main() -> None:
     from simrec.data import load
 
     summary = {v: [] for v in args.variants.split(";")}
+    offline_taus: list[float] = []
     with tempfile.TemporaryDirectory(prefix="sim2real-") as tmp:
         for wname in args.worlds.split(","):
             t0 = time.perf_counter()
@@ -117,6 +139,14 @@ def main() -> None:
                 f"{len(log):,} interactions; world + truth {t_world:.1f} s"
             )
             print("   true watches/user: " + ", ".join(f"{p} {v:.2f}" for p, v in truth.items()))
+            recall = offline_recall(data)
+            names = list(truth)
+            tau = stats.kendalltau([recall[p] for p in names], [truth[p] for p in names])
+            offline_taus.append(tau.statistic)
+            print(
+                f"   {'held-out Recall@20':<24} tau {tau.statistic:+.3f}  (the log alone): "
+                + ", ".join(f"{p} {recall[p]:.3f}" for p in names)
+            )
             for variant in summary:
                 t0 = time.perf_counter()
                 out = Path(tmp) / f"{wname}-{len(summary[variant])}-{abs(hash(variant))}"
@@ -131,6 +161,11 @@ def main() -> None:
                     + ", ".join(f"{p} {sim[p]:.2f}" for p in names)
                 )
     print("\nKendall tau per world (goal >= 0.8 in every world):")
+    print(
+        f"  {'held-out Recall@20':<24} "
+        + "  ".join(f"{t:+.3f}" for t in offline_taus)
+        + f"   min {min(offline_taus):+.3f}  mean {np.mean(offline_taus):+.3f}"
+    )
     for variant, taus in summary.items():
         print(
             f"  {variant:<24} "
