@@ -34,7 +34,11 @@ statistical brain are calibrated on the rest only (item popularity included). Th
   synthetic world, every policy is also simulated by the ideal simulator (the world's own log
   choice probability as the taste model, same protocol: what the brain's taste model alone
   changes) and scored by ``choice_share@20`` (the world's choice probability held by the
-  slate).
+  slate). Every policy is also simulated with ``brain.exposure`` at each of ``exposures``
+  other than the config's (by default 0 and 1: log popularity all taste, all exposure), and
+  the pairs of policies that the
+  readings order differently are named: how much of a log's popularity is exposure is not in
+  a log without impressions, and it decides part of the order.
 
 The result is one long table: section, setting, metric, value, source. :func:`scorecard` and
 :func:`ranking_verdict` turn it into the report's first screen.
