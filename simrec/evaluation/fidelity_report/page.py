@@ -64,24 +64,25 @@ def ranking_verdict(table: pd.DataFrame) -> str:
     n = len(sim)
     swapped = round((1 - float(tau.iloc[0])) / 2 * n * (n - 1) / 2)
     order = lambda df: " > ".join(df.sort_values("value", ascending=False).setting)  # noqa: E731
+    configured = rk[(rk.setting == "brain") & (rk.metric == "exposure")].value  # readings run
+    read = f" (brain.exposure {float(configured.iloc[0]):g})" if len(configured) else ""
     text = (
-        f"simulated engagement orders the {n} policies {order(sim)}; held-out Recall@20 orders "
-        f"them {order(real)}: Kendall tau {float(tau.iloc[0]):.2f}, {swapped} of "
+        f"simulated engagement{read} orders the {n} policies {order(sim)}; held-out Recall@20 "
+        f"orders them {order(real)}: Kendall tau {float(tau.iloc[0]):.2f}, {swapped} of "
         f"{n * (n - 1) // 2} pairs swapped"
     )
-    stable = rk[(rk.setting == "pairs") & (rk.metric == "stable_share")].value
-    if stable.empty:
+    if configured.empty:
         return text
     readings = []
     for source in taus.source[taus.source.str.startswith("simrec, exposure")]:
         watches = rk[(rk.metric == "watches_per_user") & (rk.source == source)]
         t = float(taus[taus.source == source].value.iloc[0])
-        readings.append(f"with brain.{source[8:]} {order(watches)} (tau {t:.2f})")
+        readings.append(
+            f"with brain.{source.removeprefix('simrec, ')} {order(watches)} (tau {t:.2f})"
+        )
+    stable = rk[(rk.setting == "pairs") & (rk.metric == "stable_share")].value
     depends = rk[rk.metric == "order_depends_on_exposure"].setting
     pairs = ", ".join(p.replace("|", " vs ") for p in depends)
-    configured = rk[(rk.setting == "brain") & (rk.metric == "exposure")].value
-    if len(configured):
-        text = text.replace(" orders", f" (brain.exposure {float(configured.iloc[0]):g}) orders", 1)
     return (
         f"{text}. How much of the log's popularity is exposure rather than taste decides part "
         f"of this order, and a log without impressions cannot tell: "
