@@ -272,7 +272,8 @@ def test_exposure_readings_name_the_pairs_whose_order_they_change():
         (["--policies", "random,popular"], "at least 3"),
         (["--policies", "random,popular,nope"], "unknown policy 'nope'"),
         (["--users", "5"], "population.users"),
-        (["--exposures", "0,3"], "--exposures"),
+        (["--exposures", "0,3"], "exposures: expected values in [0, 2], got 3"),
+        (["--exposures", "low"], "--exposures: expected numbers"),
     ],
 )
 def test_bad_fidelity_input_exits_2(flags, needle, ml100k, tmp_path, capsys):
