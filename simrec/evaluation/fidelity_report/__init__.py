@@ -90,6 +90,7 @@ from simrec.evaluation.fidelity_report.ranking import (
     TOP_K,
     exposure_rows,
     offline_metrics,
+    policy_offline_metrics,
     ranking,
 )
 from simrec.evaluation.fidelity_report.rating import rating_fidelity
@@ -123,6 +124,7 @@ __all__ = [
     "llm_discrimination",
     "llm_ratings",
     "offline_metrics",
+    "policy_offline_metrics",
     "ranking",
     "ranking_verdict",
     "rating_fidelity",
@@ -157,8 +159,6 @@ def fidelity(
     the config's; empty: none), so that the report can say which pairs of policies keep their
     order however much of the log's popularity is exposure (see :func:`exposure_rows`)."""
     import simrec
-    from simrec.environments.registry import make_policy
-    from simrec.simulator.model import agent_log
 
     cfg = build.as_config(config)
     if cfg.brain.name == "hybrid":
@@ -248,10 +248,7 @@ def fidelity(
                 raw["brain"].update(taste_model="oracle", click_calibration="in-sample")
                 raw["output"]["dir"] += "_oracle"
                 ideal[name] = float(simrec.run(raw, data=split.train).counts["clicks"]) / n_users
-            policy = make_policy(name, {}, None)
-            log = agent_log(split.train, np.arange(n_users))
-            policy.fit(log, split.train.catalog)
-            offline[name] = offline_metrics(policy, split)
+            offline[name] = policy_offline_metrics(name, split)
         if name == behaviour_policy:
             events = events.assign(item_index=_item_index(events, split.train))
             sim_data = sim_behaviour(events, n_users, n_items, cfg.simulation.ticks)

@@ -35,6 +35,19 @@ def offline_metrics(policy, split: Split, k: int = TOP_K) -> dict[str, float]:
     return out
 
 
+def policy_offline_metrics(name: str, split: Split, k: int = TOP_K) -> dict[str, float]:
+    """:func:`offline_metrics` of the built-in policy ``name`` (default parameters) fitted on
+    ``split``'s training log, one agent per user."""
+    from simrec.environments.registry import make_policy
+    from simrec.simulator.model import agent_log
+
+    policy = make_policy(name, {}, None)
+    policy.fit(
+        agent_log(split.train, np.arange(split.train.interactions.n_users)), split.train.catalog
+    )
+    return offline_metrics(policy, split, k)
+
+
 def per_user_metrics(policy, split: Split, k: int = TOP_K) -> dict[str, np.ndarray]:
     """:func:`offline_metrics` per user: ``users`` (n,) the users with held-out items, and
     ``recall``, ``ndcg`` (and on a synthetic world ``choice_share``), each (n,)."""
