@@ -88,6 +88,9 @@ class LocalBackend:
             kwargs["response_format"] = {"type": "json_object", "schema": req.json_schema}
         t = time.perf_counter()
         try:
+            # forget the previous prompt: reusing its cached prefix evaluates the rest in
+            # other batches, which changes the logits (and a seeded answer) in the last digits
+            self._llm.reset()
             resp = self._llm.create_chat_completion(**kwargs)
         except Exception as err:  # one bad request must not end the batch
             return ChatResult(
