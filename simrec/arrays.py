@@ -32,6 +32,40 @@ def rowwise_dot(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray) ->
     return out
 
 
+def sorted_unique(x: np.ndarray) -> np.ndarray:
+    """The distinct values of ``x`` (n,), sorted: ``np.unique(x)``, which on integer arrays in
+    numpy 2.x takes a hash-based path about 100x slower than the sort this does.
+
+    >>> sorted_unique(np.array([3, 1, 3, 2])).tolist()
+    [1, 2, 3]
+    """
+    s = np.sort(x, axis=None)
+    return s[np.r_[True, s[1:] != s[:-1]]] if s.size else s
+
+
+def lexsort_ints(keys: tuple[np.ndarray, ...]) -> np.ndarray:
+    """``np.lexsort(keys)`` (the last key primary, ties in input order) for integer keys of
+    equal shape (n,): when their ranges fit one 63-bit key together, a stable argsort of that
+    key, several times faster than lexsort on millions of rows; otherwise lexsort itself.
+
+    >>> lexsort_ints((np.array([5, 1, 1]), np.array([0, 1, 0]))).tolist()
+    [2, 0, 1]
+    """
+    packed = np.zeros(np.shape(keys[0]), np.int64)
+    shift = 0
+    for k in keys:
+        k = np.asarray(k, np.int64)
+        if not k.size:
+            return np.zeros(0, np.int64)
+        low = int(k.min())
+        bits = (int(k.max()) - low).bit_length()
+        if shift + bits > 63:
+            return np.lexsort(keys)
+        packed |= (k - low) << shift
+        shift += bits
+    return np.argsort(packed, kind="stable")
+
+
 MAX_THREADS = 4  # threads for row-independent numpy work (each holds one block in memory)
 
 

@@ -18,6 +18,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -158,6 +159,7 @@ def clean_texts(values, limit: int) -> np.ndarray:
     return np.array([clean_text(v, limit) for v in values], dtype=object)
 
 
+@lru_cache(maxsize=1 << 16)  # profiles quote the same catalog titles for many users
 def quoted(text: str) -> str:
     """Text from the data as a JSON string: delimited, so a prompt can say that what is inside
     quotes is data, never instructions."""

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
+from simrec.arrays import lexsort_ints, sorted_unique
 from simrec.data.dataset import Catalog, Dataset, Interactions
 from simrec.domain import Domain, and_list, article
 from simrec.rng import Streams
@@ -325,12 +326,14 @@ def favourite_items(log: Interactions, n: int = FAVOURITES) -> list[list[int]]:
     """
     rated = np.isfinite(log.rating)
     key = np.where(rated, -log.rating.astype(np.float64), np.inf)  # rated first, best first
-    order = np.lexsort((-log.timestamp, key, log.user))
+    grade = np.searchsorted(sorted_unique(key), key)  # the same order, as integers
+    order = lexsort_ints((-log.timestamp, grade, log.user))
     user, item = log.user[order].astype(np.int64), log.item[order].astype(np.int64)
     n_items = int(item.max()) + 1 if item.size else 1
-    _, first = np.unique(user * n_items + item, return_index=True)  # each item's best row
-    first.sort()
-    user, item = user[first], item[first]
+    pair = user * n_items + item
+    if sorted_unique(pair).size < pair.size:  # an item consumed twice: keep its best row
+        first = np.sort(np.unique(pair, return_index=True)[1])
+        user, item = user[first], item[first]
     rank = np.arange(user.size) - np.searchsorted(user, user, side="left")
     user, item = user[rank < n], item[rank < n]
     bounds = np.cumsum(np.bincount(user, minlength=log.n_users))[:-1]
