@@ -25,11 +25,12 @@ Per page view with ``k`` slots:
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import expit, log_expit, logit, ndtri
+from scipy.special import expit, logit, ndtri
 
 from simrec.agents.brains.base import PageBatch, PageDecisions
 from simrec.agents.persona import Personas, derive_personas
@@ -43,7 +44,7 @@ from simrec.agents.taste import (
     fit_taste,
     world_factors,
 )
-from simrec.arrays import rowwise_dot
+from simrec.arrays import rowwise_dot, sorted_unique
 from simrec.config import UtilityBrainConfig
 from simrec.data.dataset import Dataset
 from simrec.errors import ConfigError
@@ -153,19 +154,24 @@ class UtilityBrain:
                 "brain.taste_model: 'oracle' is a synthetic world's own choice model, and "
                 f"{data.source} has none; expected 'svd' or 'lda' for this data"
             )
-        self.evidence = _Evidence.fit(self, data, data.interactions)
+        # the choice evidence and the rating model (then the personas) are independent fits
+        # of the same log: the evidence fits on a second thread (numpy releases the GIL), and
+        # neither depends on which finishes first
+        with ThreadPoolExecutor(1, thread_name_prefix="simrec-evidence") as pool:
+            evidence = pool.submit(_Evidence.fit, self, data, data.interactions)
+            self.rating_model = fit_rating_model(
+                data.interactions,
+                n_items,
+                data.scale,
+                dim=c.taste_dim,
+                reg=c.fit_regularization,
+                sweeps=c.fit_iterations,
+                seed=self.seed,
+            )
+            self.has_ratings = bool(np.isfinite(data.interactions.rating).any())
+            personas = derive_personas(data, self.rating_model.user_bias)
+            self.evidence = evidence.result()
         self.choice = self.evidence.choice
-        self.rating_model = fit_rating_model(
-            data.interactions,
-            n_items,
-            data.scale,
-            dim=c.taste_dim,
-            reg=c.fit_regularization,
-            sweeps=c.fit_iterations,
-            seed=self.seed,
-        )
-        self.has_ratings = bool(np.isfinite(data.interactions.rating).any())
-        personas = derive_personas(data, self.rating_model.user_bias)
         self.weights = self._fit_click_weights(data, personas)
         self.exposure_watch = self._exposure_watch(data.interactions, personas)
         return personas
@@ -248,12 +254,15 @@ class UtilityBrain:
         n, n_items = len(personas), self.log_exposure.size
         g = Streams(self.seed).generator("exposure-watch")
         items = g.choice(n_items, size=(n, _EXPOSURE_DRAWS), p=np.exp(self.evidence.exposure))
-        consumed = np.unique(log.user.astype(np.int64) * n_items + log.item)
+        # sorted keys of the consumed pairs, ending in a sentinel above every key
+        consumed = sorted_unique(log.user.astype(np.int64) * n_items + log.item)
+        consumed = np.append(consumed, n * n_items)
         out = np.empty(n)
         for lo in range(0, n, _USER_BLOCK):
             agents = np.arange(lo, min(n, lo + _USER_BLOCK))
             keys = agents[:, None] * n_items + items[agents]
-            fresh = ~np.isin(keys, consumed)
+            # a binary search per key, not a set operation per block
+            fresh = consumed[np.searchsorted(consumed, keys)] != keys
             p = expit(self.watch_logit(agents, items[agents]))
             out[agents] = (p * fresh).sum(axis=1) / np.maximum(fresh.sum(axis=1), 1)
         return out
@@ -399,10 +408,13 @@ class UtilityBrain:
 def _logistic_regression(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
     """L2-regularised logistic regression by L-BFGS. x: (m, p), y: (m,) -> (p,) weights."""
 
+    sign = 2.0 * y - 1.0
+
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
         z = x @ w
-        nll = -(y * log_expit(z) + (1 - y) * log_expit(-z)).mean() + 0.5 * l2 * (w[1:] @ w[1:])
-        grad = x.T @ (expit(z) - y) / y.size
+        # -log sigmoid(sign * z), one ufunc pass
+        nll = np.logaddexp(0.0, -sign * z).mean() + 0.5 * l2 * (w[1:] @ w[1:])
+        grad = (expit(z) - y) @ x / y.size
         grad[1:] += l2 * w[1:]
         return float(nll), grad
 
