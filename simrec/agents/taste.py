@@ -22,13 +22,13 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
-from simrec.arrays import map_in_threads, rowwise_dot
+from simrec.arrays import MAX_THREADS, map_in_threads, rowwise_dot
 from simrec.data.dataset import Interactions, RatingScale, WorldTruth
 from simrec.rng import Streams
 
 _SOLVE_CHUNK = 32768
 LDA_BLOCK = 16384  # documents per threaded block of the mixture updates
-LDA_FIT_USERS = 50_000  # larger logs: topics from a sample of this many users
+LDA_FIT_USERS = 20_000  # larger logs: topics from a sample of this many users
 
 
 @dataclass
@@ -152,6 +152,7 @@ def fit_topic_factors(log: Interactions, n_items: int, dim: int, seed: int) -> C
 
 
 LDA_SWEEPS, LDA_INNER = 12, 4  # topic updates, and mixture updates between two of them
+LDA_INFER = 8  # mixture updates of the users whose mixtures are inferred from learnt topics
 
 
 def _lda_vb(
@@ -202,7 +203,7 @@ def _lda_vb(
     gamma = np.ones((m.shape[0], k), np.float32)
     for _ in range(LDA_SWEEPS if learn else 1):
         beta_t = np.ascontiguousarray(beta.T)
-        for _ in range(LDA_INNER if learn else 4 * LDA_INNER):
+        for _ in range(LDA_INNER if learn else LDA_INFER):
             gamma = update(gamma, beta_t)
         if learn:
             theta_e = exp_e_log(gamma)
@@ -412,11 +413,13 @@ def _solve_rows(r: sp.csr_matrix, other: np.ndarray, reg: float) -> np.ndarray:
     """
     outer = _packed_outer(other)
     ind = _indicator(r)
-    out = np.empty((r.shape[0], other.shape[1]))
-    for start in range(0, r.shape[0], _SOLVE_CHUNK):
+
+    def solve(start: int) -> np.ndarray:  # rows are independent: chunks run on threads
         sl = slice(start, min(start + _SOLVE_CHUNK, r.shape[0]))
-        out[sl] = _ridge_solve(ind[sl] @ outer, r[sl] @ other, reg)
-    return out
+        return _ridge_solve(ind[sl] @ outer, r[sl] @ other, reg)
+
+    parts = map_in_threads(solve, range(0, r.shape[0], _SOLVE_CHUNK))
+    return np.concatenate(parts) if parts else np.empty((0, other.shape[1]))
 
 
 def _solve_columns(r: sp.csr_matrix, rows: np.ndarray, reg: float) -> np.ndarray:
@@ -429,8 +432,16 @@ def _solve_columns(r: sp.csr_matrix, rows: np.ndarray, reg: float) -> np.ndarray
     a = np.zeros((r.shape[1], d * (d + 1) // 2))
     b = np.zeros((r.shape[1], d))
     ind = _indicator(r)
-    for start in range(0, r.shape[0], 4 * _SOLVE_CHUNK):
+
+    def normal(start: int) -> tuple[np.ndarray, np.ndarray]:
         sl = slice(start, min(start + 4 * _SOLVE_CHUNK, r.shape[0]))
-        a += ind[sl].T @ _packed_outer(rows[sl])
-        b += r[sl].T @ rows[sl]
+        return ind[sl].T @ _packed_outer(rows[sl]), r[sl].T @ rows[sl]
+
+    # chunks on threads, a wave at a time, summed in chunk order: the same sums whatever the
+    # threads, and no more than a wave of (n_cols, d(d+1)/2) parts held at once
+    starts = list(range(0, r.shape[0], 4 * _SOLVE_CHUNK))
+    for w in range(0, len(starts), MAX_THREADS):
+        for a_part, b_part in map_in_threads(normal, starts[w : w + MAX_THREADS]):
+            a += a_part
+            b += b_part
     return _ridge_solve(a, b, reg)
