@@ -190,13 +190,24 @@ def _sample_log(
             np.log(e, out=e)
         util -= e
         del e
-        n_max = int(n_per_user[idx].max())
-        top = np.argpartition(util, n_items - n_max, axis=1)[:, n_items - n_max :]
-        order = np.argsort(-np.take_along_axis(util, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        keep = np.arange(n_max)[None, :] < n_per_user[idx][:, None]
-        users = np.broadcast_to(idx[:, None], top.shape)[keep].astype(np.int32)
-        return users, top[keep].astype(np.int32)
+        # each user's n best keys, best first; users grouped by n rounded up to a power of
+        # two, so that no group sorts many more keys than its users keep
+        n = n_per_user[idx]
+        group = np.ceil(np.log2(n)).astype(np.int64)
+        users, items = [], []
+        for gr in np.unique(group):
+            rows = np.flatnonzero(group == gr)
+            n_max = int(n[rows].max())
+            sub = util[rows]
+            top = np.argpartition(sub, n_items - n_max, axis=1)[:, n_items - n_max :]
+            order = np.argsort(-np.take_along_axis(sub, top, axis=1), axis=1, kind="stable")
+            top = np.take_along_axis(top, order, axis=1)
+            keep = np.arange(n_max)[None, :] < n[rows][:, None]
+            users.append(np.broadcast_to(rows[:, None], top.shape)[keep])
+            items.append(top[keep])
+        users, items = np.concatenate(users), np.concatenate(items)
+        by_user = np.argsort(users, kind="stable")  # back in user order, each user's best first
+        return idx[users[by_user]].astype(np.int32), items[by_user].astype(np.int32)
 
     # each chunk has its own generator, so chunks run on threads, joined in order: the same
     # world whatever the threads
