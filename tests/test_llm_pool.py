@@ -123,7 +123,7 @@ def test_repeated_base_url_flags_make_a_pool_and_bad_pools_are_refused():
 @pytest.mark.slow
 def test_two_llama_cpp_servers_one_killed_mid_run(tmp_path, llama_server, monkeypatch):
     """A run over two real llama.cpp servers, the second killed after its third answer: nothing
-    is lost, the run equals a run on one server, and a rerun replays with no calls."""
+    is lost, and a rerun with the dead server still listed replays it with no calls."""
     pytest.importorskip("llama_cpp")
     proc, second = start_llama_server(tmp_path / "second.log")
     try:
@@ -148,13 +148,17 @@ def test_two_llama_cpp_servers_one_killed_mid_run(tmp_path, llama_server, monkey
         llm = res.manifest["llm"]
         assert llm["servers"] == 2 and llm["failovers"] >= 1
         assert "backend_error" not in res.manifest["fallbacks"]  # nothing lost
-        single = llm_config(tmp_path / "s", tmp_path / "s.sqlite", base_url=llama_server, **common)
-        one_server = simrec.run(single)
-        cols = ["user_id", "page", "item_id", "clicked", "rating", "feeling", "reason"]
-        assert res.events()[cols].equals(one_server.events()[cols])
-        # a rerun with the same pool (the dead server still listed) makes no calls
+        # a rerun with the same pool (the dead server still listed) makes no calls and writes
+        # the same events. Not compared: a fresh run on one server. A llama.cpp server reuses
+        # the previous prompt's evaluated prefix, and with llama-cpp-python 0.3.16 on this
+        # CPU that changes a seeded answer in its last digits, so one server's answers depend
+        # on the order it got its requests in, pooled or not
+        # (test_requests_are_shared_and_fail_over_when_a_server_dies checks the answers with
+        # servers that answer the same whatever came before)
         replay = simrec.run({**pooled, "output": {**pooled["output"], "overwrite": True}})
         assert replay.manifest["llm"]["cache_misses"] == 0
+        cols = ["user_id", "page", "item_id", "clicked", "rating", "feeling", "reason"]
+        assert res.events()[cols].equals(replay.events()[cols])
     finally:
         proc.kill()
         proc.wait(timeout=30)
