@@ -40,6 +40,50 @@ def whole_run(users: int, items: int, ticks: int) -> None:
     print(f"  {n:,} impressions: {n / wall:,.0f} impressions/s (target >= 500,000)")
 
 
+def calibration_parts(users: int, items: int) -> None:
+    """Each stage of the calibration alone, one after another, on the same world (in a run the
+    choice evidence fits on a second thread beside the rating model and the personas)."""
+    from simrec.agents import taste
+    from simrec.agents.brains.utility import UtilityBrain, _Evidence
+    from simrec.agents.persona import derive_personas
+    from simrec.agents.taste import fit_rating_model
+    from simrec.config import SyntheticWorldConfig, UtilityBrainConfig
+    from simrec.data import make_world
+
+    data = make_world(SyntheticWorldConfig(users=users, items=items), 0)
+    brain = UtilityBrain(UtilityBrainConfig(), 0)
+    c, log = brain.config, data.interactions
+    times: dict[str, float] = {}
+    taste._FITS.clear()  # the whole run fitted the same log: time the fit, not the reuse
+
+    def timed(name: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        times[name] = time.perf_counter() - t0
+        return out
+
+    brain.evidence = timed("choice evidence (LDA, genre taste)", _Evidence.fit, brain, data, log)
+    brain.choice = brain.evidence.choice
+    brain.rating_model = timed(
+        "rating model (biased MF by ALS)",
+        fit_rating_model,
+        log,
+        items,
+        data.scale,
+        dim=c.taste_dim,
+        reg=c.fit_regularization,
+        sweeps=c.fit_iterations,
+        seed=0,
+    )
+    personas = timed("personas", derive_personas, data, brain.rating_model.user_bias)
+    brain.weights = timed("watch-model weights", brain._fit_click_weights, data, personas)
+    timed("exposure watch rates", brain._exposure_watch, log, personas)
+    total = sum(times.values())
+    print(f"calibration stages, {users:,} users ({len(log):,} interactions), one at a time:")
+    for name, t in times.items():
+        print(f"  {name}: {t:.1f} s ({t / total:.0%})")
+
+
 def lda_against_sklearn(users: int, items: int) -> None:
     from sklearn.decomposition import LatentDirichletAllocation
 
@@ -113,6 +157,7 @@ def main() -> None:
     args = ap.parse_args()
     np.seterr(all="ignore")
     whole_run(args.users, args.items, args.ticks)
+    calibration_parts(args.users, args.items)
     lda_against_sklearn(args.users, args.items)
     lda_held_out_fit()
     if args.million:

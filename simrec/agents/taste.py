@@ -29,6 +29,7 @@ from simrec.rng import Streams
 _SOLVE_CHUNK = 32768
 LDA_BLOCK = 16384  # documents per threaded block of the mixture updates
 LDA_FIT_USERS = 20_000  # larger logs: topics from a sample of this many users
+ALS_FIT_USERS = 20_000  # larger logs: every ALS sweep but the last on a sample of this many
 
 
 @dataclass
@@ -304,7 +305,8 @@ def fit_rating_model(
     sweeps: int,
     seed: int,
 ) -> RatingModel:
-    """Biased MF by ALS on the observed (non-NaN) ratings."""
+    """Biased MF by ALS on the observed (non-NaN) ratings. Past ALS_FIT_USERS users, every
+    sweep but the last runs on a seeded sample of that many users, and the last on all."""
     rated = np.isfinite(log.rating)
     n_users = log.n_users
     if not rated.any():  # implicit data: a constant model that never rates
@@ -336,10 +338,17 @@ def fit_rating_model(
         times = sp.csr_matrix((np.ones(resid.size), (u, i)), shape=(n_users, n_items))
         times.sum_duplicates()
         r_ui.data /= times.data
-    for _ in range(sweeps):
-        p = _solve_rows(r_ui, q, reg)
-        q = _solve_columns(r_ui, p, reg)
-    del resid, r_ui
+    fit_rows = r_ui
+    if n_users > ALS_FIT_USERS and sweeps > 1:  # all but the last sweep on a seeded sample
+        sample = np.sort(
+            Streams(seed).generator("als-fit-users").choice(n_users, ALS_FIT_USERS, False)
+        )
+        fit_rows = r_ui[sample]
+    for sweep in range(sweeps):
+        rows = r_ui if sweep == sweeps - 1 else fit_rows
+        p = _solve_rows(rows, q, reg)
+        q = _solve_columns(rows, p, reg)
+    del resid, r_ui, fit_rows
     f32 = np.float32
     model = RatingModel(
         mu, bu.astype(f32), bi.astype(f32), p.astype(f32), q.astype(f32), 0.0, scale
