@@ -43,6 +43,24 @@ def sorted_unique(x: np.ndarray) -> np.ndarray:
     return s[np.r_[True, s[1:] != s[:-1]]] if s.size else s
 
 
+def _packed(keys: tuple[np.ndarray, ...]) -> tuple[np.ndarray, list[tuple[int, int, int]]] | None:
+    """Integer keys of equal shape (n,), the first least significant, as one int64 key whose
+    order is their lexicographic order, and each key's (low, shift, bits) to unpack it; None
+    when their ranges do not fit 63 bits together."""
+    packed = np.zeros(np.shape(keys[0]), np.int64)
+    fields, shift = [], 0
+    for k in keys:
+        k = np.asarray(k, np.int64)
+        low = int(k.min()) if k.size else 0
+        bits = (int(k.max()) - low).bit_length() if k.size else 0
+        if shift + bits > 63:
+            return None
+        packed |= (k - low) << shift
+        fields.append((low, shift, bits))
+        shift += bits
+    return packed, fields
+
+
 def lexsort_ints(keys: tuple[np.ndarray, ...]) -> np.ndarray:
     """``np.lexsort(keys)`` (the last key primary, ties in input order) for integer keys of
     equal shape (n,): when their ranges fit one 63-bit key together, a stable argsort of that
@@ -51,19 +69,24 @@ def lexsort_ints(keys: tuple[np.ndarray, ...]) -> np.ndarray:
     >>> lexsort_ints((np.array([5, 1, 1]), np.array([0, 1, 0]))).tolist()
     [2, 0, 1]
     """
-    packed = np.zeros(np.shape(keys[0]), np.int64)
-    shift = 0
-    for k in keys:
-        k = np.asarray(k, np.int64)
-        if not k.size:
-            return np.zeros(0, np.int64)
-        low = int(k.min())
-        bits = (int(k.max()) - low).bit_length()
-        if shift + bits > 63:
-            return np.lexsort(keys)
-        packed |= (k - low) << shift
-        shift += bits
-    return np.argsort(packed, kind="stable")
+    packed = _packed(keys)
+    return np.lexsort(keys) if packed is None else np.argsort(packed[0], kind="stable")
+
+
+def lexsorted_ints(keys: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """The integer keys (n,) each reordered as ``np.lexsort(keys)`` orders them, as int64,
+    when the order itself is not needed: one plain sort of the packed key (about 10x faster
+    than lexsort on millions of rows) when it fits 63 bits.
+
+    >>> [k.tolist() for k in lexsorted_ints((np.array([5, 1, 1]), np.array([0, 1, 0])))]
+    [[1, 5, 1], [0, 0, 1]]
+    """
+    packed = _packed(keys)
+    if packed is None:
+        order = np.lexsort(keys)
+        return tuple(np.asarray(k, np.int64)[order] for k in keys)
+    key, fields = np.sort(packed[0]), packed[1]
+    return tuple(((key >> shift) & ((1 << bits) - 1)) + low for low, shift, bits in fields)
 
 
 MAX_THREADS = 4  # threads for row-independent numpy work (each holds one block in memory)

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from simrec.arrays import lexsort_ints
+from simrec.arrays import lexsort_ints, lexsorted_ints
 from simrec.domain import DOMAINS, Domain
 
 if TYPE_CHECKING:
@@ -302,7 +302,7 @@ class Interactions:
         """The log's sessions: each user's bursts of interactions, a new one starting after
         more than ``gap_seconds`` without any (30 minutes by default, the usual web-analytics
         convention)."""
-        user, ts = _sorted_by_user_time(self.user, self.timestamp, self.n_users)
+        ts, user = lexsorted_ints((self.timestamp, self.user))
         first = np.r_[True, user[1:] != user[:-1]] if user.size else np.zeros(0, bool)
         new = first | np.r_[False, np.diff(ts) > gap_seconds]
         starts = np.flatnonzero(new)
@@ -327,22 +327,6 @@ class Interactions:
                 "timestamp": pa.array(self.timestamp, pa.int64()),
             }
         )
-
-
-def _sorted_by_user_time(
-    user: np.ndarray, ts: np.ndarray, n_users: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(user, timestamp) pairs (n,), (n,) sorted by user then time -> int64 users, timestamps.
-    When both fit one 63-bit key, a plain sort of that key (about 10x faster than lexsort)."""
-    ts = np.asarray(ts, np.int64)
-    low = int(ts.min()) if ts.size else 0
-    span = int(ts.max()) - low if ts.size else 0
-    shift = max(span, 1).bit_length()
-    if shift + max(n_users, 1).bit_length() <= 63:
-        key = np.sort((user.astype(np.int64) << shift) | (ts - low))
-        return key >> shift, (key & ((1 << shift) - 1)) + low
-    order = np.lexsort((ts, user))
-    return user[order].astype(np.int64), ts[order]
 
 
 @dataclass
