@@ -224,10 +224,17 @@ def test_brain_decisions_are_consistent(fitted, world):
     assert view.agent == 3 and view.page == 0 and len(d[3].examined) == k
 
 
-def test_rating_model_beats_the_global_mean_on_held_out_ratings():
-    """Backs the README's held-out claim: biased MF clearly beats predicting the mean."""
+@pytest.mark.parametrize("fit_users", [None, 300])
+def test_rating_model_beats_the_global_mean_on_held_out_ratings(monkeypatch, fit_users):
+    """Backs the README's held-out claim: biased MF clearly beats predicting the mean, also
+    when past ALS_FIT_USERS users every sweep but the last runs on a sample of them (then
+    still deterministic)."""
+    import simrec.agents.taste as taste
     from simrec.agents.taste import fit_rating_model
     from simrec.data.dataset import Interactions
+
+    if fit_users is not None:
+        monkeypatch.setattr(taste, "ALS_FIT_USERS", fit_users)
 
     w = make_world(SyntheticWorldConfig(users=2000, items=1000, interactions_per_user=30), 3)
     log = w.interactions
@@ -250,6 +257,16 @@ def test_rating_model_beats_the_global_mean_on_held_out_ratings():
     baseline = np.sqrt(np.mean((log.rating[~test].mean() - log.rating[test]) ** 2))
     assert rmse < 0.9 * baseline
     assert abs(rm.sigma - rmse) < 0.15  # the noise it samples is close to its held-out error
+    again = fit_rating_model(
+        train,
+        1000,
+        w.scale,
+        dim=cfg.taste_dim,
+        reg=cfg.fit_regularization,
+        sweeps=cfg.fit_iterations,
+        seed=0,
+    )
+    np.testing.assert_array_equal(again.user_factors, rm.user_factors)
 
 
 def test_popular_matches_brute_force_for_any_exclusions(world):
