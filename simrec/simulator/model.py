@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import mesa
 import numpy as np
@@ -54,6 +55,72 @@ class _TickBuffer:
 
 
 _SIM_LOG = {"agent": np.int64, "item": np.int64, "rating": np.float32, "tick": np.int32}
+
+
+@dataclass
+class TickPart:
+    """What one shard's agents (``lo <= agent < hi``) did in a tick, for the driver.
+
+    columns: event columns, each a list of arrays whose concatenation has one entry per row,
+    rows in (page, agent, position) order; decided_by holds codes into ``vocab``, and
+    ``new_labels`` are the labels first used this tick as (label, page, first agent).
+    sessions: (s,) sorted agents who had a session; satisfaction, churned, session_count:
+    (hi - lo,) the shard's state after the tick.
+    """
+
+    lo: int
+    hi: int
+    columns: dict[str, list[np.ndarray]]
+    vocab: list[str]
+    new_labels: list[tuple[str, int, int]]
+    pages: int
+    sessions: np.ndarray
+    satisfaction: np.ndarray
+    churned: np.ndarray
+    session_count: np.ndarray
+
+
+class Shards(Protocol):
+    """Where a model's agents are simulated: in the model itself (the local engine) or in
+    shards elsewhere (:mod:`simrec.engines`). The model is the driver either way: it owns the
+    clock, the policy, the social signal, the recorder and the metrics."""
+
+    def simulate_tick(self) -> list[TickPart]:
+        """Every shard's tick, in agent order."""
+        ...
+
+    def after_tick(self, shares: dict[str, np.ndarray] | None) -> None:
+        """Hand the tick's shares (and the social signal) back; agents write their memories;
+        every shard's clock moves to the next tick."""
+        ...
+
+    def policy_changed(self) -> None:
+        """The driver refitted its policy: the shards must use it from now on."""
+        ...
+
+    def agent_state(self) -> dict[str, np.ndarray]:
+        """The agents' own state (what was watched, memories) for all agents, as
+        :meth:`SimulationModel.agent_state` gives it for one shard."""
+        ...
+
+
+class _InProcess:
+    """The local engine: the model simulates all its agents itself."""
+
+    def __init__(self, model: SimulationModel) -> None:
+        self.model = model
+
+    def simulate_tick(self) -> list[TickPart]:
+        return [self.model.simulate_tick()]
+
+    def after_tick(self, shares: dict[str, np.ndarray] | None) -> None:
+        self.model.after_tick(shares)
+
+    def policy_changed(self) -> None:
+        pass
+
+    def agent_state(self) -> dict[str, np.ndarray]:
+        return self.model.agent_state()
 
 
 def agent_log(
@@ -119,6 +186,7 @@ class SimulationModel(mesa.Model):
         retrain_every: int | None = None,
         social: SocialSignal | None = None,
         memory: EpisodicMemory | None = None,
+        owned: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(seed=seed)
         self.data = data
@@ -132,6 +200,9 @@ class SimulationModel(mesa.Model):
         self._policy_name = getattr(policy, "name", type(policy).__name__)
         self.per_agent = per_agent
         self.n_agents = len(personas)
+        # the agents this model simulates itself (a shard's range); the rest are elsewhere
+        self.owned = (0, self.n_agents) if owned is None else (int(owned[0]), int(owned[1]))
+        self.shards: Shards = _InProcess(self)
         self.tick = 0
         self.satisfaction = np.full(self.n_agents, 0.5, np.float32)
         self.churned = np.zeros(self.n_agents, bool)
@@ -149,6 +220,8 @@ class SimulationModel(mesa.Model):
         self.sim_log: dict[str, list[np.ndarray]] = {k: [] for k in _SIM_LOG}
         self.decided_by_vocab: list[str] = []
         self._vocab_index: dict[str, int] = {}
+        self._new_labels: list[tuple[str, int, int]] = []  # labels first used this tick
+        self._tick_ev: dict[str, np.ndarray] = {}  # the shard's rows, for after_tick
         self.totals = {k: 0 for k in ("sessions", "pages", "impressions", "clicks", "ratings")}
         UserAgent.create_agents(self, self.n_agents, np.arange(self.n_agents))
         self.datacollector = mesa.DataCollector(
@@ -160,21 +233,70 @@ class SimulationModel(mesa.Model):
     # ------------------------------------------------------------------ a tick
 
     def step(self) -> None:
-        """One tick: arrivals, sessions (batched or per agent), bookkeeping, metrics."""
-        self._buf = _TickBuffer()
-        if self.per_agent:
-            self.agents.shuffle_do("step")
-        else:
-            alive = np.flatnonzero(~self.churned)
-            arriving = alive[self.brain.arrivals(alive, self.tick, self.satisfaction)]
-            self.browse(arriving)
-        self._end_tick()
+        """One tick: the shards' sessions (arrivals, pages, satisfaction), then the driver's
+        bookkeeping (shares, events, metrics), the agents' memories, and a refit when due."""
+        shares = self.close_tick(self.shards.simulate_tick())
+        self.shards.after_tick(shares)
         self.tick += 1
         retrain = bool(self.retrain_every) and self.tick % self.retrain_every == 0
         if retrain and self.tick < self.sim.ticks:
             self.fit_policy()
+            self.shards.policy_changed()
         self.last_metrics["retrained"] = retrain and self.tick < self.sim.ticks
         self.datacollector.collect(self)
+
+    def simulate_tick(self) -> TickPart:
+        """The shard's part of a tick: arrivals and sessions (batched or per agent) of the
+        agents this model owns, their satisfaction and churn, what they watched."""
+        self._buf = _TickBuffer()
+        self._new_labels = []
+        lo, hi = self.owned
+        if self.per_agent:
+            self.agents.shuffle_do("step")
+        else:
+            alive = lo + np.flatnonzero(~self.churned[lo:hi])
+            arriving = alive[self.brain.arrivals(alive, self.tick, self.satisfaction)]
+            self.browse(arriving)
+        chunks = self._buf.columns
+        if chunks.get("session_agents"):
+            sessions = np.concatenate(chunks["session_agents"])
+            s_order = np.argsort(sessions, kind="stable")
+            sessions = sessions[s_order]
+            value = np.concatenate(chunks["session_value"])[s_order]
+            watched = np.concatenate(chunks["session_watched"])[s_order]
+            sat, churn = self.brain.end_sessions(
+                sessions, self.tick, self.brain.session_value(value, watched), self.satisfaction
+            )
+            self.satisfaction[sessions] = sat
+            self.churned[sessions] |= churn
+            self.session_count[sessions] += 1
+        else:
+            sessions = np.zeros(0, np.int64)
+        self._tick_ev = _state_columns(chunks)
+        self._watch(self._tick_ev)
+        return TickPart(
+            lo,
+            hi,
+            {k: v for k, v in chunks.items() if not k.startswith(("session_", "felt_"))},
+            self.decided_by_vocab,
+            self._new_labels,
+            self._buf.pages,
+            sessions,
+            self.satisfaction[lo:hi],
+            self.churned[lo:hi],
+            self.session_count[lo:hi],
+        )
+
+    def after_tick(self, shares: dict[str, np.ndarray] | None) -> None:
+        """The shard's end of a tick, once the driver has decided the shares: the agents
+        write the tick into their episodic memories and reflect when due."""
+        if self.episodic is not None:
+            if shares is not None:
+                lo, hi = self.owned
+                mine = (shares["agent"] >= lo) & (shares["agent"] < hi)
+                shares = {k: v[mine] for k, v in shares.items()}
+            self._remember(self._tick_ev, self._buf.columns, shares)
+        self._tick_ev = {}
 
     def fit_policy(self) -> None:
         """Fit the policy on the seed log plus what agents watched before the latest retraining
@@ -251,9 +373,17 @@ class SimulationModel(mesa.Model):
         value = np.where(d.clicked, norm, 0.0).sum(axis=1)
         n = agents.size
         if len(set(d.decided_by)) > 1:
-            codes = np.array([self._code(x) for x in d.decided_by], np.int32)
+            codes = np.array(
+                [
+                    self._code(x, page, a)
+                    for x, a in zip(d.decided_by, agents.tolist(), strict=True)
+                ],
+                np.int32,
+            )
         else:
-            codes = np.full(n, self._code(d.decided_by[0]) if n else 0, np.int32)
+            codes = np.full(
+                n, self._code(d.decided_by[0], page, int(agents[0])) if n else 0, np.int32
+            )
         self._buf.pages += n
         sel = valid.ravel()
         full = bool(sel.all())  # the usual case: no empty slots, flat views need no copy
@@ -312,10 +442,11 @@ class SimulationModel(mesa.Model):
         )
         check_slates(slates, agents.size, k, self.catalog.n_items, self._policy_name)
 
-    def _code(self, label: str) -> int:
+    def _code(self, label: str, page: int = 0, agent: int = 0) -> int:
         if label not in self._vocab_index:
             self._vocab_index[label] = len(self.decided_by_vocab)
             self.decided_by_vocab.append(label)
+            self._new_labels.append((label, page, agent))
         return self._vocab_index[label]
 
     def _exclusions(self, agents: np.ndarray, earlier: np.ndarray) -> sp.csr_matrix:
@@ -327,38 +458,31 @@ class SimulationModel(mesa.Model):
 
     # ------------------------------------------------------------------ end of tick
 
-    def _end_tick(self) -> None:
+    def close_tick(self, parts: list[TickPart]) -> dict[str, np.ndarray] | None:
+        """The driver's end of a tick over every shard's part: satisfaction and churn, the
+        feedback-loop log, shares, the events (to the recorder) and the tick's metrics.
+        Returns the shares (agent, item, recipients), or None without a social graph."""
         t, n_items = self.tick, self.catalog.n_items
-        chunks = self._buf.columns
-        n_rows = int(sum(a.size for a in chunks.get("agent", [])))
-        if chunks.get("session_agents"):
-            sessions = np.concatenate(chunks["session_agents"])
-            s_order = np.argsort(sessions, kind="stable")
-            sessions = sessions[s_order]
-            value = np.concatenate(chunks["session_value"])[s_order]
-            watched = np.concatenate(chunks["session_watched"])[s_order]
-            sat, churn = self.brain.end_sessions(
-                sessions, t, self.brain.session_value(value, watched), self.satisfaction
-            )
-            self.satisfaction[sessions] = sat
-            self.churned[sessions] |= churn
-            self.session_count[sessions] += 1
+        if len(parts) == 1 and parts[0].vocab is self.decided_by_vocab:
+            chunks = parts[0].columns  # this model's own agents: codes are already ours
         else:
-            sessions = np.zeros(0, np.int64)
+            chunks = self._merge(parts)
+        for part in parts:
+            lo, hi = part.lo, part.hi
+            self.satisfaction[lo:hi] = part.satisfaction
+            self.churned[lo:hi] = part.churned
+            self.session_count[lo:hi] = part.session_count
+        sessions = np.concatenate([p.sessions for p in parts]) if parts else np.zeros(0, np.int64)
+        pages = sum(p.pages for p in parts)
         # state and metrics need only a few columns, in any order; putting every column in
         # canonical order and encoding it happens on the recorder's thread
-        empty = {
-            "agent": np.int64,
-            "item": np.int64,
-            "examined": bool,
-            "clicked": bool,
-            "rating": np.float32,
-        }
-        ev = {
-            name: np.concatenate(chunks[name]).astype(dtype) if n_rows else np.zeros(0, dtype)
-            for name, dtype in empty.items()
-        }
-        self._update_state(ev)
+        ev = _state_columns(chunks)
+        n_rows = int(ev["agent"].size)
+        if self.retrain_every:
+            clicked = ev["clicked"]
+            for key in ("agent", "item", "rating"):
+                self.sim_log[key].append(ev[key][clicked].astype(_SIM_LOG[key]))
+            self.sim_log["tick"].append(np.full(int(clicked.sum()), t, np.int32))
         shares = None
         if self.social is not None:
             watched = ev["clicked"]
@@ -367,16 +491,11 @@ class SimulationModel(mesa.Model):
                 ev["agent"][watched], ev["item"][watched], value, self.streams, t
             )
             shares = {"agent": sharer, "item": item, "recipients": recipients}
-        if self.episodic is not None:
-            self._remember(ev, chunks, shares)
         if self.recorder is not None:
-            event_chunks = {
-                k: v for k, v in chunks.items() if not k.startswith(("session_", "felt_"))
-            }
             self.recorder.add_tick(
                 functools.partial(
                     tick_events,
-                    event_chunks,
+                    chunks,
                     tick=t,
                     n_agents=self.n_agents,
                     sim=self.sim,
@@ -394,7 +513,7 @@ class SimulationModel(mesa.Model):
             "tick": t,
             "active_users": int(sessions.size),
             "sessions": int(sessions.size),
-            "pages": int(self._buf.pages),
+            "pages": int(pages),
             "impressions": n_rows,
             "clicks": clicks,
             "ctr": clicks / n_rows if n_rows else 0.0,
@@ -411,12 +530,36 @@ class SimulationModel(mesa.Model):
         }
         for key, val in (
             ("sessions", sessions.size),
-            ("pages", self._buf.pages),
+            ("pages", pages),
             ("impressions", n_rows),
             ("clicks", clicks),
             ("ratings", rated.size),
         ):
             self.totals[key] += int(val)
+        return shares
+
+    def _merge(self, parts: list[TickPart]) -> dict[str, list[np.ndarray]]:
+        """Several shards' event columns as one model's would be: decided_by codes into this
+        model's vocabulary (new labels numbered in the order one model would meet them, by
+        page, then agent), rows in (page, agent, position) order."""
+        new = sorted(
+            {lab: (pg, a) for p in parts for lab, pg, a in p.new_labels}.items(),
+            key=lambda kv: kv[1],
+        )
+        for label, _ in new:
+            self._code(label)
+        with_rows = [p for p in parts if p.columns.get("agent")]
+        if not with_rows:
+            return {}
+        cols: dict[str, list[np.ndarray]] = {}
+        for p in with_rows:
+            lookup = np.array([self._vocab_index[x] for x in p.vocab], np.int32)
+            for name, arrays in p.columns.items():
+                col = np.concatenate(arrays)
+                cols.setdefault(name, []).append(lookup[col] if name == "decided_by" else col)
+        joined = {name: np.concatenate(arrays) for name, arrays in cols.items()}
+        order = np.argsort(joined["page"], kind="stable")  # shards hold ascending agent ranges
+        return {name: [col[order]] for name, col in joined.items()}
 
     def _remember(self, ev: dict[str, np.ndarray], chunks: dict, shares: dict | None) -> None:
         """Write the tick into the episodic memory, then let the agents that are due reflect
@@ -451,13 +594,11 @@ class SimulationModel(mesa.Model):
             sources = ["template"] * due.size
         mem.set_notes(due, notes, sources, self.tick)
 
-    def _update_state(self, ev: dict[str, np.ndarray]) -> None:
+    def _watch(self, ev: dict[str, np.ndarray]) -> None:
+        """The shard's own state after a tick: memories of what was watched, the views
+        counted, and what each agent watched (excluded from later recommendations)."""
         clicked = ev["clicked"]
         a, items = ev["agent"][clicked], ev["item"][clicked]
-        if self.retrain_every:
-            for key, col in (("agent", a), ("item", items), ("rating", ev["rating"][clicked])):
-                self.sim_log[key].append(col.astype(_SIM_LOG[key]))
-            self.sim_log["tick"].append(np.full(a.size, self.tick, np.int32))
         self.memory.record(a, items.astype(np.int32), ev["rating"][clicked], self.tick)
         self.memory.seen += np.bincount(ev["agent"], minlength=self.n_agents)
         if a.size:
@@ -467,8 +608,8 @@ class SimulationModel(mesa.Model):
     # ------------------------------------------------------------------ checkpoints
 
     def state(self) -> dict[str, np.ndarray]:
-        """Everything needed to continue after this tick (randomness has no state to save)."""
-        c = self.watched
+        """Everything needed to continue after this tick (randomness has no state to save):
+        the driver's state and every shard's :meth:`agent_state`, whichever engine ran."""
         meta = {
             "tick": self.tick,
             "totals": self.totals,
@@ -480,17 +621,31 @@ class SimulationModel(mesa.Model):
             "satisfaction": self.satisfaction,
             "churned": self.churned,
             "session_count": self.session_count,
-            "watched_indptr": c.indptr,
-            "watched_indices": c.indices,
             "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
-            **self.memory.state(),
+            **self.shards.agent_state(),
             **{
                 f"sim_log_{k}": np.concatenate(v) if v else np.zeros(0, _SIM_LOG[k])
                 for k, v in self.sim_log.items()
             },
             **(self.social.state() if self.social is not None else {}),
-            **(self.episodic.state() if self.episodic is not None else {}),
         }
+
+    def agent_state(self) -> dict[str, np.ndarray]:
+        """The state of the agents this model owns (rows ``lo:hi`` of each per-agent array):
+        what they watched (CSR rows), their memories and episodic memories. Shards' states
+        join into one model's with :func:`join_agent_states`."""
+        lo, hi = self.owned
+        c = self.watched[lo:hi]
+        out = {"watched_indptr": c.indptr, "watched_indices": c.indices}
+        rows = {**self.memory.state(), **(self.episodic.state() if self.episodic else {})}
+        for key, value in rows.items():
+            if key == "episodic_notes":
+                blob = json.loads(bytes(value).decode())
+                mine = {k: v[lo:hi] for k, v in blob.items()}
+                out[key] = np.frombuffer(json.dumps(mine).encode(), np.uint8)
+            else:
+                out[key] = value[lo:hi]
+        return out
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         meta = json.loads(bytes(state["meta"]).decode())
@@ -515,6 +670,46 @@ class SimulationModel(mesa.Model):
             self.social.load_state(state)
         if self.episodic is not None:
             self.episodic.load_state(state)
+
+
+_STATE_COLUMNS = {
+    "agent": np.int64,
+    "item": np.int64,
+    "examined": bool,
+    "clicked": bool,
+    "rating": np.float32,
+}
+
+
+def _state_columns(chunks: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """The event columns state and metrics need (agent, item, examined, clicked, rating),
+    concatenated from per-page ``chunks``."""
+    if not chunks.get("agent"):
+        return {name: np.zeros(0, dtype) for name, dtype in _STATE_COLUMNS.items()}
+    return {
+        name: np.concatenate(chunks[name]).astype(dtype) for name, dtype in _STATE_COLUMNS.items()
+    }
+
+
+def join_agent_states(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Shards' :meth:`SimulationModel.agent_state`, in agent order, as one model's."""
+    if len(states) == 1:
+        return states[0]
+    out: dict[str, np.ndarray] = {}
+    for key in states[0]:
+        parts = [st[key] for st in states]
+        if key == "watched_indptr":
+            ends = np.cumsum([0] + [int(x[-1]) for x in parts[:-1]])
+            out[key] = np.concatenate(
+                [parts[0][:1]] + [x[1:] + e for x, e in zip(parts, ends, strict=True)]
+            )
+        elif key == "episodic_notes":
+            blobs = [json.loads(bytes(x).decode()) for x in parts]
+            joined = {k: [v for b in blobs for v in b[k]] for k in blobs[0]}
+            out[key] = np.frombuffer(json.dumps(joined).encode(), np.uint8)
+        else:
+            out[key] = np.concatenate(parts)
+    return out
 
 
 def _felt(
