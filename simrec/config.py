@@ -357,6 +357,26 @@ class OutputConfig(_Section):
     compression_level: int | None = Field(None, ge=1, le=22, description="zstd level")
 
 
+class EngineConfig(_Section):
+    """Where the agents are simulated: in this process (``local``) or in shards of the
+    population on Ray actors (``ray``). The engine never changes the events."""
+
+    kind: Literal["local", "ray"] = Field("local", description="local | ray")
+    address: str | None = Field(
+        None,
+        description="ray: the cluster to join, as ray.init(address=...) takes it ('auto' = the "
+        "one running on this machine, HOST:PORT, ray://HOST:PORT); None: start a local Ray "
+        "instance for the run",
+    )
+    shards: int = Field(2, ge=1, le=100_000, description="ray: shards of the population (actors)")
+    num_cpus: int | None = Field(
+        None, ge=1, description="ray: CPUs of the local instance started when address is None"
+    )
+    max_restarts: int = Field(
+        3, ge=0, le=100, description="ray: shard failures recovered from the last checkpoint"
+    )
+
+
 class RunConfig(_Section):
     """Everything one run needs. ``simrec run --print-config`` prints it as YAML."""
 
@@ -375,6 +395,7 @@ class RunConfig(_Section):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
 
     @field_validator("name")
     @classmethod

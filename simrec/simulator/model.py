@@ -651,6 +651,7 @@ class SimulationModel(mesa.Model):
         meta = json.loads(bytes(state["meta"]).decode())
         self.tick = int(meta["tick"])
         self.totals = {k: int(v) for k, v in meta["totals"].items()}
+        self.decided_by_vocab, self._vocab_index = [], {}
         for label in meta["vocab"]:
             self._code(label)
         self.datacollector.model_vars = {k: list(v) for k, v in meta["metrics"].items()}

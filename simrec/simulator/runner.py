@@ -17,7 +17,7 @@ import logging
 import platform
 import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from simrec.data.schemas import (
 )
 from simrec.environments.base import Recommender
 from simrec.environments.social import SocialSignal, build_graph
-from simrec.errors import InputError, OutputExistsError
+from simrec.errors import ConfigError, InputError, OutputExistsError
 from simrec.limits import check_memory
 from simrec.llm.base import LLMBackend
 from simrec.llm.cache import CachedBackend
@@ -113,6 +113,7 @@ def run_id_for(cfg: RunConfig) -> str:
         cfg,
         exclude={
             "output": True,
+            "engine": True,
             "simulation": {"batch_size"},
             "llm": {"cache", "concurrency", "api_key_env", "max_fallback_share"},
         },
@@ -220,6 +221,8 @@ def _run(
 ) -> RunResult:
     timings: dict[str, float] = {}
     t = time.perf_counter()
+    if cfg.engine.kind == "ray":
+        _check_ray(cfg, per_agent)
     check_memory(cfg)  # a synthetic world's size is known before it is made
     data = build.load_data(cfg) if given.data is None else given.data
     timings["load_s"] = time.perf_counter() - t
@@ -267,6 +270,20 @@ def _run(
     model.fit_policy()  # on resume: as it stood after the latest retraining
     timings["policy_fit_s"] = time.perf_counter() - t
     model.probe_policy()
+    if cfg.engine.kind == "ray":
+        from simrec.simulator.ray_engine import RayShards
+
+        shard_parts = {
+            "data": data,
+            "personas": personas,
+            "brain": brain,
+            "policy": policy,
+            "sim": cfg.simulation,
+            "seed": cfg.seed,
+            "social": social,
+            "memory": memory,
+        }
+        model.shards = RayShards(model, cfg.engine, shard_parts, state=checkpoint)
 
     # everything validated: from here on the run directory is written
     if resume:
@@ -275,20 +292,26 @@ def _run(
         _init_run_dir(run_dir, cfg, data)
     _write_catalog(run_dir, data)  # also on resume: a kill may have come before it was written
     run_id = run_id_for(cfg)
-    model.recorder = EventRecorder(
-        run_dir / "events",
-        run_id=run_id,
-        policy=policy.name,
-        item_ids=data.catalog.item_ids,
-        row_group_size=cfg.output.row_group_size,
-        compression_level=cfg.output.compression_level,
-    )
-    recorder = model.recorder
-    if checkpoint is not None:
-        recorder.part = int(checkpoint["part"][0])
+
+    def new_recorder(part: int) -> EventRecorder:
+        return EventRecorder(
+            run_dir / "events",
+            run_id=run_id,
+            policy=policy.name,
+            item_ids=data.catalog.item_ids,
+            row_group_size=cfg.output.row_group_size,
+            compression_level=cfg.output.compression_level,
+            part=part,
+        )
+
+    model.recorder = new_recorder(0 if checkpoint is None else int(checkpoint["part"][0]))
     resumed_from = model.tick if resume else None
     t = time.perf_counter()
-    _simulate(model, recorder, cfg, run_dir, progress)
+    try:
+        _simulate(model, cfg, run_dir, progress, new_recorder)
+    finally:
+        if hasattr(model.shards, "close"):
+            model.shards.close()
     timings["simulate_s"] = time.perf_counter() - t
     timings["policy_retrain_s"] = max(0.0, model.retrain_seconds - timings["policy_fit_s"])
     manifest, metrics = _finish(
@@ -298,26 +321,76 @@ def _run(
 
 
 def _simulate(
-    model: SimulationModel, recorder: EventRecorder, cfg: RunConfig, run_dir: Path, progress: bool
+    model: SimulationModel,
+    cfg: RunConfig,
+    run_dir: Path,
+    progress: bool,
+    new_recorder: Callable[[int], EventRecorder],
 ) -> None:
+    """Step the model to the last tick, closing an events part and saving a checkpoint every
+    ``checkpoint_every`` ticks. A lost shard (ray engine) sends the run back to the last
+    checkpoint, held in memory: the driver, the shards and the open events part start again
+    from there, up to ``engine.max_restarts`` times."""
     from tqdm import tqdm
+
+    from simrec.simulator.ray_engine import ShardLost
 
     every, ticks = cfg.simulation.checkpoint_every, cfg.simulation.ticks
     bar = tqdm(
         total=ticks, initial=model.tick, unit="tick", disable=not progress, desc="simulating"
     )
+    restartable = hasattr(model.shards, "restart")
+    last = (model.state(), model.recorder.part) if restartable else None
     try:
         while model.tick < ticks:
-            model.step()
+            try:
+                model.step()
+            except ShardLost as err:
+                if last is None or model.shards.restarts >= cfg.engine.max_restarts:
+                    raise
+                _go_back(model, last, new_recorder, err)
+                bar.reset(total=ticks)
+                bar.update(model.tick)
+                continue
             bar.update(1)
             bar.set_postfix(impressions=model.totals["impressions"], refresh=False)
             if model.tick % every == 0 or model.tick == ticks:
-                recorder.close_part()
-                _save_checkpoint(run_dir, model, recorder.part)
-                logger.debug("checkpoint after tick %d (next part %d)", model.tick, recorder.part)
+                model.recorder.close_part()
+                state = model.state()
+                _save_checkpoint(run_dir, state, model.recorder.part)
+                if restartable:
+                    last = (state, model.recorder.part)
+                logger.debug(
+                    "checkpoint after tick %d (next part %d)", model.tick, model.recorder.part
+                )
     finally:
-        recorder.abort()
+        model.recorder.abort()
         bar.close()
+
+
+def _go_back(
+    model: SimulationModel,
+    last: tuple[dict, int],
+    new_recorder: Callable[[int], EventRecorder],
+    err: Exception,
+) -> None:
+    """Restart the run from the checkpoint ``last`` (state, next events part) after a lost
+    shard: the open part is written again from its start."""
+    state, part = last
+    logger.warning(
+        "%s at tick %d; restarting every shard from the checkpoint at tick %d",
+        err,
+        model.tick,
+        int(json.loads(bytes(state["meta"]).decode())["tick"]),
+    )
+    model.recorder.abort()
+    model.recorder = new_recorder(part)
+    model.load_state(state)
+    if model.retrain_every:
+        model.fit_policy()  # as it stood after the latest retraining
+    model.shards.restart(state)
+    if model.retrain_every:
+        model.shards.policy_changed()
 
 
 def _init_run_dir(run_dir: Path, cfg: RunConfig, data: Dataset) -> None:
@@ -438,9 +511,22 @@ def _check_same_data(run_dir: Path, data: Dataset) -> None:
         )
 
 
-def _save_checkpoint(run_dir: Path, model: SimulationModel, next_part: int) -> None:
+def _save_checkpoint(run_dir: Path, state: dict[str, np.ndarray], next_part: int) -> None:
     with outputs.replacing(run_dir / STATE_DIR / "checkpoint.npz", ".tmp.npz") as tmp:
-        np.savez(tmp, part=np.array([next_part]), **model.state())
+        np.savez(tmp, part=np.array([next_part]), **state)
+
+
+def _check_ray(cfg: RunConfig, per_agent: bool) -> None:
+    """The ray engine can run this config: ray is installed, the cluster answers, and nothing
+    asks for what only the local engine does."""
+    from simrec.simulator.ray_engine import connect
+
+    if per_agent:
+        raise ConfigError(
+            "engine.kind: 'ray' simulates agents in batches; the per-agent mode runs only with "
+            "the local engine"
+        )
+    connect(cfg.engine)
 
 
 def _finish(
@@ -552,6 +638,9 @@ def _manifest(
         "fallbacks": dict(model.brain.fallbacks) if isinstance(model.brain, LLMBackedBrain) else {},
         "memory": _memory_stats(model.episodic),
         "resumed_from_tick": resumed_from,
+        "engine": model.shards.summary()
+        if hasattr(model.shards, "summary")
+        else {"kind": "local", "shards": 1},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "outputs": {
             "events": [f"events/{p}" for p in parts],
