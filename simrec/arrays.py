@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 import numpy as np
@@ -102,6 +104,30 @@ def map_in_threads(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(workers, thread_name_prefix="simrec") as pool:
         return list(pool.map(fn, items))
+
+
+BlockMapper = Callable[[Callable[[T], R], list[T]], list[R]]
+_USER_BLOCKS: ContextVar[BlockMapper | None] = ContextVar("simrec_user_blocks", default=None)
+
+
+def map_user_blocks(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[fn(x) for x in items]`` over blocks of users, in order: on the engine's workers
+    inside :func:`user_blocks_on` (the ray engine's calibration runs them as Ray tasks), on
+    threads otherwise. The blocks are the caller's, never the engine's, so the result is the
+    same wherever they run."""
+    mapper = _USER_BLOCKS.get()
+    return map_in_threads(fn, items) if mapper is None else mapper(fn, list(items))
+
+
+@contextmanager
+def user_blocks_on(mapper: BlockMapper | None) -> Iterator[None]:
+    """Within the block, :func:`map_user_blocks` runs its blocks with ``mapper`` (None:
+    threads). Threads started inside inherit it only through ``contextvars.copy_context``."""
+    token = _USER_BLOCKS.set(mapper)
+    try:
+        yield
+    finally:
+        _USER_BLOCKS.reset(token)
 
 
 def row_top(m: sp.csr_matrix, row: int, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
-from simrec.arrays import MAX_THREADS, map_in_threads, rowwise_dot
+from simrec.arrays import MAX_THREADS, map_in_threads, map_user_blocks, rowwise_dot
 from simrec.data.dataset import Interactions, RatingScale, WorldTruth
 from simrec.rng import Streams
 
@@ -196,7 +196,7 @@ def _lda_vb(
             theta_e = exp_e_log(gamma[lo:hi])
             return 1.0 / k + theta_e * (weighted(sub, sub_rows, theta_e, beta_t) @ beta_t)
 
-        return np.concatenate(map_in_threads(block, blocks))
+        return np.concatenate(map_user_blocks(block, blocks))
 
     learn = topics is None
     lam = np.random.default_rng(seed).gamma(100.0, 0.01, (k, m.shape[1])) if learn else None
@@ -427,7 +427,7 @@ def _solve_rows(r: sp.csr_matrix, other: np.ndarray, reg: float) -> np.ndarray:
         sl = slice(start, min(start + _SOLVE_CHUNK, r.shape[0]))
         return _ridge_solve(ind[sl] @ outer, r[sl] @ other, reg)
 
-    parts = map_in_threads(solve, range(0, r.shape[0], _SOLVE_CHUNK))
+    parts = map_user_blocks(solve, range(0, r.shape[0], _SOLVE_CHUNK))
     return np.concatenate(parts) if parts else np.empty((0, other.shape[1]))
 
 

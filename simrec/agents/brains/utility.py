@@ -25,6 +25,7 @@ Per page view with ``k`` slots:
 
 from __future__ import annotations
 
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -158,7 +159,10 @@ class UtilityBrain:
         # of the same log: the evidence fits on a second thread (numpy releases the GIL), and
         # neither depends on which finishes first
         with ThreadPoolExecutor(1, thread_name_prefix="simrec-evidence") as pool:
-            evidence = pool.submit(_Evidence.fit, self, data, data.interactions)
+            # (in this thread's context: the engine's user blocks, arrays.user_blocks_on)
+            evidence = pool.submit(
+                contextvars.copy_context().run, _Evidence.fit, self, data, data.interactions
+            )
             self.rating_model = fit_rating_model(
                 data.interactions,
                 n_items,
