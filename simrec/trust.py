@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from simrec.config import LLMConfig, RunConfig, validate_config
+from simrec.config import EngineConfig, LLMConfig, RunConfig, validate_config
 from simrec.errors import InputError
 
 _SECRET = re.compile(
@@ -89,11 +89,14 @@ def config_from_run_dir(
     base_url: str | list[str] | None = None,
     api_key_env: str | None = None,
     cache: str | None = LLMConfig().cache,
+    engine: EngineConfig | None = None,
 ) -> RunConfig:
     """The config saved in a run directory (``source`` names the file), made safe to act on:
     its policy imports only a class named in ``allow_import`` (``builds_policy=False``: the
     caller never builds it); the LLM endpoint, key variable and cache are the caller's. A
-    saved run that talked to a server needs ``base_url`` again."""
+    saved run that talked to a server needs ``base_url`` again. The engine is the caller's
+    ``engine`` (default: local), never the saved one: a Ray address found in a run directory
+    is not a cluster to send the data and code to, and the engine never changes results."""
     cfg = validate_config(raw, source)
     allowed = set(allow_import)
     name = cfg.policy.name
@@ -122,6 +125,7 @@ def config_from_run_dir(
     llm.base_url = base_url
     llm.api_key_env = api_key_env
     llm.cache = cache
+    cfg.engine = EngineConfig() if engine is None else engine.model_copy()
     return cfg
 
 

@@ -116,6 +116,17 @@ def add_world_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--max-pages", type=int, help="pages per session at most")
     r.add_argument("--batch-size", type=int, help="agents per batch (does not change results)")
     r.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    r.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        help="where agents are simulated: this process, or shards on Ray actors (same results)",
+    )
+    r.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="ray: the cluster to join (auto, HOST:PORT); default: a local Ray instance",
+    )
+    r.add_argument("--shards", type=int, help="ray: shards of the population (actors)")
 
 
 def add_policy_flags(
@@ -197,6 +208,16 @@ def apply_policy_flags(pol: dict[str, Any], args: argparse.Namespace) -> None:
         pol["exploration"].update(explore_flags)
 
 
+def engine_flags(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The engine section given by --engine, --ray-address and --shards (None: none given)."""
+    given = {
+        key: getattr(args, flag)
+        for flag, key in (("engine", "kind"), ("ray_address", "address"), ("shards", "shards"))
+        if getattr(args, flag, None) is not None
+    }
+    return given or None
+
+
 def cache_flag(value: str | None) -> str | None:
     """--llm-cache: a file, 'none' for no cache, or absent (the default file)."""
     from simrec.config import LLMConfig
@@ -260,6 +281,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         raw["brain"]["name"] = args.brain
     if getattr(args, "seed", None) is not None:
         raw["seed"] = args.seed
+    raw["engine"].update(engine_flags(args) or {})
     if getattr(args, "out", None) is not None:
         raw["output"]["dir"] = args.out
     if getattr(args, "overwrite", False):

@@ -12,6 +12,7 @@ from simrec.cli.flags import (
     base_urls,
     build_config,
     cache_flag,
+    engine_flags,
 )
 from simrec.config import dump_config
 from simrec.errors import InputError
@@ -113,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             allow_import=[*([args.policy] if args.policy else []), *args.trust],
             base_url=base_urls(args),
             llm_cache=cache_flag(args.llm_cache),
+            engine=engine_flags(args),
         )
     else:
         cfg = build_config(args)

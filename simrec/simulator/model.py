@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import mesa
 import numpy as np
@@ -103,6 +103,11 @@ class Shards(Protocol):
         :meth:`SimulationModel.agent_state` gives it for one shard."""
         ...
 
+    def brain_counters(self) -> dict[str, Any] | None:
+        """A stateful brain's counters over every shard (:meth:`StatefulBrain.state`, with
+        the backend's ``cache_hits``, ``cache_misses`` and ``failovers``), or None."""
+        ...
+
 
 class _InProcess:
     """The local engine: the model simulates all its agents itself."""
@@ -121,6 +126,9 @@ class _InProcess:
 
     def agent_state(self) -> dict[str, np.ndarray]:
         return self.model.agent_state()
+
+    def brain_counters(self) -> dict[str, Any] | None:
+        return self.model.brain_counters()
 
 
 def agent_log(
@@ -615,7 +623,7 @@ class SimulationModel(mesa.Model):
             "totals": self.totals,
             "vocab": self.decided_by_vocab,
             "metrics": self.datacollector.model_vars,
-            "brain": self.brain.state() if isinstance(self.brain, StatefulBrain) else None,
+            "brain": self.shards.brain_counters(),
         }
         return {
             "satisfaction": self.satisfaction,
@@ -629,6 +637,33 @@ class SimulationModel(mesa.Model):
             },
             **(self.social.state() if self.social is not None else {}),
         }
+
+    def brain_counters(self) -> dict[str, Any] | None:
+        """This model's brain's counters (None for a brain without state): its
+        :meth:`StatefulBrain.state` and, for an LLM backend, the cache's hits and misses and
+        the server pool's failovers."""
+        if not isinstance(self.brain, StatefulBrain):
+            return None
+        out = dict(self.brain.state())
+        backend = getattr(self.brain, "backend", None)
+        if backend is not None:
+            out["cache_hits"] = int(getattr(backend, "hits", 0))
+            out["cache_misses"] = int(getattr(backend, "misses", 0))
+            out["failovers"] = int(getattr(getattr(backend, "backend", backend), "failovers", 0))
+        return out
+
+    def load_brain_counters(self, counters: dict[str, Any] | None) -> None:
+        """Set the brain's counters (from :meth:`brain_counters`, e.g. summed over shards)."""
+        if counters is None or not isinstance(self.brain, StatefulBrain):
+            return
+        self.brain.load_state(counters)
+        backend = getattr(self.brain, "backend", None)
+        if backend is not None and hasattr(backend, "hits"):
+            backend.hits = int(counters.get("cache_hits", 0))
+            backend.misses = int(counters.get("cache_misses", 0))
+        inner = getattr(backend, "backend", backend)
+        if inner is not None and hasattr(inner, "failovers"):
+            inner.failovers = int(counters.get("failovers", 0))
 
     def agent_state(self) -> dict[str, np.ndarray]:
         """The state of the agents this model owns (rows ``lo:hi`` of each per-agent array):
@@ -655,22 +690,32 @@ class SimulationModel(mesa.Model):
         for label in meta["vocab"]:
             self._code(label)
         self.datacollector.model_vars = {k: list(v) for k, v in meta["metrics"].items()}
-        if meta.get("brain") is not None and isinstance(self.brain, StatefulBrain):
-            self.brain.load_state(meta["brain"])
+        self.load_brain_counters(meta.get("brain"))
         self.satisfaction = state["satisfaction"].copy()
         self.churned = state["churned"].copy()
         self.session_count = state["session_count"].copy()
+        self.load_agent_state(state)
+        self.sim_log = {k: [state[f"sim_log_{k}"].copy()] for k in _SIM_LOG}
+        if self.social is not None:
+            self.social.load_state(state)
+
+    def load_agent_state(self, state: dict[str, np.ndarray]) -> None:
+        """Set every agent's own state (what was watched, memories) from a checkpoint or from
+        the shards' joined :meth:`agent_state`."""
         idx = state["watched_indices"]
         self.watched = sp.csr_matrix(
             (np.ones(idx.size, np.float32), idx.copy(), state["watched_indptr"].copy()),
             shape=self.watched.shape,
         )
         self.memory.load_state(state)
-        self.sim_log = {k: [state[f"sim_log_{k}"].copy()] for k in _SIM_LOG}
-        if self.social is not None:
-            self.social.load_state(state)
         if self.episodic is not None:
             self.episodic.load_state(state)
+
+    def adopt_shards(self) -> None:
+        """Take the agents' state and the brain's counters from the shards, so that what is
+        written at the end (users, reflections, interviews, the manifest) sees them."""
+        self.load_agent_state(self.shards.agent_state())
+        self.load_brain_counters(self.shards.brain_counters())
 
 
 _STATE_COLUMNS = {

@@ -16,6 +16,8 @@ still ends with the same bytes.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -50,11 +52,14 @@ def require_ray() -> Any:
 
 
 def connect(cfg: EngineConfig) -> Any:
-    """Ray, initialised as ``cfg`` says: an instance already initialised in this process is
-    used as it is; ``address`` None starts a local instance (``num_cpus``), otherwise
-    ``ray.init(address=...)`` joins that cluster. An unreachable cluster is a ConfigError
-    naming the address."""
+    """Ray, initialised as ``cfg`` says: an instance already initialised in this process (a
+    notebook's ``ray.init``) is used as it is; otherwise ``address`` None starts a local
+    instance (``num_cpus`` CPUs) and any other address is joined with
+    ``ray.init(address=...)``. An address that takes no connection is a ConfigError naming
+    it, whether or not Ray is initialised."""
     ray = require_ray()
+    if cfg.address is not None:
+        _check_reachable(cfg.address)
     if ray.is_initialized():
         return ray
     options: dict[str, Any] = {
@@ -80,6 +85,28 @@ def connect(cfg: EngineConfig) -> Any:
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A ConfigError at once when ``address`` (HOST:PORT or ray://HOST:PORT) takes no TCP
+    connection; Ray itself would retry for minutes. 'auto' is Ray's to find."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep:
+        return
+    if not port.isdigit():
+        raise ConfigError(
+            f"engine.address: expected auto, HOST:PORT or ray://HOST:PORT, got {address!r}"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(
+            f"engine.address: no Ray cluster answers at {address!r} ({err.strerror or err}); "
+            f"start one with `ray start --head`, or leave engine.address unset for a local "
+            f"instance"
+        ) from None
+
+
 def _python_path() -> list[str]:
     import sys
 
@@ -100,15 +127,47 @@ def shard_bounds(n_agents: int, shards: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
+def _run_block(fn: Any, item: Any) -> Any:
+    return fn(item)
+
+
+class RayBlocks:
+    """A :data:`~simrec.arrays.BlockMapper` that runs each block of users as a Ray task (one
+    CPU each): the function, with the arrays it closes over, goes into the object store once
+    per call, and the results come back in block order. ``tasks`` counts the tasks run."""
+
+    def __init__(self, ray: Any) -> None:
+        self.ray = ray
+        self._task = ray.remote(num_cpus=1, max_retries=2)(_run_block)
+        self.tasks = 0
+
+    def __call__(self, fn: Any, items: list) -> list:
+        ref = self.ray.put(fn)
+        self.tasks += len(items)
+        return self.ray.get([self._task.remote(ref, x) for x in items])
+
+
 class _Shard:
     """One shard of the population (runs inside a Ray actor)."""
 
     def __init__(self, parts: dict, lo: int, hi: int, state: dict | None) -> None:
+        from simrec import build
         from simrec.simulator.model import SimulationModel
 
+        parts = dict(parts)
+        cwd = parts.pop("cwd", None)
+        if cwd is not None and os.path.isdir(cwd):
+            os.chdir(cwd)  # relative paths in the config mean what they mean to the driver
+        llm = parts.pop("llm", None)
+        if llm is not None:  # an LLM brain: its backend (clients, cache) is made here
+            cfg, utility, backend = llm
+            parts["brain"], parts["memory"] = build.make_brain(
+                cfg, utility, parts["data"], backend=backend
+            )
         self.model = SimulationModel(**parts, owned=(lo, hi))
         if state is not None:
             self.model.load_state(state)
+        self.base = self.model.brain_counters()  # counters of the run before this shard
 
     def simulate_tick(self, tick: int) -> TickPart:
         m = self.model
@@ -130,6 +189,11 @@ class _Shard:
 
     def agent_state(self) -> dict[str, np.ndarray]:
         return self.model.agent_state()
+
+    def brain_counters(self) -> dict[str, Any] | None:
+        """What this shard's brain counted since the shard started."""
+        now = self.model.brain_counters()
+        return None if now is None else add_counters(now, self.base, -1)
 
     def peak_rss(self) -> int:
         """This actor's peak resident memory in bytes."""
@@ -162,10 +226,17 @@ class RayShards:
         self._parts = self.ray.put(parts)
         self._actor = self.ray.remote(num_cpus=0)(_Shard)
         self.restarts = 0
+        self.calibration_tasks = 0  # the calibration's user blocks run as Ray tasks
+        self.bytes_from_shards = 0  # the tick parts' arrays, through the object store
+        self.recovery_s = 0.0  # restarting shards from checkpoints
+        self.actor_peak_rss: list[int] = []  # read when the actors close
         self.actors: list[Any] = []
         self._start(state)
 
     def _start(self, state: dict[str, np.ndarray] | None) -> None:
+        self._base = None  # the brain's counters before the shards started
+        if state is not None:
+            self._base = json.loads(bytes(state["meta"]).decode()).get("brain")
         ref = None if state is None else self.ray.put(state)
         self.actors = [
             self._actor.options(name=None, max_restarts=0).remote(self._parts, lo, hi, ref)
@@ -181,7 +252,11 @@ class RayShards:
 
     def simulate_tick(self) -> list[TickPart]:
         tick = self.model.tick
-        return self._get([a.simulate_tick.remote(tick) for a in self.actors])
+        parts = self._get([a.simulate_tick.remote(tick) for a in self.actors])
+        self.bytes_from_shards += sum(
+            int(a.nbytes) for p in parts for v in p.columns.values() for a in v
+        )
+        return parts
 
     def after_tick(self, shares: dict[str, np.ndarray] | None) -> None:
         social = self.model.social
@@ -198,17 +273,32 @@ class RayShards:
 
         return join_agent_states(self._get([a.agent_state.remote() for a in self.actors]))
 
+    def brain_counters(self) -> dict[str, Any] | None:
+        total = self._base
+        for counted in self._get([a.brain_counters.remote() for a in self.actors]):
+            if counted is not None:
+                total = counted if total is None else add_counters(total, counted)
+        return total
+
     def restart(self, state: dict[str, np.ndarray]) -> None:
         """Replace every actor by a new one started from ``state`` (a checkpoint)."""
+        import time
+
+        t = time.perf_counter()
         self.close()
         self.restarts += 1
         self._start(state)
+        self.ray.get([a.pid.remote() for a in self.actors])  # started: the state is loaded
+        self.recovery_s += time.perf_counter() - t
 
     def peak_rss(self) -> list[int]:
         """Each actor's peak resident memory in bytes."""
         return self._get([a.peak_rss.remote() for a in self.actors])
 
     def close(self) -> None:
+        """Kill the actors (their peak memory read first, for the manifest)."""
+        with contextlib.suppress(ShardLost):
+            self.actor_peak_rss = self.peak_rss()
         for a in self.actors:
             try:
                 self.ray.kill(a)
@@ -223,4 +313,27 @@ class RayShards:
             "shards": len(self.bounds),
             "address": self.cfg.address,
             "restarts": self.restarts,
+            "calibration_tasks": self.calibration_tasks,
+            "bytes_from_shards": self.bytes_from_shards,
+            "recovery_s": round(self.recovery_s, 3),
+            "actor_peak_rss_bytes": self.actor_peak_rss,
         }
+
+
+def add_counters(a: dict[str, Any], b: dict[str, Any] | None, sign: int = 1) -> dict[str, Any]:
+    """``a + sign * b`` for counters: numbers add, nested mappings add key by key.
+
+    >>> add_counters({"calls": 3, "fallbacks": {"timeout": 1}}, {"calls": 1, "fallbacks": {}})
+    {'calls': 4, 'fallbacks': {'timeout': 1}}
+    """
+    if b is None:
+        return dict(a)
+    out: dict[str, Any] = {}
+    for key in a.keys() | b.keys():
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) or isinstance(y, dict):
+            merged = add_counters(x or {}, y or {}, sign)
+            out[key] = {k: v for k, v in merged.items() if v}
+        else:
+            out[key] = (x or 0) + sign * (y or 0)
+    return dict(sorted(out.items()))

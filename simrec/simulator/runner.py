@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from simrec import build, outputs
 from simrec.agents.brains.base import Brain, LLMBackedBrain
 from simrec.agents.brains.utility import UtilityBrain
-from simrec.config import LLMConfig, RunConfig, identity_dump
+from simrec.arrays import user_blocks_on
+from simrec.config import EngineConfig, LLMConfig, RunConfig, identity_dump, validate_config
 from simrec.data import Dataset
 from simrec.data.schemas import (
     arrow_id_type,
@@ -150,6 +151,7 @@ def run(
     allow_import: Iterable[str] = (),
     base_url: str | list[str] | None = None,
     llm_cache: str | None = LLMConfig().cache,
+    engine: EngineConfig | dict | None = None,
 ) -> RunResult:
     """Run a simulation and write it to its run directory.
 
@@ -166,6 +168,9 @@ def run(
     ``name`` is recorded; exploration from the config still wraps it); ``backend``: an
     LLMBackend object for LLM brains instead of the one ``config.llm`` names. A run started
     with either is resumed by passing the same objects again.
+
+    ``engine``: where a resumed run is simulated (default: local, whatever engine started it;
+    the engine never changes the results). A new run's engine is ``config.engine``.
     """
     if data is not None and resume is not None:
         raise ValueError("run(): data= cannot be combined with resume=")
@@ -186,7 +191,9 @@ def run(
     try:
         with outputs.locked(run_dir):
             if resume is not None:
-                cfg, checkpoint = _prepare_resume(run_dir, allow_import, base_url, llm_cache)
+                cfg, checkpoint = _prepare_resume(
+                    run_dir, allow_import, base_url, llm_cache, _engine(engine)
+                )
             else:
                 _check_out_dir(run_dir, cfg.output.overwrite)  # again, now that it is ours
                 checkpoint = None
@@ -220,15 +227,23 @@ def _run(
     t_start: float,
 ) -> RunResult:
     timings: dict[str, float] = {}
-    t = time.perf_counter()
     if cfg.engine.kind == "ray":
-        _check_ray(cfg, per_agent)
+        t = time.perf_counter()
+        _check_ray(cfg, per_agent)  # starts or joins the Ray cluster
+        timings["engine_start_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     check_memory(cfg)  # a synthetic world's size is known before it is made
     data = build.load_data(cfg) if given.data is None else given.data
     timings["load_s"] = time.perf_counter() - t
     check_memory(cfg, data.interactions.n_users, data.catalog.n_items)
     t = time.perf_counter()
-    utility, personas = build.calibrate(cfg, data)
+    blocks = None
+    if cfg.engine.kind == "ray":  # the per-user blocks of the calibration run as Ray tasks
+        from simrec.simulator.ray_engine import RayBlocks, connect
+
+        blocks = RayBlocks(connect(cfg.engine))
+    with user_blocks_on(blocks):
+        utility, personas = build.calibrate(cfg, data)
     brain, memory = build.make_brain(cfg, utility, data, backend=given.backend)
     policy = build.make_policy(
         cfg.policy if given.policy is None else given.policy,
@@ -273,7 +288,7 @@ def _run(
     if cfg.engine.kind == "ray":
         from simrec.simulator.ray_engine import RayShards
 
-        shard_parts = {
+        shard_parts: dict[str, Any] = {
             "data": data,
             "personas": personas,
             "brain": brain,
@@ -282,8 +297,12 @@ def _run(
             "seed": cfg.seed,
             "social": social,
             "memory": memory,
+            "cwd": str(Path.cwd()),
         }
+        if isinstance(brain, LLMBackedBrain):  # clients and caches are made in each shard
+            shard_parts.update(brain=None, memory=None, llm=(cfg, utility, given.backend))
         model.shards = RayShards(model, cfg.engine, shard_parts, state=checkpoint)
+        model.shards.calibration_tasks = blocks.tasks
 
     # everything validated: from here on the run directory is written
     if resume:
@@ -309,6 +328,8 @@ def _run(
     t = time.perf_counter()
     try:
         _simulate(model, cfg, run_dir, progress, new_recorder)
+        if cfg.engine.kind == "ray":
+            model.adopt_shards()
     finally:
         if hasattr(model.shards, "close"):
             model.shards.close()
@@ -340,7 +361,7 @@ def _simulate(
         total=ticks, initial=model.tick, unit="tick", disable=not progress, desc="simulating"
     )
     restartable = hasattr(model.shards, "restart")
-    last = (model.state(), model.recorder.part) if restartable else None
+    last = (_copied(model.state()), model.recorder.part) if restartable else None
     try:
         while model.tick < ticks:
             try:
@@ -358,14 +379,18 @@ def _simulate(
                 model.recorder.close_part()
                 state = model.state()
                 _save_checkpoint(run_dir, state, model.recorder.part)
-                if restartable:
-                    last = (state, model.recorder.part)
+                if restartable:  # a copy: the driver's arrays change in place
+                    last = (_copied(state), model.recorder.part)
                 logger.debug(
                     "checkpoint after tick %d (next part %d)", model.tick, model.recorder.part
                 )
     finally:
         model.recorder.abort()
         bar.close()
+
+
+def _copied(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.array(v, copy=True) for k, v in state.items()}
 
 
 def _go_back(
@@ -426,11 +451,18 @@ def _write_catalog(run_dir: Path, data: Dataset) -> None:
     outputs.write_parquet(items, run_dir / "items.parquet")
 
 
+def _engine(engine: EngineConfig | dict | None) -> EngineConfig | None:
+    if engine is None or isinstance(engine, EngineConfig):
+        return engine
+    return validate_config({"engine": engine}, "engine").engine
+
+
 def _prepare_resume(
     run_dir: Path,
     allow_import: Iterable[str],
     base_url: str | list[str] | None,
     llm_cache: str | None,
+    engine: EngineConfig | None = None,
 ) -> tuple[RunConfig, dict | None]:
     """The saved config (made safe) and checkpoint of the unfinished run in ``run_dir``; checks
     everything and deletes nothing."""
@@ -458,6 +490,7 @@ def _prepare_resume(
         allow_import=allow_import,
         base_url=base_url,
         cache=llm_cache,
+        engine=engine,
     )
     ckpt_file = run_dir / STATE_DIR / "checkpoint.npz"
     checkpoint = None
