@@ -355,6 +355,34 @@ class OutputConfig(_Section):
     overwrite: bool = Field(False, description="replace a complete run already in dir")
     row_group_size: int = Field(131072, gt=0, description="events rows per Parquet row group")
     compression_level: int | None = Field(None, ge=1, le=22, description="zstd level")
+    events_uri: str | None = Field(
+        None,
+        description="where the event parts go instead of <dir>/events: a pyarrow.fs URI "
+        "(file:///shared/run1/events, s3://bucket/run1/events, gs://bucket/run1/events); "
+        "credentials come from the environment, never from the URI",
+    )
+
+    @field_validator("events_uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if not parts.scheme or len(parts.scheme) == 1:  # 'C:' is a drive, not a scheme
+            raise ValueError(
+                f"expected a URI with a scheme (file:///path, s3://bucket/path, gs://...), "
+                f"got {v!r}"
+            )
+        secret_query = re.search(r"key|secret|token|password", parts.query, re.IGNORECASE)
+        if parts.username or parts.password or secret_query:
+            raise ValueError(
+                "the URI holds credentials, which would be written to the manifest; give "
+                "them through the environment (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS"
+                "...) instead"
+            )
+        return v
 
 
 class EngineConfig(_Section):
@@ -436,12 +464,29 @@ def identity_dump(cfg: BaseModel, **dump: Any) -> dict:
     return raw
 
 
+def _without_secrets(value: Any) -> Any:
+    """A URI-like string without its user info and query (where credentials hide), so an
+    error message never repeats them.
+
+    >>> _without_secrets("s3://KEY:SECRET@bucket/x?secret_key=1")
+    's3://***@bucket/x?***'
+    """
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    scheme, _, rest = value.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    path, q, _ = path.partition("?")
+    return f"{scheme}://{netloc}{slash}{path}{'?***' if q else ''}"
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line per problem: ``source: field a.b: expected ..., got ...``."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        got = e.get("input")
+        got = _without_secrets(e.get("input"))
         msg = e["msg"].replace("Extra inputs are not permitted", "unknown field")
         if e["type"] == "extra_forbidden":
             lines.append(f"{source}: field '{loc}': unknown field")

@@ -89,7 +89,7 @@ def _move_into(tmp: Path, target: Path) -> None:
 
 
 def _impressions(run_dir: Path) -> pa.Table:
-    ev = pq.read_table(run_dir / "events")
+    ev = outputs.read_events(run_dir)
     return ev.filter(pc.equal(ev["event_type"], "impression"))
 
 
@@ -223,7 +223,7 @@ def _export_obp(run_dir: Path, manifest: dict, out: Path) -> None:
 
 def _export_csv(run_dir: Path, manifest: dict, out: Path) -> None:
     """events.csv, users.csv (lists joined with '|'), items.csv, metrics.csv."""
-    ev = pq.read_table(run_dir / "events").to_pandas()
+    ev = outputs.read_events(run_dir, manifest=manifest).to_pandas()
     _defuse_formulas(ev).to_csv(out / "events.csv", index=False)
     for name in ("users", "items", "metrics"):
         df = pq.read_table(run_dir / f"{name}.parquet").to_pandas()
@@ -256,7 +256,7 @@ def _export_hf(
 ) -> None:
     """The Hugging Face layout in ``out``: ``train/`` and ``test/`` split by tick, the
     personas and the catalog as they are in the run, and the card (which names ``target``)."""
-    ev = pq.read_table(run_dir / "events")
+    ev = outputs.read_events(run_dir, manifest=manifest)
     ticks = int(manifest["counts"]["ticks"])
     cut = max(1, int(round(ticks * (1 - test_fraction))))
     for split, mask in (

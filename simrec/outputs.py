@@ -300,3 +300,121 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------- event parts
+
+EVENTS_MARKER = ".simrec-events.json"
+_EVENT_FILE = re.compile(r"\.?part-\d+\.parquet(?:\.tmp)?")
+
+
+class EventsStore:
+    """Where a run's event parts live: ``RUN/events``, or any ``pyarrow.fs`` URI
+    (``output.events_uri``: ``file:///shared/run1/events``, ``s3://bucket/run1/events``,
+    ``gs://...``), for clusters where the run directory is not where the data should go.
+
+    Parts are written to a hidden temporary and moved into place (renamed durably on a local
+    filesystem; on object stores a move is a copy then a delete, and a reader sees whole
+    objects only). A URI folder carries ``.simrec-events.json`` naming the run directory that
+    owns it: simrec writes into, and deletes part files from, only an empty folder or its own.
+    """
+
+    def __init__(
+        self, run_dir: Path, uri: str | None = None, *, folder: Path | None = None
+    ) -> None:
+        import pyarrow.fs as pafs
+
+        self.run_dir, self.uri = run_dir, uri
+        if uri is None:  # RUN/events, or a given local folder
+            self.fs: pafs.FileSystem = pafs.LocalFileSystem()
+            self.root = str(run_dir / "events" if folder is None else folder)
+        else:
+            try:
+                self.fs, self.root = pafs.FileSystem.from_uri(uri)
+            except (ValueError, OSError) as err:
+                raise InputError(f"output.events_uri {uri!r}: {err}") from None
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    @classmethod
+    def of_run(cls, run_dir: Path, manifest: dict | None = None) -> EventsStore:
+        """The store of a complete run (its manifest names the URI, if any)."""
+        if manifest is None:
+            manifest = read_json(run_dir / "manifest.json", "a run's manifest")
+        return cls(run_dir, (manifest.get("outputs") or {}).get("events_uri"))
+
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def where(self, name: str = "") -> str:
+        """How to name a part (or the folder) in messages and the manifest."""
+        if self.uri is None:
+            return f"events/{name}" if name else "events"
+        return f"{self.uri.rstrip('/')}/{name}" if name else self.uri
+
+    def names(self) -> list[str]:
+        """The names of the files in the folder (none when it does not exist)."""
+        import pyarrow.fs as pafs
+
+        sel = pafs.FileSelector(self.root, allow_not_found=True)
+        infos = self.fs.get_file_info(sel)
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+
+    def parts(self) -> list[str]:
+        return [n for n in self.names() if n.startswith("part-") and _EVENT_FILE.fullmatch(n)]
+
+    def claim(self) -> None:
+        """Before the first part: the URI folder is empty or this run's own (its marker names
+        this run directory); then mark it. Nothing to check for ``RUN/events``."""
+        if self.uri is None:
+            return
+        names = self.names()
+        owner = None
+        if EVENTS_MARKER in names:
+            with (
+                contextlib.suppress(OSError, ValueError),
+                self.fs.open_input_stream(self.path(EVENTS_MARKER)) as f,
+            ):
+                owner = json.loads(f.read().decode()).get("run_dir")
+        if names and owner != str(self.run_dir.resolve()):
+            raise OutputExistsError(
+                f"output.events_uri {self.uri}: holds files that are not this run's "
+                f"({len(names)} of them; {EVENTS_MARKER} names "
+                f"{owner or 'no simrec run'}); choose an empty location"
+            )
+        self.fs.create_dir(self.root, recursive=True)
+        with self.fs.open_output_stream(self.path(EVENTS_MARKER)) as f:
+            f.write(json.dumps({"run_dir": str(self.run_dir.resolve())}).encode())
+
+    def finish(self, tmp: str, final: str) -> None:
+        """Move the finished temporary part ``tmp`` to ``final`` (both paths of :meth:`path`)."""
+        if self.local:
+            durable_replace(Path(tmp), Path(final))
+        else:
+            self.fs.move(tmp, final)
+
+    def drop_from(self, next_part: int) -> None:
+        """Delete the parts numbered ``next_part`` or more and every temporary part: files
+        named as simrec names them, nothing else."""
+        from simrec.simulator.recorder import part_index
+
+        if self.local and (Path(self.root).is_symlink() or not Path(self.root).is_dir()):
+            return
+        for name in self.names():
+            if not _EVENT_FILE.fullmatch(name):
+                continue
+            index = part_index(name.removeprefix(".").removesuffix(".tmp"))
+            if index is not None and (name.endswith(".tmp") or index >= next_part):
+                if self.local and not _regular(Path(self.path(name))):
+                    continue
+                self.fs.delete_file(self.path(name))
+
+    def read(self, columns: list[str] | None = None):
+        """Every part as one pyarrow Table (hidden files are not parts)."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.root, filesystem=self.fs, columns=columns)
+
+
+def read_events(run_dir: Path, columns: list[str] | None = None, manifest: dict | None = None):
+    """A complete run's events (a pyarrow Table), wherever its parts live."""
+    return EventsStore.of_run(run_dir, manifest).read(columns)

@@ -311,3 +311,16 @@ def test_calibration_on_ray_tasks_matches_threads(taste_model, tmp_path):
     for name, value in vars(local_personas).items():
         if isinstance(value, np.ndarray):
             np.testing.assert_array_equal(vars(remote_personas)[name], value, err_msg=name)
+
+
+def test_ray_run_writes_its_parts_to_a_file_uri(local_run, tmp_path):
+    """On a cluster the shards write nothing: the driver joins their parts and writes them
+    wherever output.events_uri says, here a file:// URI outside the run directory."""
+    out, elsewhere = tmp_path / "run", tmp_path / "shared" / "events"
+    cfg = _world(out, shards=2)
+    cfg["output"]["events_uri"] = elsewhere.as_uri()
+    res = simrec.run(cfg)
+    parts = {p.name: p.read_bytes() for p in sorted(elsewhere.glob("part-*.parquet"))}
+    reference = _outputs(local_run)
+    assert parts == {k: v for k, v in reference.items() if k.startswith("part-")}
+    assert res.manifest["outputs"]["events_uri"] == elsewhere.as_uri()

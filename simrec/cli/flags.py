@@ -284,6 +284,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     raw["engine"].update(engine_flags(args) or {})
     if getattr(args, "out", None) is not None:
         raw["output"]["dir"] = args.out
+    if getattr(args, "events_uri", None) is not None:
+        raw["output"]["events_uri"] = args.events_uri
     if getattr(args, "overwrite", False):
         raw["output"]["overwrite"] = True
     return validate_config(raw, "command line")

@@ -29,6 +29,12 @@ def register(sub) -> None:
     add_policy_flags(r)
     r.add_argument("--out", help="run directory (default datasets_out/<run_id>)")
     r.add_argument(
+        "--events-uri",
+        metavar="URI",
+        help="write the event parts there instead of RUN/events: a pyarrow.fs URI "
+        "(file:///shared/x, s3://bucket/x, gs://bucket/x)",
+    )
+    r.add_argument(
         "--brain",
         choices=("utility", "llm", "hybrid"),
         help="who decides pages (hybrid: the statistical brain, narrated by the LLM)",

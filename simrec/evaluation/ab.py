@@ -218,8 +218,8 @@ def _run_components(run_dir: Path) -> tuple[np.ndarray, sp.csr_matrix]:
     n = users.num_rows
     items = pq.read_table(run_dir / "items.parquet").to_pandas()
     n_items = len(items)
-    ev = pq.read_table(
-        run_dir / "events",
+    ev = outputs.read_events(
+        run_dir,
         columns=[
             "event_type",
             "tick",

@@ -148,8 +148,8 @@ def _page0_slates(run_dir: Path) -> dict[str, Any]:
     traits = pq.read_table(
         run_dir / "users.parquet", columns=["activity", "conformity", "diversity"]
     ).to_pandas()
-    ev = pq.read_table(
-        run_dir / "events",
+    ev = outputs.read_events(
+        run_dir,
         columns=[
             "event_type",
             "tick",
@@ -518,7 +518,9 @@ def _simulate_truth(cfg, target_cfg: PolicyConfig, out_dir: Path) -> float:
     sim.output.dir = str(out_dir / "validation-run")
     sim.output.overwrite = True
     res = run(sim)
-    ev = pq.read_table(res.events_dir, columns=["event_type", "page", "slate_id", "clicked"])
+    ev = outputs.read_events(
+        res.run_dir, ["event_type", "page", "slate_id", "clicked"], res.manifest
+    )
     ev = ev.to_pandas()
     ev = ev[(ev.event_type == "impression") & (ev.page == 0)]
     per_slate = ev.groupby("slate_id").clicked.sum()

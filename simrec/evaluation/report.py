@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from simrec import outputs
 from simrec.data.dataset import display_title
 from simrec.domain import Domain, domain
 from simrec.evaluation import page
@@ -35,7 +36,6 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """``RUN/report/report.html``: per-tick curves, watches by position, rating histogram,
     concentration of watches (Lorenz curve), and the run's summary, labelled in the words of
     the run's catalog domain ("bought by position" for products)."""
-    from simrec import outputs
     from simrec.errors import InputError
 
     run_dir = Path(run_dir)
@@ -50,8 +50,8 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     manifest = outputs.read_json(run_dir / "manifest.json", "a run's manifest")
     d = run_domain(manifest)
     metrics = pq.read_table(run_dir / "metrics.parquet").to_pandas()
-    ev = pq.read_table(
-        run_dir / "events", columns=["event_type", "position", "item_id", "clicked", "rating"]
+    ev = outputs.read_events(
+        run_dir, ["event_type", "position", "item_id", "clicked", "rating"], manifest
     ).to_pandas()
     ev = ev[ev.event_type == "impression"]
     imgs = []
@@ -180,7 +180,7 @@ def ab_report(
             continue
         per = []
         for d in dirs:
-            ev = pq.read_table(Path(d) / "events", columns=["event_type", "user_id", "clicked"])
+            ev = outputs.read_events(Path(d), ["event_type", "user_id", "clicked"])
             ev = ev.to_pandas()
             ev = ev[ev.event_type == "impression"]
             n = pq.read_metadata(Path(d) / "users.parquet").num_rows

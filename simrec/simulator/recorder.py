@@ -80,7 +80,7 @@ class EventRecorder:
 
     def __init__(
         self,
-        events_dir: Path,
+        events: Path | outputs.EventsStore,
         *,
         run_id: str,
         policy: str,
@@ -89,8 +89,13 @@ class EventRecorder:
         compression_level: int | None,
         part: int = 0,
     ) -> None:
-        self.dir = events_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # where the parts go: a folder, or a run's store (its events folder or a URI)
+        self.store = (
+            events
+            if isinstance(events, outputs.EventsStore)
+            else outputs.EventsStore(events.parent, None, folder=events)
+        )
+        self.store.fs.create_dir(self.store.root, recursive=True)
         self.item_ids = pa.array(item_ids)
         self.schema = events_schema(self.item_ids.type)
         self.run_id, self.policy = run_id, policy
@@ -106,13 +111,16 @@ class EventRecorder:
         self._pending: deque[Future] = deque()
 
     @property
-    def _tmp_path(self) -> Path:
-        return self.dir / f".{part_name(self.part)}.tmp"
+    def _tmp_path(self) -> str:
+        return self.store.path(f".{part_name(self.part)}.tmp")
 
     def _open(self) -> pq.ParquetWriter:
         if self._writer is None:
             self._writer = pq.ParquetWriter(
-                self._tmp_path, self.schema, **writer_options(self.compression_level)
+                self._tmp_path,
+                self.schema,
+                filesystem=self.store.fs,
+                **writer_options(self.compression_level),
             )
         return self._writer
 
@@ -123,7 +131,7 @@ class EventRecorder:
             self._pending.popleft().result()
         self._pending.append(self._pool.submit(self._append, cols))
 
-    def close_part(self) -> Path:
+    def close_part(self) -> str:
         """Write what is queued and buffered, close the part and move it into place."""
         self._drain()
         return self._pool.submit(self._close).result()
@@ -161,15 +169,15 @@ class EventRecorder:
             rest = table.slice(full)
             self._buffer, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
 
-    def _close(self) -> Path:
+    def _close(self) -> str:
         writer = self._open()
         if self._buffered:
             writer.write_table(pa.concat_tables(self._buffer), row_group_size=self.row_group_size)
         writer.close()
         self._writer = None
         self._buffer, self._buffered = [], 0
-        final = self.dir / part_name(self.part)
-        outputs.durable_replace(self._tmp_path, final)
+        final = self.store.path(part_name(self.part))
+        self.store.finish(self._tmp_path, final)
         self.part += 1
         return final
 

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from simrec import build, outputs
 from simrec.agents.brains.base import Brain, LLMBackedBrain
@@ -47,7 +46,7 @@ from simrec.limits import check_memory
 from simrec.llm.base import LLMBackend
 from simrec.llm.cache import CachedBackend
 from simrec.simulator.model import SimulationModel
-from simrec.simulator.recorder import EventRecorder, part_index
+from simrec.simulator.recorder import EventRecorder
 from simrec.trust import config_from_run_dir, redact_url
 
 STATE_DIR = "_state"
@@ -66,8 +65,9 @@ class RunResult:
     manifest: dict[str, Any] = field(repr=False)
 
     @property
-    def events_dir(self) -> Path:
-        return self.run_dir / "events"
+    def events_dir(self) -> Path | str:
+        """The folder of the event parts (RUN/events), or the URI they went to."""
+        return (self.manifest.get("outputs") or {}).get("events_uri") or self.run_dir / "events"
 
     @property
     def llm_problem(self) -> str | None:
@@ -93,7 +93,7 @@ class RunResult:
 
     def events(self) -> pd.DataFrame:
         """All events as a DataFrame (reads every part)."""
-        return pq.read_table(self.events_dir).to_pandas()
+        return outputs.read_events(self.run_dir, manifest=self.manifest).to_pandas()
 
 
 @dataclass(frozen=True)
@@ -305,16 +305,20 @@ def _run(
         model.shards.calibration_tasks = blocks.tasks
 
     # everything validated: from here on the run directory is written
+    store = outputs.EventsStore(run_dir, cfg.output.events_uri)
+    store.claim()  # a URI: empty, or this run's own
     if resume:
-        _drop_parts_after(run_dir, int(checkpoint["part"][0]) if checkpoint is not None else 0)
+        store.drop_from(int(checkpoint["part"][0]) if checkpoint is not None else 0)
     else:
         _init_run_dir(run_dir, cfg, data)
+        if cfg.output.overwrite:
+            store.drop_from(0)  # the earlier run's parts at the URI (RUN/events: cleared)
     _write_catalog(run_dir, data)  # also on resume: a kill may have come before it was written
     run_id = run_id_for(cfg)
 
     def new_recorder(part: int) -> EventRecorder:
         return EventRecorder(
-            run_dir / "events",
+            store,
             run_id=run_id,
             policy=policy.name,
             item_ids=data.catalog.item_ids,
@@ -521,19 +525,6 @@ def _load_checkpoint(run_dir: Path, model: SimulationModel, checkpoint: dict) ->
         ) from None
 
 
-def _drop_parts_after(run_dir: Path, next_part: int) -> None:
-    """Delete the events written after the checkpoint (they are regenerated): regular files
-    named as simrec names its parts (or their temporaries), nothing else."""
-    events = run_dir / "events"
-    if not events.is_dir() or events.is_symlink():
-        return
-    for f in events.iterdir():
-        index = part_index(f.name.removeprefix(".").removesuffix(".tmp"))
-        own = index is not None and (f.name.startswith("part-") or f.name.endswith(".tmp"))
-        if own and index >= next_part and f.is_file() and not f.is_symlink():
-            f.unlink()
-
-
 def _check_same_data(run_dir: Path, data: Dataset) -> None:
     saved = json.loads((run_dir / STATE_DIR / "config.json").read_text())["data_hashes"]
     if saved != data.file_hashes:
@@ -636,7 +627,7 @@ def _manifest(
 
     from simrec import __version__
 
-    parts = sorted(p.name for p in (run_dir / "events").glob("part-*.parquet"))
+    store = outputs.EventsStore(run_dir, cfg.output.events_uri)
     return {
         "simrec_version": __version__,
         "run_id": run_id,
@@ -676,7 +667,8 @@ def _manifest(
         else {"kind": "local", "shards": 1},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "outputs": {
-            "events": [f"events/{p}" for p in parts],
+            "events": [store.where(p) for p in store.parts()],
+            **({"events_uri": store.uri} if store.uri else {}),
             "users": "users.parquet",
             "items": "items.parquet",
             "metrics": "metrics.parquet",
