@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from simrec.cli.flags import add_world_flags, build_config, key_value
+from simrec.cli.flags import add_events_uri_flag, add_world_flags, build_config, key_value
 from simrec.errors import InputError
 
 
@@ -21,6 +21,7 @@ def register(sub) -> None:
         "and compare the arms with user-clustered bootstrap CIs.",
     )
     add_world_flags(a)
+    add_events_uri_flag(a)
     a.add_argument(
         "--arm",
         action="append",

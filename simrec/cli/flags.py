@@ -98,6 +98,16 @@ def add_augment_output_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--overwrite", action="store_true", help="replace an earlier output")
 
 
+def add_events_uri_flag(r: argparse.ArgumentParser) -> None:
+    """--events-uri, for the commands whose runs are kept (run, ab)."""
+    r.add_argument(
+        "--events-uri",
+        metavar="URI",
+        help="write the event parts there instead of RUN/events: a pyarrow.fs URI "
+        "(file:///shared/x, s3://bucket/x, gs://bucket/x)",
+    )
+
+
 def add_world_flags(r: argparse.ArgumentParser) -> None:
     """Flags shared by run, ab and eval: data, population, clock, social graph, seed."""
     add_data_flags(r)

@@ -7,6 +7,7 @@ import sys
 
 from simrec.cli.flags import (
     add_base_url_flag,
+    add_events_uri_flag,
     add_policy_flags,
     add_world_flags,
     base_urls,
@@ -28,12 +29,7 @@ def register(sub) -> None:
     add_world_flags(r)
     add_policy_flags(r)
     r.add_argument("--out", help="run directory (default datasets_out/<run_id>)")
-    r.add_argument(
-        "--events-uri",
-        metavar="URI",
-        help="write the event parts there instead of RUN/events: a pyarrow.fs URI "
-        "(file:///shared/x, s3://bucket/x, gs://bucket/x)",
-    )
+    add_events_uri_flag(r)
     r.add_argument(
         "--brain",
         choices=("utility", "llm", "hybrid"),

@@ -159,6 +159,8 @@ def ab(
             cfg.seed = base.seed + r
             cfg.name = None
             cfg.output.dir = str(out_dir / f"{name}" / f"rep-{r}")
+            if base.output.events_uri:  # each arm's parts in a folder of their own
+                cfg.output.events_uri = f"{base.output.events_uri.rstrip('/')}/{name}/rep-{r}"
             if isinstance(policy, PolicyConfig):
                 cfg.policy = policy
                 res = run(cfg, progress=progress)

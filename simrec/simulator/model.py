@@ -210,6 +210,7 @@ class SimulationModel(mesa.Model):
         self.n_agents = len(personas)
         # the agents this model simulates itself (a shard's range); the rest are elsewhere
         self.owned = (0, self.n_agents) if owned is None else (int(owned[0]), int(owned[1]))
+        lo, hi = self.owned
         self.shards: Shards = _InProcess(self)
         self.tick = 0
         self.satisfaction = np.full(self.n_agents, 0.5, np.float32)
@@ -231,7 +232,8 @@ class SimulationModel(mesa.Model):
         self._new_labels: list[tuple[str, int, int]] = []  # labels first used this tick
         self._tick_ev: dict[str, np.ndarray] = {}  # the shard's rows, for after_tick
         self.totals = {k: 0 for k in ("sessions", "pages", "impressions", "clicks", "ratings")}
-        UserAgent.create_agents(self, self.n_agents, np.arange(self.n_agents))
+        # Mesa agents for the owned range only (a shard's model needs none of the others')
+        UserAgent.create_agents(self, hi - lo, np.arange(lo, hi))
         self.datacollector = mesa.DataCollector(
             model_reporters={k: _reporter(k) for k in METRIC_COLUMNS}
         )

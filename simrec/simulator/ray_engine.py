@@ -220,6 +220,9 @@ class RayShards:
         parts: dict[str, Any],
         state: dict[str, np.ndarray] | None = None,
     ) -> None:
+        import time
+
+        t = time.perf_counter()
         self.ray = connect(cfg)
         self.model, self.cfg = model, cfg
         self.bounds = shard_bounds(model.n_agents, cfg.shards)
@@ -232,6 +235,8 @@ class RayShards:
         self.actor_peak_rss: list[int] = []  # read when the actors close
         self.actors: list[Any] = []
         self._start(state)
+        self._get([a.pid.remote() for a in self.actors])  # every shard built (and loaded)
+        self.start_s = time.perf_counter() - t  # the parts put, the shards' models built
 
     def _start(self, state: dict[str, np.ndarray] | None) -> None:
         self._base = None  # the brain's counters before the shards started

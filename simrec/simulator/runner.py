@@ -302,6 +302,7 @@ def _run(
         if isinstance(brain, LLMBackedBrain):  # clients and caches are made in each shard
             shard_parts.update(brain=None, memory=None, llm=(cfg, utility, given.backend))
         model.shards = RayShards(model, cfg.engine, shard_parts, state=checkpoint)
+        timings["shards_start_s"] = model.shards.start_s
         model.shards.calibration_tasks = blocks.tasks
 
     # everything validated: from here on the run directory is written
