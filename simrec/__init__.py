@@ -6,6 +6,7 @@
 """
 
 from simrec.config import RunConfig, load_config
+from simrec.conversation import converse
 from simrec.errors import ConfigError, InputError, SimrecError
 from simrec.evaluation.ab import ab
 from simrec.simulator.runner import RunResult, run
@@ -19,6 +20,7 @@ __all__ = [
     "SimrecError",
     "__version__",
     "ab",
+    "converse",
     "load_config",
     "run",
 ]

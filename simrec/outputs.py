@@ -46,6 +46,7 @@ OWN_FILES: dict[str, re.Pattern[str]] = {
         "ab": rf"ab_results\.parquet|ab_manifest\.json|{_PLOTS}",
         "fidelity": rf"fidelity\.parquet|{_PLOTS}",
         "ope": rf"ope_results\.parquet|{_PLOTS}",
+        "converse": r"manifest\.json|conversations\.parquet|crs_(?:metrics|comparison)\.parquet",
         "report": _PLOTS,
     }.items()
 }

@@ -12,13 +12,13 @@ import argparse
 import logging
 import sys
 
-from simrec.cli import ab, augment, datasets, export, fidelity, ope, report, run
+from simrec.cli import ab, augment, converse, datasets, export, fidelity, ope, report, run
 from simrec.cli.flags import build_config, infer_format
 from simrec.errors import SimrecError
 
 __all__ = ["build_config", "infer_format", "main", "parser"]
 
-_COMMANDS = (run, ab, ope, export, augment, fidelity, report, datasets)
+_COMMANDS = (run, ab, ope, converse, export, augment, fidelity, report, datasets)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,433 @@
+"""``simrec converse``: simulated users talk to conversational recommenders; the dialogues,
+per-turn metrics and a paired comparison of the CRS arms are written as Parquet.
+
+Leakage control: the users' visible past (and everything a CRS is fitted on, and the taste
+model of ``targets='taste'``) comes only from interactions before ``cutoff``; ``held-out``
+targets come only from after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from simrec import outputs
+from simrec.conversation.crs import MAX_ITEMS, Dialogue, Reply, Turn, make_crs
+from simrec.conversation.facts import ItemFacts
+from simrec.conversation.users import AgendaUser, Seeker
+from simrec.data import Dataset
+from simrec.errors import ConfigError, InputError
+from simrec.rng import Streams
+
+RECALL_AT = (1, 10, 50)
+TARGETS = ("held-out", "taste")
+MIN_TASTE_POPULARITY = 5  # taste targets: items with at least this many visible interactions
+
+
+@dataclass
+class ConverseResult:
+    """What ``converse`` wrote: ``conversations`` (one row per utterance), ``metrics`` (one
+    row per arm and turn), ``comparison`` (one row per arm: outcomes, and the paired
+    difference of success against the control arm)."""
+
+    out_dir: Path
+    conversations: pd.DataFrame
+    metrics: pd.DataFrame
+    comparison: pd.DataFrame
+    manifest: dict[str, Any] = field(repr=False)
+
+
+def parse_arms(specs: list[str] | dict[str, str] | str) -> dict[str, str]:
+    """``--crs`` values (``NAME=SPEC`` or ``SPEC``) -> arm name -> spec.
+
+    >>> parse_arms(["A=builtin", "builtin:itemknn"])
+    {'A': 'builtin', 'builtin:itemknn': 'builtin:itemknn'}
+    """
+    if isinstance(specs, dict):
+        arms = {str(k): str(v) for k, v in specs.items()}
+    else:
+        arms = {}
+        for s in [specs] if isinstance(specs, str) else specs:
+            name, eq, spec = s.partition("=")
+            if not eq:
+                name, spec = s, s
+            if not re.fullmatch(r"[\w.:-]+", name) or not spec:
+                raise ConfigError(f"--crs: expected NAME=SPEC or SPEC, got {s!r}")
+            if name in arms:
+                raise ConfigError(f"--crs: arm {name!r} given twice")
+            arms[name] = spec
+    if not arms:
+        raise ConfigError("--crs: expected at least one CRS (builtin, or package.module:Class)")
+    return arms
+
+
+def converse(
+    config: Any = None,
+    crs: list[str] | dict[str, str] | str = "builtin",
+    *,
+    users: int = 100,
+    turns: int = 5,
+    targets: str = "held-out",
+    cutoff: str | float = 0.8,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    n_resamples: int = 2000,
+    alpha: float = 0.05,
+    data: Dataset | None = None,
+) -> ConverseResult:
+    """Simulate ``users`` agenda-based users, each looking for one target item, talking to each
+    CRS arm for up to ``turns`` turns, and write the dialogues and metrics to ``out``.
+
+    ``config``: a run config (its ``data`` and ``seed`` are used); ``crs``: the arms (see
+    :func:`parse_arms`); ``targets``: ``held-out`` (each user's best-rated item after
+    ``cutoff``) or ``taste`` (the unseen item the rating model, fitted on the visible log,
+    expects the user to like most); ``cutoff``: a per-user fraction, Unix seconds or an
+    ISO-8601 moment (:func:`simrec.augment.cutoff.parse_cutoff`).
+    """
+    from simrec import build
+    from simrec.augment.cutoff import parse_cutoff, visible
+
+    t_start = time.perf_counter()
+    cfg = build.as_config(config)
+    arms = parse_arms(crs)
+    if targets not in TARGETS:
+        raise ConfigError(f"--targets: expected one of {', '.join(TARGETS)}, got {targets!r}")
+    for name, value, low in (("--users", users, 1), ("--turns", turns, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
+    cut = parse_cutoff(cutoff)
+    crss = {name: make_crs(spec) for name, spec in arms.items()}  # bad specs fail first
+    out_dir = Path(out) if out else _default_out(cfg, arms, users, turns, targets, cutoff)
+    owned = outputs.check_out_dir(out_dir, "converse")
+    if owned and (out_dir / "manifest.json").exists() and not overwrite:
+        raise ConfigError(f"{out_dir}: already holds conversations; pass --overwrite")
+
+    data = build.load_data(cfg) if data is None else data
+    log, cat = data.interactions, data.catalog
+    vis_rows = visible(log, cut)
+    held = np.setdiff1d(np.arange(len(log)), vis_rows, assume_unique=True)
+    past = log.take(vis_rows)
+    target_of = (
+        _held_out_targets(log.take(held), past)
+        if targets == "held-out"
+        else _taste_targets(cfg, past, data)
+    )
+    eligible = np.flatnonzero(target_of >= 0)
+    if eligible.size == 0:
+        raise InputError(
+            f"{data.source}: no user has both interactions before the cutoff "
+            f"({cut.describe() if cut else 'none'}) and a {targets} target"
+        )
+    pick = Streams(cfg.seed).generator("converse-users").permutation(eligible)[:users]
+    chosen = np.sort(pick)
+    seen_by = _seen(past, cat.n_items)
+    facts = ItemFacts(cat)
+    agenda = AgendaUser(facts)
+
+    with outputs.locked(out_dir, "conversation"):
+        if overwrite:
+            outputs.clear_own(out_dir, "converse")
+        outputs.claim(out_dir, "converse")
+        rows: list[dict] = []
+        per_arm: dict[str, dict[str, np.ndarray]] = {}
+        timings: dict[str, float] = {}
+        for name, model in crss.items():
+            t = time.perf_counter()
+            model.fit(past.to_arrow(), cat)
+            seekers = [agenda.seeker(int(target_of[u]), seen_by[u]) for u in chosen]
+            per_arm[name] = _talk(name, model, agenda, chosen, seekers, turns, cat, rows, data)
+            timings[f"{name}_s"] = time.perf_counter() - t
+        conversations = _conversation_table(rows, data)
+        metrics = _metrics(per_arm, turns)
+        control = next(iter(arms))
+        comparison = _comparison(per_arm, control, n_resamples, alpha, cfg.seed)
+        outputs.write_parquet(conversations, out_dir / "conversations.parquet")
+        outputs.write_parquet(pa.Table.from_pandas(metrics), out_dir / "crs_metrics.parquet")
+        outputs.write_parquet(pa.Table.from_pandas(comparison), out_dir / "crs_comparison.parquet")
+        timings["total_s"] = time.perf_counter() - t_start
+        manifest = {
+            "kind": "converse",
+            "seed": cfg.seed,
+            "data": {"source": data.source, "file_sha256": data.file_hashes},
+            "arms": {name: {"spec": arms[name], "name": crss[name].name} for name in arms},
+            "control": control,
+            "users": int(chosen.size),
+            "turns": turns,
+            "targets": targets,
+            "cutoff": cut.describe() if cut else None,
+            "user_brain": agenda.name,
+            "counts": {
+                "dialogues": int(chosen.size) * len(arms),
+                "utterances": conversations.num_rows,
+            },
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "outputs": ["conversations.parquet", "crs_metrics.parquet", "crs_comparison.parquet"],
+        }
+        outputs.atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=2).encode())
+    return ConverseResult(out_dir, conversations.to_pandas(), metrics, comparison, manifest)
+
+
+def _default_out(cfg, arms, users, turns, targets, cutoff) -> Path:
+    from simrec.simulator.runner import DEFAULT_OUT, run_id_for
+
+    key = json.dumps([run_id_for(cfg), arms, users, turns, targets, str(cutoff)])
+    return DEFAULT_OUT / f"converse-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def _held_out_targets(held, past) -> np.ndarray:
+    """(n_users,) each user's target after the cutoff: the best-rated held-out item (ties: the
+    earliest, then the lowest item index); -1 without held-out or visible interactions."""
+    n = held.n_users
+    target = np.full(n, -1, np.int64)
+    if len(held):
+        rating = np.nan_to_num(held.rating.astype(np.float64), nan=0.0)
+        order = np.lexsort((held.item, held.timestamp, -rating, held.user))
+        user = held.user[order]
+        first = np.r_[True, user[1:] != user[:-1]]
+        target[user[first]] = held.item[order][first]
+    has_past = np.bincount(past.user, minlength=n) > 0
+    target[~has_past] = -1
+    return target
+
+
+def _taste_targets(cfg, past, data: Dataset) -> np.ndarray:
+    """(n_users,) the unseen item with the highest expected rating under the rating model
+    fitted on the visible log, among items with MIN_TASTE_POPULARITY visible interactions (or,
+    in a small log, the median item's count)."""
+    from simrec.agents.taste import fit_rating_model
+
+    n_items = data.catalog.n_items
+    c = cfg.brain
+    model = fit_rating_model(
+        past,
+        n_items,
+        data.scale,
+        dim=c.taste_dim,
+        reg=c.fit_regularization,
+        sweeps=c.fit_iterations,
+        seed=cfg.seed,
+    )
+    counts = np.bincount(past.item, minlength=n_items)
+    median = float(np.median(counts[counts > 0])) if counts.any() else 1.0
+    popular = np.flatnonzero(counts >= min(MIN_TASTE_POPULARITY, max(int(median), 1)))
+    target = np.full(past.n_users, -1, np.int64)
+    if popular.size == 0:
+        return target
+    seen = past.matrix(n_items).tocsr()
+    users = np.flatnonzero(np.diff(seen.indptr) > 0)
+    for s in range(0, users.size, 1024):
+        block = users[s : s + 1024]
+        uu = np.repeat(block, popular.size)
+        ii = np.tile(popular, block.size)
+        score = model.expected(uu, ii).reshape(block.size, popular.size).astype(np.float64)
+        score[np.asarray(seen[block][:, popular].todense()) > 0] = -np.inf
+        best = np.argmax(score, axis=1)  # first maximum: the lowest item index
+        ok = np.isfinite(score[np.arange(block.size), best])
+        target[block[ok]] = popular[best[ok]]
+    return target
+
+
+def _seen(past, n_items: int) -> list[frozenset[int]]:
+    m = past.matrix(n_items).tocsr()
+    return [frozenset(m.indices[m.indptr[u] : m.indptr[u + 1]].tolist()) for u in range(m.shape[0])]
+
+
+def _talk(
+    arm: str,
+    model,
+    user: AgendaUser,
+    chosen: np.ndarray,
+    seekers: list[Seeker],
+    turns: int,
+    cat,
+    rows: list[dict],
+    data: Dataset,
+) -> dict[str, np.ndarray]:
+    """Every conversation of one arm, turn by turn, batched across conversations. Returns
+    per conversation: the target's best rank so far after each turn (turns, n), the turn of
+    success (0: none), items rejected, the closing rating."""
+    n = len(seekers)
+    dialogues = [Dialogue(c, int(u)) for c, u in enumerate(chosen)]
+    best_rank = np.full(n, np.inf)
+    rank_by_turn = np.full((turns, n), np.inf)
+    unresolved = 0
+
+    def record(c: int, turn: int, t: Turn, decided_by: str) -> None:
+        dialogues[c].turns.append(t)
+        rows.append(
+            {
+                "arm": arm,
+                "conversation": c,
+                "user": int(chosen[c]),
+                "target": seekers[c].target,
+                "turn": turn,
+                "speaker": t.speaker,
+                "text": t.text,
+                "items": list(t.items),
+                "verdicts": list(t.verdicts),
+                "decided_by": decided_by,
+            }
+        )
+
+    for c, s in enumerate(seekers):
+        record(c, 0, user.opening(s), user.name)
+    for turn in range(1, turns + 1):
+        open_ = [c for c, s in enumerate(seekers) if s.status == "open"]
+        if not open_:
+            rank_by_turn[turn - 1] = best_rank
+            continue
+        replies = model.respond([dialogues[c] for c in open_])
+        _check_replies(arm, model, replies, len(open_), cat.n_items)
+        for c, reply in zip(open_, replies, strict=True):
+            items = tuple(int(i) for i in reply.items)
+            record(c, turn, Turn("crs", str(reply.text), items), model.name)
+            target = seekers[c].target
+            if target in items:
+                best_rank[c] = min(best_rank[c], items.index(target))
+            answer = user.answer(seekers[c], Reply(reply.text, items), turn, turn == turns)
+            record(c, turn, answer, user.name)
+        rank_by_turn[turn - 1] = best_rank
+    success = np.array([s.accepted_turn or 0 for s in seekers], np.int64)
+    rating = np.array([user.closing_rating(s)[0] for s in seekers], np.int64)
+    rejected = np.array([len(s.rejected) for s in seekers], np.int64)
+    return {
+        "rank_by_turn": rank_by_turn,
+        "success_turn": success,
+        "rejected": rejected,
+        "rating": rating,
+        "unresolved": np.array([unresolved]),
+    }
+
+
+def _check_replies(arm: str, model, replies, n: int, n_items: int) -> None:
+    what = f"crs {arm!r} ({model.name})"
+    if not isinstance(replies, list) or len(replies) != n:
+        got = len(replies) if isinstance(replies, list) else type(replies).__name__
+        raise InputError(f"{what}: respond() must return a list of {n} replies, got {got}")
+    for r in replies:
+        items = getattr(r, "items", None)
+        if not isinstance(getattr(r, "text", None), str) or items is None:
+            raise InputError(f"{what}: expected Reply(text, items) objects, got {r!r}")
+        if len(items) > MAX_ITEMS:
+            raise InputError(f"{what}: a reply ranks {len(items)} items, at most {MAX_ITEMS}")
+        bad = [i for i in items if not (0 <= int(i) < n_items)]
+        if bad:
+            raise InputError(
+                f"{what}: item indices must be in [0, {n_items}), got {bad[:3]} (a reply's "
+                f"items are catalog indices)"
+            )
+
+
+def _conversation_table(rows: list[dict], data: Dataset) -> pa.Table:
+    cat, log = data.catalog, data.interactions
+    item_ids = pa.array(cat.item_ids)
+    user_ids = pa.array(log.user_ids)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=list(rows[0]) if rows else [])
+
+    def ids(lists) -> pa.Array:
+        offsets = np.r_[0, np.cumsum([len(x) for x in lists])].astype(np.int32)
+        flat = np.concatenate([np.asarray(x, np.int64) for x in lists]) if len(lists) else []
+        return pa.ListArray.from_arrays(
+            pa.array(offsets), item_ids.take(pa.array(flat, pa.int64()))
+        )
+
+    return pa.table(
+        {
+            "arm": pa.array(df["arm"], pa.string()).dictionary_encode(),
+            "conversation": pa.array(df["conversation"], pa.int32()),
+            "user_id": user_ids.take(pa.array(df["user"], pa.int64())),
+            "target_item_id": item_ids.take(pa.array(df["target"], pa.int64())),
+            "turn": pa.array(df["turn"], pa.int16()),
+            "speaker": pa.array(df["speaker"], pa.string()).dictionary_encode(),
+            "text": pa.array(df["text"], pa.string()),
+            "item_ids": ids(list(df["items"])),
+            "verdicts": pa.array(list(df["verdicts"]), pa.list_(pa.string())),
+            "decided_by": pa.array(df["decided_by"], pa.string()).dictionary_encode(),
+            "prompt_hash": pa.nulls(len(df), pa.string()),
+            "prompt_tokens": pa.nulls(len(df), pa.int32()),
+            "completion_tokens": pa.nulls(len(df), pa.int32()),
+        }
+    )
+
+
+def _metrics(per_arm: dict[str, dict[str, np.ndarray]], turns: int) -> pd.DataFrame:
+    """Per arm and turn: Recall@k (the target ranked in the top k at this turn or before) and
+    the success rate (accepted at this turn or before)."""
+    out = []
+    for arm, r in per_arm.items():
+        for t in range(1, turns + 1):
+            ranks = r["rank_by_turn"][t - 1]
+            row = {"arm": arm, "turn": t, "dialogues": int(ranks.size)}
+            for k in RECALL_AT:
+                row[f"recall_at_{k}"] = float(np.mean(ranks < k))
+            s = r["success_turn"]
+            row["success_rate"] = float(np.mean((s > 0) & (s <= t)))
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def _comparison(
+    per_arm: dict[str, dict[str, np.ndarray]],
+    control: str,
+    n_resamples: int,
+    alpha: float,
+    seed: int,
+) -> pd.DataFrame:
+    """Per arm: success rate, mean turns to success, items rejected, closing rating, and the
+    paired (by user) bootstrap difference of success against ``control`` with a Holm-adjusted
+    p-value."""
+    from simrec.evaluation.ab import holm
+    from simrec.evaluation.resampling import bootstrap_units
+
+    base = per_arm[control]["success_turn"] > 0
+    rows, pvals = [], []
+    for arm, r in per_arm.items():
+        won = r["success_turn"] > 0
+        row = {
+            "arm": arm,
+            "success_rate": float(won.mean()),
+            "turns_to_success": float(r["success_turn"][won].mean()) if won.any() else np.nan,
+            "items_rejected": float(r["rejected"].mean()),
+            "closing_rating": float(r["rating"].mean()),
+            "diff_vs_control": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "p_value": np.nan,
+        }
+        if arm != control:
+            d = won.astype(np.float64) - base
+            point, res = bootstrap_units(
+                lambda idx, d=d: d[idx].mean(axis=-1)[None, :],
+                d.size,
+                n_resamples=n_resamples,
+                alpha=alpha,
+                seed=seed,
+            )
+            dist = np.asarray(res.bootstrap_distribution).ravel()
+            p = min(1.0, 2 * min(np.mean(dist <= 0), np.mean(dist >= 0)))
+            row.update(
+                diff_vs_control=float(point[0]),
+                ci_low=float(res.confidence_interval.low[0]),
+                ci_high=float(res.confidence_interval.high[0]),
+                p_value=float(p),
+            )
+            pvals.append((len(rows), p))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df["p_holm"] = np.nan
+    if pvals:
+        adjusted = holm(np.array([p for _, p in pvals]))
+        for (i, _), q in zip(pvals, adjusted, strict=True):
+            df.loc[i, "p_holm"] = float(q)
+    return df
