@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from simrec.cli.flags import add_data_flags, build_config
+from simrec.cli.flags import add_base_url_flag, add_data_flags, build_config
 
 
 def register(sub) -> None:
@@ -26,6 +26,24 @@ def register(sub) -> None:
         help="a CRS arm, repeatable: builtin, builtin:POLICY (the TF-IDF baseline ranked with "
         "a policy), or package.module:Class (default: builtin)",
     )
+    c.add_argument(
+        "--crs-base-url",
+        action="append",
+        metavar="URL",
+        help="openai:MODEL arms: the OpenAI-compatible server, repeatable (several servers)",
+    )
+    c.add_argument(
+        "--user-brain",
+        choices=("agenda", "llm"),
+        default="agenda",
+        help="who the users are: the deterministic agenda user, or an LLM playing the "
+        "calibrated persona (config section llm; --llm, --base-url)",
+    )
+    c.add_argument(
+        "--llm", metavar="SPEC", help="--user-brain llm: openai:MODEL, vllm:MODEL, local"
+    )
+    add_base_url_flag(c, "--user-brain llm: the OpenAI-compatible server, repeatable")
+    c.add_argument("--llm-cache", help="LLM response cache file (none: no cache)")
     c.add_argument("--users", type=int, default=100, help="conversations per arm")
     c.add_argument("--turns", type=int, default=5, help="CRS turns per conversation at most")
     c.add_argument(
@@ -53,7 +71,8 @@ def register(sub) -> None:
 def cmd_converse(args: argparse.Namespace) -> int:
     from simrec.conversation import converse
 
-    cfg = build_config(args)
+    cfg = build_config(args)  # --llm, --base-url and --llm-cache go to its llm section
+    crs_urls = args.crs_base_url
     res = converse(
         cfg,
         args.crs or ["builtin"],
@@ -65,6 +84,8 @@ def cmd_converse(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         n_resamples=args.bootstrap,
         alpha=args.alpha,
+        user_brain=args.user_brain,
+        crs_base_url=crs_urls[0] if crs_urls and len(crs_urls) == 1 else crs_urls,
     )
     if not args.quiet:
         cols = ["arm", "success_rate", "turns_to_success", "items_rejected", "closing_rating"]

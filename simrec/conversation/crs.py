@@ -34,6 +34,10 @@ class Turn:
     text: str
     items: tuple[int, ...] = ()
     verdicts: tuple[str, ...] = ()
+    decided_by: str = ""  # who produced it: the user brain, the CRS, or fallback:<brain>
+    prompt_hash: str | None = None  # LLM turns: the prompt's hash and the tokens it took
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 @dataclass
@@ -66,6 +70,9 @@ class Reply:
 
     text: str
     items: tuple[int, ...]
+    prompt_hash: str | None = None  # an LLM-driven CRS: its prompt's hash and tokens
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 @runtime_checkable
@@ -188,18 +195,19 @@ def _join(words: list[str]) -> str:
 CRS_KINDS = {"builtin": BuiltinCRS}
 
 
-def make_crs(spec: str) -> ConversationalRecommender:
-    """``builtin`` or ``builtin:POLICY`` (the baseline ranked with a policy), or
-    ``package.module:Class`` (instantiated without arguments); ConfigError naming the spec
-    otherwise."""
+def make_crs(spec: str, config=None, base_url: str | list[str] | None = None):
+    """``builtin`` or ``builtin:POLICY`` (the baseline ranked with a policy); ``openai:MODEL``,
+    ``vllm:MODEL`` or ``local`` (an LLM asked for titles, which are resolved to catalog items;
+    ``base_url``: its OpenAI-compatible server(s); ``config``: the run config whose ``llm``
+    section supplies the cache, timeouts and sampling); or ``package.module:Class``
+    (instantiated without arguments). ConfigError naming the spec otherwise."""
     head, _, rest = spec.partition(":")
     if head == "builtin":
         return BuiltinCRS(rest or "popular")
-    if head in ("openai", "vllm", "local"):
-        raise ConfigError(
-            f"--crs {spec!r}: LLM-driven CRSs are not available yet; use builtin[:POLICY] "
-            f"or package.module:Class"
-        )
+    if head in ("openai", "vllm") or spec == "local":
+        from simrec.conversation.llm import LLMCRS
+
+        return LLMCRS.from_spec(spec, config, base_url)
     if ":" not in spec:
         raise ConfigError(
             f"--crs {spec!r}: expected builtin, builtin:POLICY or package.module:Class"

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,14 +47,15 @@ class ConverseResult:
     manifest: dict[str, Any] = field(repr=False)
 
 
-def parse_arms(specs: list[str] | dict[str, str] | str) -> dict[str, str]:
-    """``--crs`` values (``NAME=SPEC`` or ``SPEC``) -> arm name -> spec.
+def parse_arms(specs: list[str] | dict[str, Any] | str) -> dict[str, Any]:
+    """``--crs`` values (``NAME=SPEC`` or ``SPEC``) -> arm name -> spec (a mapping's values
+    may be CRS objects, kept as they are).
 
     >>> parse_arms(["A=builtin", "builtin:itemknn"])
     {'A': 'builtin', 'builtin:itemknn': 'builtin:itemknn'}
     """
     if isinstance(specs, dict):
-        arms = {str(k): str(v) for k, v in specs.items()}
+        arms = {str(k): v if not isinstance(v, str | Path) else str(v) for k, v in specs.items()}
     else:
         arms = {}
         for s in [specs] if isinstance(specs, str) else specs:
@@ -82,10 +84,19 @@ def converse(
     overwrite: bool = False,
     n_resamples: int = 2000,
     alpha: float = 0.05,
+    user_brain: str = "agenda",
+    base_url: str | list[str] | None = None,
+    crs_base_url: str | list[str] | None = None,
     data: Dataset | None = None,
+    backend: Any = None,
 ) -> ConverseResult:
-    """Simulate ``users`` agenda-based users, each looking for one target item, talking to each
-    CRS arm for up to ``turns`` turns, and write the dialogues and metrics to ``out``.
+    """Simulate ``users`` users, each looking for one target item, talking to each CRS arm for
+    up to ``turns`` turns, and write the dialogues and metrics to ``out``.
+
+    ``user_brain``: ``agenda`` (deterministic, no LLM) or ``llm`` (the calibrated persona
+    through ``config.llm``'s backend, or ``backend``; ``base_url`` overrides its server);
+    ``crs_base_url``: the server(s) of ``openai:MODEL`` arms. A ``crs`` mapping's values may
+    also be ready ConversationalRecommender objects.
 
     ``config``: a run config (its ``data`` and ``seed`` are used); ``crs``: the arms (see
     :func:`parse_arms`); ``targets``: ``held-out`` (each user's best-rated item after
@@ -104,8 +115,19 @@ def converse(
     for name, value, low in (("--users", users, 1), ("--turns", turns, 1)):
         if not isinstance(value, int) or value < low:
             raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
+    if user_brain not in USER_BRAINS:
+        raise ConfigError(
+            f"--user-brain: expected one of {', '.join(USER_BRAINS)}, got {user_brain!r}"
+        )
     cut = parse_cutoff(cutoff)
-    crss = {name: make_crs(spec) for name, spec in arms.items()}  # bad specs fail first
+    if base_url is not None:
+        cfg = cfg.model_copy(deep=True)
+        cfg.llm.base_url = base_url
+    crss = {  # bad specs fail before anything is read or written
+        name: make_crs(spec, cfg, crs_base_url) if isinstance(spec, str) else spec
+        for name, spec in arms.items()
+    }
+    arms = {name: spec if isinstance(spec, str) else crss[name].name for name, spec in arms.items()}
     out_dir = Path(out) if out else _default_out(cfg, arms, users, turns, targets, cutoff)
     owned = outputs.check_out_dir(out_dir, "converse")
     if owned and (out_dir / "manifest.json").exists() and not overwrite:
@@ -132,6 +154,7 @@ def converse(
     seen_by = _seen(past, cat.n_items)
     facts = ItemFacts(cat)
     agenda = AgendaUser(facts)
+    make_user, user_backend = _user_brains(cfg, user_brain, agenda, data, past, backend)
 
     with outputs.locked(out_dir, "conversation"):
         if overwrite:
@@ -140,11 +163,18 @@ def converse(
         rows: list[dict] = []
         per_arm: dict[str, dict[str, np.ndarray]] = {}
         timings: dict[str, float] = {}
+        llm_stats: dict[str, dict] = {}
         for name, model in crss.items():
             t = time.perf_counter()
             model.fit(past.to_arrow(), cat)
-            seekers = [agenda.seeker(int(target_of[u]), seen_by[u]) for u in chosen]
-            per_arm[name] = _talk(name, model, agenda, chosen, seekers, turns, cat, rows, data)
+            user = make_user()
+            seekers = [user.seeker(int(target_of[u]), seen_by[u]) for u in chosen]
+            per_arm[name] = _talk(name, model, user, chosen, seekers, turns, cat, rows)
+            per_arm[name]["unresolved_rate"] = _unresolved_rate(model)
+            llm_stats[name] = {
+                "user": _user_stats(user),
+                "crs": model.stats() if hasattr(model, "stats") else None,
+            }
             timings[f"{name}_s"] = time.perf_counter() - t
         conversations = _conversation_table(rows, data)
         metrics = _metrics(per_arm, turns)
@@ -164,7 +194,13 @@ def converse(
             "turns": turns,
             "targets": targets,
             "cutoff": cut.describe() if cut else None,
-            "user_brain": agenda.name,
+            "user_brain": user_brain,
+            "llm": llm_stats,
+            "user_cache": _cache_stats(user_backend),
+            "outcomes": {
+                name: dict(sorted(Counter(r["status"].tolist()).items()))
+                for name, r in per_arm.items()
+            },
             "counts": {
                 "dialogues": int(chosen.size) * len(arms),
                 "utterances": conversations.num_rows,
@@ -174,6 +210,57 @@ def converse(
         }
         outputs.atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=2).encode())
     return ConverseResult(out_dir, conversations.to_pandas(), metrics, comparison, manifest)
+
+
+USER_BRAINS = ("agenda", "llm")
+
+
+def _user_brains(cfg, user_brain: str, agenda: AgendaUser, data: Dataset, past, backend):
+    """A factory of fresh user brains (one per arm, so counters are per arm)."""
+    if user_brain == "agenda":
+        return (lambda: agenda), None
+    import dataclasses
+
+    from simrec import build
+    from simrec.conversation.llm import LLMUser
+
+    # the personas, like everything users know, come from the log before the cutoff only
+    _, personas = build.calibrate(cfg, dataclasses.replace(data, interactions=past), users=None)
+    backend = build.make_backend(cfg) if backend is None else backend
+    c = cfg.llm
+    return (
+        lambda: LLMUser(
+            backend,
+            agenda,
+            personas.profiles,
+            seed=cfg.seed,
+            max_tokens=c.max_tokens,
+            temperature=c.temperature,
+        )
+    ), backend
+
+
+def _user_stats(user) -> dict | None:
+    if not hasattr(user, "fallbacks"):
+        return None
+    return {
+        "calls": user.calls,
+        "prompt_tokens": user.prompt_tokens,
+        "completion_tokens": user.completion_tokens,
+        "fallbacks": dict(sorted(user.fallbacks.items())),
+    }
+
+
+def _cache_stats(backend) -> dict | None:
+    """The response cache's hits and misses (None without an LLM or a cache)."""
+    if backend is None or not hasattr(backend, "hits"):
+        return None
+    return {"hits": int(backend.hits), "misses": int(backend.misses)}
+
+
+def _unresolved_rate(model) -> float:
+    titles = getattr(model, "titles", 0)
+    return float(model.unresolved / titles) if isinstance(titles, int) and titles else 0.0
 
 
 def _default_out(cfg, arms, users, turns, targets, cutoff) -> Path:
@@ -244,24 +331,23 @@ def _seen(past, n_items: int) -> list[frozenset[int]]:
 def _talk(
     arm: str,
     model,
-    user: AgendaUser,
+    user,
     chosen: np.ndarray,
     seekers: list[Seeker],
     turns: int,
     cat,
     rows: list[dict],
-    data: Dataset,
 ) -> dict[str, np.ndarray]:
-    """Every conversation of one arm, turn by turn, batched across conversations. Returns
-    per conversation: the target's best rank so far after each turn (turns, n), the turn of
-    success (0: none), items rejected, the closing rating."""
+    """Every conversation of one arm, turn by turn, batched across the open conversations
+    (one ``respond`` call and one user call per turn). Returns per conversation: the target's
+    best rank so far after each turn (turns, n), the turn of success (0: none), items
+    rejected, the closing rating, and how it ended."""
     n = len(seekers)
     dialogues = [Dialogue(c, int(u)) for c, u in enumerate(chosen)]
     best_rank = np.full(n, np.inf)
     rank_by_turn = np.full((turns, n), np.inf)
-    unresolved = 0
 
-    def record(c: int, turn: int, t: Turn, decided_by: str) -> None:
+    def record(c: int, turn: int, t: Turn) -> None:
         dialogues[c].turns.append(t)
         rows.append(
             {
@@ -274,37 +360,64 @@ def _talk(
                 "text": t.text,
                 "items": list(t.items),
                 "verdicts": list(t.verdicts),
-                "decided_by": decided_by,
+                "decided_by": t.decided_by,
+                "prompt_hash": t.prompt_hash,
+                "prompt_tokens": t.prompt_tokens,
+                "completion_tokens": t.completion_tokens,
             }
         )
 
-    for c, s in enumerate(seekers):
-        record(c, 0, user.opening(s), user.name)
+    for c, t in enumerate(user.openings(seekers, dialogues)):
+        record(c, 0, t)
     for turn in range(1, turns + 1):
         open_ = [c for c, s in enumerate(seekers) if s.status == "open"]
-        if not open_:
-            rank_by_turn[turn - 1] = best_rank
-            continue
-        replies = model.respond([dialogues[c] for c in open_])
-        _check_replies(arm, model, replies, len(open_), cat.n_items)
-        for c, reply in zip(open_, replies, strict=True):
-            items = tuple(int(i) for i in reply.items)
-            record(c, turn, Turn("crs", str(reply.text), items), model.name)
-            target = seekers[c].target
-            if target in items:
-                best_rank[c] = min(best_rank[c], items.index(target))
-            answer = user.answer(seekers[c], Reply(reply.text, items), turn, turn == turns)
-            record(c, turn, answer, user.name)
+        if open_:
+            replies = model.respond([dialogues[c] for c in open_])
+            _check_replies(arm, model, replies, len(open_), cat.n_items)
+            replies = [
+                Reply(
+                    str(r.text),
+                    tuple(int(i) for i in r.items),
+                    getattr(r, "prompt_hash", None),
+                    getattr(r, "prompt_tokens", None),
+                    getattr(r, "completion_tokens", None),
+                )
+                for r in replies
+            ]
+            for c, r in zip(open_, replies, strict=True):
+                record(
+                    c,
+                    turn,
+                    Turn(
+                        "crs",
+                        r.text,
+                        r.items,
+                        decided_by=model.name,
+                        prompt_hash=r.prompt_hash,
+                        prompt_tokens=r.prompt_tokens,
+                        completion_tokens=r.completion_tokens,
+                    ),
+                )
+                if seekers[c].target in r.items:
+                    best_rank[c] = min(best_rank[c], r.items.index(seekers[c].target))
+            answers = user.answers(
+                [seekers[c] for c in open_],
+                [dialogues[c] for c in open_],
+                replies,
+                turn,
+                turn == turns,
+            )
+            for c, t in zip(open_, answers, strict=True):
+                record(c, turn, t)
         rank_by_turn[turn - 1] = best_rank
-    success = np.array([s.accepted_turn or 0 for s in seekers], np.int64)
-    rating = np.array([user.closing_rating(s)[0] for s in seekers], np.int64)
-    rejected = np.array([len(s.rejected) for s in seekers], np.int64)
+    closing = user.closing(seekers, dialogues)
     return {
         "rank_by_turn": rank_by_turn,
-        "success_turn": success,
-        "rejected": rejected,
-        "rating": rating,
-        "unresolved": np.array([unresolved]),
+        "success_turn": np.array([s.accepted_turn or 0 for s in seekers], np.int64),
+        "rejected": np.array([len(s.rejected) for s in seekers], np.int64),
+        "rating": np.array([r for r, _ in closing], np.int64),
+        "rating_reason": np.array([why for _, why in closing], dtype=object),
+        "status": np.array([s.status for s in seekers], dtype=object),
     }
 
 
@@ -354,9 +467,9 @@ def _conversation_table(rows: list[dict], data: Dataset) -> pa.Table:
             "item_ids": ids(list(df["items"])),
             "verdicts": pa.array(list(df["verdicts"]), pa.list_(pa.string())),
             "decided_by": pa.array(df["decided_by"], pa.string()).dictionary_encode(),
-            "prompt_hash": pa.nulls(len(df), pa.string()),
-            "prompt_tokens": pa.nulls(len(df), pa.int32()),
-            "completion_tokens": pa.nulls(len(df), pa.int32()),
+            "prompt_hash": pa.array([r["prompt_hash"] for r in rows], pa.string()),
+            "prompt_tokens": pa.array([r["prompt_tokens"] for r in rows], pa.int32()),
+            "completion_tokens": pa.array([r["completion_tokens"] for r in rows], pa.int32()),
         }
     )
 
@@ -400,6 +513,8 @@ def _comparison(
             "turns_to_success": float(r["success_turn"][won].mean()) if won.any() else np.nan,
             "items_rejected": float(r["rejected"].mean()),
             "closing_rating": float(r["rating"].mean()),
+            "accepted_other_rate": float(np.mean(r["status"] == "accepted_other")),
+            "unresolved_title_rate": float(r["unresolved_rate"]),
             "diff_vs_control": np.nan,
             "ci_low": np.nan,
             "ci_high": np.nan,

@@ -26,7 +26,7 @@ class Seeker:
     agenda: list[Fact]
     seen: frozenset[int]
     revealed: int = 0
-    status: str = "open"  # open | accepted | left
+    status: str = "open"  # open | accepted | accepted_other (a wrong item) | left
     accepted_turn: int | None = None
     rejected: list[int] = field(default_factory=list)
 
@@ -46,9 +46,9 @@ class AgendaUser:
     def opening(self, s: Seeker) -> Turn:
         noun = self.catalog.domain.item
         if not s.agenda:
-            return Turn("user", f"Hi! Can you recommend a {noun}?")
+            return Turn("user", f"Hi! Can you recommend a {noun}?", decided_by=self.name)
         s.revealed = 1
-        return Turn("user", f"Hi! I'm looking for {s.agenda[0].phrase}.")
+        return Turn("user", f"Hi! I'm looking for {s.agenda[0].phrase}.", decided_by=self.name)
 
     def answer(self, s: Seeker, reply: Reply, turn: int, last: bool) -> Turn:
         """The user's answer to ``reply`` at ``turn`` (1-based); ``last``: no turn follows."""
@@ -63,6 +63,7 @@ class AgendaUser:
                 f"Yes, {titles[s.target]} is exactly what I was looking for. Thanks!",
                 shown,
                 verdicts,
+                self.name,
             )
         s.rejected += list(shown)
         reasons = [self._reason(s, i) for i in shown]
@@ -70,14 +71,18 @@ class AgendaUser:
         if last:
             s.status = "left"
             return Turn(
-                "user", f"{text} I'll look elsewhere, thanks.", shown, ("reject",) * len(shown)
+                "user",
+                f"{text} I'll look elsewhere, thanks.",
+                shown,
+                ("reject",) * len(shown),
+                self.name,
             )
         if s.revealed < len(s.agenda):
             text += f" It should be {s.agenda[s.revealed].phrase}."
             s.revealed += 1
         else:
             text += " Something else, please."
-        return Turn("user", text, shown, ("reject",) * len(shown))
+        return Turn("user", text, shown, ("reject",) * len(shown), self.name)
 
     def _reason(self, s: Seeker, item: int) -> str:
         title = self.catalog.display_titles[item]
@@ -87,6 +92,17 @@ class AgendaUser:
             if not self.facts.has(item, fact):
                 return f"{title} is not {fact.phrase}."
         return f"{title} is not the one I have in mind."
+
+    # batched forms, the interface the conversation loop uses (the LLM user's too)
+
+    def openings(self, seekers: list[Seeker], dialogues) -> list[Turn]:
+        return [self.opening(s) for s in seekers]
+
+    def answers(self, seekers: list[Seeker], dialogues, replies, turn: int, last: bool):
+        return [self.answer(s, r, turn, last) for s, r in zip(seekers, replies, strict=True)]
+
+    def closing(self, seekers: list[Seeker], dialogues) -> list[tuple[int, str]]:
+        return [self.closing_rating(s) for s in seekers]
 
     def closing_rating(self, s: Seeker) -> tuple[int, str]:
         """The user's rating of the conversation (1-10) and why."""

@@ -1,0 +1,110 @@
+"""LLM sides of simrec converse: the llm user and the LLM CRS with scripted backends (title
+resolution, fallbacks by cause, a user that names its target), and SmolLM2 as both over a real
+llama.cpp server on loopback (the pipeline and its cached replay, not the quality)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pyarrow.parquet as pq
+import pytest
+
+import simrec
+from simrec.cli import main
+from simrec.conversation.llm import LLMCRS
+from simrec.llm.base import ChatResult, ErrorKind
+from simrec.testing import FakeBackend
+
+from .test_converse import tiny  # noqa: F401  (the fixture)
+
+
+def _crs_answer(req):
+    """A CRS that always proposes two real titles (one without its year, one with a trailing
+    article moved) and one that is not in the catalog."""
+    return {"message": "Try these.", "titles": ["Toy Story", "The Fargo", "No Such Film (1999)"]}
+
+
+def _user_answer(req):
+    system, user = req.messages[0]["content"], req.messages[-1]["content"]
+    target = re.search(r'in mind: "([^"]+)"', system).group(1)
+    props = req.json_schema["properties"]
+    if "rating" in props:
+        return {"rating": 7, "reason": "It took a while."}
+    if "verdicts" not in props:
+        if "Casablanca" in target:  # this user gives its target away: the agenda answers
+            return {"utterance": "I want Casablanca."}
+        return {"utterance": "Something I would enjoy, please."}
+    shown = re.findall(r'^\d+\. "([^"]+)"$', user, re.M)
+    verdicts = ["accept" if t == target else "reject" for t in shown]
+    if "Fargo" in target:
+        return ChatResult(error="timed out", error_kind=ErrorKind.TIMEOUT)
+    return {"verdicts": verdicts, "utterance": "Not quite.", "action": "continue"}
+
+
+def test_llm_user_and_llm_crs_with_scripted_backends(tiny, tmp_path):  # noqa: F811
+    user_backend, crs_backend = FakeBackend(_user_answer), FakeBackend(_crs_answer)
+    crs = LLMCRS(crs_backend, "fake-crs")
+    res = simrec.converse(
+        tiny,
+        {"L": crs},
+        users=3,
+        turns=3,
+        cutoff=0.75,
+        out=tmp_path / "c",
+        user_brain="llm",
+        backend=user_backend,
+    )
+    c = res.conversations
+    crs_rows = c[c.speaker == "crs"]
+    # "Toy Story" and "The Fargo" resolve to items 1 and 7; the third title matches nothing
+    assert all(list(ids) == [1, 7] for ids in crs_rows.item_ids)
+    assert crs_rows.prompt_hash.notna().all() and (crs_rows.decided_by == "fake-crs").all()
+    comp = res.comparison.iloc[0]
+    assert comp.unresolved_title_rate == pytest.approx(1 / 3)
+    # user 1 (Toy Story) accepts it at turn 1; user 2's LLM times out (the agenda answers
+    # and accepts Fargo); user 3 names Casablanca in its opening (the agenda opens instead)
+    first = c[(c.conversation == 0) & (c.speaker == "user")]
+    assert list(first.decided_by) == ["llm", "llm"] and list(first.verdicts.iloc[1]) == [
+        "accept",
+        "reject",
+    ]
+    assert first.prompt_hash.notna().all() and (first.prompt_tokens > 0).all()
+    second = c[(c.conversation == 1) & (c.speaker == "user")]
+    assert list(second.decided_by) == ["llm", "fallback:agenda"]
+    third = c[(c.conversation == 2) & (c.speaker == "user")]
+    assert third.decided_by.iloc[0] == "fallback:agenda"
+    assert "Casablanca" not in third.text.iloc[0]
+    stats = res.manifest["llm"]["L"]
+    assert stats["user"]["fallbacks"] == {"named_target": 1, "timeout": 1}
+    assert stats["crs"]["unresolved_titles"] == stats["crs"]["titles"] // 3
+    assert res.manifest["outcomes"]["L"] == {"accepted": 2, "left": 1}
+    # the closing ratings came from the LLM user: 7 for everyone
+    assert comp.closing_rating == 7
+    # every quoted thing the CRS said reached the user as a quoted JSON string
+    asked = [r.messages[-1]["content"] for r in user_backend.requests]
+    assert any(json.dumps("Try these.") in a for a in asked)
+
+
+@pytest.mark.slow
+def test_smollm2_as_user_and_crs_then_cached_replay(tiny, tmp_path, llama_server):  # noqa: F811
+    """The whole LLM pipeline over a real llama.cpp server: both sides answer (or fall back,
+    counted), the rows carry prompt hashes and tokens, and a rerun replays the cache with no
+    calls and the same bytes."""
+    cache = tmp_path / "cache.sqlite"
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        args = ["converse", "--data", tiny["data"]["path"], "--cutoff", "0.75"]
+        args += ["--crs", "S=openai:smollm2", "--crs-base-url", llama_server]
+        args += ["--user-brain", "llm", "--llm", "openai:smollm2", "--base-url", llama_server]
+        args += ["--llm-cache", str(cache), "--users", "3", "--turns", "2", "--out", str(out)]
+        assert main(args + ["--quiet"]) == 0
+        outs.append(out)
+    m = [json.loads((o / "manifest.json").read_text()) for o in outs]
+    assert m[0]["llm"]["S"]["user"]["calls"] > 0 and m[0]["user_cache"]["misses"] > 0
+    assert m[1]["user_cache"]["misses"] == 0 and m[1]["llm"]["S"]["crs"]["cache"]["misses"] == 0
+    conv = pq.read_table(outs[0] / "conversations.parquet").to_pandas()
+    assert conv[conv.speaker == "crs"].prompt_hash.notna().all()
+    for f in ("conversations.parquet", "crs_metrics.parquet", "crs_comparison.parquet"):
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes()
