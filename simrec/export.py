@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from simrec import outputs
 from simrec.errors import InputError, OutputExistsError
 
-FORMATS = ("recbole", "obp", "hf", "csv")
+FORMATS = ("recbole", "obp", "hf", "csv", "hf-chat")
 
 
 def export(
@@ -44,6 +44,8 @@ def export(
         raise InputError(f"--to: expected one of {', '.join(FORMATS)}, got {to!r}")
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run directory")
+    if to == "hf-chat":
+        return _export_conversations(run_dir, out, overwrite)
     if not outputs.is_run_manifest(run_dir / "manifest.json"):
         raise InputError(
             f"{run_dir}: incomplete run (no manifest.json) or not simrec's; finish it with "
@@ -312,3 +314,94 @@ configuration and the input files' hashes are in the run's `manifest.json`.
 |---|---|---|
 {columns}
 """
+
+
+# ---------------------------------------------------------------------------- dialogues
+
+
+def _export_conversations(conv_dir: Path, out: str | Path | None, overwrite: bool) -> Path:
+    """``simrec converse`` output as a chat corpus (``hf-chat``): ``dialogues.jsonl``, one
+    conversation per line with ``messages`` (the simulated user as ``user``, the CRS as
+    ``assistant``) and ``metadata`` (arm, user, target, persona, outcome, what was recommended
+    at each turn), the format chat fine-tuning tools read, and a dataset card."""
+    manifest_path = conv_dir / "manifest.json"
+    manifest = outputs.read_json(manifest_path, "a conversation run's manifest")
+    if manifest.get("kind") != "converse":
+        raise InputError(
+            f"{conv_dir}: --to hf-chat exports the output of simrec converse (its manifest "
+            f"has kind: converse), found {manifest.get('kind') or 'a run'}"
+        )
+    target = Path(out) if out else conv_dir / "export" / "hf-chat"
+    if outputs.check_out_dir(target, "export") and not overwrite:
+        raise OutputExistsError(f"{target}: already exists; pass --overwrite to replace it")
+    conv = pq.read_table(conv_dir / "conversations.parquet").to_pandas()
+    personas = {}
+    if (conv_dir / "personas.parquet").exists():
+        p = pq.read_table(conv_dir / "personas.parquet").to_pandas()
+        personas = dict(zip(p.user_id.tolist(), p.profile.tolist(), strict=True))
+    titles = {}
+    if (conv_dir / "targets.parquet").exists():
+        t = pq.read_table(conv_dir / "targets.parquet").to_pandas()
+        titles = dict(zip(t.item_id.tolist(), t.title.tolist(), strict=True))
+    lines = []
+    # rows are in the order they were said; a group keeps that order
+    for (arm, c), d in conv.groupby(["arm", "conversation"], sort=True, observed=True):
+        messages = [
+            {"role": "user" if sp == "user" else "assistant", "content": str(text)}
+            for sp, text in zip(d.speaker, d.text, strict=True)
+        ]
+        last_user = d[d.speaker == "user"].iloc[-1]
+        accepted = list(last_user.verdicts).count("accept") > 0 and (
+            d.target_item_id.iloc[0]
+            in [
+                i
+                for i, v in zip(last_user.item_ids, last_user.verdicts, strict=True)
+                if v == "accept"
+            ]
+        )
+        uid = d.user_id.iloc[0]
+        wanted = d.target_item_id.iloc[0]
+        meta = {
+            "arm": str(arm),
+            "conversation": int(c),
+            "user_id": _plain(uid),
+            "persona": personas.get(uid),
+            "target_item_id": _plain(wanted),
+            "target_title": titles.get(wanted),
+            "success": bool(accepted),
+            "turns": int(d.turn.max()),
+            "recommended": [[_plain(i) for i in ids] for ids in d[d.speaker == "crs"].item_ids],
+        }
+        lines.append(json.dumps({"messages": messages, "metadata": meta}, ensure_ascii=False))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        (tmp / "dialogues.jsonl").write_text("\n".join(lines) + ("\n" if lines else ""))
+        (tmp / "README.md").write_text(_chat_card(manifest, len(lines)))
+        _move_into(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _plain(value):
+    """A numpy scalar as a JSON-ready Python value."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _chat_card(manifest: dict, n: int) -> str:
+    arms = ", ".join(f"{k} ({v['spec']})" for k, v in manifest.get("arms", {}).items())
+    return (
+        "---\nconfigs:\n- config_name: default\n  data_files: dialogues.jsonl\n---\n\n"
+        "# Simulated CRS dialogues (simrec converse)\n\n"
+        f"{n} conversations between simulated users ({manifest.get('user_brain')} brain) and "
+        f"conversational recommenders: {arms}. Each user looked for one target item "
+        f"({manifest.get('targets')} targets; what users and recommenders knew: interactions "
+        f"{manifest.get('cutoff')}) for at most {manifest.get('turns')} turns. Data: "
+        f"{manifest.get('data', {}).get('source')}.\n\n"
+        "Each line of `dialogues.jsonl` holds `messages` (the simulated user as `user`, the "
+        "recommender as `assistant`), the format chat fine-tuning tools read, and `metadata`: "
+        "the arm, the user and its persona, the target, whether the user accepted it, and the "
+        "items recommended at each turn. These are synthetic dialogues: the users are "
+        "simulated.\n"
+    )

@@ -39,14 +39,15 @@ OWN_FILES: dict[str, re.Pattern[str]] = {
         "run": r"manifest\.json|(?:users|items|metrics|interviews|reflections)\.parquet"
         r"|schema\.json|events/part-\d+\.parquet|_state/(?:config\.json|checkpoint(?:\.tmp)?\.npz)"
         r"|README\.md|(?:train|test)/events\.parquet",
-        "export": r"[^/]+\.(?:inter|user|item)|bandit_feedback\.npz|meta\.json"
+        "export": r"[^/]+\.(?:inter|user|item)|bandit_feedback\.npz|meta\.json|dialogues\.jsonl"
         r"|(?:events|users|items|metrics)\.csv"
         r"|README\.md|(?:train|test)/events\.parquet|(?:users|items)\.parquet",
         "augment": r"manifest\.json|[\w-]+\.parquet",
         "ab": rf"ab_results\.parquet|ab_manifest\.json|{_PLOTS}",
         "fidelity": rf"fidelity\.parquet|{_PLOTS}",
         "ope": rf"ope_results\.parquet|{_PLOTS}",
-        "converse": r"manifest\.json|conversations\.parquet|crs_(?:metrics|comparison)\.parquet",
+        "converse": r"manifest\.json|(?:conversations|targets|personas)\.parquet"
+        r"|crs_(?:metrics|comparison)\.parquet",
         "report": _PLOTS,
     }.items()
 }

@@ -16,6 +16,7 @@ from simrec.conversation.llm import LLMCRS
 from simrec.llm.base import ChatResult, ErrorKind
 from simrec.testing import FakeBackend
 
+from .conftest import small_config
 from .test_converse import tiny  # noqa: F401  (the fixture)
 
 
@@ -108,3 +109,36 @@ def test_smollm2_as_user_and_crs_then_cached_replay(tiny, tmp_path, llama_server
     assert conv[conv.speaker == "crs"].prompt_hash.notna().all()
     for f in ("conversations.parquet", "crs_metrics.parquet", "crs_comparison.parquet"):
         assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes()
+
+
+def test_dialogues_export_as_a_chat_corpus(tiny, tmp_path, capsys):  # noqa: F811
+    """simrec export --to hf-chat: one line per conversation, messages with the simulated
+    user as user and the CRS as assistant, the persona and the target as metadata."""
+    res = simrec.converse(
+        tiny,
+        {"L": LLMCRS(FakeBackend(_crs_answer), "fake-crs")},
+        users=3,
+        turns=3,
+        cutoff=0.75,
+        out=tmp_path / "c",
+        user_brain="llm",
+        backend=FakeBackend(_user_answer),
+    )
+    out = tmp_path / "chat"
+    assert main(["export", str(res.out_dir), "--to", "hf-chat", "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in (out / "dialogues.jsonl").read_text().splitlines()]
+    assert len(lines) == 3
+    first = lines[0]
+    roles = [m["role"] for m in first["messages"]]
+    assert roles == ["user", "assistant", "user"]
+    assert first["messages"][1]["content"] == "Try these."
+    meta = first["metadata"]
+    assert meta["target_title"] == "Toy Story (1995)" and meta["success"] is True
+    assert meta["persona"] and meta["recommended"] == [[1, 7]]
+    assert [x["metadata"]["success"] for x in lines] == [True, True, False]
+    assert "dialogues.jsonl" in (out / "README.md").read_text()
+    # a simulation run is not a conversation run
+    capsys.readouterr()
+    run = simrec.run(small_config(tmp_path / "run", ticks=1)).run_dir
+    assert main(["export", str(run), "--to", "hf-chat"]) == 2
+    assert "exports the output of simrec converse" in capsys.readouterr().err

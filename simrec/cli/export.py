@@ -15,7 +15,7 @@ def register(sub) -> None:
         "or CSV.",
     )
     e.add_argument("run", help="a complete run directory")
-    e.add_argument("--to", required=True, choices=("recbole", "obp", "hf", "csv"))
+    e.add_argument("--to", required=True, choices=("recbole", "obp", "hf", "csv", "hf-chat"))
     e.add_argument("--out", help="output directory (default RUN/export/FORMAT)")
     e.add_argument(
         "--test-fraction", type=float, default=0.2, help="hf: share of the last ticks in test"

@@ -155,6 +155,7 @@ def converse(
     facts = ItemFacts(cat)
     agenda = AgendaUser(facts)
     make_user, user_backend = _user_brains(cfg, user_brain, agenda, data, past, backend)
+    sample_user = make_user()  # (an LLM user carries the personas it plays)
 
     with outputs.locked(out_dir, "conversation"):
         if overwrite:
@@ -181,6 +182,34 @@ def converse(
         control = next(iter(arms))
         comparison = _comparison(per_arm, control, n_resamples, alpha, cfg.seed)
         outputs.write_parquet(conversations, out_dir / "conversations.parquet")
+        written = ["conversations.parquet", "crs_metrics.parquet", "crs_comparison.parquet"]
+        targets_of = np.unique(target_of[chosen])
+        outputs.write_parquet(
+            pa.table(
+                {
+                    "item_id": pa.array(cat.item_ids).take(pa.array(targets_of)),
+                    "title": pa.array(cat.display_titles[targets_of].astype(str)),
+                    "facts": pa.array(
+                        [[f.phrase for f in facts.of(int(i))] for i in targets_of],
+                        pa.list_(pa.string()),
+                    ),
+                }
+            ),
+            out_dir / "targets.parquet",
+        )
+        written.append("targets.parquet")
+        profiles = getattr(sample_user, "profiles", None)
+        if profiles is not None:  # the personas the LLM users played
+            outputs.write_parquet(
+                pa.table(
+                    {
+                        "user_id": pa.array(log.user_ids).take(pa.array(chosen)),
+                        "profile": pa.array(np.asarray(profiles)[chosen].astype(str)),
+                    }
+                ),
+                out_dir / "personas.parquet",
+            )
+            written.append("personas.parquet")
         outputs.write_parquet(pa.Table.from_pandas(metrics), out_dir / "crs_metrics.parquet")
         outputs.write_parquet(pa.Table.from_pandas(comparison), out_dir / "crs_comparison.parquet")
         timings["total_s"] = time.perf_counter() - t_start
@@ -206,7 +235,7 @@ def converse(
                 "utterances": conversations.num_rows,
             },
             "timings": {k: round(v, 3) for k, v in timings.items()},
-            "outputs": ["conversations.parquet", "crs_metrics.parquet", "crs_comparison.parquet"],
+            "outputs": written,
         }
         outputs.atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=2).encode())
     return ConverseResult(out_dir, conversations.to_pandas(), metrics, comparison, manifest)
