@@ -64,10 +64,16 @@ class ItemFacts:
         self._genres = catalog.genre_lists()
         kg = catalog.knowledge
         self._kg = None
+        self._cache: dict[int, list[Fact]] = {}
         if kg is not None and kg.labels:
             self._kg = kg.facts.tocsr()
 
     def of(self, item: int) -> list[Fact]:
+        if item not in self._cache:
+            self._cache[item] = self._facts(item)
+        return self._cache[item]
+
+    def _facts(self, item: int) -> list[Fact]:
         c = self.catalog
         noun = c.domain.item
         out = [Fact("category", g, f"{article(g)} {g} {noun}") for g in self._genres[item]]
@@ -89,4 +95,4 @@ class ItemFacts:
 
     def has(self, item: int, fact: Fact) -> bool:
         """Whether ``item`` shares ``fact`` (same kind and value)."""
-        return any(f.kind == fact.kind and f.value == fact.value for f in self.of(item))
+        return fact in self.of(item)
