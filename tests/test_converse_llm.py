@@ -142,3 +142,65 @@ def test_dialogues_export_as_a_chat_corpus(tiny, tmp_path, capsys):  # noqa: F81
     run = simrec.run(small_config(tmp_path / "run", ticks=1)).run_dir
     assert main(["export", str(run), "--to", "hf-chat"]) == 2
     assert "exports the output of simrec converse" in capsys.readouterr().err
+
+
+CHILD = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import simrec
+from simrec.llm.cache import CachedBackend
+from simrec.testing import FakeBackend
+from tests.test_converse_llm import _user_answer
+calls = [0]
+def answer(req):
+    calls[0] += 1
+    if calls[0] == 5:  # inside the second batch: the openings are cached, nothing else
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _user_answer(req)
+data, out, cache = sys.argv[2:5]
+simrec.converse({"data": {"path": data, "format": "movielens-latest"}}, ["builtin"], users=3,
+                turns=3, cutoff=0.75, out=out, user_brain="llm",
+                backend=CachedBackend(FakeBackend(answer), cache))
+"""
+
+
+def test_a_killed_llm_conversation_run_reruns_from_the_cache(tiny, tmp_path):  # noqa: F811
+    """SIGKILL mid-run leaves no manifest; the same command again replays what was answered
+    from the response cache (no second call for it) and writes the uninterrupted bytes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from simrec.llm.cache import CachedBackend
+
+    files = ("conversations.parquet", "crs_metrics.parquet", "crs_comparison.parquet")
+    kwargs = {"users": 3, "turns": 3, "cutoff": 0.75, "user_brain": "llm"}
+    ref = simrec.converse(
+        tiny, ["builtin"], out=tmp_path / "ref", backend=FakeBackend(_user_answer), **kwargs
+    )
+    out, cache = tmp_path / "run", tmp_path / "cache.sqlite"
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        [sys.executable, str(child), root, tiny["data"]["path"], str(out), str(cache)],
+        capture_output=True,
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert not (out / "manifest.json").exists()
+    fresh = FakeBackend(_user_answer)
+    res = simrec.converse(tiny, ["builtin"], out=out, backend=CachedBackend(fresh, cache), **kwargs)
+    assert res.manifest["user_cache"]["hits"] == 3  # the three openings
+    assert len(fresh.requests) == ref.manifest["llm"]["builtin"]["user"]["calls"] - 3
+    for f in files:
+        assert (out / f).read_bytes() == (ref.out_dir / f).read_bytes()
+
+
+def test_conversation_report(tiny, tmp_path):  # noqa: F811
+    res = simrec.converse(
+        tiny, ["A=builtin", "B=builtin:itemknn"], users=3, turns=3, cutoff=0.75, out=tmp_path / "c"
+    )
+    assert main(["report", str(res.out_dir)]) == 0
+    page = (res.out_dir / "report" / "report.html").read_text()
+    assert "Success and Recall@10 by turn" in page and "A: a success" in page
+    assert (res.out_dir / "report" / "by_turn.png").stat().st_size > 1000

@@ -39,6 +39,8 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     from simrec.errors import InputError
 
     run_dir = Path(run_dir)
+    if outputs.owner_kind(run_dir) == "converse" and (run_dir / "manifest.json").is_file():
+        return conversation_report(run_dir, out)
     if not outputs.is_run_manifest(run_dir / "manifest.json"):
         raise InputError(
             f"{run_dir}: incomplete run (no manifest.json) or not simrec's; nothing to report"
@@ -111,6 +113,65 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     sections.append((f"Most {d.verb_past} {d.items}", page.table(top)))
     sections.append(("Metrics per tick", page.table(metrics)))
     return page.write_page(out, f"simrec run {manifest['run_id']}", sections)
+
+
+def conversation_report(conv_dir: Path, out: str | Path | None = None) -> Path:
+    """``DIR/report/report.html`` for ``simrec converse`` output: the comparison of the arms,
+    success and Recall@10 by turn per arm, and example dialogues of each arm (the first
+    success and the first failure)."""
+    manifest = outputs.read_json(conv_dir / "manifest.json", "a conversation run's manifest")
+    out = Path(out) if out else conv_dir / "report"
+    outputs.check_out_dir(out, "report")
+    outputs.claim(out, "report")
+    plt = page.pyplot()
+    metrics = pq.read_table(conv_dir / "crs_metrics.parquet").to_pandas()
+    comparison = pq.read_table(conv_dir / "crs_comparison.parquet").to_pandas()
+    conv = pq.read_table(conv_dir / "conversations.parquet").to_pandas()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for arm, m in metrics.groupby("arm", sort=False, observed=True):
+        axes[0].plot(m.turn, m.success_rate, marker=".", label=str(arm))
+        axes[1].plot(m.turn, m.recall_at_10, marker=".", label=str(arm))
+    for ax, what in zip(axes, ("success rate", "Recall@10"), strict=True):
+        ax.set_xlabel("turn")
+        ax.set_ylabel(what)
+        ax.set_ylim(0, 1)
+        ax.set_xticks(range(1, int(manifest["turns"]) + 1))
+    axes[0].legend()
+    curves = page.save_figure(fig, out / "by_turn.png")
+    arms = ", ".join(f"{k} ({v['spec']})" for k, v in manifest["arms"].items())
+    sections = [
+        (
+            "Conversations",
+            f"<p>{manifest['users']} users ({html.escape(str(manifest['user_brain']))} brain, "
+            f"{html.escape(str(manifest['targets']))} targets, what they knew: interactions "
+            f"{html.escape(str(manifest['cutoff']))}) talked to each of {html.escape(arms)} "
+            f"for at most {manifest['turns']} turns; control: "
+            f"{html.escape(str(manifest['control']))}.</p>" + page.table(comparison),
+        ),
+        ("Success and Recall@10 by turn", page.image(curves, "success and recall by turn")),
+    ]
+    for arm, d in conv.groupby("arm", sort=False, observed=True):
+        last = d[d.speaker == "user"].groupby("conversation").last()
+        ends = pd.Series(
+            [
+                t in [i for i, v in zip(ids, vs, strict=False) if v == "accept"]
+                for t, ids, vs in zip(
+                    last.target_item_id, last.item_ids, last.verdicts, strict=True
+                )
+            ],
+            index=last.index,
+        )
+        for label, pick in (("a success", ends[ends]), ("a failure", ends[~ends])):
+            if pick.empty:
+                continue
+            rows = d[d.conversation == pick.index[0]]
+            lines = "".join(
+                f"<p><b>{'User' if r.speaker == 'user' else 'CRS'}</b>: {html.escape(r.text)}</p>"
+                for r in rows.itertuples()
+            )
+            sections.append((f"{arm}: {label}", lines))
+    sections.append(("Metrics by turn", page.table(metrics)))
+    return page.write_page(out, f"simrec converse {conv_dir.name}", sections)
 
 
 def run_domain(manifest: dict) -> Domain:
