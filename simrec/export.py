@@ -345,7 +345,9 @@ def _export_conversations(conv_dir: Path, out: str | Path | None, overwrite: boo
         titles = dict(zip(t.item_id.tolist(), t.title.tolist(), strict=True))
     lines = []
     # rows are in the order they were said; a group keeps that order
-    for (arm, c), d in conv.groupby(["arm", "conversation"], sort=True, observed=True):
+    for (arm, c), whole in conv.groupby(["arm", "conversation"], sort=True, observed=True):
+        d = whole[whole.speaker != "rating"]
+        rated = whole[whole.speaker == "rating"]
         messages = [
             {"role": "user" if sp == "user" else "assistant", "content": str(text)}
             for sp, text in zip(d.speaker, d.text, strict=True)
@@ -370,6 +372,8 @@ def _export_conversations(conv_dir: Path, out: str | Path | None, overwrite: boo
             "target_title": titles.get(wanted),
             "success": bool(accepted),
             "turns": int(d.turn.max()),
+            "closing_rating": int(rated.rating.iloc[0]) if len(rated) else None,
+            "closing_reason": str(rated.text.iloc[0]) if len(rated) else None,
             "recommended": [[_plain(i) for i in ids] for ids in d[d.speaker == "crs"].item_ids],
         }
         lines.append(json.dumps({"messages": messages, "metadata": meta}, ensure_ascii=False))

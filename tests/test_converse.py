@@ -94,9 +94,11 @@ def test_agenda_users_and_the_builtin_crs_exact_dialogues(tiny, tmp_path):
         "Yes, Toy Story (1995) is exactly what I was looking for. Thanks!",
         [1, 5, 7],
     )
-    assert len(said) == 5  # accepted: the conversation ends
+    assert len(said) == 6  # accepted: the conversation ends, then the user rates it
+    assert said[5][:3] == (2, "rating", "found it at turn 2")
+    assert first.rating.iloc[-1] == 9 and first.rating.iloc[:-1].isna().all()
     # user 2 wants Fargo (its best-rated held-out item, not Casablanca)
-    second = c[c.conversation == 1]
+    second = c[(c.conversation == 1) & (c.speaker != "rating")]
     assert list(second.target_item_id.unique()) == [7]
     assert list(second.verdicts.iloc[-1]) == ["reject", "accept", "reject"]
     m = res.metrics.set_index("turn")

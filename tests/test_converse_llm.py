@@ -136,6 +136,7 @@ def test_dialogues_export_as_a_chat_corpus(tiny, tmp_path, capsys):  # noqa: F81
     assert meta["target_title"] == "Toy Story (1995)" and meta["success"] is True
     assert meta["persona"] and meta["recommended"] == [[1, 7]]
     assert [x["metadata"]["success"] for x in lines] == [True, True, False]
+    assert meta["closing_rating"] == 7 and meta["closing_reason"] == "It took a while."
     assert "dialogues.jsonl" in (out / "README.md").read_text()
     # a simulation run is not a conversation run
     capsys.readouterr()
@@ -204,3 +205,39 @@ def test_conversation_report(tiny, tmp_path):  # noqa: F811
     page = (res.out_dir / "report" / "report.html").read_text()
     assert "Success and Recall@10 by turn" in page and "A: a success" in page
     assert (res.out_dir / "report" / "by_turn.png").stat().st_size > 1000
+
+
+def test_crs_server_faults_below_the_client_are_counted(tiny, tmp_path, monkeypatch):  # noqa: F811
+    """An openai:MODEL CRS behind a server (MockTransport below the real client) that fails in
+    three ways: every fault ends in an empty reply for that turn, counted by cause, and the
+    conversations go on."""
+    import httpx2
+
+    from .conftest import completion, serve
+
+    def handler(request):
+        transcript = json.loads(request.content)["messages"][-1]["content"]
+        if "Animation" in transcript:
+            return httpx2.Response(500, json={"error": {"message": "boom"}})
+        if "Comedy" in transcript:
+            return completion('{"message": "Try", "titles": ["Fargo"')  # cut JSON
+        if "Drama" in transcript:
+            return completion('{"message": "Try', finish="length")
+        return completion(json.dumps({"message": "Try", "titles": ["Fargo"]}))
+
+    serve(monkeypatch, handler)
+    cfg = {**tiny, "llm": {"max_retries": 0, "cache": None}}
+    res = simrec.converse(
+        cfg,
+        ["M=openai:m"],
+        users=3,
+        turns=2,
+        cutoff=0.75,
+        out=tmp_path / "f",
+        crs_base_url="http://127.0.0.1:9/v1",
+    )
+    crs = res.manifest["llm"]["M"]["crs"]
+    assert crs["fallbacks"] == {"malformed_json": 2, "server": 2, "truncated": 2}
+    c = res.conversations
+    assert (c[c.speaker == "crs"].item_ids.map(len) == 0).all()
+    assert res.manifest["outcomes"]["M"] == {"left": 3}

@@ -376,8 +376,11 @@ def _talk(
     best_rank = np.full(n, np.inf)
     rank_by_turn = np.full((turns, n), np.inf)
 
+    last_turn = [0] * n
+
     def record(c: int, turn: int, t: Turn) -> None:
         dialogues[c].turns.append(t)
+        last_turn[c] = turn
         rows.append(
             {
                 "arm": arm,
@@ -440,6 +443,9 @@ def _talk(
                 record(c, turn, t)
         rank_by_turn[turn - 1] = best_rank
     closing = user.closing(seekers, dialogues)
+    for c, (rating, reason) in enumerate(closing):  # the user's verdict on the conversation
+        record(c, last_turn[c], Turn("rating", reason))
+        rows[-1]["rating"] = int(rating)
     return {
         "rank_by_turn": rank_by_turn,
         "success_turn": np.array([s.accepted_turn or 0 for s in seekers], np.int64),
@@ -499,6 +505,7 @@ def _conversation_table(rows: list[dict], data: Dataset) -> pa.Table:
             "prompt_hash": pa.array([r["prompt_hash"] for r in rows], pa.string()),
             "prompt_tokens": pa.array([r["prompt_tokens"] for r in rows], pa.int32()),
             "completion_tokens": pa.array([r["completion_tokens"] for r in rows], pa.int32()),
+            "rating": pa.array([r.get("rating") for r in rows], pa.int16()),
         }
     )
 

@@ -151,6 +151,7 @@ def conversation_report(conv_dir: Path, out: str | Path | None = None) -> Path:
         ("Success and Recall@10 by turn", page.image(curves, "success and recall by turn")),
     ]
     for arm, d in conv.groupby("arm", sort=False, observed=True):
+        said = {"user": "User", "crs": "CRS", "rating": "Rating"}
         last = d[d.speaker == "user"].groupby("conversation").last()
         ends = pd.Series(
             [
@@ -166,7 +167,8 @@ def conversation_report(conv_dir: Path, out: str | Path | None = None) -> Path:
                 continue
             rows = d[d.conversation == pick.index[0]]
             lines = "".join(
-                f"<p><b>{'User' if r.speaker == 'user' else 'CRS'}</b>: {html.escape(r.text)}</p>"
+                f"<p><b>{said.get(r.speaker, r.speaker)}</b>: "
+                f"{html.escape(r.text)}{f' ({r.rating}/10)' if r.speaker == 'rating' else ''}</p>"
                 for r in rows.itertuples()
             )
             sections.append((f"{arm}: {label}", lines))
