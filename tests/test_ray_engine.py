@@ -20,6 +20,7 @@ from simrec.testing import FakeBackend
 
 from .conftest import llm_config, small_config
 from .test_resume import CHILD
+from .test_resume import _config as resume_world
 
 ray = pytest.importorskip("ray")
 
@@ -35,14 +36,7 @@ def ray_instance():
 def _world(out: Path, **engine) -> dict:
     """ALS refitted every 3 ticks, epsilon-greedy exploration and a social graph, with
     checkpoints at ticks 2, 4, 6."""
-    cfg = small_config(out, ticks=7, checkpoint_every=2)
-    cfg["policy"] = {
-        "name": "als",
-        "params": {"factors": 8, "iterations": 3},
-        "retrain_every": 3,
-        "exploration": {"kind": "epsilon-greedy", "epsilon": 0.2},
-    }
-    cfg["social"] = {"graph": "watts-strogatz", "degree": 4, "share_probability": 0.5}
+    cfg = resume_world(out)
     if engine:
         cfg["engine"] = {"kind": "ray", **engine}
     return cfg
