@@ -14,10 +14,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
-import scipy.sparse as sp
 
 from simrec.data.dataset import Catalog
-from simrec.environments.base import PolicyRandomness, resolve_class
+from simrec.environments.base import PolicyRandomness, history_matrix, resolve_class
 from simrec.errors import ConfigError
 from simrec.rng import Streams
 
@@ -126,17 +125,7 @@ class BuiltinCRS:
         )
         self.items = self.vectorizer.fit_transform(docs).tocsr()  # (n_items, vocab), L2 rows
         self.catalog = catalog
-        n_users = int(pc_max(interactions["user_index"])) + 1 if interactions.num_rows else 0
-        self.seen = sp.csr_matrix(
-            (
-                np.ones(interactions.num_rows, np.float32),
-                (
-                    interactions["user_index"].to_numpy(),
-                    interactions["item_index"].to_numpy(),
-                ),
-            ),
-            shape=(n_users, catalog.n_items),
-        )
+        self.seen = history_matrix(interactions, catalog.n_items)  # (n_users, n_items)
         self.policy.fit(interactions, catalog)
         self.streams = Streams(0)
 
@@ -156,7 +145,9 @@ class BuiltinCRS:
         queries = self.vectorizer.transform([self._query(d) for d in dialogues])
         score = np.asarray((queries @ self.items.T).todense(), np.float64)  # (n, n_items)
         users = np.array([d.user for d in dialogues], np.int64)
-        seen = self.seen[np.clip(users, 0, self.seen.shape[0] - 1)]
+        if users.max() >= self.seen.shape[0]:  # users with no past in the fit log
+            self.seen.resize((int(users.max()) + 1, n_items))
+        seen = self.seen[users]
         k = min(self.prior_k, n_items)
         slates = self.policy.recommend(
             users, k, exclude=seen, rng=PolicyRandomness(self.streams, 0, 0, "crs")
@@ -168,12 +159,12 @@ class BuiltinCRS:
         prior[rows[valid], slates.items.ravel()[valid]] = 1.0 - ranks[valid] / k
         score += self.prior_weight * prior
         score[seen.nonzero()] = -np.inf
-        replies = []
         for r, d in enumerate(dialogues):
-            row = score[r]
-            for i in d.rejected():
-                row[i] = -np.inf
-            order = np.lexsort((np.arange(n_items), -row))[:MAX_ITEMS]
+            score[r, list(d.rejected())] = -np.inf
+        # best first, ties to the lower index; excluded items (-inf) sort last
+        top = np.argsort(-score, axis=1, kind="stable")[:, :MAX_ITEMS]
+        replies = []
+        for row, order in zip(score, top, strict=True):
             items = tuple(int(i) for i in order if np.isfinite(row[i]))
             titles = [str(self.catalog.display_titles[i]) for i in items[:3]]
             text = "How about " + _join(titles) + "?" if titles else "I have nothing more."
@@ -181,18 +172,9 @@ class BuiltinCRS:
         return replies
 
 
-def pc_max(column) -> int:
-    import pyarrow.compute as pc
-
-    return pc.max(column).as_py()
-
-
 def _join(words: list[str]) -> str:
     """'a', 'a or b', 'a, b or c'."""
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
-
-
-CRS_KINDS = {"builtin": BuiltinCRS}
 
 
 def make_crs(spec: str, config=None, base_url: str | list[str] | None = None):
