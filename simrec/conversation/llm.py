@@ -17,6 +17,7 @@ from collections import Counter
 
 import numpy as np
 
+from simrec.agents.brains.prompts import prompt_hash
 from simrec.conversation.crs import MAX_ITEMS, Dialogue, Reply, Turn
 from simrec.conversation.facts import ItemFacts
 from simrec.conversation.users import AgendaUser, Seeker
@@ -66,12 +67,6 @@ def crs_schema(k: int) -> dict:
         },
         "required": ["message", "titles"],
     }
-
-
-def _hash(messages) -> str:
-    from simrec.agents.brains.prompts import prompt_hash
-
-    return prompt_hash(messages)
 
 
 def normalise_title(title: str) -> str:
@@ -172,7 +167,7 @@ class LLMUser:
     def _meta(self, req: ChatRequest, res) -> dict:
         return {
             "decided_by": self.name,
-            "prompt_hash": _hash(req.messages),
+            "prompt_hash": prompt_hash(req.messages),
             "prompt_tokens": int(res.prompt_tokens),
             "completion_tokens": int(res.completion_tokens),
         }
@@ -378,7 +373,7 @@ class LLMCRS:
         for req, res in zip(reqs, results, strict=True):
             p = res.parsed if res.ok and isinstance(res.parsed, dict) else None
             meta = {
-                "prompt_hash": _hash(req.messages),
+                "prompt_hash": prompt_hash(req.messages),
                 "prompt_tokens": int(res.prompt_tokens),
                 "completion_tokens": int(res.completion_tokens),
             }
@@ -399,12 +394,17 @@ class LLMCRS:
         return out
 
     def stats(self) -> dict:
-        from simrec.conversation.run import _cache_stats
-
         return {
             "calls": self.calls,
-            "cache": _cache_stats(self.backend),
+            "cache": cache_stats(self.backend),
             "titles": self.titles,
             "unresolved_titles": self.unresolved,
             "fallbacks": dict(sorted(self.fallbacks.items())),
         }
+
+
+def cache_stats(backend) -> dict | None:
+    """The response cache's hits and misses (None without an LLM or a cache)."""
+    if backend is None or not hasattr(backend, "hits"):
+        return None
+    return {"hits": int(backend.hits), "misses": int(backend.misses)}

@@ -24,6 +24,7 @@ import pyarrow as pa
 from simrec import outputs
 from simrec.conversation.crs import MAX_ITEMS, Dialogue, Reply, Turn, make_crs
 from simrec.conversation.facts import ItemFacts
+from simrec.conversation.llm import cache_stats
 from simrec.conversation.users import AgendaUser, Seeker
 from simrec.data import Dataset
 from simrec.errors import ConfigError, InputError
@@ -151,11 +152,14 @@ def converse(
         )
     pick = Streams(cfg.seed).generator("converse-users").permutation(eligible)[:users]
     chosen = np.sort(pick)
-    seen_by = _seen(past, cat.n_items)
+    seen = past.matrix(cat.n_items)
+    seen_by = {  # what each chosen user had before the cutoff
+        int(u): frozenset(seen.indices[seen.indptr[u] : seen.indptr[u + 1]].tolist())
+        for u in chosen
+    }
     facts = ItemFacts(cat)
     agenda = AgendaUser(facts)
-    make_user, user_backend = _user_brains(cfg, user_brain, agenda, data, past, backend)
-    sample_user = make_user()  # (an LLM user carries the personas it plays)
+    make_user, user_backend, profiles = _user_brains(cfg, user_brain, agenda, data, past, backend)
 
     with outputs.locked(out_dir, "conversation"):
         if overwrite:
@@ -198,7 +202,6 @@ def converse(
             out_dir / "targets.parquet",
         )
         written.append("targets.parquet")
-        profiles = getattr(sample_user, "profiles", None)
         if profiles is not None:  # the personas the LLM users played
             outputs.write_parquet(
                 pa.table(
@@ -225,7 +228,7 @@ def converse(
             "cutoff": cut.describe() if cut else None,
             "user_brain": user_brain,
             "llm": llm_stats,
-            "user_cache": _cache_stats(user_backend),
+            "user_cache": cache_stats(user_backend),
             "outcomes": {
                 name: dict(sorted(Counter(r["status"].tolist()).items()))
                 for name, r in per_arm.items()
@@ -245,9 +248,11 @@ USER_BRAINS = ("agenda", "llm")
 
 
 def _user_brains(cfg, user_brain: str, agenda: AgendaUser, data: Dataset, past, backend):
-    """A factory of fresh user brains (one per arm, so counters are per arm)."""
+    """A factory of fresh user brains (one per arm, so counters are per arm), the LLM backend
+    they share and the personas' profiles (one per user of the log) they play (None, None for
+    agenda users)."""
     if user_brain == "agenda":
-        return (lambda: agenda), None
+        return (lambda: agenda), None, None
     import dataclasses
 
     from simrec import build
@@ -258,15 +263,19 @@ def _user_brains(cfg, user_brain: str, agenda: AgendaUser, data: Dataset, past, 
     backend = build.make_backend(cfg) if backend is None else backend
     c = cfg.llm
     return (
-        lambda: LLMUser(
-            backend,
-            agenda,
-            personas.profiles,
-            seed=cfg.seed,
-            max_tokens=c.max_tokens,
-            temperature=c.temperature,
-        )
-    ), backend
+        (
+            lambda: LLMUser(
+                backend,
+                agenda,
+                personas.profiles,
+                seed=cfg.seed,
+                max_tokens=c.max_tokens,
+                temperature=c.temperature,
+            )
+        ),
+        backend,
+        personas.profiles,
+    )
 
 
 def _user_stats(user) -> dict | None:
@@ -278,13 +287,6 @@ def _user_stats(user) -> dict | None:
         "completion_tokens": user.completion_tokens,
         "fallbacks": dict(sorted(user.fallbacks.items())),
     }
-
-
-def _cache_stats(backend) -> dict | None:
-    """The response cache's hits and misses (None without an LLM or a cache)."""
-    if backend is None or not hasattr(backend, "hits"):
-        return None
-    return {"hits": int(backend.hits), "misses": int(backend.misses)}
 
 
 def _unresolved_rate(model) -> float:
@@ -350,11 +352,6 @@ def _taste_targets(cfg, past, data: Dataset) -> np.ndarray:
         ok = np.isfinite(score[np.arange(block.size), best])
         target[block[ok]] = popular[best[ok]]
     return target
-
-
-def _seen(past, n_items: int) -> list[frozenset[int]]:
-    m = past.matrix(n_items).tocsr()
-    return [frozenset(m.indices[m.indptr[u] : m.indptr[u + 1]].tolist()) for u in range(m.shape[0])]
 
 
 def _talk(
