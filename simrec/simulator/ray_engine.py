@@ -235,7 +235,6 @@ class RayShards:
         self.actor_peak_rss: list[int] = []  # read when the actors close
         self.actors: list[Any] = []
         self._start(state)
-        self._get([a.pid.remote() for a in self.actors])  # every shard built (and loaded)
         self.start_s = time.perf_counter() - t  # the parts put, the shards' models built
 
     def _start(self, state: dict[str, np.ndarray] | None) -> None:
@@ -247,6 +246,7 @@ class RayShards:
             self._actor.options(name=None, max_restarts=0).remote(self._parts, lo, hi, ref)
             for lo, hi in self.bounds
         ]
+        self._get([a.pid.remote() for a in self.actors])  # every shard built (and loaded)
 
     def _get(self, refs: list) -> list:
         exceptions = self.ray.exceptions
@@ -293,7 +293,6 @@ class RayShards:
         self.close()
         self.restarts += 1
         self._start(state)
-        self.ray.get([a.pid.remote() for a in self.actors])  # started: the state is loaded
         self.recovery_s += time.perf_counter() - t
 
     def peak_rss(self) -> list[int]:
