@@ -324,6 +324,8 @@ def _export_conversations(conv_dir: Path, out: str | Path | None, overwrite: boo
     conversation per line with ``messages`` (the simulated user as ``user``, the CRS as
     ``assistant``) and ``metadata`` (arm, user, target, persona, outcome, what was recommended
     at each turn), the format chat fine-tuning tools read, and a dataset card."""
+    from simrec.conversation.run import found_target
+
     manifest_path = conv_dir / "manifest.json"
     manifest = outputs.read_json(manifest_path, "a conversation run's manifest")
     if manifest.get("kind") != "converse":
@@ -353,13 +355,8 @@ def _export_conversations(conv_dir: Path, out: str | Path | None, overwrite: boo
             for sp, text in zip(d.speaker, d.text, strict=True)
         ]
         last_user = d[d.speaker == "user"].iloc[-1]
-        accepted = list(last_user.verdicts).count("accept") > 0 and (
-            d.target_item_id.iloc[0]
-            in [
-                i
-                for i, v in zip(last_user.item_ids, last_user.verdicts, strict=True)
-                if v == "accept"
-            ]
+        accepted = found_target(
+            last_user.target_item_id, list(last_user.item_ids), list(last_user.verdicts)
         )
         uid = d.user_id.iloc[0]
         wanted = d.target_item_id.iloc[0]

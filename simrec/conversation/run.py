@@ -48,6 +48,15 @@ class ConverseResult:
     manifest: dict[str, Any] = field(repr=False)
 
 
+def found_target(target, item_ids, verdicts) -> bool:
+    """Whether a user turn (its shown ``item_ids`` and ``verdicts``) accepted ``target``.
+
+    >>> found_target(7, [1, 7], ["reject", "accept"]), found_target(7, [1], ["accept"])
+    (True, False)
+    """
+    return any(i == target and v == "accept" for i, v in zip(item_ids, verdicts, strict=True))
+
+
 def parse_arms(specs: list[str] | dict[str, Any] | str) -> dict[str, Any]:
     """``--crs`` values (``NAME=SPEC`` or ``SPEC``) -> arm name -> spec (a mapping's values
     may be CRS objects, kept as they are).

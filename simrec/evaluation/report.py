@@ -119,6 +119,8 @@ def conversation_report(conv_dir: Path, out: str | Path | None = None) -> Path:
     """``DIR/report/report.html`` for ``simrec converse`` output: the comparison of the arms,
     success and Recall@10 by turn per arm, and example dialogues of each arm (the first
     success and the first failure)."""
+    from simrec.conversation.run import found_target
+
     manifest = outputs.read_json(conv_dir / "manifest.json", "a conversation run's manifest")
     out = Path(out) if out else conv_dir / "report"
     outputs.check_out_dir(out, "report")
@@ -155,7 +157,7 @@ def conversation_report(conv_dir: Path, out: str | Path | None = None) -> Path:
         last = d[d.speaker == "user"].groupby("conversation").last()
         ends = pd.Series(
             [
-                t in [i for i, v in zip(ids, vs, strict=False) if v == "accept"]
+                found_target(t, list(ids), list(vs))
                 for t, ids, vs in zip(
                     last.target_item_id, last.item_ids, last.verdicts, strict=True
                 )
