@@ -64,6 +64,35 @@ def test_discrimination_sets_draw_unseen_negatives_nested_by_ratio(world_split):
             assert (shown & ~s.labels).sum() == min(r * pos.size, neg.size)
 
 
+def test_brain_scores_are_each_users_next_choice_probabilities(world_split):
+    """The brain's discrimination scores are log probabilities of the user's next choice among
+    the items it has not consumed: over all of them they sum to one per user, whatever level
+    the user's logits have, and their order within a user is the choice logit's."""
+    cfg, data, split = world_split
+    n_items = data.catalog.n_items
+    brain, _ = F.calibrated_brain(split.train, cfg)
+    consumed = split.train.interactions.matrix(n_items)
+    users = np.array([0, 7, 123])
+    unseen = [np.setdiff1d(np.arange(n_items), consumed[u].indices) for u in users]
+    s = F.Sets(
+        users=np.concatenate([np.full(i.size, u) for u, i in zip(users, unseen, strict=True)]),
+        items=np.concatenate(unseen),
+        labels=np.zeros(sum(i.size for i in unseen), bool),
+        rank=np.zeros(sum(i.size for i in unseen), np.int64),
+        n_pos=np.ones(sum(i.size for i in unseen), np.int64),
+    )
+    scores = F.brain_scores_of(brain, s, consumed)
+    for u in users:
+        mine = s.users == u
+        np.testing.assert_allclose(np.exp(scores[mine]).sum(), 1.0, rtol=1e-6)
+        logits = brain.choice_logit(s.users[mine], s.items[mine][:, None])[:, 0]
+        assert stats.spearmanr(scores[mine], logits).statistic > 0.999999
+    # ... though the three users' logits have levels of their own, which the sums take out
+    every = np.arange(n_items)[:, None]
+    levels = [brain.choice_logit(np.full(n_items, u), every).mean() for u in users]
+    assert np.ptp(levels) > 0.1
+
+
 def test_confusion_metrics_match_sklearn():
     rng = np.random.default_rng(0)
     n = 400
@@ -514,21 +543,26 @@ def _figure(table, section, setting, metric, source="simrec") -> float:
 @pytest.mark.slow
 def test_real_movielens_100k_direction():
     """On real MovieLens-100k (each user's latest 20% held out), the default brain separates
-    held-out choices better than the popularity and item-kNN pickers and ranks six policies as
+    held-out choices better than the popularity, item-kNN and ALS pickers and ranks six policies as
     held-out Recall@20 does, at least roughly. Measured at this commit: tau 0.60 with seeds 0
     and 1 (three of 15 pairs swapped); the bound allows one more swapped pair (0.13), as
     als, bpr and itemknn are close in simulated engagement. With log popularity read as taste
     (the report's exposure-0 reading) tau is 0.87."""
     table = F.fidelity({"data": {"format": "recbole", "path": "ml-100k"}})
-    for ratio, metric in (("1:1", "accuracy"), ("1:1", "f1"), ("1:9", "f1")):
-        ours = _figure(table, "discrimination", ratio, metric)
-        assert ours > _figure(table, "discrimination", ratio, metric, "popularity")
+    # every baseline beaten at every ratio, in accuracy and F1. Measured at this commit (seed
+    # 0): margins over the best baseline 0.005-0.009, except accuracy at 1:9 over als, 0.0011
+    # (200 of 179,820 pairs; 0.010 and 0.020 with seeds 1 and 2, where F1 at 1:1 is within
+    # 0.003 of itemknn's either way), so that cell may tie within 0.002
+    for ratio in ("1:1", "1:2", "1:3", "1:9"):
+        for metric in ("accuracy", "f1"):
+            ours = _figure(table, "discrimination", ratio, metric)
+            for baseline in ("popularity", "itemknn", "als"):
+                slack = 0.002 if (ratio, metric, baseline) == ("1:9", "accuracy", "als") else 0
+                theirs = _figure(table, "discrimination", ratio, metric, baseline)
+                assert ours > theirs - slack, (ratio, metric, baseline, ours, theirs)
     ours = _figure(table, "discrimination", "1:1", "roc_auc")
     for baseline in ("popularity", "itemknn", "als"):
         assert ours > _figure(table, "discrimination", "1:1", "roc_auc", baseline)
-    assert _figure(table, "discrimination", "1:1", "accuracy") > _figure(
-        table, "discrimination", "1:1", "accuracy", "itemknn"
-    )
     assert _figure(table, "rating", "held-out", "rmse_expected") < _figure(
         table, "rating", "held-out", "rmse_expected", "damped_bias"
     )

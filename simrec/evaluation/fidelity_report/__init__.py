@@ -4,9 +4,11 @@ Per user, the latest ``holdout`` share of interactions is held out; the populati
 statistical brain are calibrated on the rest only (item popularity included). Then:
 
 * **discrimination** (Agent4Rec's protocol): each user's held-out items are mixed with items it
-  never interacted with at 1:1, 1:2, 1:3 and 1:9; its agent picks the items whose choice logit
-  (the brain's watch logit without position or friends, plus the item's log exposure: an
-  organic pick needs the item to have been come across) clears a threshold. The threshold is
+  never interacted with at 1:1, 1:2, 1:3 and 1:9; its agent picks the items whose log
+  probability of being its next choice clears a threshold: the choice logit (the brain's watch
+  logit without position or friends, plus the item's log exposure: an organic pick needs the
+  item to have been come across), normalised over the items the user has not consumed, as a
+  user's logits have their own level and one threshold serves every user. The threshold is
   calibrated on the training data alone: the same protocol on an inner temporal split of the
   training log, with a brain fitted on the inner part, maximising the mean F1 over the ratios.
   Baselines: ``always_no``, and pickers calibrated the same way: ``popularity`` (items above a
@@ -62,6 +64,7 @@ from simrec.evaluation.fidelity_report.behaviour import behaviour, sim_behaviour
 from simrec.evaluation.fidelity_report.discrimination import (
     RATIOS,
     Sets,
+    brain_scores_of,
     calibrate_threshold,
     calibrated_brain,
     confusion,
@@ -115,6 +118,7 @@ __all__ = [
     "Sets",
     "Split",
     "behaviour",
+    "brain_scores_of",
     "calibrate_threshold",
     "confusion",
     "discrimination",

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
+from scipy.special import logsumexp
 
 from simrec import build
 from simrec.agents.brains.utility import UtilityBrain
@@ -75,8 +76,28 @@ def calibrated_brain(data: Dataset, cfg: RunConfig) -> tuple[UtilityBrain, Perso
     return build.calibrate(cfg, data, users=None)
 
 
-def brain_scores_of(brain, s: Sets) -> np.ndarray:
-    return brain.choice_logit(s.users, s.items[:, None])[:, 0].astype(np.float64)
+_SCORE_BLOCK = 1024  # users whose whole-catalog choice logits are held at once
+
+
+def brain_scores_of(brain, s: Sets, consumed: sp.csr_matrix) -> np.ndarray:
+    """(n,) float64: the log probability that each pair's item is its user's next choice among
+    the items the user has not consumed (``consumed``: (n_users, n_items), the log the brain
+    was calibrated on): the brain's choice logit less the user's log-sum-exp of it over those
+    items. A user's logits have their own level, which says nothing about how much the user
+    chooses, so one threshold can only serve every user once each is normalised (as the
+    synthetic worlds' oracle is, :meth:`~simrec.data.dataset.WorldTruth.log_choice`)."""
+    n_items = consumed.shape[1]
+    users = np.unique(s.users)
+    log_norm = np.zeros(users.size)
+    everything = np.arange(n_items)
+    for lo in range(0, users.size, _SCORE_BLOCK):
+        block = users[lo : lo + _SCORE_BLOCK]
+        logits = brain.choice_logit(block, np.broadcast_to(everything, (block.size, n_items)))
+        logits = logits.astype(np.float64)
+        logits[consumed[block].toarray() > 0] = -np.inf
+        log_norm[lo : lo + block.size] = logsumexp(logits, axis=1)
+    own = brain.choice_logit(s.users, s.items[:, None])[:, 0].astype(np.float64)
+    return own - log_norm[np.searchsorted(users, s.users)]
 
 
 PICKERS = ("itemknn", "als")  # policies whose scores are baseline pickers, like popularity
@@ -154,10 +175,13 @@ def discrimination(split: Split, cfg: RunConfig, brain, holdout: float) -> tuple
     inner_sets = discrimination_sets(
         inner.test, split.train.interactions.matrix(n_items), n_items, cfg.seed, "fid-inner"
     )
-    theta = calibrate_threshold(brain_scores_of(inner_brain, inner_sets), inner_sets)
+    inner_scores = brain_scores_of(
+        inner_brain, inner_sets, inner.train.interactions.matrix(n_items)
+    )
+    theta = calibrate_threshold(inner_scores, inner_sets)
     full = split.train.interactions.matrix(n_items) + split.test.matrix(n_items)
     sets = discrimination_sets(split.test, full.tocsr(), n_items, cfg.seed, "fid-test")
-    brain_scores = brain_scores_of(brain, sets)
+    brain_scores = brain_scores_of(brain, sets, split.train.interactions.matrix(n_items))
     # every picker: (its scores on the test sets, its threshold from the inner split)
     pickers = {"simrec": (brain_scores, theta)}
     pop_inner = _popularity_scores(inner.train, inner_sets)
