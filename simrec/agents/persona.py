@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
@@ -326,7 +327,9 @@ def favourite_items(log: Interactions, n: int = FAVOURITES) -> list[list[int]]:
     """
     rated = np.isfinite(log.rating)
     key = np.where(rated, -log.rating.astype(np.float64), np.inf)  # rated first, best first
-    grade = np.searchsorted(sorted_unique(key), key)  # the same order, as integers
+    # the same order, as integers; a log has few distinct ratings, so they are found by
+    # hashing rather than by sorting every row
+    grade = np.searchsorted(np.sort(pd.unique(key)), key)
     order = lexsort_ints((-log.timestamp, grade, log.user))
     user, item = log.user[order].astype(np.int64), log.item[order].astype(np.int64)
     n_items = int(item.max()) + 1 if item.size else 1

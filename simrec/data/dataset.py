@@ -301,7 +301,14 @@ class Interactions:
     def sessions(self, gap_seconds: int = SESSION_GAP_SECONDS) -> Sessions:
         """The log's sessions: each user's bursts of interactions, a new one starting after
         more than ``gap_seconds`` without any (30 minutes by default, the usual web-analytics
-        convention)."""
+        convention). Computed once per gap and cached, like :meth:`matrix` (the personas'
+        arrival rates and session lengths both read them)."""
+        cache = self.__dict__.setdefault("_sessions", {})
+        if gap_seconds not in cache:
+            cache[gap_seconds] = self._sessions_of(gap_seconds)
+        return cache[gap_seconds]
+
+    def _sessions_of(self, gap_seconds: int) -> Sessions:
         ts, user = lexsorted_ints((self.timestamp, self.user))
         first = np.r_[True, user[1:] != user[:-1]] if user.size else np.zeros(0, bool)
         new = first | np.r_[False, np.diff(ts) > gap_seconds]
