@@ -14,6 +14,7 @@ of the catalog's domain (a "shopper" who "buys", a "viewer" who "watches").
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
-from simrec.arrays import lexsort_ints, sorted_unique
+from simrec.arrays import lexsort_ints
 from simrec.data.dataset import Catalog, Dataset, Interactions
 from simrec.domain import Domain, and_list, article
 from simrec.rng import Streams
@@ -91,59 +92,60 @@ def _percentile(x: np.ndarray) -> np.ndarray:
 
 def derive_personas(data: Dataset, rating_bias: np.ndarray) -> Personas:
     """One persona per user of ``data``. ``rating_bias``: (n_users,) fitted user rating bias."""
+    return with_profiles(data, persona_traits(data), rating_bias)
+
+
+def persona_traits(data: Dataset) -> Personas:
+    """Every field of the personas of ``data``'s users that the rating model does not decide:
+    ``rating_bias`` is zero and ``profiles`` empty until :func:`with_profiles`. The fitting
+    code derives these beside the rating model (they are independent fits of the log)."""
     log, cat = data.interactions, data.catalog
     n_users = log.n_users
     counts = np.bincount(log.user, minlength=n_users).astype(np.int64)
-    activity = _percentile(np.log1p(counts))
-    conformity = _conformity(data)
     g = cat.genres.astype(np.float32)
-    user_genre = (
-        sp.csr_matrix(
-            (np.ones(len(log), np.float32), (log.user, log.item)), shape=(n_users, cat.n_items)
-        )
-        @ g
-    )
-    user_genre = (
-        np.asarray(user_genre.todense()) if sp.issparse(user_genre) else np.asarray(user_genre)
-    )
-    diversity = _percentile(_entropy(user_genre)) if g.nnz else np.full(n_users, 0.5, np.float32)
-    arrival = _arrival_rate(log)
-    session_items = mean_session_items(log)
+    user_genre = _user_genre(log.user, log.item, n_users, g)
     liked, disliked = _genre_preferences(data, user_genre)
-    has_ratings = bool(np.isfinite(log.rating).any())
-    favourites = favourite_items(log)
-    named = cat.has_titles
-    liked_values = _favourite_values(log, cat)
-    profiles = [
-        write_profile(
-            cat.domain,
-            n=int(counts[u]),
-            arrival=float(arrival[u]),
-            bias=float(rating_bias[u]) if has_ratings else None,
-            conformity=float(conformity[u]),
-            diversity=float(diversity[u]),
-            liked=liked[u],
-            disliked=disliked[u],
-            favourites=[str(cat.display_titles[i]) for i in favourites[u]] if named else [],
-            favourite_values=liked_values[u],
-        )
-        for u in range(n_users)
-    ]
     return Personas(
         np.arange(n_users, dtype=np.int64),
         log.user_ids,
-        activity,
-        conformity,
-        diversity,
-        arrival,
-        session_items,
-        rating_bias.astype(np.float32),
+        _percentile(np.log1p(counts)),
+        _conformity(data),
+        _percentile(_entropy(user_genre)) if g.nnz else np.full(n_users, 0.5, np.float32),
+        _arrival_rate(log),
+        mean_session_items(log),
+        np.zeros(n_users, np.float32),
         counts,
         liked,
         disliked,
-        favourites,
-        profiles,
+        favourite_items(log, n_items=cat.n_items),
+        [],
     )
+
+
+def with_profiles(data: Dataset, traits: Personas, rating_bias: np.ndarray) -> Personas:
+    """``traits`` (:func:`persona_traits` of ``data``) with the fitted ``rating_bias``
+    (n_users,) and each persona's written profile."""
+    log, cat = data.interactions, data.catalog
+    has_ratings = bool(np.isfinite(log.rating).any())
+    named = cat.has_titles
+    liked_values = _favourite_values(log, cat)
+    t = traits
+    profiles = [
+        write_profile(
+            cat.domain,
+            n=int(t.n_interactions[u]),
+            arrival=float(t.arrival_rate[u]),
+            bias=float(rating_bias[u]) if has_ratings else None,
+            conformity=float(t.conformity[u]),
+            diversity=float(t.diversity[u]),
+            liked=t.liked_genres[u],
+            disliked=t.disliked_genres[u],
+            favourites=[str(cat.display_titles[i]) for i in t.favourite_items[u]] if named else [],
+            favourite_values=liked_values[u],
+        )
+        for u in range(len(t))
+    ]
+    return dataclasses.replace(t, rating_bias=rating_bias.astype(np.float32), profiles=profiles)
 
 
 def sample_population(personas: Personas, n_agents: int | None, streams: Streams) -> Personas:
@@ -224,28 +226,54 @@ def _genre_preferences(
     score = user_genre.copy()
     disliked_mask = np.zeros_like(score, bool)
     if rated.any():
-        u, i, r = log.user[rated], log.item[rated], log.rating[rated].astype(np.float64)
+        every = bool(rated.all())  # no copies of the log when every row is rated
+        u, i = (log.user, log.item) if every else (log.user[rated], log.item[rated])
+        r = (log.rating if every else log.rating[rated]).astype(np.float64)
         user_mean = np.bincount(u, r, n_users) / np.maximum(np.bincount(u, minlength=n_users), 1)
+        genres = data.catalog.genres.astype(np.float64)
         x = sp.csr_matrix((r - user_mean[u], (u, i)), shape=(n_users, data.catalog.n_items))
-        dev_sum = np.asarray((x @ data.catalog.genres.astype(np.float64)).todense())
-        n = np.asarray(
-            (
-                sp.csr_matrix((np.ones(u.size), (u, i)), shape=x.shape)
-                @ data.catalog.genres.astype(np.float64)
-            ).todense()
-        )
+        dev_sum = np.asarray((x @ genres).todense())
+        # rated rows per user and genre: user_genre itself when every row is rated
+        n = user_genre.astype(np.float64) if every else _user_genre(u, i, n_users, genres)
         mean_dev = dev_sum / np.maximum(n, 1)
         score = n * (1.0 + mean_dev)
         disliked_mask = (n >= 2) & (mean_dev <= -0.5)
     top = np.argsort(-score, axis=1, kind="stable")[:, :3]
-    liked = [
-        [names[j] for j in row if score[u, j] > 0 and not disliked_mask[u, j]]
-        for u, row in enumerate(top)
+    rows = np.arange(n_users)[:, None]
+    keep = (score[rows, top] > 0) & ~disliked_mask[rows, top]
+    # each user's first three disliked genres, in the catalog's order
+    first = np.argsort(~disliked_mask, axis=1, kind="stable")[:, :3]
+    n_disliked = np.minimum(disliked_mask.sum(axis=1), 3)
+    return (
+        _label_lists(top, keep, names),
+        _label_lists(first, np.arange(3) < n_disliked[:, None], names),
+    )
+
+
+def _label_lists(columns: np.ndarray, keep: np.ndarray, names: np.ndarray) -> list[list[str]]:
+    """Per row of ``columns`` (n, k) int, the ``names`` of its columns where ``keep`` (n, k)
+    is true, in order. Rows repeat (a population has few distinct top-three genres), so each
+    distinct row is spelled once and copied."""
+    if columns.shape[0] == 0:
+        return []
+    shape = (names.size + 1,) * columns.shape[1]  # a column, or 0 for one not kept
+    row_code = np.ravel_multi_index(tuple(np.where(keep, columns + 1, 0).T), shape)
+    inverse, distinct = pd.factorize(row_code)  # hashing: no sort of the rows
+    spelled = [
+        [str(names[j - 1]) for j in row if j > 0]
+        for row in np.array(np.unravel_index(distinct, shape)).T.tolist()
     ]
-    disliked: list[list[str]] = [[] for _ in range(n_users)]
-    for u in np.flatnonzero(disliked_mask.any(axis=1)):
-        disliked[u] = list(names[np.flatnonzero(disliked_mask[u])][:3])
-    return liked, disliked
+    return [list(spelled[c]) for c in inverse.tolist()]
+
+
+def _user_genre(users: np.ndarray, items: np.ndarray, n_users: int, genres) -> np.ndarray:
+    """(n_users, n_genres) float32: rows of each user per genre (an item counts once per
+    genre it has), from the rows' users and items (m,) and the (n_items, n_genres) genres."""
+    m = sp.csr_matrix(
+        (np.ones(users.size, np.float32), (users, items)), shape=(n_users, genres.shape[0])
+    )
+    out = m @ genres.astype(np.float32)
+    return np.asarray(out.todense()) if sp.issparse(out) else np.asarray(out)
 
 
 def write_profile(
@@ -314,9 +342,13 @@ def write_profile(
     return text
 
 
-def favourite_items(log: Interactions, n: int = FAVOURITES) -> list[list[int]]:
+def favourite_items(
+    log: Interactions, n: int = FAVOURITES, n_items: int | None = None
+) -> list[list[int]]:
     """Per user of ``log``, up to ``n`` item indices: the highest rated (ties: the latest
     first), then, for users with fewer rated items, the latest unrated ones; each item once.
+    ``n_items``: the catalog's size, whose interaction matrix (:meth:`Interactions.matrix`,
+    cached) tells whether any item was consumed twice; default: the largest index + 1.
 
     >>> from simrec.data.dataset import Interactions
     >>> log = Interactions(np.array([0, 0, 0, 1], np.int32), np.array([4, 5, 4, 6]),
@@ -332,15 +364,17 @@ def favourite_items(log: Interactions, n: int = FAVOURITES) -> list[list[int]]:
     grade = np.searchsorted(np.sort(pd.unique(key)), key)
     order = lexsort_ints((-log.timestamp, grade, log.user))
     user, item = log.user[order].astype(np.int64), log.item[order].astype(np.int64)
-    n_items = int(item.max()) + 1 if item.size else 1
-    pair = user * n_items + item
-    if sorted_unique(pair).size < pair.size:  # an item consumed twice: keep its best row
+    n_items = n_items or (int(item.max()) + 1 if item.size else 1)
+    if log.matrix(n_items).nnz < len(log):  # an item consumed twice: keep its best row
+        pair = user * n_items + item
         first = np.sort(np.unique(pair, return_index=True)[1])
         user, item = user[first], item[first]
-    rank = np.arange(user.size) - np.searchsorted(user, user, side="left")
-    user, item = user[rank < n], item[rank < n]
-    bounds = np.cumsum(np.bincount(user, minlength=log.n_users))[:-1]
-    return [part.tolist() for part in np.split(item, bounds)]
+    counts = np.bincount(user, minlength=log.n_users)
+    ends = np.cumsum(counts)
+    rank = np.arange(user.size) - np.repeat(ends - counts, counts)
+    item = item[rank < n].tolist()
+    ends = np.cumsum(np.minimum(counts, n)).tolist()
+    return [item[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 def _favourite_values(log: Interactions, cat: Catalog) -> list[list[tuple[str, str]]]:

@@ -34,7 +34,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, logit, ndtri
 
 from simrec.agents.brains.base import PageBatch, PageDecisions
-from simrec.agents.persona import Personas, derive_personas
+from simrec.agents.persona import Personas, persona_traits, with_profiles
 from simrec.agents.taste import (
     ChoiceFactors,
     GenreTaste,
@@ -45,7 +45,7 @@ from simrec.agents.taste import (
     fit_taste,
     world_factors,
 )
-from simrec.arrays import rowwise_dot, sorted_unique
+from simrec.arrays import map_in_threads, rowwise_dot
 from simrec.config import UtilityBrainConfig
 from simrec.data.dataset import Dataset
 from simrec.errors import ConfigError
@@ -155,14 +155,16 @@ class UtilityBrain:
                 "brain.taste_model: 'oracle' is a synthetic world's own choice model, and "
                 f"{data.source} has none; expected 'svd' or 'lda' for this data"
             )
-        # the choice evidence and the rating model (then the personas) are independent fits
-        # of the same log: the evidence fits on a second thread (numpy releases the GIL), and
-        # neither depends on which finishes first
-        with ThreadPoolExecutor(1, thread_name_prefix="simrec-evidence") as pool:
+        # the choice evidence, the rating model and the personas' traits are independent
+        # fits of the same log: the first and the last run on threads beside the rating
+        # model (numpy releases the GIL, and the traits' Python parts run while numpy fits
+        # the others), and none depends on which finishes first
+        with ThreadPoolExecutor(2, thread_name_prefix="simrec-fit") as pool:
             # (in this thread's context: the engine's user blocks, arrays.user_blocks_on)
             evidence = pool.submit(
                 contextvars.copy_context().run, _Evidence.fit, self, data, data.interactions
             )
+            traits = pool.submit(persona_traits, data)
             self.rating_model = fit_rating_model(
                 data.interactions,
                 n_items,
@@ -173,7 +175,7 @@ class UtilityBrain:
                 seed=self.seed,
             )
             self.has_ratings = bool(np.isfinite(data.interactions.rating).any())
-            personas = derive_personas(data, self.rating_model.user_bias)
+            personas = with_profiles(data, traits.result(), self.rating_model.user_bias)
             self.evidence = evidence.result()
         self.choice = self.evidence.choice
         self.weights = self._fit_click_weights(data, personas)
@@ -258,17 +260,23 @@ class UtilityBrain:
         n, n_items = len(personas), self.log_exposure.size
         g = Streams(self.seed).generator("exposure-watch")
         items = g.choice(n_items, size=(n, _EXPOSURE_DRAWS), p=np.exp(self.evidence.exposure))
-        # sorted keys of the consumed pairs, ending in a sentinel above every key
-        consumed = sorted_unique(log.user.astype(np.int64) * n_items + log.item)
+        # sorted keys of the consumed pairs (the interaction matrix's rows hold sorted,
+        # distinct items), ending in a sentinel above every key
+        m = log.matrix(n_items)
+        consumed = np.repeat(np.arange(m.shape[0], dtype=np.int64) * n_items, np.diff(m.indptr))
+        consumed += m.indices
         consumed = np.append(consumed, n * n_items)
         out = np.empty(n)
-        for lo in range(0, n, _USER_BLOCK):
+
+        def block(lo: int) -> None:  # blocks of rows are independent: on threads
             agents = np.arange(lo, min(n, lo + _USER_BLOCK))
             keys = agents[:, None] * n_items + items[agents]
             # a binary search per key, not a set operation per block
             fresh = consumed[np.searchsorted(consumed, keys)] != keys
             p = expit(self.watch_logit(agents, items[agents]))
             out[agents] = (p * fresh).sum(axis=1) / np.maximum(fresh.sum(axis=1), 1)
+
+        map_in_threads(block, range(0, n, _USER_BLOCK))
         return out
 
     def _exposure(self, counts: np.ndarray) -> np.ndarray:
