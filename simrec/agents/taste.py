@@ -153,7 +153,7 @@ def fit_topic_factors(log: Interactions, n_items: int, dim: int, seed: int) -> C
 
 
 LDA_SWEEPS, LDA_INNER = 12, 4  # topic updates, and mixture updates between two of them
-LDA_INFER = 8  # mixture updates of the users whose mixtures are inferred from learnt topics
+LDA_INFER = 4  # mixture updates of the users whose mixtures are inferred from learnt topics
 
 
 def _lda_vb(
