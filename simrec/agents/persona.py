@@ -253,7 +253,13 @@ def _genre_preferences(
 def _label_lists(columns: np.ndarray, keep: np.ndarray, names: np.ndarray) -> list[list[str]]:
     """Per row of ``columns`` (n, k) int, the ``names`` of its columns where ``keep`` (n, k)
     is true, in order. Rows repeat (a population has few distinct top-three genres), so each
-    distinct row is spelled once and copied."""
+    distinct row is spelled once and copied.
+
+    >>> names = np.array(["Drama", "Comedy", "War"], dtype=object)
+    >>> _label_lists(np.array([[2, 0, 1], [2, 0, 1], [1, 0, 2]]),
+    ...     np.array([[True, False, True], [True, True, True], [False, False, False]]), names)
+    [['War', 'Comedy'], ['War', 'Drama', 'Comedy'], []]
+    """
     if columns.shape[0] == 0:
         return []
     shape = (names.size + 1,) * columns.shape[1]  # a column, or 0 for one not kept
@@ -356,6 +362,8 @@ def favourite_items(
     ...     np.array(["a", "b"], object))
     >>> favourite_items(log)
     [[5, 4], [6]]
+    >>> favourite_items(log.take(np.array([3])), n_items=7)  # user 0 has no rows left
+    [[], [6]]
     """
     rated = np.isfinite(log.rating)
     key = np.where(rated, -log.rating.astype(np.float64), np.inf)  # rated first, best first
@@ -374,7 +382,7 @@ def favourite_items(
     rank = np.arange(user.size) - np.repeat(ends - counts, counts)
     item = item[rank < n].tolist()
     ends = np.cumsum(np.minimum(counts, n)).tolist()
-    return [item[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+    return [item[a:b] for a, b in zip([0, *ends][: len(ends)], ends, strict=True)]
 
 
 def _favourite_values(log: Interactions, cat: Catalog) -> list[list[tuple[str, str]]]:
