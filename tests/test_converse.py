@@ -234,3 +234,25 @@ def test_bad_input_is_a_clear_error(flags, expected, tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and expected in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_comparison_p_value_is_the_ab_tests_bootstrap_p_value():
+    """An arm that wins every conversation its control loses: every bootstrap difference is
+    positive, so the p-value is the smallest B resamples can show, 2 / (B + 1), as in simrec ab
+    (never exactly 0)."""
+    from simrec.conversation.run import _comparison
+
+    n = 40
+
+    def arm(success_turn):
+        return {
+            "success_turn": np.full(n, success_turn),
+            "rejected": np.zeros(n),
+            "rating": np.full(n, 5.0),
+            "status": np.full(n, "found", object),
+            "unresolved_rate": 0.0,
+        }
+
+    comp = _comparison({"A": arm(0), "B": arm(2)}, "A", 199, 0.05, 0).set_index("arm")
+    assert comp.loc["B", "diff_vs_control"] == 1.0
+    assert comp.loc["B", "p_value"] == comp.loc["B", "p_holm"] == 2 / 200

@@ -543,7 +543,7 @@ def _comparison(
     paired (by user) bootstrap difference of success against ``control`` with a Holm-adjusted
     p-value."""
     from simrec.evaluation.ab import holm
-    from simrec.evaluation.resampling import bootstrap_units
+    from simrec.evaluation.resampling import bootstrap_p_value, bootstrap_units
 
     base = per_arm[control]["success_turn"] > 0
     rows, pvals = [], []
@@ -571,8 +571,7 @@ def _comparison(
                 alpha=alpha,
                 seed=seed,
             )
-            dist = np.asarray(res.bootstrap_distribution).ravel()
-            p = min(1.0, 2 * min(np.mean(dist <= 0), np.mean(dist >= 0)))
+            p = bootstrap_p_value(res.bootstrap_distribution)
             row.update(
                 diff_vs_control=float(point[0]),
                 ci_low=float(res.confidence_interval.low[0]),

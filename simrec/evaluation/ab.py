@@ -42,7 +42,7 @@ from simrec import outputs
 from simrec.config import PolicyConfig, RunConfig, format_validation_error
 from simrec.environments.base import Recommender
 from simrec.errors import ConfigError
-from simrec.evaluation.resampling import bootstrap_units
+from simrec.evaluation.resampling import bootstrap_p_value, bootstrap_units
 
 METRICS = (
     "ctr",
@@ -411,15 +411,14 @@ def _compare(
                 )
             else:
                 d = dist[dj][np.isfinite(dist[dj])]
-                tail = min((d <= 0).sum(), (d >= 0).sum())
-                p = 2 * (tail + 1) / (d.size + 1) if d.size else np.nan  # never exactly 0
+                p = bootstrap_p_value(d)
                 se = d.std(ddof=1) if d.size > 1 else np.nan
                 row.update(
                     diff=point[dj],
                     diff_ci_low=low[dj],
                     diff_ci_high=high[dj],
                     lift=point[dj] / c_val if c_val else np.nan,
-                    p_value=min(1.0, p),
+                    p_value=p,
                     mde=z * se,
                 )
             rows.append(row)

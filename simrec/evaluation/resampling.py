@@ -42,3 +42,20 @@ def bootstrap_units(
             rng=np.random.default_rng(seed),
         )
     return point, res
+
+
+def bootstrap_p_value(dist: np.ndarray) -> float:
+    """Two-sided p-value of a difference being zero from its bootstrap distribution (B,):
+    ``2 (min(#(d <= 0), #(d >= 0)) + 1) / (B + 1)``, capped at 1 (never exactly 0: B
+    resamples cannot show a probability below 1 / (B + 1)); NaN values are left out, NaN
+    when none is left.
+
+    >>> bootstrap_p_value(np.array([0.1, 0.2, 0.3])), bootstrap_p_value(np.array([-1.0, 1.0]))
+    (0.5, 1.0)
+    """
+    d = np.asarray(dist, np.float64).ravel()
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return float("nan")
+    tail = min(int((d <= 0).sum()), int((d >= 0).sum()))
+    return min(1.0, 2 * (tail + 1) / (d.size + 1))
