@@ -46,13 +46,12 @@ def calibration_parts(users: int, items: int) -> None:
     from simrec.agents import taste
     from simrec.agents.brains.utility import UtilityBrain, _Evidence
     from simrec.agents.persona import derive_personas
-    from simrec.agents.taste import fit_rating_model
     from simrec.config import SyntheticWorldConfig, UtilityBrainConfig
     from simrec.data import make_world
 
     data = make_world(SyntheticWorldConfig(users=users, items=items), 0)
     brain = UtilityBrain(UtilityBrainConfig(), 0)
-    c, log = brain.config, data.interactions
+    log = data.interactions
     times: dict[str, float] = {}
     taste._FITS.clear()  # the whole run fitted the same log: time the fit, not the reuse
 
@@ -64,17 +63,7 @@ def calibration_parts(users: int, items: int) -> None:
 
     brain.evidence = timed("choice evidence (LDA, genre taste)", _Evidence.fit, brain, data, log)
     brain.choice = brain.evidence.choice
-    brain.rating_model = timed(
-        "rating model (biased MF by ALS)",
-        fit_rating_model,
-        log,
-        items,
-        data.scale,
-        dim=c.taste_dim,
-        reg=c.fit_regularization,
-        sweeps=c.fit_iterations,
-        seed=0,
-    )
+    brain.rating_model = timed("rating model (biased MF by ALS)", brain.fit_rating, data, log)
     personas = timed("personas", derive_personas, data, brain.rating_model.user_bias)
     brain.weights = timed("watch-model weights", brain._fit_click_weights, data, personas)
     timed("exposure watch rates", brain._exposure_watch, log, personas)

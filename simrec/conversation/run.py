@@ -330,19 +330,10 @@ def _taste_targets(cfg, past, data: Dataset) -> np.ndarray:
     """(n_users,) the unseen item with the highest expected rating under the rating model
     fitted on the visible log, among items with MIN_TASTE_POPULARITY visible interactions (or,
     in a small log, the median item's count)."""
-    from simrec.agents.taste import fit_rating_model
+    from simrec.agents.brains.utility import UtilityBrain
 
     n_items = data.catalog.n_items
-    c = cfg.brain
-    model = fit_rating_model(
-        past,
-        n_items,
-        data.scale,
-        dim=c.taste_dim,
-        reg=c.fit_regularization,
-        sweeps=c.fit_iterations,
-        seed=cfg.seed,
-    )
+    model = UtilityBrain(cfg.brain, cfg.seed).fit_rating(data, past)
     counts = np.bincount(past.item, minlength=n_items)
     median = float(np.median(counts[counts > 0])) if counts.any() else 1.0
     popular = np.flatnonzero(counts >= min(MIN_TASTE_POPULARITY, max(int(median), 1)))

@@ -149,7 +149,6 @@ class UtilityBrain:
     def fit(self, data: Dataset) -> Personas:
         """Calibrate on a seed log; returns one persona per user of ``data``."""
         c = self.config
-        n_items = data.catalog.n_items
         if c.taste_model == "oracle" and data.truth is None:
             raise ConfigError(
                 "brain.taste_model: 'oracle' is a synthetic world's own choice model, and "
@@ -165,15 +164,7 @@ class UtilityBrain:
                 contextvars.copy_context().run, _Evidence.fit, self, data, data.interactions
             )
             traits = pool.submit(persona_traits, data)
-            self.rating_model = fit_rating_model(
-                data.interactions,
-                n_items,
-                data.scale,
-                dim=c.taste_dim,
-                reg=c.fit_regularization,
-                sweeps=c.fit_iterations,
-                seed=self.seed,
-            )
+            self.rating_model = self.fit_rating(data, data.interactions)
             self.has_ratings = bool(np.isfinite(data.interactions.rating).any())
             personas = with_profiles(data, traits.result(), self.rating_model.user_bias)
             self.evidence = evidence.result()
@@ -181,6 +172,20 @@ class UtilityBrain:
         self.weights = self._fit_click_weights(data, personas)
         self.exposure_watch = self._exposure_watch(data.interactions, personas)
         return personas
+
+    def fit_rating(self, data: Dataset, log) -> RatingModel:
+        """The rating model of ``config`` (biased MF, ``taste_dim`` factors) fitted on ``log``
+        (rows of ``data``'s)."""
+        c = self.config
+        return fit_rating_model(
+            log,
+            data.catalog.n_items,
+            data.scale,
+            dim=c.taste_dim,
+            reg=c.fit_regularization,
+            sweeps=c.fit_iterations,
+            seed=self.seed,
+        )
 
     def _fit_taste(self, data: Dataset, log) -> ChoiceFactors:
         """The choice model of ``config.taste_model`` fitted on ``log`` (rows of ``data``'s)."""
