@@ -260,8 +260,6 @@ def _label_lists(columns: np.ndarray, keep: np.ndarray, names: np.ndarray) -> li
     ...     np.array([[True, False, True], [True, True, True], [False, False, False]]), names)
     [['War', 'Comedy'], ['War', 'Drama', 'Comedy'], []]
     """
-    if columns.shape[0] == 0:
-        return []
     shape = (names.size + 1,) * columns.shape[1]  # a column, or 0 for one not kept
     row_code = np.ravel_multi_index(tuple(np.where(keep, columns + 1, 0).T), shape)
     inverse, distinct = pd.factorize(row_code)  # hashing: no sort of the rows
