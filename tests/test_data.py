@@ -3,7 +3,7 @@ import pytest
 
 from simrec.config import SyntheticWorldConfig
 from simrec.data import RatingScale, load
-from simrec.data.synthetic import make_world
+from simrec.data.synthetic import _best_keys, _descending_within_rows, make_world
 
 
 @pytest.mark.parametrize(
@@ -87,6 +87,41 @@ def test_synthetic_world_is_deterministic_and_power_law():
     pop = np.sort(a.catalog.popularity)[::-1]
     assert pop[:15].sum() > 3 * pop[-15:].sum()  # a head and a long tail
     assert set(np.unique(a.interactions.rating)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
+def _best_keys_by_sorting(keys, n):
+    """The reference: each row sorted whole (value descending, then column)."""
+    rows, cols = [], []
+    for row, k in enumerate(n):
+        best = np.lexsort((np.arange(keys.shape[1]), -keys[row]))[:k]
+        rows.append(np.full(k, row))
+        cols.append(best)
+    return np.concatenate(rows), np.concatenate(cols)
+
+
+@pytest.mark.parametrize("shape", [(64, 300), (40, 1000), (7, 256), (5, 3)])
+def test_world_sampling_picks_each_rows_best_keys_as_a_full_sort_would(shape):
+    g = np.random.default_rng(shape[1])
+    r, m = shape
+    # few distinct values: many ties, at the boundary and inside the picks; -0.0 and +inf
+    keys = np.round(g.normal(size=shape), 1).astype(np.float32)
+    keys[0, :2] = [-0.0, 0.0]
+    keys[1, :3] = np.inf
+    n = g.integers(1, m + 1, r)  # rows with n over the 256 blocks take the exact path
+    n[:2] = min(m, 3)
+    got = _best_keys(keys, n)
+    want = _best_keys_by_sorting(keys, n)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_packed_sort_and_its_lexsort_fallback_agree():
+    g = np.random.default_rng(0)
+    rows, cols = np.divmod(np.sort(g.choice(50 * 3000, 5000, replace=False)), 3000)  # pairs
+    values = np.round(g.normal(size=5000), 1).astype(np.float32)
+    packed = _descending_within_rows(rows, cols, values, 50, 3000)
+    fallback = _descending_within_rows(rows, cols, values, 1 << 20, 1 << 20)  # 72 bits
+    assert np.array_equal(packed, fallback)
+    assert np.array_equal(packed, np.lexsort((cols, -values, rows)))
 
 
 @pytest.mark.parametrize("prefix", [0, (1 << 20) - 1])  # the bad byte inside or after a split char

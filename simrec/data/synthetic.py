@@ -68,6 +68,7 @@ _NOUN = [
 ]
 _TASTE_SCALE = 2.5  # weight of taste against log popularity in the log's choice model
 _CHUNK = 4096  # users per sampling chunk; fixed so the world never depends on batch sizes
+_KEY_BLOCKS = 256  # blocks of items whose maxima bound each user's best keys (_best_keys)
 
 
 def make_world(cfg: SyntheticWorldConfig, seed: int) -> Dataset:
@@ -178,7 +179,6 @@ def _sample_log(
     n_users = user_vecs.shape[0]
     items32 = item_vecs.T.astype(np.float32)
     pop32 = log_pop.astype(np.float32)[None, :]
-    n_items = item_vecs.shape[0]
 
     def chunk(start: int) -> tuple[np.ndarray, np.ndarray]:
         idx = np.arange(start, min(start + _CHUNK, n_users))
@@ -190,29 +190,58 @@ def _sample_log(
             np.log(e, out=e)
         util -= e
         del e
-        # each user's n best keys, best first; users grouped by n rounded up to a power of
-        # two, so that no group sorts many more keys than its users keep
-        n = n_per_user[idx]
-        group = np.ceil(np.log2(n)).astype(np.int64)
-        users, items = [], []
-        for gr in np.unique(group):
-            rows = np.flatnonzero(group == gr)
-            n_max = int(n[rows].max())
-            sub = util[rows]
-            top = np.argpartition(sub, n_items - n_max, axis=1)[:, n_items - n_max :]
-            order = np.argsort(-np.take_along_axis(sub, top, axis=1), axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            keep = np.arange(n_max)[None, :] < n[rows][:, None]
-            users.append(np.broadcast_to(rows[:, None], top.shape)[keep])
-            items.append(top[keep])
-        users, items = np.concatenate(users), np.concatenate(items)
-        by_user = np.argsort(users, kind="stable")  # back in user order, each user's best first
-        return idx[users[by_user]].astype(np.int32), items[by_user].astype(np.int32)
+        users, items = _best_keys(util, n_per_user[idx])
+        return idx[users].astype(np.int32), items.astype(np.int32)
 
     # each chunk has its own generator, so chunks run on threads, joined in order: the same
     # world whatever the threads
     parts = map_in_threads(chunk, range(0, n_users, _CHUNK))
     return np.concatenate([u for u, _ in parts]), np.concatenate([i for _, i in parts])
+
+
+def _best_keys(keys: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``n`` largest keys, largest first, equal keys in column order: keys (r, m)
+    float32, n (r,) -> (rows, columns) of the picks, row by row.
+
+    Only keys at or above a threshold per row are sorted. With ``b`` block maxima per row
+    (``_KEY_BLOCKS`` blocks of adjacent columns), the row's ``n``-th largest block maximum
+    has ``n`` keys at or above it, so the row's ``n`` best are there too; a row whose ``n``
+    is over ``b`` takes its exact ``n``-th largest key instead."""
+    r, m = keys.shape
+    b = min(_KEY_BLOCKS, m)
+    w = m // b
+    block_max = np.sort(keys[:, : b * w].reshape(r, b, w).max(axis=2), axis=1)
+    threshold = block_max[np.arange(r), np.maximum(b - n, 0)]
+    heavy = np.flatnonzero(n > b)
+    for kth in np.unique(n[heavy]):
+        rows = heavy[n[heavy] == kth]
+        threshold[rows] = np.partition(keys[rows], m - kth, axis=1)[:, m - kth]
+    flat = np.flatnonzero(keys >= threshold[:, None])  # row by row, columns ascending
+    rows, cols = np.divmod(flat, m)
+    order = _descending_within_rows(rows, cols, keys.ravel()[flat], r, m)
+    rows, cols = rows[order], cols[order]
+    rank = np.arange(rows.size) - np.searchsorted(rows, np.arange(r))[rows]
+    keep = rank < n[rows]
+    return rows[keep], cols[keep]
+
+
+def _descending_within_rows(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, n_cols: int
+) -> np.ndarray:
+    """The order of (rows, cols, values) (m,) by row, then value descending, then column:
+    one sort of a packed 64-bit key (row, the float32 value's bits flipped to sort
+    descending, column) where it fits, else a lexsort. Pairs (row, column) are distinct."""
+    row_bits, col_bits = int(n_rows - 1).bit_length(), int(n_cols - 1).bit_length()
+    if row_bits + 32 + col_bits > 64:
+        return np.lexsort((cols, -values, rows))
+    bits = (values.astype(np.float32) + np.float32(0.0)).view(np.uint32)  # -0.0 as +0.0
+    # the IEEE bits in ascending order of the value (negatives flipped, positives marked),
+    # then complemented for descending
+    ascending = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))
+    key = rows.astype(np.uint64) << np.uint64(32 + col_bits)
+    key |= (~ascending).astype(np.uint64) << np.uint64(col_bits)
+    key |= cols.astype(np.uint64)
+    return np.argsort(key)
 
 
 def _timestamps(
