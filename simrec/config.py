@@ -109,7 +109,8 @@ class DataConfig(_Section):
         unknown = sorted(set(v) - set(TABLE_COLUMN_KEYS))
         if unknown:
             raise ValueError(
-                f"expected keys among {', '.join(TABLE_COLUMN_KEYS)}, got {', '.join(unknown)}"
+                f"unknown keys {', '.join(unknown)}: expected keys among "
+                f"{', '.join(TABLE_COLUMN_KEYS)}"
             )
         return v
 
@@ -273,7 +274,7 @@ class MemoryConfig(_Section):
     def _known_embedding(cls, v: str) -> str:
         if v in ("default", "tfidf", "items") or (v.startswith("sentence:") and len(v) > 9):
             return v
-        raise ValueError(f"expected default, tfidf, items or sentence:MODEL, got {v!r}")
+        raise ValueError("expected default, tfidf, items or sentence:MODEL")
 
 
 class UtilityBrainConfig(_Section):
@@ -372,8 +373,7 @@ class OutputConfig(_Section):
         parts = urlsplit(v)
         if not parts.scheme or len(parts.scheme) == 1:  # 'C:' is a drive, not a scheme
             raise ValueError(
-                f"expected a URI with a scheme (file:///path, s3://bucket/path, gs://...), "
-                f"got {v!r}"
+                "expected a URI with a scheme (file:///path, s3://bucket/path, gs://...)"
             )
         secret_query = re.search(r"key|secret|token|password", parts.query, re.IGNORECASE)
         if parts.username or parts.password or secret_query:
@@ -430,9 +430,7 @@ class RunConfig(_Section):
     def _safe_name(cls, v: str | None) -> str | None:
         if v is None or is_safe_name(v):
             return v
-        raise ValueError(
-            f"expected 1-128 letters, digits, '.', '_' or '-' (it names a folder), got {v!r}"
-        )
+        raise ValueError("expected 1-128 letters, digits, '.', '_' or '-' (it names a folder)")
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -488,6 +486,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         got = _without_secrets(e.get("input"))
         msg = e["msg"].replace("Extra inputs are not permitted", "unknown field")
+        msg = msg.removeprefix("Value error, ")  # simrec's own checks: the message alone
         if e["type"] == "extra_forbidden":
             lines.append(f"{source}: field '{loc}': unknown field")
         else:
