@@ -44,7 +44,7 @@ def calibration_parts(users: int, items: int) -> None:
     """Each stage of the calibration alone, one after another, on the same world (in a run the
     choice evidence fits on a second thread beside the rating model and the personas)."""
     from simrec.agents import taste
-    from simrec.agents.brains.utility import UtilityBrain, _Evidence
+    from simrec.agents.brains.utility import UtilityBrain
     from simrec.agents.persona import derive_personas
     from simrec.config import SyntheticWorldConfig, UtilityBrainConfig
     from simrec.data import make_world
@@ -61,7 +61,9 @@ def calibration_parts(users: int, items: int) -> None:
         times[name] = time.perf_counter() - t0
         return out
 
-    brain.evidence = timed("choice evidence (LDA, genre taste)", _Evidence.fit, brain, data, log)
+    brain.evidence = timed(
+        "choice evidence (taste_dim: auto's choice, LDA, genre taste)", brain._fit_evidence, data
+    )
     brain.choice = brain.evidence.choice
     brain.rating_model = timed("rating model (biased MF by ALS)", brain.fit_rating, data, log)
     personas = timed("personas", derive_personas, data, brain.rating_model.user_bias)

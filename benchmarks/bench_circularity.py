@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--exposure", type=float, help="brain.exposure (default: the config's)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    # taste:calibration, or taste:calibration:dims for a fixed brain.taste_dim (else auto)
     variants = [tuple(v.split(":")) for v in args.variants.split(",")]
     print(
         f"{args.users} users x {args.items} items, {args.per_user:g} per user, {args.ticks} ticks"
@@ -44,7 +45,8 @@ def main() -> None:
     print(head)
     summary: dict[tuple, list] = {v: [] for v in variants}
     for seed in seeds:
-        for taste, calibration in variants:
+        for variant in variants:
+            taste, calibration, *dims = variant
             cfg = {
                 "seed": seed,
                 "data": {
@@ -57,6 +59,8 @@ def main() -> None:
                 "simulation": {"ticks": args.ticks},
                 "brain": {"taste_model": taste, "click_calibration": calibration},
             }
+            if dims:
+                cfg["brain"]["taste_dim"] = int(dims[0])
             if args.exposure is not None:
                 cfg["brain"]["exposure"] = args.exposure
             t = time.perf_counter()
@@ -70,21 +74,21 @@ def main() -> None:
                 for p in ("als", "bpr", "popular")
             }
             auc = v[("discrimination", "1:1", "roc_auc", "simrec")]
-            summary[(taste, calibration)].append((tau_real, tau_ideal, shift, auc, wall))
+            summary[variant].append((tau_real, tau_ideal, shift, auc, wall))
             print(
-                f"{taste + ':' + calibration:<22} {seed:>4} {wall:>5.0f}s {tau_real:>9.3f} "
+                f"{':'.join(variant):<22} {seed:>4} {wall:>5.0f}s {tau_real:>9.3f} "
                 f"{tau_ideal:>10.3f} {shift['als']:>+5d} {shift['bpr']:>+4d} "
                 f"{shift['als'] + shift['bpr']:>+7d} {shift['popular']:>+8d} {auc:>8.3f}"
             )
     print("\nsummary: mean tau vs Recall@20 and vs the ideal simulator; runs where the MF family")
     print("is lifted (als + bpr rank shift vs the ideal > 0) and where als or bpr alone is;")
     print("mean ROC AUC; mean wall time")
-    for (taste, calibration), runs in summary.items():
+    for variant, runs in summary.items():
         tr, ti, shifts, auc, wall = zip(*runs, strict=True)
         lifted = sum(s["als"] + s["bpr"] > 0 for s in shifts)
         either = sum(s["als"] > 0 or s["bpr"] > 0 for s in shifts)
         print(
-            f"  {taste + ':' + calibration:<22} tau R@20 {np.mean(tr):.3f}  tau ideal "
+            f"  {':'.join(variant):<22} tau R@20 {np.mean(tr):.3f}  tau ideal "
             f"{np.mean(ti):.3f}  MF lifted {lifted}/{len(runs)}  als or bpr {either}/{len(runs)}"
             f"  AUC {np.mean(auc):.3f}  {np.mean(wall):.0f} s"
         )

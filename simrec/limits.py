@@ -51,7 +51,9 @@ def estimate_memory(
     if cfg.population.items is not None:
         n_items = min(n_items, cfg.population.items)
     agents = cfg.population.users or n_users
-    dim = cfg.brain.taste_dim
+    from simrec.agents.taste import TASTE_DIMS
+
+    dim = max(TASTE_DIMS) if cfg.brain.taste_dim == "auto" else cfg.brain.taste_dim
     parts = {
         # the seed log (users x interactions, four columns) of a synthetic world
         "seed log": int(n_users * syn.interactions_per_user * 24) if synthetic else 0,

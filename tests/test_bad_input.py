@@ -132,6 +132,12 @@ def case_bad_config_value(w, tmp):
     return [str(cfg)], ["c.yaml", "simulation.page_size", "-3"]
 
 
+def case_bad_taste_dim(w, tmp):
+    cfg = tmp / "c.yaml"
+    cfg.write_text("brain:\n  taste_dim: many\n")
+    return [str(cfg)], ["c.yaml", "brain.taste_dim", "2 to 256, or auto", "'many'"]
+
+
 def case_unknown_config_field(w, tmp):
     cfg = tmp / "c.toml"
     cfg.write_text("[simulation]\npages = 3\n")

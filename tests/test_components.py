@@ -230,7 +230,6 @@ def test_rating_model_beats_the_global_mean_on_held_out_ratings(monkeypatch, fit
     when past ALS_FIT_USERS users every sweep but the last runs on a sample of them (then
     still deterministic)."""
     import simrec.agents.taste as taste
-    from simrec.agents.taste import fit_rating_model
     from simrec.data.dataset import Interactions
 
     if fit_users is not None:
@@ -242,30 +241,14 @@ def test_rating_model_beats_the_global_mean_on_held_out_ratings(monkeypatch, fit
     train = Interactions(
         log.user[~test], log.item[~test], log.rating[~test], log.timestamp[~test], log.user_ids
     )
-    cfg = UtilityBrainConfig()
-    rm = fit_rating_model(
-        train,
-        1000,
-        w.scale,
-        dim=cfg.taste_dim,
-        reg=cfg.fit_regularization,
-        sweeps=cfg.fit_iterations,
-        seed=0,
-    )
+    brain = UtilityBrain(UtilityBrainConfig(), seed=0)  # the default rating model
+    rm = brain.fit_rating(w, train)
     pred = rm.expected(log.user[test].astype(np.int64), log.item[test].astype(np.int64))
     rmse = np.sqrt(np.mean((pred - log.rating[test]) ** 2))
     baseline = np.sqrt(np.mean((log.rating[~test].mean() - log.rating[test]) ** 2))
     assert rmse < 0.9 * baseline
     assert abs(rm.sigma - rmse) < 0.15  # the noise it samples is close to its held-out error
-    again = fit_rating_model(
-        train,
-        1000,
-        w.scale,
-        dim=cfg.taste_dim,
-        reg=cfg.fit_regularization,
-        sweeps=cfg.fit_iterations,
-        seed=0,
-    )
+    again = brain.fit_rating(w, train)
     np.testing.assert_array_equal(again.user_factors, rm.user_factors)
 
 
@@ -343,6 +326,75 @@ def test_topic_taste_from_a_user_sample_still_separates_choices(world, monkeypat
     assert (aff(pos) > aff(neg)).mean() > 0.7
 
 
+def test_auto_taste_dim_takes_the_dimension_that_predicts_held_out_choices(world, monkeypatch):
+    """select_taste_dim scores each size on choices its model has not seen: a model that
+    knows every user's whole log (offered only at the second size) wins against random ones,
+    and the search stops at the first size that scores below the best before it."""
+    from collections import OrderedDict
+
+    import simrec.agents.taste as taste
+
+    log, n = world.interactions, world.catalog.n_items
+    knows_all = log.matrix(n).toarray().astype(np.float32)  # (users, items): 1 if consumed
+    first, best, third = taste.TASTE_DIMS[:3]
+    tried = []
+
+    def fake_fit(early, n_items, dim, seed):
+        tried.append(dim)
+        if dim == best:
+            return taste.ChoiceFactors(knows_all, np.eye(n_items, dtype=np.float32))
+        g = np.random.default_rng(dim)
+        return taste.ChoiceFactors(
+            g.random((early.n_users, dim), np.float32), g.random((n_items, dim), np.float32)
+        )
+
+    monkeypatch.setattr(taste, "fit_choice_factors", fake_fit)
+    monkeypatch.setattr(taste, "_SELECTIONS", OrderedDict())
+    dim, scores = taste.select_taste_dim("svd", log, n, seed=0)
+    assert dim == best and tried == [first, best, third] and list(scores) == tried
+    # (negatives the user consumed later tie with the held-out choice: not quite 1)
+    assert scores[best] > 0.95 and abs(scores[first] - 0.5) < 0.05
+    assert scores[third] < scores[best]
+    assert taste.select_taste_dim("svd", log, n, seed=0) == (dim, scores)  # remembered
+    assert tried == [first, best, third]
+
+    # too few held-out choices to tell the sizes apart: the default size, no scores
+    monkeypatch.setattr(taste, "SELECT_MIN_ROWS", 10**9)
+    assert taste.select_taste_dim("svd", log, n, seed=1) == (taste.DEFAULT_TASTE_DIM, {})
+
+
+def test_auto_taste_dim_on_a_user_sample_is_seeded_and_recorded(world, monkeypatch, tmp_path):
+    """Past SELECT_USERS users the sizes are scored on a seeded sample; the run's manifest
+    records the size used and every score; a fixed taste_dim records no scores."""
+    import json
+    from collections import OrderedDict
+
+    import simrec
+    import simrec.agents.taste as taste
+
+    log, n = world.interactions, world.catalog.n_items
+    monkeypatch.setattr(taste, "SELECT_USERS", log.n_users // 2)
+    monkeypatch.setattr(taste, "SELECT_MIN_ROWS", 20)
+    monkeypatch.setattr(taste, "_SELECTIONS", OrderedDict())
+    first = taste.select_taste_dim("lda", log, n, seed=3)
+    taste._SELECTIONS.clear()
+    assert taste.select_taste_dim("lda", log, n, seed=3) == first
+    dim, scores = first
+    assert dim in taste.TASTE_DIMS and scores[dim] == max(scores.values())
+    assert all(0.5 < v <= 1.0 for v in scores.values())  # better than chance: real choices
+
+    cfg = {"data": {"synthetic": {"users": 120, "items": 90}}, "simulation": {"ticks": 1}}
+    for name, brain in (("auto", {}), ("fixed", {"taste_dim": 6})):
+        simrec.run({**cfg, "brain": brain, "output": {"dir": str(tmp_path / name)}})
+    auto = json.loads((tmp_path / "auto" / "manifest.json").read_text())["brain"]
+    assert auto["taste_dim"] in taste.TASTE_DIMS
+    assert auto["taste_dim_scores"][str(auto["taste_dim"])] == max(
+        auto["taste_dim_scores"].values()
+    )
+    fixed = json.loads((tmp_path / "fixed" / "manifest.json").read_text())["brain"]
+    assert fixed["taste_dim"] == 6 and fixed["taste_dim_scores"] == {}
+
+
 def test_taste_fits_are_reused_only_for_the_same_log(world, monkeypatch, tmp_path):
     """fit_taste remembers a fit by its inputs: the same log (even reloaded by a second run)
     is fitted once, and a different log, seed or kind is fitted anew; reused arrays are
@@ -364,7 +416,11 @@ def test_taste_fits_are_reused_only_for_the_same_log(world, monkeypatch, tmp_pat
     assert taste.fit_taste("lda", log, n, 8, 1) is not a and len(calls) == 3
     assert not taste.fit_taste("svd", log, n, 8, 0).log_affinity and len(calls) == 3
     calls.clear()
+    monkeypatch.setattr(taste, "_SELECTIONS", OrderedDict())
     cfg = {"data": {"synthetic": {"users": 120, "items": 90}}, "simulation": {"ticks": 1}}
-    for run in ("a", "b"):
-        simrec.run({**cfg, "output": {"dir": str(tmp_path / run)}})
-    assert len(calls) == 1  # the second run loads the same world and reuses the fit
+    simrec.run({**cfg, "output": {"dir": str(tmp_path / "a")}})
+    first = len(calls)
+    assert first >= 2  # taste_dim: auto's candidates on part of the log, then the final fit
+    simrec.run({**cfg, "output": {"dir": str(tmp_path / "b")}})
+    assert len(calls) == first  # the second run loads the same world: the choice and the fit
+    # are both reused

@@ -549,17 +549,16 @@ def test_real_movielens_100k_direction():
     als, bpr and itemknn are close in simulated engagement. With log popularity read as taste
     (the report's exposure-0 reading) tau is 0.87."""
     table = F.fidelity({"data": {"format": "recbole", "path": "ml-100k"}})
-    # every baseline beaten at every ratio, in accuracy and F1. Measured at this commit (seed
-    # 0): margins over the best baseline 0.005-0.009, except accuracy at 1:9 over als, 0.0011
-    # (200 of 179,820 pairs; 0.010 and 0.020 with seeds 1 and 2, where F1 at 1:1 is within
-    # 0.003 of itemknn's either way), so that cell may tie within 0.002
+    # every baseline beaten at every ratio, in accuracy and F1. Measured at this commit, with
+    # brain.taste_dim: auto choosing 8 topics: margins over the best baseline 0.007-0.018 with
+    # seed 0 (the least: accuracy at 1:9 over als), 0.011-0.016 and 0.010-0.026 with seeds 1
+    # and 2 (16 topics gave 0.001-0.009, and lost a cell with seed 2)
     for ratio in ("1:1", "1:2", "1:3", "1:9"):
         for metric in ("accuracy", "f1"):
             ours = _figure(table, "discrimination", ratio, metric)
             for baseline in ("popularity", "itemknn", "als"):
-                slack = 0.002 if (ratio, metric, baseline) == ("1:9", "accuracy", "als") else 0
                 theirs = _figure(table, "discrimination", ratio, metric, baseline)
-                assert ours > theirs - slack, (ratio, metric, baseline, ours, theirs)
+                assert ours > theirs, (ratio, metric, baseline, ours, theirs)
     ours = _figure(table, "discrimination", "1:1", "roc_auc")
     for baseline in ("popularity", "itemknn", "als"):
         assert ours > _figure(table, "discrimination", "1:1", "roc_auc", baseline)

@@ -6,6 +6,8 @@
   variational Bayes vectorised over the interactions); the default, since no built-in policy
   is a topic model (see the fidelity report).
 * :func:`fit_taste`: either of them, remembered across runs on the same log.
+* :func:`select_taste_dim`: their number of dimensions, chosen by how well each predicts the
+  log's users' latest choices from their earlier ones.
 * :func:`world_factors`: a synthetic world's own choice utility, the ideal taste model.
 * :func:`fit_rating_model`: how a user would rate. Biased matrix factorisation fitted by
   alternating least squares, each sweep solving all users (then all items) as one batched
@@ -91,10 +93,7 @@ def fit_taste(kind: str, log: Interactions, n_items: int, dim: int, seed: int) -
     few distinct inputs: a fidelity report or an A/B test calibrates its runs on the same log,
     and an LDA fit of a MovieLens-1M-sized log takes about 20 s on 2 cores. The fit is a pure
     function of the key, so reuse cannot change a result; the arrays are read-only."""
-    digest = hashlib.blake2b(digest_size=16)
-    for a in (log.user, log.item):
-        digest.update(np.ascontiguousarray(a).view(np.uint8))
-    key = (kind, log.n_users, n_items, dim, seed, digest.hexdigest())
+    key = _log_key(kind, log, n_items, dim, seed)
     if key in _FITS:
         _FITS.move_to_end(key)
         return _FITS[key]
@@ -106,6 +105,88 @@ def fit_taste(kind: str, log: Interactions, n_items: int, dim: int, seed: int) -
     while len(_FITS) > _FIT_CACHE_SIZE:
         _FITS.popitem(last=False)
     return factors
+
+
+def _log_key(kind: str, log: Interactions, n_items: int, dim: int, seed: int) -> tuple:
+    """What a fit of ``log`` depends on: the model, sizes, seed and the log's pairs."""
+    digest = hashlib.blake2b(digest_size=16)
+    for a in (log.user, log.item):
+        digest.update(np.ascontiguousarray(a).view(np.uint8))
+    return (kind, log.n_users, n_items, dim, seed, digest.hexdigest())
+
+
+TASTE_DIMS = (8, 16, 32)  # the sizes taste_dim: auto chooses among, in this order
+SELECT_USERS = LDA_FIT_USERS  # auto scores the sizes on a sample of this many users, as many as
+# the topics of a larger log are learnt from (fewer would favour too few dimensions)
+SELECT_HOLDOUT = 0.2  # each sampled user's latest share of interactions is what is predicted
+SELECT_NEGATIVES = 20  # items each held-out choice is ranked against
+SELECT_MIN_ROWS = 200  # fewer held-out choices than this: no choice, DEFAULT_TASTE_DIM
+DEFAULT_TASTE_DIM = 16
+_SELECT_BLOCK = 16384
+_SELECTIONS: OrderedDict[tuple, tuple[int, dict[int, float]]] = OrderedDict()
+
+
+def select_taste_dim(
+    kind: str, log: Interactions, n_items: int, seed: int
+) -> tuple[int, dict[int, float]]:
+    """The number of dimensions of the ``kind`` ("svd" or "lda") taste model that best
+    predicts unseen choices, and each tried dimension's score: on a seeded sample of at most
+    SELECT_USERS users, a model of each size in TASTE_DIMS is fitted on every user's earlier
+    interactions, and scored by the ROC AUC of its affinity for the user's latest
+    SELECT_HOLDOUT share against SELECT_NEGATIVES items drawn uniformly from those the user had
+    not consumed (ties count half). Sizes are tried smallest first and the search stops at the
+    first that scores below the one before (more dimensions only fit the sample's noise
+    better from there). With under SELECT_MIN_ROWS held-out choices: DEFAULT_TASTE_DIM and no
+    scores. Remembered per log, as :func:`fit_taste` is."""
+    key = _log_key(kind, log, n_items, 0, seed)
+    if key in _SELECTIONS:
+        return _SELECTIONS[key]
+    g = Streams(seed).generator("taste-dim")
+    sample = log
+    if log.n_users > SELECT_USERS:
+        users = np.sort(g.choice(log.n_users, SELECT_USERS, replace=False))
+        index = np.full(log.n_users, -1, np.int64)
+        index[users] = np.arange(users.size)
+        rows = np.flatnonzero(index[log.user] >= 0)
+        sample = Interactions(
+            index[log.user[rows]].astype(np.int32),
+            log.item[rows],
+            log.rating[rows],
+            log.timestamp[rows],
+            log.user_ids[users],
+        )
+    early_rows, late_rows = sample.latest(SELECT_HOLDOUT)
+    chosen: tuple[int, dict[int, float]] = (DEFAULT_TASTE_DIM, {})
+    if late_rows.size >= SELECT_MIN_ROWS:
+        early = sample.take(early_rows)
+        users = sample.user[late_rows].astype(np.int64)
+        positives = sample.item[late_rows].astype(np.int64)
+        negatives = g.integers(0, n_items, (users.size, SELECT_NEGATIVES))
+        seen = early.matrix(n_items)
+        # negatives the user had consumed are left out (a binary search in sorted pair keys)
+        keys = np.repeat(np.arange(seen.shape[0], dtype=np.int64) * n_items, np.diff(seen.indptr))
+        keys = np.append(keys + seen.indices, seen.shape[0] * n_items)
+        wanted = users[:, None] * n_items + negatives
+        fresh = keys[np.searchsorted(keys, wanted)] != wanted
+        fit = fit_topic_factors if kind == "lda" else fit_choice_factors
+        scores: dict[int, float] = {}
+        for dim in TASTE_DIMS:
+            f = fit(early, n_items, dim, seed)
+            wins = 0.0
+            for lo in range(0, users.size, _SELECT_BLOCK):  # (rows, negatives, d) in blocks
+                b = slice(lo, lo + _SELECT_BLOCK)
+                taste = f.taste[users[b]]
+                pos = np.einsum("nd,nd->n", taste, f.items[positives[b]])[:, None]
+                neg = np.einsum("nd,nkd->nk", taste, f.items[negatives[b]])
+                wins += float((((pos > neg) + 0.5 * (pos == neg)) * fresh[b]).sum())
+            scores[dim] = wins / max(int(fresh.sum()), 1)
+            if len(scores) > 1 and scores[dim] < scores[max(scores, key=scores.get)]:
+                break
+        chosen = (max(scores, key=scores.get), scores)
+    _SELECTIONS[key] = chosen
+    while len(_SELECTIONS) > _FIT_CACHE_SIZE:
+        _SELECTIONS.popitem(last=False)
+    return chosen
 
 
 def fit_choice_factors(log: Interactions, n_items: int, dim: int, seed: int) -> ChoiceFactors:

@@ -36,6 +36,7 @@ from scipy.special import expit, logit, ndtri
 from simrec.agents.brains.base import PageBatch, PageDecisions
 from simrec.agents.persona import Personas, persona_traits, with_profiles
 from simrec.agents.taste import (
+    DEFAULT_TASTE_DIM,
     ChoiceFactors,
     GenreTaste,
     RatingModel,
@@ -43,6 +44,7 @@ from simrec.agents.taste import (
     fit_genre_taste,
     fit_rating_model,
     fit_taste,
+    select_taste_dim,
     world_factors,
 )
 from simrec.arrays import map_in_threads, rowwise_dot
@@ -132,6 +134,8 @@ class UtilityBrain:
         self.log_exposure = np.zeros(0, np.float32)
         self.has_ratings = False
         self.click_calibration: str | None = None
+        self.taste_dim: int | None = None  # the choice model's dimensions, once fitted
+        self.taste_dim_scores: dict[int, float] = {}  # what taste_dim: auto chose from
         self.exposure_watch = np.zeros(0)
         # bound to a population by bind(): one row per agent
         self.streams = Streams(seed)
@@ -160,9 +164,7 @@ class UtilityBrain:
         # the others), and none depends on which finishes first
         with ThreadPoolExecutor(2, thread_name_prefix="simrec-fit") as pool:
             # (in this thread's context: the engine's user blocks, arrays.user_blocks_on)
-            evidence = pool.submit(
-                contextvars.copy_context().run, _Evidence.fit, self, data, data.interactions
-            )
+            evidence = pool.submit(contextvars.copy_context().run, self._fit_evidence, data)
             traits = pool.submit(persona_traits, data)
             self.rating_model = self.fit_rating(data, data.interactions)
             self.has_ratings = bool(np.isfinite(data.interactions.rating).any())
@@ -173,15 +175,32 @@ class UtilityBrain:
         self.exposure_watch = self._exposure_watch(data.interactions, personas)
         return personas
 
-    def fit_rating(self, data: Dataset, log) -> RatingModel:
-        """The rating model of ``config`` (biased MF, ``taste_dim`` factors) fitted on ``log``
-        (rows of ``data``'s)."""
+    def _fit_evidence(self, data: Dataset) -> _Evidence:
+        """The choice evidence of the whole log, with the taste model's dimensions chosen
+        first when ``taste_dim`` is auto (:func:`select_taste_dim`)."""
         c = self.config
+        log, n_items = data.interactions, data.catalog.n_items
+        if c.taste_dim != "auto":
+            self.taste_dim, self.taste_dim_scores = c.taste_dim, {}
+        elif c.taste_model == "oracle":  # the world's own model: its dimensions are its own
+            self.taste_dim, self.taste_dim_scores = DEFAULT_TASTE_DIM, {}
+        else:
+            self.taste_dim, self.taste_dim_scores = select_taste_dim(
+                c.taste_model, log, n_items, self.seed
+            )
+        return _Evidence.fit(self, data, log)
+
+    def fit_rating(self, data: Dataset, log) -> RatingModel:
+        """The rating model of ``config`` (biased MF, ``rating_dim`` factors: by default
+        ``taste_dim``, or DEFAULT_TASTE_DIM when that is auto) fitted on ``log`` (rows of
+        ``data``'s)."""
+        c = self.config
+        dim = c.rating_dim or (DEFAULT_TASTE_DIM if c.taste_dim == "auto" else c.taste_dim)
         return fit_rating_model(
             log,
             data.catalog.n_items,
             data.scale,
-            dim=c.taste_dim,
+            dim=dim,
             reg=c.fit_regularization,
             sweeps=c.fit_iterations,
             seed=self.seed,
@@ -192,7 +211,7 @@ class UtilityBrain:
         c = self.config
         if c.taste_model == "oracle":
             return world_factors(data.truth)
-        return fit_taste(c.taste_model, log, data.catalog.n_items, c.taste_dim, self.seed)
+        return fit_taste(c.taste_model, log, data.catalog.n_items, self.taste_dim, self.seed)
 
     def _fit_click_weights(self, data: Dataset, personas: Personas) -> ClickWeights:
         """Logistic regression of watched items against items drawn from the log's exposure
