@@ -143,3 +143,36 @@ def row_top(m: sp.csr_matrix, row: int, n: int) -> tuple[np.ndarray, np.ndarray]
     val = m.data[m.indptr[row] : m.indptr[row + 1]]
     order = np.lexsort((idx, -val))[:n]
     return idx[order], val[order]
+
+
+_DENSE_MASK_LIMIT = 64_000_000  # cells of the dense exclusion lookup (64 MB of bools)
+
+
+def excluded_mask(candidates: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
+    """Which candidates are excluded. candidates: (n, m) item indices -> (n, m) bool."""
+    if exclude is None or exclude.nnz == 0:
+        return np.zeros(candidates.shape, bool)
+    ex = exclude.tocsr()
+    n, n_items = ex.shape
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(ex.indptr))
+    if n > 1 and candidates.strides[0] == 0:  # one candidate list shared by every row
+        shared = candidates[0]
+        column = np.full(n_items, -1, np.int64)
+        column[shared[shared >= 0]] = np.flatnonzero(shared >= 0)
+        col = column[ex.indices]
+        hit = col >= 0
+        mask = np.zeros(candidates.shape, bool)
+        mask[rows[hit], col[hit]] = True
+        return mask
+    if n * n_items <= _DENSE_MASK_LIMIT:  # a dense (n, n_items) lookup table is cheapest
+        table = np.zeros((n, n_items), bool)
+        table[rows, ex.indices] = True
+        safe = np.maximum(candidates, 0)
+        return table[np.arange(n)[:, None], safe] & (candidates >= 0)
+    if not ex.has_sorted_indices:
+        ex = ex.copy()
+        ex.sort_indices()
+    keys = rows * np.int64(n_items) + ex.indices.astype(np.int64)
+    cand = np.arange(n, dtype=np.int64)[:, None] * np.int64(n_items) + candidates
+    pos = np.minimum(np.searchsorted(keys, cand), keys.size - 1)
+    return (keys[pos] == cand) & (candidates >= 0)

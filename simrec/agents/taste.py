@@ -24,7 +24,13 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
-from simrec.arrays import MAX_THREADS, map_in_threads, map_user_blocks, rowwise_dot
+from simrec.arrays import (
+    MAX_THREADS,
+    excluded_mask,
+    map_in_threads,
+    map_user_blocks,
+    rowwise_dot,
+)
 from simrec.data.dataset import Interactions, RatingScale, WorldTruth
 from simrec.rng import Streams
 
@@ -138,7 +144,7 @@ def select_taste_dim(
     first that scores below the one before (more dimensions only fit the sample's noise
     better from there). With under SELECT_MIN_ROWS held-out choices: DEFAULT_TASTE_DIM and no
     scores. Remembered per log, as :func:`fit_taste` is."""
-    key = _log_key(kind, log, n_items, 0, seed)
+    key = _log_key(kind, log, n_items, 0, seed)  # (0: any size)
     if key in _SELECTIONS:
         return _SELECTIONS[key]
     g = Streams(seed).generator("taste-dim")
@@ -162,14 +168,10 @@ def select_taste_dim(
         users = sample.user[late_rows].astype(np.int64)
         positives = sample.item[late_rows].astype(np.int64)
         negatives = g.integers(0, n_items, (users.size, SELECT_NEGATIVES))
-        seen = early.matrix(n_items)
-        # negatives the user had consumed are left out (a binary search in sorted pair keys)
-        keys = np.repeat(np.arange(seen.shape[0], dtype=np.int64) * n_items, np.diff(seen.indptr))
-        keys = np.append(keys + seen.indices, seen.shape[0] * n_items)
-        wanted = users[:, None] * n_items + negatives
-        fresh = keys[np.searchsorted(keys, wanted)] != wanted
+        fresh = ~excluded_mask(negatives, early.matrix(n_items)[users])  # not yet consumed
         fit = fit_topic_factors if kind == "lda" else fit_choice_factors
         scores: dict[int, float] = {}
+        previous = -np.inf
         for dim in TASTE_DIMS:
             f = fit(early, n_items, dim, seed)
             wins = 0.0
@@ -180,8 +182,9 @@ def select_taste_dim(
                 neg = np.einsum("nd,nkd->nk", taste, f.items[negatives[b]])
                 wins += float((((pos > neg) + 0.5 * (pos == neg)) * fresh[b]).sum())
             scores[dim] = wins / max(int(fresh.sum()), 1)
-            if len(scores) > 1 and scores[dim] < scores[max(scores, key=scores.get)]:
+            if scores[dim] < previous:
                 break
+            previous = scores[dim]
         chosen = (max(scores, key=scores.get), scores)
     _SELECTIONS[key] = chosen
     while len(_SELECTIONS) > _FIT_CACHE_SIZE:

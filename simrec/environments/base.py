@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+# excluded_mask is re-exported: policies, and plug-in policies, import it from here
+from simrec.arrays import excluded_mask as excluded_mask
 from simrec.data.dataset import Catalog
 from simrec.errors import ConfigError
 from simrec.rng import Streams
-
-_DENSE_MASK_LIMIT = 64_000_000  # cells of the dense exclusion lookup (64 MB of bools)
 
 
 @dataclass
@@ -77,36 +77,6 @@ class Recommender(Protocol):
         self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
     ) -> Slates:
         """Slates for ``users`` (n,) int64; ``exclude``: (n, n_items) CSR aligned with users."""
-
-
-def excluded_mask(candidates: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
-    """Which candidates are excluded. candidates: (n, m) item indices -> (n, m) bool."""
-    if exclude is None or exclude.nnz == 0:
-        return np.zeros(candidates.shape, bool)
-    ex = exclude.tocsr()
-    n, n_items = ex.shape
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(ex.indptr))
-    if n > 1 and candidates.strides[0] == 0:  # one candidate list shared by every row
-        shared = candidates[0]
-        column = np.full(n_items, -1, np.int64)
-        column[shared[shared >= 0]] = np.flatnonzero(shared >= 0)
-        col = column[ex.indices]
-        hit = col >= 0
-        mask = np.zeros(candidates.shape, bool)
-        mask[rows[hit], col[hit]] = True
-        return mask
-    if n * n_items <= _DENSE_MASK_LIMIT:  # a dense (n, n_items) lookup table is cheapest
-        table = np.zeros((n, n_items), bool)
-        table[rows, ex.indices] = True
-        safe = np.maximum(candidates, 0)
-        return table[np.arange(n)[:, None], safe] & (candidates >= 0)
-    if not ex.has_sorted_indices:
-        ex = ex.copy()
-        ex.sort_indices()
-    keys = rows * np.int64(n_items) + ex.indices.astype(np.int64)
-    cand = np.arange(n, dtype=np.int64)[:, None] * np.int64(n_items) + candidates
-    pos = np.minimum(np.searchsorted(keys, cand), keys.size - 1)
-    return (keys[pos] == cand) & (candidates >= 0)
 
 
 def first_k(candidates: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

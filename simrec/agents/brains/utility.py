@@ -47,7 +47,7 @@ from simrec.agents.taste import (
     select_taste_dim,
     world_factors,
 )
-from simrec.arrays import map_in_threads, rowwise_dot
+from simrec.arrays import excluded_mask, map_in_threads, rowwise_dot
 from simrec.config import UtilityBrainConfig
 from simrec.data.dataset import Dataset
 from simrec.errors import ConfigError
@@ -284,19 +284,12 @@ class UtilityBrain:
         n, n_items = len(personas), self.log_exposure.size
         g = Streams(self.seed).generator("exposure-watch")
         items = g.choice(n_items, size=(n, _EXPOSURE_DRAWS), p=np.exp(self.evidence.exposure))
-        # sorted keys of the consumed pairs (the interaction matrix's rows hold sorted,
-        # distinct items), ending in a sentinel above every key
-        m = log.matrix(n_items)
-        consumed = np.repeat(np.arange(m.shape[0], dtype=np.int64) * n_items, np.diff(m.indptr))
-        consumed += m.indices
-        consumed = np.append(consumed, n * n_items)
+        m = log.matrix(n_items)  # one row per persona: personas are the log's users here
         out = np.empty(n)
 
         def block(lo: int) -> None:  # blocks of rows are independent: on threads
             agents = np.arange(lo, min(n, lo + _USER_BLOCK))
-            keys = agents[:, None] * n_items + items[agents]
-            # a binary search per key, not a set operation per block
-            fresh = consumed[np.searchsorted(consumed, keys)] != keys
+            fresh = ~excluded_mask(items[agents], m[agents[0] : agents[-1] + 1])
             p = expit(self.watch_logit(agents, items[agents]))
             out[agents] = (p * fresh).sum(axis=1) / np.maximum(fresh.sum(axis=1), 1)
 
