@@ -94,6 +94,7 @@ from simrec.evaluation.fidelity_report.ranking import (
     exposure_rows,
     offline_metrics,
     policy_offline_metrics,
+    popularity_rating_rows,
     ranking,
 )
 from simrec.evaluation.fidelity_report.rating import rating_fidelity
@@ -124,6 +125,7 @@ __all__ = [
     "discrimination",
     "discrimination_sets",
     "exposure_rows",
+    "popularity_rating_rows",
     "fidelity",
     "llm_discrimination",
     "llm_ratings",
@@ -263,6 +265,7 @@ def fidelity(
     rows += ranking(engagement, offline, BRAIN_FAMILIES[cfg.brain.taste_model], ideal or None)
     if readings:
         rows += exposure_rows(engagement, readings, offline, cfg.brain.exposure)
+    rows += popularity_rating_rows(split.train)
     for (section, setting, metric), (op, target) in TARGETS.items():
         rows.append((section, setting, f"target_{metric}", target, op))
     if llm is not None:

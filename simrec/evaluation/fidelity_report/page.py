@@ -14,6 +14,7 @@ from simrec import outputs
 from simrec.config import RunConfig
 from simrec.domain import DOMAINS, Domain
 from simrec.evaluation import page as blocks
+from simrec.evaluation.fidelity_report.ranking import MIN_RATINGS_PER_ITEM
 from simrec.evaluation.fidelity_report.split import TARGETS
 
 SCORECARD = (
@@ -83,12 +84,22 @@ def ranking_verdict(table: pd.DataFrame) -> str:
     stable = rk[(rk.setting == "pairs") & (rk.metric == "stable_share")].value
     depends = rk[rk.metric == "order_depends_on_exposure"].setting
     pairs = ", ".join(p.replace("|", " vs ") for p in depends)
+    clue = rk[(rk.setting == "popularity_vs_rating") & (rk.metric == "correlation")].value
+    items = rk[(rk.setting == "popularity_vs_rating") & (rk.metric == "items")].value
     return (
         f"{text}. How much of the log's popularity is exposure rather than taste decides part "
         f"of this order, and a log without impressions cannot tell: "
         + "; ".join(readings)
         + f". {float(stable.iloc[0]):.0%} of the pairs keep their order under every reading"
         + (f"; these depend on it: {pairs}" if pairs else "")
+        + (
+            f". A clue the log does hold: over the {int(items.iloc[0])} items with at least "
+            f"{MIN_RATINGS_PER_ITEM} ratings, log popularity and mean rating correlate at r = "
+            f"{float(clue.iloc[0]):.2f}; the more popularity goes with rating, the more of it "
+            f"is likely taste (the exposure 0 reading), the less, exposure"
+            if len(clue) and len(items)
+            else ""
+        )
     )
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import stats
 
+from simrec.data.dataset import Dataset
 from simrec.environments.registry import policy_family
 from simrec.evaluation.fidelity_report.split import Split
 from simrec.rng import Streams
@@ -198,3 +199,34 @@ def exposure_rows(
     stable = 1 - len(unstable) / max(len(pairs), 1)
     rows.append(("ranking", "pairs", "stable_share", stable, "simrec"))
     return rows
+
+
+MIN_RATINGS_PER_ITEM = 10  # items with fewer ratings are left out of popularity_vs_rating
+_MIN_ITEMS = 20
+
+
+def popularity_rating_rows(data: Dataset) -> list:
+    """Rows saying whether the log's popularity goes with its ratings: Pearson's r between an
+    item's log(1 + interactions) and its mean rating, over the items with at least
+    MIN_RATINGS_PER_ITEM ratings (setting ``popularity_vs_rating``, metrics ``correlation``
+    and ``items``, source ``real``). A clue to how much of the popularity is taste, which the
+    exposure readings bracket: where people came across items regardless of how much they
+    like them, popular items are rated no better than others. No rows without ratings or with
+    under _MIN_ITEMS such items."""
+    log, n_items = data.interactions, data.catalog.n_items
+    rated = np.isfinite(log.rating)
+    counts = np.bincount(log.item, minlength=n_items)
+    n_rated = np.bincount(log.item[rated], minlength=n_items)
+    keep = n_rated >= MIN_RATINGS_PER_ITEM
+    if keep.sum() < _MIN_ITEMS:
+        return []
+    mean = np.bincount(log.item[rated], log.rating[rated].astype(np.float64), n_items)[keep]
+    mean /= n_rated[keep]
+    pop = np.log1p(counts[keep].astype(np.float64))
+    if mean.std() == 0 or pop.std() == 0:
+        return []
+    r = float(np.corrcoef(pop, mean)[0, 1])
+    return [
+        ("ranking", "popularity_vs_rating", "correlation", r, "real"),
+        ("ranking", "popularity_vs_rating", "items", float(keep.sum()), "real"),
+    ]
