@@ -27,7 +27,7 @@ from simrec.agents.brains.base import Brain
 from simrec.agents.brains.utility import UtilityBrain
 from simrec.agents.persona import Personas, sample_population
 from simrec.config import RunConfig, load_config, validate_config
-from simrec.data import Dataset, Interactions, load, make_world
+from simrec.data import Dataset, load, make_world
 from simrec.domain import domain
 from simrec.environments.registry import make_policy
 from simrec.errors import InputError
@@ -109,15 +109,11 @@ def top_items(data: Dataset, n: int) -> Dataset:
     new_index = np.full(data.catalog.n_items, -1, np.int64)
     new_index[keep] = np.arange(keep.size)
     log = data.interactions
-    mask = new_index[log.item] >= 0
-    users_kept, user_index = np.unique(log.user[mask], return_inverse=True)
-    sub = Interactions(
-        user_index.astype(np.int32),
-        new_index[log.item[mask]].astype(np.int32),
-        log.rating[mask],
-        log.timestamp[mask],
-        log.user_ids[users_kept],
-    )
+    rows = np.flatnonzero(new_index[log.item] >= 0)
+    users_kept = np.unique(log.user[rows])
+    kept = log.take(rows)
+    kept = dataclasses.replace(kept, item=new_index[kept.item].astype(np.int32))
+    sub = kept.of_users(users_kept)
     truth = data.truth
     if truth is not None:
         truth = dataclasses.replace(

@@ -150,17 +150,7 @@ def select_taste_dim(
     g = Streams(seed).generator("taste-dim")
     sample = log
     if log.n_users > SELECT_USERS:
-        users = np.sort(g.choice(log.n_users, SELECT_USERS, replace=False))
-        index = np.full(log.n_users, -1, np.int64)
-        index[users] = np.arange(users.size)
-        rows = np.flatnonzero(index[log.user] >= 0)
-        sample = Interactions(
-            index[log.user[rows]].astype(np.int32),
-            log.item[rows],
-            log.rating[rows],
-            log.timestamp[rows],
-            log.user_ids[users],
-        )
+        sample = log.of_users(np.sort(g.choice(log.n_users, SELECT_USERS, replace=False)))
     early_rows, late_rows = sample.latest(SELECT_HOLDOUT)
     chosen: tuple[int, dict[int, float]] = (DEFAULT_TASTE_DIM, {})
     if late_rows.size >= SELECT_MIN_ROWS:

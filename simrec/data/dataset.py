@@ -287,6 +287,20 @@ class Interactions:
             self.user[rows], self.item[rows], self.rating[rows], self.timestamp[rows], self.user_ids
         )
 
+    def of_users(self, users: np.ndarray) -> Interactions:
+        """The rows of ``users`` (sorted, distinct user indices), re-indexed 0..len(users)-1 in
+        that order, with their user ids."""
+        index = np.full(self.n_users, -1, np.int64)
+        index[users] = np.arange(users.size)
+        rows = np.flatnonzero(index[self.user] >= 0)
+        return Interactions(
+            index[self.user[rows]].astype(np.int32),
+            self.item[rows],
+            self.rating[rows],
+            self.timestamp[rows],
+            self.user_ids[users],
+        )
+
     def latest(self, share: float) -> tuple[np.ndarray, np.ndarray]:
         """Row indices (sorted) of each user's earlier and latest interactions: per user, the
         latest ``floor(share * n)`` by timestamp (then item) are the second array."""
