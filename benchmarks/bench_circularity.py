@@ -13,6 +13,9 @@ and the ROC AUC at 1:1; then a summary per calibration.
     python benchmarks/bench_circularity.py [--users 1000] [--items 1500] [--per-user 60]
         [--ticks 10] [--seeds 0,1,2] [--variants lda:in-sample,svd:in-sample,svd:cross-fit]
         [--exposure E]
+
+A variant is ``taste_model:click_calibration``, with ``:N`` appended for a fixed
+``brain.taste_dim`` of N (without it, the default ``auto``).
 """
 
 from __future__ import annotations

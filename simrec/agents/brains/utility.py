@@ -134,7 +134,7 @@ class UtilityBrain:
         self.log_exposure = np.zeros(0, np.float32)
         self.has_ratings = False
         self.click_calibration: str | None = None
-        self.taste_dim: int | None = None  # the choice model's dimensions, once fitted
+        self.taste_dim: int | None = None  # the choice model's dimensions (None: oracle)
         self.taste_dim_scores: dict[int, float] = {}  # what taste_dim: auto chose from
         self.exposure_watch = np.zeros(0)
         # bound to a population by bind(): one row per agent
@@ -180,10 +180,10 @@ class UtilityBrain:
         first when ``taste_dim`` is auto (:func:`select_taste_dim`)."""
         c = self.config
         log, n_items = data.interactions, data.catalog.n_items
-        if c.taste_dim != "auto":
+        if c.taste_model == "oracle":  # the world's own model: its dimensions are its own
+            self.taste_dim, self.taste_dim_scores = None, {}
+        elif c.taste_dim != "auto":
             self.taste_dim, self.taste_dim_scores = c.taste_dim, {}
-        elif c.taste_model == "oracle":  # the world's own model: its dimensions are its own
-            self.taste_dim, self.taste_dim_scores = DEFAULT_TASTE_DIM, {}
         else:
             self.taste_dim, self.taste_dim_scores = select_taste_dim(
                 c.taste_model, log, n_items, self.seed
