@@ -40,7 +40,10 @@ statistical brain are calibrated on the rest only (item popularity included). Th
   other than the config's (by default 0 and 1: log popularity all taste, all exposure), and
   the pairs of policies that the
   readings order differently are named: how much of a log's popularity is exposure is not in
-  a log without impressions, and it decides part of the order.
+  a log without impressions, and it decides part of the order. The users are resampled
+  (:func:`ranking_uncertainty`) for an interval around Kendall's tau and to say which pairs
+  each side orders firmly: a held-out log of a few hundred users often cannot tell close
+  policies apart, and a swap of those is not a fault of the simulation.
 
 The result is one long table: section, setting, metric, value, source. :func:`scorecard` and
 :func:`ranking_verdict` turn it into the report's first screen.
@@ -92,10 +95,13 @@ from simrec.evaluation.fidelity_report.ranking import (
     POLICIES,
     TOP_K,
     exposure_rows,
+    metric_means,
     offline_metrics,
     policy_offline_metrics,
+    policy_per_user_metrics,
     popularity_rating_rows,
     ranking,
+    ranking_uncertainty,
 )
 from simrec.evaluation.fidelity_report.rating import rating_fidelity
 from simrec.evaluation.fidelity_report.split import (
@@ -126,6 +132,7 @@ __all__ = [
     "discrimination_sets",
     "exposure_rows",
     "popularity_rating_rows",
+    "ranking_uncertainty",
     "fidelity",
     "llm_discrimination",
     "llm_ratings",
@@ -222,6 +229,9 @@ def fidelity(
     ideal: dict[str, float] = {}
     readings: dict[float, dict[str, float]] = {e: {} for e in exposures}
     offline: dict[str, dict[str, float]] = {}
+    per_user_watches: dict[str, np.ndarray] = {}  # policy -> (n_users,): agent i is user i
+    per_user_recall: dict[str, np.ndarray] = {}  # policy -> (users with held-out items,)
+    held_out_users = np.zeros(0, np.int64)
     sim_data = None
     n_users = split.train.interactions.n_users
     n_items = split.train.catalog.n_items
@@ -241,6 +251,8 @@ def fidelity(
         events = res.events()
         if name in policies:
             engagement[name] = float(res.counts["clicks"]) / n_users
+            watched = events[(events.event_type == "impression") & events.clicked]
+            per_user_watches[name] = np.bincount(watched.user_id.to_numpy(), minlength=n_users)
             for e in exposures:
                 again = {**raw, "brain": {**raw["brain"], "exposure": e}}
                 again["output"] = {
@@ -254,7 +266,9 @@ def fidelity(
                 raw["brain"].update(taste_model="oracle", click_calibration="in-sample")
                 raw["output"]["dir"] += "_oracle"
                 ideal[name] = float(simrec.run(raw, data=split.train).counts["clicks"]) / n_users
-            offline[name] = policy_offline_metrics(name, split)
+            per_user = policy_per_user_metrics(name, split)
+            offline[name] = metric_means(per_user)
+            per_user_recall[name], held_out_users = per_user["recall"], per_user["users"]
         if name == behaviour_policy:
             events = events.assign(item_index=_item_index(events, split.train))
             sim_data = sim_behaviour(events, n_users, n_items, cfg.simulation.ticks)
@@ -263,6 +277,7 @@ def fidelity(
     beh_rows, beh_data = behaviour(split, sim_data, cfg.simulation.tick_seconds)
     rows += beh_rows
     rows += ranking(engagement, offline, BRAIN_FAMILIES[cfg.brain.taste_model], ideal or None)
+    rows += ranking_uncertainty(per_user_watches, per_user_recall, held_out_users, cfg.seed)
     if readings:
         rows += exposure_rows(engagement, readings, offline, cfg.brain.exposure)
     rows += popularity_rating_rows(split.train)

@@ -14,7 +14,7 @@ from simrec import outputs
 from simrec.config import RunConfig
 from simrec.domain import DOMAINS, Domain
 from simrec.evaluation import page as blocks
-from simrec.evaluation.fidelity_report.ranking import MIN_RATINGS_PER_ITEM
+from simrec.evaluation.fidelity_report.ranking import MIN_RATINGS_PER_ITEM, RESOLVED
 from simrec.evaluation.fidelity_report.split import TARGETS
 
 SCORECARD = (
@@ -70,7 +70,7 @@ def ranking_verdict(table: pd.DataFrame) -> str:
     text = (
         f"simulated engagement{read} orders the {n} policies {order(sim)}; held-out Recall@20 "
         f"orders them {order(real)}: Kendall tau {float(tau.iloc[0]):.2f}, {swapped} of "
-        f"{n * (n - 1) // 2} pairs swapped"
+        f"{n * (n - 1) // 2} pairs swapped{_resampled(rk, n * (n - 1) // 2)}"
     )
     if configured.empty:
         return text
@@ -100,6 +100,28 @@ def ranking_verdict(table: pd.DataFrame) -> str:
             if len(clue) and len(items)
             else ""
         )
+    )
+
+
+def _resampled(rk: pd.DataFrame, pairs: int) -> str:
+    """The clause of the ranking verdict that says what resampling the users leaves of the
+    agreement (rows of ``ranking_uncertainty``; empty without them)."""
+
+    def value(setting: str, metric: str, source: str = "simrec") -> float | None:
+        v = rk[(rk.setting == setting) & (rk.metric == metric) & (rk.source == source)].value
+        return float(v.iloc[0]) if len(v) else None
+
+    low, high = value("recall@20", "kendall_tau_low"), value("recall@20", "kendall_tau_high")
+    real, sim = value("pairs", "resolved_share", "real"), value("pairs", "resolved_share")
+    both, agree = value("pairs", "resolved_by_both"), value("pairs", "agree_resolved")
+    resamples = value("users", "resamples")
+    if None in (low, high, real, sim, both, agree, resamples):
+        return ""
+    return (
+        f" (95% of {int(resamples)} resamples of the users put tau between {low:.2f} and "
+        f"{high:.2f}; held-out Recall@20 orders {round(real * pairs)} of the {pairs} pairs the "
+        f"same way in at least {RESOLVED:.0%} of them, the simulation {round(sim * pairs)}; of "
+        f"the {int(both)} pairs both order firmly, they agree on {int(agree)})"
     )
 
 

@@ -29,7 +29,11 @@ def offline_metrics(policy, split: Split, k: int = TOP_K) -> dict[str, float]:
     agent per user) on the held-out items, training items excluded. On a synthetic world also
     ``choice_share@k``: the share of the world's choice probability over the user's unseen items
     that the slate holds, the noise-free quantity Recall@k estimates from a finite sample."""
-    per = per_user_metrics(policy, split, k)
+    return metric_means(per_user_metrics(policy, split, k), k)
+
+
+def metric_means(per: dict[str, np.ndarray], k: int = TOP_K) -> dict[str, float]:
+    """:func:`offline_metrics` from :func:`per_user_metrics`' arrays."""
     out = {f"recall@{k}": float(np.mean(per["recall"])), f"ndcg@{k}": float(np.mean(per["ndcg"]))}
     if "choice_share" in per:
         out[f"choice_share@{k}"] = float(per["choice_share"].mean())
@@ -39,6 +43,12 @@ def offline_metrics(policy, split: Split, k: int = TOP_K) -> dict[str, float]:
 def policy_offline_metrics(name: str, split: Split, k: int = TOP_K) -> dict[str, float]:
     """:func:`offline_metrics` of the built-in policy ``name`` (default parameters) fitted on
     ``split``'s training log, one agent per user."""
+    return metric_means(policy_per_user_metrics(name, split, k), k)
+
+
+def policy_per_user_metrics(name: str, split: Split, k: int = TOP_K) -> dict[str, np.ndarray]:
+    """:func:`per_user_metrics` of the built-in policy ``name``, fitted as in
+    :func:`policy_offline_metrics`."""
     from simrec.environments.registry import make_policy
     from simrec.simulator.model import agent_log
 
@@ -46,7 +56,7 @@ def policy_offline_metrics(name: str, split: Split, k: int = TOP_K) -> dict[str,
     policy.fit(
         agent_log(split.train, np.arange(split.train.interactions.n_users)), split.train.catalog
     )
-    return offline_metrics(policy, split, k)
+    return per_user_metrics(policy, split, k)
 
 
 def per_user_metrics(policy, split: Split, k: int = TOP_K) -> dict[str, np.ndarray]:
@@ -152,6 +162,83 @@ def ranking(
                 ("ranking", metric, "spearman_rho", rho, "oracle"),
             ]
     rows.append(("ranking", "policies", "count", float(len(names)), "simrec"))
+    return rows
+
+
+RANKING_RESAMPLES = 1000  # resamples of the users behind the ranking's interval
+RESOLVED = 0.95  # a pair's order is resolved when this share of the resamples keeps it
+
+
+def ranking_uncertainty(
+    watches: dict[str, np.ndarray],
+    recall: dict[str, np.ndarray],
+    held_out: np.ndarray,
+    seed: int,
+    resamples: int = RANKING_RESAMPLES,
+) -> list:
+    """Rows saying how much of the ranking's agreement the data can vouch for, from one
+    resampling of the users (with replacement, ``resamples`` times; the same users for every
+    policy and both sides, so their pairing is kept): per policy, ``watches`` (n_users,) each
+    simulated user's watches (agent i is user i) and ``recall`` (n_held,) Recall@20 of the
+    users ``held_out`` (n_held,) with held-out items.
+
+    Rows: ``resamples`` (setting ``users``); ``kendall_tau_low`` and ``kendall_tau_high``
+    (setting ``recall@20``), the 2.5th and 97.5th percentiles of Kendall's tau-b over the
+    resamples; per side (source ``real``: held-out Recall@20, ``simrec``: simulated
+    engagement) ``resolved_share``, the share of policy pairs ordered as in the full data by
+    at least RESOLVED of the resamples, and ``order_unresolved`` 1 for each pair that is not
+    (setting ``A|B``); ``resolved_by_both``, how many pairs both sides resolve, and
+    ``agree_resolved``, on how many of those they agree. A held-out log of a few hundred users
+    may not tell close policies apart, nor a small simulation: a swap of such a pair says
+    nothing about the simulator."""
+    names = list(watches)
+    n_users = next(iter(watches.values())).size
+    sim = np.stack([np.asarray(watches[p], np.float64) for p in names], axis=1)  # (n, P)
+    rec = np.zeros((n_users, len(names)))
+    rec[held_out] = np.stack([np.asarray(recall[p], np.float64) for p in names], axis=1)
+    has = np.zeros(n_users)
+    has[held_out] = 1.0
+    a, b = np.triu_indices(len(names), 1)
+    g = Streams(seed).generator("ranking-resamples")
+    block = max(1, min(resamples, (1 << 22) // max(n_users, 1)))  # (block, n_users) counts
+    sim_signs, rec_signs = [], []
+    for start in range(0, resamples, block):
+        size = min(block, resamples - start)
+        draws = g.integers(0, n_users, (size, n_users))
+        draws += np.arange(size)[:, None] * n_users
+        counts = np.bincount(draws.ravel(), minlength=size * n_users).reshape(size, n_users)
+        counts = counts.astype(np.float64)
+        s_mean = counts @ sim / n_users  # (size, P)
+        r_mean = (counts @ rec) / np.maximum(counts @ has, 1.0)[:, None]
+        sim_signs.append(np.sign(s_mean[:, a] - s_mean[:, b]))
+        rec_signs.append(np.sign(r_mean[:, a] - r_mean[:, b]))
+    s_sign, r_sign = np.concatenate(sim_signs), np.concatenate(rec_signs)  # (resamples, pairs)
+    # Kendall's tau-b: concordant less discordant pairs over the pairs untied on each side
+    denom = np.sqrt((s_sign**2).sum(axis=1) * (r_sign**2).sum(axis=1))
+    taus = np.where(denom > 0, (s_sign * r_sign).sum(axis=1) / np.maximum(denom, 1e-12), 0.0)
+    low, high = np.quantile(taus, [0.025, 0.975])
+    rows: list[tuple] = [
+        ("ranking", "users", "resamples", float(resamples), "simrec"),
+        ("ranking", f"recall@{TOP_K}", "kendall_tau_low", float(low), "simrec"),
+        ("ranking", f"recall@{TOP_K}", "kendall_tau_high", float(high), "simrec"),
+    ]
+    full_sim = np.sign(sim.mean(axis=0)[a] - sim.mean(axis=0)[b])
+    full_rec = np.sign(rec[held_out].mean(axis=0)[a] - rec[held_out].mean(axis=0)[b])
+    resolved = {}
+    for source, signs, full in (("real", r_sign, full_rec), ("simrec", s_sign, full_sim)):
+        kept = ((signs == full) & (full != 0)).mean(axis=0)
+        resolved[source] = kept >= RESOLVED
+        rows.append(("ranking", "pairs", "resolved_share", float(resolved[source].mean()), source))
+        rows += [
+            ("ranking", f"{names[i]}|{names[j]}", "order_unresolved", 1.0, source)
+            for i, j, ok in zip(a, b, resolved[source], strict=True)
+            if not ok
+        ]
+    both = resolved["real"] & resolved["simrec"]
+    rows += [
+        ("ranking", "pairs", "resolved_by_both", float(both.sum()), "simrec"),
+        ("ranking", "pairs", "agree_resolved", float((full_sim == full_rec)[both].sum()), "simrec"),
+    ]
     return rows
 
 
