@@ -5,8 +5,9 @@ For each true world of ``alien_worlds`` (behaviour unlike simrec's model: nested
 satiation and session budgets; eras and hand-written attributes with strong position bias;
 friends' influence), the script writes the world's organic log in MovieLens-100k format,
 measures the true engagement (watches per user over ``--days``) of every policy inside the
-world (the same policy implementations, fitted on the same log, serving the world's users),
-then calibrates simrec on the log alone, runs ``simrec.evaluation.ab`` with every policy as an
+world (the same policy implementations, fitted on the same log, serving the world's users;
+the mean over ``--truth-seeds`` draws of the world's arrivals and responses, with how much
+one draw's order differs from another's), then calibrates simrec on the log alone, runs ``simrec.evaluation.ab`` with every policy as an
 arm for the same number of ticks, and prints Kendall's tau between simulated and true watches
 per user, per world, for each brain variant given (``--variants exposure=0,...``). It also
 prints the tau of each policy's held-out Recall@20 on the log (each user's latest 20% held
@@ -15,6 +16,7 @@ the yardstick the fidelity report uses on real data.
 
     python benchmarks/bench_sim2real.py [--users 800] [--items 1200] [--days 10]
         [--worlds nested-logit,era-attribute,friends] [--variants "default;exposure=0"] [--seed 0]
+        [--truth-seeds 10] [--replicates 1]
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ from scipy import stats
 POLICIES = ("random", "popular", "itemknn", "als", "bpr", "genre")
 
 
-def true_engagement(world, data, days: int) -> dict[str, float]:
+def true_engagement(world, data, days: int, seeds: int) -> dict[str, np.ndarray]:
+    """Each policy's true watches per user inside ``world``, once per world seed 0 ..
+    ``seeds`` - 1 (the draws of arrivals and responses; every policy sees the same ones):
+    policy -> (seeds,). Their mean is the truth the simulation is held against."""
     from simrec.environments.registry import make_policy
     from simrec.simulator.model import agent_log
 
@@ -40,8 +45,21 @@ def true_engagement(world, data, days: int) -> dict[str, float]:
     for name in POLICIES:
         policy = make_policy(name, {}, None)
         policy.fit(log, data.catalog)
-        out[name] = world.true_engagement(policy, days)
+        out[name] = np.array([world.true_engagement(policy, days, seed=s) for s in range(seeds)])
     return out
+
+
+def truth_agreement(per_seed: dict[str, np.ndarray]) -> float:
+    """The mean Kendall tau between the policy orders of two single world seeds: how far the
+    order of one seed's truth is from another's (1: the truth's order does not depend on its
+    draws). The mean over seeds is less noisy than any one of them."""
+    runs = np.array(list(per_seed.values())).T  # (seeds, policies)
+    taus = [
+        stats.kendalltau(runs[a], runs[b]).statistic
+        for a in range(len(runs))
+        for b in range(a + 1, len(runs))
+    ]
+    return float(np.mean(taus)) if taus else float("nan")
 
 
 def offline_recall(data, holdout: float = 0.2) -> dict[str, float]:
@@ -55,11 +73,18 @@ def offline_recall(data, holdout: float = 0.2) -> dict[str, float]:
 
 
 def simulated(
-    path: Path, days: int, settings: dict, out: Path, agents: int, seed: int = 0
+    path: Path,
+    days: int,
+    settings: dict,
+    out: Path,
+    agents: int,
+    seed: int = 0,
+    replicates: int = 1,
 ) -> dict[str, float]:
-    import json
-
+    """Each policy's simulated watches per agent (the mean over ``replicates``), and per
+    agent: policy -> (agents,)."""
     from simrec.evaluation import ab
+    from simrec.outputs import read_events
 
     cfg = {
         "seed": seed,
@@ -68,12 +93,50 @@ def simulated(
         "population": {"users": agents},
         "brain": settings.get("brain", {}),
     }
-    ab(cfg, {p: p for p in POLICIES}, out=out, n_resamples=200)
-    res = {}
+    ab(cfg, {p: p for p in POLICIES}, out=out, replicates=replicates, n_resamples=200)
+    per_agent = {}
     for p in POLICIES:
-        manifest = json.loads((out / p / "rep-0" / "manifest.json").read_text())
-        res[p] = manifest["counts"]["clicks"] / manifest["counts"]["agents"]
-    return res
+        runs = []
+        for r in range(replicates):
+            ev = read_events(out / p / f"rep-{r}", ["user_id", "event_type", "clicked"])
+            ev = ev.to_pandas()
+            watched = ev[(ev.event_type == "impression") & ev.clicked].user_id.to_numpy()
+            runs.append(np.bincount(watched, minlength=agents))
+        per_agent[p] = np.mean(runs, axis=0)
+    return {p: float(v.mean()) for p, v in per_agent.items()}, per_agent
+
+
+def firm_pairs(
+    per_seed: dict[str, np.ndarray], per_agent: dict[str, np.ndarray], resamples: int = 1000
+) -> str:
+    """Which pairs of policies each side orders beyond its own noise, and whether simrec agrees
+    with the truth on those both order firmly: the truth's order of a pair is firm when the
+    mean of its per-seed differences is at least a 95% t-interval away from 0 (every policy
+    meets the same draws of a seed); simrec's when at least 95% of ``resamples`` resamples of
+    the agents keep it. A swap of a pair either side cannot resolve is noise, not a fault."""
+    names = list(per_seed)
+    a, b = np.triu_indices(len(names), 1)
+    runs = np.array([per_seed[p] for p in names]).T  # (seeds, policies)
+    diff = runs[:, a] - runs[:, b]
+    se = diff.std(axis=0, ddof=1) / np.sqrt(len(runs))
+    truth_firm = np.abs(diff.mean(axis=0)) > stats.t.ppf(0.975, len(runs) - 1) * se
+    sim = np.stack([per_agent[p] for p in names], axis=1)  # (agents, policies)
+    g = np.random.default_rng(0)
+    means = np.stack(
+        [sim[g.integers(0, len(sim), len(sim))].mean(axis=0) for _ in range(resamples)]
+    )
+    full = np.sign(sim.mean(axis=0)[a] - sim.mean(axis=0)[b])
+    sim_firm = (np.sign(means[:, a] - means[:, b]) == full).mean(axis=0) >= 0.95
+    both = truth_firm & sim_firm
+    agree = (full == np.sign(diff.mean(axis=0)))[both]
+    wrong = [
+        f"{names[i]}|{names[j]}" for i, j, ok in zip(a[both], b[both], agree, strict=True) if not ok
+    ]
+    return (
+        f"firm pairs: truth {truth_firm.sum()}/{a.size}, simrec {sim_firm.sum()}/{a.size}; "
+        f"of the {both.sum()} both order firmly simrec agrees on {agree.sum()}"
+        + (f" (not: {', '.join(wrong)})" if wrong else "")
+    )
 
 
 def _settings(variant: str) -> dict:
@@ -102,6 +165,19 @@ def main() -> None:
         default=4,
         help="simulated agents per logged user (clones): less noise in the simulated order",
     )
+    ap.add_argument(
+        "--truth-seeds",
+        type=int,
+        default=10,
+        help="world seeds each policy's true engagement is measured with (their mean is the "
+        "truth): a single seed's order of close policies is noise",
+    )
+    ap.add_argument(
+        "--replicates",
+        type=int,
+        default=1,
+        help="simrec's A/B replicates per arm (simulated engagement is their mean)",
+    )
     ap.add_argument("--worlds", default=",".join(WORLDS))
     ap.add_argument(
         "--seed", type=int, default=0, help="simrec's seed (calibration and simulation)"
@@ -123,14 +199,22 @@ def main() -> None:
             world = WORLDS[wname](n_users=args.users, n_items=args.items)
             path = world.write_movielens(Path(tmp) / wname)
             data = load("movielens-100k", path)
-            truth = true_engagement(world, data, args.days)
+            per_seed = true_engagement(world, data, args.days, args.truth_seeds)
+            truth = {p: float(v.mean()) for p, v in per_seed.items()}
             t_world = time.perf_counter() - t0
             log = data.interactions
             print(
                 f"\n== {wname}: {log.n_users} users, {data.catalog.n_items} items, "
                 f"{len(log):,} interactions; world + truth {t_world:.1f} s"
             )
-            print("   true watches/user: " + ", ".join(f"{p} {v:.2f}" for p, v in truth.items()))
+            print(
+                f"   true watches/user (mean of {args.truth_seeds} world seeds, their sd): "
+                + ", ".join(f"{p} {truth[p]:.2f} ({per_seed[p].std():.2f})" for p in truth)
+            )
+            print(
+                f"   one world seed's order against another's: mean tau "
+                f"{truth_agreement(per_seed):+.3f}"
+            )
             recall = offline_recall(data)
             names = list(truth)
             tau = stats.kendalltau([recall[p] for p in names], [truth[p] for p in names])
@@ -143,7 +227,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 out = Path(tmp) / f"{wname}-{len(summary[variant])}-{abs(hash(variant))}"
                 agents = args.agents_per_user * log.n_users
-                sim = simulated(path, args.days, _settings(variant), out, agents, args.seed)
+                sim, per_agent = simulated(
+                    path, args.days, _settings(variant), out, agents, args.seed, args.replicates
+                )
                 names = list(truth)
                 tau = stats.kendalltau([sim[p] for p in names], [truth[p] for p in names])
                 summary[variant].append(tau.statistic)
@@ -152,6 +238,7 @@ def main() -> None:
                     f"({time.perf_counter() - t0:.1f} s)  sim: "
                     + ", ".join(f"{p} {sim[p]:.2f}" for p in names)
                 )
+                print(f"   {'':<24} {firm_pairs(per_seed, per_agent)}")
     print("\nKendall tau per world (goal >= 0.8 in every world):")
     print(
         f"  {'held-out Recall@20':<24} "
