@@ -42,7 +42,7 @@ statistical brain are calibrated on the rest only (item popularity included). Th
   readings order differently are named: how much of a log's popularity is exposure is not in
   a log without impressions, and it decides part of the order. The users are resampled
   (:func:`ranking_uncertainty`) for an interval around Kendall's tau and to say which pairs
-  each side orders firmly: a held-out log of a few hundred users often cannot tell close
+  each side orders firmly: a held-out log of a few hundred users may not tell close
   policies apart, and a swap of those is not a fault of the simulation.
 
 The result is one long table: section, setting, metric, value, source. :func:`scorecard` and
