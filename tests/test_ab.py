@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -27,6 +29,10 @@ def test_identical_arms_differ_by_exactly_nothing(tmp_path):
     assert len(b) == len(METRICS)
     assert (b["diff"] == 0).all() and (b.diff_ci_low == 0).all() and (b.diff_ci_high == 0).all()
     assert (b.p_value == 1).all() and not b.significant.any()
+    # tied on every metric: the same rank, and an order no resample can tell
+    assert (t["rank"] == 1).all()
+    assert (b.rank_unresolved_with == "A").all()
+    assert (t[t.arm == "A"].rank_unresolved_with == "B").all()
 
 
 def test_a_worse_policy_loses_significantly(tmp_path):
@@ -43,6 +49,19 @@ def test_a_worse_policy_loses_significantly(tmp_path):
     ctr = t[t.metric == "ctr"].set_index("arm")
     assert ctr.loc["rand", "diff"] < 0 and ctr.loc["rand", "significant"]
     assert ctr.loc["rand", "diff_ci_high"] < 0
+    # ranks per metric: random below als on CTR, an order every resample keeps
+    assert ctr.loc["rand", "rank"] > ctr.loc["als", "rank"]
+    assert "rand" not in ctr.loc["als", "rank_unresolved_with"].split(",")
+    assert "als" not in ctr.loc["rand", "rank_unresolved_with"].split(",")
+    for metric, ranks in t.groupby("metric")["rank"]:
+        assert sorted(ranks) == sorted(
+            t[t.metric == metric].value.rank(ascending=False, method="min").astype(int)
+        ), metric
+    watches = t[t.metric == "watches_per_user"].set_index("arm")
+    users = pq.read_table(tmp_path / "ab" / "rand" / "rep-0" / "users.parquet").num_rows
+    manifest = json.loads((tmp_path / "ab" / "rand" / "rep-0" / "manifest.json").read_text())
+    clicks = manifest["counts"]["clicks"]
+    assert watches.loc["rand", "value"] == pytest.approx(clicks / users)
     # random shows far more of the catalog and less popular items
     cov = t[t.metric == "coverage"].set_index("arm")
     nov = t[t.metric == "novelty"].set_index("arm")
@@ -110,6 +129,12 @@ def test_ab_from_the_cli(tmp_path, capsys):
     assert "ctr" in printed and "(control)" in printed and "novelty" in printed
     t = pd.read_parquet(out / "ab_results.parquet")
     assert set(t.arm) == {"A", "B"}
+    # each row ends with the arm's rank and the arms whose order with it is unresolved
+    assert "rank (order unresolved with)" in printed
+    for r in t.itertuples():
+        line = next(x for x in printed.splitlines() if x.startswith(f"{r.metric:<20}{r.arm:<10}"))
+        tail = f"  {r.rank}" + (f" ({r.rank_unresolved_with})" if r.rank_unresolved_with else "")
+        assert line.endswith(tail), (line, tail)
     man = (out / "B" / "rep-0" / "manifest.json").read_text()
     assert '"factors": 8' in man
 

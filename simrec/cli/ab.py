@@ -116,19 +116,23 @@ def _load_arms_file(path: str) -> dict[str, Any]:
 
 
 def format_ab_table(table) -> str:
-    """The A/B comparison as aligned text, one row per metric and arm."""
+    """The A/B comparison as aligned text, one row per metric and arm; ``rank`` is the arm's
+    place on the metric, with the arms whose order with it the resamples cannot tell."""
     lines = [
         f"{'metric':<20}{'arm':<10}{'value':>10}{'diff':>11}{'95% CI of diff':>24}"
-        f"{'lift':>9}{'p (Holm)':>10}{'MDE':>10}"
+        f"{'lift':>9}{'p (Holm)':>10}{'MDE':>10}  rank (order unresolved with)"
     ]
     for r in table.itertuples():
+        rank = f"  {r.rank}" + (f" ({r.rank_unresolved_with})" if r.rank_unresolved_with else "")
         if r.arm == r.control:
-            lines.append(f"{r.metric:<20}{r.arm:<10}{r.value:>10.4f}{'(control)':>11}")
+            lines.append(
+                f"{r.metric:<20}{r.arm:<10}{r.value:>10.4f}{'(control)':>11}{'':>53}{rank}"
+            )
             continue
         ci = f"[{r.diff_ci_low:+.4f}, {r.diff_ci_high:+.4f}]"
         star = "*" if r.significant else " "
         lines.append(
             f"{r.metric:<20}{r.arm:<10}{r.value:>10.4f}{r.diff:>+11.4f}{ci:>24}"
-            f"{r.lift:>+9.1%}{r.p_holm:>9.4f}{star}{r.mde:>10.4f}"
+            f"{r.lift:>+9.1%}{r.p_holm:>9.4f}{star}{r.mde:>10.4f}{rank}"
         )
     return "\n".join(lines)

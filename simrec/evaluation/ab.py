@@ -5,11 +5,11 @@ the same calibrated population and the same per-agent random streams (arrivals, 
 watch and rating draws are keyed by seed, agent, tick and page), so arms differ only through
 what the policies show. Replicates repeat the experiment with seeds ``seed + r``.
 
-Per arm, from the events: CTR, watches per session, mean rating, session length (pages per
-session), return rate (share of users with a session who came back on a later tick),
-satisfaction (final, per agent), catalog coverage (share of items shown), intra-list diversity
-(mean pairwise genre dissimilarity within a slate) and novelty (mean self-information
-``-log2`` of the share of seed-log users who consumed a shown item).
+Per arm, from the events: watches per user, CTR, watches per session, mean rating, session
+length (pages per session), return rate (share of users with a session who came back on a
+later tick), satisfaction (final, per agent), catalog coverage (share of items shown),
+intra-list diversity (mean pairwise genre dissimilarity within a slate) and novelty (mean
+self-information ``-log2`` of the share of seed-log users who consumed a shown item).
 
 Differences to the control arm are paired by user: one user-clustered bootstrap
 (``scipy.stats.bootstrap``, percentile intervals) resamples (replicate, user) clusters and
@@ -22,6 +22,11 @@ was tried and overshoots the other way, past 1); treat coverage intervals as rou
 The minimum detectable effect is ``(z_{1 - alpha/2} + z_{power}) x SE`` of the paired
 difference at this population size. With ``m`` tests, Holm needs ``p < alpha / m`` for the
 smallest p-value, so ``B`` must exceed ``2 m / alpha`` (2,000 covers 50 tests at 0.05).
+
+Every arm is also ranked on every metric (``rank``: 1 is the highest value), and
+``rank_unresolved_with`` names the arms whose order with it fewer than ``1 - alpha`` of the
+same resamples keep: an order the population cannot tell, which replicates (or more users)
+may settle. It describes each pair on its own, without a correction across pairs.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from simrec.errors import ConfigError
 from simrec.evaluation.resampling import bootstrap_p_value, bootstrap_units
 
 METRICS = (
+    "watches_per_user",
     "ctr",
     "watches_per_session",
     "mean_rating",
@@ -57,6 +63,7 @@ METRICS = (
 )
 # ratio metrics: (numerator, denominator) columns of the per-user component table
 _RATIOS = {
+    "watches_per_user": ("clicks", "one"),
     "ctr": ("clicks", "impressions"),
     "watches_per_session": ("clicks", "sessions"),
     "mean_rating": ("rating_sum", "rated"),
@@ -423,11 +430,43 @@ def _compare(
                 )
             rows.append(row)
     table = pd.DataFrame(rows)
+    table["rank"], table["rank_unresolved_with"] = _ranks(
+        point[:half].reshape(n_arms, n_metrics),
+        dist[:half].reshape(n_arms, n_metrics, -1),
+        names,
+        alpha,
+    )
     table["p_holm"] = holm(table["p_value"].to_numpy())
     table["significant"] = table["p_holm"] < alpha
     table["n_users"] = n_clusters
     watches = {name: data[name].components[:, col["clicks"]] for name in names}
     return table, watches
+
+
+def _ranks(
+    point: np.ndarray, dist: np.ndarray, names: list[str], alpha: float
+) -> tuple[list[int], list[str]]:
+    """Per (arm, metric) in the table's row order: the arm's rank on the metric (1: the
+    highest; tied values share the better rank) and the arms whose order with it fewer than
+    ``1 - alpha`` of the resamples keep, comma-separated ("" when none). point: (arms,
+    metrics) values; dist: (arms, metrics, resamples) their bootstrap distribution."""
+    n_arms, n_metrics = point.shape
+    ranks, unresolved = [], []
+    for a in range(n_arms):
+        for m in range(n_metrics):
+            ranks.append(int((point[:, m] > point[a, m]).sum()) + 1)
+            loose = []
+            for b in range(n_arms):
+                if b == a:
+                    continue
+                sign = np.sign(point[a, m] - point[b, m])
+                d = dist[a, m] - dist[b, m]
+                ok = np.isfinite(d)
+                kept = (np.sign(d[ok]) == sign).mean() if ok.any() and sign != 0 else 0.0
+                if kept < 1 - alpha:
+                    loose.append(names[b])
+            unresolved.append(",".join(loose))
+    return ranks, unresolved
 
 
 def holm(p: np.ndarray) -> np.ndarray:
