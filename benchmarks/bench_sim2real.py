@@ -80,11 +80,10 @@ def simulated(
     agents: int,
     seed: int = 0,
     replicates: int = 1,
-) -> dict[str, float]:
-    """Each policy's simulated watches per agent (the mean over ``replicates``), and per
-    agent: policy -> (agents,)."""
+) -> tuple[dict[str, float], dict[str, set[str]]]:
+    """Each policy's simulated watches per agent (over every replicate), and the policies
+    whose order with it the A/B's resamples cannot tell (its ``rank_unresolved_with``)."""
     from simrec.evaluation import ab
-    from simrec.outputs import read_events
 
     cfg = {
         "seed": seed,
@@ -93,48 +92,39 @@ def simulated(
         "population": {"users": agents},
         "brain": settings.get("brain", {}),
     }
-    ab(cfg, {p: p for p in POLICIES}, out=out, replicates=replicates, n_resamples=200)
-    per_agent = {}
-    for p in POLICIES:
-        runs = []
-        for r in range(replicates):
-            ev = read_events(out / p / f"rep-{r}", ["user_id", "event_type", "clicked"])
-            ev = ev.to_pandas()
-            watched = ev[(ev.event_type == "impression") & ev.clicked].user_id.to_numpy()
-            runs.append(np.bincount(watched, minlength=agents))
-        per_agent[p] = np.mean(runs, axis=0)
-    return {p: float(v.mean()) for p, v in per_agent.items()}, per_agent
+    table = ab(cfg, {p: p for p in POLICIES}, out=out, replicates=replicates, n_resamples=1000)
+    rows = table[table.metric == "watches_per_user"].set_index("arm")
+    watches = {p: float(rows.loc[p, "value"]) for p in POLICIES}
+    loose = {p: set(filter(None, rows.loc[p, "rank_unresolved_with"].split(","))) for p in POLICIES}
+    return watches, loose
 
 
-def firm_pairs(
-    per_seed: dict[str, np.ndarray], per_agent: dict[str, np.ndarray], resamples: int = 1000
-) -> str:
+def firm_pairs(per_seed: dict[str, np.ndarray], sim: dict[str, float], loose: dict) -> str:
     """Which pairs of policies each side orders beyond its own noise, and whether simrec agrees
     with the truth on those both order firmly: the truth's order of a pair is firm when the
     mean of its per-seed differences is at least a 95% t-interval away from 0 (every policy
-    meets the same draws of a seed); simrec's when at least 95% of ``resamples`` resamples of
-    the agents keep it. A swap of a pair either side cannot resolve is noise, not a fault."""
+    meets the same draws of a seed); simrec's when its A/B resolves it (at least 95% of the
+    resamples of the agents keep it: ``rank_unresolved_with``). A swap of a pair either side
+    cannot resolve is noise, not a fault."""
     names = list(per_seed)
     a, b = np.triu_indices(len(names), 1)
     runs = np.array([per_seed[p] for p in names]).T  # (seeds, policies)
     diff = runs[:, a] - runs[:, b]
     se = diff.std(axis=0, ddof=1) / np.sqrt(len(runs))
     truth_firm = np.abs(diff.mean(axis=0)) > stats.t.ppf(0.975, len(runs) - 1) * se
-    sim = np.stack([per_agent[p] for p in names], axis=1)  # (agents, policies)
-    g = np.random.default_rng(0)
-    means = np.stack(
-        [sim[g.integers(0, len(sim), len(sim))].mean(axis=0) for _ in range(resamples)]
-    )
-    full = np.sign(sim.mean(axis=0)[a] - sim.mean(axis=0)[b])
-    sim_firm = (np.sign(means[:, a] - means[:, b]) == full).mean(axis=0) >= 0.95
+    sim_firm = np.array([names[j] not in loose[names[i]] for i, j in zip(a, b, strict=True)])
     both = truth_firm & sim_firm
-    agree = (full == np.sign(diff.mean(axis=0)))[both]
+    agree = np.array(
+        [np.sign(sim[names[i]] - sim[names[j]]) for i, j in zip(a, b, strict=True)]
+    ) == np.sign(diff.mean(axis=0))
     wrong = [
-        f"{names[i]}|{names[j]}" for i, j, ok in zip(a[both], b[both], agree, strict=True) if not ok
+        f"{names[i]}|{names[j]}"
+        for i, j, ok in zip(a[both], b[both], agree[both], strict=True)
+        if not ok
     ]
     return (
         f"firm pairs: truth {truth_firm.sum()}/{a.size}, simrec {sim_firm.sum()}/{a.size}; "
-        f"of the {both.sum()} both order firmly simrec agrees on {agree.sum()}"
+        f"of the {both.sum()} both order firmly simrec agrees on {agree[both].sum()}"
         + (f" (not: {', '.join(wrong)})" if wrong else "")
     )
 
@@ -227,7 +217,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 out = Path(tmp) / f"{wname}-{len(summary[variant])}-{abs(hash(variant))}"
                 agents = args.agents_per_user * log.n_users
-                sim, per_agent = simulated(
+                sim, loose = simulated(
                     path, args.days, _settings(variant), out, agents, args.seed, args.replicates
                 )
                 names = list(truth)
@@ -238,7 +228,7 @@ def main() -> None:
                     f"({time.perf_counter() - t0:.1f} s)  sim: "
                     + ", ".join(f"{p} {sim[p]:.2f}" for p in names)
                 )
-                print(f"   {'':<24} {firm_pairs(per_seed, per_agent)}")
+                print(f"   {'':<24} {firm_pairs(per_seed, sim, loose)}")
     print("\nKendall tau per world (goal >= 0.8 in every world):")
     print(
         f"  {'held-out Recall@20':<24} "
