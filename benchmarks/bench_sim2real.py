@@ -3,16 +3,18 @@ world's own users do?
 
 For each true world of ``alien_worlds`` (behaviour unlike simrec's model: nested logit with
 satiation and session budgets; eras and hand-written attributes with strong position bias;
-friends' influence), the script writes the world's organic log in MovieLens-100k format,
+friends' influence), the script writes the world's organic log in MovieLens-100k format and
 measures the true engagement (watches per user over ``--days``) of every policy inside the
-world (the same policy implementations, fitted on the same log, serving the world's users;
-the mean over ``--truth-seeds`` draws of the world's arrivals and responses, with how much
-one draw's order differs from another's), then calibrates simrec on the log alone, runs ``simrec.evaluation.ab`` with every policy as an
-arm for the same number of ticks, and prints Kendall's tau between simulated and true watches
-per user, per world, for each brain variant given (``--variants exposure=0,...``). It also
-prints the tau of each policy's held-out Recall@20 on the log (each user's latest 20% held
-out) against the truth: how well an offline evaluation of the log alone ranks the policies,
-the yardstick the fidelity report uses on real data.
+world: the same policy implementations, fitted on the same log, serving the world's users,
+averaged over ``--truth-seeds`` draws of the world's arrivals and responses (it prints how far
+one draw's order is from another's). It then calibrates simrec on the log alone, runs
+``simrec.evaluation.ab`` with every policy as an arm for the same number of ticks, and prints
+Kendall's tau between simulated and true watches per user, per world, for each brain variant
+given (``--variants exposure=0,...``), with the pairs of policies each side orders beyond its
+own noise and whether simrec agrees with the truth on those. It also prints the tau of each
+policy's held-out Recall@20 on the log (each user's latest 20% held out) against the truth:
+how well an offline evaluation of the log alone ranks the policies, the yardstick the
+fidelity report uses on real data.
 
     python benchmarks/bench_sim2real.py [--users 800] [--items 1200] [--days 10]
         [--worlds nested-logit,era-attribute,friends] [--variants "default;exposure=0"] [--seed 0]
