@@ -148,13 +148,19 @@ def row_top(m: sp.csr_matrix, row: int, n: int) -> tuple[np.ndarray, np.ndarray]
 _DENSE_MASK_LIMIT = 64_000_000  # cells of the dense exclusion lookup (64 MB of bools)
 
 
-def excluded_mask(candidates: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
-    """Which candidates are excluded. candidates: (n, m) item indices -> (n, m) bool."""
+def excluded_mask(
+    candidates: np.ndarray, exclude: sp.csr_matrix | None, of: np.ndarray | None = None
+) -> np.ndarray:
+    """Which candidates are excluded. candidates: (n, m) item indices -> (n, m) bool. Row j of
+    ``candidates`` is checked against row j of ``exclude``, or against row ``of[j]`` when
+    ``of`` (n,) is given (many candidate rows per row of ``exclude``, none copied)."""
     if exclude is None or exclude.nnz == 0:
         return np.zeros(candidates.shape, bool)
     ex = exclude.tocsr()
     n, n_items = ex.shape
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(ex.indptr))
+    if of is not None:
+        return _excluded_by_keys(candidates, ex, rows, np.asarray(of, np.int64))
     if n > 1 and candidates.strides[0] == 0:  # one candidate list shared by every row
         shared = candidates[0]
         column = np.full(n_items, -1, np.int64)
@@ -169,10 +175,19 @@ def excluded_mask(candidates: np.ndarray, exclude: sp.csr_matrix | None) -> np.n
         table[rows, ex.indices] = True
         safe = np.maximum(candidates, 0)
         return table[np.arange(n)[:, None], safe] & (candidates >= 0)
+    return _excluded_by_keys(candidates, ex, rows, np.arange(n, dtype=np.int64))
+
+
+def _excluded_by_keys(
+    candidates: np.ndarray, ex: sp.csr_matrix, rows: np.ndarray, of: np.ndarray
+) -> np.ndarray:
+    """excluded_mask by a binary search of (row, item) keys: ``rows`` (nnz,) the row of each
+    of ``ex``'s entries, ``of`` (n,) the row of ``ex`` each candidate row is checked against."""
     if not ex.has_sorted_indices:
         ex = ex.copy()
         ex.sort_indices()
+    n_items = ex.shape[1]
     keys = rows * np.int64(n_items) + ex.indices.astype(np.int64)
-    cand = np.arange(n, dtype=np.int64)[:, None] * np.int64(n_items) + candidates
+    cand = of[:, None] * np.int64(n_items) + candidates
     pos = np.minimum(np.searchsorted(keys, cand), keys.size - 1)
     return (keys[pos] == cand) & (candidates >= 0)

@@ -158,7 +158,7 @@ def select_taste_dim(
         users = sample.user[late_rows].astype(np.int64)
         positives = sample.item[late_rows].astype(np.int64)
         negatives = g.integers(0, n_items, (users.size, SELECT_NEGATIVES))
-        fresh = ~excluded_mask(negatives, early.matrix(n_items)[users])  # not yet consumed
+        fresh = ~excluded_mask(negatives, early.matrix(n_items), of=users)  # not yet consumed
         fit = fit_topic_factors if kind == "lda" else fit_choice_factors
         scores: dict[int, float] = {}
         previous = -np.inf
