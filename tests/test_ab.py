@@ -189,3 +189,20 @@ def test_ab_ope_and_exports_on_movielens_files(ml100k, tmp_path, capsys):
     assert main(["ope", str(log), "--target", "genre", "--bootstrap", "100", "--quiet"]) == 0
     for fmt in ("recbole", "obp", "hf", "csv"):
         assert main(["export", str(log), "--to", fmt]) == 0, fmt
+
+
+def test_ranks_share_ties_leave_out_non_numbers_and_name_unresolved_orders():
+    from simrec.evaluation.ab import _ranks
+
+    g = np.random.default_rng(0)
+    # one metric, four arms: a far above b; b and c tied; d not a number
+    point = np.array([[3.0], [1.0], [1.0], [np.nan]])
+    dist = point[:, :, None] + g.normal(0, 0.1, (4, 1, 500))
+    ranks, loose = _ranks(point, dist, ["a", "b", "c", "d"], alpha=0.05)
+    assert ranks == [1, 2, 2, None]
+    assert loose == ["d", "c,d", "b,d", "a,b,c"]
+    # b above c by less than the noise: unresolved; by far more: resolved
+    point[2, 0] = 0.99
+    assert _ranks(point, dist, list("abcd"), 0.05)[1][1] == "c,d"
+    point[2, 0], dist[2] = 0.0, dist[2] - 1.0
+    assert _ranks(point, dist, list("abcd"), 0.05) == ([1, 2, 3, None], ["d", "d", "d", "a,b,c"])

@@ -430,12 +430,13 @@ def _compare(
                 )
             rows.append(row)
     table = pd.DataFrame(rows)
-    table["rank"], table["rank_unresolved_with"] = _ranks(
+    ranks, table["rank_unresolved_with"] = _ranks(
         point[:half].reshape(n_arms, n_metrics),
         dist[:half].reshape(n_arms, n_metrics, -1),
         names,
         alpha,
     )
+    table.insert(table.columns.get_loc("rank_unresolved_with"), "rank", pd.array(ranks, "Int64"))
     table["p_holm"] = holm(table["p_value"].to_numpy())
     table["significant"] = table["p_holm"] < alpha
     table["n_users"] = n_clusters
@@ -445,16 +446,18 @@ def _compare(
 
 def _ranks(
     point: np.ndarray, dist: np.ndarray, names: list[str], alpha: float
-) -> tuple[list[int], list[str]]:
+) -> tuple[list[int | None], list[str]]:
     """Per (arm, metric) in the table's row order: the arm's rank on the metric (1: the
-    highest; tied values share the better rank) and the arms whose order with it fewer than
+    highest; tied values share the better rank; None for a value that is not a number) and
+    the arms whose order with it fewer than
     ``1 - alpha`` of the resamples keep, comma-separated ("" when none). point: (arms,
     metrics) values; dist: (arms, metrics, resamples) their bootstrap distribution."""
     n_arms, n_metrics = point.shape
     ranks, unresolved = [], []
     for a in range(n_arms):
         for m in range(n_metrics):
-            ranks.append(int((point[:, m] > point[a, m]).sum()) + 1)
+            finite = np.isfinite(point[a, m])
+            ranks.append(int((point[:, m] > point[a, m]).sum()) + 1 if finite else None)
             loose = []
             for b in range(n_arms):
                 if b == a:
