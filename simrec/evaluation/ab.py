@@ -47,7 +47,12 @@ from simrec import outputs
 from simrec.config import PolicyConfig, RunConfig, format_validation_error
 from simrec.environments.base import Recommender
 from simrec.errors import ConfigError
-from simrec.evaluation.resampling import bootstrap_p_value, bootstrap_units
+from simrec.evaluation.resampling import (
+    bootstrap_p_value,
+    bootstrap_units,
+    order_kept,
+    resample_weights,
+)
 
 METRICS = (
     "watches_per_user",
@@ -376,11 +381,8 @@ def _compare(
         return out
 
     def statistic(idx: np.ndarray, axis: int = -1) -> np.ndarray:
-        idx = np.atleast_2d(np.asarray(idx, np.int64))
-        b = idx.shape[0]
-        flat = (np.arange(b)[:, None] * n_clusters + idx).ravel()
-        w = np.bincount(flat, minlength=b * n_clusters).reshape(b, n_clusters).astype(np.float64)
-        v = values(w)
+        v = values(resample_weights(idx, n_clusters))
+        b = v.shape[-1]
         diffs = v - v[names.index(control)][None]
         return np.concatenate([v.reshape(-1, b), diffs.reshape(-1, b)])
 
@@ -430,13 +432,13 @@ def _compare(
                 )
             rows.append(row)
     table = pd.DataFrame(rows)
-    ranks, table["rank_unresolved_with"] = _ranks(
+    ranks, loose = _ranks(
         point[:half].reshape(n_arms, n_metrics),
         dist[:half].reshape(n_arms, n_metrics, -1),
         names,
         alpha,
     )
-    table.insert(table.columns.get_loc("rank_unresolved_with"), "rank", pd.array(ranks, "Int64"))
+    table["rank"], table["rank_unresolved_with"] = pd.array(ranks, "Int64"), loose
     table["p_holm"] = holm(table["p_value"].to_numpy())
     table["significant"] = table["p_holm"] < alpha
     table["n_users"] = n_clusters
@@ -448,27 +450,21 @@ def _ranks(
     point: np.ndarray, dist: np.ndarray, names: list[str], alpha: float
 ) -> tuple[list[int | None], list[str]]:
     """Per (arm, metric) in the table's row order: the arm's rank on the metric (1: the
-    highest; tied values share the better rank; None for a value that is not a number) and
-    the arms whose order with it fewer than
-    ``1 - alpha`` of the resamples keep, comma-separated ("" when none). point: (arms,
-    metrics) values; dist: (arms, metrics, resamples) their bootstrap distribution."""
-    n_arms, n_metrics = point.shape
+    highest; tied values share the better rank; None for a value that is not a number), and
+    the arms whose order with it fewer than ``1 - alpha`` of the resamples keep,
+    comma-separated ("" when none). point: (arms, metrics) values; dist: (arms, metrics,
+    resamples) their bootstrap distribution."""
+    n_arms, n_metrics, b = dist.shape
+    higher = (point[None, :, :] > point[:, None, :]).sum(axis=1)  # (arm, metric)
+    diff = point[:, None, :] - point[None, :, :]  # (arm, other arm, metric)
+    kept = order_kept(diff.ravel(), (dist[:, None] - dist[None, :]).reshape(-1, b))
+    loose = kept.reshape(diff.shape) < 1 - alpha
+    loose[np.arange(n_arms), np.arange(n_arms)] = False
     ranks, unresolved = [], []
     for a in range(n_arms):
         for m in range(n_metrics):
-            finite = np.isfinite(point[a, m])
-            ranks.append(int((point[:, m] > point[a, m]).sum()) + 1 if finite else None)
-            loose = []
-            for b in range(n_arms):
-                if b == a:
-                    continue
-                sign = np.sign(point[a, m] - point[b, m])
-                d = dist[a, m] - dist[b, m]
-                ok = np.isfinite(d)
-                kept = (np.sign(d[ok]) == sign).mean() if ok.any() and sign != 0 else 0.0
-                if kept < 1 - alpha:
-                    loose.append(names[b])
-            unresolved.append(",".join(loose))
+            ranks.append(int(higher[a, m]) + 1 if np.isfinite(point[a, m]) else None)
+            unresolved.append(",".join(names[o] for o in np.flatnonzero(loose[a, :, m])))
     return ranks, unresolved
 
 

@@ -59,3 +59,30 @@ def bootstrap_p_value(dist: np.ndarray) -> float:
         return float("nan")
     tail = min(int((d <= 0).sum()), int((d >= 0).sum()))
     return min(1.0, 2 * (tail + 1) / (d.size + 1))
+
+
+def resample_weights(idx: np.ndarray, n_units: int) -> np.ndarray:
+    """How often each unit is drawn in each resample: idx (b, n) unit indices -> (b, n_units)
+    float64 counts, so that ``weights @ per_unit`` sums every resample at once."""
+    idx = np.atleast_2d(np.asarray(idx, np.int64))
+    b = idx.shape[0]
+    flat = (np.arange(b)[:, None] * n_units + idx).ravel()
+    return np.bincount(flat, minlength=b * n_units).reshape(b, n_units).astype(np.float64)
+
+
+def order_kept(full: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """How firmly the data orders each pair: full (f,) differences on the full data, dist
+    (f, B) their bootstrap distribution -> (f,) the share of the resamples whose difference
+    has the sign of the full one (resamples that are not a number left out; 0 where the full
+    difference is 0 or not a number: no order to keep).
+
+    >>> dist = np.array([[1, 2, -1, 3], [-1, -2, 0, 1], [1, 1, 1, 1]])
+    >>> order_kept(np.array([1.0, -1.0, 0.0]), dist)
+    array([0.75, 0.5 , 0.  ])
+    """
+    full = np.asarray(full, np.float64)
+    dist = np.asarray(dist, np.float64)
+    finite = np.isfinite(dist)
+    same = (np.sign(dist) == np.sign(full)[:, None]) & finite
+    share = same.sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
+    return np.where(np.isfinite(full) & (full != 0), share, 0.0)
