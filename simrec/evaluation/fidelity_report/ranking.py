@@ -9,6 +9,7 @@ from scipy import stats
 from simrec.data.dataset import Dataset
 from simrec.environments.registry import policy_family
 from simrec.evaluation.fidelity_report.split import Split
+from simrec.evaluation.resampling import bootstrap_units, order_kept, resample_weights
 from simrec.rng import Streams
 
 POLICIES = ("random", "popular", "itemknn", "als", "bpr", "genre")
@@ -177,10 +178,11 @@ def ranking_uncertainty(
     resamples: int = RANKING_RESAMPLES,
 ) -> list:
     """Rows saying how much of the ranking's agreement the data can vouch for, from one
-    resampling of the users (with replacement, ``resamples`` times; the same users for every
-    policy and both sides, so their pairing is kept): per policy, ``watches`` (n_users,) each
-    simulated user's watches (agent i is user i) and ``recall`` (n_held,) Recall@20 of the
-    users ``held_out`` (n_held,) with held-out items.
+    bootstrap of the users (:func:`~simrec.evaluation.resampling.bootstrap_units`,
+    ``resamples`` times; the same users for every policy and both sides, so their pairing is
+    kept): per policy, ``watches`` (n_users,) each simulated user's watches (agent i is user
+    i) and ``recall`` (n_held,) Recall@20 of the users ``held_out`` (n_held,) with held-out
+    items.
 
     Rows: ``resamples`` (setting ``users``); ``kendall_tau_low`` and ``kendall_tau_high``
     (setting ``recall@20``), the 2.5th and 97.5th percentiles of Kendall's tau-b over the
@@ -199,34 +201,33 @@ def ranking_uncertainty(
     has = np.zeros(n_users)
     has[held_out] = 1.0
     a, b = np.triu_indices(len(names), 1)
-    g = Streams(seed).generator("ranking-resamples")
-    block = max(1, min(resamples, (1 << 22) // max(n_users, 1)))  # (block, n_users) counts
-    sim_signs, rec_signs = [], []
-    for start in range(0, resamples, block):
-        size = min(block, resamples - start)
-        draws = g.integers(0, n_users, (size, n_users))
-        draws += np.arange(size)[:, None] * n_users
-        counts = np.bincount(draws.ravel(), minlength=size * n_users).reshape(size, n_users)
-        counts = counts.astype(np.float64)
-        s_mean = counts @ sim / n_users  # (size, P)
-        r_mean = (counts @ rec) / np.maximum(counts @ has, 1.0)[:, None]
-        sim_signs.append(np.sign(s_mean[:, a] - s_mean[:, b]))
-        rec_signs.append(np.sign(r_mean[:, a] - r_mean[:, b]))
-    s_sign, r_sign = np.concatenate(sim_signs), np.concatenate(rec_signs)  # (resamples, pairs)
-    # Kendall's tau-b: concordant less discordant pairs over the pairs untied on each side
-    denom = np.sqrt((s_sign**2).sum(axis=1) * (r_sign**2).sum(axis=1))
-    taus = np.where(denom > 0, (s_sign * r_sign).sum(axis=1) / np.maximum(denom, 1e-12), 0.0)
-    low, high = np.quantile(taus, [0.025, 0.975])
+
+    def statistic(idx: np.ndarray) -> np.ndarray:
+        """(b, n) resampled users -> (1 + 2 pairs, b): tau-b, then each pair's difference in
+        simulated watches, then in held-out Recall@20."""
+        w = resample_weights(idx, n_users)
+        s_mean = w @ sim / w.sum(axis=1, keepdims=True)  # (b, P)
+        r_mean = (w @ rec) / np.maximum(w @ has, 1.0)[:, None]
+        s_diff, r_diff = s_mean[:, a] - s_mean[:, b], r_mean[:, a] - r_mean[:, b]
+        # Kendall's tau-b: concordant less discordant pairs over the pairs untied on each side
+        s_sign, r_sign = np.sign(s_diff), np.sign(r_diff)
+        denom = np.sqrt((s_sign**2).sum(axis=1) * (r_sign**2).sum(axis=1))
+        tau = np.where(denom > 0, (s_sign * r_sign).sum(axis=1) / np.maximum(denom, 1e-12), 0.0)
+        return np.vstack([tau, s_diff.T, r_diff.T])
+
+    point, res = bootstrap_units(
+        statistic, n_users, n_resamples=resamples, alpha=0.05, seed=seed, cells_per_unit=3
+    )
+    low, high = res.confidence_interval.low[0], res.confidence_interval.high[0]
     rows: list[tuple] = [
         ("ranking", "users", "resamples", float(resamples), "simrec"),
         ("ranking", f"recall@{TOP_K}", "kendall_tau_low", float(low), "simrec"),
         ("ranking", f"recall@{TOP_K}", "kendall_tau_high", float(high), "simrec"),
     ]
-    full_sim = np.sign(sim.mean(axis=0)[a] - sim.mean(axis=0)[b])
-    full_rec = np.sign(rec[held_out].mean(axis=0)[a] - rec[held_out].mean(axis=0)[b])
+    sides = {"real": slice(1 + a.size, None), "simrec": slice(1, 1 + a.size)}
     resolved = {}
-    for source, signs, full in (("real", r_sign, full_rec), ("simrec", s_sign, full_sim)):
-        kept = ((signs == full) & (full != 0)).mean(axis=0)
+    for source, sl in sides.items():
+        kept = order_kept(point[sl], res.bootstrap_distribution[sl])
         resolved[source] = kept >= RESOLVED
         rows.append(("ranking", "pairs", "resolved_share", float(resolved[source].mean()), source))
         rows += [
@@ -234,10 +235,11 @@ def ranking_uncertainty(
             for i, j, ok in zip(a, b, resolved[source], strict=True)
             if not ok
         ]
+    agree = np.sign(point[sides["simrec"]]) == np.sign(point[sides["real"]])
     both = resolved["real"] & resolved["simrec"]
     rows += [
         ("ranking", "pairs", "resolved_by_both", float(both.sum()), "simrec"),
-        ("ranking", "pairs", "agree_resolved", float((full_sim == full_rec)[both].sum()), "simrec"),
+        ("ranking", "pairs", "agree_resolved", float(agree[both].sum()), "simrec"),
     ]
     return rows
 
