@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from simrec.arrays import map_in_threads, rowwise_dot
+from simrec.arrays import lexsort_ints, map_in_threads, rowwise_dot
 from simrec.config import SyntheticWorldConfig
 from simrec.data.dataset import (
     Catalog,
@@ -218,30 +218,21 @@ def _best_keys(keys: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         threshold[rows] = np.partition(keys[rows], m - kth, axis=1)[:, m - kth]
     flat = np.flatnonzero(keys >= threshold[:, None])  # row by row, columns ascending
     rows, cols = np.divmod(flat, m)
-    order = _descending_within_rows(rows, cols, keys.ravel()[flat], r, m)
+    order = _descending_within_rows(rows, cols, keys.ravel()[flat])
     rows, cols = rows[order], cols[order]
     rank = np.arange(rows.size) - np.searchsorted(rows, np.arange(r))[rows]
     keep = rank < n[rows]
     return rows[keep], cols[keep]
 
 
-def _descending_within_rows(
-    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, n_cols: int
-) -> np.ndarray:
+def _descending_within_rows(rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The order of (rows, cols, values) (m,) by row, then value descending, then column:
-    one sort of a packed 64-bit key (row, the float32 value's bits flipped to sort
-    descending, column) where it fits, else a lexsort. Pairs (row, column) are distinct."""
-    row_bits, col_bits = int(n_rows - 1).bit_length(), int(n_cols - 1).bit_length()
-    if row_bits + 32 + col_bits > 64:
-        return np.lexsort((cols, -values, rows))
+    the float32 values' bits as integers in the values' order, then one packed integer sort
+    (:func:`~simrec.arrays.lexsort_ints`). Pairs (row, column) are distinct."""
     bits = (values.astype(np.float32) + np.float32(0.0)).view(np.uint32)  # -0.0 as +0.0
-    # the IEEE bits in ascending order of the value (negatives flipped, positives marked),
-    # then complemented for descending
-    ascending = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))
-    key = rows.astype(np.uint64) << np.uint64(32 + col_bits)
-    key |= (~ascending).astype(np.uint64) << np.uint64(col_bits)
-    key |= cols.astype(np.uint64)
-    return np.argsort(key)
+    # the IEEE bits in ascending order of the value: negatives flipped, positives marked
+    ascending = np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31)).astype(np.int64)
+    return lexsort_ints((cols, -ascending, rows))
 
 
 def _timestamps(
