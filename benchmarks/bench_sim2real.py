@@ -11,13 +11,17 @@ one draw's order is from another's). It then calibrates simrec on the log alone,
 ``simrec.evaluation.ab`` with every policy as an arm for the same number of ticks, and prints
 Kendall's tau between simulated and true watches per user, per world, for each brain variant
 given (``--variants exposure=0,...``), with the pairs of policies each side orders beyond its
-own noise and whether simrec agrees with the truth on those. It also prints the tau of each
+own noise and whether simrec agrees with the truth on those. The A/B also runs every arm at
+the other reading of ``brain.exposure`` (0 against the default 1): the script prints that
+reading's tau, and how often the truth agrees with the orders that hold at both readings
+against those that depend on the reading (the A/B's ``order_depends_on_exposure_with``).
+It also prints the tau of each
 policy's held-out Recall@20 on the log (each user's latest 20% held out) against the truth:
 how well an offline evaluation of the log alone ranks the policies, the yardstick the
 fidelity report uses on real data.
 
     python benchmarks/bench_sim2real.py [--users 800] [--items 1200] [--days 10]
-        [--worlds nested-logit,era-attribute,friends] [--variants "default;exposure=0"] [--seed 0]
+        [--worlds nested-logit,era-attribute,friends] [--variants "default"] [--seed 0]
         [--truth-seeds 10] [--replicates 1]
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +79,20 @@ def offline_recall(data, holdout: float = 0.2) -> dict[str, float]:
     return {name: policy_offline_metrics(name, split)["recall@20"] for name in POLICIES}
 
 
+@dataclass
+class Simulated:
+    """What simrec's A/B says of the policies: watches per agent under the config's
+    ``brain.exposure`` (over every replicate), the policies whose order with each the resamples
+    cannot tell (``rank_unresolved_with``), watches per agent under each other exposure
+    reading, and the policies whose order with each differs between the readings
+    (``order_depends_on_exposure_with``)."""
+
+    watches: dict[str, float]
+    loose: dict[str, set[str]]
+    readings: dict[float, dict[str, float]]
+    depends: dict[str, set[str]]
+
+
 def simulated(
     path: Path,
     days: int,
@@ -82,9 +101,10 @@ def simulated(
     agents: int,
     seed: int = 0,
     replicates: int = 1,
-) -> tuple[dict[str, float], dict[str, set[str]]]:
-    """Each policy's simulated watches per agent (over every replicate), and the policies
-    whose order with it the A/B's resamples cannot tell (its ``rank_unresolved_with``)."""
+) -> Simulated:
+    """simrec's A/B of every policy, calibrated on the world's log (``path``)."""
+    import pandas as pd
+
     from simrec.evaluation import ab
 
     cfg = {
@@ -96,9 +116,43 @@ def simulated(
     }
     table = ab(cfg, {p: p for p in POLICIES}, out=out, replicates=replicates, n_resamples=1000)
     rows = table[table.metric == "watches_per_user"].set_index("arm")
-    watches = {p: float(rows.loc[p, "value"]) for p in POLICIES}
-    loose = {p: set(filter(None, rows.loc[p, "rank_unresolved_with"].split(","))) for p in POLICIES}
-    return watches, loose
+
+    def arms(column: str) -> dict[str, set[str]]:
+        return {p: set(filter(None, rows.loc[p, column].split(","))) for p in POLICIES}
+
+    by = pd.read_parquet(out / "ab_exposure.parquet").query("metric == 'watches_per_user'")
+    configured = float(by.exposure.iloc[0])
+    readings = {
+        float(e): dict(zip(g.arm, g.value.astype(float), strict=True))
+        for e, g in by.groupby("exposure", sort=False)
+        if e != configured
+    }
+    return Simulated(
+        {p: float(rows.loc[p, "value"]) for p in POLICIES},
+        arms("rank_unresolved_with"),
+        readings,
+        arms("order_depends_on_exposure_with"),
+    )
+
+
+def exposure_pairs(truth: dict[str, float], sim: Simulated) -> tuple[int, int, int, int, int]:
+    """The pairs of policies whose simulated order holds under every exposure reading and how
+    many of them the truth orders the same way; the pairs whose order depends on the reading,
+    how many the config's reading orders as the truth does, and how many every other reading
+    does. -> (stable, stable agreeing, dependent, agreeing at the config's reading, agreeing at
+    the others)."""
+    names = list(truth)
+    counts = np.zeros(5, int)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            t = np.sign(truth[a] - truth[b])
+            here = np.sign(sim.watches[a] - sim.watches[b]) == t
+            if b not in sim.depends[a]:
+                counts[:2] += (1, here)
+            else:
+                others = all(np.sign(r[a] - r[b]) == t for r in sim.readings.values())
+                counts[2:] += (1, here, others)
+    return tuple(int(c) for c in counts)
 
 
 def firm_pairs(per_seed: dict[str, np.ndarray], sim: dict[str, float], loose: dict) -> str:
@@ -176,7 +230,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--variants",
-        default="default;exposure=0",
+        default="default",
         help="settings to compare, ';'-separated, each 'default' or KEY=VALUE[,KEY=VALUE] "
         "(KEY: a brain field, or SECTION.FIELD such as simulation.max_pages)",
     )
@@ -184,6 +238,7 @@ def main() -> None:
     from simrec.data import load
 
     summary = {v: [] for v in args.variants.split(";")}
+    robust = {v: np.zeros(5, int) for v in summary}
     offline_taus: list[float] = []
     with tempfile.TemporaryDirectory(prefix="sim2real-") as tmp:
         for wname in args.worlds.split(","):
@@ -219,18 +274,31 @@ def main() -> None:
                 t0 = time.perf_counter()
                 out = Path(tmp) / f"{wname}-{len(summary[variant])}-{abs(hash(variant))}"
                 agents = args.agents_per_user * log.n_users
-                sim, loose = simulated(
+                res = simulated(
                     path, args.days, _settings(variant), out, agents, args.seed, args.replicates
                 )
                 names = list(truth)
-                tau = stats.kendalltau([sim[p] for p in names], [truth[p] for p in names])
+                tau = stats.kendalltau([res.watches[p] for p in names], [truth[p] for p in names])
                 summary[variant].append(tau.statistic)
                 print(
                     f"   {variant:<24} tau {tau.statistic:+.3f}  "
                     f"({time.perf_counter() - t0:.1f} s)  sim: "
-                    + ", ".join(f"{p} {sim[p]:.2f}" for p in names)
+                    + ", ".join(f"{p} {res.watches[p]:.2f}" for p in names)
                 )
-                print(f"   {'':<24} {firm_pairs(per_seed, sim, loose)}")
+                print(f"   {'':<24} {firm_pairs(per_seed, res.watches, res.loose)}")
+                for e, w in res.readings.items():
+                    tau_e = stats.kendalltau([w[p] for p in names], [truth[p] for p in names])
+                    print(
+                        f"   {'':<24} at exposure {e:g}: tau {tau_e.statistic:+.3f}  sim: "
+                        + ", ".join(f"{p} {w[p]:.2f}" for p in names)
+                    )
+                stable, agree, dep, here, there = exposure_pairs(truth, res)
+                robust[variant] += np.array([stable, agree, dep, here, there])
+                print(
+                    f"   {'':<24} orders that hold at every exposure reading: {stable} of "
+                    f"{stable + dep}, the truth agrees on {agree}; of the {dep} that depend on "
+                    f"it, this reading orders {here} as the truth does, the other(s) {there}"
+                )
     print("\nKendall tau per world (goal >= 0.8 in every world):")
     print(
         f"  {'held-out Recall@20':<24} "
@@ -242,6 +310,12 @@ def main() -> None:
             f"  {variant:<24} "
             + "  ".join(f"{t:+.3f}" for t in taus)
             + f"   min {min(taus):+.3f}  mean {np.mean(taus):+.3f}"
+        )
+    print("\nOrders that hold at every exposure reading, over the worlds:")
+    for variant, (stable, agree, dep, here, there) in robust.items():
+        print(
+            f"  {variant:<24} {stable} pairs, the truth agrees on {agree}; {dep} depend on "
+            f"it: this reading agrees on {here}, the other(s) on {there}"
         )
 
 

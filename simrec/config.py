@@ -33,6 +33,27 @@ DataFormat = Literal[
     "synthetic", "movielens-100k", "movielens-1m", "movielens-latest", "recbole", "table"
 ]
 TABLE_COLUMN_KEYS = ("user", "item", "rating", "timestamp", "title", "genres")
+# the two ends of brain.exposure that a ranking of policies is also simulated at (the fidelity
+# report, simrec ab): how much of a log's popularity is exposure is not in a log without
+# impressions, so an order of policies that changes between them rests on that assumption
+EXPOSURE_READINGS = (0.0, 1.0)
+
+
+def exposure_readings(values, configured: float, where: str) -> list[float]:
+    """The distinct ``brain.exposure`` readings of ``values`` other than the ``configured``
+    one, in order; a value outside [0, 2] is a ConfigError naming ``where``.
+
+    >>> exposure_readings([0, 1, 0.5, 0], 1.0, "ab exposures")
+    [0.0, 0.5]
+    """
+    out = []
+    for v in values:
+        e = float(v)
+        if not 0 <= e <= 2:
+            raise ConfigError(f"{where}: expected values in [0, 2], got {e:g}")
+        if e != configured and e not in out:
+            out.append(e)
+    return out
 
 
 class _Section(BaseModel):

@@ -33,6 +33,8 @@ def test_identical_arms_differ_by_exactly_nothing(tmp_path):
     assert (t["rank"] == 1).all()
     assert (b.rank_unresolved_with == "A").all()
     assert (t[t.arm == "A"].rank_unresolved_with == "B").all()
+    # tied under every exposure reading too: an order that does not depend on it
+    assert (t.order_depends_on_exposure_with == "").all()
 
 
 def test_a_worse_policy_loses_significantly(tmp_path):
@@ -134,7 +136,11 @@ def test_ab_from_the_cli(tmp_path, capsys):
     for r in t.itertuples():
         line = next(x for x in printed.splitlines() if x.startswith(f"{r.metric:<20}{r.arm:<10}"))
         tail = f"  {r.rank}" + (f" ({r.rank_unresolved_with})" if r.rank_unresolved_with else "")
+        tail += f" [{r.order_depends_on_exposure_with}]" if r.order_depends_on_exposure_with else ""
         assert line.endswith(tail), (line, tail)
+    # every arm was also run at brain.exposure 0 (the config's 1 is the main reading)
+    assert (out / "B" / "rep-0-exposure-0" / "manifest.json").is_file()
+    assert set(pd.read_parquet(out / "ab_exposure.parquet").exposure) == {0.0, 1.0}
     man = (out / "B" / "rep-0" / "manifest.json").read_text()
     assert '"factors": 8' in man
 
@@ -146,6 +152,8 @@ BAD = [
     (["--arm", "A=popular", "--arm", "B=random", "--control", "Z"], "--control: expected one of"),
     (["--arm", "A=popular", "--arm", "B=als", "--arm-param", "C:factors=3"], "--arm-param"),
     (["--arm", "A=popular", "--arm", "B=als", "--arm-param", "B:factors=-1"], "factors"),
+    (["--arm", "A=popular", "--arm", "B=random", "--exposures", "0,3"], "ab exposures: expected"),
+    (["--arm", "A=popular", "--arm", "B=random", "--exposures", "low"], "--exposures: expected"),
 ]
 
 
@@ -206,3 +214,54 @@ def test_ranks_share_ties_leave_out_non_numbers_and_name_unresolved_orders():
     assert _ranks(point, dist, list("abcd"), 0.05)[1][1] == "c,d"
     point[2, 0], dist[2] = 0.0, dist[2] - 1.0
     assert _ranks(point, dist, list("abcd"), 0.05) == ([1, 2, 3, None], ["d", "d", "d", "a,b,c"])
+
+
+def test_exposure_readings_rerun_every_arm_and_name_the_orders_that_change(tmp_path):
+    """Every arm is also run at brain.exposure 0: its values are those of the same A/B run
+    with that exposure, popularity gains on random there (it counts as taste), and an order
+    of two arms is named exactly when it is not the same under both readings."""
+    cfg = small_config(None, ticks=4)
+    arms = {"rand": "random", "pop": "popular", "als": {"name": "als", "params": {"factors": 8}}}
+    t = simrec.ab(cfg, arms, out=tmp_path / "ab", n_resamples=200)
+    by = pd.read_parquet(tmp_path / "ab" / "ab_exposure.parquet")
+    assert list(dict.fromkeys(by.exposure)) == [1.0, 0.0]  # the config's reading first
+    at = {e: g.set_index(["metric", "arm"]).value for e, g in by.groupby("exposure")}
+    main_values = t.set_index(["metric", "arm"]).value
+    pd.testing.assert_series_equal(at[1.0], main_values.loc[at[1.0].index], check_names=False)
+    cfg0 = {**cfg, "brain": {**cfg["brain"], "exposure": 0.0}}
+    t0 = simrec.ab(cfg0, arms, out=tmp_path / "ab0", n_resamples=200, exposures=())
+    assert (t0.order_depends_on_exposure_with == "").all()  # one reading: nothing to compare
+    assert set(pd.read_parquet(tmp_path / "ab0" / "ab_exposure.parquet").exposure) == {0.0}
+    np.testing.assert_allclose(
+        at[0.0].to_numpy(), t0.set_index(["metric", "arm"]).value.loc[at[0.0].index].to_numpy()
+    )
+    w = {e: v.loc["watches_per_user"] for e, v in at.items()}
+    assert w[0.0]["pop"] / w[0.0]["rand"] > w[1.0]["pop"] / w[1.0]["rand"]
+    for r in t.itertuples():
+        flips = {
+            o
+            for o in arms
+            if o != r.arm
+            and np.sign(at[1.0][r.metric, r.arm] - at[1.0][r.metric, o])
+            != np.sign(at[0.0][r.metric, r.arm] - at[0.0][r.metric, o])
+        }
+        assert set(filter(None, r.order_depends_on_exposure_with.split(","))) == flips, r
+    manifest = json.loads((tmp_path / "ab" / "ab_manifest.json").read_text())
+    assert manifest["exposure"] == 1.0 and set(manifest["exposure_readings"]) == {"0"}
+    assert "Orders under each exposure reading" in (tmp_path / "ab" / "report.html").read_text()
+
+
+def test_exposure_orders_compare_signs_and_leave_non_numbers_tied():
+    from simrec.evaluation.ab import _exposure_orders
+
+    m = len(METRICS)
+    one = np.tile(np.array([[3.0], [2.0], [2.0], [np.nan]]), (1, m))
+    other = one.copy()
+    other[0], other[1] = 1.0, 2.5  # a falls below b and c; b rises above c
+    by, depends = _exposure_orders({1.0: one, 0.0: other}, list("abcd"))
+    first = depends[::m]  # the first metric of each arm
+    assert first == ["b,c", "a,c", "a,b", ""]
+    assert by.shape == (2 * 4 * m, 5) and by["rank"].isna().sum() == 2 * m
+    assert by[by.exposure == 0.0].set_index("arm")["rank"].iloc[::m].tolist()[:3] == [3, 1, 2]
+    # a single reading: no order can depend on it
+    assert set(_exposure_orders({1.0: one}, list("abcd"))[1]) == {""}

@@ -285,6 +285,10 @@ def test_exposure_readings_name_the_pairs_whose_order_they_change():
     flipped = set(rows[rows.metric == "order_depends_on_exposure"].setting)
     assert flipped == {"a|b", "b|c"}
     assert v[("pairs", "stable_share", "simrec")] == pytest.approx(1 / 3)
+    assert v[("pairs", "stable_agree", "simrec")] == 1  # a|c: recall orders it the same way
+    swapped = {"a": {"recall@20": 0.1}, "b": {"recall@20": 0.2}, "c": {"recall@20": 0.3}}
+    rows = pd.DataFrame(F.exposure_rows(engagement, readings, swapped, 1.0), columns=F.COLUMNS)
+    assert rows.set_index(["setting", "metric"]).value[("pairs", "stable_agree")] == 0
     # the verdict reads every reading and names the pairs
     ranking = pd.DataFrame(
         F.ranking(engagement, offline) + F.exposure_rows(engagement, readings, offline, 1.0),
@@ -294,6 +298,7 @@ def test_exposure_readings_name_the_pairs_whose_order_they_change():
     assert "(brain.exposure 1) orders the 3 policies a > b > c" in text
     assert "with brain.exposure 0 b > a > c (tau 0.33)" in text
     assert "33% of the pairs" in text and "a vs b, b vs c" in text
+    assert "(held-out Recall@20 orders 1 of them the same way)" in text
     assert "A clue" not in text  # no popularity_vs_rating rows: no clue sentence
     with pytest.raises(ConfigError, match="exposures"):
         F.fidelity(WORLD, exposures=(3.0,))

@@ -8,7 +8,14 @@ from typing import Any
 
 import yaml
 
-from simrec.cli.flags import add_events_uri_flag, add_world_flags, build_config, key_value
+from simrec.cli.flags import (
+    add_events_uri_flag,
+    add_exposures_flag,
+    add_world_flags,
+    build_config,
+    exposures_flag,
+    key_value,
+)
 from simrec.errors import InputError
 
 
@@ -46,6 +53,7 @@ def register(sub) -> None:
     a.add_argument("--retrain-every", type=int, metavar="N", help="refit every arm every N ticks")
     a.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     a.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    add_exposures_flag(a, "every arm is")
     a.add_argument("--out", help="output directory (default datasets_out/ab-<run_id>)")
     a.add_argument("--quiet", action="store_true", help="no progress bars or table")
     a.set_defaults(
@@ -89,6 +97,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         control=args.control,
         n_resamples=args.bootstrap,
         alpha=args.alpha,
+        exposures=None if args.exposures is None else exposures_flag(args.exposures),
         progress=not args.quiet,
     )
     if not args.quiet:
@@ -117,13 +126,17 @@ def _load_arms_file(path: str) -> dict[str, Any]:
 
 def format_ab_table(table) -> str:
     """The A/B comparison as aligned text, one row per metric and arm; ``rank`` is the arm's
-    place on the metric, with the arms whose order with it the resamples cannot tell."""
+    place on the metric, with the arms whose order with it the resamples cannot tell, and in
+    brackets those whose order with it depends on the exposure reading."""
     lines = [
         f"{'metric':<20}{'arm':<10}{'value':>10}{'diff':>11}{'95% CI of diff':>24}"
         f"{'lift':>9}{'p (Holm)':>10}{'MDE':>10}  rank (order unresolved with)"
+        " [order depends on brain.exposure with]"
     ]
     for r in table.itertuples():
         rank = f"  {r.rank}" + (f" ({r.rank_unresolved_with})" if r.rank_unresolved_with else "")
+        depends = getattr(r, "order_depends_on_exposure_with", "")
+        rank += f" [{depends}]" if depends else ""
         if r.arm == r.control:
             lines.append(
                 f"{r.metric:<20}{r.arm:<10}{r.value:>10.4f}{'(control)':>11}{'':>53}{rank}"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from simrec.cli.flags import add_policy_flags, add_world_flags, build_config
+from simrec.cli.flags import (
+    add_exposures_flag,
+    add_policy_flags,
+    add_world_flags,
+    build_config,
+    exposures_flag,
+)
 
 
 def register(sub) -> None:
@@ -45,34 +51,11 @@ def register(sub) -> None:
         help="comma-separated policies to rank, at least 3 "
         "(default: random,popular,itemknn,als,bpr,genre)",
     )
-    f.add_argument(
-        "--exposures",
-        help="comma-separated brain.exposure values every policy is also simulated at, to "
-        "show which pairs' order depends on how much of the log's popularity is exposure "
-        "(default: 0,1; none: skip)",
-    )
+    add_exposures_flag(f, "every policy is")
     f.add_argument("--out", help="output directory (default datasets_out/fidelity-<run_id>)")
     f.add_argument("--quiet", action="store_true", help="no progress bars or table")
 
     f.set_defaults(func=cmd_fidelity)
-
-
-def _exposures(text: str | None) -> tuple[float, ...]:
-    """--exposures: numbers, comma-separated, or none (their range is checked by fidelity)."""
-    from simrec.errors import ConfigError
-    from simrec.evaluation.fidelity_report import EXPOSURE_READINGS
-
-    if text is None:
-        return EXPOSURE_READINGS
-    if text.strip().lower() == "none":
-        return ()
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values:
-        raise ConfigError(f"--exposures: expected numbers, comma-separated, or none; got {text!r}")
-    return values
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
@@ -96,7 +79,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         policies=policies,
         out=out,
         llm_users=args.llm_users,
-        exposures=_exposures(args.exposures),
+        exposures=exposures_flag(args.exposures),
     )
     if not args.quiet:
         fmt = {"float_format": lambda v: f"{v:.4f}", "na_rep": "", "index": False}

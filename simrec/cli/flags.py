@@ -11,7 +11,7 @@ from simrec.config import RunConfig, load_config, validate_config
 from simrec.data.loaders import FORMATS
 from simrec.data.registry import infer_format
 from simrec.domain import DOMAINS
-from simrec.errors import InputError
+from simrec.errors import ConfigError, InputError
 
 KG_OF_DATA = "(the data's own)"  # --kg without a file
 
@@ -299,3 +299,31 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if getattr(args, "overwrite", False):
         raw["output"]["overwrite"] = True
     return validate_config(raw, "command line")
+
+
+def add_exposures_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--exposures``: the brain.exposure readings ``what`` is also simulated at."""
+    parser.add_argument(
+        "--exposures",
+        help=f"comma-separated brain.exposure values {what} also simulated at, to show which "
+        "orders depend on how much of the log's popularity is exposure (default: 0,1 with the "
+        "utility brain, the config's own value left out; none: skip)",
+    )
+
+
+def exposures_flag(text: str | None) -> tuple[float, ...]:
+    """--exposures: numbers, comma-separated, or none; absent: EXPOSURE_READINGS (their range
+    is checked where they are used: :func:`simrec.config.exposure_readings`)."""
+    from simrec.config import EXPOSURE_READINGS
+
+    if text is None:
+        return EXPOSURE_READINGS
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise ConfigError(f"--exposures: expected numbers, comma-separated, or none; got {text!r}")
+    return values

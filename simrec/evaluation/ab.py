@@ -44,7 +44,13 @@ from pydantic import ValidationError
 from scipy.stats import norm
 
 from simrec import outputs
-from simrec.config import PolicyConfig, RunConfig, format_validation_error
+from simrec.config import (
+    EXPOSURE_READINGS,
+    PolicyConfig,
+    RunConfig,
+    exposure_readings,
+    format_validation_error,
+)
 from simrec.environments.base import Recommender
 from simrec.errors import ConfigError
 from simrec.evaluation.resampling import (
@@ -131,6 +137,7 @@ def ab(
     n_resamples: int = 2000,
     alpha: float = 0.05,
     power: float = 0.8,
+    exposures: tuple[float, ...] | list[float] | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Run every arm (and replicate) and return the comparison table (see module docstring).
@@ -140,6 +147,9 @@ def ab(
     ``control``: the reference arm (default: the first). ``out``: directory for the arms' runs
     and ``ab_results.parquet`` (default ``datasets_out/ab-<run id>``). The table is written
     there as ``ab_results.parquet``, with ``report.html`` and its plots.
+    ``exposures``: the ``brain.exposure`` readings every arm is also run at (default:
+    EXPOSURE_READINGS with the utility brain, none with an LLM brain); the config's own
+    reading is left out. Their values are written to ``ab_exposure.parquet``.
     """
     from simrec.build import as_config
     from simrec.simulator.runner import DEFAULT_OUT, run, run_id_for
@@ -155,6 +165,9 @@ def ab(
         )
     if not (isinstance(replicates, int) and replicates >= 1):
         raise ConfigError(f"--replicates: expected a positive integer, got {replicates!r}")
+    if exposures is None:
+        exposures = EXPOSURE_READINGS if base.brain.name == "utility" else ()
+    readings = exposure_readings(exposures, base.brain.exposure, "ab exposures")
     out_dir = Path(out) if out else DEFAULT_OUT / f"ab-{run_id_for(base)}"
     owned = outputs.check_out_dir(out_dir, "ab")
     if owned and (out_dir / "ab_results.parquet").exists() and not base.output.overwrite:
@@ -164,26 +177,38 @@ def ab(
     if base.output.overwrite:
         outputs.clear_own(out_dir, "ab")
     outputs.claim(out_dir, "ab")
-    runs: dict[str, list[Path]] = {name: [] for name in policies}
+    # the config's reading first, then each other reading of brain.exposure
+    runs_at: dict[float, dict[str, list[Path]]] = {
+        e: {name: [] for name in policies} for e in [base.brain.exposure, *readings]
+    }
     for r in range(replicates):
-        for name, policy in policies.items():
-            cfg = base.model_copy(deep=True)
-            cfg.seed = base.seed + r
-            cfg.name = None
-            cfg.output.dir = str(out_dir / f"{name}" / f"rep-{r}")
-            if base.output.events_uri:  # each arm's parts in a folder of their own
-                cfg.output.events_uri = f"{base.output.events_uri.rstrip('/')}/{name}/rep-{r}"
-            if isinstance(policy, PolicyConfig):
-                cfg.policy = policy
-                res = run(cfg, progress=progress)
-            else:
-                res = run(cfg, policy=policy, progress=progress)
-            runs[name].append(res.run_dir)
-    table, watches = _compare(runs, control, n_resamples, alpha, power, base.seed)
-    _write_results(out_dir, table, runs, control, base)
+        for e, runs in runs_at.items():
+            for name, policy in policies.items():
+                cfg = base.model_copy(deep=True)
+                cfg.seed = base.seed + r
+                cfg.name = None
+                cfg.brain.exposure = e
+                folder = f"{name}/rep-{r}" + (
+                    "" if e == base.brain.exposure else f"-exposure-{e:g}"
+                )
+                cfg.output.dir = str(out_dir / folder)
+                if base.output.events_uri:  # each arm's parts in a folder of their own
+                    cfg.output.events_uri = f"{base.output.events_uri.rstrip('/')}/{folder}"
+                if isinstance(policy, PolicyConfig):
+                    cfg.policy = policy
+                    res = run(cfg, progress=progress)
+                else:
+                    res = run(cfg, policy=policy, progress=progress)
+                runs[name].append(res.run_dir)
+    runs = runs_at[base.brain.exposure]
+    table, watches, point = _compare(runs, control, n_resamples, alpha, power, base.seed)
+    points = {base.brain.exposure: point}
+    points.update((e, _Arms.load(runs_at[e]).point()) for e in readings)
+    by_reading, table["order_depends_on_exposure_with"] = _exposure_orders(points, list(runs))
+    _write_results(out_dir, table, by_reading, runs_at, control, base)
     from simrec.evaluation.report import ab_report
 
-    ab_report(out_dir, table, runs, control, watches)
+    ab_report(out_dir, table, runs, control, watches, by_reading)
     table.attrs["out_dir"] = str(out_dir)
     return table
 
@@ -318,6 +343,59 @@ def _intra_list_diversity(
     return np.where(pairs > 0, 1.0 - mean_sim, 0.0)
 
 
+class _Arms:
+    """The arms' per-(replicate, user) data, and every metric of every arm from any weighting
+    of the (replicate, user) clusters."""
+
+    def __init__(self, names: list[str], data: dict[str, ArmData], n_items: int) -> None:
+        self.names, self.data, self.n_items = names, data, n_items
+        n = {d.components.shape[0] for d in data.values()}
+        if len(n) != 1:
+            raise ConfigError(
+                f"ab: arms have different populations ({sorted(n)} users); not paired"
+            )
+        self.n_clusters = n.pop()
+        # coverage: an item shown to more than _ALWAYS users is in every resample's union (the
+        # chance that a resample of n users misses all c of them is (1 - c/n)^n < e^-c <
+        # 1e-27); only the rarer items need the (resample x user) @ (user x item) product
+        self.always, self.rare = {}, {}
+        for name in names:
+            per_item = np.asarray(data[name].shown.sum(axis=0)).ravel()
+            self.always[name] = int((per_item > _ALWAYS).sum())
+            keep = np.flatnonzero((per_item > 0) & (per_item <= _ALWAYS))
+            self.rare[name] = data[name].shown[:, keep].T.tocsr()  # (rare items, n)
+
+    @classmethod
+    def load(cls, runs: dict[str, list[Path]]) -> _Arms:
+        """From finished runs: arm -> run directories, replicate order aligned across arms."""
+        data, n_items = {}, 0
+        for name in runs:
+            data[name], n_items = arm_data(runs[name])
+        return cls(list(runs), data, n_items)
+
+    def values(self, weights: np.ndarray) -> np.ndarray:
+        """(b, n) cluster counts -> (n_arms, n_metrics, b) metric values."""
+        col = {c: j for j, c in enumerate(_COMPONENTS)}
+        b = weights.shape[0]
+        out = np.empty((len(self.names), len(METRICS), b))
+        drawn = (weights > 0).astype(np.float64).T  # (n, b)
+        for a, name in enumerate(self.names):
+            sums = weights @ self.data[name].components  # (b, c)
+            for m, metric in enumerate(METRICS):
+                if metric == "coverage":
+                    hit = self.rare[name] @ drawn > 0  # (rare items, b)
+                    out[a, m] = (self.always[name] + hit.sum(axis=0)) / max(self.n_items, 1)
+                    continue
+                num, den = _RATIOS[metric]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[a, m] = sums[:, col[num]] / sums[:, col[den]]
+        return out
+
+    def point(self) -> np.ndarray:
+        """(n_arms, n_metrics): every metric of every arm on the whole population."""
+        return self.values(np.ones((1, self.n_clusters)))[..., 0]
+
+
 def compare(
     runs: dict[str, list[Path]],
     control: str,
@@ -339,46 +417,15 @@ def _compare(
     alpha: float,
     power: float,
     seed: int,
-) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """compare(), and each arm's watches per (replicate, user) for the report."""
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray]:
+    """compare(), each arm's watches per (replicate, user) for the report, and every metric of
+    every arm on the whole population, (arms, metrics)."""
     names = list(runs)
-    data = {}
-    n_items = 0
-    for name in names:
-        data[name], n_items = arm_data(runs[name])
-    n = {d.components.shape[0] for d in data.values()}
-    if len(n) != 1:
-        raise ConfigError(f"ab: arms have different populations ({sorted(n)} users); not paired")
-    n_clusters = n.pop()
+    arms = _Arms.load(runs)
+    n_clusters, data = arms.n_clusters, arms.data
     col = {c: j for j, c in enumerate(_COMPONENTS)}
     n_metrics, n_arms = len(METRICS), len(names)
-
-    # coverage: an item shown to more than _ALWAYS users is in every resample's union (the
-    # chance that a resample of n users misses all c of them is (1 - c/n)^n < e^-c < 1e-27);
-    # only the rarer items need the (resample x user) @ (user x item) product
-    always, rare = {}, {}
-    for name in names:
-        per_item = np.asarray(data[name].shown.sum(axis=0)).ravel()
-        always[name] = int((per_item > _ALWAYS).sum())
-        keep = np.flatnonzero((per_item > 0) & (per_item <= _ALWAYS))
-        rare[name] = data[name].shown[:, keep].T.tocsr()  # (rare items, n)
-
-    def values(weights: np.ndarray) -> np.ndarray:
-        """(b, n) resample counts -> (n_arms, n_metrics, b) metric values."""
-        b = weights.shape[0]
-        out = np.empty((n_arms, n_metrics, b))
-        drawn = (weights > 0).astype(np.float64).T  # (n, b)
-        for a, name in enumerate(names):
-            sums = weights @ data[name].components  # (b, c)
-            for m, metric in enumerate(METRICS):
-                if metric == "coverage":
-                    hit = rare[name] @ drawn > 0  # (rare items, b)
-                    out[a, m] = (always[name] + hit.sum(axis=0)) / max(n_items, 1)
-                    continue
-                num, den = _RATIOS[metric]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    out[a, m] = sums[:, col[num]] / sums[:, col[den]]
-        return out
+    values = arms.values
 
     def statistic(idx: np.ndarray, axis: int = -1) -> np.ndarray:
         v = values(resample_weights(idx, n_clusters))
@@ -443,7 +490,7 @@ def _compare(
     table["significant"] = table["p_holm"] < alpha
     table["n_users"] = n_clusters
     watches = {name: data[name].components[:, col["clicks"]] for name in names}
-    return table, watches
+    return table, watches, point[:half].reshape(n_arms, n_metrics)
 
 
 def _ranks(
@@ -455,7 +502,7 @@ def _ranks(
     comma-separated ("" when none). point: (arms, metrics) values; dist: (arms, metrics,
     resamples) their bootstrap distribution."""
     n_arms, n_metrics, b = dist.shape
-    higher = (point[None, :, :] > point[:, None, :]).sum(axis=1)  # (arm, metric)
+    places = _places(point)
     diff = point[:, None, :] - point[None, :, :]  # (arm, other arm, metric)
     kept = order_kept(diff.ravel(), (dist[:, None] - dist[None, :]).reshape(-1, b))
     loose = kept.reshape(diff.shape) < 1 - alpha
@@ -463,9 +510,49 @@ def _ranks(
     ranks, unresolved = [], []
     for a in range(n_arms):
         for m in range(n_metrics):
-            ranks.append(int(higher[a, m]) + 1 if np.isfinite(point[a, m]) else None)
+            ranks.append(int(places[a, m]) if np.isfinite(point[a, m]) else None)
             unresolved.append(",".join(names[o] for o in np.flatnonzero(loose[a, :, m])))
     return ranks, unresolved
+
+
+def _places(point: np.ndarray) -> np.ndarray:
+    """(arms, metrics) values -> each arm's rank on each metric: 1 + the number of arms with a
+    higher value (tied values share the better rank; a NaN is never higher)."""
+    return (point[None, :, :] > point[:, None, :]).sum(axis=1) + 1
+
+
+def _exposure_orders(
+    points: dict[float, np.ndarray], names: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """How the arms' order depends on ``brain.exposure``. ``points``: reading -> (arms,
+    metrics) values, the config's reading first. -> the values and ranks per reading (columns
+    exposure, arm, metric, value, rank), and per (arm, metric) in the table's row order the
+    arms whose order with it (higher, lower or tied; a comparison with a value that is not a
+    number counts as tied) is not the same under every reading, comma-separated."""
+    signs = np.stack(
+        [np.sign(np.nan_to_num(p[:, None, :] - p[None, :, :])) for p in points.values()]
+    )  # (readings, arm, other arm, metric)
+    depends = (signs != signs[0]).any(axis=0)
+    rows = [
+        {
+            "exposure": e,
+            "arm": name,
+            "metric": metric,
+            "value": p[a, m],
+            "rank": int(_places(p)[a, m]) if np.isfinite(p[a, m]) else None,
+        }
+        for e, p in points.items()
+        for a, name in enumerate(names)
+        for m, metric in enumerate(METRICS)
+    ]
+    by_reading = pd.DataFrame(rows, columns=["exposure", "arm", "metric", "value", "rank"])
+    by_reading["rank"] = pd.array(by_reading["rank"], "Int64")
+    with_ = [
+        ",".join(names[o] for o in np.flatnonzero(depends[a, :, m]))
+        for a in range(len(names))
+        for m in range(len(METRICS))
+    ]
+    return by_reading, with_
 
 
 def holm(p: np.ndarray) -> np.ndarray:
@@ -487,15 +574,29 @@ def holm(p: np.ndarray) -> np.ndarray:
 
 
 def _write_results(
-    out_dir: Path, table: pd.DataFrame, runs: dict[str, list[Path]], control: str, base: RunConfig
+    out_dir: Path,
+    table: pd.DataFrame,
+    by_reading: pd.DataFrame,
+    runs_at: dict[float, dict[str, list[Path]]],
+    control: str,
+    base: RunConfig,
 ) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     with outputs.replacing(out_dir / "ab_results.parquet") as tmp:
         table.to_parquet(tmp, index=False)
+    with outputs.replacing(out_dir / "ab_exposure.parquet") as tmp:
+        by_reading.to_parquet(tmp, index=False)
+    runs = runs_at[base.brain.exposure]
     summary = {
         "control": control,
         "arms": {name: [str(p) for p in dirs] for name, dirs in runs.items()},
         "seed": base.seed,
         "replicates": len(next(iter(runs.values()))),
+        "exposure": base.brain.exposure,
+        "exposure_readings": {
+            f"{e:g}": {name: [str(p) for p in dirs] for name, dirs in r.items()}
+            for e, r in runs_at.items()
+            if e != base.brain.exposure
+        },
     }
     outputs.atomic_write(out_dir / "ab_manifest.json", json.dumps(summary, indent=2).encode())

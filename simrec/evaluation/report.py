@@ -213,10 +213,13 @@ def ab_report(
     runs: dict[str, list[Path]],
     control: str,
     watches: dict[str, np.ndarray] | None = None,
+    by_reading: pd.DataFrame | None = None,
 ) -> Path:
     """``report.html`` in the A/B directory: per-tick curves per arm, distributions of per-user
     differences to the control, a forest plot of lifts with CIs, and the table. ``watches``:
-    per arm, watches per (replicate, user) if already computed (else read from the events)."""
+    per arm, watches per (replicate, user) if already computed (else read from the events).
+    ``by_reading``: each arm's value and rank per ``brain.exposure`` reading (ab's
+    ``ab_exposure.parquet``), shown when it holds more than one reading."""
     plt = page.pyplot()
     out.mkdir(parents=True, exist_ok=True)
     curves = {
@@ -276,16 +279,49 @@ def ab_report(
     ax.set_xlabel(f"relative lift vs {control} (95% CI; red: significant after Holm)")
     forest_png = page.save_figure(fig, out / "ab_forest.png")
     shown = table.drop(columns=["control", "n_users"])
-    return page.write_page(
-        out,
-        f"simrec A/B: {', '.join(runs)} (control {control})",
-        [
-            ("Per-tick metrics per arm", page.image(curves_png, "per-tick metrics")),
-            ("Per-user differences to the control", page.image(diffs_png, "user differences")),
-            ("Lifts with confidence intervals", page.image(forest_png, "forest plot")),
-            (f"Table ({int(table.n_users.iloc[0]):,} users per arm)", page.table(shown)),
-        ],
+    sections = [
+        ("Per-tick metrics per arm", page.image(curves_png, "per-tick metrics")),
+        ("Per-user differences to the control", page.image(diffs_png, "user differences")),
+        ("Lifts with confidence intervals", page.image(forest_png, "forest plot")),
+    ]
+    if by_reading is not None and by_reading.exposure.nunique() > 1:
+        orders = _exposure_section(table, by_reading)
+        sections.append(("Orders under each exposure reading", orders))
+    sections.append((f"Table ({int(table.n_users.iloc[0]):,} users per arm)", page.table(shown)))
+    return page.write_page(out, f"simrec A/B: {', '.join(runs)} (control {control})", sections)
+
+
+def _exposure_section(table: pd.DataFrame, by_reading: pd.DataFrame) -> str:
+    """The arms' value (rank) per brain.exposure reading, and the orders that change."""
+    key = table[table.metric == "watches_per_user"]
+    pairs = sorted(
+        {
+            "|".join(sorted((r.arm, o)))
+            for r in key.itertuples()
+            for o in filter(None, r.order_depends_on_exposure_with.split(","))
+        }
     )
+    cells = by_reading.assign(
+        cell=[f"{v:.4g} ({r})" for v, r in zip(by_reading.value, by_reading["rank"], strict=True)],
+        exposure=[f"exposure {e:g}" for e in by_reading.exposure],
+    ).pivot(index=["metric", "arm"], columns="exposure", values="cell")
+    readings = list(dict.fromkeys(f"exposure {e:g}" for e in by_reading.exposure))
+    rows = pd.MultiIndex.from_frame(table[["metric", "arm"]])  # the table's order
+    cells = cells.reindex(index=rows, columns=readings).reset_index()
+    cells.columns.name = None
+    intro = (
+        "<p>How much of an item's popularity in the seed log is exposure (people came across "
+        "it) rather than taste is not in a log without impressions. Every arm was also run at "
+        "the other readings of <code>brain.exposure</code>: an order of two arms that changes "
+        "between readings rests on that assumption; one that holds under all of them does "
+        "not. Each cell is the arm's value (its rank).</p>"
+    )
+    verdict = (
+        f"On watches per user, the order of {', '.join(pairs)} depends on it."
+        if pairs
+        else "On watches per user, no order of two arms depends on it."
+    )
+    return intro + f"<p><b>{html.escape(verdict)}</b></p>" + page.table(cells)
 
 
 # ---------------------------------------------------------------------------- OPE

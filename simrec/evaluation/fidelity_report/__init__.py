@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 
 from simrec import build, outputs
-from simrec.config import RunConfig
+from simrec.config import EXPOSURE_READINGS, RunConfig, exposure_readings
 from simrec.data.dataset import Dataset
 from simrec.environments.registry import POLICIES as REGISTERED
 from simrec.errors import ConfigError
@@ -91,7 +91,6 @@ from simrec.evaluation.fidelity_report.page import (
 )
 from simrec.evaluation.fidelity_report.ranking import (
     BRAIN_FAMILIES,
-    EXPOSURE_READINGS,
     POLICIES,
     TOP_K,
     exposure_rows,
@@ -186,10 +185,7 @@ def fidelity(
             "fidelity: population.users: the report simulates one agent per real user; "
             f"got {cfg.population.users}"
         )
-    exposures = [float(e) for e in dict.fromkeys(exposures) if e != cfg.brain.exposure]
-    for e in exposures:
-        if not 0 <= e <= 2:
-            raise ConfigError(f"fidelity exposures: expected values in [0, 2], got {e:g}")
+    exposures = exposure_readings(exposures, cfg.brain.exposure, "fidelity exposures")
     policies = list(dict.fromkeys(policies))
     for p in policies:
         if p not in REGISTERED and ":" not in p:

@@ -82,6 +82,7 @@ def ranking_verdict(table: pd.DataFrame) -> str:
             f"with brain.{source.removeprefix('simrec, ')} {order(watches)} (tau {t:.2f})"
         )
     stable = rk[(rk.setting == "pairs") & (rk.metric == "stable_share")].value
+    agree = rk[(rk.setting == "pairs") & (rk.metric == "stable_agree")].value
     depends = rk[rk.metric == "order_depends_on_exposure"].setting
     pairs = ", ".join(p.replace("|", " vs ") for p in depends)
     clue = rk[(rk.setting == "popularity_vs_rating") & (rk.metric == "correlation")].value
@@ -91,6 +92,11 @@ def ranking_verdict(table: pd.DataFrame) -> str:
         f"of this order, and a log without impressions cannot tell: "
         + "; ".join(readings)
         + f". {float(stable.iloc[0]):.0%} of the pairs keep their order under every reading"
+        + (
+            f" (held-out Recall@20 orders {int(agree.iloc[0])} of them the same way)"
+            if len(agree)
+            else ""
+        )
         + (f"; these depend on it: {pairs}" if pairs else "")
         + (
             f". A clue the log does hold: over the {int(items.iloc[0])} items with at least "

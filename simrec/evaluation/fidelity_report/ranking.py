@@ -244,9 +244,6 @@ def ranking_uncertainty(
     return rows
 
 
-EXPOSURE_READINGS = (0.0, 1.0)  # the two ends of brain.exposure the ranking is also run at
-
-
 def reading(exposure: float) -> str:
     """The source label of simulated engagement read with ``brain.exposure`` = ``exposure``."""
     return f"simrec, exposure {exposure:g}"
@@ -266,8 +263,9 @@ def exposure_rows(
 
     Per reading: each policy's watches per user and Kendall's tau against held-out Recall@20
     (source :func:`reading`); then ``stable_share``, the share of policy pairs whose simulated
-    order is the same under the config's brain and every reading, and per pair that is not
-    (setting ``A|B``), ``order_depends_on_exposure`` 1."""
+    order is the same under the config's brain and every reading, ``stable_agree``, how many of
+    those held-out Recall@20 orders the same way, and per pair that is not (setting ``A|B``),
+    ``order_depends_on_exposure`` 1."""
     rows: list[tuple] = [("ranking", "brain", "exposure", configured, "simrec")]
     names = list(engagement)
     recall = np.array([offline[p][f"recall@{TOP_K}"] for p in names])
@@ -287,6 +285,11 @@ def exposure_rows(
         )
     stable = 1 - len(unstable) / max(len(pairs), 1)
     rows.append(("ranking", "pairs", "stable_share", stable, "simrec"))
+    held = [(a, b) for a, b in pairs if (a, b) not in unstable]
+    agree = sum(
+        np.sign(orders[0][a] - orders[0][b]) == np.sign(recall[a] - recall[b]) for a, b in held
+    )
+    rows.append(("ranking", "pairs", "stable_agree", float(agree), "simrec"))
     return rows
 
 
