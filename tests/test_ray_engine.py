@@ -332,6 +332,14 @@ def test_ab_arms_on_ray_shards_give_the_local_comparison(tmp_path):
             uri = (tmp_path / "shared").as_uri()
             args += ["--engine", "ray", "--shards", "2", "--events-uri", uri]
         assert main(args) == 0
-        tables[label] = (tmp_path / label / "ab_results.parquet").read_bytes()
+        tables[label] = [
+            (tmp_path / label / name).read_bytes()
+            for name in ("ab_results.parquet", "ab_exposure.parquet")
+        ]
     assert tables["ray"] == tables["local"]
     assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["A", "B"]
+    # the exposure-0 reading's parts beside the main reading's, in the arm's folder
+    assert sorted(p.name for p in (tmp_path / "shared" / "A").iterdir()) == [
+        "rep-0",
+        "rep-0-exposure-0",
+    ]
