@@ -39,7 +39,9 @@ TABLE_COLUMN_KEYS = ("user", "item", "rating", "timestamp", "title", "genres")
 EXPOSURE_READINGS = (0.0, 1.0)
 
 
-def exposure_readings(values, configured: float, where: str) -> list[float]:
+def exposure_readings(
+    values: tuple[float, ...] | list[float], configured: float, where: str
+) -> list[float]:
     """The distinct ``brain.exposure`` readings of ``values`` other than the ``configured``
     one, in order; a value outside [0, 2] is a ConfigError naming ``where``.
 

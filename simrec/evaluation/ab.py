@@ -27,6 +27,13 @@ Every arm is also ranked on every metric (``rank``: 1 is the highest value), and
 ``rank_unresolved_with`` names the arms whose order with it fewer than ``1 - alpha`` of the
 same resamples keep: an order the population cannot tell, which replicates (or more users)
 may settle. It describes each pair on its own, without a correction across pairs.
+
+How much of an item's popularity in the seed log is exposure rather than taste
+(``brain.exposure``) is not in a log without impressions. With the statistical brain every arm
+is also run at the other readings (``exposures``, by default the ends 0 and 1 of
+EXPOSURE_READINGS other than the config's), and ``order_depends_on_exposure_with`` names the
+arms whose order with it (by the point values) is not the same under every reading; each
+reading's values and ranks go to ``ab_exposure.parquet``.
 """
 
 from __future__ import annotations
@@ -539,9 +546,10 @@ def _exposure_orders(
             "arm": name,
             "metric": metric,
             "value": p[a, m],
-            "rank": int(_places(p)[a, m]) if np.isfinite(p[a, m]) else None,
+            "rank": int(places[a, m]) if np.isfinite(p[a, m]) else None,
         }
         for e, p in points.items()
+        for places in [_places(p)]
         for a, name in enumerate(names)
         for m, metric in enumerate(METRICS)
     ]
