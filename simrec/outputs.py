@@ -43,7 +43,7 @@ OWN_FILES: dict[str, re.Pattern[str]] = {
         r"|(?:events|users|items|metrics)\.csv"
         r"|README\.md|(?:train|test)/events\.parquet|(?:users|items)\.parquet",
         "augment": r"manifest\.json|[\w-]+\.parquet",
-        "ab": rf"ab_results\.parquet|ab_manifest\.json|{_PLOTS}",
+        "ab": rf"ab_(?:results|exposure)\.parquet|ab_manifest\.json|{_PLOTS}",
         "fidelity": rf"fidelity\.parquet|{_PLOTS}",
         "ope": rf"ope_results\.parquet|{_PLOTS}",
         "converse": r"manifest\.json|(?:conversations|targets|personas)\.parquet"

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import simrec
+from simrec import outputs
 from simrec.cli import main
 from simrec.evaluation import METRICS, holm
 
@@ -225,6 +226,10 @@ def test_exposure_readings_rerun_every_arm_and_name_the_orders_that_change(tmp_p
     t = simrec.ab(cfg, arms, out=tmp_path / "ab", n_resamples=200)
     by = pd.read_parquet(tmp_path / "ab" / "ab_exposure.parquet")
     assert list(dict.fromkeys(by.exposure)) == [1.0, 0.0]  # the config's reading first
+    # every file the A/B writes is one --overwrite may delete as its own
+    top = [p.name for p in (tmp_path / "ab").iterdir() if p.is_file()]
+    assert "ab_exposure.parquet" in top
+    assert all(outputs.OWN_FILES["ab"].fullmatch(name) for name in top), top
     at = {e: g.set_index(["metric", "arm"]).value for e, g in by.groupby("exposure")}
     main_values = t.set_index(["metric", "arm"]).value
     pd.testing.assert_series_equal(at[1.0], main_values.loc[at[1.0].index], check_names=False)
@@ -249,6 +254,13 @@ def test_exposure_readings_rerun_every_arm_and_name_the_orders_that_change(tmp_p
     manifest = json.loads((tmp_path / "ab" / "ab_manifest.json").read_text())
     assert manifest["exposure"] == 1.0 and set(manifest["exposure_readings"]) == {"0"}
     assert "Orders under each exposure reading" in (tmp_path / "ab" / "report.html").read_text()
+    # again without the readings, over the same folder: its reading runs' files go with the
+    # rest (an emptied run folder keeps only its lock file, as every cleared run does)
+    again = {**cfg, "output": {**cfg["output"], "overwrite": True}}
+    simrec.ab(again, arms, out=tmp_path / "ab", n_resamples=200, exposures=())
+    left = [p.name for p in (tmp_path / "ab").glob("*/rep-0-exposure-0/**/*") if p.is_file()]
+    assert set(left) <= {".simrec.lock"}
+    assert set(pd.read_parquet(tmp_path / "ab" / "ab_exposure.parquet").exposure) == {1.0}
 
 
 def test_exposure_orders_compare_signs_and_leave_non_numbers_tied():
