@@ -139,6 +139,15 @@ def test_ab_from_the_cli(tmp_path, capsys):
         tail = f"  {r.rank}" + (f" ({r.rank_unresolved_with})" if r.rank_unresolved_with else "")
         tail += f" [{r.order_depends_on_exposure_with}]" if r.order_depends_on_exposure_with else ""
         assert line.endswith(tail), (line, tail)
+    # then the pairs whose order on watches per user depends on the exposure reading
+    pairs = {
+        "|".join(sorted((r.arm, o)))
+        for r in t[t.metric == "watches_per_user"].itertuples()
+        for o in filter(None, r.order_depends_on_exposure_with.split(","))
+    }
+    line = printed.splitlines()[-2]
+    assert "brain.exposure" in line and all(p in line for p in pairs), line
+    assert ("no order" in line) == (not pairs)
     # every arm was also run at brain.exposure 0 (the config's 1 is the main reading)
     assert (out / "B" / "rep-0-exposure-0" / "manifest.json").is_file()
     assert set(pd.read_parquet(out / "ab_exposure.parquet").exposure) == {0.0, 1.0}

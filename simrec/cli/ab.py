@@ -68,7 +68,7 @@ def register(sub) -> None:
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
-    from simrec.evaluation.ab import ab, parse_arm
+    from simrec.evaluation.ab import ab, exposure_dependent_pairs, parse_arm
 
     cfg = build_config(args)
     arms: dict[str, Any] = {}
@@ -102,6 +102,14 @@ def cmd_ab(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(format_ab_table(table))
+        if table.attrs["exposure_readings"]:
+            pairs = exposure_dependent_pairs(table)
+            print(
+                "order on watches per user that depends on how much of the log's popularity "
+                f"is exposure (brain.exposure): {', '.join(pairs)}"
+                if pairs
+                else "no order of two arms on watches per user depends on brain.exposure"
+            )
         print(f"results and report: {table.attrs['out_dir']}/report.html")
     return 0
 

@@ -217,7 +217,21 @@ def ab(
 
     ab_report(out_dir, table, runs, control, watches, by_reading)
     table.attrs["out_dir"] = str(out_dir)
+    table.attrs["exposure_readings"] = readings
     return table
+
+
+def exposure_dependent_pairs(table: pd.DataFrame, metric: str = "watches_per_user") -> list[str]:
+    """The pairs of arms ("a|b", names sorted) whose order on ``metric`` depends on the
+    exposure reading (the table's ``order_depends_on_exposure_with``), sorted."""
+    rows = table[table.metric == metric]
+    return sorted(
+        {
+            "|".join(sorted((r.arm, other)))
+            for r in rows.itertuples()
+            for other in filter(None, r.order_depends_on_exposure_with.split(","))
+        }
+    )
 
 
 def _arm_policies(arms: dict) -> dict[str, PolicyConfig | Recommender]:

@@ -293,14 +293,9 @@ def ab_report(
 
 def _exposure_section(table: pd.DataFrame, by_reading: pd.DataFrame) -> str:
     """The arms' value (rank) per brain.exposure reading, and the orders that change."""
-    key = table[table.metric == "watches_per_user"]
-    pairs = sorted(
-        {
-            "|".join(sorted((r.arm, o)))
-            for r in key.itertuples()
-            for o in filter(None, r.order_depends_on_exposure_with.split(","))
-        }
-    )
+    from simrec.evaluation.ab import exposure_dependent_pairs
+
+    pairs = exposure_dependent_pairs(table)
     cells = by_reading.assign(
         cell=[f"{v:.4g} ({r})" for v, r in zip(by_reading.value, by_reading["rank"], strict=True)],
         exposure=[f"exposure {e:g}" for e in by_reading.exposure],
