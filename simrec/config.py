@@ -40,16 +40,17 @@ EXPOSURE_READINGS = (0.0, 1.0)
 
 
 def exposure_readings(
-    values: tuple[float, ...] | list[float], configured: float, where: str
+    values: tuple[float, ...] | list[float] | None, configured: float, where: str
 ) -> list[float]:
-    """The distinct ``brain.exposure`` readings of ``values`` other than the ``configured``
-    one, in order; a value outside [0, 2] is a ConfigError naming ``where``.
+    """The distinct ``brain.exposure`` readings of ``values`` (None: EXPOSURE_READINGS) other
+    than the ``configured`` one, in order; a value outside [0, 2] is a ConfigError naming
+    ``where``.
 
     >>> exposure_readings([0, 1, 0.5, 0], 1.0, "ab exposures")
     [0.0, 0.5]
     """
     out = []
-    for v in values:
+    for v in EXPOSURE_READINGS if values is None else values:
         e = float(v)
         if not 0 <= e <= 2:
             raise ConfigError(f"{where}: expected values in [0, 2], got {e:g}")

@@ -97,7 +97,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         control=args.control,
         n_resamples=args.bootstrap,
         alpha=args.alpha,
-        exposures=None if args.exposures is None else exposures_flag(args.exposures),
+        exposures=exposures_flag(args.exposures),
         progress=not args.quiet,
     )
     if not args.quiet:

@@ -311,13 +311,11 @@ def add_exposures_flag(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def exposures_flag(text: str | None) -> tuple[float, ...]:
-    """--exposures: numbers, comma-separated, or none; absent: EXPOSURE_READINGS (their range
-    is checked where they are used: :func:`simrec.config.exposure_readings`)."""
-    from simrec.config import EXPOSURE_READINGS
-
+def exposures_flag(text: str | None) -> tuple[float, ...] | None:
+    """--exposures: numbers, comma-separated, or none; absent: None, the command's default
+    (their range is checked where they are used: :func:`simrec.config.exposure_readings`)."""
     if text is None:
-        return EXPOSURE_READINGS
+        return None
     if text.strip().lower() == "none":
         return ()
     try:

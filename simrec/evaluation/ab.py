@@ -52,7 +52,6 @@ from scipy.stats import norm
 
 from simrec import outputs
 from simrec.config import (
-    EXPOSURE_READINGS,
     PolicyConfig,
     RunConfig,
     exposure_readings,
@@ -105,6 +104,7 @@ _COMPONENTS = (
     "ild_sum",
     "novelty_sum",
 )
+_COLUMN = {name: j for j, name in enumerate(_COMPONENTS)}  # component -> its column
 _ALWAYS = 64  # users showing an item beyond which every resample covers it (see compare)
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -172,8 +172,8 @@ def ab(
         )
     if not (isinstance(replicates, int) and replicates >= 1):
         raise ConfigError(f"--replicates: expected a positive integer, got {replicates!r}")
-    if exposures is None:
-        exposures = EXPOSURE_READINGS if base.brain.name == "utility" else ()
+    if exposures is None and base.brain.name != "utility":
+        exposures = ()  # an LLM brain's runs are costly: its readings only when asked for
     readings = exposure_readings(exposures, base.brain.exposure, "ab exposures")
     out_dir = Path(out) if out else DEFAULT_OUT / f"ab-{run_id_for(base)}"
     owned = outputs.check_out_dir(out_dir, "ab")
@@ -298,7 +298,7 @@ def _run_components(run_dir: Path) -> tuple[np.ndarray, sp.csr_matrix]:
     rating = ev.rating.to_numpy(np.float64, na_value=np.nan)
     rated = np.isfinite(rating)
     comp = np.zeros((n, len(_COMPONENTS)))
-    col = {name: j for j, name in enumerate(_COMPONENTS)}
+    col = _COLUMN
     comp[:, col["impressions"]] = np.bincount(user, minlength=n)
     comp[:, col["clicks"]] = np.bincount(user, weights=clicked, minlength=n)
     comp[:, col["rated"]] = np.bincount(user, weights=rated, minlength=n)
@@ -396,7 +396,7 @@ class _Arms:
 
     def values(self, weights: np.ndarray) -> np.ndarray:
         """(b, n) cluster counts -> (n_arms, n_metrics, b) metric values."""
-        col = {c: j for j, c in enumerate(_COMPONENTS)}
+        col = _COLUMN
         b = weights.shape[0]
         out = np.empty((len(self.names), len(METRICS), b))
         drawn = (weights > 0).astype(np.float64).T  # (n, b)
@@ -444,7 +444,6 @@ def _compare(
     names = list(runs)
     arms = _Arms.load(runs)
     n_clusters, data = arms.n_clusters, arms.data
-    col = {c: j for j, c in enumerate(_COMPONENTS)}
     n_metrics, n_arms = len(METRICS), len(names)
     values = arms.values
 
@@ -510,7 +509,7 @@ def _compare(
     table["p_holm"] = holm(table["p_value"].to_numpy())
     table["significant"] = table["p_holm"] < alpha
     table["n_users"] = n_clusters
-    watches = {name: data[name].components[:, col["clicks"]] for name in names}
+    watches = {name: data[name].components[:, _COLUMN["clicks"]] for name in names}
     return table, watches, point[:half].reshape(n_arms, n_metrics)
 
 
@@ -542,6 +541,20 @@ def _places(point: np.ndarray) -> np.ndarray:
     return (point[None, :, :] > point[:, None, :]).sum(axis=1) + 1
 
 
+def order_changes(values: np.ndarray) -> np.ndarray:
+    """Which pairs change order between readings: values (readings, n, ...) -> (n, n, ...)
+    bool, True for (i, j) when i is higher, lower or tied with j (a comparison with a value
+    that is not a number counts as tied) not alike under every reading.
+
+    >>> order_changes(np.array([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])).astype(int)
+    array([[0, 1, 1],
+           [1, 0, 1],
+           [1, 1, 0]])
+    """
+    signs = np.sign(np.nan_to_num(values[:, :, None] - values[:, None, :]))
+    return (signs != signs[:1]).any(axis=0)
+
+
 def _exposure_orders(
     points: dict[float, np.ndarray], names: list[str]
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -550,10 +563,7 @@ def _exposure_orders(
     exposure, arm, metric, value, rank), and per (arm, metric) in the table's row order the
     arms whose order with it (higher, lower or tied; a comparison with a value that is not a
     number counts as tied) is not the same under every reading, comma-separated."""
-    signs = np.stack(
-        [np.sign(np.nan_to_num(p[:, None, :] - p[None, :, :])) for p in points.values()]
-    )  # (readings, arm, other arm, metric)
-    depends = (signs != signs[0]).any(axis=0)
+    depends = order_changes(np.stack(list(points.values())))  # (arm, other arm, metric)
     rows = [
         {
             "exposure": e,

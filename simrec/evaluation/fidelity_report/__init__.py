@@ -156,7 +156,7 @@ def fidelity(
     out: str | Path | None = None,
     progress: bool = False,
     llm_users: int = 50,
-    exposures: tuple[float, ...] | list[float] = EXPOSURE_READINGS,
+    exposures: tuple[float, ...] | list[float] | None = None,
 ) -> pd.DataFrame:
     """The fidelity table of the config's data and statistical brain (see the module
     docstring). ``config.simulation.ticks`` is the length of the simulated runs, their
@@ -168,8 +168,9 @@ def fidelity(
     source ``llm``. The behaviour and ranking simulations still use the statistical brain.
 
     Each policy is also simulated with ``brain.exposure`` at each of ``exposures`` (other than
-    the config's; empty: none), so that the report can say which pairs of policies keep their
-    order however much of the log's popularity is exposure (see :func:`exposure_rows`)."""
+    the config's; None: EXPOSURE_READINGS; empty: none), so that the report can say which
+    pairs of policies keep their order however much of the log's popularity is exposure (see
+    :func:`exposure_rows`)."""
     import simrec
 
     cfg = build.as_config(config)

@@ -8,6 +8,7 @@ from scipy import stats
 
 from simrec.data.dataset import Dataset
 from simrec.environments.registry import policy_family
+from simrec.evaluation.ab import order_changes
 from simrec.evaluation.fidelity_report.split import Split
 from simrec.evaluation.resampling import bootstrap_units, order_kept, resample_weights
 from simrec.rng import Streams
@@ -277,18 +278,15 @@ def exposure_rows(
         rows += [("ranking", p, "watches_per_user", values[p], label) for p in names]
         tau = float(stats.kendalltau(sim, recall).statistic)
         rows.append(("ranking", f"recall@{TOP_K}", "kendall_tau", tau, label))
-    pairs = [(a, b) for a in range(len(names)) for b in range(a + 1, len(names))]
-    unstable = [(a, b) for a, b in pairs if len({bool(o[a] > o[b]) for o in orders}) > 1]
-    for a, b in unstable:
-        rows.append(
-            ("ranking", f"{names[a]}|{names[b]}", "order_depends_on_exposure", 1.0, "simrec")
-        )
-    stable = 1 - len(unstable) / max(len(pairs), 1)
-    rows.append(("ranking", "pairs", "stable_share", stable, "simrec"))
-    held = [(a, b) for a, b in pairs if (a, b) not in unstable]
-    agree = sum(
-        np.sign(orders[0][a] - orders[0][b]) == np.sign(recall[a] - recall[b]) for a, b in held
-    )
+    a, b = np.triu_indices(len(names), 1)
+    unstable = order_changes(np.stack(orders))[a, b]  # (pairs,)
+    rows += [
+        ("ranking", f"{names[i]}|{names[j]}", "order_depends_on_exposure", 1.0, "simrec")
+        for i, j in zip(a[unstable], b[unstable], strict=True)
+    ]
+    rows.append(("ranking", "pairs", "stable_share", float(1 - unstable.mean()), "simrec"))
+    agrees = np.sign(orders[0][a] - orders[0][b]) == np.sign(recall[a] - recall[b])
+    agree = (agrees & ~unstable).sum()
     rows.append(("ranking", "pairs", "stable_agree", float(agree), "simrec"))
     return rows
 
