@@ -120,7 +120,8 @@ def test_random_policy_is_deterministic_per_user_and_page(world):
 def test_make_policy_errors():
     with pytest.raises(
         ConfigError,
-        match="unknown policy 'x': expected one of als, bpr, genre, itemknn, kg, popular, random",
+        match="unknown policy 'x': expected one of als, bpr, ease, genre, itemknn, kg, organic, "
+        "popular, random",
     ):
         make_policy("x", {})
     with pytest.raises(ConfigError, match="policy.params for 'popular'"):

@@ -1,8 +1,8 @@
-"""Learned policies: ``itemknn``, ``als`` and ``bpr`` (the ``implicit`` library), ``genre``
-(content-based, scikit-learn TF-IDF over catalog genres and text) and ``kg`` (knowledge-graph
-facts shared with liked items).
+"""Learned policies: ``itemknn``, ``als`` and ``bpr`` (the ``implicit`` library), ``ease``
+(Steck's closed-form item-to-item regression), ``genre`` (content-based, scikit-learn TF-IDF
+over catalog genres and text) and ``kg`` (knowledge-graph facts shared with liked items).
 
-All five are deterministic given their fit log: they rank every item for a user, drop what
+All six are deterministic given their fit log: they rank every item for a user, drop what
 ``exclude`` names and show the ``k`` best. Users the fit log does not know (or who have no
 history) are shown the most popular items. Propensities are 1.0 (``deterministic``); wrap a
 policy in ``softmax`` or ``epsilon-greedy`` (``simrec.environments.exploration``) to log
@@ -28,6 +28,7 @@ from simrec.environments.base import (
     top_k_by_score,
 )
 from simrec.errors import ConfigError
+from simrec.itemitem import EASE_MAX_ITEMS, cosine_neighbours, ease_weights
 
 
 @contextlib.contextmanager
@@ -91,24 +92,33 @@ class _Ranker:
 class ItemKNNPolicy(_Ranker):
     """Item-based nearest neighbours on co-occurrence cosine similarity.
 
-    A user's score for item j is the sum of cosine similarities between j and the items in the
-    user's history, each item keeping only its ``neighbours`` most similar items.
+    A user's score for item j is the sum of similarities between j and the items in the
+    user's history, each item keeping only its ``neighbours`` most similar items. With
+    ``shrinkage`` > 0 the similarity is ``co_ij / (sqrt(n_i n_j) + shrinkage)``
+    (:func:`simrec.itemitem.cosine_neighbours`), which discounts pairs of rarely consumed
+    items; 0 is ``implicit``'s plain cosine.
     """
 
     name = "itemknn"
     family = "neighbourhood"
 
-    def __init__(self, neighbours: int = 100) -> None:
+    def __init__(self, neighbours: int = 100, shrinkage: float = 0.0) -> None:
         super().__init__()
         _positive("neighbours", neighbours, integer=True)
+        if not shrinkage >= 0 or isinstance(shrinkage, bool):
+            raise ConfigError(f"policy.params.shrinkage: expected a number >= 0, got {shrinkage!r}")
         self.neighbours = int(neighbours)
+        self.shrinkage = float(shrinkage)
         self.history = sp.csr_matrix((0, 0), dtype=np.float32)
         self.similarity = sp.csr_matrix((0, 0), dtype=np.float32)
 
     def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
+        self.history = self._fit_common(interactions, catalog)
+        if self.shrinkage > 0:
+            self.similarity = cosine_neighbours(self.history, self.neighbours, self.shrinkage)
+            return
         from implicit.nearest_neighbours import CosineRecommender
 
-        self.history = self._fit_common(interactions, catalog)
         with quiet_implicit():
             model = CosineRecommender(K=self.neighbours)
             model.fit(self.history, show_progress=False)
@@ -117,6 +127,51 @@ class ItemKNNPolicy(_Ranker):
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         return (self.history[users] @ self.similarity).toarray()
+
+
+class EASEPolicy(_Ranker):
+    """EASE (Steck, WWW 2019): a user's score for item j is ``x_u @ B[:, j]``, B the
+    closed-form ridge regression of every item on all the others (zero diagonal), ``l2`` its
+    penalty (:func:`simrec.itemitem.ease_weights`). B is dense: on catalogs of more than
+    ``max_items`` items it covers the ``max_items`` most consumed, and the rest rank below
+    them by popularity."""
+
+    name = "ease"
+    family = "neighbourhood"
+
+    def __init__(self, l2: float = 500.0, max_items: int = EASE_MAX_ITEMS) -> None:
+        super().__init__()
+        _positive("l2", l2)
+        _positive("max_items", max_items, integer=True)
+        self.l2, self.max_items = float(l2), int(max_items)
+        self.history = sp.csr_matrix((0, 0), dtype=np.float32)
+        self.covered = np.zeros(0, np.int64)
+        self.weights = np.zeros((0, 0), np.float32)
+
+    def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
+        self.history = self._fit_common(interactions, catalog)
+        order = np.argsort(-self.popularity, kind="stable")
+        self.covered = np.sort(order[: self.max_items])
+        self.weights = ease_weights(self.history[:, self.covered], self.l2)
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return self.scores_of_histories(self.history)(users)
+
+    def scores_of_histories(self, history: sp.csr_matrix):
+        """A scorer of the rows of ``history`` (n, n_items) binary: (c,) row indices -> (c,
+        n_items) float32 scores under this fit's weights."""
+
+        def score(rows: np.ndarray) -> np.ndarray:
+            covered = np.asarray(history[rows][:, self.covered] @ self.weights, np.float32)
+            if self.covered.size == self.n_items:
+                return covered
+            # the rest below the row's lowest covered score, by popularity (each row alone)
+            floor = covered.min(axis=1, initial=0.0, keepdims=True) - 2.0
+            out = floor + self.popularity[None, :]
+            out[:, self.covered] = covered
+            return out
+
+        return score
 
 
 class _FactorPolicy(_Ranker):

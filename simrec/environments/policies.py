@@ -191,3 +191,101 @@ class PopularPolicy:
                 wide = np.broadcast_to(self.ranking, (short.size, n_items))
                 items[short], _ = first_k(wide, ~excluded_mask(wide, exclude[short]), k)
         return items
+
+
+class OrganicPolicy:
+    """What a user comes across without a recommender: each item the user has not consumed is
+    on the slate with probability proportional to ``(interactions + 1) ** exposure`` in the fit
+    log (``brain.exposure``'s reading of the log: 0 uniform, 1 an item's share of the log is
+    how often people meet it), in a random order.
+
+    The slate is a systematic sample with probabilities proportional to size (Madow 1949):
+    item i is included with probability ``pi_i = k w_i / W`` over the user's allowed weight W
+    (items whose ``pi`` would exceed 1 are always included and the rest share the remaining
+    slots), and the included items are shuffled, so P(item i at position j) = ``pi_i / k``
+    exactly, at every position. The joint probability of a whole slate depends on the
+    catalog's order, so ``pscore_slate`` is NaN (unknown). The synthetic-data report exposes
+    its users this way by default: a log without impressions was written by people meeting
+    items roughly so. The work per page grows with users x items (each user's own allowed
+    weights), fine for catalogs of tens of thousands of items.
+    """
+
+    name = "organic"
+    family = "popularity"
+
+    def __init__(self, exposure: float = 1.0) -> None:
+        if not (isinstance(exposure, int | float) and 0 <= exposure <= 2) or isinstance(
+            exposure, bool
+        ):
+            raise ConfigError(
+                f"policy.params.exposure: expected a number in [0, 2], got {exposure!r}"
+            )
+        self.exposure = float(exposure)
+        self.weights = np.zeros(0)
+
+    def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
+        items = interactions.column("item_index").to_numpy().astype(np.int64)
+        counts = np.bincount(items, minlength=catalog.n_items).astype(np.float64)
+        self.weights = (counts + 1.0) ** self.exposure
+
+    def recommend(
+        self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
+    ) -> Slates:
+        n, m = users.shape[0], self.weights.size
+        items = np.full((n, k), -1, np.int64)
+        p_ip = np.ones((n, k))
+        u = rng.uniform(users, k + 1)  # the sample's start, then the shuffle's keys
+        step = max(1, (1 << 22) // max(m, 1))
+        for lo in range(0, n, step):
+            rows = slice(lo, min(n, lo + step))
+            ex = exclude[rows] if exclude is not None else None
+            items[rows], p_ip[rows] = self._block(u[rows], ex, k)
+        scores = np.where(items >= 0, p_ip, 0.0).astype(np.float32)
+        return Slates(items, scores, p_ip, np.full(n, np.nan), False)
+
+    def _block(
+        self, u: np.ndarray, exclude: sp.csr_matrix | None, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Slates of one block of users: u (b, k + 1) uniforms -> items (b, k), P(item at its
+        position) (b, k)."""
+        b, m = u.shape[0], self.weights.size
+        w = np.broadcast_to(self.weights, (b, m)).copy()
+        if exclude is not None and exclude.nnz:
+            w[np.repeat(np.arange(b), np.diff(exclude.indptr)), exclude.indices] = 0.0
+        slots = np.minimum(k, (w > 0).sum(axis=1))  # (b,) items the slate can hold
+        certain = np.zeros((b, m), bool)
+        pi = np.zeros((b, m))
+        for _ in range(k):  # items that would be drawn more than surely are always shown
+            rest = np.where(certain, 0.0, w)
+            left = slots - certain.sum(axis=1)
+            total = rest.sum(axis=1, keepdims=True)
+            pi = left[:, None] * rest / np.where(total > 0, total, 1.0)
+            over = pi >= 1.0
+            if not over.any():
+                break
+            certain |= over
+        pi = np.where(certain, 0.0, np.minimum(pi, 1.0))
+        left = slots - certain.sum(axis=1)
+        # systematic sampling: points start + 0, 1, ..., left - 1 on each row's cumulative pi
+        offset = np.arange(b, dtype=np.float64)[:, None] * (k + 1)
+        cum = (np.cumsum(pi, axis=1) + offset).ravel()
+        points = u[:, :1] + np.arange(k)[None, :]
+        take = np.arange(k)[None, :] < left[:, None]
+        hit = np.minimum(np.searchsorted(cum, (points + offset)[take], side="right"), cum.size - 1)
+        chosen = np.zeros((b, m), bool)
+        chosen.ravel()[hit] = True
+        chosen |= certain
+        inclusion = np.where(certain, 1.0, pi)
+        # the included items (at most k per row) in the order of their shuffle keys
+        r, c = np.nonzero(chosen)
+        per_row = np.bincount(r, minlength=b)
+        rank = np.arange(r.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        key = u[r, 1 + rank]
+        order = np.lexsort((key, r))
+        r, c = r[order], c[order]
+        position = np.arange(r.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        items = np.full((b, k), -1, np.int64)
+        p_ip = np.ones((b, k))
+        items[r, position] = c
+        p_ip[r, position] = inclusion[r, c] / np.maximum(slots[r], 1)
+        return items, p_ip

@@ -1,9 +1,10 @@
 """The policy registry: policy names -> classes, and building a policy from a name, a
 ``policy`` config section or a ready object.
 
-Built-ins are ``random``, ``popular``, ``itemknn``, ``als``, ``bpr``, ``genre`` and ``kg``; anything
-else is ``package.module:ClassName``, imported only when the caller (the CLI, or a config file
-the user wrote) names it. Each policy class declares its model ``family``.
+Built-ins are ``random``, ``popular``, ``organic``, ``itemknn``, ``als``, ``bpr``, ``ease``,
+``genre`` and ``kg``; anything else is ``package.module:ClassName``, imported only when the
+caller (the CLI, or a config file the user wrote) names it. Each policy class declares its
+model ``family``.
 """
 
 from __future__ import annotations
@@ -18,19 +19,22 @@ from simrec.environments.exploration import wrap
 from simrec.environments.learned import (
     ALSPolicy,
     BPRPolicy,
+    EASEPolicy,
     GenrePolicy,
     ItemKNNPolicy,
     KnowledgePolicy,
 )
-from simrec.environments.policies import PopularPolicy, RandomPolicy
+from simrec.environments.policies import OrganicPolicy, PopularPolicy, RandomPolicy
 from simrec.errors import ConfigError
 
 POLICIES: dict[str, type] = {
     "random": RandomPolicy,
     "popular": PopularPolicy,
+    "organic": OrganicPolicy,
     "itemknn": ItemKNNPolicy,
     "als": ALSPolicy,
     "bpr": BPRPolicy,
+    "ease": EASEPolicy,
     "genre": GenrePolicy,
     "kg": KnowledgePolicy,
 }
