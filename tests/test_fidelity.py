@@ -200,6 +200,7 @@ def test_fidelity_report_on_movielens_files(ml100k, tmp_path, capsys):
         "popularity",
         "itemknn",
         "als",
+        "ease",
         "global_mean",
         "item_mean",
         "damped_bias",

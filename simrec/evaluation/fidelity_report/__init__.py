@@ -63,6 +63,7 @@ from simrec.config import EXPOSURE_READINGS, RunConfig, exposure_readings
 from simrec.data.dataset import Dataset
 from simrec.environments.registry import POLICIES as REGISTERED
 from simrec.errors import ConfigError
+from simrec.evaluation.fidelity_report.baselines import baseline_rows, tuned_baselines
 from simrec.evaluation.fidelity_report.behaviour import behaviour, sim_behaviour
 from simrec.evaluation.fidelity_report.discrimination import (
     RATIOS,
@@ -85,6 +86,7 @@ from simrec.evaluation.fidelity_report.llm_judge import (
 from simrec.evaluation.fidelity_report.page import (
     ranking_verdict,
     scorecard,
+    strongest_baseline,
     summary_table,
     targets_met,
     write_report,
@@ -142,6 +144,7 @@ __all__ = [
     "rating_fidelity",
     "scorecard",
     "scores_table",
+    "strongest_baseline",
     "summary_table",
     "targets_met",
     "temporal_split",
@@ -207,7 +210,9 @@ def fidelity(
         ("split", "training", "interactions", float(len(split.train.interactions)), "real"),
         ("split", "held-out", "users", float(np.unique(split.test.user).size), "real"),
     ]
-    disc_rows, (sets, brain_scores, theta) = discrimination(split, cfg, brain, holdout)
+    baselines = tuned_baselines(split.train, holdout)
+    rows += baseline_rows(baselines)
+    disc_rows, (sets, brain_scores, theta) = discrimination(split, cfg, brain, holdout, baselines)
     rows += disc_rows
     rating_rows, rating_data = rating_fidelity(split, brain, cfg.seed)
     rows += rating_rows

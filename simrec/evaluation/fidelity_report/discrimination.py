@@ -16,6 +16,7 @@ from simrec.agents.brains.utility import UtilityBrain
 from simrec.agents.persona import Personas
 from simrec.config import RunConfig
 from simrec.data.dataset import Dataset, Interactions
+from simrec.evaluation.fidelity_report.baselines import Tuned, fitted
 from simrec.evaluation.fidelity_report.split import Split, temporal_split
 from simrec.rng import Streams
 
@@ -100,17 +101,11 @@ def brain_scores_of(brain, s: Sets, consumed: sp.csr_matrix) -> np.ndarray:
     return own - log_norm[np.searchsorted(users, s.users)]
 
 
-PICKERS = ("itemknn", "als")  # policies whose scores are baseline pickers, like popularity
-
-
-def _picker_scores(name: str, data: Dataset, s: Sets) -> np.ndarray:
-    """The built-in policy ``name`` fitted on ``data`` (default parameters) as a picker: each
-    pair scored by the policy's own score of the item for the user. -> (n,) float64."""
-    from simrec.environments.registry import make_policy
-    from simrec.simulator.model import agent_log
-
-    policy = make_policy(name, {}, None)
-    policy.fit(agent_log(data, np.arange(data.interactions.n_users)), data.catalog)
+def _picker_scores(tuned: Tuned, data: Dataset, s: Sets) -> np.ndarray:
+    """The built-in policy ``tuned.name`` with its tuned parameters, fitted on ``data``, as a
+    picker: each pair scored by the policy's own score of the item for the user. -> (n,)
+    float64."""
+    policy = fitted(tuned.name, tuned.params, data)
     out = np.empty(s.users.size)
     users = np.unique(s.users)
     for start in range(0, users.size, 2048):
@@ -166,9 +161,12 @@ def scores_table(rows: list, ratio: int, source: str, tp, fp, fn, tn) -> None:
         rows.append(("discrimination", f"1:{ratio}", metric, value, source))
 
 
-def discrimination(split: Split, cfg: RunConfig, brain, holdout: float) -> tuple[list, tuple]:
+def discrimination(
+    split: Split, cfg: RunConfig, brain, holdout: float, baselines: dict[str, Tuned]
+) -> tuple[list, tuple]:
     """Rows of the discrimination section (see the module docstring), and the sets, the
-    brain's scores and its threshold (for the LLM's fallback)."""
+    brain's scores and its threshold (for the LLM's fallback). ``baselines``: the tuned
+    pickers (:func:`simrec.evaluation.baselines.tuned_baselines` of ``split.train``)."""
     n_items = split.train.catalog.n_items
     inner = temporal_split(split.train, holdout)
     inner_brain, _ = calibrated_brain(inner.train, cfg)
@@ -189,10 +187,10 @@ def discrimination(split: Split, cfg: RunConfig, brain, holdout: float) -> tuple
         _popularity_scores(split.train, sets),
         calibrate_threshold(pop_inner, inner_sets),
     )
-    for name in PICKERS:
-        inner_scores = _picker_scores(name, inner.train, inner_sets)
+    for name, tuned in baselines.items():
+        inner_scores = _picker_scores(tuned, inner.train, inner_sets)
         pickers[name] = (
-            _picker_scores(name, split.train, sets),
+            _picker_scores(tuned, split.train, sets),
             calibrate_threshold(inner_scores, inner_sets),
         )
     truth = split.train.truth
