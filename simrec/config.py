@@ -371,6 +371,14 @@ class UtilityBrainConfig(_Section):
         "from each user's latest interactions scored by a taste model of the earlier ones "
         "(cross-fit: the taste model is trusted as far as it predicts choices it has not seen)",
     )
+    collaborative: Literal["out-of-fold", "in-sample", "none"] = Field(
+        "out-of-fold",
+        description="the collaborative (item-to-item) evidence of the watch model, and how its "
+        "weight is calibrated: out-of-fold (each user's scores from weights fitted on the other "
+        "folds of users, so no user's own rows vouch for their items), in-sample (scores from "
+        "weights fitted on every user: they flatter themselves), or none (topics, genres, "
+        "quality and popularity only)",
+    )
     exposure: float = Field(
         1.0,
         ge=0,

@@ -34,6 +34,11 @@ from scipy.optimize import minimize
 from scipy.special import expit, logit, ndtri
 
 from simrec.agents.brains.base import PageBatch, PageDecisions
+from simrec.agents.collaborative import (
+    CollaborativeTaste,
+    fit_collaborative,
+    no_collaborative,
+)
 from simrec.agents.persona import Personas, persona_traits, with_profiles
 from simrec.agents.taste import (
     DEFAULT_TASTE_DIM,
@@ -70,25 +75,29 @@ class ClickWeights:
     affinity: float
     genre: float
     quality: float
+    collaborative: float
     popularity_main: float
     popularity: float
     novelty: float
     aff_mean: float
     genre_mean: float
     quality_mean: float
+    collab_mean: float
     aff_std: float
     genre_std: float
     quality_std: float
+    collab_std: float
 
 
 @dataclass
 class _Evidence:
     """What the watch model weighs, fitted on some rows of a log: the taste model, the genre
-    taste, item quality (damped rating bias, standardised), standardised log popularity and
-    the log exposure (n_items,)."""
+    taste, the collaborative (item-to-item) scores, item quality (damped rating bias,
+    standardised), standardised log popularity and the log exposure (n_items,)."""
 
     choice: ChoiceFactors
     genre: GenreTaste
+    collab: CollaborativeTaste
     quality: np.ndarray
     z_pop: np.ndarray
     exposure: np.ndarray
@@ -102,20 +111,27 @@ class _Evidence:
         return cls(
             brain._fit_taste(data, log),
             fit_genre_taste(log, data.catalog.genres),
+            (
+                fit_collaborative(log, n_items, brain.seed)
+                if brain.config.collaborative != "none"
+                else no_collaborative(log.n_users)
+            ),
             ((quality - quality.mean()) / (quality.std() or 1.0)).astype(np.float32),
             ((logpop - logpop.mean()) / (logpop.std() or 1.0)).astype(np.float32),
             brain._exposure(counts),
         )
 
     def features(self, users: np.ndarray, items: np.ndarray, own: int = 0) -> np.ndarray:
-        """(m,), (m,) -> (m, 3) float64: affinity, genre taste, quality of each pair. The
+        """(m,), (m,) -> (m, 4) float64: affinity, genre taste, quality and collaborative
+        score of each pair. The
         first ``own`` pairs are interactions of the log the evidence was fitted on: their
         genre taste leaves them out."""
         c = self.choice
         aff = c.affinity(np.einsum("nd,nd->n", c.taste[users], c.items[items]).astype(np.float64))
         genre = rowwise_dot(self.genre.lift, users, self.genre.items, items)
         genre[:own] = self.genre.leave_one_out(users[:own], items[:own])
-        return np.column_stack([aff, genre, self.quality[items]]).astype(np.float64)
+        collab = self.collab.log_score(users, items)
+        return np.column_stack([aff, genre, self.quality[items], collab]).astype(np.float64)
 
 
 class UtilityBrain:
@@ -142,6 +158,7 @@ class UtilityBrain:
         self.source_user = np.zeros(0, np.int64)
         self.taste = np.zeros((0, 0), np.float32)
         self.genre_lift = np.zeros((0, 0), np.float32)
+        self.collab = CollaborativeTaste(np.zeros((0, 0), np.float32), None, np.zeros(0), "")
         self.item_term = np.zeros(0, np.float32)
         self.conformity = np.zeros(0, np.float32)
         self.diversity = np.zeros(0, np.float32)
@@ -239,21 +256,24 @@ class UtilityBrain:
         pos = rows[g.choice(rows.size, size=min(rows.size, _MAX_POSITIVES), replace=False)]
         users_pos, items_pos = log.user[pos].astype(np.int64), log.item[pos].astype(np.int64)
         users_neg = np.repeat(users_pos, _NEGATIVES_PER_POSITIVE)
-        items_neg = g.choice(n_items, size=users_neg.size, p=np.exp(ev.exposure))
+        # negatives the user had not consumed, as the simulation never shows a consumed item
+        items_neg = _unconsumed_draws(g, np.exp(ev.exposure), users_neg, log.matrix(n_items))
         users = np.concatenate([users_pos, users_neg])
         items = np.concatenate([items_pos, items_neg])
         y = np.concatenate([np.ones(users_pos.size), np.zeros(users_neg.size)])
         negatives = slice(users_pos.size, None)
         own = users_pos.size if ev is self.evidence else 0  # in sample: positives are its rows
-        raw = ev.features(users, items, own)  # (m, 3): affinity, genre, quality
+        raw = ev.features(users, items, own)  # (m, 4): affinity, genre, quality, collaborative
+        if ev is self.evidence and self.config.collaborative == "out-of-fold":
+            # in sample: no user's own rows vouch for their items
+            oof = fit_collaborative(log, n_items, self.seed, out_of_fold=True, like=ev.collab)
+            raw[:, 3] = oof.log_score(users, items)
         centre, spread = raw[negatives].mean(axis=0), raw[negatives].std(axis=0)
         spread[spread == 0] = 1.0
-        if ev is not self.evidence:  # the simulation scores with the final evidence
-            final = self.evidence.features(users[negatives], items[negatives])
-            self_centre, self_spread = final.mean(axis=0), final.std(axis=0)
-            self_spread[self_spread == 0] = 1.0
-        else:
-            self_centre, self_spread = centre, spread
+        # the simulation scores with the final evidence
+        final = self.evidence.features(users[negatives], items[negatives])
+        self_centre, self_spread = final.mean(axis=0), final.std(axis=0)
+        self_spread[self_spread == 0] = 1.0
         zp = ev.z_pop[items]
         x = np.column_stack(
             [
@@ -270,7 +290,7 @@ class UtilityBrain:
         intercept = w[0] + logit(tau) - logit(y.mean())  # prior correction for the sampling
         return ClickWeights(
             float(intercept),
-            *(float(v) for v in w[1:7]),  # affinity, genre, quality, the three popularity terms
+            *(float(v) for v in w[1:8]),  # 4 kinds of evidence, the three popularity terms
             *(float(v) for v in self_centre),
             *(float(v) for v in self_spread),
         )
@@ -325,11 +345,13 @@ class UtilityBrain:
         self.source_user = src
         self.taste = np.ascontiguousarray(self.choice.taste[src])
         self.genre_lift = np.ascontiguousarray(self.evidence.genre.lift[src])
+        self.collab = self.evidence.collab.rows(src)
         w, ev = self.weights, self.evidence
         constant = -(
             w.affinity * w.aff_mean / w.aff_std
             + w.genre * w.genre_mean / w.genre_std
             + w.quality * w.quality_mean / w.quality_std
+            + w.collaborative * w.collab_mean / w.collab_std
         )
         self.item_term = (
             w.intercept
@@ -406,6 +428,7 @@ class UtilityBrain:
         x += np.einsum("ng,nkg->nk", self.genre_lift[agents], ev.genre.items[items]) * np.float32(
             w.genre / w.genre_std
         )
+        x += self.collab.log_score(agents, items) * np.float32(w.collaborative / w.collab_std)
         x += self.item_term[items]
         # + (w_pop * conformity - w_nov * diversity) * z_pop
         per_agent = w.popularity * self.conformity[agents] - w.novelty * self.diversity[agents]
@@ -432,6 +455,22 @@ class UtilityBrain:
         unhappy = s < c.churn_threshold
         churn = unhappy & (self.streams.uniform("churn", agents, tick, 0, 1)[:, 0] < c.churn_hazard)
         return s.astype(np.float32), churn
+
+
+def _unconsumed_draws(
+    g: np.random.Generator, p: np.ndarray, users: np.ndarray, consumed
+) -> np.ndarray:
+    """One item per entry of ``users`` (m,), drawn from ``p`` (n_items,) among the items that
+    user's row of ``consumed`` (n_users, n_items) does not hold: draws that hit a consumed
+    item are drawn again (at most 32 rounds; a user who consumed nearly everything keeps the
+    last draw). -> (m,) int64."""
+    items = g.choice(p.size, size=users.size, p=p)
+    for _ in range(32):
+        redo = np.flatnonzero(excluded_mask(items[:, None], consumed, of=users)[:, 0])
+        if redo.size == 0:
+            break
+        items[redo] = g.choice(p.size, size=redo.size, p=p)
+    return items
 
 
 def _logistic_regression(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
