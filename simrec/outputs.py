@@ -45,6 +45,7 @@ OWN_FILES: dict[str, re.Pattern[str]] = {
         "augment": r"manifest\.json|[\w-]+\.parquet",
         "ab": rf"ab_(?:results|exposure)\.parquet|ab_manifest\.json|{_PLOTS}",
         "fidelity": rf"fidelity\.parquet|{_PLOTS}",
+        "synthetic": rf"synthetic\.parquet|{_PLOTS}",
         "ope": rf"ope_results\.parquet|{_PLOTS}",
         "converse": r"manifest\.json|(?:conversations|targets|personas)\.parquet"
         r"|crs_(?:metrics|comparison)\.parquet",

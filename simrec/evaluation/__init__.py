@@ -1,8 +1,9 @@
-"""Evaluation: offline A/B tests (``ab``), off-policy evaluation (``ope``) and the fidelity
-report (``fidelity``)."""
+"""Evaluation: offline A/B tests (``ab``), off-policy evaluation (``ope``), the fidelity
+report (``fidelity``) and the synthetic-data report (``synthetic``)."""
 
 from simrec.evaluation.ab import METRICS, ab, compare, holm
 from simrec.evaluation.fidelity_report import fidelity
 from simrec.evaluation.ope import ESTIMATORS, ope
+from simrec.evaluation.synthetic import synthetic
 
-__all__ = ["ESTIMATORS", "METRICS", "ab", "compare", "fidelity", "holm", "ope"]
+__all__ = ["ESTIMATORS", "METRICS", "ab", "compare", "fidelity", "holm", "ope", "synthetic"]

@@ -1,0 +1,337 @@
+"""The synthetic-data report (``simrec eval synthetic``): is simrec's log good training data?
+
+The fidelity / utility / privacy triad of tabular synthetic-data tools (SDMetrics, synthcity),
+made for interaction logs. Each user's latest ``holdout`` share of the real log is held out, as
+in the fidelity report; the population is calibrated on the rest and simulated, and the
+synthetic log (every watched item) is judged against the real one:
+
+* **utility** (train on synthetic, test on real): popularity, item-kNN, EASE and ALS, each tuned
+  on an inner split of the log it is trained on (:mod:`~simrec.evaluation.fidelity_report.
+  baselines`), trained on the real training log, on the synthetic log alone and on both, and
+  folded in to the real users' training histories (:mod:`.foldin`); Recall@20 and NDCG@20 on the
+  real held-out items with percentile-bootstrap intervals over users, and each model's
+  synthetic / real ratio with its interval;
+* **algorithm ranking**: whether the models rank the same when trained and tested within the
+  synthetic log (its own temporal split) as within the real one (Kendall tau over the models),
+  the question SynEvaRec and Monti et al. ask of synthetic rating data;
+* **log fidelity** (:mod:`.logstats`): per-user and per-item distributions, ratings, repeats,
+  sessions, genre mix, each beside the real log's with a distance;
+* **privacy** (:mod:`.privacy`): how close each synthetic user is to its source's training
+  history against how close that person's own held-out part is, and linkage rates.
+
+How the synthetic users are exposed decides what they consume. A log without impressions was
+written by people meeting items on their own, so by default they meet slates of the ``organic``
+policy at ``brain.exposure``'s reading (items in proportion to ``(interactions + 1) **
+exposure``); ``policy`` chooses another (a recommender's log has that recommender's
+structure, learnt from the real log). The report says which setup it used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from scipy import stats
+
+from simrec import build, outputs
+from simrec.config import RunConfig
+from simrec.data.dataset import Dataset, Interactions
+from simrec.errors import ConfigError
+from simrec.evaluation.fidelity_report.baselines import Tuned, fitted, tune
+from simrec.evaluation.fidelity_report.ranking import TOP_K, per_user_metrics
+from simrec.evaluation.fidelity_report.split import Split, temporal_split
+from simrec.evaluation.resampling import bootstrap_units
+from simrec.evaluation.synthetic.foldin import FOLD_IN, FoldedIn
+from simrec.evaluation.synthetic.logstats import log_fidelity
+from simrec.evaluation.synthetic.privacy import privacy_rows
+
+__all__ = ["COLUMNS", "RANKING_MODELS", "SOURCES", "synthetic", "synthetic_log", "verdict"]
+
+COLUMNS = ("section", "setting", "metric", "value", "source")
+SOURCES = ("real", "synthetic", "real+synthetic")  # what the utility models are trained on
+RANKING_MODELS = ("random", "popular", "itemknn", "ease", "als", "bpr")
+RESAMPLES = 1000
+
+
+DEFAULT_TICKS = 365  # a year of the synthetic users' lives
+MAX_CLONES = 50  # synthetic users per real user at most
+
+
+def synthetic(
+    config: RunConfig | dict | str | Path | None = None,
+    *,
+    holdout: float = 0.2,
+    policy: str | dict[str, Any] | None = None,
+    ticks: int | None = None,
+    volume: float = 1.0,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """The synthetic-data table of the config's data and population (see the module
+    docstring): columns section, setting, metric, value, source. ``policy``: what the synthetic
+    users meet (None: ``organic`` at ``brain.exposure``); ``ticks``: how long they are
+    simulated (None: DEFAULT_TICKS); ``volume``: the synthetic log's size as a multiple of the
+    real training log's: a pilot run of one agent per user measures how much a user consumes
+    in ``ticks``, and each real user gets as many synthetic users (at most MAX_CLONES) as it
+    takes. With ``out``, writes ``synthetic.parquet``, ``report.html`` and the synthetic run
+    (``out/run``)."""
+    cfg = build.as_config(config)
+    if not volume > 0:
+        raise ConfigError(f"synthetic volume: expected a positive number, got {volume!r}")
+    if ticks is not None and not (isinstance(ticks, int) and ticks > 0):
+        raise ConfigError(f"synthetic ticks: expected a positive integer, got {ticks!r}")
+    out = Path(out) if out is not None else None
+    if out is not None:
+        owned = outputs.check_out_dir(out, "synthetic")
+        if owned and (out / "synthetic.parquet").exists() and not cfg.output.overwrite:
+            raise ConfigError(f"{out}: already holds a synthetic-data report; use --overwrite")
+    data = build.load_data(cfg)
+    split = temporal_split(data, holdout)
+    raw = cfg.model_dump(mode="json")
+    raw["policy"] = _exposure_policy(policy, cfg)
+    raw["simulation"]["ticks"] = ticks or DEFAULT_TICKS
+    raw["population"]["users"] = None  # the pilot: one agent per user
+    if out is not None:
+        if cfg.output.overwrite:
+            outputs.clear_own(out, "synthetic")
+        outputs.claim(out, "synthetic")
+    with tempfile.TemporaryDirectory(prefix="simrec-synthetic-") as scratch:
+        root = out if out is not None else Path(scratch)
+        raw["output"] = {"dir": str(Path(scratch) / "pilot"), "overwrite": True}
+        pilot = _run(raw, split.train, progress).counts
+        n_users = split.train.interactions.n_users
+        per_user = max(pilot["clicks"], 1) / n_users
+        clones = int(
+            np.clip(
+                round(volume * len(split.train.interactions) / n_users / per_user), 1, MAX_CLONES
+            )
+        )
+        raw["population"]["users"] = clones * n_users
+        raw["output"] = {"dir": str(root / "run"), "overwrite": True}
+        res = _run(raw, split.train, progress)
+        syn, source = synthetic_log(res, split.train)
+    rows: list[tuple] = [
+        ("setup", "exposure", "policy", np.nan, _label(raw["policy"])),
+        ("setup", "simulation", "ticks", float(raw["simulation"]["ticks"]), "synthetic"),
+        ("setup", "simulation", "agents", float(source.size), "synthetic"),
+        ("setup", "simulation", "agents_per_user", float(clones), "synthetic"),
+        ("setup", "split", "holdout", holdout, "real"),
+        ("setup", "held-out", "interactions", float(len(split.test)), "real"),
+    ]
+    syn_data = _as_dataset(split.train, syn, "synthetic log")
+    rows += utility_rows(split, syn_data, cfg.seed)
+    rows += ranking_rows(split, syn_data, holdout)
+    rows += log_fidelity(split.train, syn)
+    rows += privacy_rows(
+        split.train.interactions, split.test, syn, source, split.train.catalog.n_items, cfg.seed
+    )
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table["value"] = table["value"].astype(np.float64)
+    if out is not None:
+        from simrec.evaluation.synthetic.page import write_report
+
+        outputs.write_parquet(
+            pa.Table.from_pandas(table, preserve_index=False), out / "synthetic.parquet"
+        )
+        write_report(out, table, cfg)
+    return table
+
+
+def _run(raw: dict[str, Any], train: Dataset, progress: bool):
+    import simrec
+
+    return simrec.run(raw, data=train, progress=progress)
+
+
+def _exposure_policy(policy: str | dict[str, Any] | None, cfg: RunConfig) -> dict[str, Any]:
+    if policy is None:
+        return {"name": "organic", "params": {"exposure": cfg.brain.exposure}}
+    if isinstance(policy, str):
+        return {"name": policy, "params": {}}
+    return dict(policy)
+
+
+def _label(policy: dict[str, Any]) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in (policy.get("params") or {}).items())
+    return f"{policy['name']}({params})" if params else str(policy["name"])
+
+
+def synthetic_log(res, train: Dataset) -> tuple[Interactions, np.ndarray]:
+    """The watched items of a run on ``train`` as a log whose users are the run's agents, and
+    each agent's source user (an index of ``train``'s users). -> (log, source (n_agents,))."""
+    users = pd.read_parquet(Path(res.run_dir) / "users.parquet", columns=["source_user_id"])
+    index = pd.Index(train.interactions.user_ids)
+    source = index.get_indexer(users.source_user_id.to_numpy()).astype(np.int64)
+    events = res.events()
+    watched = events[(events.event_type == "impression") & events.clicked.astype(bool)]
+    items = pd.Index(train.catalog.item_ids).get_indexer(watched.item_id.to_numpy())
+    ts = watched.timestamp
+    seconds = ts.astype("int64") // 10**9 if hasattr(ts, "dt") else ts.to_numpy(np.int64)
+    log = Interactions(
+        watched.user_id.to_numpy().astype(np.int32),
+        items.astype(np.int32),
+        watched.rating.to_numpy(np.float32, na_value=np.nan),
+        np.asarray(seconds, np.int64),
+        np.arange(source.size),
+    )
+    return log, source
+
+
+def _as_dataset(train: Dataset, log: Interactions, name: str) -> Dataset:
+    catalog = dataclasses.replace(
+        train.catalog, popularity=np.bincount(log.item, minlength=train.catalog.n_items)
+    )
+    return Dataset(catalog, log, train.scale, f"{train.source} ({name})", train.file_hashes)
+
+
+def _union(real: Dataset, syn: Dataset) -> Dataset:
+    """The real training log and the synthetic one, the synthetic users after the real ones."""
+    a, b = real.interactions, syn.interactions
+    log = Interactions(
+        np.r_[a.user, b.user + a.n_users].astype(np.int32),
+        np.r_[a.item, b.item].astype(np.int32),
+        np.r_[a.rating, b.rating].astype(np.float32),
+        np.r_[a.timestamp, b.timestamp].astype(np.int64),
+        np.arange(a.n_users + b.n_users),
+    )
+    return _as_dataset(real, log, "real + synthetic")
+
+
+def utility_rows(split: Split, syn: Dataset, seed: int) -> list[tuple]:
+    """Rows (section ``utility``) of each fold-in model trained on each of SOURCES: its tuned
+    parameters, Recall@20 and NDCG@20 on the real held-out items with 95% intervals over the
+    users, and the synthetic / real ratios with theirs."""
+    history = split.train.interactions.matrix(split.train.catalog.n_items)
+    trained_on = {"real": split.train, "synthetic": syn, "real+synthetic": _union(split.train, syn)}
+    rows: list[tuple] = []
+    per: dict[tuple[str, str], np.ndarray] = {}
+    users = np.zeros(0)
+    for name in FOLD_IN:
+        real_tuned: Tuned | None = None
+        for src, data in trained_on.items():
+            if name == "popular":
+                params: dict[str, Any] = {}
+            elif src == "real+synthetic" and real_tuned is not None:
+                params = real_tuned.params  # the union is tuned as the real log was
+            else:
+                tuned = tune(name, data)
+                real_tuned = tuned if src == "real" else real_tuned
+                params = tuned.params
+            model = FoldedIn(name, params, data, history)
+            m = per_user_metrics(model, split, TOP_K)
+            users = m["users"]
+            per[(name, src)] = np.vstack([m["recall"], m["ndcg"]])
+            rows += [("utility", name, f"param_{k}", float(v), src) for k, v in params.items()]
+    keys = list(per)
+    stacked = np.stack([per[k] for k in keys])  # (models x sources, 2, n_users)
+
+    def statistic(idx: np.ndarray) -> np.ndarray:
+        means = stacked[:, :, idx].mean(axis=-1)  # (m, 2, b)
+        ratios = [
+            means[keys.index((n, "synthetic"))] / means[keys.index((n, "real"))] for n in FOLD_IN
+        ]
+        lift = [
+            means[keys.index((n, "real+synthetic"))] - means[keys.index((n, "real"))]
+            for n in FOLD_IN
+        ]
+        return np.concatenate([means.reshape(-1, means.shape[-1]), *ratios, *lift])
+
+    point, res = bootstrap_units(
+        statistic, users.size, n_resamples=RESAMPLES, alpha=0.05, seed=seed, cells_per_unit=24
+    )
+    lo, hi = res.confidence_interval.low, res.confidence_interval.high
+    j = 0
+    for name, src in keys:
+        for metric in (f"recall@{TOP_K}", f"ndcg@{TOP_K}"):
+            rows += _with_interval(name, metric, src, point[j], lo[j], hi[j])
+            j += 1
+    for kind in ("synthetic_over_real", "both_minus_real"):
+        for name in FOLD_IN:
+            for metric in (f"recall@{TOP_K}", f"ndcg@{TOP_K}"):
+                rows += _with_interval(name, f"{metric}_{kind}", "ratio", point[j], lo[j], hi[j])
+                j += 1
+    rows.append(("utility", "held-out", "users", float(users.size), "real"))
+    return rows
+
+
+def _with_interval(setting, metric, source, value, low, high) -> list[tuple]:
+    return [
+        ("utility", setting, metric, float(value), source),
+        ("utility", setting, f"{metric}_low", float(low), source),
+        ("utility", setting, f"{metric}_high", float(high), source),
+    ]
+
+
+def ranking_rows(split: Split, syn: Dataset, holdout: float) -> list[tuple]:
+    """Rows (section ``ranking``): each of RANKING_MODELS (tuned where tunable) trained and
+    tested within the real log (its training part, scored on the held-out part) and within the
+    synthetic log (its own temporal split), and Kendall's tau between the two orders."""
+    try:
+        syn_split = temporal_split(syn, holdout)
+    except ConfigError:
+        return [("ranking", "models", "kendall_tau", float("nan"), "synthetic")]
+    rows: list[tuple] = []
+    scores: dict[str, list[float]] = {"real": [], "synthetic": []}
+    for name in RANKING_MODELS:
+        for src, s in (("real", split), ("synthetic", syn_split)):
+            params = tune(name, s.train).params if name in ("itemknn", "ease", "als") else {}
+            recall = float(
+                per_user_metrics(fitted(name, params, s.train), s, TOP_K)["recall"].mean()
+            )
+            scores[src].append(recall)
+            rows.append(("ranking", name, f"recall@{TOP_K}", recall, src))
+    tau = stats.kendalltau(scores["real"], scores["synthetic"]).statistic
+    rows.append(("ranking", "models", "kendall_tau", float(tau), "synthetic"))
+    return rows
+
+
+def verdict(table: pd.DataFrame) -> list[str]:
+    """The report's first lines: one sentence per question, each with its figure."""
+    t = table.set_index(["section", "setting", "metric", "source"]).value
+    get = lambda *k: float(t.get(k, np.nan))  # noqa: E731
+    lines = []
+    ratios = {
+        n: (
+            get("utility", n, f"recall@{TOP_K}_synthetic_over_real", "ratio"),
+            get("utility", n, f"recall@{TOP_K}_synthetic_over_real_low", "ratio"),
+        )
+        for n in FOLD_IN
+    }
+    pop = get("utility", "popular", f"recall@{TOP_K}", "real")
+    parts = [f"{n} {r:.2f} (low {lo:.2f})" for n, (r, lo) in ratios.items()]
+    beat = [
+        n
+        for n in ("itemknn", "ease")
+        if get("utility", n, f"recall@{TOP_K}_low", "synthetic") > pop
+    ]
+    lines.append(
+        f"Trained on the synthetic log alone, models reach this share of their real-trained "
+        f"Recall@{TOP_K} on real held-out data: {'; '.join(parts)} (goal >= 0.8); "
+        f"{'and ' + ', '.join(beat) + ' beat' if beat else 'none of item-kNN and EASE beats'} "
+        f"popularity trained on the real log ({pop:.3f}) clearly"
+    )
+    worse = [
+        n for n in FOLD_IN if get("utility", n, f"recall@{TOP_K}_both_minus_real_high", "ratio") < 0
+    ]
+    lines.append(
+        "Adding the synthetic log to the real one "
+        + (f"makes {', '.join(worse)} worse" if worse else "makes no model clearly worse")
+    )
+    tau = get("ranking", "models", "kendall_tau", "synthetic")
+    lines.append(
+        f"Models rank within the synthetic log as within the real one at Kendall tau {tau:.2f} "
+        f"over {len(RANKING_MODELS)} models (goal >= 0.8)"
+    )
+    s, h = (get("privacy", "closeness_to_source", "median", x) for x in ("synthetic", "held-out"))
+    lines.append(
+        f"Privacy: the median synthetic user is {'no closer' if s <= h else 'closer'} to its "
+        f"source's training history ({s:.3f}) than the person's own held-out part is ({h:.3f}); "
+        f"linkage {get('privacy', 'linkage', 'rate', 'synthetic'):.1%} of synthetic users "
+        f"against {get('privacy', 'linkage', 'rate', 'held-out'):.1%} of held-out parts"
+    )
+    return lines
