@@ -188,3 +188,30 @@ def test_ease_recommends_what_co_occurs():
         np.array([0]), 1, exclude=sp.csr_matrix(x[:1]), rng=PolicyRandomness(Streams(0), 0, 0)
     )
     assert slate.items[0, 0] == 1
+
+
+def test_pair_scores_are_the_score_table_entries(world):
+    m = world.interactions.matrix(world.catalog.n_items)
+    g = np.random.default_rng(1)
+    users, items = g.integers(0, m.shape[0], 500), g.integers(0, m.shape[1], 500)
+    for w in (ease_weights(m, 50.0), cosine_neighbours(m, 10, 5.0)):
+        full = m @ w
+        full = full.toarray() if sp.issparse(full) else np.asarray(full)
+        got = collaborative.pair_scores(m, w, users, items)
+        np.testing.assert_allclose(got, full[users, items], rtol=1e-4, atol=1e-5)
+
+
+def test_out_of_fold_scores_leave_the_user_out(world, monkeypatch):
+    """With as many folds as users, out-of-fold is leave-one-user-out: each pair is scored by
+    weights fitted on every other user."""
+    log, n_items = world.interactions, world.catalog.n_items
+    fitted = fit_collaborative(log, n_items)
+    monkeypatch.setattr(collaborative, "FOLDS", log.n_users)
+    users = np.array([3, 3, 120, 299])
+    items = np.array([5, 40, 7, 149])
+    got = collaborative.out_of_fold_scores(log, n_items, fitted, users, items)
+    m = log.matrix(n_items)
+    for p, (u, i) in enumerate(zip(users, items, strict=True)):
+        others = np.delete(np.arange(m.shape[0]), u)
+        w = collaborative.item_weights(m[others], fitted.l2)
+        assert got[p] == pytest.approx(float((m[u] @ w)[0, i]), rel=1e-4, abs=1e-6)

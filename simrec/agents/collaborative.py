@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from simrec.agents.taste import SELECT_HOLDOUT, SELECT_MIN_ROWS, SELECT_USERS
 from simrec.arrays import map_user_blocks
 from simrec.data.dataset import Interactions
-from simrec.itemitem import EASE_MAX_ITEMS, cosine_neighbours, ease_weights
+from simrec.itemitem import DENSE_ITEMS, EASE_MAX_ITEMS, cosine_neighbours, ease_weights
 from simrec.rng import Streams
 
 COLLAB_CELLS = 50_000_000  # stored (user, item) scores at most (200 MB of float32)
@@ -36,6 +36,7 @@ DEFAULT_EASE_L2 = 300.0
 TOP_K = 20  # the recall cut-off the penalty is chosen by
 KNN_NEIGHBOURS, KNN_SHRINKAGE = 100, 20.0
 FOLDS = 5  # folds of users behind the out-of-fold scores
+FIT_USERS = 20_000  # larger logs: the item-to-item weights from a seeded sample of this many
 EPS_SHARE = 0.01  # the log feature's floor: this share of the mean positive score
 _CELLS_PER_BLOCK = 1 << 24  # dense scores held per block of users
 
@@ -146,50 +147,92 @@ def select_ease_l2(log: Interactions, n_items: int, seed: int) -> float:
     return max(EASE_L2S, key=lambda l2: (scores[l2], l2))
 
 
-def fit_collaborative(
-    log: Interactions,
-    n_items: int,
-    seed: int = 0,
-    *,
-    out_of_fold: bool = False,
-    like: CollaborativeTaste | None = None,
-) -> CollaborativeTaste:
+def fit_collaborative(log: Interactions, n_items: int, seed: int = 0) -> CollaborativeTaste:
     """Every user's collaborative scores: EASE with the penalty :func:`select_ease_l2`
-    chooses where :func:`uses_ease`, else item-kNN. ``out_of_fold``: each user's scores come
-    from weights fitted on the other FOLDS - 1 folds of users (seeded), so a user's own
-    interactions never vouch for themselves: what the watch model is calibrated on in sample,
-    as the genre taste leaves each interaction out; ``like``: the fit whose model, penalty and
-    ``eps`` to reuse."""
+    chooses where :func:`uses_ease`, else item-kNN; past FIT_USERS users the weights are
+    fitted on a seeded sample of that many (co-occurrence estimates settle long before)."""
     m = log.matrix(n_items)
     n_users = m.shape[0]
-    if like is not None:
-        l2, label = like.l2, like.model
-    elif uses_ease(m):
+    if uses_ease(m):
         l2 = select_ease_l2(log, n_items, seed)
         label = f"ease(l2={l2:g})"
     else:
         l2, label = None, f"itemknn(neighbours={KNN_NEIGHBOURS}, shrinkage={KNN_SHRINKAGE:g})"
     dense = n_users * n_items <= COLLAB_CELLS
     width = n_items if dense else min(n_items, max(MIN_WIDTH, COLLAB_CELLS // max(n_users, 1)))
-    if not out_of_fold:
-        scores, items, floor = _table(m, item_weights(m, l2), width, dense)
-    else:
-        fold = Streams(seed).generator("collab-folds").permutation(n_users) % FOLDS
-        scores = np.zeros((n_users, width), np.float32)
-        items = None if dense else np.zeros((n_users, width), np.int32)
-        floor = np.zeros(n_users, np.float32)
-        for f in range(FOLDS):
-            rows = np.flatnonzero(fold == f)
-            part = _table(m[rows], item_weights(m[fold != f], l2), width, dense)
-            scores[rows], floor[rows] = part[0], part[2]
-            if items is not None:
-                items[rows] = part[1]
-    if like is not None:
-        eps = like.eps
-    else:
-        positive = scores[scores > 0]
-        eps = EPS_SHARE * float(positive.mean()) if positive.size else 1.0
+    scores, items, floor = _table(m, item_weights(m[fit_rows(n_users, seed)], l2), width, dense)
+    positive = scores[scores > 0]
+    eps = EPS_SHARE * float(positive.mean()) if positive.size else 1.0
     return CollaborativeTaste(scores, items, floor, label, eps, l2)
+
+
+def fit_rows(n_users: int, seed: int) -> np.ndarray | slice:
+    """The users the weights are fitted on: all, or a seeded sample of FIT_USERS."""
+    if n_users <= FIT_USERS:
+        return slice(None)
+    g = Streams(seed).generator("collab-fit-users")
+    return np.sort(g.choice(n_users, FIT_USERS, replace=False))
+
+
+def out_of_fold_scores(
+    log: Interactions, n_items: int, fitted: CollaborativeTaste, users, items, seed: int = 0
+) -> np.ndarray:
+    """The collaborative scores of pairs (users (m,), items (m,)) from weights that never saw
+    the pair's user: what the watch model is calibrated on in sample, so that no user's own
+    interactions vouch for their items (as the genre taste leaves each interaction out). A
+    log whose weights were fitted on every user: FOLDS seeded folds of users, each scored by
+    weights fitted on the others. A larger log, whose weights were fitted on a sample: users
+    outside it are scored by those weights, and the sample's users by weights fitted on up to
+    FIT_USERS users outside it. -> (m,) float32."""
+    m = log.matrix(n_items)
+    n_users = m.shape[0]
+    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+    fitting = np.zeros(n_users, bool)
+    fitting[fit_rows(n_users, seed)] = True
+    if fitting.all():
+        group = Streams(seed).generator("collab-folds").permutation(n_users) % FOLDS
+        fits = [(group == f, ~(group == f)) for f in range(FOLDS)]
+    else:
+        outside = np.flatnonzero(~fitting)
+        g = Streams(seed).generator("collab-complement")
+        other = np.zeros(n_users, bool)
+        other[g.choice(outside, min(FIT_USERS, outside.size), replace=False)] = True
+        fits = [(~fitting, fitting), (fitting, other)]
+    out = np.zeros(users.size, np.float32)
+    for scored, train in fits:
+        pairs = np.flatnonzero(scored[users])
+        if pairs.size:
+            w = item_weights(m[np.flatnonzero(train)], fitted.l2)
+            out[pairs] = pair_scores(m, w, users[pairs], items[pairs])
+    return out
+
+
+def pair_scores(
+    m: sp.csr_matrix, w: np.ndarray | sp.csr_matrix, users: np.ndarray, items: np.ndarray
+) -> np.ndarray:
+    """``m[u] @ w[:, i]`` for each pair: m (n_users, n_items) binary CSR, w (n_items, n_items)
+    dense or CSR, users and items (p,) -> (p,) float32, summed over each user's history."""
+    counts = np.diff(m.indptr)[users]
+    starts = np.repeat(m.indptr[users], counts)
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    history = m.indices[starts + within].astype(np.int64)
+    target = np.repeat(items, counts)
+    if sp.issparse(w) and w.shape[0] <= DENSE_ITEMS:
+        w = w.toarray()
+    if sp.issparse(w):
+        w = w.tocsr()
+        w.sort_indices()
+        keys = np.repeat(np.arange(w.shape[0], dtype=np.int64), np.diff(w.indptr)) * w.shape[1]
+        keys += w.indices
+        query = history * w.shape[1] + target
+        values = np.zeros(query.size)
+        if keys.size:
+            at = np.minimum(np.searchsorted(keys, query), keys.size - 1)
+            values = np.where(keys[at] == query, w.data[at], 0.0)
+    else:
+        values = w[history, target]
+    pair = np.repeat(np.arange(users.size), counts)
+    return np.bincount(pair, values, users.size).astype(np.float32)
 
 
 def no_collaborative(n_users: int) -> CollaborativeTaste:

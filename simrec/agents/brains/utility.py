@@ -38,6 +38,7 @@ from simrec.agents.collaborative import (
     CollaborativeTaste,
     fit_collaborative,
     no_collaborative,
+    out_of_fold_scores,
 )
 from simrec.agents.persona import Personas, persona_traits, with_profiles
 from simrec.agents.taste import (
@@ -256,8 +257,7 @@ class UtilityBrain:
         pos = rows[g.choice(rows.size, size=min(rows.size, _MAX_POSITIVES), replace=False)]
         users_pos, items_pos = log.user[pos].astype(np.int64), log.item[pos].astype(np.int64)
         users_neg = np.repeat(users_pos, _NEGATIVES_PER_POSITIVE)
-        # negatives the user had not consumed, as the simulation never shows a consumed item
-        items_neg = _unconsumed_draws(g, np.exp(ev.exposure), users_neg, log.matrix(n_items))
+        items_neg = g.choice(n_items, size=users_neg.size, p=np.exp(ev.exposure))
         users = np.concatenate([users_pos, users_neg])
         items = np.concatenate([items_pos, items_neg])
         y = np.concatenate([np.ones(users_pos.size), np.zeros(users_neg.size)])
@@ -266,8 +266,8 @@ class UtilityBrain:
         raw = ev.features(users, items, own)  # (m, 4): affinity, genre, quality, collaborative
         if ev is self.evidence and self.config.collaborative == "out-of-fold":
             # in sample: no user's own rows vouch for their items
-            oof = fit_collaborative(log, n_items, self.seed, out_of_fold=True, like=ev.collab)
-            raw[:, 3] = oof.log_score(users, items)
+            oof = out_of_fold_scores(log, n_items, ev.collab, users, items, self.seed)
+            raw[:, 3] = np.log(np.maximum(oof, ev.collab.eps))
         centre, spread = raw[negatives].mean(axis=0), raw[negatives].std(axis=0)
         spread[spread == 0] = 1.0
         # the simulation scores with the final evidence
@@ -455,22 +455,6 @@ class UtilityBrain:
         unhappy = s < c.churn_threshold
         churn = unhappy & (self.streams.uniform("churn", agents, tick, 0, 1)[:, 0] < c.churn_hazard)
         return s.astype(np.float32), churn
-
-
-def _unconsumed_draws(
-    g: np.random.Generator, p: np.ndarray, users: np.ndarray, consumed
-) -> np.ndarray:
-    """One item per entry of ``users`` (m,), drawn from ``p`` (n_items,) among the items that
-    user's row of ``consumed`` (n_users, n_items) does not hold: draws that hit a consumed
-    item are drawn again (at most 32 rounds; a user who consumed nearly everything keeps the
-    last draw). -> (m,) int64."""
-    items = g.choice(p.size, size=users.size, p=p)
-    for _ in range(32):
-        redo = np.flatnonzero(excluded_mask(items[:, None], consumed, of=users)[:, 0])
-        if redo.size == 0:
-            break
-        items[redo] = g.choice(p.size, size=redo.size, p=p)
-    return items
 
 
 def _logistic_regression(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
