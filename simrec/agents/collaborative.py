@@ -35,6 +35,7 @@ EASE_L2S = (30.0, 100.0, 300.0, 1000.0, 3000.0)  # EASE's penalties tried (Steck
 DEFAULT_EASE_L2 = 300.0
 TOP_K = 20  # the recall cut-off the penalty is chosen by
 KNN_NEIGHBOURS, KNN_SHRINKAGE = 100, 20.0
+TABLE_WORK = 3e9  # larger logs get no collaborative evidence (yet): 1M users x 5k items is 9e9
 FOLDS = 5  # folds of users behind the out-of-fold scores
 FIT_USERS = 20_000  # larger logs: the item-to-item weights from a seeded sample of this many
 EPS_SHARE = 0.01  # the log feature's floor: this share of the mean positive score
@@ -235,11 +236,18 @@ def pair_scores(
     return np.bincount(pair, values, users.size).astype(np.float32)
 
 
-def no_collaborative(n_users: int) -> CollaborativeTaste:
-    """Scores of 0 for every user and item (``brain.collaborative: none``): a constant
-    feature, which the watch model's regression gives no weight."""
+def no_collaborative(n_users: int, why: str = "none") -> CollaborativeTaste:
+    """Scores of 0 for every user and item (``brain.collaborative: none``, or a log past
+    TABLE_WORK, ``why`` says): a constant feature, which the watch model's regression gives
+    no weight."""
     zeros = np.zeros((n_users, 1), np.float32)
-    return CollaborativeTaste(zeros, np.zeros((n_users, 1), np.int32), zeros[:, 0], "none")
+    return CollaborativeTaste(zeros, np.zeros((n_users, 1), np.int32), zeros[:, 0], why)
+
+
+def table_work(m: sp.csr_matrix) -> float:
+    """Multiply-adds and cells of the score table of the binary (n_users, n_items) ``m``."""
+    per_interaction = m.shape[1] if uses_ease(m) else KNN_NEIGHBOURS
+    return m.nnz * float(per_interaction) + m.shape[0] * float(m.shape[1])
 
 
 def _table(

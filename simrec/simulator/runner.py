@@ -654,6 +654,8 @@ def _manifest(
             "name": model.brain.name,
             "click_weights": vars(utility.weights),
             "click_calibration": utility.click_calibration,
+            # the item-to-item model behind the collaborative evidence, or why there is none
+            "collaborative": utility.evidence.collab.model,
             "taste_dim": utility.taste_dim,
             # taste_dim: auto: each tried dimension's held-out ROC AUC (empty when fixed)
             "taste_dim_scores": {str(d): round(v, 5) for d, v in utility.taste_dim_scores.items()},

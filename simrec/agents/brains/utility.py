@@ -26,6 +26,7 @@ Per page view with ``k`` slots:
 from __future__ import annotations
 
 import contextvars
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -35,10 +36,12 @@ from scipy.special import expit, logit, ndtri
 
 from simrec.agents.brains.base import PageBatch, PageDecisions
 from simrec.agents.collaborative import (
+    TABLE_WORK,
     CollaborativeTaste,
     fit_collaborative,
     no_collaborative,
     out_of_fold_scores,
+    table_work,
 )
 from simrec.agents.persona import Personas, persona_traits, with_profiles
 from simrec.agents.taste import (
@@ -112,11 +115,7 @@ class _Evidence:
         return cls(
             brain._fit_taste(data, log),
             fit_genre_taste(log, data.catalog.genres),
-            (
-                fit_collaborative(log, n_items, brain.seed)
-                if brain.config.collaborative != "none"
-                else no_collaborative(log.n_users)
-            ),
+            _collaborative(brain.config.collaborative, log, n_items, brain.seed),
             ((quality - quality.mean()) / (quality.std() or 1.0)).astype(np.float32),
             ((logpop - logpop.mean()) / (logpop.std() or 1.0)).astype(np.float32),
             brain._exposure(counts),
@@ -264,7 +263,11 @@ class UtilityBrain:
         negatives = slice(users_pos.size, None)
         own = users_pos.size if ev is self.evidence else 0  # in sample: positives are its rows
         raw = ev.features(users, items, own)  # (m, 4): affinity, genre, quality, collaborative
-        if ev is self.evidence and self.config.collaborative == "out-of-fold":
+        if (
+            ev is self.evidence
+            and self.config.collaborative == "out-of-fold"
+            and not ev.collab.model.startswith("none")
+        ):
             # in sample: no user's own rows vouch for their items
             oof = out_of_fold_scores(log, n_items, ev.collab, users, items, self.seed)
             raw[:, 3] = np.log(np.maximum(oof, ev.collab.eps))
@@ -455,6 +458,19 @@ class UtilityBrain:
         unhappy = s < c.churn_threshold
         churn = unhappy & (self.streams.uniform("churn", agents, tick, 0, 1)[:, 0] < c.churn_hazard)
         return s.astype(np.float32), churn
+
+
+def _collaborative(kind: str, log, n_items: int, seed: int) -> CollaborativeTaste:
+    """The collaborative evidence of ``brain.collaborative`` ``kind`` on ``log``: none when
+    asked, or when the score table would cost more than TABLE_WORK (said in the manifest)."""
+    if kind == "none":
+        return no_collaborative(log.n_users)
+    work = table_work(log.matrix(n_items))
+    if work > TABLE_WORK:
+        why = f"none (a score table of {work:.1e} operations, over {TABLE_WORK:.0e})"
+        logging.getLogger(__name__).info("collaborative evidence: %s", why)
+        return no_collaborative(log.n_users, why)
+    return fit_collaborative(log, n_items, seed)
 
 
 def _logistic_regression(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
