@@ -150,3 +150,13 @@ def test_synthetic_movielens_100k_trains_real_recommenders(tmp_path):
     for name in ("itemknn", "ease"):
         assert _value(table, "utility", name, "recall@20_low", "synthetic") > pop
     assert _value(table, "ranking", "models", "kendall_tau", "synthetic") >= 0.6
+
+
+def test_the_synthetic_log_keeps_the_runs_clock(report):
+    """Timestamps in seconds: the simulated days are days apart, so sessions are told apart."""
+    table, out = report
+    events = pd.read_parquet(out / "run" / "events")
+    days = events.timestamp.dt.normalize().nunique()
+    assert days > 1
+    gap = _value(table, "log", "days_between_sessions", "mean", "synthetic")
+    assert gap >= 1 - 1e-9  # one session a day at most, a day or more apart

@@ -170,13 +170,12 @@ def synthetic_log(res, train: Dataset) -> tuple[Interactions, np.ndarray]:
     events = res.events()
     watched = events[(events.event_type == "impression") & events.clicked.astype(bool)]
     items = pd.Index(train.catalog.item_ids).get_indexer(watched.item_id.to_numpy())
-    ts = watched.timestamp
-    seconds = ts.astype("int64") // 10**9 if hasattr(ts, "dt") else ts.to_numpy(np.int64)
+    seconds = (watched.timestamp - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     log = Interactions(
         watched.user_id.to_numpy().astype(np.int32),
         items.astype(np.int32),
         watched.rating.to_numpy(np.float32, na_value=np.nan),
-        np.asarray(seconds, np.int64),
+        seconds.to_numpy(np.int64),
         np.arange(source.size),
     )
     return log, source
