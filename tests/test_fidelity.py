@@ -648,25 +648,28 @@ def _figure(table, section, setting, metric, source="simrec") -> float:
 @pytest.mark.slow
 def test_real_movielens_100k_direction():
     """On real MovieLens-100k (each user's latest 20% held out), the default brain separates
-    held-out choices better than the popularity, item-kNN and ALS pickers and ranks six policies as
-    held-out Recall@20 does, at least roughly. Measured at this commit: tau 0.60 with seeds 0
-    and 1 (three of 15 pairs swapped); the bound allows one more swapped pair (0.13), as
-    als, bpr and itemknn are close in simulated engagement: 0.46 is below the 95% interval
-    that resampling the users gives (0.47 to 0.60 with seed 0). With log popularity read as taste
+    held-out choices about as well as EASE, item-kNN and ALS tuned on the training log, better
+    than popularity, and better than all of them threshold-free (ROC AUC), and ranks six
+    policies as held-out Recall@20 does, at least roughly. Measured at this commit: tau 0.60
+    with seed 0 (three of 15 pairs swapped); the bound allows one more swapped pair (0.13), as
+    als, bpr and itemknn are close in simulated engagement. With log popularity read as taste
     (the report's exposure-0 reading) tau is 0.87."""
     table = F.fidelity({"data": {"format": "recbole", "path": "ml-100k"}})
-    # every baseline beaten at every ratio, in accuracy and F1. Measured at this commit, with
-    # brain.taste_dim: auto choosing 8 topics: margins over the best baseline 0.007-0.018 with
-    # seed 0 (the least: accuracy at 1:9 over als), 0.011-0.016 and 0.010-0.026 with seeds 1
-    # and 2 (16 topics gave 0.001-0.009, and lost a cell with seed 2)
+    tuned = ("ease", "itemknn", "als")
+    # measured with seed 0: above the best tuned baseline in 5 of the 8 cells (accuracy at
+    # 1:2, 1:3 and 1:9, F1 at 1:9 and 1:3 tied at 0.631), below it by 0.003 at most (F1 at
+    # 1:1 against item-kNN's 0.777, at 1:2 against EASE's 0.696); popularity below everywhere
+    above = 0
     for ratio in ("1:1", "1:2", "1:3", "1:9"):
         for metric in ("accuracy", "f1"):
             ours = _figure(table, "discrimination", ratio, metric)
-            for baseline in ("popularity", "itemknn", "als"):
-                theirs = _figure(table, "discrimination", ratio, metric, baseline)
-                assert ours > theirs, (ratio, metric, baseline, ours, theirs)
-    ours = _figure(table, "discrimination", "1:1", "roc_auc")
-    for baseline in ("popularity", "itemknn", "als"):
+            assert ours > _figure(table, "discrimination", ratio, metric, "popularity")
+            best = max(_figure(table, "discrimination", ratio, metric, b) for b in tuned)
+            assert ours > best - 0.006, (ratio, metric, ours, best)
+            above += ours > best
+    assert above >= 3
+    ours = _figure(table, "discrimination", "1:1", "roc_auc")  # 0.852 against EASE's 0.839
+    for baseline in ("popularity", *tuned):
         assert ours > _figure(table, "discrimination", "1:1", "roc_auc", baseline)
     assert _figure(table, "rating", "held-out", "rmse_expected") < _figure(
         table, "rating", "held-out", "rmse_expected", "damped_bias"
