@@ -139,6 +139,7 @@ def test_bad_input_is_one_clear_error(extra, message, tmp_path, capsys):
     assert main([*args, "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert not out.exists(), "nothing may be written for bad input"
 
 
 @pytest.mark.slow

@@ -41,6 +41,7 @@ from scipy import stats
 from simrec import build, outputs
 from simrec.config import RunConfig
 from simrec.data.dataset import Dataset, Interactions
+from simrec.environments.registry import make_policy
 from simrec.errors import ConfigError
 from simrec.evaluation.fidelity_report.baselines import Tuned, fitted, tune
 from simrec.evaluation.fidelity_report.ranking import TOP_K, per_user_metrics
@@ -94,6 +95,7 @@ def synthetic(
     split = temporal_split(data, holdout)
     raw = cfg.model_dump(mode="json")
     raw["policy"] = _exposure_policy(policy, cfg)
+    make_policy(raw["policy"])  # an unknown policy or bad parameter: an error before any output
     raw["simulation"]["ticks"] = ticks or DEFAULT_TICKS
     raw["population"]["users"] = None  # the pilot: one agent per user
     if out is not None:
