@@ -43,7 +43,7 @@ from simrec.config import RunConfig
 from simrec.data.dataset import Dataset, Interactions
 from simrec.environments.registry import make_policy
 from simrec.errors import ConfigError
-from simrec.evaluation.fidelity_report.baselines import Tuned, fitted, tune
+from simrec.evaluation.fidelity_report.baselines import TUNED, Tuned, fitted, tune
 from simrec.evaluation.fidelity_report.ranking import TOP_K, per_user_metrics
 from simrec.evaluation.fidelity_report.split import Split, temporal_split
 from simrec.evaluation.resampling import bootstrap_units
@@ -126,8 +126,9 @@ def synthetic(
         ("setup", "held-out", "interactions", float(len(split.test)), "real"),
     ]
     syn_data = _as_dataset(split.train, syn, "synthetic log")
-    rows += utility_rows(split, syn_data, cfg.seed)
-    rows += ranking_rows(split, syn_data, holdout)
+    real_tuned = {name: tune(name, split.train) for name in TUNED}  # once, for both sections
+    rows += utility_rows(split, syn_data, real_tuned, cfg.seed)
+    rows += ranking_rows(split, syn_data, real_tuned, holdout)
     rows += log_fidelity(split.train, syn)
     rows += privacy_rows(
         split.train.interactions, split.test, syn, source, split.train.catalog.n_items, cfg.seed
@@ -203,26 +204,23 @@ def _union(real: Dataset, syn: Dataset) -> Dataset:
     return _as_dataset(real, log, "real + synthetic")
 
 
-def utility_rows(split: Split, syn: Dataset, seed: int) -> list[tuple]:
+def utility_rows(
+    split: Split, syn: Dataset, real_tuned: dict[str, Tuned], seed: int
+) -> list[tuple]:
     """Rows (section ``utility``) of each fold-in model trained on each of SOURCES: its tuned
     parameters, Recall@20 and NDCG@20 on the real held-out items with 95% intervals over the
-    users, and the synthetic / real ratios with theirs."""
+    users, and the synthetic / real ratios with theirs. ``real_tuned``: the tunable models'
+    tuning on the real training log (the union of both logs keeps it)."""
     history = split.train.interactions.matrix(split.train.catalog.n_items)
     trained_on = {"real": split.train, "synthetic": syn, "real+synthetic": _union(split.train, syn)}
     rows: list[tuple] = []
     per: dict[tuple[str, str], np.ndarray] = {}
     users = np.zeros(0)
     for name in FOLD_IN:
-        real_tuned: Tuned | None = None
         for src, data in trained_on.items():
-            if name == "popular":
-                params: dict[str, Any] = {}
-            elif src == "real+synthetic" and real_tuned is not None:
-                params = real_tuned.params  # the union is tuned as the real log was
-            else:
-                tuned = tune(name, data)
-                real_tuned = tuned if src == "real" else real_tuned
-                params = tuned.params
+            params: dict[str, Any] = {}
+            if name in real_tuned:
+                params = (tune(name, data) if src == "synthetic" else real_tuned[name]).params
             model = FoldedIn(name, params, data, history)
             m = per_user_metrics(model, split, TOP_K)
             users = m["users"]
@@ -268,8 +266,11 @@ def _with_interval(setting, metric, source, value, low, high) -> list[tuple]:
     ]
 
 
-def ranking_rows(split: Split, syn: Dataset, holdout: float) -> list[tuple]:
-    """Rows (section ``ranking``): each of RANKING_MODELS (tuned where tunable) trained and
+def ranking_rows(
+    split: Split, syn: Dataset, real_tuned: dict[str, Tuned], holdout: float
+) -> list[tuple]:
+    """Rows (section ``ranking``): each of RANKING_MODELS (tuned where tunable: on the real
+    training log, ``real_tuned``, and on the synthetic log's own training part) trained and
     tested within the real log (its training part, scored on the held-out part) and within the
     synthetic log (its own temporal split), and Kendall's tau between the two orders."""
     try:
@@ -280,7 +281,9 @@ def ranking_rows(split: Split, syn: Dataset, holdout: float) -> list[tuple]:
     scores: dict[str, list[float]] = {"real": [], "synthetic": []}
     for name in RANKING_MODELS:
         for src, s in (("real", split), ("synthetic", syn_split)):
-            params = tune(name, s.train).params if name in ("itemknn", "ease", "als") else {}
+            params: dict[str, Any] = {}
+            if name in real_tuned:
+                params = (real_tuned[name] if src == "real" else tune(name, s.train)).params
             recall = float(
                 per_user_metrics(fitted(name, params, s.train), s, TOP_K)["recall"].mean()
             )
