@@ -149,6 +149,15 @@ def _check_writable(path: Path, flag: str) -> None:
         raise OutputExistsError(f"{flag} {path}: cannot write there ({probe} is not writable)")
 
 
+def check_report_dir(path: Path, kind: str, table: str, overwrite: bool, what: str) -> None:
+    """Before any work: :func:`check_out_dir` for a ``kind`` report, and a refusal (ConfigError)
+    when ``path`` already holds one (its ``table`` file) and ``overwrite`` is not set."""
+    from simrec.errors import ConfigError
+
+    if check_out_dir(path, kind) and (path / table).exists() and not overwrite:
+        raise ConfigError(f"{path}: already holds {what}; use --overwrite")
+
+
 def claim(path: Path, kind: str) -> None:
     """Create ``path`` (and parents) and mark it as simrec's ``kind`` output."""
     from simrec import __version__

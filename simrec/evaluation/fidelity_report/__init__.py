@@ -198,9 +198,9 @@ def fidelity(
         raise ConfigError(f"fidelity policies: expected at least 3 to rank, got {policies}")
     out = Path(out) if out is not None else None
     if out is not None:
-        owned = outputs.check_out_dir(out, "fidelity")
-        if owned and (out / "fidelity.parquet").exists() and not cfg.output.overwrite:
-            raise ConfigError(f"{out}: already holds a fidelity report; use --overwrite")
+        outputs.check_report_dir(
+            out, "fidelity", "fidelity.parquet", cfg.output.overwrite, "a fidelity report"
+        )
 
     data = build.load_data(cfg)
     split = temporal_split(data, holdout)

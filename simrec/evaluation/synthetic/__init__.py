@@ -88,9 +88,9 @@ def synthetic(
         raise ConfigError(f"synthetic ticks: expected a positive integer, got {ticks!r}")
     out = Path(out) if out is not None else None
     if out is not None:
-        owned = outputs.check_out_dir(out, "synthetic")
-        if owned and (out / "synthetic.parquet").exists() and not cfg.output.overwrite:
-            raise ConfigError(f"{out}: already holds a synthetic-data report; use --overwrite")
+        outputs.check_report_dir(
+            out, "synthetic", "synthetic.parquet", cfg.output.overwrite, "a synthetic-data report"
+        )
     data = build.load_data(cfg)
     split = temporal_split(data, holdout)
     raw = cfg.model_dump(mode="json")
