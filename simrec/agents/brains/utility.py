@@ -263,20 +263,21 @@ class UtilityBrain:
         negatives = slice(users_pos.size, None)
         own = users_pos.size if ev is self.evidence else 0  # in sample: positives are its rows
         raw = ev.features(users, items, own)  # (m, 4): affinity, genre, quality, collaborative
-        if (
+        out_of_fold = (
             ev is self.evidence
             and self.config.collaborative == "out-of-fold"
             and not ev.collab.model.startswith("none")
-        ):
-            # in sample: no user's own rows vouch for their items
+        )
+        if out_of_fold:  # in sample: no user's own rows vouch for their items
             oof = out_of_fold_scores(log, n_items, ev.collab, users, items, self.seed)
             raw[:, 3] = np.log(np.maximum(oof, ev.collab.eps))
         centre, spread = raw[negatives].mean(axis=0), raw[negatives].std(axis=0)
         spread[spread == 0] = 1.0
-        # the simulation scores with the final evidence
-        final = self.evidence.features(users[negatives], items[negatives])
-        self_centre, self_spread = final.mean(axis=0), final.std(axis=0)
-        self_spread[self_spread == 0] = 1.0
+        self_centre, self_spread = centre, spread
+        if out_of_fold or ev is not self.evidence:  # the simulation scores with the final evidence
+            final = self.evidence.features(users[negatives], items[negatives])
+            self_centre, self_spread = final.mean(axis=0), final.std(axis=0)
+            self_spread[self_spread == 0] = 1.0
         zp = ev.z_pop[items]
         x = np.column_stack(
             [
