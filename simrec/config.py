@@ -156,7 +156,7 @@ class PopulationConfig(_Section):
 class SimulationConfig(_Section):
     """Clock, pages and batching."""
 
-    ticks: int = Field(30, gt=0, description="simulated ticks (days by default)")
+    ticks: int = Field(30, gt=0, le=100_000, description="simulated ticks (days by default)")
     page_size: int = Field(10, gt=0, le=1000, description="items per page (slate size k)")
     max_pages: int = Field(5, gt=0, le=1000, description="pages a session may last")
     batch_size: int = Field(
@@ -541,7 +541,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             lines.append(f"{source}: field '{loc}': unknown field")
         else:
-            lines.append(f"{source}: field '{loc}': {msg}, got {got!r}")
+            lines.append(f"{source}: field '{loc}': {_short(msg)}, got {_short(repr(got))}")
     return "\n".join(lines)
 
 
@@ -555,11 +555,26 @@ def validate_config(raw: Any, source: str = "config") -> RunConfig:
         raise ConfigError(format_validation_error(err, source)) from None
 
 
+MAX_CONFIG_BYTES = 1_000_000  # a config is settings, not data
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) config file."""
     p = Path(path)
+    return validate_config(read_settings(p, "config file"), str(p))
+
+
+def read_settings(p: Path, what: str, any_suffix: bool = False) -> Any:
+    """The YAML or TOML file ``p`` (a config, an arms file) parsed, or ConfigError naming it:
+    at most 1 MB, UTF-8, no YAML aliases, no duplicate keys, integers of at most 4,300 digits,
+    at most 20 levels of nesting. ``any_suffix``: a file not named .toml is YAML."""
     if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
+        raise ConfigError(f"{p}: {what} not found")
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{p}: expected a {what} of at most {MAX_CONFIG_BYTES:,} bytes, found {size:,}"
+        )
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -569,24 +584,40 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         if p.suffix.lower() == ".toml":
             raw = tomllib.loads(text)
-        elif p.suffix.lower() in (".yaml", ".yml"):
+        elif any_suffix or p.suffix.lower() in (".yaml", ".yml"):
             raw = yaml.load(text, Loader=_PlainLoader) or {}
         else:
             raise ConfigError(f"{p}: expected a .yaml, .yml or .toml file, got '{p.suffix}'")
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"{p}: not valid {p.suffix[1:].upper()}: {err}") from None
+        raise ConfigError(f"{p}: not valid {p.suffix[1:].upper()}: {_short(str(err))}") from None
+    except ValueError as err:  # an integer past Python's 4,300-digit limit
+        raise ConfigError(f"{p}: a value cannot be read: {_short(str(err))}") from None
     except RecursionError:
         raise ConfigError(
-            f"{p}: nested too deeply (a config is sections of settings, {_MAX_CONFIG_DEPTH} "
+            f"{p}: nested too deeply (a {what} is sections of settings, {_MAX_CONFIG_DEPTH} "
             f"levels at most)"
         ) from None
     depth = _depth(raw)
     if depth > _MAX_CONFIG_DEPTH:
         raise ConfigError(
-            f"{p}: nested {depth} levels deep, expected at most {_MAX_CONFIG_DEPTH} (a config "
+            f"{p}: nested {depth} levels deep, expected at most {_MAX_CONFIG_DEPTH} (a {what} "
             f"is sections of settings)"
         )
-    return validate_config(raw, str(p))
+    return raw
+
+
+def parse_value(text: str) -> Any:
+    """A flag's value read as YAML (``factors=64`` -> 64), the text itself when it is not
+    YAML or not a plain value."""
+    try:
+        return yaml.load(text, Loader=_PlainLoader)
+    except (yaml.YAMLError, ValueError, RecursionError):
+        return text
+
+
+def _short(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters (a message never echoes a huge value whole)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 
 class _PlainLoader(yaml.SafeLoader):
@@ -601,6 +632,22 @@ class _PlainLoader(yaml.SafeLoader):
                 f"line {event.start_mark.line + 1}; write the value out"
             )
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if duplicate:
+                raise yaml.YAMLError(
+                    f"the key {_short(repr(key), 80)} appears twice in one mapping (line "
+                    f"{key_node.start_mark.line + 1}); keep one"
+                )
+        return super().construct_mapping(node, deep=deep)
 
 
 def _depth(value: Any, limit: int = _MAX_CONFIG_DEPTH + 1) -> int:

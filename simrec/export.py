@@ -32,12 +32,16 @@ def export(
     out: str | Path | None = None,
     test_fraction: float = 0.2,
     overwrite: bool = False,
+    events_uri: str | None = None,
 ) -> Path:
     """Export the run in ``run_dir`` to format ``to`` (one of FORMATS); returns the output path.
 
     ``out`` defaults to ``<run_dir>/export/<to>``. ``hf`` writes ``train/`` and ``test/`` (the
     last ``test_fraction`` of ticks), the personas and the catalog, and a dataset card
     ``README.md``, so that ``datasets.load_dataset("parquet", data_dir=out)`` loads the splits.
+    ``events_uri``: where the run's event parts are when not in ``RUN/events`` (never taken
+    from the run directory). RecBole's files are named after ``out``'s folder (RecBole's
+    dataset name), never after anything the run directory says.
     """
     run_dir = Path(run_dir)
     if to not in FORMATS:
@@ -58,14 +62,15 @@ def export(
     if outputs.check_out_dir(target, "export") and not overwrite:
         raise OutputExistsError(f"{target}: already exists; pass --overwrite to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
+    events = outputs.read_events(run_dir, manifest=manifest, events_uri=events_uri)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         if to == "hf":
-            _export_hf(run_dir, manifest, tmp, test_fraction, target)
+            _export_hf(run_dir, manifest, events, tmp, test_fraction, target)
+        elif to == "recbole":
+            _export_recbole(run_dir, recbole_name(target), events, tmp)
         else:
-            {"recbole": _export_recbole, "obp": _export_obp, "csv": _export_csv}[to](
-                run_dir, manifest, tmp
-            )
+            {"obp": _export_obp, "csv": _export_csv}[to](run_dir, manifest, events, tmp)
         _move_into(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the folder this call made, and only it
@@ -77,32 +82,45 @@ def _move_into(tmp: Path, target: Path) -> None:
     renamed folder; an existing one loses only its earlier export's files."""
     if not target.exists():
         outputs.claim(tmp, "export")
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another export made it meanwhile
+            raise OutputExistsError(f"{target}: appeared while exporting; not replaced") from None
     else:
-        outputs.clear_own(target, "export")
-        for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            dest = target / f.relative_to(tmp)
-            if dest.parent.is_symlink():
-                raise OutputExistsError(f"{dest.parent}: is a symbolic link; not writing into it")
-            dest.parent.mkdir(exist_ok=True)
-            outputs.durable_replace(f, dest)
-        outputs.claim(target, "export")
+        with outputs.owning(target, "export", overwrite=True, what="export"):
+            for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+                dest = target / f.relative_to(tmp)
+                outputs.check_folder(dest.parent)
+                dest.parent.mkdir(exist_ok=True)
+                outputs.durable_replace(f, dest)
     outputs.fsync_dir(target.parent)
 
 
-def _impressions(run_dir: Path) -> pa.Table:
-    ev = outputs.read_events(run_dir)
+def _impressions(ev: pa.Table) -> pa.Table:
     return ev.filter(pc.equal(ev["event_type"], "impression"))
 
 
 # ---------------------------------------------------------------------------- RecBole
 
 
-def _export_recbole(run_dir: Path, manifest: dict, out: Path) -> None:
+def recbole_name(target: Path) -> str:
+    """The RecBole dataset name of an export into folder ``target``: the folder's name (RecBole
+    reads ``data_path/NAME/NAME.inter``), or ``simrec`` when that name is not a plain one.
+
+    >>> recbole_name(Path("exports/ml-sim"))
+    'ml-sim'
+    >>> recbole_name(Path("exports/.."))
+    'simrec'
+    """
+    from simrec.config import is_safe_name
+
+    return target.name if is_safe_name(target.name) else "simrec"
+
+
+def _export_recbole(run_dir: Path, name: str, events: pa.Table, out: Path) -> None:
     """``<name>.inter`` (one row per impression; label = watched), ``.user``, ``.item``:
     tab-separated with RecBole's ``name:type`` headers (token, token_seq, float)."""
-    name = manifest["run_id"]
-    ev = _impressions(run_dir).to_pandas()
+    ev = _impressions(events).to_pandas()
     inter = pd.DataFrame(
         {
             "user_id:token": ev.user_id,
@@ -159,20 +177,20 @@ def _clean(text) -> str:
 
 
 def _write_atomic_tsv(df: pd.DataFrame, path: Path) -> None:
-    with outputs.replacing(path) as tmp:
-        df.to_csv(tmp, sep="\t", index=False, na_rep="", lineterminator="\n")
+    with outputs.replacing(path) as f:
+        df.to_csv(f, sep="\t", index=False, na_rep="", lineterminator="\n")
 
 
 # ---------------------------------------------------------------------------- OBP
 
 
-def _export_obp(run_dir: Path, manifest: dict, out: Path) -> None:
+def _export_obp(run_dir: Path, manifest: dict, events: pa.Table, out: Path) -> None:
     """``bandit_feedback.npz`` with Open Bandit Pipeline's keys (one round per impression):
     n_rounds, n_actions, action, position, reward, pscore (item-position), context (persona
     traits and taste of the user), action_context (genre indicators and log popularity of the
     item); plus slate_id, user_id, tick, pscore_slate and pscore_cascade. ``meta.json``
     names the context columns."""
-    ev = _impressions(run_dir)
+    ev = _impressions(events)
     items = pq.read_table(run_dir / "items.parquet").to_pandas()
     users = pq.read_table(run_dir / "users.parquet").to_pandas()
     action = pd.Index(items.item_id).get_indexer(ev["item_id"].to_pandas())
@@ -206,8 +224,8 @@ def _export_obp(run_dir: Path, manifest: dict, out: Path) -> None:
         "slate_id": col("slate_id").astype(np.int64),
         "tick": col("tick").astype(np.int64),
     }
-    with outputs.replacing(out / "bandit_feedback.npz", ".tmp.npz") as tmp:
-        np.savez_compressed(tmp, **bundle)
+    with outputs.replacing(out / "bandit_feedback.npz", ".tmp.npz") as f:
+        np.savez_compressed(f, **bundle)
     meta = {
         "run_id": manifest["run_id"],
         "policy": manifest["policy"],
@@ -223,9 +241,9 @@ def _export_obp(run_dir: Path, manifest: dict, out: Path) -> None:
 # ---------------------------------------------------------------------------- CSV
 
 
-def _export_csv(run_dir: Path, manifest: dict, out: Path) -> None:
+def _export_csv(run_dir: Path, manifest: dict, events: pa.Table, out: Path) -> None:
     """events.csv, users.csv (lists joined with '|'), items.csv, metrics.csv."""
-    ev = outputs.read_events(run_dir, manifest=manifest).to_pandas()
+    ev = events.to_pandas()
     _defuse_formulas(ev).to_csv(out / "events.csv", index=False)
     for name in ("users", "items", "metrics"):
         df = pq.read_table(run_dir / f"{name}.parquet").to_pandas()
@@ -254,11 +272,10 @@ def _defuse_formulas(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _export_hf(
-    run_dir: Path, manifest: dict, out: Path, test_fraction: float, target: Path
+    run_dir: Path, manifest: dict, ev: pa.Table, out: Path, test_fraction: float, target: Path
 ) -> None:
     """The Hugging Face layout in ``out``: ``train/`` and ``test/`` split by tick, the
     personas and the catalog as they are in the run, and the card (which names ``target``)."""
-    ev = outputs.read_events(run_dir, manifest=manifest)
     ticks = int(manifest["counts"]["ticks"])
     cut = max(1, int(round(ticks * (1 - test_fraction))))
     for split, mask in (

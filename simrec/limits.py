@@ -90,3 +90,31 @@ def check_memory(cfg: RunConfig, n_users: int | None = None, n_items: int | None
             f"{parts[biggest] / _GIB:,.1f} GiB) and {limit / _GIB:,.1f} GiB is available; "
             f"lower population.users, data.synthetic.users or the policy's size parameters"
         )
+
+
+MAX_RESAMPLES = 1_000_000
+MAX_TURNS = 1_000
+
+
+def check_statistics(n_resamples: int, alpha: float, power: float | None = None) -> None:
+    """Before any work: the bootstrap count and the significance level (and the power) are
+    ones the statistics can use (ConfigError naming the flag otherwise).
+
+    >>> check_statistics(2000, 0.05)
+    >>> check_statistics(0, 0.05)
+    Traceback (most recent call last):
+    ...
+    simrec.errors.ConfigError: --bootstrap: expected an integer from 10 to 1,000,000, got 0
+    """
+    if (
+        isinstance(n_resamples, bool)
+        or not isinstance(n_resamples, int)
+        or not 10 <= n_resamples <= MAX_RESAMPLES
+    ):
+        raise ConfigError(
+            f"--bootstrap: expected an integer from 10 to {MAX_RESAMPLES:,}, got {n_resamples!r}"
+        )
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 0.5):
+        raise ConfigError(f"--alpha: expected a number above 0 and below 0.5, got {alpha!r}")
+    if power is not None and not (isinstance(power, (int, float)) and 0 < power < 1):
+        raise ConfigError(f"--power: expected a number above 0 and below 1, got {power!r}")

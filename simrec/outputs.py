@@ -21,11 +21,13 @@ import re
 import socket
 import stat
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-from simrec.errors import InputError, OutputExistsError
+from simrec.errors import ConfigError, InputError, OutputExistsError
 
 MARKER = ".simrec-output.json"
 LOCK = ".simrec.lock"
@@ -37,8 +39,7 @@ OWN_FILES: dict[str, re.Pattern[str]] = {
     kind: re.compile(rf"(?:{pattern}|{_TMP}|{re.escape(MARKER)}|{re.escape(LOCK)})")
     for kind, pattern in {
         "run": r"manifest\.json|(?:users|items|metrics|interviews|reflections)\.parquet"
-        r"|schema\.json|events/part-\d+\.parquet|_state/(?:config\.json|checkpoint(?:\.tmp)?\.npz)"
-        r"|README\.md|(?:train|test)/events\.parquet",
+        r"|schema\.json|events/part-\d+\.parquet|_state/(?:config\.json|checkpoint(?:\.tmp)?\.npz)",
         "export": r"[^/]+\.(?:inter|user|item)|bandit_feedback\.npz|meta\.json|dialogues\.jsonl"
         r"|(?:events|users|items|metrics)\.csv"
         r"|README\.md|(?:train|test)/events\.parquet|(?:users|items)\.parquet",
@@ -152,10 +153,61 @@ def _check_writable(path: Path, flag: str) -> None:
 def check_report_dir(path: Path, kind: str, table: str, overwrite: bool, what: str) -> None:
     """Before any work: :func:`check_out_dir` for a ``kind`` report, and a refusal (ConfigError)
     when ``path`` already holds one (its ``table`` file) and ``overwrite`` is not set."""
-    from simrec.errors import ConfigError
-
     if check_out_dir(path, kind) and (path / table).exists() and not overwrite:
         raise ConfigError(f"{path}: already holds {what}; use --overwrite")
+
+
+@contextlib.contextmanager
+def owning(
+    path: Path | None,
+    kind: str,
+    *,
+    overwrite: bool,
+    done: str | None = None,
+    what: str = "output",
+    flag: str = "--out",
+) -> Iterator[None]:
+    """Hold ``path`` as simrec's ``kind`` output for the block, the one way every command
+    takes its output folder: check it, lock it (before anything is deleted), check it again
+    now that the lock is held (another command may have written it meanwhile), refuse when it
+    holds a finished output (its file ``done``) and ``overwrite`` is not set, delete the
+    earlier output's files when it is (never a nested output another process holds), and mark
+    it. A folder this call created and left holding only its marker is removed again when the
+    block fails. ``path`` None: nothing to hold (a report kept only in memory)."""
+    if path is None:
+        yield
+        return
+    check_out_dir(path, kind, flag)
+    created = not path.exists()
+    ok = False
+    try:
+        with locked(path, what):
+            owned = check_out_dir(path, kind, flag)
+            if owned and done is not None and (path / done).exists() and not overwrite:
+                raise ConfigError(f"{path}: already holds a finished {what}; pass --overwrite")
+            if overwrite:
+                clear_own(path, kind)
+            claim(path, kind)
+            yield
+            ok = True
+    finally:
+        if created and not ok:
+            remove_if_bare(path)
+
+
+def remove_if_bare(path: Path) -> None:
+    """Remove folder ``path`` when it holds nothing but simrec's marker and lock (a command
+    that failed before writing anything leaves no trace)."""
+    try:
+        names = {p.name for p in path.iterdir()}
+    except OSError:
+        return
+    if names <= {MARKER, LOCK}:
+        for name in names:
+            if _regular(path / name):
+                (path / name).unlink()
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def claim(path: Path, kind: str) -> None:
@@ -185,6 +237,12 @@ def clear_own(path: Path, kind: str | None = None) -> list[str]:
     kind = kind or owner_kind(path)
     if kind is None:
         return []
+    for folder, _, _ in os.walk(path):  # never follows links
+        sub = Path(folder)
+        if sub != path and is_locked(sub):
+            raise OutputExistsError(
+                f"{sub}: another simrec process is writing there; nothing was deleted"
+            )
     deleted: list[str] = []
     _clear(path, path, OWN_FILES[kind], deleted)
     return deleted
@@ -205,8 +263,20 @@ def _clear(root: Path, folder: Path, own: re.Pattern[str], deleted: list[str]) -
             with contextlib.suppress(OSError):  # only when empty
                 sub.rmdir()
         elif entry.is_file(follow_symlinks=False) and own.fullmatch(rel) and entry.name != LOCK:
+            if entry.name == "README.md" and not _simrec_card(Path(entry.path)):
+                continue  # somebody's own notes, not the dataset card simrec wrote
             os.unlink(entry.path)
             deleted.append(rel)
+
+
+def _simrec_card(path: Path) -> bool:
+    """Whether ``path`` is a dataset card simrec wrote (front matter, then simrec's title)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"---\nconfigs:\n") and b"simrec" in head
 
 
 def _regular(path: Path) -> bool:
@@ -217,6 +287,23 @@ def _regular(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------- locks
+
+
+def is_locked(path: Path) -> bool:
+    """Whether another process holds the lock of output folder ``path`` right now."""
+    import fcntl
+
+    try:
+        fd = os.open(path / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 @contextlib.contextmanager
@@ -246,7 +333,7 @@ def locked(path: Path, what: str = "run") -> Iterator[None]:
         holder = (
             f"pid {os.getpid()} on {socket.gethostname()}, since "
             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}: "
-            f"{' '.join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:300]}"
+            f"{_command()}"
         )
         os.ftruncate(fd, 0)
         os.pwrite(fd, holder.encode(), 0)
@@ -255,28 +342,87 @@ def locked(path: Path, what: str = "run") -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+# the command a lock names (the CLI sets it: ``simrec run``); the program's name otherwise
+COMMAND: str | None = None
+
+
+def _command() -> str:
+    """The command holding a lock, never its command line: flags can hold secrets (a
+    ``--base-url`` with a password or an ``api_key`` query)."""
+    if COMMAND is not None:
+        return COMMAND
+    return Path(sys.argv[0]).name[:100] if sys.argv and sys.argv[0] else "python"
+
+
 # ---------------------------------------------------------------------------- durable writes
 
 
-@contextlib.contextmanager
-def replacing(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
-    """A hidden temporary beside ``path`` to write to: renamed over ``path`` durably when the
-    block ends, removed when it raises, so ``path`` is always either old or whole.
+# the process's umask, so files made by mkstemp (mode 0600) get the usual permissions
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
-    ``suffix``: how the temporary's name ends (writers that add an extension need theirs)."""
-    tmp = path.with_name(f".{path.name}{suffix}")
+
+def check_folder(folder: Path) -> None:
+    """Refuse (OutputExistsError) to write into ``folder`` when it is a symbolic link: a link
+    planted in an output folder (``report/``, ``events/``, ``_state/``) would carry the write
+    somewhere else."""
+    if folder.is_symlink():
+        raise OutputExistsError(
+            f"{folder}: is a symbolic link; simrec does not write or delete through links"
+        )
+
+
+@contextlib.contextmanager
+def replacing(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
+    """A new hidden temporary beside ``path``, open for writing (binary): renamed over
+    ``path`` durably when the block ends, removed when it raises, so ``path`` is always either
+    old or whole.
+
+    The temporary is made by :func:`tempfile.mkstemp` (exclusive create, a random name), so no
+    file or link planted in the folder is ever written through, and the folder itself must
+    not be a link. ``suffix``: how the temporary's name ends (writers that look at the
+    extension need theirs)."""
+    check_folder(path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    tmp = Path(name)
     try:
-        yield tmp
-        durable_replace(tmp, path)
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
-        if tmp.is_file() and not tmp.is_symlink():  # the block failed before the rename
+        if _regular(tmp):  # the block failed before the rename
             tmp.unlink()
 
 
+def create_new(path: Path) -> BinaryIO:
+    """``path`` created for writing (binary), exclusively and never through a link: a stale
+    regular file of that name (simrec's own temporary, from an interrupted run) is replaced;
+    a link or anything else there is refused (OutputExistsError)."""
+    check_folder(path.parent)
+    if os.path.lexists(path):
+        if not _regular(path):
+            raise OutputExistsError(
+                f"{path}: is a symbolic link or not a regular file; simrec does not write "
+                f"through it"
+            )
+        path.unlink()
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666
+        )
+    except FileExistsError:
+        raise OutputExistsError(f"{path}: appeared while simrec was writing it") from None
+    return os.fdopen(fd, "wb")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` durably: a hidden temporary, fsync, rename, fsync of the
-    folder."""
-    with replacing(path) as tmp, open(tmp, "wb") as f:
+    """Write ``data`` to ``path`` durably: a new hidden temporary, fsync, rename, fsync of
+    the folder."""
+    with replacing(path) as f:
         f.write(data)
 
 
@@ -284,18 +430,19 @@ def write_parquet(table, path: Path) -> None:
     """Write a pyarrow ``table`` to ``path`` (zstd) atomically."""
     import pyarrow.parquet as pq
 
-    with replacing(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    with replacing(path) as f:
+        pq.write_table(table, f, compression="zstd")
 
 
 def durable_replace(tmp: Path, path: Path) -> None:
-    """Rename the finished ``tmp`` to ``path``, after flushing it to disk, and flush the
-    folder so the rename survives a crash."""
-    fd = os.open(tmp, os.O_RDONLY)
+    """Rename the finished ``tmp`` (a regular file simrec made) to ``path``, after flushing it
+    to disk, and flush the folder so the rename survives a crash."""
+    fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+    check_folder(path.parent)
     os.replace(tmp, path)
     fsync_dir(path.parent)
 
@@ -348,11 +495,34 @@ class EventsStore:
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
     @classmethod
-    def of_run(cls, run_dir: Path, manifest: dict | None = None) -> EventsStore:
-        """The store of a complete run (its manifest names the URI, if any)."""
+    def of_run(
+        cls,
+        run_dir: Path,
+        manifest: dict | None = None,
+        events_uri: str | None = None,
+        *,
+        own: bool = False,
+    ) -> EventsStore:
+        """The store of a complete run: ``RUN/events``, or ``events_uri``, named again by the
+        person running simrec (``--events-uri``). A URI recorded in a run directory is never
+        used (a run directory can come from anyone, and a URI can point at any host); a run
+        whose manifest records one needs ``events_uri``. ``own``: the run was written by this
+        process and ``manifest`` is the one it wrote (the URI it recorded is its own)."""
         if manifest is None:
             manifest = read_json(run_dir / "manifest.json", "a run's manifest")
-        return cls(run_dir, (manifest.get("outputs") or {}).get("events_uri"))
+        outputs = manifest.get("outputs")
+        recorded = outputs.get("events_uri") if isinstance(outputs, dict) else None
+        if own:
+            return cls(run_dir, recorded)
+        if events_uri is None and recorded:
+            shown = ascii(str(recorded)[:120])
+            raise InputError(
+                f"{run_dir}: its event parts were written to another location ({shown}); "
+                f"simrec does not take locations from a run directory: pass --events-uri again"
+            )
+        if events_uri is None:
+            check_folder(run_dir / "events")
+        return cls(run_dir, events_uri)
 
     def path(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}"
@@ -427,6 +597,14 @@ class EventsStore:
         return pq.read_table(self.root, filesystem=self.fs, columns=columns)
 
 
-def read_events(run_dir: Path, columns: list[str] | None = None, manifest: dict | None = None):
-    """A complete run's events (a pyarrow Table), wherever its parts live."""
-    return EventsStore.of_run(run_dir, manifest).read(columns)
+def read_events(
+    run_dir: Path,
+    columns: list[str] | None = None,
+    manifest: dict | None = None,
+    events_uri: str | None = None,
+    *,
+    own: bool = False,
+):
+    """A complete run's events (a pyarrow Table): from ``RUN/events`` or ``events_uri``
+    (:meth:`EventsStore.of_run`)."""
+    return EventsStore.of_run(run_dir, manifest, events_uri, own=own).read(columns)

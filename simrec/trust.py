@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -90,13 +90,21 @@ def config_from_run_dir(
     api_key_env: str | None = None,
     cache: str | None = LLMConfig().cache,
     engine: EngineConfig | None = None,
+    locations: Mapping[str, str | None] | None = None,
+    loads_data: bool = True,
 ) -> RunConfig:
     """The config saved in a run directory (``source`` names the file), made safe to act on:
     its policy imports only a class named in ``allow_import`` (``builds_policy=False``: the
     caller never builds it); the LLM endpoint, key variable and cache are the caller's. A
     saved run that talked to a server needs ``base_url`` again. The engine is the caller's
     ``engine`` (default: local), never the saved one: a Ray address found in a run directory
-    is not a cluster to send the data and code to, and the engine never changes results."""
+    is not a cluster to send the data and code to, and the engine never changes results.
+
+    Every location the saved config names (:data:`LOCATIONS`: data files, the social graph's
+    edges, prompt templates, where event parts go) is replaced by the caller's ``locations``
+    (field -> the value of its flag on this command line); a location saved without one given
+    is an error that names the flag to pass again. ``loads_data=False``: the caller never
+    reads the data, so its locations are not asked for (nor used)."""
     cfg = validate_config(raw, source)
     allowed = set(allow_import)
     name = cfg.policy.name
@@ -126,7 +134,46 @@ def config_from_run_dir(
     llm.api_key_env = api_key_env
     llm.cache = cache
     cfg.engine = EngineConfig() if engine is None else engine.model_copy()
+    _take_locations(cfg, source, locations or {}, loads_data)
     return cfg
+
+
+# where a saved config names a location, and the flag that names it again
+LOCATIONS: dict[str, str] = {
+    "data.path": "--data",
+    "data.items_path": "--items-file",
+    "data.kg": "--kg",
+    "data.kg_links": "--kg-links",
+    "data.kg_labels": "--kg-labels",
+    "social.path": "--social",
+    "llm.templates_dir": "--templates-dir",
+    "output.events_uri": "--events-uri",
+}
+
+
+def _take_locations(
+    cfg: RunConfig, source: str, given: Mapping[str, str | None], loads_data: bool
+) -> None:
+    from simrec.data.registry import resolve_name
+
+    unknown = sorted(set(given) - set(LOCATIONS))
+    if unknown:
+        raise ValueError(f"locations: unknown fields {unknown}; expected among {list(LOCATIONS)}")
+    for field, flag in LOCATIONS.items():
+        section, key = field.split(".")
+        holder = getattr(cfg, section)
+        saved, new = getattr(holder, key), given.get(field)
+        if field.startswith(("data.", "social.")) and not loads_data:
+            continue
+        if field == "data.path" and saved is not None and resolve_name(saved) is not None:
+            continue  # a dataset simrec ships (ml-100k), named, not a location
+        if saved is not None and new is None:
+            raise InputError(
+                f"{source}: {field} names a location ({clean_text(saved, 120)!r}); simrec does "
+                f"not take files, folders or URIs from a run directory: pass {flag} again"
+            )
+        if saved is not None:
+            setattr(holder, key, new)
 
 
 # ---------------------------------------------------------------------------- text from data

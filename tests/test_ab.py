@@ -204,7 +204,9 @@ def test_ab_ope_and_exports_on_movielens_files(ml100k, tmp_path, capsys):
         main(["run", *common, "--explore", "softmax", "--temperature", "0.5", "--out", str(log)])
         == 0
     )
-    assert main(["ope", str(log), "--target", "genre", "--bootstrap", "100", "--quiet"]) == 0
+    ope = ["ope", str(log), "--target", "genre", "--bootstrap", "100", "--quiet"]
+    assert main(ope) == 2  # the data is named again, never taken from the run
+    assert main([*ope, "--data", str(ml100k)]) == 0
     for fmt in ("recbole", "obp", "hf", "csv"):
         assert main(["export", str(log), "--to", fmt]) == 0, fmt
 

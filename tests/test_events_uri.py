@@ -41,9 +41,12 @@ def test_parts_at_a_file_uri_are_the_run_dirs_bytes(reference, tmp_path, capsys)
     assert m["events_uri"] == elsewhere.as_uri()
     assert m["events"] == [f"{elsewhere.as_uri()}/{p}" for p in _parts(elsewhere)]
     assert res.events().equals(simrec.RunResult.events(_result(reference)))
-    # the readers of a run find the parts through its manifest
-    assert main(["report", str(out)]) == 0
-    assert main(["export", str(out), "--to", "csv", "--out", str(tmp_path / "csv")]) == 0
+    # the readers of a run take the location from their command line, never from the run
+    assert main(["report", str(out)]) == 2
+    assert "pass --events-uri again" in capsys.readouterr().err
+    again = ["--events-uri", elsewhere.as_uri()]
+    assert main(["report", str(out), *again]) == 0
+    assert main(["export", str(out), "--to", "csv", "--out", str(tmp_path / "csv"), *again]) == 0
     rows = (tmp_path / "csv" / "events.csv").read_text().count("\n") - 1
     assert rows == len(res.events())
     # --overwrite with fewer ticks: the earlier run's parts at the URI go, the marker stays
@@ -75,7 +78,9 @@ def test_sigkill_then_resume_with_parts_at_a_uri(reference, tmp_path):
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert "part-00001.parquet" in _parts(elsewhere)
-    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    assert main(["run", "--resume", str(out), "--quiet"]) == 2  # the location is asked again
+    again = ["--events-uri", elsewhere.as_uri()]
+    assert main(["run", "--resume", str(out), "--quiet", *again]) == 0
     assert _parts(elsewhere) == _parts(reference / "events")
     assert not any(p.name.endswith(".tmp") for p in elsewhere.iterdir())
 

@@ -120,4 +120,6 @@ def test_resume_refuses_changed_data(tmp_path, mllatest, capsys):
         json.dumps({"config": cfg, "data_hashes": {"x": "y"}})
     )
     assert main(["run", "--resume", str(out), "--quiet"]) == 2
+    assert "pass --data again" in capsys.readouterr().err  # never the saved location
+    assert main(["run", "--resume", str(out), "--data", str(mllatest), "--quiet"]) == 2
     assert "input data changed since the run started" in capsys.readouterr().err

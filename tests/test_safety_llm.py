@@ -299,3 +299,81 @@ def test_a_server_error_is_recorded_as_kind_and_status_only():
     )
     res = backend.complete([REQ])[0]
     assert res.error == "BadRequestError (HTTP 400)"
+
+
+# ---------------------------------------------------------------------------- round two
+
+
+def test_openai_base_url_in_the_environment_cannot_redirect_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    seen = []
+
+    def handler(request):
+        seen.append((request.url.scheme, request.url.host, request.headers.get("authorization")))
+        return completion("{}")  # the answers do not matter here, only where they were asked
+
+    serve(monkeypatch, handler)
+    cfg = llm_config(tmp_path / "a", tmp_path / "c.sqlite", backend="openai:fake")
+    assert main(["run", _config_file(tmp_path, cfg), "--quiet"]) in (0, 3)
+    assert seen and all(s[:2] == ("https", "api.openai.com") for s in seen)
+    assert OpenAIBackend("gpt").urls == ["https://api.openai.com/v1"]
+
+
+def _converse_argv(tmp_path: Path, world: Path, out: str) -> list[str]:
+    cfg = {"llm": {"api_key_env": "USER_SIDE_KEY", "cache": None, "max_tokens": 120}}
+    return [
+        "converse",
+        _config_file(tmp_path, cfg),
+        "--data",
+        str(world),
+        "--users",
+        "3",
+        "--turns",
+        "1",
+        "--user-brain",
+        "llm",
+        "--llm",
+        "openai:fake-user",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--crs",
+        "L=openai:fake-crs",
+        "--crs-base-url",
+        "http://127.0.0.2:9/v1",
+        "--out",
+        str(tmp_path / out),
+    ]
+
+
+@pytest.fixture
+def world(ml100k):
+    return ml100k
+
+
+def test_the_users_key_is_never_sent_to_the_crs_under_test(tmp_path, monkeypatch, world):
+    monkeypatch.setenv("USER_SIDE_KEY", SECRET)
+    monkeypatch.setenv("CRS_KEY", "crs-key-99")
+    by_host: dict[str, set] = {}
+
+    def handler(request):
+        by_host.setdefault(request.url.host, set()).add(request.headers.get("authorization"))
+        return completion("{}")
+
+    serve(monkeypatch, handler)
+    assert main([*_converse_argv(tmp_path, world, "a"), "--quiet"]) == 0
+    assert by_host["127.0.0.1"] == {f"Bearer {SECRET}"}  # the users' own server
+    assert not any(SECRET in (a or "") for a in by_host["127.0.0.2"])
+    by_host.clear()
+    argv = [*_converse_argv(tmp_path, world, "b"), "--crs-api-key-env", "CRS_KEY", "--quiet"]
+    assert main(argv) == 0
+    assert by_host["127.0.0.2"] == {"Bearer crs-key-99"}
+
+
+def test_converse_refused_as_unauthorised_exits_3(tmp_path, monkeypatch, world, capsys):
+    monkeypatch.setenv("USER_SIDE_KEY", SECRET)
+    serve(monkeypatch, lambda request: httpx2.Response(401, json={"error": {"message": "no"}}))
+    assert main([*_converse_argv(tmp_path, world, "a"), "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "unauthorised" in err and "Traceback" not in err
+    assert (tmp_path / "a" / "manifest.json").is_file()  # written all the same

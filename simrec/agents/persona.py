@@ -238,15 +238,16 @@ def _genre_preferences(
         mean_dev = dev_sum / np.maximum(n, 1)
         score = n * (1.0 + mean_dev)
         disliked_mask = (n >= 2) & (mean_dev <= -0.5)
-    top = np.argsort(-score, axis=1, kind="stable")[:, :3]
+    k = min(3, score.shape[1])  # a catalog may have fewer than three genres
+    top = np.argsort(-score, axis=1, kind="stable")[:, :k]
     rows = np.arange(n_users)[:, None]
     keep = (score[rows, top] > 0) & ~disliked_mask[rows, top]
     # each user's first three disliked genres, in the catalog's order
-    first = np.argsort(~disliked_mask, axis=1, kind="stable")[:, :3]
-    n_disliked = np.minimum(disliked_mask.sum(axis=1), 3)
+    first = np.argsort(~disliked_mask, axis=1, kind="stable")[:, :k]
+    n_disliked = np.minimum(disliked_mask.sum(axis=1), k)
     return (
         _label_lists(top, keep, names),
-        _label_lists(first, np.arange(3) < n_disliked[:, None], names),
+        _label_lists(first, np.arange(k) < n_disliked[:, None], names),
     )
 
 

@@ -322,24 +322,23 @@ def write(
     t = time.perf_counter()
     data = load_data(cfg)
     result = augmenter.build(data, cut)
-    outputs.check_out_dir(out, "augment")  # again: the work may have taken a while
-    if overwrite:
-        outputs.clear_own(out, "augment")
-    outputs.claim(out, "augment")
-    for name, table in result.tables.items():
-        outputs.write_parquet(table, out / f"{name}.parquet")
-    manifest = {
-        "simrec_version": __version__,
-        "kind": f"augment {kind}",
-        "config": data_cfg,
-        "data": {"source": data.source, "file_sha256": data.file_hashes},
-        "parameters": params,
-        "counts": result.counts,
-        **result.provenance,
-        "timings": {"total_s": round(time.perf_counter() - t, 3)},
-        "outputs": {name: f"{name}.parquet" for name in result.tables},
-    }
-    outputs.atomic_write(
-        out / "manifest.json", json.dumps(manifest, indent=2, default=str).encode()
-    )
+    with outputs.owning(
+        out, "augment", overwrite=overwrite, done="manifest.json", what="augmentation"
+    ):
+        for name, table in result.tables.items():
+            outputs.write_parquet(table, out / f"{name}.parquet")
+        manifest = {
+            "simrec_version": __version__,
+            "kind": f"augment {kind}",
+            "config": data_cfg,
+            "data": {"source": data.source, "file_sha256": data.file_hashes},
+            "parameters": params,
+            "counts": result.counts,
+            **result.provenance,
+            "timings": {"total_s": round(time.perf_counter() - t, 3)},
+            "outputs": {name: f"{name}.parquet" for name in result.tables},
+        }
+        outputs.atomic_write(
+            out / "manifest.json", json.dumps(manifest, indent=2, default=str).encode()
+        )
     return out

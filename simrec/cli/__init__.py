@@ -45,12 +45,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    from simrec import outputs
+
     args = parser().parse_args(argv)
     _configure_logging(args.verbose)
+    outputs.COMMAND = f"simrec {args.command}"  # what a lock names: never the flags
     try:
         return args.func(args)
     except SimrecError as err:
-        print(f"simrec: error: {err}", file=sys.stderr)
+        print(f"simrec: error: {_short_lines(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -58,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _short_lines(text: str, limit: int = 1000) -> str:
+    """An error message with each line cut to ``limit`` characters: a value from a file (a
+    50 MB config value, a 2 MB label) is never echoed whole."""
+    return "\n".join(
+        line if len(line) <= limit else f"{line[:limit]}... ({len(line):,} characters)"
+        for line in text.splitlines()
+    )
 
 
 def _configure_logging(verbose: int) -> None:

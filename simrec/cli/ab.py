@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from simrec.cli.flags import (
     add_events_uri_flag,
     add_exposures_flag,
@@ -16,7 +14,8 @@ from simrec.cli.flags import (
     exposures_flag,
     key_value,
 )
-from simrec.errors import InputError
+from simrec.config import read_settings
+from simrec.errors import ConfigError, InputError
 
 
 def register(sub) -> None:
@@ -115,19 +114,15 @@ def cmd_ab(args: argparse.Namespace) -> int:
 
 
 def _load_arms_file(path: str) -> dict[str, Any]:
-    import tomllib
-
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: arms file not found")
     try:
-        text = p.read_text(encoding="utf-8")
-        raw = tomllib.loads(text) if p.suffix.lower() == ".toml" else yaml.safe_load(text)
-    except (UnicodeDecodeError, yaml.YAMLError, tomllib.TOMLDecodeError) as err:
-        raise InputError(f"{p}: not a valid arms file: {err}") from None
+        raw = read_settings(p, "arms file", any_suffix=True)
+    except ConfigError as err:
+        raise InputError(str(err)) from None
     if not isinstance(raw, dict) or not all(isinstance(v, (dict, str)) for v in raw.values()):
         raise InputError(
-            f"{p}: expected a mapping of arm name to a policy section or name, got {raw!r}"
+            f"{p}: expected a mapping of arm name to a policy section or name, "
+            f"got {type(raw).__name__}"
         )
     return {str(k): ({"name": v} if isinstance(v, str) else dict(v)) for k, v in raw.items()}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from simrec.cli.flags import add_base_url_flag, add_data_flags, build_config
 
@@ -31,6 +32,12 @@ def register(sub) -> None:
         action="append",
         metavar="URL",
         help="openai:MODEL arms: the OpenAI-compatible server, repeatable (several servers)",
+    )
+    c.add_argument(
+        "--crs-api-key-env",
+        metavar="VAR",
+        help="openai:MODEL arms: the environment variable holding the CRS server's key (none "
+        "by default; the simulated users' key is never sent to a CRS)",
     )
     c.add_argument(
         "--user-brain",
@@ -86,10 +93,17 @@ def cmd_converse(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         user_brain=args.user_brain,
         crs_base_url=crs_urls[0] if crs_urls and len(crs_urls) == 1 else crs_urls,
+        crs_api_key_env=args.crs_api_key_env,
     )
     if not args.quiet:
         cols = ["arm", "success_rate", "turns_to_success", "items_rejected", "closing_rating"]
         cols += ["diff_vs_control", "ci_low", "ci_high", "p_holm"]
         print(res.comparison[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
         print(f"written to {res.out_dir}")
+    if res.llm_problem is not None:
+        print(
+            f"simrec: WARNING: the conversations are written, but {res.llm_problem}",
+            file=sys.stderr,
+        )
+        return 3
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from simrec.cli.flags import add_events_read_flag
+
 
 def register(sub) -> None:
     """Add the command to the ``simrec`` parser's subcommands ``sub``."""
@@ -21,6 +23,7 @@ def register(sub) -> None:
         "--test-fraction", type=float, default=0.2, help="hf: share of the last ticks in test"
     )
     e.add_argument("--overwrite", action="store_true", help="replace an earlier export")
+    add_events_read_flag(e)
     e.set_defaults(func=cmd_export)
 
 
@@ -33,6 +36,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         out=args.out,
         test_fraction=args.test_fraction,
         overwrite=args.overwrite,
+        events_uri=args.events_uri,
     )
     print(f"exported {args.run} to {args.to}: {path}")
     return 0

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import yaml
-
-from simrec.config import RunConfig, load_config, validate_config
+from simrec.config import RunConfig, load_config, parse_value, validate_config
 from simrec.data.loaders import FORMATS
 from simrec.data.registry import infer_format
 from simrec.domain import DOMAINS
 from simrec.errors import ConfigError, InputError
 
 KG_OF_DATA = "(the data's own)"  # --kg without a file
+GRAPHS = ("none", "watts-strogatz", "barabasi-albert")  # --social values that are not files
 
 
 def add_data_flags(r: argparse.ArgumentParser) -> None:
@@ -108,6 +107,54 @@ def add_events_uri_flag(r: argparse.ArgumentParser) -> None:
     )
 
 
+def add_templates_flag(r: argparse.ArgumentParser) -> None:
+    """--templates-dir: the LLM user's prompt templates (system.txt, page.txt)."""
+    r.add_argument(
+        "--templates-dir",
+        metavar="DIR",
+        help="LLM users: a folder with your own prompt templates (system.txt, page.txt)",
+    )
+
+
+def add_location_flags(r: argparse.ArgumentParser) -> None:
+    """The locations a command that reads a run takes again from this command line, never
+    from the run directory: where its data, social edges and event parts are."""
+    r.add_argument("--data", help="the run's data (a file or folder), when it was not built in")
+    r.add_argument("--items-file", help="the run's catalog file, when it had one")
+    r.add_argument("--kg", metavar="TRIPLES", help="the run's knowledge-graph triples file")
+    r.add_argument("--kg-links", metavar="LINKS", help="the run's item-to-entity links file")
+    r.add_argument("--kg-labels", metavar="LABELS", help="the run's entity labels file")
+    r.add_argument("--social", metavar="EDGES", help="the run's social-graph edge list file")
+    add_templates_flag(r)
+    add_events_read_flag(r)
+
+
+def add_events_read_flag(r: argparse.ArgumentParser) -> None:
+    """--events-uri for commands that read a run's events."""
+    r.add_argument(
+        "--events-uri",
+        metavar="URI",
+        help="where the run's event parts are, when they are not in RUN/events (a run "
+        "directory's own record of it is never used)",
+    )
+
+
+def locations(args: argparse.Namespace) -> dict[str, str | None]:
+    """The locations this command line names (:data:`simrec.trust.LOCATIONS`)."""
+    social = getattr(args, "social", None)
+    kg = getattr(args, "kg", None)
+    return {
+        "data.path": getattr(args, "data", None),
+        "data.items_path": getattr(args, "items_file", None),
+        "data.kg": None if kg == KG_OF_DATA else kg,
+        "data.kg_links": getattr(args, "kg_links", None),
+        "data.kg_labels": getattr(args, "kg_labels", None),
+        "social.path": None if social in GRAPHS else social,
+        "llm.templates_dir": getattr(args, "templates_dir", None),
+        "output.events_uri": getattr(args, "events_uri", None),
+    }
+
+
 def add_world_flags(r: argparse.ArgumentParser) -> None:
     """Flags shared by run, ab and eval: data, population, clock, social graph, seed."""
     add_data_flags(r)
@@ -187,11 +234,7 @@ def key_value(item: str, flag: str) -> tuple[str, Any]:
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise InputError(f"{flag}: expected KEY=VALUE, got {item!r}")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip(), parsed
+    return key.strip(), parse_value(value) if value.strip() else ""
 
 
 def apply_policy_flags(pol: dict[str, Any], args: argparse.Namespace) -> None:
@@ -275,7 +318,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if getattr(args, "retrain_every", None) is not None:
         pol["retrain_every"] = args.retrain_every
     if getattr(args, "social", None) is not None:
-        if args.social in ("none", "watts-strogatz", "barabasi-albert"):
+        if args.social in GRAPHS:
             raw["social"]["graph"] = args.social
         else:
             raw["social"].update(graph="edges", path=args.social)
@@ -296,6 +339,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         raw["output"]["dir"] = args.out
     if getattr(args, "events_uri", None) is not None:
         raw["output"]["events_uri"] = args.events_uri
+    if getattr(args, "templates_dir", None) is not None:
+        raw["llm"]["templates_dir"] = args.templates_dir
     if getattr(args, "overwrite", False):
         raw["output"]["overwrite"] = True
     return validate_config(raw, "command line")

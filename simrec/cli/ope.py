@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from simrec.cli.flags import add_base_url_flag, add_policy_flags, apply_policy_flags, base_urls
+from simrec.cli.flags import (
+    add_base_url_flag,
+    add_location_flags,
+    add_policy_flags,
+    apply_policy_flags,
+    base_urls,
+    locations,
+)
 
 
 def register(sub) -> None:
@@ -32,6 +39,7 @@ def register(sub) -> None:
         "--validate of an LLM run: the OpenAI-compatible server to use, repeatable (never "
         "taken from the run directory)",
     )
+    add_location_flags(o)
     o.add_argument("--quiet", action="store_true")
     o.set_defaults(func=cmd_ope)
 
@@ -49,6 +57,7 @@ def cmd_ope(args: argparse.Namespace) -> int:
         validate=args.validate,
         out=args.out,
         base_url=base_urls(args),
+        locations=locations(args),
     )
     from simrec.evaluation.ope import support_warning
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from simrec.cli.flags import add_events_read_flag
+
 
 def register(sub) -> None:
     """Add the command to the ``simrec`` parser's subcommands ``sub``."""
@@ -15,11 +17,12 @@ def register(sub) -> None:
     )
     rp.add_argument("run", help="a complete run directory")
     rp.add_argument("--out", help="report directory (default RUN/report)")
+    add_events_read_flag(rp)
     rp.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from simrec.evaluation.report import run_report
 
-    print(f"report: {run_report(args.run, args.out)}")
+    print(f"report: {run_report(args.run, args.out, args.events_uri)}")
     return 0

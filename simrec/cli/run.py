@@ -9,11 +9,13 @@ from simrec.cli.flags import (
     add_base_url_flag,
     add_events_uri_flag,
     add_policy_flags,
+    add_templates_flag,
     add_world_flags,
     base_urls,
     build_config,
     cache_flag,
     engine_flags,
+    locations,
 )
 from simrec.config import dump_config
 from simrec.errors import InputError
@@ -41,6 +43,7 @@ def register(sub) -> None:
         help="LLM for --brain llm (implies it): openai:MODEL, vllm:MODEL or local",
     )
     add_base_url_flag(r)
+    add_templates_flag(r)
     r.add_argument(
         "--trust",
         action="append",
@@ -58,7 +61,9 @@ def register(sub) -> None:
         "--resume",
         metavar="DIR",
         help="continue an unfinished run in DIR (a package.module:Class policy it names runs "
-        "only if passed again with --policy; an LLM server only if passed with --base-url)",
+        "only if passed again with --policy; an LLM server only if passed with --base-url; "
+        "the data files, --social edges, --templates-dir and --events-uri it used only if "
+        "passed again)",
     )
     r.add_argument(
         "--print-config",
@@ -117,6 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             base_url=base_urls(args),
             llm_cache=cache_flag(args.llm_cache),
             engine=engine_flags(args),
+            locations=locations(args),
         )
     else:
         cfg = build_config(args)

@@ -177,11 +177,18 @@ def _join(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def make_crs(spec: str, config=None, base_url: str | list[str] | None = None):
+def make_crs(
+    spec: str,
+    config=None,
+    base_url: str | list[str] | None = None,
+    api_key_env: str | None = None,
+):
     """``builtin`` or ``builtin:POLICY`` (the baseline ranked with a policy); ``openai:MODEL``,
     ``vllm:MODEL`` or ``local`` (an LLM asked for titles, which are resolved to catalog items;
-    ``base_url``: its OpenAI-compatible server(s); ``config``: the run config whose ``llm``
-    section supplies the cache, timeouts and sampling); or ``package.module:Class``
+    ``base_url``: its OpenAI-compatible server(s), with the key in the environment variable
+    ``api_key_env`` (none by default: the simulated users' key is theirs, never sent to the
+    CRS under test); ``config``: the run config whose ``llm`` section supplies the cache,
+    timeouts and sampling); or ``package.module:Class``
     (instantiated without arguments). ConfigError naming the spec otherwise."""
     head, _, rest = spec.partition(":")
     if head == "builtin":
@@ -189,7 +196,7 @@ def make_crs(spec: str, config=None, base_url: str | list[str] | None = None):
     if head in ("openai", "vllm") or spec == "local":
         from simrec.conversation.llm import LLMCRS
 
-        return LLMCRS.from_spec(spec, config, base_url)
+        return LLMCRS.from_spec(spec, config, base_url, api_key_env)
     if ":" not in spec:
         raise ConfigError(
             f"--crs {spec!r}: expected builtin, builtin:POLICY or package.module:Class"

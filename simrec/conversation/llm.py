@@ -306,13 +306,14 @@ class LLMCRS:
         self.fallbacks: Counter[str] = Counter()
 
     @classmethod
-    def from_spec(cls, spec: str, config=None, base_url=None) -> LLMCRS:
+    def from_spec(cls, spec: str, config=None, base_url=None, api_key_env=None) -> LLMCRS:
         from simrec import build
         from simrec.config import RunConfig
 
         cfg = RunConfig() if config is None else config.model_copy(deep=True)
         cfg.llm.backend = spec
         cfg.llm.base_url = base_url
+        cfg.llm.api_key_env = api_key_env  # the CRS's own key, never the users' one
         return cls(
             build.make_backend(cfg),
             spec,

@@ -28,6 +28,7 @@ from simrec.conversation.llm import cache_stats
 from simrec.conversation.users import AgendaUser, Seeker
 from simrec.data import Dataset
 from simrec.errors import ConfigError, InputError
+from simrec.limits import MAX_TURNS, check_statistics
 from simrec.rng import Streams
 
 RECALL_AT = (1, 10, 50)
@@ -46,6 +47,26 @@ class ConverseResult:
     metrics: pd.DataFrame
     comparison: pd.DataFrame
     manifest: dict[str, Any] = field(repr=False)
+
+    @property
+    def llm_problem(self) -> str | None:
+        """Why these conversations cannot be trusted (an LLM server, the users' or a CRS's,
+        refused requests as unauthorised), or None. Everything is written either way; the
+        CLI then exits with status 3, as ``run`` does."""
+        refused: dict[str, int] = {}
+        for arm, sides in (self.manifest.get("llm") or {}).items():
+            for side in ("user", "crs"):
+                fallbacks = ((sides or {}).get(side) or {}).get("fallbacks") or {}
+                n = int(fallbacks.get("auth", 0)) + int(fallbacks.get("auth_error", 0))
+                if n:
+                    refused[f"{arm} ({'users' if side == 'user' else 'CRS'})"] = n
+        if not refused:
+            return None
+        where = ", ".join(f"{k}: {v:,}" for k, v in refused.items())
+        return (
+            f"LLM servers refused requests as unauthorised (HTTP 401/403): {where}; check the "
+            f"keys (llm.api_key_env, --crs-api-key-env) and the base URLs"
+        )
 
 
 def found_target(target, item_ids, verdicts) -> bool:
@@ -97,6 +118,7 @@ def converse(
     user_brain: str = "agenda",
     base_url: str | list[str] | None = None,
     crs_base_url: str | list[str] | None = None,
+    crs_api_key_env: str | None = None,
     data: Dataset | None = None,
     backend: Any = None,
 ) -> ConverseResult:
@@ -105,8 +127,9 @@ def converse(
 
     ``user_brain``: ``agenda`` (deterministic, no LLM) or ``llm`` (the calibrated persona
     through ``config.llm``'s backend, or ``backend``; ``base_url`` overrides its server);
-    ``crs_base_url``: the server(s) of ``openai:MODEL`` arms. A ``crs`` mapping's values may
-    also be ready ConversationalRecommender objects.
+    ``crs_base_url``: the server(s) of ``openai:MODEL`` arms, sent the key in the environment
+    variable ``crs_api_key_env`` (none by default; the users' key is never sent to a CRS). A
+    ``crs`` mapping's values may also be ready ConversationalRecommender objects.
 
     ``config``: a run config (its ``data`` and ``seed`` are used); ``crs``: the arms (see
     :func:`parse_arms`); ``targets``: ``held-out`` (each user's best-rated item after
@@ -122,9 +145,11 @@ def converse(
     arms = parse_arms(crs)
     if targets not in TARGETS:
         raise ConfigError(f"--targets: expected one of {', '.join(TARGETS)}, got {targets!r}")
-    for name, value, low in (("--users", users, 1), ("--turns", turns, 1)):
-        if not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
+    for name, value, high in (("--users", users, None), ("--turns", turns, MAX_TURNS)):
+        if not isinstance(value, int) or value < 1 or (high is not None and value > high):
+            span = f"from 1 to {high:,}" if high else ">= 1"
+            raise ConfigError(f"{name}: expected an integer {span}, got {value!r}")
+    check_statistics(n_resamples, alpha)
     if user_brain not in USER_BRAINS:
         raise ConfigError(
             f"--user-brain: expected one of {', '.join(USER_BRAINS)}, got {user_brain!r}"
@@ -134,7 +159,7 @@ def converse(
         cfg = cfg.model_copy(deep=True)
         cfg.llm.base_url = base_url
     crss = {  # bad specs fail before anything is read or written
-        name: make_crs(spec, cfg, crs_base_url) if isinstance(spec, str) else spec
+        name: make_crs(spec, cfg, crs_base_url, crs_api_key_env) if isinstance(spec, str) else spec
         for name, spec in arms.items()
     }
     arms = {name: spec if isinstance(spec, str) else crss[name].name for name, spec in arms.items()}
@@ -170,10 +195,9 @@ def converse(
     agenda = AgendaUser(facts)
     make_user, user_backend, profiles = _user_brains(cfg, user_brain, agenda, data, past, backend)
 
-    with outputs.locked(out_dir, "conversation"):
-        if overwrite:
-            outputs.clear_own(out_dir, "converse")
-        outputs.claim(out_dir, "converse")
+    with outputs.owning(
+        out_dir, "converse", overwrite=overwrite, done="manifest.json", what="conversation run"
+    ):
         rows: list[dict] = []
         per_arm: dict[str, dict[str, np.ndarray]] = {}
         timings: dict[str, float] = {}

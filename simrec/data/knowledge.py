@@ -220,9 +220,16 @@ def knowledge_from_frames(
     )
     facts.sum_duplicates()
     facts.data[:] = 1.0
-    relation = np.array([r for r, _ in uniques], dtype=object)
-    value = np.array([v for _, v in uniques], dtype=object)
-    return ItemKnowledge(entity, facts, relation, value, dict(labels or {}), source)
+    # the graph's words are data that reach prompts and reports: one clean, capped line each
+    # (entities and labels alike, so a label is still found by its entity)
+    from simrec.trust import GENRE_LIMIT, TITLE_LIMIT, clean_text, clean_texts
+
+    relation = clean_texts(np.array([r for r, _ in uniques], dtype=object), GENRE_LIMIT)
+    value = clean_texts(np.array([v for _, v in uniques], dtype=object), TITLE_LIMIT)
+    clean_labels = {
+        clean_text(k, TITLE_LIMIT): clean_text(v, TITLE_LIMIT) for k, v in (labels or {}).items()
+    }
+    return ItemKnowledge(entity, facts, relation, value, clean_labels, source)
 
 
 def read_table(path: str | Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
@@ -239,16 +246,21 @@ def read_table(path: str | Path, columns: tuple[str, ...], what: str) -> pd.Data
             raise InputError(f"{path}: not a readable Parquet file ({err})") from None
     else:
         csv = path.suffix == ".csv"  # quotes are data in tab-separated (atomic) files
-        try:
-            frame = pd.read_csv(
+        try:  # header=None: a row with more fields than the header is an error, not a shift
+            body = pd.read_csv(
                 path,
                 sep="," if csv else "\t",
                 dtype=str,
-                keep_default_na=False,
+                header=None,
+                na_filter=False,
                 quoting=0 if csv else 3,
             )
         except (pd.errors.ParserError, UnicodeDecodeError) as err:
             raise InputError(f"{path}: not a readable table ({err})") from None
+        except pd.errors.EmptyDataError:
+            raise InputError(f"{path}: file is empty, expected {what}") from None
+        frame = body.iloc[1:].reset_index(drop=True)
+        frame.columns = list(body.iloc[0])
     names = {}
     for raw in frame.columns:
         name = str(raw).split(":", 1)[0].strip()

@@ -85,8 +85,12 @@ def require_file(path: Path, what: str) -> Path:
     """``path`` if it is a non-empty file, else InputError saying what was expected there."""
     if not path.exists():
         raise InputError(f"{path}: {what} not found")
-    if not path.is_file():
+    if path.is_dir():
         raise InputError(f"{path}: expected a file ({what}), found a directory")
+    if not path.is_file():
+        raise InputError(
+            f"{path}: expected a regular file ({what}), found a device, pipe or socket"
+        )
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty, expected {what}")
     return path
@@ -192,11 +196,25 @@ def _numeric(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.nd
     return values
 
 
+# Unix seconds that a timestamp can be (pandas' datetime64[ns] range: 1677 to 2262)
+TIME_RANGE = (-9_223_372_036.0, 9_223_372_036.0)
+
+
 def _timestamps(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.ndarray:
-    """Unix seconds from numbers or ISO-8601 strings."""
+    """Unix seconds from numbers (within :data:`TIME_RANGE`) or ISO-8601 strings."""
     numeric = pd.to_numeric(df[col], errors="coerce")
     if numeric.notna().all():
-        return numeric.to_numpy(np.float64).astype(np.int64)
+        values = numeric.to_numpy(np.float64)
+        bad = np.flatnonzero(~((values >= TIME_RANGE[0]) & (values <= TIME_RANGE[1])))
+        if bad.size:
+            row = int(bad[0])
+            hint = "; milliseconds? divide by 1,000" if abs(values[row]) < 1e16 else ""
+            raise InputError(
+                f"{path}: column '{col}': expected Unix seconds between 1677 and 2262, found "
+                f"{str(df[col].iloc[row])[:40]!r} at line {row + 1 + header_lines} "
+                f"({bad.size} such value(s){hint})"
+            )
+        return values.astype(np.int64)
     parsed = pd.to_datetime(df[col], errors="coerce", utc=True)
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
@@ -220,6 +238,8 @@ def _require_columns(df: pd.DataFrame, needed: list[str], path: Path) -> None:
 
 # ---------------------------------------------------------------- assembling a dataset
 
+MAX_SCALE_POINTS = 10_001  # distinct ratings a scale may have (0 to 100 in steps of 0.01)
+
 
 def build_dataset(
     *,
@@ -241,6 +261,16 @@ def build_dataset(
     ``years`` and each of ``attributes`` are (n_catalog,) in catalog order (see
     :class:`Catalog`). The domain is inferred from ``source``
     (:func:`simrec.domain.infer_domain`)."""
+    rated = ratings[np.isfinite(ratings)]
+    scale = RatingScale.infer(rated) if rated.size else RatingScale(1.0, 1.0, 1.0)
+    points = (scale.high - scale.low) / scale.step + 1
+    if not points <= MAX_SCALE_POINTS:
+        raise InputError(
+            f"{ratings_file}: ratings: expected a rating scale of at most {MAX_SCALE_POINTS:,} "
+            f"steps, found values from {scale.low:g} to {scale.high:g} in steps of "
+            f"{scale.step:g} ({points:,.3g} steps); an outlier, or counts rather than ratings "
+            f"(map such a column as something other than rating)"
+        )
     catalog_ids = _normalise_ids(catalog_ids)
     items = _normalise_ids(items)
     users = _normalise_ids(users)
@@ -293,8 +323,6 @@ def build_dataset(
         timestamp=timestamps.astype(np.int64),
         user_ids=user_ids,
     )
-    rated = ratings[np.isfinite(ratings)]
-    scale = RatingScale.infer(rated) if rated.size else RatingScale(1.0, 1.0, 1.0)
     hashes = {str(f): file_sha256(str(f)) for f in files}
     return Dataset(catalog, log, scale, source, hashes)
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from simrec.data.dataset import Dataset, years_from_dates
-from simrec.data.loaders import build_dataset, check_utf8, require_file
+from simrec.data.loaders import TIME_RANGE, build_dataset, check_utf8, require_file
 from simrec.errors import InputError
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -179,11 +179,18 @@ def load_recbole(path: str | Path, columns: dict[str, str] | None = None) -> Dat
         if fields["rating"] in inter.frame.columns
         else np.full(keep.size, np.nan)
     )
-    timestamp = (
-        inter.numbers(fields["timestamp"]).astype(np.int64)
-        if fields["timestamp"] in inter.frame.columns
-        else np.zeros(keep.size, np.int64)
-    )
+    if fields["timestamp"] in inter.frame.columns:
+        seconds = inter.numbers(fields["timestamp"])
+        outside = np.flatnonzero(~((seconds >= TIME_RANGE[0]) & (seconds <= TIME_RANGE[1])))
+        if outside.size:
+            raise InputError(
+                f"{inter.path}: field '{fields['timestamp']}': expected Unix seconds between "
+                f"1677 and 2262, found {seconds[outside[0]]:g} at line {outside[0] + 2} "
+                f"({outside.size} such value(s))"
+            )
+        timestamp = seconds.astype(np.int64)
+    else:
+        timestamp = np.zeros(keep.size, np.int64)
     for field, ids in (("user", users), ("item", items)):
         empty = np.flatnonzero(ids == "")
         if empty.size:

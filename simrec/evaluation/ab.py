@@ -65,6 +65,7 @@ from simrec.evaluation.resampling import (
     order_kept,
     resample_weights,
 )
+from simrec.limits import check_statistics
 
 METRICS = (
     "watches_per_user",
@@ -170,6 +171,7 @@ def ab(
         raise ConfigError(
             f"--control: expected one of the arms {', '.join(policies)}, got {control!r}"
         )
+    check_statistics(n_resamples, alpha, power)
     if not (isinstance(replicates, int) and replicates >= 1):
         raise ConfigError(f"--replicates: expected a positive integer, got {replicates!r}")
     if exposures is None and base.brain.name != "utility":
@@ -181,43 +183,43 @@ def ab(
         raise ConfigError(
             f"{out_dir}: already holds an A/B result; pass --overwrite or choose another --out"
         )
-    if base.output.overwrite:
-        outputs.clear_own(out_dir, "ab")
-    outputs.claim(out_dir, "ab")
-    # the config's reading first, then each other reading of brain.exposure
-    runs_at: dict[float, dict[str, list[Path]]] = {
-        e: {name: [] for name in policies} for e in [base.brain.exposure, *readings]
-    }
-    for r in range(replicates):
-        for e, runs in runs_at.items():
-            for name, policy in policies.items():
-                cfg = base.model_copy(deep=True)
-                cfg.seed = base.seed + r
-                cfg.name = None
-                cfg.brain.exposure = e
-                folder = f"{name}/rep-{r}" + (
-                    "" if e == base.brain.exposure else f"-exposure-{e:g}"
-                )
-                cfg.output.dir = str(out_dir / folder)
-                if base.output.events_uri:  # each arm's parts in a folder of their own
-                    cfg.output.events_uri = f"{base.output.events_uri.rstrip('/')}/{folder}"
-                if isinstance(policy, PolicyConfig):
-                    cfg.policy = policy
-                    res = run(cfg, progress=progress)
-                else:
-                    res = run(cfg, policy=policy, progress=progress)
-                runs[name].append(res.run_dir)
-    runs = runs_at[base.brain.exposure]
-    table, watches, point = _compare(runs, control, n_resamples, alpha, power, base.seed)
-    points = {base.brain.exposure: point}
-    points.update((e, _Arms.load(runs_at[e]).point()) for e in readings)
-    by_reading, table["order_depends_on_exposure_with"] = _exposure_orders(points, list(runs))
-    _write_results(out_dir, table, by_reading, runs_at, control, base)
-    from simrec.evaluation.report import ab_report
+    with outputs.owning(
+        out_dir, "ab", overwrite=base.output.overwrite, done="ab_results.parquet", what="A/B test"
+    ):
+        # the config's reading first, then each other reading of brain.exposure
+        runs_at: dict[float, dict[str, list[Path]]] = {
+            e: {name: [] for name in policies} for e in [base.brain.exposure, *readings]
+        }
+        for r in range(replicates):
+            for e, runs in runs_at.items():
+                for name, policy in policies.items():
+                    cfg = base.model_copy(deep=True)
+                    cfg.seed = base.seed + r
+                    cfg.name = None
+                    cfg.brain.exposure = e
+                    folder = f"{name}/rep-{r}" + (
+                        "" if e == base.brain.exposure else f"-exposure-{e:g}"
+                    )
+                    cfg.output.dir = str(out_dir / folder)
+                    if base.output.events_uri:  # each arm's parts in a folder of their own
+                        cfg.output.events_uri = f"{base.output.events_uri.rstrip('/')}/{folder}"
+                    if isinstance(policy, PolicyConfig):
+                        cfg.policy = policy
+                        res = run(cfg, progress=progress)
+                    else:
+                        res = run(cfg, policy=policy, progress=progress)
+                    runs[name].append(res.run_dir)
+        runs = runs_at[base.brain.exposure]
+        table, watches, point = _compare(runs, control, n_resamples, alpha, power, base.seed)
+        points = {base.brain.exposure: point}
+        points.update((e, _Arms.load(runs_at[e]).point()) for e in readings)
+        by_reading, table["order_depends_on_exposure_with"] = _exposure_orders(points, list(runs))
+        _write_results(out_dir, table, by_reading, runs_at, control, base)
+        from simrec.evaluation.report import ab_report
 
-    ab_report(out_dir, table, runs, control, watches, by_reading)
-    table.attrs["out_dir"] = str(out_dir)
-    table.attrs["exposure_readings"] = readings
+        ab_report(out_dir, table, runs, control, watches, by_reading)
+        table.attrs["out_dir"] = str(out_dir)
+        table.attrs["exposure_readings"] = readings
     return table
 
 
@@ -290,6 +292,7 @@ def _run_components(run_dir: Path) -> tuple[np.ndarray, sp.csr_matrix]:
             "clicked",
             "rating",
         ],
+        own=True,  # an arm this A/B just ran
     ).to_pandas()
     ev = ev[ev.event_type == "impression"]
     user = ev.user_id.to_numpy(np.int64)
@@ -614,10 +617,10 @@ def _write_results(
     base: RunConfig,
 ) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    with outputs.replacing(out_dir / "ab_results.parquet") as tmp:
-        table.to_parquet(tmp, index=False)
-    with outputs.replacing(out_dir / "ab_exposure.parquet") as tmp:
-        by_reading.to_parquet(tmp, index=False)
+    with outputs.replacing(out_dir / "ab_results.parquet") as f:
+        table.to_parquet(f, index=False)
+    with outputs.replacing(out_dir / "ab_exposure.parquet") as f:
+        by_reading.to_parquet(f, index=False)
     runs = runs_at[base.brain.exposure]
     summary = {
         "control": control,

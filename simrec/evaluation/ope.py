@@ -47,6 +47,7 @@ from simrec.environments.base import PolicyRandomness, last_shown
 from simrec.environments.registry import make_policy
 from simrec.errors import ConfigError, InputError
 from simrec.evaluation.resampling import bootstrap_units
+from simrec.limits import check_statistics
 from simrec.rng import Streams
 from simrec.trust import config_from_run_dir
 
@@ -66,6 +67,7 @@ def ope(
     out: str | Path | None = None,
     base_url: str | list[str] | None = None,
     api_key_env: str | None = None,
+    locations: dict[str, str | None] | None = None,
 ) -> pd.DataFrame:
     """Estimate ``target``'s page-0 value from the run in ``run_dir`` (module docstring).
 
@@ -74,7 +76,8 @@ def ope(
     Written to ``out`` (default ``<run_dir>-ope-<target>``) as ``ope_results.parquet`` with
     ``report.html`` and its plot. The run's manifest is data: only ``target`` is imported, and
     ``validate`` of an LLM run talks to ``base_url`` (with the key in ``api_key_env``), never
-    to a server the manifest names.
+    to a server the manifest names; the run's data files and event parts are read from
+    ``locations`` (:data:`simrec.trust.LOCATIONS`), named again, never from the manifest.
     """
     run_dir = Path(run_dir)
     manifest_path = run_dir / "manifest.json"
@@ -85,6 +88,7 @@ def ope(
             f"{run_dir}: incomplete run (no manifest.json) or not simrec's; finish it with "
             f"`simrec run --resume {run_dir}` first"
         )
+    check_statistics(n_resamples, alpha)
     if clip is not None and not clip > 0:
         raise ConfigError(f"--clip: expected a positive number, got {clip!r}")
     target_cfg = _policy_config(target)
@@ -97,28 +101,31 @@ def ope(
         builds_policy=False,
         base_url=base_url if validate else None,
         api_key_env=api_key_env,
+        locations=locations,
     )
+    events_uri = (locations or {}).get("output.events_uri")
+    cfg.output.events_uri = None  # the validation run's parts stay in its own folder
     policy = make_policy(target_cfg.name, target_cfg.params, target_cfg.exploration)
     name = getattr(policy, "name", target_cfg.name)
     out_dir = Path(out) if out else _default_out(run_dir, name)
     outputs.check_out_dir(out_dir, "ope")
-    logged = _page0_slates(run_dir)
-    target = _replay_target(policy, cfg, run_dir, logged)
+    logged = _page0_slates(run_dir, manifest, events_uri)
+    target = _replay_target(policy, cfg, run_dir, logged, manifest)
     q_logged, q_target = _reward_model(logged, target)
     table, slate_weights = _estimate(
         logged, target, q_logged, q_target, clip, n_resamples, alpha, cfg.seed
     )
     table.insert(0, "target", name)
-    outputs.claim(out_dir, "ope")
-    if validate:
-        truth = _simulate_truth(cfg, target_cfg, out_dir)
-        table["truth"] = truth
-        table["relative_error"] = (table["value"] - truth) / truth if truth else np.nan
-    with outputs.replacing(out_dir / "ope_results.parquet") as tmp:
-        table.to_parquet(tmp, index=False)
     from simrec.evaluation.report import ope_report
 
-    ope_report(out_dir, table, slate_weights)
+    with outputs.owning(out_dir, "ope", overwrite=False, what="OPE report"):
+        if validate:
+            truth = _simulate_truth(cfg, target_cfg, out_dir)
+            table["truth"] = truth
+            table["relative_error"] = (table["value"] - truth) / truth if truth else np.nan
+        with outputs.replacing(out_dir / "ope_results.parquet") as f:
+            table.to_parquet(f, index=False)
+        ope_report(out_dir, table, slate_weights)
     return table
 
 
@@ -141,7 +148,7 @@ def _policy_config(target: str | dict | PolicyConfig) -> PolicyConfig:
 # ---------------------------------------------------------------------------- the log
 
 
-def _page0_slates(run_dir: Path) -> dict[str, Any]:
+def _page0_slates(run_dir: Path, manifest: dict, events_uri: str | None) -> dict[str, Any]:
     """Page-0 slates of the run as (n, k) arrays, plus everything watched (for exclusions)."""
     catalog = pq.read_table(run_dir / "items.parquet", columns=["item_id", "popularity"])
     items = catalog.column("item_id").to_pandas()
@@ -164,6 +171,8 @@ def _page0_slates(run_dir: Path) -> dict[str, Any]:
             "propensity_source",
             "clicked",
         ],
+        manifest=manifest,
+        events_uri=events_uri,
     ).to_pandas()
     ev = ev[ev.event_type == "impression"]
     if ev.empty:
@@ -208,13 +217,21 @@ def _page0_slates(run_dir: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the target
 
 
-def _replay_target(policy, cfg, run_dir: Path, logged: dict) -> dict[str, np.ndarray]:
+def _replay_target(
+    policy, cfg, run_dir: Path, logged: dict, manifest: dict
+) -> dict[str, np.ndarray]:
     """Fit the target as the logging policy was fitted at tick 0, then, tick by tick, its
     probabilities for each logged page-0 slate under the same exclusions."""
     from simrec.build import load_data
     from simrec.simulator.model import agent_log, stack_rows
 
     data = load_data(cfg)
+    recorded = (manifest.get("data") or {}).get("file_sha256")
+    if isinstance(recorded, dict) and recorded != data.file_hashes:
+        raise InputError(
+            f"{run_dir}: the data given is not the data the run was calibrated on (its files' "
+            f"hashes differ from the manifest's); pass the run's own data"
+        )
     users_tbl = pq.read_table(run_dir / "users.parquet", columns=["source_user_id"])
     source = pd.Index(data.interactions.user_ids).get_indexer(users_tbl.column(0).to_pandas())
     if (source < 0).any():
@@ -519,7 +536,7 @@ def _simulate_truth(cfg, target_cfg: PolicyConfig, out_dir: Path) -> float:
     sim.output.overwrite = True
     res = run(sim)
     ev = outputs.read_events(
-        res.run_dir, ["event_type", "page", "slate_id", "clicked"], res.manifest
+        res.run_dir, ["event_type", "page", "slate_id", "clicked"], res.manifest, own=True
     )
     ev = ev.to_pandas()
     ev = ev[(ev.event_type == "impression") & (ev.page == 0)]

@@ -32,20 +32,33 @@ def pyplot():
 
 def save_figure(fig, path: Path) -> str:
     """Write ``fig`` as a PNG at ``path`` (atomically) and close it; returns the file name."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    pyplot().close(fig)
-    outputs.durable_replace(tmp, path)
+    try:
+        with outputs.replacing(path, ".tmp.png") as f:
+            fig.savefig(f, dpi=110, bbox_inches="tight", format="png")
+    finally:
+        pyplot().close(fig)
     return path.name
+
+
+def esc(value: object) -> str:
+    """Any value as HTML text, escaped (quotes included): the one way a value read from a file
+    (a manifest, a Parquet column, a config) reaches a report.
+
+    >>> esc("<script>alert('x')</script>")
+    '&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;'
+    >>> esc(3)
+    '3'
+    """
+    return html.escape(str(value), quote=True)
 
 
 def write_page(out: Path, title: str, sections: list[tuple[str, str]]) -> Path:
     """``out/report.html``: the title, then each (heading, HTML content) section in order."""
-    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{content}" for h, content in sections)
+    body = "\n".join(f"<h2>{esc(h)}</h2>\n{content}" for h, content in sections)
     text = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{esc(title)}</h1>\n{body}\n"
         f"</body></html>\n"
     )
     path = out / "report.html"
@@ -59,9 +72,12 @@ def image(name: str, alt: str) -> str:
     >>> image("a.png", "plot")
     "<p><img src='a.png' alt='plot'></p>"
     """
-    return f"<p><img src='{html.escape(name)}' alt='{html.escape(alt)}'></p>"
+    return f"<p><img src='{esc(name)}' alt='{esc(alt)}'></p>"
 
 
 def table(df: pd.DataFrame) -> str:
-    """``df`` as an HTML table (no index, 4 significant digits, empty cells for NaN)."""
-    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, na_rep="")
+    """``df`` as an HTML table (no index, 4 significant digits, empty cells for NaN); every
+    cell and header escaped."""
+    return df.to_html(
+        index=False, float_format=lambda v: f"{v:.4g}", border=0, na_rep="", escape=True
+    )

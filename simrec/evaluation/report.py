@@ -4,7 +4,6 @@ from :mod:`simrec.evaluation.page`."""
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 from pathlib import Path
 
@@ -32,10 +31,13 @@ _CURVES = (
 # ---------------------------------------------------------------------------- a run
 
 
-def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def run_report(
+    run_dir: str | Path, out: str | Path | None = None, events_uri: str | None = None
+) -> Path:
     """``RUN/report/report.html``: per-tick curves, watches by position, rating histogram,
     concentration of watches (Lorenz curve), and the run's summary, labelled in the words of
-    the run's catalog domain ("bought by position" for products)."""
+    the run's catalog domain ("bought by position" for products). ``events_uri``: where the
+    run's event parts are when not in ``RUN/events`` (never taken from the run directory)."""
     from simrec.errors import InputError
 
     run_dir = Path(run_dir)
@@ -46,73 +48,78 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
             f"{run_dir}: incomplete run (no manifest.json) or not simrec's; nothing to report"
         )
     out = Path(out) if out else run_dir / "report"
-    outputs.check_out_dir(out, "report")  # a report replaces only an earlier report
-    outputs.claim(out, "report")
-    plt = page.pyplot()
-    manifest = outputs.read_json(run_dir / "manifest.json", "a run's manifest")
-    d = run_domain(manifest)
-    metrics = pq.read_table(run_dir / "metrics.parquet").to_pandas()
-    ev = outputs.read_events(
-        run_dir, ["event_type", "position", "item_id", "clicked", "rating"], manifest
-    ).to_pandas()
-    ev = ev[ev.event_type == "impression"]
-    imgs = []
-    cols = [c for c in _CURVES if c in metrics]
-    fig, axes = plt.subplots(2, (len(cols) + 1) // 2, figsize=(14, 6), squeeze=False)
-    for ax, c in zip(axes.ravel(), cols, strict=False):
-        ax.plot(metrics.tick, metrics[c], marker=".")
-        ax.set_title(c)
-        ax.set_xlabel("tick")
-    imgs.append(("Per-tick metrics", page.save_figure(fig, out / "metrics.png")))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    by_pos = ev.groupby("position").clicked.mean()
-    ax.bar(by_pos.index.astype(int) + 1, by_pos.to_numpy())
-    ax.set_xlabel("position")
-    ax.set_ylabel(f"{d.verb} rate")
-    imgs.append(
-        (f"{d.verb_past.capitalize()} by position", page.save_figure(fig, out / "position.png"))
-    )
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ratings = ev.rating.dropna()
-    if len(ratings):
-        values, counts = np.unique(ratings.to_numpy(), return_counts=True)
-        ax.bar(
-            values,
-            counts / counts.sum(),
-            width=0.8 * (np.diff(values).min() if values.size > 1 else 1),
+    with outputs.owning(out, "report", overwrite=False, what="report"):
+        plt = page.pyplot()
+        manifest = outputs.read_json(run_dir / "manifest.json", "a run's manifest")
+        d = run_domain(manifest)
+        metrics = pq.read_table(run_dir / "metrics.parquet").to_pandas()
+        ev = outputs.read_events(
+            run_dir,
+            ["event_type", "position", "item_id", "clicked", "rating"],
+            manifest,
+            events_uri,
+        ).to_pandas()
+        ev = ev[ev.event_type == "impression"]
+        imgs = []
+        cols = [c for c in _CURVES if c in metrics]
+        fig, axes = plt.subplots(2, (len(cols) + 1) // 2, figsize=(14, 6), squeeze=False)
+        for ax, c in zip(axes.ravel(), cols, strict=False):
+            ax.plot(metrics.tick, metrics[c], marker=".")
+            ax.set_title(c)
+            ax.set_xlabel("tick")
+        imgs.append(("Per-tick metrics", page.save_figure(fig, out / "metrics.png")))
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        by_pos = ev.groupby("position").clicked.mean()
+        ax.bar(by_pos.index.astype(int) + 1, by_pos.to_numpy())
+        ax.set_xlabel("position")
+        ax.set_ylabel(f"{d.verb} rate")
+        imgs.append(
+            (f"{d.verb_past.capitalize()} by position", page.save_figure(fig, out / "position.png"))
         )
-    ax.set_xlabel("rating")
-    ax.set_ylabel("share of ratings")
-    imgs.append(("Ratings", page.save_figure(fig, out / "ratings.png")))
-    fig, ax = plt.subplots(figsize=(5, 4))
-    counts = np.sort(ev[ev.clicked.astype(bool)].item_id.value_counts().to_numpy())
-    n_items = pq.read_metadata(run_dir / "items.parquet").num_rows
-    full = np.concatenate([np.zeros(max(n_items - counts.size, 0)), counts])
-    if full.sum() > 0:
-        ax.plot(np.linspace(0, 1, full.size + 1), np.r_[0, np.cumsum(full) / full.sum()])
-    ax.plot([0, 1], [0, 1], "--", color="grey")
-    ax.set_xlabel(f"share of {d.items} (least {d.verb_past} first)")
-    ax.set_ylabel(f"share of {d.items} {d.verb_past}")
-    title = f"Concentration of what is {d.verb_past} (Lorenz)"
-    imgs.append((title, page.save_figure(fig, out / "lorenz.png")))
-    summary = pd.DataFrame(
-        [(k, f"{v:,}" if isinstance(v, int) else str(v)) for k, v in manifest["counts"].items()],
-        columns=["count", "value"],
-    )
-    sections = [(h, page.image(f, h)) for h, f in imgs]
-    sections.insert(
-        0,
-        (
-            "Run",
-            f"<p>run <b>{html.escape(manifest['run_id'])}</b>, policy "
-            f"<b>{html.escape(str(manifest['policy']))}</b>, seed {manifest['seed']}, data "
-            f"{html.escape(str(manifest['data']['source']))}</p>" + page.table(summary),
-        ),
-    )
-    top = _top_watched(run_dir, ev).rename(columns={"watches": d.verb_past})
-    sections.append((f"Most {d.verb_past} {d.items}", page.table(top)))
-    sections.append(("Metrics per tick", page.table(metrics)))
-    return page.write_page(out, f"simrec run {manifest['run_id']}", sections)
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ratings = ev.rating.dropna()
+        if len(ratings):
+            values, counts = np.unique(ratings.to_numpy(), return_counts=True)
+            ax.bar(
+                values,
+                counts / counts.sum(),
+                width=0.8 * (np.diff(values).min() if values.size > 1 else 1),
+            )
+        ax.set_xlabel("rating")
+        ax.set_ylabel("share of ratings")
+        imgs.append(("Ratings", page.save_figure(fig, out / "ratings.png")))
+        fig, ax = plt.subplots(figsize=(5, 4))
+        counts = np.sort(ev[ev.clicked.astype(bool)].item_id.value_counts().to_numpy())
+        n_items = pq.read_metadata(run_dir / "items.parquet").num_rows
+        full = np.concatenate([np.zeros(max(n_items - counts.size, 0)), counts])
+        if full.sum() > 0:
+            ax.plot(np.linspace(0, 1, full.size + 1), np.r_[0, np.cumsum(full) / full.sum()])
+        ax.plot([0, 1], [0, 1], "--", color="grey")
+        ax.set_xlabel(f"share of {d.items} (least {d.verb_past} first)")
+        ax.set_ylabel(f"share of {d.items} {d.verb_past}")
+        title = f"Concentration of what is {d.verb_past} (Lorenz)"
+        imgs.append((title, page.save_figure(fig, out / "lorenz.png")))
+        summary = pd.DataFrame(
+            [
+                (k, f"{v:,}" if isinstance(v, int) else str(v))
+                for k, v in manifest["counts"].items()
+            ],
+            columns=["count", "value"],
+        )
+        sections = [(h, page.image(f, h)) for h, f in imgs]
+        sections.insert(
+            0,
+            (
+                "Run",
+                f"<p>run <b>{page.esc(manifest['run_id'])}</b>, policy "
+                f"<b>{page.esc(manifest['policy'])}</b>, seed {page.esc(manifest['seed'])}, data "
+                f"{page.esc(manifest['data']['source'])}</p>" + page.table(summary),
+            ),
+        )
+        top = _top_watched(run_dir, ev).rename(columns={"watches": d.verb_past})
+        sections.append((f"Most {d.verb_past} {d.items}", page.table(top)))
+        sections.append(("Metrics per tick", page.table(metrics)))
+        return page.write_page(out, f"simrec run {manifest['run_id']}", sections)
 
 
 def conversation_report(conv_dir: Path, out: str | Path | None = None) -> Path:
@@ -123,59 +130,58 @@ def conversation_report(conv_dir: Path, out: str | Path | None = None) -> Path:
 
     manifest = outputs.read_json(conv_dir / "manifest.json", "a conversation run's manifest")
     out = Path(out) if out else conv_dir / "report"
-    outputs.check_out_dir(out, "report")
-    outputs.claim(out, "report")
-    plt = page.pyplot()
-    metrics = pq.read_table(conv_dir / "crs_metrics.parquet").to_pandas()
-    comparison = pq.read_table(conv_dir / "crs_comparison.parquet").to_pandas()
-    conv = pq.read_table(conv_dir / "conversations.parquet").to_pandas()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for arm, m in metrics.groupby("arm", sort=False, observed=True):
-        axes[0].plot(m.turn, m.success_rate, marker=".", label=str(arm))
-        axes[1].plot(m.turn, m.recall_at_10, marker=".", label=str(arm))
-    for ax, what in zip(axes, ("success rate", "Recall@10"), strict=True):
-        ax.set_xlabel("turn")
-        ax.set_ylabel(what)
-        ax.set_ylim(0, 1)
-        ax.set_xticks(range(1, int(manifest["turns"]) + 1))
-    axes[0].legend()
-    curves = page.save_figure(fig, out / "by_turn.png")
-    arms = ", ".join(f"{k} ({v['spec']})" for k, v in manifest["arms"].items())
-    sections = [
-        (
-            "Conversations",
-            f"<p>{manifest['users']} users ({html.escape(str(manifest['user_brain']))} brain, "
-            f"{html.escape(str(manifest['targets']))} targets, what they knew: interactions "
-            f"{html.escape(str(manifest['cutoff']))}) talked to each of {html.escape(arms)} "
-            f"for at most {manifest['turns']} turns; control: "
-            f"{html.escape(str(manifest['control']))}.</p>" + page.table(comparison),
-        ),
-        ("Success and Recall@10 by turn", page.image(curves, "success and recall by turn")),
-    ]
-    for arm, d in conv.groupby("arm", sort=False, observed=True):
-        said = {"user": "User", "crs": "CRS", "rating": "Rating"}
-        last = d[d.speaker == "user"].groupby("conversation").last()
-        ends = pd.Series(
-            [
-                found_target(t, list(ids), list(vs))
-                for t, ids, vs in zip(
-                    last.target_item_id, last.item_ids, last.verdicts, strict=True
-                )
-            ],
-            index=last.index,
-        )
-        for label, pick in (("a success", ends[ends]), ("a failure", ends[~ends])):
-            if pick.empty:
-                continue
-            rows = d[d.conversation == pick.index[0]]
-            lines = "".join(
-                f"<p><b>{said.get(r.speaker, r.speaker)}</b>: "
-                f"{html.escape(r.text)}{f' ({r.rating}/10)' if r.speaker == 'rating' else ''}</p>"
-                for r in rows.itertuples()
+    with outputs.owning(out, "report", overwrite=False, what="report"):
+        plt = page.pyplot()
+        metrics = pq.read_table(conv_dir / "crs_metrics.parquet").to_pandas()
+        comparison = pq.read_table(conv_dir / "crs_comparison.parquet").to_pandas()
+        conv = pq.read_table(conv_dir / "conversations.parquet").to_pandas()
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        for arm, m in metrics.groupby("arm", sort=False, observed=True):
+            axes[0].plot(m.turn, m.success_rate, marker=".", label=str(arm))
+            axes[1].plot(m.turn, m.recall_at_10, marker=".", label=str(arm))
+        for ax, what in zip(axes, ("success rate", "Recall@10"), strict=True):
+            ax.set_xlabel("turn")
+            ax.set_ylabel(what)
+            ax.set_ylim(0, 1)
+            ax.set_xticks(sorted(metrics.turn.unique()))
+        axes[0].legend()
+        curves = page.save_figure(fig, out / "by_turn.png")
+        arms = ", ".join(f"{k} ({v['spec']})" for k, v in manifest["arms"].items())
+        sections = [
+            (
+                "Conversations",
+                f"<p>{page.esc(manifest['users'])} users ({page.esc(manifest['user_brain'])} "
+                f"brain, {page.esc(manifest['targets'])} targets, what they knew: interactions "
+                f"{page.esc(manifest['cutoff'])}) talked to each of {page.esc(arms)} "
+                f"for at most {page.esc(manifest['turns'])} turns; control: "
+                f"{page.esc(manifest['control'])}.</p>" + page.table(comparison),
+            ),
+            ("Success and Recall@10 by turn", page.image(curves, "success and recall by turn")),
+        ]
+        for arm, d in conv.groupby("arm", sort=False, observed=True):
+            said = {"user": "User", "crs": "CRS", "rating": "Rating"}
+            last = d[d.speaker == "user"].groupby("conversation").last()
+            ends = pd.Series(
+                [
+                    found_target(t, list(ids), list(vs))
+                    for t, ids, vs in zip(
+                        last.target_item_id, last.item_ids, last.verdicts, strict=True
+                    )
+                ],
+                index=last.index,
             )
-            sections.append((f"{arm}: {label}", lines))
-    sections.append(("Metrics by turn", page.table(metrics)))
-    return page.write_page(out, f"simrec converse {conv_dir.name}", sections)
+            for label, pick in (("a success", ends[ends]), ("a failure", ends[~ends])):
+                if pick.empty:
+                    continue
+                rows = d[d.conversation == pick.index[0]]
+                lines = "".join(
+                    f"<p><b>{page.esc(said.get(r.speaker, r.speaker))}</b>: {page.esc(r.text)}"
+                    f"{page.esc(f' ({r.rating}/10)') if r.speaker == 'rating' else ''}</p>"
+                    for r in rows.itertuples()
+                )
+                sections.append((f"{arm}: {label}", lines))
+        sections.append(("Metrics by turn", page.table(metrics)))
+        return page.write_page(out, f"simrec converse {conv_dir.name}", sections)
 
 
 def run_domain(manifest: dict) -> Domain:
@@ -248,7 +254,7 @@ def ab_report(
             continue
         per = []
         for d in dirs:
-            ev = outputs.read_events(Path(d), ["event_type", "user_id", "clicked"])
+            ev = outputs.read_events(Path(d), ["event_type", "user_id", "clicked"], own=True)
             ev = ev.to_pandas()
             ev = ev[ev.event_type == "impression"]
             n = pq.read_metadata(Path(d) / "users.parquet").num_rows
@@ -316,7 +322,7 @@ def _exposure_section(table: pd.DataFrame, by_reading: pd.DataFrame) -> str:
         if pairs
         else "On watches per user, no order of two arms depends on it."
     )
-    return intro + f"<p><b>{html.escape(verdict)}</b></p>" + page.table(cells)
+    return intro + f"<p><b>{page.esc(verdict)}</b></p>" + page.table(cells)
 
 
 # ---------------------------------------------------------------------------- OPE
@@ -345,7 +351,7 @@ def ope_report(out: Path, table: pd.DataFrame, weights: np.ndarray | None = None
     sections = []
     warning = support_warning(table)
     if warning:
-        sections.append(("Warning", f"<p><b>{html.escape(warning)}</b></p>"))
+        sections.append(("Warning", f"<p><b>{page.esc(warning)}</b></p>"))
     sections.append(("Estimates against the simulated truth", page.image(png, "OPE estimates")))
     if weights is not None and np.isfinite(weights).any():
         fig, ax = plt.subplots(figsize=(8, 3))

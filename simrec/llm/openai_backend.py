@@ -53,6 +53,11 @@ _GONE = (ErrorKind.CONNECTION, ErrorKind.TIMEOUT)
 _GONE_STATUS = (502, 503, 504)
 
 
+# OpenAI's API, passed explicitly: the client would otherwise take OPENAI_BASE_URL from the
+# environment, which could send OPENAI_API_KEY to any host
+OPENAI_URL = "https://api.openai.com/v1"
+
+
 class OpenAIBackend:
     """``complete()`` sends every request concurrently (at most ``concurrency`` in flight per
     server); ``base_url``: one server's URL, a list of servers that share the work, or None
@@ -78,6 +83,8 @@ class OpenAIBackend:
                 f"got {response_format!r}"
             )
         urls = [base_url] if base_url is None or isinstance(base_url, str) else list(base_url)
+        if urls == [None]:  # OpenAI's own API, named: no environment variable redirects it
+            urls = [OPENAI_URL]
         if not urls or (len(urls) > 1 and None in urls):
             raise ConfigError(f"llm.base_url: expected one URL or a list of URLs, got {base_url!r}")
         if len(set(urls)) < len(urls):

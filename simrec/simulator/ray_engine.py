@@ -87,7 +87,8 @@ def connect(cfg: EngineConfig) -> Any:
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """A ConfigError at once when ``address`` (HOST:PORT or ray://HOST:PORT) takes no TCP
-    connection; Ray itself would retry for minutes. 'auto' is Ray's to find."""
+    connection, or takes one but does not speak gRPC (HTTP/2) as Ray's GCS and Ray Client
+    servers do; Ray itself would retry for minutes. 'auto' is Ray's to find."""
     import socket
 
     host, sep, port = address.removeprefix("ray://").rpartition(":")
@@ -98,13 +99,37 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
             f"engine.address: expected auto, HOST:PORT or ray://HOST:PORT, got {address!r}"
         )
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as s:
+            grpc = _answers_http2(s)
     except OSError as err:
         raise ConfigError(
             f"engine.address: no Ray cluster answers at {address!r} ({err.strerror or err}); "
             f"start one with `ray start --head`, or leave engine.address unset for a local "
             f"instance"
         ) from None
+    if not grpc:
+        raise ConfigError(
+            f"engine.address: something answers at {address!r}, but not a Ray cluster (no "
+            f"gRPC there); give the address `ray start --head` printed (GCS, port 6379 by "
+            f"default) or ray://HOST:10001"
+        )
+
+
+# an HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113, 3.4)
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _answers_http2(sock) -> bool:
+    """Whether the server on ``sock`` answers an HTTP/2 preface with a SETTINGS frame, as every
+    gRPC server does (OSError, socket.timeout included, when it does not answer in time)."""
+    sock.sendall(_H2_PREFACE)
+    head = b""
+    while len(head) < 9:
+        chunk = sock.recv(9 - len(head))
+        if not chunk:
+            return False
+        head += chunk
+    return head[3] == 4  # frame type SETTINGS
 
 
 def _python_path() -> list[str]:

@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -105,6 +106,7 @@ class EventRecorder:
         self._buffer: list[pa.Table] = []
         self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
+        self._file: BinaryIO | None = None
         # one writer thread: Arrow conversion and Parquet encoding overlap with the simulation
         # (pyarrow releases the GIL); jobs run in submission order, so files are identical
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simrec-recorder")
@@ -116,13 +118,23 @@ class EventRecorder:
 
     def _open(self) -> pq.ParquetWriter:
         if self._writer is None:
+            if self.store.local:  # created exclusively, never through a planted link
+                self._file = outputs.create_new(Path(self._tmp_path))
+                where, fs = self._file, None
+            else:
+                where, fs = self._tmp_path, self.store.fs
             self._writer = pq.ParquetWriter(
-                self._tmp_path,
-                self.schema,
-                filesystem=self.store.fs,
-                **writer_options(self.compression_level),
+                where, self.schema, filesystem=fs, **writer_options(self.compression_level)
             )
         return self._writer
+
+    def _close_writer(self) -> None:
+        self._writer.close()
+        self._writer = None
+        if self._file is not None:
+            self._file.flush()
+            self._file.close()
+            self._file = None
 
     def add_tick(self, cols: dict[str, np.ndarray] | Callable[[], dict[str, np.ndarray]]) -> None:
         """Queue one tick's rows: the columns, or a function returning them (run on the
@@ -146,8 +158,7 @@ class EventRecorder:
         finally:
             self._pool.shutdown(wait=True)
             if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+                self._close_writer()
 
     def _drain(self) -> None:
         while self._pending:
@@ -173,8 +184,7 @@ class EventRecorder:
         writer = self._open()
         if self._buffered:
             writer.write_table(pa.concat_tables(self._buffer), row_group_size=self.row_group_size)
-        writer.close()
-        self._writer = None
+        self._close_writer()
         self._buffer, self._buffered = [], 0
         final = self.store.path(part_name(self.part))
         self.store.finish(self._tmp_path, final)

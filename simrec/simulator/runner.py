@@ -93,7 +93,7 @@ class RunResult:
 
     def events(self) -> pd.DataFrame:
         """All events as a DataFrame (reads every part)."""
-        return outputs.read_events(self.run_dir, manifest=self.manifest).to_pandas()
+        return outputs.read_events(self.run_dir, manifest=self.manifest, own=True).to_pandas()
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,7 @@ def run(
     base_url: str | list[str] | None = None,
     llm_cache: str | None = LLMConfig().cache,
     engine: EngineConfig | dict | None = None,
+    locations: dict[str, str | None] | None = None,
 ) -> RunResult:
     """Run a simulation and write it to its run directory.
 
@@ -161,8 +162,10 @@ def run(
     fidelity report passes its training split; such runs cannot be resumed). On resume the
     saved config is data, not instructions (:func:`simrec.trust.config_from_run_dir`): a
     ``module:Class`` policy in it is imported only when named in ``allow_import``, and the LLM
-    server is ``base_url`` and its response cache ``llm_cache``, never the ones saved. The
-    run directory is locked while it runs.
+    server is ``base_url`` and its response cache ``llm_cache``, never the ones saved, and
+    every file, folder or URI the saved config names is the one in ``locations`` (field ->
+    value, :data:`simrec.trust.LOCATIONS`: ``{"data.path": "ratings.csv"}``), passed again.
+    The run directory is locked while it runs.
 
     ``policy``: a Recommender object to use instead of the one ``config.policy`` names (its
     ``name`` is recorded; exploration from the config still wraps it); ``backend``: an
@@ -192,7 +195,7 @@ def run(
         with outputs.locked(run_dir):
             if resume is not None:
                 cfg, checkpoint = _prepare_resume(
-                    run_dir, allow_import, base_url, llm_cache, _engine(engine)
+                    run_dir, allow_import, base_url, llm_cache, _engine(engine), locations
                 )
             else:
                 _check_out_dir(run_dir, cfg.output.overwrite)  # again, now that it is ours
@@ -468,6 +471,7 @@ def _prepare_resume(
     base_url: str | list[str] | None,
     llm_cache: str | None,
     engine: EngineConfig | None = None,
+    locations: dict[str, str | None] | None = None,
 ) -> tuple[RunConfig, dict | None]:
     """The saved config (made safe) and checkpoint of the unfinished run in ``run_dir``; checks
     everything and deletes nothing."""
@@ -496,7 +500,9 @@ def _prepare_resume(
         base_url=base_url,
         cache=llm_cache,
         engine=engine,
+        locations=locations,
     )
+    cfg.output.dir = str(run_dir)  # where the run is, not where its saved config says
     ckpt_file = run_dir / STATE_DIR / "checkpoint.npz"
     checkpoint = None
     if ckpt_file.is_symlink() or (ckpt_file.exists() and not ckpt_file.is_file()):
@@ -537,8 +543,8 @@ def _check_same_data(run_dir: Path, data: Dataset) -> None:
 
 
 def _save_checkpoint(run_dir: Path, state: dict[str, np.ndarray], next_part: int) -> None:
-    with outputs.replacing(run_dir / STATE_DIR / "checkpoint.npz", ".tmp.npz") as tmp:
-        np.savez(tmp, part=np.array([next_part]), **state)
+    with outputs.replacing(run_dir / STATE_DIR / "checkpoint.npz", ".tmp.npz") as f:
+        np.savez(f, part=np.array([next_part]), **state)
 
 
 def _check_ray(cfg: RunConfig, per_agent: bool) -> None:

@@ -239,63 +239,72 @@ def fidelity(
     n_items = split.train.catalog.n_items
     scratch = tempfile.TemporaryDirectory(prefix="simrec-fidelity-") if out is None else None
     runs_dir = out / "runs" if out is not None else Path(scratch.name)
-    if out is not None:  # everything checked: the report's folder is written from here on
-        if cfg.output.overwrite:
-            outputs.clear_own(out, "fidelity")
-        outputs.claim(out, "fidelity")
-    for name in to_run:
-        raw = cfg.model_dump(mode="json")
-        raw["policy"] = raw["policy"] if name == behaviour_policy else {"name": name, "params": {}}
-        folder = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"  # never a path
-        raw["output"] = {"dir": str(runs_dir / folder), "overwrite": True}
-        raw["brain"]["name"] = "utility"  # an LLM brain is measured above, not simulated
-        res = simrec.run(raw, data=split.train, progress=progress)
-        events = res.events()
-        if name in policies:
-            engagement[name] = float(res.counts["clicks"]) / n_users
-            watched = events[(events.event_type == "impression") & events.clicked]
-            per_user_watches[name] = np.bincount(watched.user_id.to_numpy(), minlength=n_users)
-            for e in exposures:
-                again = {**raw, "brain": {**raw["brain"], "exposure": e}}
-                again["output"] = {
-                    **raw["output"],
-                    "dir": raw["output"]["dir"] + f"_exposure_{e:g}",
-                }
-                readings[e][name] = (
-                    float(simrec.run(again, data=split.train).counts["clicks"]) / n_users
-                )
-            if split.train.truth is not None:  # the ideal simulator: the world's own taste
-                raw["brain"].update(taste_model="oracle", click_calibration="in-sample")
-                raw["output"]["dir"] += "_oracle"
-                ideal[name] = float(simrec.run(raw, data=split.train).counts["clicks"]) / n_users
-            per_user = policy_per_user_metrics(name, split)
-            offline[name] = metric_means(per_user)
-            per_user_recall[name], held_out_users = per_user["recall"], per_user["users"]
-        if name == behaviour_policy:
-            events = events.assign(item_index=_item_index(events, split.train))
-            sim_data = sim_behaviour(events, n_users, n_items, cfg.simulation.ticks)
-    if scratch is not None:
-        scratch.cleanup()
-    beh_rows, beh_data = behaviour(split, sim_data, cfg.simulation.tick_seconds)
-    rows += beh_rows
-    rows += ranking(engagement, offline, BRAIN_FAMILIES[cfg.brain.taste_model], ideal or None)
-    rows += ranking_uncertainty(per_user_watches, per_user_recall, held_out_users, cfg.seed)
-    if readings:
-        rows += exposure_rows(engagement, readings, offline, cfg.brain.exposure)
-    rows += popularity_rating_rows(split.train)
-    for (section, setting, metric), (op, target) in TARGETS.items():
-        rows.append((section, setting, f"target_{metric}", target, op))
-    if llm is not None:
-        rows += [
-            ("llm", "calls", "count", float(llm.calls), "llm"),
-            ("llm", "tokens", "prompt", float(llm.prompt_tokens), "llm"),
-            ("llm", "tokens", "completion", float(llm.completion_tokens), "llm"),
-        ]
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    table["value"] = table["value"].astype(np.float64)
-    if out is not None:
-        write_report(out, table, cfg, rating_data, beh_data, holdout, split.train.catalog.domain)
-    return table
+    with outputs.owning(
+        out,
+        "fidelity",
+        overwrite=cfg.output.overwrite,
+        done="fidelity.parquet",
+        what="fidelity report",
+    ):
+        for name in to_run:
+            raw = cfg.model_dump(mode="json")
+            raw["policy"] = (
+                raw["policy"] if name == behaviour_policy else {"name": name, "params": {}}
+            )
+            folder = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"  # never a path
+            raw["output"] = {"dir": str(runs_dir / folder), "overwrite": True}
+            raw["brain"]["name"] = "utility"  # an LLM brain is measured above, not simulated
+            res = simrec.run(raw, data=split.train, progress=progress)
+            events = res.events()
+            if name in policies:
+                engagement[name] = float(res.counts["clicks"]) / n_users
+                watched = events[(events.event_type == "impression") & events.clicked]
+                per_user_watches[name] = np.bincount(watched.user_id.to_numpy(), minlength=n_users)
+                for e in exposures:
+                    again = {**raw, "brain": {**raw["brain"], "exposure": e}}
+                    again["output"] = {
+                        **raw["output"],
+                        "dir": raw["output"]["dir"] + f"_exposure_{e:g}",
+                    }
+                    readings[e][name] = (
+                        float(simrec.run(again, data=split.train).counts["clicks"]) / n_users
+                    )
+                if split.train.truth is not None:  # the ideal simulator: the world's own taste
+                    raw["brain"].update(taste_model="oracle", click_calibration="in-sample")
+                    raw["output"]["dir"] += "_oracle"
+                    ideal[name] = (
+                        float(simrec.run(raw, data=split.train).counts["clicks"]) / n_users
+                    )
+                per_user = policy_per_user_metrics(name, split)
+                offline[name] = metric_means(per_user)
+                per_user_recall[name], held_out_users = per_user["recall"], per_user["users"]
+            if name == behaviour_policy:
+                events = events.assign(item_index=_item_index(events, split.train))
+                sim_data = sim_behaviour(events, n_users, n_items, cfg.simulation.ticks)
+        if scratch is not None:
+            scratch.cleanup()
+        beh_rows, beh_data = behaviour(split, sim_data, cfg.simulation.tick_seconds)
+        rows += beh_rows
+        rows += ranking(engagement, offline, BRAIN_FAMILIES[cfg.brain.taste_model], ideal or None)
+        rows += ranking_uncertainty(per_user_watches, per_user_recall, held_out_users, cfg.seed)
+        if readings:
+            rows += exposure_rows(engagement, readings, offline, cfg.brain.exposure)
+        rows += popularity_rating_rows(split.train)
+        for (section, setting, metric), (op, target) in TARGETS.items():
+            rows.append((section, setting, f"target_{metric}", target, op))
+        if llm is not None:
+            rows += [
+                ("llm", "calls", "count", float(llm.calls), "llm"),
+                ("llm", "tokens", "prompt", float(llm.prompt_tokens), "llm"),
+                ("llm", "tokens", "completion", float(llm.completion_tokens), "llm"),
+            ]
+        table = pd.DataFrame(rows, columns=list(COLUMNS))
+        table["value"] = table["value"].astype(np.float64)
+        if out is not None:
+            write_report(
+                out, table, cfg, rating_data, beh_data, holdout, split.train.catalog.domain
+            )
+        return table
 
 
 def _item_index(events: pd.DataFrame, data: Dataset) -> np.ndarray:

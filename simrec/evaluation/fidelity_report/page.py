@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -206,11 +205,11 @@ def write_report(
     sections = [
         (
             "Can I trust simrec's ranking of policies on this data?",
-            f"<p>{html.escape(ranking_verdict(table))}.</p>",
+            f"<p>{blocks.esc(ranking_verdict(table))}.</p>",
         ),
         (
             "How well do its users know their own tastes?",
-            f"<p>{html.escape(strongest_baseline(table)).capitalize()}.</p>"
+            f"<p>{blocks.esc(strongest_baseline(table)).capitalize()}.</p>"
             + blocks.table(scorecard(table)),
         ),
     ]
@@ -249,9 +248,9 @@ def write_report(
         (
             "Setup",
             "<pre>"
-            + json.dumps(
-                {"holdout": holdout, "config": cfg.model_dump(mode="json")}, indent=1
-            ).replace("<", "&lt;")
+            + blocks.esc(
+                json.dumps({"holdout": holdout, "config": cfg.model_dump(mode="json")}, indent=1)
+            )
             + "</pre>",
         )
     )

@@ -98,51 +98,56 @@ def synthetic(
     make_policy(raw["policy"])  # an unknown policy or bad parameter: an error before any output
     raw["simulation"]["ticks"] = ticks or DEFAULT_TICKS
     raw["population"]["users"] = None  # the pilot: one agent per user
-    if out is not None:
-        if cfg.output.overwrite:
-            outputs.clear_own(out, "synthetic")
-        outputs.claim(out, "synthetic")
-    with tempfile.TemporaryDirectory(prefix="simrec-synthetic-") as scratch:
-        root = out if out is not None else Path(scratch)
-        raw["output"] = {"dir": str(Path(scratch) / "pilot"), "overwrite": True}
-        pilot = _run(raw, split.train, progress).counts
-        n_users = split.train.interactions.n_users
-        per_user = max(pilot["clicks"], 1) / n_users
-        clones = int(
-            np.clip(
-                round(volume * len(split.train.interactions) / n_users / per_user), 1, MAX_CLONES
+    with outputs.owning(
+        out,
+        "synthetic",
+        overwrite=cfg.output.overwrite,
+        done="synthetic.parquet",
+        what="synthetic-data report",
+    ):
+        with tempfile.TemporaryDirectory(prefix="simrec-synthetic-") as scratch:
+            root = out if out is not None else Path(scratch)
+            raw["output"] = {"dir": str(Path(scratch) / "pilot"), "overwrite": True}
+            pilot = _run(raw, split.train, progress).counts
+            n_users = split.train.interactions.n_users
+            per_user = max(pilot["clicks"], 1) / n_users
+            clones = int(
+                np.clip(
+                    round(volume * len(split.train.interactions) / n_users / per_user),
+                    1,
+                    MAX_CLONES,
+                )
             )
+            raw["population"]["users"] = clones * n_users
+            raw["output"] = {"dir": str(root / "run"), "overwrite": True}
+            res = _run(raw, split.train, progress)
+            syn, source = synthetic_log(res, split.train)
+        rows: list[tuple] = [
+            ("setup", "exposure", "policy", np.nan, _label(raw["policy"])),
+            ("setup", "simulation", "ticks", float(raw["simulation"]["ticks"]), "synthetic"),
+            ("setup", "simulation", "agents", float(source.size), "synthetic"),
+            ("setup", "simulation", "agents_per_user", float(clones), "synthetic"),
+            ("setup", "split", "holdout", holdout, "real"),
+            ("setup", "held-out", "interactions", float(len(split.test)), "real"),
+        ]
+        syn_data = _as_dataset(split.train, syn, "synthetic log")
+        real_tuned = {name: tune(name, split.train) for name in TUNED}  # once, for both sections
+        rows += utility_rows(split, syn_data, real_tuned, cfg.seed)
+        rows += ranking_rows(split, syn_data, real_tuned, holdout)
+        rows += log_fidelity(split.train, syn)
+        rows += privacy_rows(
+            split.train.interactions, split.test, syn, source, split.train.catalog.n_items, cfg.seed
         )
-        raw["population"]["users"] = clones * n_users
-        raw["output"] = {"dir": str(root / "run"), "overwrite": True}
-        res = _run(raw, split.train, progress)
-        syn, source = synthetic_log(res, split.train)
-    rows: list[tuple] = [
-        ("setup", "exposure", "policy", np.nan, _label(raw["policy"])),
-        ("setup", "simulation", "ticks", float(raw["simulation"]["ticks"]), "synthetic"),
-        ("setup", "simulation", "agents", float(source.size), "synthetic"),
-        ("setup", "simulation", "agents_per_user", float(clones), "synthetic"),
-        ("setup", "split", "holdout", holdout, "real"),
-        ("setup", "held-out", "interactions", float(len(split.test)), "real"),
-    ]
-    syn_data = _as_dataset(split.train, syn, "synthetic log")
-    real_tuned = {name: tune(name, split.train) for name in TUNED}  # once, for both sections
-    rows += utility_rows(split, syn_data, real_tuned, cfg.seed)
-    rows += ranking_rows(split, syn_data, real_tuned, holdout)
-    rows += log_fidelity(split.train, syn)
-    rows += privacy_rows(
-        split.train.interactions, split.test, syn, source, split.train.catalog.n_items, cfg.seed
-    )
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    table["value"] = table["value"].astype(np.float64)
-    if out is not None:
-        from simrec.evaluation.synthetic.page import write_report
+        table = pd.DataFrame(rows, columns=list(COLUMNS))
+        table["value"] = table["value"].astype(np.float64)
+        if out is not None:
+            from simrec.evaluation.synthetic.page import write_report
 
-        outputs.write_parquet(
-            pa.Table.from_pandas(table, preserve_index=False), out / "synthetic.parquet"
-        )
-        write_report(out, table, cfg)
-    return table
+            outputs.write_parquet(
+                pa.Table.from_pandas(table, preserve_index=False), out / "synthetic.parquet"
+            )
+            write_report(out, table, cfg)
+        return table
 
 
 def _run(raw: dict[str, Any], train: Dataset, progress: bool):

@@ -3,7 +3,6 @@ privacy and the setup."""
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def write_report(out: Path, table: pd.DataFrame, cfg: RunConfig) -> None:
     sections = [
         (
             "Is the synthetic log good training data?",
-            "<ul>" + "".join(f"<li>{html.escape(v)}.</li>" for v in verdict(table)) + "</ul>",
+            "<ul>" + "".join(f"<li>{blocks.esc(v)}.</li>" for v in verdict(table)) + "</ul>",
         ),
         (
             "Train on synthetic, test on real",
@@ -43,9 +42,9 @@ def write_report(out: Path, table: pd.DataFrame, cfg: RunConfig) -> None:
         ("Privacy", blocks.table(section_table(table, "privacy"))),
         (
             "Setup",
-            f"<p>The synthetic users met slates of <code>{html.escape(str(policy.iloc[0]))}"
+            f"<p>The synthetic users met slates of <code>{blocks.esc(policy.iloc[0])}"
             f"</code>.</p><pre>"
-            + html.escape(json.dumps(cfg.model_dump(mode="json"), indent=1))
+            + blocks.esc(json.dumps(cfg.model_dump(mode="json"), indent=1))
             + "</pre>",
         ),
     ]
