@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from simrec.cli.flags import add_events_read_flag
+from simrec.cli.flags import add_events_uri_flag
 
 
 def register(sub) -> None:
@@ -23,7 +23,7 @@ def register(sub) -> None:
         "--test-fraction", type=float, default=0.2, help="hf: share of the last ticks in test"
     )
     e.add_argument("--overwrite", action="store_true", help="replace an earlier export")
-    add_events_read_flag(e)
+    add_events_uri_flag(e, reads=True)
     e.set_defaults(func=cmd_export)
 
 

@@ -97,13 +97,17 @@ def add_augment_output_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--overwrite", action="store_true", help="replace an earlier output")
 
 
-def add_events_uri_flag(r: argparse.ArgumentParser) -> None:
-    """--events-uri, for the commands whose runs are kept (run, ab)."""
+def add_events_uri_flag(r: argparse.ArgumentParser, reads: bool = False) -> None:
+    """--events-uri: where the commands whose runs are kept (run, ab) write the event parts,
+    or (``reads``) where the commands that read a run (report, export, ope) find them."""
     r.add_argument(
         "--events-uri",
         metavar="URI",
-        help="write the event parts there instead of RUN/events: a pyarrow.fs URI "
-        "(file:///shared/x, s3://bucket/x, gs://bucket/x)",
+        help="where the run's event parts are, when they are not in RUN/events (a run "
+        "directory's own record of it is never used)"
+        if reads
+        else "write the event parts there instead of RUN/events: a pyarrow.fs URI "
+        "(file:///shared/x, s3://bucket/x, gs://bucket/x); --resume: where they went",
     )
 
 
@@ -126,17 +130,7 @@ def add_location_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--kg-labels", metavar="LABELS", help="the run's entity labels file")
     r.add_argument("--social", metavar="EDGES", help="the run's social-graph edge list file")
     add_templates_flag(r)
-    add_events_read_flag(r)
-
-
-def add_events_read_flag(r: argparse.ArgumentParser) -> None:
-    """--events-uri for commands that read a run's events."""
-    r.add_argument(
-        "--events-uri",
-        metavar="URI",
-        help="where the run's event parts are, when they are not in RUN/events (a run "
-        "directory's own record of it is never used)",
-    )
+    add_events_uri_flag(r, reads=True)
 
 
 def locations(args: argparse.Namespace) -> dict[str, str | None]:

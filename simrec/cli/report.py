@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from simrec.cli.flags import add_events_read_flag
+from simrec.cli.flags import add_events_uri_flag
 
 
 def register(sub) -> None:
@@ -17,7 +17,7 @@ def register(sub) -> None:
     )
     rp.add_argument("run", help="a complete run directory")
     rp.add_argument("--out", help="report directory (default RUN/report)")
-    add_events_read_flag(rp)
+    add_events_uri_flag(rp, reads=True)
     rp.set_defaults(func=cmd_report)
 
 
