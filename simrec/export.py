@@ -292,7 +292,11 @@ def _export_hf(
 def _card(run_dir: Path, manifest: dict, cut: int, ticks: int, target: Path) -> str:
     schema = json.loads((run_dir / "schema.json").read_text())["events"]
     counts = manifest["counts"]
-    columns = "\n".join(f"| `{c['name']}` | {c['type']} | {c['nullable']} |" for c in schema)
+    columns = "\n".join(
+        f"| `{_said(c['name'])}` | {_said(c['type'])} | {_said(c['nullable'])} |" for c in schema
+    )
+    said = {k: _said(manifest.get(k)) for k in ("run_id", "simrec_version", "policy", "seed")}
+    source = _said((manifest.get("data") or {}).get("source"))
     return f"""---
 configs:
 - config_name: default
@@ -306,13 +310,13 @@ tags:
 - synthetic
 - simulation
 ---
-# Synthetic recommender logs: {manifest["run_id"]}
+# Synthetic recommender logs: {said["run_id"]}
 
-Simulated by simrec {manifest["simrec_version"]} (`simrec run`, run `{manifest["run_id"]}`;
+Simulated by simrec {said["simrec_version"]} (`simrec run`, run `{said["run_id"]}`;
 the full configuration is in the run's `manifest.json`) and exported with `simrec export
 {run_dir.name} --to hf`: a population of {counts["agents"]:,} user agents calibrated on
-`{manifest["data"]["source"]}` browsed pages served by the `{manifest["policy"]}` policy for
-{ticks} ticks (seed {manifest["seed"]}). Every row is an impression (or a share) with its
+`{source}` browsed pages served by the `{said["policy"]}` policy for
+{ticks} ticks (seed {said["seed"]}). Every row is an impression (or a share) with its
 outcome and the logging policy's propensities. These users are simulated: see the run's
 fidelity report before drawing conclusions about real users.
 
@@ -331,6 +335,16 @@ configuration and the input files' hashes are in the run's `manifest.json`.
 |---|---|---|
 {columns}
 """
+
+
+def _said(value: object) -> str:
+    """A value from a run's files as card text: one clean line, markup and backticks escaped
+    (a card is Markdown that a hub renders)."""
+    import html
+
+    from simrec.trust import TITLE_LIMIT, clean_text
+
+    return html.escape(clean_text(value, TITLE_LIMIT)).replace("`", "&#96;").replace("|", "&#124;")
 
 
 # ---------------------------------------------------------------------------- dialogues
@@ -408,15 +422,19 @@ def _plain(value):
 
 
 def _chat_card(manifest: dict, n: int) -> str:
-    arms = ", ".join(f"{k} ({v['spec']})" for k, v in manifest.get("arms", {}).items())
+    arms = ", ".join(
+        f"{_said(k)} ({_said(v.get('spec') if isinstance(v, dict) else v)})"
+        for k, v in (manifest.get("arms") or {}).items()
+    )
     return (
         "---\nconfigs:\n- config_name: default\n  data_files: dialogues.jsonl\n---\n\n"
         "# Simulated CRS dialogues (simrec converse)\n\n"
-        f"{n} conversations between simulated users ({manifest.get('user_brain')} brain) and "
-        f"conversational recommenders: {arms}. Each user looked for one target item "
-        f"({manifest.get('targets')} targets; what users and recommenders knew: interactions "
-        f"{manifest.get('cutoff')}) for at most {manifest.get('turns')} turns. Data: "
-        f"{manifest.get('data', {}).get('source')}.\n\n"
+        f"{n} conversations between simulated users ({_said(manifest.get('user_brain'))} brain) "
+        f"and conversational recommenders: {arms}. Each user looked for one target item "
+        f"({_said(manifest.get('targets'))} targets; what users and recommenders knew: "
+        f"interactions {_said(manifest.get('cutoff'))}) for at most "
+        f"{_said(manifest.get('turns'))} turns. Data: "
+        f"{_said((manifest.get('data') or {}).get('source'))}.\n\n"
         "Each line of `dialogues.jsonl` holds `messages` (the simulated user as `user`, the "
         "recommender as `assistant`), the format chat fine-tuning tools read, and `metadata`: "
         "the arm, the user and its persona, the target, whether the user accepted it, and the "

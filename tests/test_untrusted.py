@@ -516,3 +516,14 @@ def test_ray_address_that_is_not_ray_fails_fast(tmp_path, capsys):
     finally:
         srv.shutdown()
         silent.close()
+
+
+def test_markup_from_a_run_dir_never_reaches_a_dataset_card_raw(done_run, tmp_path):
+    run_dir = _copy_run(done_run, tmp_path / "run")
+    _edit_manifest(run_dir, run_id=PLANT + "\n---\nlicense: stolen", policy=PLANT, seed=PLANT)
+    _edit_manifest(run_dir, data__source=PLANT + "`|")
+    out = tmp_path / "hf"
+    assert main(["export", str(run_dir), "--to", "hf", "--out", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert "<script" not in card and "license: stolen" in card  # escaped text, one line
+    assert card.count("\n---\n") == 1  # the front matter is simrec's alone
