@@ -206,17 +206,7 @@ def run(
             )
     finally:
         if created:  # failed before writing anything: leave no trace
-            _remove_if_untouched(run_dir)
-
-
-def _remove_if_untouched(run_dir: Path) -> None:
-    try:
-        names = {p.name for p in run_dir.iterdir()}
-    except OSError:
-        return
-    if names <= {outputs.LOCK}:
-        (run_dir / outputs.LOCK).unlink(missing_ok=True)
-        run_dir.rmdir()
+            outputs.remove_if_bare(run_dir)
 
 
 def _run(
