@@ -9,6 +9,7 @@ import asyncio
 import json
 import sqlite3
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -18,7 +19,8 @@ httpx2 = pytest.importorskip("httpx2")
 import simrec  # noqa: E402
 from simrec.cli import main  # noqa: E402
 from simrec.llm import CachedBackend, ChatRequest  # noqa: E402
-from simrec.llm.openai_backend import OpenAIBackend  # noqa: E402
+from simrec.llm.openai_backend import OPENAI_URL, OpenAIBackend  # noqa: E402
+from simrec.trust import is_openai_endpoint  # noqa: E402
 from tests.conftest import (  # noqa: E402
     completion,
     llm_config,
@@ -316,8 +318,12 @@ def test_openai_base_url_in_the_environment_cannot_redirect_the_key(tmp_path, mo
     serve(monkeypatch, handler)
     cfg = llm_config(tmp_path / "a", tmp_path / "c.sqlite", backend="openai:fake")
     assert main(["run", _config_file(tmp_path, cfg), "--quiet"]) in (0, 3)
-    assert seen and all(s[:2] == ("https", "api.openai.com") for s in seen)
-    assert OpenAIBackend("gpt").urls == ["https://api.openai.com/v1"]
+    # every request went to OpenAI's own endpoint (simrec's constant), none to the variable's
+    # loopback host; MockTransport answers them, so nothing leaves this machine
+    official = urlsplit(OPENAI_URL)
+    assert is_openai_endpoint(OPENAI_URL)
+    assert seen and all(s[:2] == (official.scheme, official.hostname) for s in seen)
+    assert OpenAIBackend("gpt").urls == [OPENAI_URL]
 
 
 def _converse_argv(tmp_path: Path, world: Path, out: str) -> list[str]:
