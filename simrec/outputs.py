@@ -150,11 +150,23 @@ def _check_writable(path: Path, flag: str) -> None:
         raise OutputExistsError(f"{flag} {path}: cannot write there ({probe} is not writable)")
 
 
-def check_report_dir(path: Path, kind: str, table: str, overwrite: bool, what: str) -> None:
-    """Before any work: :func:`check_out_dir` for a ``kind`` report, and a refusal (ConfigError)
-    when ``path`` already holds one (its ``table`` file) and ``overwrite`` is not set."""
-    if check_out_dir(path, kind) and (path / table).exists() and not overwrite:
-        raise ConfigError(f"{path}: already holds {what}; use --overwrite")
+def check_free(
+    path: Path | None,
+    kind: str,
+    *,
+    overwrite: bool,
+    done: str | None = None,
+    what: str = "output",
+    flag: str = "--out",
+) -> None:
+    """May a ``kind`` output be written into ``path`` (None: nothing to check)?
+    :func:`check_out_dir`, and a refusal (ConfigError) when the folder holds a finished one
+    (its file ``done``) and ``overwrite`` is not set. Commands call it before any work, and
+    :func:`owning` again once the folder is locked."""
+    if path is None:
+        return
+    if check_out_dir(path, kind, flag) and done and (path / done).exists() and not overwrite:
+        raise ConfigError(f"{path}: already holds a finished {what}; pass --overwrite")
 
 
 @contextlib.contextmanager
@@ -182,9 +194,7 @@ def owning(
     ok = False
     try:
         with locked(path, what):
-            owned = check_out_dir(path, kind, flag)
-            if owned and done is not None and (path / done).exists() and not overwrite:
-                raise ConfigError(f"{path}: already holds a finished {what}; pass --overwrite")
+            check_free(path, kind, overwrite=overwrite, done=done, what=what, flag=flag)
             if overwrite:
                 clear_own(path, kind)
             claim(path, kind)

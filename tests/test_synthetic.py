@@ -122,7 +122,7 @@ def test_the_command_line_prints_the_verdict(tmp_path, capsys):
     assert "recall@20" in printed and (out / "report.html").exists()
     # a second report into the same folder needs --overwrite
     assert main([*args, "--volume", "0.3", "--out", str(out)]) == 2
-    assert "use --overwrite" in capsys.readouterr().err
+    assert "pass --overwrite" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -317,14 +317,12 @@ def write(
         blob = json.dumps({"kind": kind, **data_cfg, **params}, sort_keys=True).encode()
         out = DEFAULT_OUT / f"augment-{kind}-{hashlib.sha256(blob).hexdigest()[:10]}"
     out = Path(out)
-    if outputs.check_out_dir(out, "augment") and not overwrite:
-        raise ConfigError(f"{out}: already holds an augmentation; use --overwrite to replace it")
+    taking = {"overwrite": overwrite, "done": "manifest.json", "what": "augmentation"}
+    outputs.check_free(out, "augment", **taking)
     t = time.perf_counter()
     data = load_data(cfg)
     result = augmenter.build(data, cut)
-    with outputs.owning(
-        out, "augment", overwrite=overwrite, done="manifest.json", what="augmentation"
-    ):
+    with outputs.owning(out, "augment", **taking):
         for name, table in result.tables.items():
             outputs.write_parquet(table, out / f"{name}.parquet")
         manifest = {

@@ -164,9 +164,8 @@ def converse(
     }
     arms = {name: spec if isinstance(spec, str) else crss[name].name for name, spec in arms.items()}
     out_dir = Path(out) if out else _default_out(cfg, arms, users, turns, targets, cutoff)
-    owned = outputs.check_out_dir(out_dir, "converse")
-    if owned and (out_dir / "manifest.json").exists() and not overwrite:
-        raise ConfigError(f"{out_dir}: already holds conversations; pass --overwrite")
+    taking = {"overwrite": overwrite, "done": "manifest.json", "what": "conversation run"}
+    outputs.check_free(out_dir, "converse", **taking)
 
     data = build.load_data(cfg) if data is None else data
     log, cat = data.interactions, data.catalog
@@ -195,9 +194,7 @@ def converse(
     agenda = AgendaUser(facts)
     make_user, user_backend, profiles = _user_brains(cfg, user_brain, agenda, data, past, backend)
 
-    with outputs.owning(
-        out_dir, "converse", overwrite=overwrite, done="manifest.json", what="conversation run"
-    ):
+    with outputs.owning(out_dir, "converse", **taking):
         rows: list[dict] = []
         per_arm: dict[str, dict[str, np.ndarray]] = {}
         timings: dict[str, float] = {}

@@ -178,14 +178,9 @@ def ab(
         exposures = ()  # an LLM brain's runs are costly: its readings only when asked for
     readings = exposure_readings(exposures, base.brain.exposure, "ab exposures")
     out_dir = Path(out) if out else DEFAULT_OUT / f"ab-{run_id_for(base)}"
-    owned = outputs.check_out_dir(out_dir, "ab")
-    if owned and (out_dir / "ab_results.parquet").exists() and not base.output.overwrite:
-        raise ConfigError(
-            f"{out_dir}: already holds an A/B result; pass --overwrite or choose another --out"
-        )
-    with outputs.owning(
-        out_dir, "ab", overwrite=base.output.overwrite, done="ab_results.parquet", what="A/B test"
-    ):
+    taking = {"overwrite": base.output.overwrite, "done": "ab_results.parquet", "what": "A/B test"}
+    outputs.check_free(out_dir, "ab", **taking)
+    with outputs.owning(out_dir, "ab", **taking):
         # the config's reading first, then each other reading of brain.exposure
         runs_at: dict[float, dict[str, list[Path]]] = {
             e: {name: [] for name in policies} for e in [base.brain.exposure, *readings]

@@ -197,10 +197,12 @@ def fidelity(
     if len(policies) < 3:
         raise ConfigError(f"fidelity policies: expected at least 3 to rank, got {policies}")
     out = Path(out) if out is not None else None
-    if out is not None:
-        outputs.check_report_dir(
-            out, "fidelity", "fidelity.parquet", cfg.output.overwrite, "a fidelity report"
-        )
+    taking = {
+        "overwrite": cfg.output.overwrite,
+        "done": "fidelity.parquet",
+        "what": "fidelity report",
+    }
+    outputs.check_free(out, "fidelity", **taking)
 
     data = build.load_data(cfg)
     split = temporal_split(data, holdout)
@@ -239,13 +241,7 @@ def fidelity(
     n_items = split.train.catalog.n_items
     scratch = tempfile.TemporaryDirectory(prefix="simrec-fidelity-") if out is None else None
     runs_dir = out / "runs" if out is not None else Path(scratch.name)
-    with outputs.owning(
-        out,
-        "fidelity",
-        overwrite=cfg.output.overwrite,
-        done="fidelity.parquet",
-        what="fidelity report",
-    ):
+    with outputs.owning(out, "fidelity", **taking):
         for name in to_run:
             raw = cfg.model_dump(mode="json")
             raw["policy"] = (

@@ -87,10 +87,12 @@ def synthetic(
     if ticks is not None and not (isinstance(ticks, int) and ticks > 0):
         raise ConfigError(f"synthetic ticks: expected a positive integer, got {ticks!r}")
     out = Path(out) if out is not None else None
-    if out is not None:
-        outputs.check_report_dir(
-            out, "synthetic", "synthetic.parquet", cfg.output.overwrite, "a synthetic-data report"
-        )
+    taking = {
+        "overwrite": cfg.output.overwrite,
+        "done": "synthetic.parquet",
+        "what": "synthetic-data report",
+    }
+    outputs.check_free(out, "synthetic", **taking)
     data = build.load_data(cfg)
     split = temporal_split(data, holdout)
     raw = cfg.model_dump(mode="json")
@@ -98,13 +100,7 @@ def synthetic(
     make_policy(raw["policy"])  # an unknown policy or bad parameter: an error before any output
     raw["simulation"]["ticks"] = ticks or DEFAULT_TICKS
     raw["population"]["users"] = None  # the pilot: one agent per user
-    with outputs.owning(
-        out,
-        "synthetic",
-        overwrite=cfg.output.overwrite,
-        done="synthetic.parquet",
-        what="synthetic-data report",
-    ):
+    with outputs.owning(out, "synthetic", **taking):
         with tempfile.TemporaryDirectory(prefix="simrec-synthetic-") as scratch:
             root = out if out is not None else Path(scratch)
             raw["output"] = {"dir": str(Path(scratch) / "pilot"), "overwrite": True}
