@@ -51,7 +51,16 @@ from simrec.evaluation.synthetic.foldin import FOLD_IN, FoldedIn
 from simrec.evaluation.synthetic.logstats import log_fidelity
 from simrec.evaluation.synthetic.privacy import privacy_rows
 
-__all__ = ["COLUMNS", "RANKING_MODELS", "SOURCES", "synthetic", "synthetic_log", "verdict"]
+__all__ = [
+    "COLUMNS",
+    "RANKING_MODELS",
+    "SOURCES",
+    "Generated",
+    "generate",
+    "synthetic",
+    "synthetic_log",
+    "verdict",
+]
 
 COLUMNS = ("section", "setting", "metric", "value", "source")
 SOURCES = ("real", "synthetic", "real+synthetic")  # what the utility models are trained on
@@ -95,34 +104,24 @@ def synthetic(
     outputs.check_free(out, "synthetic", **taking)
     data = build.load_data(cfg)
     split = temporal_split(data, holdout)
-    raw = cfg.model_dump(mode="json")
-    raw["policy"] = _exposure_policy(policy, cfg)
-    make_policy(raw["policy"])  # an unknown policy or bad parameter: an error before any output
-    raw["simulation"]["ticks"] = ticks or DEFAULT_TICKS
-    raw["population"]["users"] = None  # the pilot: one agent per user
+    exposure = _exposure_policy(policy, cfg)
+    make_policy(exposure)  # an unknown policy or bad parameter: an error before any output
     with outputs.owning(out, "synthetic", **taking):
-        with tempfile.TemporaryDirectory(prefix="simrec-synthetic-") as scratch:
-            root = out if out is not None else Path(scratch)
-            raw["output"] = {"dir": str(Path(scratch) / "pilot"), "overwrite": True}
-            pilot = _run(raw, split.train, progress).counts
-            n_users = split.train.interactions.n_users
-            per_user = max(pilot["clicks"], 1) / n_users
-            clones = int(
-                np.clip(
-                    round(volume * len(split.train.interactions) / n_users / per_user),
-                    1,
-                    MAX_CLONES,
-                )
-            )
-            raw["population"]["users"] = clones * n_users
-            raw["output"] = {"dir": str(root / "run"), "overwrite": True}
-            res = _run(raw, split.train, progress)
-            syn, source = synthetic_log(res, split.train)
+        gen = generate(
+            cfg,
+            split.train,
+            policy=exposure,
+            ticks=ticks,
+            volume=volume,
+            out=out,
+            progress=progress,
+        )
+        syn, source = gen.log, gen.source
         rows: list[tuple] = [
-            ("setup", "exposure", "policy", np.nan, _label(raw["policy"])),
-            ("setup", "simulation", "ticks", float(raw["simulation"]["ticks"]), "synthetic"),
+            ("setup", "exposure", "policy", np.nan, gen.policy),
+            ("setup", "simulation", "ticks", float(gen.ticks), "synthetic"),
             ("setup", "simulation", "agents", float(source.size), "synthetic"),
-            ("setup", "simulation", "agents_per_user", float(clones), "synthetic"),
+            ("setup", "simulation", "agents_per_user", float(gen.clones), "synthetic"),
             ("setup", "split", "holdout", holdout, "real"),
             ("setup", "held-out", "interactions", float(len(split.test)), "real"),
         ]
@@ -144,6 +143,58 @@ def synthetic(
             )
             write_report(out, table, cfg)
         return table
+
+
+@dataclasses.dataclass(frozen=True)
+class Generated:
+    """A synthetic log and how it was made: ``log`` (its users are the run's agents),
+    ``source`` (n_agents,) each agent's source user (an index of the training log's users),
+    ``clones`` agents per real user, ``ticks`` simulated days, ``policy`` the exposure's label."""
+
+    log: Interactions
+    source: np.ndarray
+    clones: int
+    ticks: int
+    policy: str
+
+
+def generate(
+    config: RunConfig | dict | str | Path | None,
+    train: Dataset,
+    *,
+    policy: str | dict[str, Any] | None = None,
+    ticks: int | None = None,
+    volume: float = 1.0,
+    out: str | Path | None = None,
+    progress: bool = False,
+) -> Generated:
+    """The synthetic log of the config's population calibrated on ``train`` (see
+    :func:`synthetic`: ``policy``, ``ticks`` and ``volume`` mean the same). A pilot run of one
+    agent per user measures how much a user consumes in ``ticks``; the run proper has as many
+    agents per real user (at most MAX_CLONES) as it takes for ``volume`` times ``train``'s log.
+    With ``out``, the run proper is written to ``out/run``; otherwise nothing is kept."""
+    cfg = build.as_config(config)
+    if not volume > 0:
+        raise ConfigError(f"synthetic volume: expected a positive number, got {volume!r}")
+    raw = cfg.model_dump(mode="json")
+    raw["policy"] = _exposure_policy(policy, cfg)
+    make_policy(raw["policy"])  # an unknown policy or bad parameter: an error before any run
+    raw["simulation"]["ticks"] = ticks or DEFAULT_TICKS
+    raw["population"]["users"] = None  # the pilot: one agent per user
+    with tempfile.TemporaryDirectory(prefix="simrec-synthetic-") as scratch:
+        root = Path(out) if out is not None else Path(scratch)
+        raw["output"] = {"dir": str(Path(scratch) / "pilot"), "overwrite": True}
+        pilot = _run(raw, train, progress).counts
+        n_users = train.interactions.n_users
+        per_user = max(pilot["clicks"], 1) / n_users
+        clones = int(
+            np.clip(round(volume * len(train.interactions) / n_users / per_user), 1, MAX_CLONES)
+        )
+        raw["population"]["users"] = clones * n_users
+        raw["output"] = {"dir": str(root / "run"), "overwrite": True}
+        res = _run(raw, train, progress)
+        log, source = synthetic_log(res, train)
+    return Generated(log, source, clones, raw["simulation"]["ticks"], _label(raw["policy"]))
 
 
 def _run(raw: dict[str, Any], train: Dataset, progress: bool):
