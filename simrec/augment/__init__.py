@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 from simrec import outputs
 from simrec.augment.base import Augmenter, AugmentResult
 from simrec.augment.cutoff import Cutoff, parse_cutoff, visible
-from simrec.augment.evaluate import downstream_lift, genre_recovery, hide_genres
+from simrec.augment.evaluate import (
+    cold_item_lift,
+    downstream_lift,
+    genre_recovery,
+    hide_genres,
+    subsample,
+)
 from simrec.augment.interactions import merged, pseudo_interactions
 from simrec.augment.items import enrich_items, vocabulary
 from simrec.augment.profiles import write_profiles
@@ -42,10 +48,12 @@ __all__ = [
     "augment_interactions",
     "augment_items",
     "augment_profiles",
+    "cold_item_lift",
     "downstream_lift",
     "enrich_items",
     "genre_recovery",
     "hide_genres",
+    "subsample",
     "merged",
     "parse_cutoff",
     "pseudo_interactions",
