@@ -10,8 +10,8 @@ from simrec.conversation import converse
 from simrec.errors import ConfigError, InputError, SimrecError
 from simrec.evaluation.ab import ab
 from simrec.simulator.runner import RunResult, run
+from simrec.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "InputError",

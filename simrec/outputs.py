@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from simrec.errors import ConfigError, InputError, OutputExistsError
+from simrec.version import __version__
 
 MARKER = ".simrec-output.json"
 LOCK = ".simrec.lock"
@@ -222,8 +223,6 @@ def remove_if_bare(path: Path) -> None:
 
 def claim(path: Path, kind: str) -> None:
     """Create ``path`` (and parents) and mark it as simrec's ``kind`` output."""
-    from simrec import __version__
-
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -34,6 +34,7 @@ from simrec.build import as_config, load_data
 from simrec.config import RunConfig, identity_dump
 from simrec.data.dataset import Dataset
 from simrec.errors import ConfigError
+from simrec.version import __version__
 
 if TYPE_CHECKING:
     from simrec.llm.base import LLMBackend
@@ -309,7 +310,6 @@ def write(
     """Run ``augmenter`` on ``config.data`` with only the interactions before ``cutoff``, and
     write its tables, then ``manifest.json`` (parameters, counts, provenance), into ``out``
     (default ``datasets_out/augment-KIND-<hash>``); returns ``out``."""
-    from simrec import __version__
     from simrec.simulator.runner import DEFAULT_OUT
 
     if not isinstance(augmenter, Augmenter):

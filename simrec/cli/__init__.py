@@ -15,6 +15,7 @@ import sys
 from simrec.cli import ab, augment, converse, datasets, export, fidelity, ope, report, run
 from simrec.cli.flags import build_config, infer_format
 from simrec.errors import SimrecError
+from simrec.version import __version__
 
 __all__ = ["build_config", "infer_format", "main", "parser"]
 
@@ -23,8 +24,6 @@ _COMMANDS = (run, ab, ope, converse, export, augment, fidelity, report, datasets
 
 def parser() -> argparse.ArgumentParser:
     """The ``simrec`` argument parser, every command registered."""
-    from simrec import __version__
-
     p = argparse.ArgumentParser(
         prog="simrec", description="Simulated users for recommender systems."
     )

@@ -48,6 +48,7 @@ from simrec.llm.cache import CachedBackend
 from simrec.simulator.model import SimulationModel
 from simrec.simulator.recorder import EventRecorder
 from simrec.trust import config_from_run_dir, redact_url
+from simrec.version import __version__
 
 STATE_DIR = "_state"
 logger = logging.getLogger(__name__)
@@ -621,8 +622,6 @@ def _manifest(
     run_dir: Path,
 ) -> dict:
     import importlib.metadata as md
-
-    from simrec import __version__
 
     store = outputs.EventsStore(run_dir, cfg.output.events_uri)
     return {
