@@ -18,11 +18,13 @@ augmentation, the benchmarks) builds its parts here, so a notebook can do the sa
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from simrec import cache
 from simrec.agents.brains.base import Brain
 from simrec.agents.brains.utility import UtilityBrain
 from simrec.agents.persona import Personas, sample_population
@@ -141,9 +143,40 @@ def calibrate(
     streams = Streams(cfg.seed) if streams is None else streams
     n = cfg.population.users if users is _ALL else users
     brain = UtilityBrain(cfg.brain, seed=cfg.seed)
-    personas = sample_population(brain.fit(data), n, streams)
+    personas = sample_population(_fit_or_fetch(brain, cfg, data), n, streams)
     brain.bind(personas, streams)
     return brain, personas
+
+
+def _fit_or_fetch(brain: UtilityBrain, cfg: RunConfig, data: Dataset):
+    """``brain.fit(data)``, or the same calibration read back from the calibration cache
+    (:mod:`simrec.cache`); ``brain.calibration_cache`` says which (``hit``, ``miss``, ``off``,
+    or ``ignored: WHY`` for an entry that could not be trusted, then replaced)."""
+    if cache.folder() is None:
+        brain.calibration_cache = "off"
+        return brain.fit(data)
+    key = cache.calibration_key(data, cfg.brain.model_dump(mode="json"), cfg.seed)
+    state, how = cache.fetch(key)
+    if state is not None:
+        try:
+            personas = brain.restore(state, data)
+        except ValueError as err:
+            how = f"ignored: {err}"
+            logging.getLogger(__name__).warning("calibration cache entry %s %s", key, how)
+        else:
+            brain.calibration_cache = how
+            return personas
+    personas = brain.fit(data)
+    summary = {
+        "source": data.source,
+        "users": data.interactions.n_users,
+        "items": data.catalog.n_items,
+        "interactions": len(data.interactions),
+        "seed": cfg.seed,
+    }
+    stored = cache.keep(key, brain.fitted_state(personas), summary)
+    brain.calibration_cache = how if stored else f"{how} (not stored)"
+    return personas
 
 
 def make_backend(cfg: RunConfig) -> LLMBackend:

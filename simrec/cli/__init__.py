@@ -12,14 +12,25 @@ import argparse
 import logging
 import sys
 
-from simrec.cli import ab, augment, converse, datasets, export, fidelity, ope, report, run
-from simrec.cli.flags import build_config, infer_format
+from simrec.cli import (
+    ab,
+    augment,
+    cache,
+    converse,
+    datasets,
+    export,
+    fidelity,
+    ope,
+    report,
+    run,
+)
+from simrec.cli.flags import apply_cache_flags, build_config, infer_format
 from simrec.errors import SimrecError
 from simrec.version import __version__
 
 __all__ = ["build_config", "infer_format", "main", "parser"]
 
-_COMMANDS = (run, ab, ope, converse, export, augment, fidelity, report, datasets)
+_COMMANDS = (run, ab, ope, converse, export, augment, fidelity, report, datasets, cache)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _configure_logging(args.verbose)
     outputs.COMMAND = f"simrec {args.command}"  # what a lock names: never the flags
+    apply_cache_flags(args)
     try:
         return args.func(args)
     except SimrecError as err:

@@ -57,6 +57,32 @@ def add_data_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--kg-labels", metavar="LABELS", help="with --kg: optional entity labels (entity, label)"
     )
+    add_cache_flags(r)
+
+
+def add_cache_flags(r: argparse.ArgumentParser) -> None:
+    """Where calibrations are cached (every command that calibrates on a log)."""
+    r.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="the calibration cache folder (default: $SIMREC_CACHE_DIR, else "
+        "~/.cache/simrec; see `simrec cache info`)",
+    )
+    r.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="calibrate afresh and store nothing (the manifest says calibration_cache: off)",
+    )
+
+
+def apply_cache_flags(args: argparse.Namespace) -> None:
+    """Use the cache folder and setting the command line named (nothing when it named none)."""
+    from simrec import cache
+
+    if getattr(args, "no_cache", False):
+        cache.configure(enabled=False)
+    elif getattr(args, "cache_dir", None):
+        cache.configure(args.cache_dir)
 
 
 def add_augment_input_flags(r: argparse.ArgumentParser, llm_does: str) -> None:

@@ -77,6 +77,7 @@ def register(sub) -> None:
 def _summary(result) -> str:
     c, m = result.counts, result.metrics
     rated = m["mean_rating"].dropna()
+    timings = result.manifest["timings"]
     rows = [
         ("run", result.run_id),
         ("output", str(result.run_dir)),
@@ -91,11 +92,13 @@ def _summary(result) -> str:
         ("coverage (last tick)", f"{m['coverage'].iloc[-1]:.3f}"),
         ("Gini of clicks (last tick)", f"{m['gini'].iloc[-1]:.3f}"),
         ("churned users", f"{result.manifest['counts']['churned_users']:,}"),
-        ("simulate time", f"{result.manifest['timings']['simulate_s']:.2f} s"),
         (
-            "impressions/s",
-            f"{c['impressions'] / max(result.manifest['timings']['simulate_s'], 1e-9):,.0f}",
+            "calibration",
+            f"{timings['fit_s']:.2f} s (cache: {result.manifest['brain']['calibration_cache']})",
         ),
+        ("simulate time", f"{timings['simulate_s']:.2f} s"),
+        ("impressions/s", f"{c['impressions'] / max(timings['simulate_s'], 1e-9):,.0f}"),
+        ("whole run", f"{timings['total_s']:.2f} s"),
     ]
     llm = result.manifest.get("llm") or {}
     if llm.get("pages_asked"):

@@ -649,6 +649,8 @@ def _manifest(
             "name": model.brain.name,
             "click_weights": vars(utility.weights),
             "click_calibration": utility.click_calibration,
+            # hit: read back from the calibration cache (simrec.cache); miss: fitted, stored
+            "calibration_cache": utility.calibration_cache,
             # the item-to-item model behind the collaborative evidence, or why there is none
             "collaborative": utility.evidence.collab.model,
             "taste_dim": utility.taste_dim,

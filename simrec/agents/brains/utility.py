@@ -150,6 +150,8 @@ class UtilityBrain:
         self.log_exposure = np.zeros(0, np.float32)
         self.has_ratings = False
         self.click_calibration: str | None = None
+        # whether build.calibrate read the calibration from the cache (simrec.cache)
+        self.calibration_cache = "off"
         self.taste_dim: int | None = None  # the choice model's dimensions (None: oracle)
         self.taste_dim_scores: dict[int, float] = {}  # what taste_dim: auto chose from
         self.exposure_watch = np.zeros(0)
@@ -190,6 +192,43 @@ class UtilityBrain:
         self.choice = self.evidence.choice
         self.weights = self._fit_click_weights(data, personas)
         self.exposure_watch = self._exposure_watch(data.interactions, personas)
+        return personas
+
+    FITTED = (  # what fit() learns: the calibration cache stores exactly these
+        "rating_model",
+        "has_ratings",
+        "evidence",
+        "weights",
+        "exposure_watch",
+        "log_exposure",
+        "click_calibration",
+        "taste_dim",
+        "taste_dim_scores",
+    )
+
+    def fitted_state(self, personas: Personas) -> dict:
+        """What :meth:`fit` learnt, and the personas it returned: plain arrays, numbers and
+        the calibration's dataclasses (see :mod:`simrec.cache`)."""
+        return {**{name: getattr(self, name) for name in self.FITTED}, "personas": personas}
+
+    def restore(self, state: dict, data: Dataset) -> Personas:
+        """Take :meth:`fitted_state` of a calibration on ``data`` instead of fitting; returns
+        its personas. A state whose parts do not fit ``data``'s sizes is a ValueError."""
+        if set(state) != {*self.FITTED, "personas"}:
+            raise ValueError("it holds other parts than a calibration")
+        personas, evidence = state["personas"], state["evidence"]
+        n_users, n_items = data.interactions.n_users, data.catalog.n_items
+        if not (
+            isinstance(personas, Personas)
+            and isinstance(evidence, _Evidence)
+            and len(personas) == n_users
+            and evidence.choice.items.shape[0] == n_items
+            and evidence.z_pop.shape == (n_items,)
+        ):
+            raise ValueError("its parts do not fit this data's users and items")
+        for name in self.FITTED:
+            setattr(self, name, state[name])
+        self.choice = self.evidence.choice
         return personas
 
     def _fit_evidence(self, data: Dataset) -> _Evidence:
