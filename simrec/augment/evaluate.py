@@ -99,13 +99,7 @@ def subsample(train: Dataset, share: float, seed: int) -> Dataset:
     counts = np.bincount(log.user, minlength=log.n_users)
     rank = np.arange(len(log)) - np.repeat(np.cumsum(counts) - counts, counts)
     keep_n = np.maximum(1, np.floor(share * counts)).astype(np.int64)
-    kept = log.take(np.sort(order[rank < keep_n[log.user[order]]]))
-    popularity = np.bincount(kept.item, minlength=train.catalog.n_items).astype(np.int64)
-    return dataclasses.replace(
-        train,
-        interactions=kept,
-        catalog=dataclasses.replace(train.catalog, popularity=popularity),
-    )
+    return train.with_log(log.take(np.sort(order[rank < keep_n[log.user[order]]])))
 
 
 ARMS = ("pseudo", "synthetic")  # what downstream_lift adds to the sparse subsample
@@ -273,15 +267,7 @@ def cold_item_lift(
     cold = np.zeros(n_items, bool)
     cold[rng.choice(have, size=max(1, int(round(share * have.size))), replace=False)] = True
     held = cold[log.item]
-    warm_log = log.take(np.flatnonzero(~held))
-    train = dataclasses.replace(
-        data,
-        interactions=warm_log,
-        catalog=dataclasses.replace(
-            data.catalog,
-            popularity=np.bincount(warm_log.item, minlength=n_items).astype(np.int64),
-        ),
-    )
+    train = data.with_log(log.take(np.flatnonzero(~held)))
     split = Split(train, log.take(np.flatnonzero(held)))
     kg = data.catalog.knowledge is not None if kg is None else kg
     table, counts = enrich_items(train, kg=kg)

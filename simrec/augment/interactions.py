@@ -9,8 +9,6 @@ that the user would pass over). Every row says where it came from (``source``).
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pyarrow as pa
 
@@ -60,13 +58,7 @@ def pseudo_interactions(
     rows = visible(data.interactions, cutoff)
     log = data.interactions.take(rows)
     n_items = data.catalog.n_items
-    view = dataclasses.replace(
-        data,
-        interactions=log,
-        catalog=dataclasses.replace(
-            data.catalog, popularity=np.bincount(log.item, minlength=n_items).astype(np.int64)
-        ),
-    )
+    view = data.with_log(log)
     brain, _ = calibrate(cfg, view, users=None)
     policy = make_policy(base, {}, None)
     users = np.arange(log.n_users, dtype=np.int64)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -379,6 +379,17 @@ class Dataset:
     # synthetic worlds only: the choice utility the log was drawn from, so evaluations can
     # report what a perfect model would reach (see :class:`WorldTruth`)
     truth: WorldTruth | None = None
+
+    def with_log(self, log: Interactions, source: str | None = None) -> Dataset:
+        """This dataset with ``log`` (over the same catalog) as its interactions, the
+        catalog's popularity counted on ``log``, and named ``source`` (default: unchanged)."""
+        popularity = np.bincount(log.item, minlength=self.catalog.n_items).astype(np.int64)
+        return replace(
+            self,
+            interactions=log,
+            catalog=replace(self.catalog, popularity=popularity),
+            source=self.source if source is None else source,
+        )
 
 
 @dataclass

@@ -3,11 +3,8 @@ holds (its columns, sections and the fidelity issue's targets)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-
-import numpy as np
 
 from simrec.data.dataset import Dataset, Interactions
 from simrec.errors import ConfigError
@@ -46,17 +43,5 @@ def temporal_split(data: Dataset, holdout: float = 0.2) -> Split:
             f"fidelity: no user has {math.ceil(1 / holdout)} interactions, so nothing is held "
             f"out (holdout {holdout})"
         )
-    train_log = log.take(train_rows)
-    n_items = data.catalog.n_items
-    catalog = dataclasses.replace(
-        data.catalog, popularity=np.bincount(train_log.item, minlength=n_items).astype(np.int64)
-    )
-    train = Dataset(
-        catalog,
-        train_log,
-        data.scale,
-        f"{data.source} (training split)",
-        data.file_hashes,
-        data.truth,
-    )
+    train = data.with_log(log.take(train_rows), f"{data.source} (training split)")
     return Split(train, log.take(test_rows))

@@ -237,10 +237,8 @@ def synthetic_log(res, train: Dataset) -> tuple[Interactions, np.ndarray]:
 
 
 def _as_dataset(train: Dataset, log: Interactions, name: str) -> Dataset:
-    catalog = dataclasses.replace(
-        train.catalog, popularity=np.bincount(log.item, minlength=train.catalog.n_items)
-    )
-    return Dataset(catalog, log, train.scale, f"{train.source} ({name})", train.file_hashes)
+    """``log`` over ``train``'s catalog; its users are not the world's (no truth)."""
+    return dataclasses.replace(train.with_log(log, f"{train.source} ({name})"), truth=None)
 
 
 def _union(real: Dataset, syn: Dataset) -> Dataset:
