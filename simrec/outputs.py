@@ -476,6 +476,21 @@ EVENTS_MARKER = ".simrec-events.json"
 _EVENT_FILE = re.compile(r"\.?part-\d+\.parquet(?:\.tmp)?")
 
 
+def part_name(part: int) -> str:
+    """File name of events part ``part``.
+
+    >>> part_name(3), part_index(part_name(3)), part_index("users.parquet")
+    ('part-00003.parquet', 3, None)
+    """
+    return f"part-{part:05d}.parquet"
+
+
+def part_index(name: str) -> int | None:
+    """The part number in an events file name, or None for any other name."""
+    stem = name.removeprefix("part-").removesuffix(".parquet")
+    return int(stem) if stem != name and stem.isdigit() and name.startswith("part-") else None
+
+
 class EventsStore:
     """Where a run's event parts live: ``RUN/events``, or any ``pyarrow.fs`` URI
     (``output.events_uri``: ``file:///shared/run1/events``, ``s3://bucket/run1/events``,
@@ -586,8 +601,6 @@ class EventsStore:
     def drop_from(self, next_part: int) -> None:
         """Delete the parts numbered ``next_part`` or more and every temporary part: files
         named as simrec names them, nothing else."""
-        from simrec.simulator.recorder import part_index
-
         if self.local and (Path(self.root).is_symlink() or not Path(self.root).is_dir()):
             return
         for name in self.names():

@@ -54,21 +54,6 @@ def writer_options(compression_level: int | None = None) -> dict:
     }
 
 
-def part_name(part: int) -> str:
-    """File name of events part ``part``.
-
-    >>> part_name(3), part_index(part_name(3)), part_index("users.parquet")
-    ('part-00003.parquet', 3, None)
-    """
-    return f"part-{part:05d}.parquet"
-
-
-def part_index(name: str) -> int | None:
-    """The part number in an events file name, or None for any other name."""
-    stem = name.removeprefix("part-").removesuffix(".parquet")
-    return int(stem) if stem != name and stem.isdigit() and name.startswith("part-") else None
-
-
 class EventRecorder:
     """Writes ``events/part-*.parquet``; ``add_tick`` takes numpy columns, one entry per row.
 
@@ -114,7 +99,7 @@ class EventRecorder:
 
     @property
     def _tmp_path(self) -> str:
-        return self.store.path(f".{part_name(self.part)}.tmp")
+        return self.store.path(f".{outputs.part_name(self.part)}.tmp")
 
     def _open(self) -> pq.ParquetWriter:
         if self._writer is None:
@@ -186,7 +171,7 @@ class EventRecorder:
             writer.write_table(pa.concat_tables(self._buffer), row_group_size=self.row_group_size)
         self._close_writer()
         self._buffer, self._buffered = [], 0
-        final = self.store.path(part_name(self.part))
+        final = self.store.path(outputs.part_name(self.part))
         self.store.finish(self._tmp_path, final)
         self.part += 1
         return final
