@@ -2,14 +2,9 @@
 find an item they have in mind, for evaluating CRSs and for dialogue corpora
 (:func:`converse`)."""
 
-from simrec.conversation.crs import (
-    BuiltinCRS,
-    ConversationalRecommender,
-    Dialogue,
-    Reply,
-    Turn,
-    make_crs,
-)
+from simrec.conversation.builtin import BuiltinCRS
+from simrec.conversation.crs import make_crs
+from simrec.conversation.dialogue import ConversationalRecommender, Dialogue, Reply, Turn
 from simrec.conversation.facts import Fact, ItemFacts
 from simrec.conversation.run import ConverseResult, converse
 from simrec.conversation.users import AgendaUser

@@ -18,7 +18,7 @@ from collections import Counter
 import numpy as np
 
 from simrec.agents.brains.prompts import prompt_hash
-from simrec.conversation.crs import MAX_ITEMS, Dialogue, Reply, Turn
+from simrec.conversation.dialogue import MAX_ITEMS, Dialogue, Reply, Turn
 from simrec.conversation.facts import ItemFacts
 from simrec.conversation.users import AgendaUser, Seeker
 from simrec.data.dataset import display_title

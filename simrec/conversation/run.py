@@ -22,7 +22,8 @@ import pandas as pd
 import pyarrow as pa
 
 from simrec import outputs
-from simrec.conversation.crs import MAX_ITEMS, Dialogue, Reply, Turn, make_crs
+from simrec.conversation.crs import make_crs
+from simrec.conversation.dialogue import MAX_ITEMS, Dialogue, Reply, Turn
 from simrec.conversation.facts import ItemFacts
 from simrec.conversation.llm import cache_stats
 from simrec.conversation.users import AgendaUser, Seeker

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from simrec.conversation.crs import Reply, Turn
+from simrec.conversation.dialogue import Reply, Turn
 from simrec.conversation.facts import Fact, ItemFacts
 
 SHOWN = 3  # items of a reply the user looks at

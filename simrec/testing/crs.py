@@ -19,7 +19,12 @@ def check_crs(factory: Callable[[], Any], *, world: Dataset | None = None) -> No
     >>> from simrec.conversation import BuiltinCRS
     >>> check_crs(BuiltinCRS)
     """
-    from simrec.conversation.crs import MAX_ITEMS, ConversationalRecommender, Dialogue, Turn
+    from simrec.conversation.dialogue import (
+        MAX_ITEMS,
+        ConversationalRecommender,
+        Dialogue,
+        Turn,
+    )
     from simrec.testing.recommender import contract_world
 
     data = world or contract_world()
