@@ -125,7 +125,7 @@ def test_descending_within_rows_is_numpys_lexsort_by_row_then_value():
 
 @pytest.mark.parametrize("prefix", [0, (1 << 20) - 1])  # the bad byte inside or after a split char
 def test_utf8_check_reports_the_byte_offset_and_line(tmp_path, prefix):
-    from simrec.data.loaders import check_utf8
+    from simrec.data.files import check_utf8
     from simrec.errors import InputError
 
     p = tmp_path / "x.csv"

@@ -235,7 +235,7 @@ def knowledge_from_frames(
 def read_table(path: str | Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
     """A TSV, CSV, Parquet or RecBole atomic file with ``columns`` (also accepted as
     ``NAME_id`` and with RecBole's ``:type`` suffixes), every value as str."""
-    from simrec.data.loaders import require_file
+    from simrec.data.files import require_file
 
     path = Path(path)
     require_file(path, what)

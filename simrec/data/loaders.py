@@ -6,26 +6,20 @@ naming the file (and column), what was expected and what was found.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
+from simrec.data.assembly import TIME_RANGE, build_dataset, normalise_ids
 from simrec.data.dataset import (
-    Catalog,
     Dataset,
-    Interactions,
-    RatingScale,
-    file_sha256,
-    item_texts,
     years_from_dates,
     years_from_titles,
 )
-from simrec.domain import DOMAINS, infer_domain
+from simrec.data.files import check_utf8, require_dir, require_file
 from simrec.errors import InputError
 
 ML100K_GENRES = [
@@ -79,55 +73,6 @@ def load(
 
 
 # ---------------------------------------------------------------- reading text safely
-
-
-def require_file(path: Path, what: str) -> Path:
-    """``path`` if it is a non-empty file, else InputError saying what was expected there."""
-    if not path.exists():
-        raise InputError(f"{path}: {what} not found")
-    if path.is_dir():
-        raise InputError(f"{path}: expected a file ({what}), found a directory")
-    if not path.is_file():
-        raise InputError(
-            f"{path}: expected a regular file ({what}), found a device, pipe or socket"
-        )
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty, expected {what}")
-    return path
-
-
-def _require_dir(path: Path, fmt: str) -> Path:
-    if not path.exists():
-        raise InputError(f"{path}: data directory not found")
-    if not path.is_dir():
-        raise InputError(f"{path}: expected a {fmt} directory, found a file")
-    return path
-
-
-def check_utf8(path: Path) -> None:
-    """Raise InputError at the first byte that is not valid UTF-8 (streamed, any file size)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset, line = 0, 1
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as err:
-                # err.object is the decoder's carried-over bytes of the previous block + this one
-                carried = len(err.object) - len(block)
-                line += err.object[carried : max(carried, err.start)].count(b"\n")
-                raise InputError(
-                    f"{path}: expected UTF-8 text, found byte {err.object[err.start]:#04x} "
-                    f"at offset {offset - carried + err.start} (line {line})"
-                ) from None
-            line += block.count(b"\n")
-            offset += len(block)
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise InputError(
-                f"{path}: expected UTF-8 text, found a truncated character at the end"
-            ) from None
 
 
 def _read_delimited(
@@ -196,10 +141,6 @@ def _numeric(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.nd
     return values
 
 
-# Unix seconds that a timestamp can be (pandas' datetime64[ns] range: 1677 to 2262)
-TIME_RANGE = (-9_223_372_036.0, 9_223_372_036.0)
-
-
 def _timestamps(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.ndarray:
     """Unix seconds from numbers (within :data:`TIME_RANGE`) or ISO-8601 strings."""
     numeric = pd.to_numeric(df[col], errors="coerce")
@@ -236,115 +177,12 @@ def _require_columns(df: pd.DataFrame, needed: list[str], path: Path) -> None:
         )
 
 
-# ---------------------------------------------------------------- assembling a dataset
-
-MAX_SCALE_POINTS = 10_001  # distinct ratings a scale may have (0 to 100 in steps of 0.01)
-
-
-def build_dataset(
-    *,
-    users: np.ndarray,
-    items: np.ndarray,
-    ratings: np.ndarray,
-    timestamps: np.ndarray,
-    catalog_ids: np.ndarray,
-    titles: np.ndarray,
-    genre_lists: list[list[str]],
-    ratings_file: Path,
-    items_file: Path | None,
-    source: str,
-    files: list[Path],
-    years: np.ndarray | None = None,
-    attributes: dict[str, np.ndarray] | None = None,
-) -> Dataset:
-    """Validate ids and assemble a :class:`Dataset`. Arrays of the log are (n_interactions,);
-    ``years`` and each of ``attributes`` are (n_catalog,) in catalog order (see
-    :class:`Catalog`). The domain is inferred from ``source``
-    (:func:`simrec.domain.infer_domain`)."""
-    rated = ratings[np.isfinite(ratings)]
-    scale = RatingScale.infer(rated) if rated.size else RatingScale(1.0, 1.0, 1.0)
-    points = (scale.high - scale.low) / scale.step + 1
-    if not points <= MAX_SCALE_POINTS:
-        raise InputError(
-            f"{ratings_file}: ratings: expected a rating scale of at most {MAX_SCALE_POINTS:,} "
-            f"steps, found values from {scale.low:g} to {scale.high:g} in steps of "
-            f"{scale.step:g} ({points:,.3g} steps); an outlier, or counts rather than ratings "
-            f"(map such a column as something other than rating)"
-        )
-    catalog_ids = _normalise_ids(catalog_ids)
-    items = _normalise_ids(items)
-    users = _normalise_ids(users)
-    ids, counts = np.unique(catalog_ids, return_counts=True)
-    if (counts > 1).any():
-        dup = ids[counts > 1]
-        raise InputError(
-            f"{items_file}: duplicate item id(s): {', '.join(map(str, dup[:5]))}"
-            f"{' ...' if dup.size > 5 else ''} ({dup.size} in all); expected each item once"
-        )
-    order = np.argsort(catalog_ids, kind="stable")
-    sorted_ids = catalog_ids[order]
-    pos = np.searchsorted(sorted_ids, items)
-    pos_clipped = np.minimum(pos, sorted_ids.size - 1)
-    known = sorted_ids[pos_clipped] == items
-    if not known.all():
-        unknown = np.unique(items[~known])
-        raise InputError(
-            f"{ratings_file}: {int((~known).sum())} rating(s) reference item id(s) not in "
-            f"{items_file}: {', '.join(map(str, unknown[:5]))}{' ...' if unknown.size > 5 else ''}"
-        )
-    item_index = order[pos_clipped].astype(np.int32)
-    user_ids, user_index = np.unique(users, return_inverse=True)
-    vocab = sorted({g for gl in genre_lists for g in gl})
-    gidx = {g: j for j, g in enumerate(vocab)}
-    rows = np.repeat(np.arange(len(genre_lists)), [len(gl) for gl in genre_lists])
-    cols = np.fromiter((gidx[g] for gl in genre_lists for g in gl), np.int64, rows.size)
-    genres = sp.csr_matrix(
-        (np.ones(rows.size, bool), (rows, cols)), shape=(len(genre_lists), max(len(vocab), 1))
-    )
-    attributes = attributes or {}
-    domain = DOMAINS[infer_domain(source)]
-    texts = item_texts(titles, genre_lists, attributes, domain)
-    popularity = np.bincount(item_index, minlength=catalog_ids.size).astype(np.int64)
-    catalog = Catalog(
-        catalog_ids,
-        titles.astype(object),
-        vocab,
-        genres,
-        texts,
-        popularity,
-        domain=domain,
-        years=years,
-        attributes=attributes,
-    )
-    log = Interactions(
-        user=user_index.astype(np.int32),
-        item=item_index,
-        rating=ratings.astype(np.float32),
-        timestamp=timestamps.astype(np.int64),
-        user_ids=user_ids,
-    )
-    hashes = {str(f): file_sha256(str(f)) for f in files}
-    return Dataset(catalog, log, scale, source, hashes)
-
-
-def _normalise_ids(ids: np.ndarray) -> np.ndarray:
-    """Integer-looking ids become int64; anything else stays as str objects."""
-    arr = np.asarray(ids)
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.int64)
-    s = pd.Series(arr, dtype=object).astype(str).str.strip()
-    as_int = pd.to_numeric(s, errors="coerce")
-    if as_int.notna().all() and (as_int == as_int.round()).all():
-        return as_int.to_numpy(np.int64)
-    return s.to_numpy(dtype=object)
-
-
 # ---------------------------------------------------------------- MovieLens
 
 
 def load_movielens_100k(path: str | Path) -> Dataset:
     """ml-100k: ``u.data`` (tab: user item rating timestamp), ``u.item`` (pipe, Latin-1)."""
-    root = _require_dir(Path(path), "movielens-100k")
+    root = require_dir(Path(path), "movielens-100k")
     data_file, item_file = root / "u.data", root / "u.item"
     df = _read_delimited(
         data_file,
@@ -397,7 +235,7 @@ def load_movielens_100k(path: str | Path) -> Dataset:
 
 def load_movielens_1m(path: str | Path) -> Dataset:
     """ml-1m: ``ratings.dat`` and ``movies.dat``, ``::``-separated, Latin-1."""
-    root = _require_dir(Path(path), "movielens-1m")
+    root = require_dir(Path(path), "movielens-1m")
     rfile, mfile = root / "ratings.dat", root / "movies.dat"
     df = _read_delimited(
         rfile,
@@ -415,7 +253,7 @@ def load_movielens_1m(path: str | Path) -> Dataset:
 
 def load_movielens_latest(path: str | Path) -> Dataset:
     """ml-latest(-small), ml-25m, ml-32m: ``ratings.csv``, ``movies.csv`` with headers, UTF-8."""
-    root = _require_dir(Path(path), "movielens-latest")
+    root = require_dir(Path(path), "movielens-latest")
     rfile, mfile = root / "ratings.csv", root / "movies.csv"
     df = _read_delimited(
         rfile,
@@ -544,7 +382,7 @@ def load_table(
         files.append(ip)
     else:
         ip = p
-        catalog_ids = pd.unique(_normalise_ids(df[columns["item"]].to_numpy()))
+        catalog_ids = pd.unique(normalise_ids(df[columns["item"]].to_numpy()))
         titles = np.asarray([str(i) for i in catalog_ids], dtype=object)
         genre_lists = [[] for _ in catalog_ids]
     return build_dataset(

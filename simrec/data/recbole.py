@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from simrec.data.assembly import TIME_RANGE, build_dataset
 from simrec.data.dataset import Dataset, years_from_dates
-from simrec.data.loaders import TIME_RANGE, build_dataset, check_utf8, require_file
+from simrec.data.files import check_utf8, require_file
 from simrec.errors import InputError
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
