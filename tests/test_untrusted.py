@@ -274,7 +274,7 @@ def test_markup_in_every_manifest_and_parquet_text_field_is_escaped(done_run, tm
 
 
 def test_markup_in_conversations_is_escaped(tmp_path):
-    from simrec.evaluation.report import conversation_report
+    from simrec.conversation.report import conversation_report
 
     cfg = small_config(tmp_path / "unused", ticks=1)
     res = simrec.converse(cfg, ["builtin"], users=4, turns=2, out=tmp_path / "c")

@@ -22,6 +22,16 @@ def register(sub) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simrec import outputs
+
+    run = Path(args.run)
+    if outputs.owner_kind(run) == "converse" and (run / "manifest.json").is_file():
+        from simrec.conversation.report import conversation_report
+
+        print(f"report: {conversation_report(run, args.out)}")
+        return 0
     from simrec.evaluation.report import run_report
 
     print(f"report: {run_report(args.run, args.out, args.events_uri)}")

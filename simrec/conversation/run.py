@@ -555,8 +555,7 @@ def _comparison(
     """Per arm: success rate, mean turns to success, items rejected, closing rating, and the
     paired (by user) bootstrap difference of success against ``control`` with a Holm-adjusted
     p-value."""
-    from simrec.evaluation.ab import holm
-    from simrec.evaluation.resampling import bootstrap_p_value, bootstrap_units
+    from simrec.evaluation.resampling import bootstrap_p_value, bootstrap_units, holm
 
     base = per_arm[control]["success_turn"] > 0
     rows, pvals = [], []

@@ -62,6 +62,7 @@ from simrec.errors import ConfigError
 from simrec.evaluation.resampling import (
     bootstrap_p_value,
     bootstrap_units,
+    holm,
     order_kept,
     resample_weights,
 )
@@ -212,7 +213,9 @@ def ab(
         _write_results(out_dir, table, by_reading, runs_at, control, base)
         from simrec.evaluation.report import ab_report
 
-        ab_report(out_dir, table, runs, control, watches, by_reading)
+        ab_report(
+            out_dir, table, runs, control, watches, by_reading, exposure_dependent_pairs(table)
+        )
         table.attrs["out_dir"] = str(out_dir)
         table.attrs["exposure_readings"] = readings
     return table
@@ -583,24 +586,6 @@ def _exposure_orders(
         for m in range(len(METRICS))
     ]
     return by_reading, with_
-
-
-def holm(p: np.ndarray) -> np.ndarray:
-    """Holm step-down adjusted p-values; NaN entries are left out and stay NaN.
-
-    >>> holm(np.array([0.01, 0.04, np.nan, 0.03])).round(3).tolist()
-    [0.03, 0.06, nan, 0.06]
-    """
-    p = np.asarray(p, np.float64)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    if ok.size == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    m = order.size
-    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out[order] = np.minimum(adjusted, 1.0)
-    return out
 
 
 def _write_results(

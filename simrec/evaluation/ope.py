@@ -125,7 +125,7 @@ def ope(
             table["relative_error"] = (table["value"] - truth) / truth if truth else np.nan
         with outputs.replacing(out_dir / "ope_results.parquet") as f:
             table.to_parquet(f, index=False)
-        ope_report(out_dir, table, slate_weights)
+        ope_report(out_dir, table, slate_weights, support_warning(table))
     return table
 
 

@@ -42,7 +42,10 @@ def run_report(
 
     run_dir = Path(run_dir)
     if outputs.owner_kind(run_dir) == "converse" and (run_dir / "manifest.json").is_file():
-        return conversation_report(run_dir, out)
+        raise InputError(
+            f"{run_dir}: a conversation run, not a simulation run; its report is "
+            "simrec.conversation.report.conversation_report (simrec report takes either)"
+        )
     if not outputs.is_run_manifest(run_dir / "manifest.json"):
         raise InputError(
             f"{run_dir}: incomplete run (no manifest.json) or not simrec's; nothing to report"
@@ -122,68 +125,6 @@ def run_report(
         return page.write_page(out, f"simrec run {manifest['run_id']}", sections)
 
 
-def conversation_report(conv_dir: Path, out: str | Path | None = None) -> Path:
-    """``DIR/report/report.html`` for ``simrec converse`` output: the comparison of the arms,
-    success and Recall@10 by turn per arm, and example dialogues of each arm (the first
-    success and the first failure)."""
-    from simrec.conversation.run import found_target
-
-    manifest = outputs.read_json(conv_dir / "manifest.json", "a conversation run's manifest")
-    out = Path(out) if out else conv_dir / "report"
-    with outputs.owning(out, "report", overwrite=False, what="report"):
-        plt = page.pyplot()
-        metrics = pq.read_table(conv_dir / "crs_metrics.parquet").to_pandas()
-        comparison = pq.read_table(conv_dir / "crs_comparison.parquet").to_pandas()
-        conv = pq.read_table(conv_dir / "conversations.parquet").to_pandas()
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for arm, m in metrics.groupby("arm", sort=False, observed=True):
-            axes[0].plot(m.turn, m.success_rate, marker=".", label=str(arm))
-            axes[1].plot(m.turn, m.recall_at_10, marker=".", label=str(arm))
-        for ax, what in zip(axes, ("success rate", "Recall@10"), strict=True):
-            ax.set_xlabel("turn")
-            ax.set_ylabel(what)
-            ax.set_ylim(0, 1)
-            ax.set_xticks(sorted(metrics.turn.unique()))
-        axes[0].legend()
-        curves = page.save_figure(fig, out / "by_turn.png")
-        arms = ", ".join(f"{k} ({v['spec']})" for k, v in manifest["arms"].items())
-        sections = [
-            (
-                "Conversations",
-                f"<p>{page.esc(manifest['users'])} users ({page.esc(manifest['user_brain'])} "
-                f"brain, {page.esc(manifest['targets'])} targets, what they knew: interactions "
-                f"{page.esc(manifest['cutoff'])}) talked to each of {page.esc(arms)} "
-                f"for at most {page.esc(manifest['turns'])} turns; control: "
-                f"{page.esc(manifest['control'])}.</p>" + page.table(comparison),
-            ),
-            ("Success and Recall@10 by turn", page.image(curves, "success and recall by turn")),
-        ]
-        for arm, d in conv.groupby("arm", sort=False, observed=True):
-            said = {"user": "User", "crs": "CRS", "rating": "Rating"}
-            last = d[d.speaker == "user"].groupby("conversation").last()
-            ends = pd.Series(
-                [
-                    found_target(t, list(ids), list(vs))
-                    for t, ids, vs in zip(
-                        last.target_item_id, last.item_ids, last.verdicts, strict=True
-                    )
-                ],
-                index=last.index,
-            )
-            for label, pick in (("a success", ends[ends]), ("a failure", ends[~ends])):
-                if pick.empty:
-                    continue
-                rows = d[d.conversation == pick.index[0]]
-                lines = "".join(
-                    f"<p><b>{page.esc(said.get(r.speaker, r.speaker))}</b>: {page.esc(r.text)}"
-                    f"{page.esc(f' ({r.rating}/10)') if r.speaker == 'rating' else ''}</p>"
-                    for r in rows.itertuples()
-                )
-                sections.append((f"{arm}: {label}", lines))
-        sections.append(("Metrics by turn", page.table(metrics)))
-        return page.write_page(out, f"simrec converse {conv_dir.name}", sections)
-
-
 def run_domain(manifest: dict) -> Domain:
     """The catalog domain a run's manifest records (runs made before domains: inferred from
     the data's source)."""
@@ -220,12 +161,15 @@ def ab_report(
     control: str,
     watches: dict[str, np.ndarray] | None = None,
     by_reading: pd.DataFrame | None = None,
+    exposure_pairs: list[str] | None = None,
 ) -> Path:
     """``report.html`` in the A/B directory: per-tick curves per arm, distributions of per-user
     differences to the control, a forest plot of lifts with CIs, and the table. ``watches``:
     per arm, watches per (replicate, user) if already computed (else read from the events).
     ``by_reading``: each arm's value and rank per ``brain.exposure`` reading (ab's
-    ``ab_exposure.parquet``), shown when it holds more than one reading."""
+    ``ab_exposure.parquet``), shown when it holds more than one reading, with
+    ``exposure_pairs``, the pairs of arms whose order depends on the reading
+    (:func:`simrec.evaluation.ab.exposure_dependent_pairs`)."""
     plt = page.pyplot()
     out.mkdir(parents=True, exist_ok=True)
     curves = {
@@ -291,17 +235,15 @@ def ab_report(
         ("Lifts with confidence intervals", page.image(forest_png, "forest plot")),
     ]
     if by_reading is not None and by_reading.exposure.nunique() > 1:
-        orders = _exposure_section(table, by_reading)
+        orders = _exposure_section(table, by_reading, exposure_pairs or [])
         sections.append(("Orders under each exposure reading", orders))
     sections.append((f"Table ({int(table.n_users.iloc[0]):,} users per arm)", page.table(shown)))
     return page.write_page(out, f"simrec A/B: {', '.join(runs)} (control {control})", sections)
 
 
-def _exposure_section(table: pd.DataFrame, by_reading: pd.DataFrame) -> str:
-    """The arms' value (rank) per brain.exposure reading, and the orders that change."""
-    from simrec.evaluation.ab import exposure_dependent_pairs
-
-    pairs = exposure_dependent_pairs(table)
+def _exposure_section(table: pd.DataFrame, by_reading: pd.DataFrame, pairs: list[str]) -> str:
+    """The arms' value (rank) per brain.exposure reading, and the ``pairs`` whose order
+    changes."""
     cells = by_reading.assign(
         cell=[f"{v:.4g} ({r})" for v, r in zip(by_reading.value, by_reading["rank"], strict=True)],
         exposure=[f"exposure {e:g}" for e in by_reading.exposure],
@@ -328,10 +270,15 @@ def _exposure_section(table: pd.DataFrame, by_reading: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------- OPE
 
 
-def ope_report(out: Path, table: pd.DataFrame, weights: np.ndarray | None = None) -> Path:
+def ope_report(
+    out: Path,
+    table: pd.DataFrame,
+    weights: np.ndarray | None = None,
+    warning: str | None = None,
+) -> Path:
     """``report.html`` in the OPE directory: estimates with CIs against the simulated truth,
-    the support warning when there is one, and the distribution of the slate weights
-    (``weights``: (n,), when given)."""
+    the support ``warning`` when there is one (:func:`simrec.evaluation.ope.support_warning`),
+    and the distribution of the slate weights (``weights``: (n,), when given)."""
     plt = page.pyplot()
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -346,10 +293,7 @@ def ope_report(out: Path, table: pd.DataFrame, weights: np.ndarray | None = None
     ax.set_ylabel("first-page value (watches)")
     ax.set_title(f"target: {table.target.iloc[0]}")
     png = page.save_figure(fig, out / "ope_estimates.png")
-    from simrec.evaluation.ope import support_warning
-
     sections = []
-    warning = support_warning(table)
     if warning:
         sections.append(("Warning", f"<p><b>{page.esc(warning)}</b></p>"))
     sections.append(("Estimates against the simulated truth", page.image(png, "OPE estimates")))

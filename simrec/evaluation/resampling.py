@@ -86,3 +86,21 @@ def order_kept(full: np.ndarray, dist: np.ndarray) -> np.ndarray:
     same = (np.sign(dist) == np.sign(full)[:, None]) & finite
     share = same.sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
     return np.where(np.isfinite(full) & (full != 0), share, 0.0)
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm step-down adjusted p-values; NaN entries are left out and stay NaN.
+
+    >>> holm(np.array([0.01, 0.04, np.nan, 0.03])).round(3).tolist()
+    [0.03, 0.06, nan, 0.06]
+    """
+    p = np.asarray(p, np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
