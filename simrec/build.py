@@ -144,6 +144,8 @@ def calibrate(
     n = cfg.population.users if users is _ALL else users
     brain = UtilityBrain(cfg.brain, seed=cfg.seed)
     personas = sample_population(_fit_or_fetch(brain, cfg, data), n, streams)
+    if cfg.population.visit_rate is not None:  # set, not measured (a log without times)
+        personas.arrival_rate = np.full(len(personas), cfg.population.visit_rate, np.float32)
     brain.bind(personas, streams)
     return brain, personas
 

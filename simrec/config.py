@@ -151,6 +151,14 @@ class PopulationConfig(_Section):
     items: int | None = Field(
         None, gt=0, description="keep only the N most popular items (None: whole catalog)"
     )
+    visit_rate: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="every agent's chance of a visit per tick at neutral satisfaction (None: "
+        "each user's own rate, from the log's sessions; a log without timestamps has none, "
+        "and gets one visit in 30 days)",
+    )
 
 
 class SimulationConfig(_Section):
@@ -497,7 +505,10 @@ _MAX_CONFIG_DEPTH = 20
 
 # settings added after run ids were first derived from configs: while unset, they stay out
 # of every id and default path, so a config that does not use them keeps its old run id
-_LATER_FIELDS = {"data": ("kg", "kg_links", "kg_labels", "domain")}
+_LATER_FIELDS = {
+    "data": ("kg", "kg_links", "kg_labels", "domain"),
+    "population": ("visit_rate",),
+}
 
 
 def identity_dump(cfg: BaseModel, **dump: Any) -> dict:

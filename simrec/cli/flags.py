@@ -184,6 +184,13 @@ def add_world_flags(r: argparse.ArgumentParser) -> None:
     )
     r.add_argument("--ticks", type=int, help="ticks (simulated days) to run")
     r.add_argument(
+        "--visit-rate",
+        type=float,
+        metavar="P",
+        help="every agent's chance of a visit per tick (default: each user's own, from the "
+        "log's sessions; set it for a log without timestamps)",
+    )
+    r.add_argument(
         "--social",
         metavar="GRAPH",
         help="social graph: watts-strogatz, barabasi-albert, or an edge list file of data user ids",
@@ -324,6 +331,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         (data["synthetic"] if synthetic else pop)["users"] = args.users
     if getattr(args, "items", None) is not None:
         (data["synthetic"] if synthetic else pop)["items"] = args.items
+    if getattr(args, "visit_rate", None) is not None:
+        pop["visit_rate"] = args.visit_rate
     for flag, section, key in (
         ("ticks", sim, "ticks"),
         ("page_size", sim, "page_size"),

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from simrec.arrays import lexsort_ints, lexsorted_ints
 from simrec.domain import DOMAINS, Domain
+from simrec.rng import Streams
 
 if TYPE_CHECKING:
     from simrec.data.knowledge import ItemKnowledge
@@ -301,10 +302,23 @@ class Interactions:
             self.user_ids[users],
         )
 
-    def latest(self, share: float) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def timed(self) -> bool:
+        """Whether the log says when things happened: False when every interaction has the
+        same timestamp (a log read without a timestamp column has 0 throughout)."""
+        return len(self) > 0 and bool(self.timestamp.max() > self.timestamp.min())
+
+    def latest(self, share: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Row indices (sorted) of each user's earlier and latest interactions: per user, the
-        latest ``floor(share * n)`` by timestamp (then item) are the second array."""
-        order = lexsort_ints((self.item, self.timestamp, self.user))
+        latest ``floor(share * n)`` by timestamp (then item) are the second array. In a log
+        without times (not :attr:`timed`) "latest" means nothing, and that many are drawn at
+        random per user (``seed``), never by file or item order (a log sorted by item would
+        otherwise hold out each user's highest item ids)."""
+        if self.timed:
+            order = lexsort_ints((self.item, self.timestamp, self.user))
+        else:
+            draw = Streams(seed).generator("untimed-holdout").random(len(self))
+            order = np.lexsort((draw, self.user))
         user = self.user[order]
         counts = np.bincount(user, minlength=self.n_users)
         rank = np.arange(len(self)) - np.repeat(np.cumsum(counts) - counts, counts)

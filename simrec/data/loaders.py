@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -353,11 +354,16 @@ def load_table(
         if "rating" in columns
         else np.full(len(df), np.nan)
     )
-    timestamps = (
-        _timestamps(df, columns["timestamp"], p, header)
-        if "timestamp" in columns
-        else np.zeros(len(df), np.int64)
-    )
+    if "timestamp" in columns:
+        timestamps = _timestamps(df, columns["timestamp"], p, header)
+    else:
+        timestamps = np.zeros(len(df), np.int64)
+        logging.getLogger(__name__).warning(
+            "%s: no timestamp column (--columns ...,timestamp=COL): every interaction is at "
+            "time 0, so held-out parts are drawn at random per user, the fidelity report "
+            "compares no sessions or visits, and every persona gets the default visit rate",
+            p,
+        )
     files = [p]
     if items_path is not None:
         ip = Path(items_path)

@@ -205,9 +205,10 @@ def fidelity(
     outputs.check_free(out, "fidelity", **taking)
 
     data = build.load_data(cfg)
-    split = temporal_split(data, holdout)
+    split = temporal_split(data, holdout, cfg.seed)
     brain, personas = calibrated_brain(split.train, cfg)
     rows: list[tuple] = [
+        ("split", "held-out", "by_time", float(split.timed), "real"),
         ("split", "held-out", "interactions", float(len(split.test)), "real"),
         ("split", "training", "interactions", float(len(split.train.interactions)), "real"),
         ("split", "held-out", "users", float(np.unique(split.test.user).size), "real"),

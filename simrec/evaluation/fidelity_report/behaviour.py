@@ -42,23 +42,28 @@ def sim_behaviour(events: pd.DataFrame, n_agents: int, n_items: int, ticks: int)
 
 def behaviour(split: Split, sim: dict, tick_seconds: int) -> tuple[list[tuple], dict]:
     """Rows of the behaviour section: simulated (``sim`` from one run) against the training
-    log."""
+    log. A log without timestamps has no sessions or visits to measure: their real figures
+    and distances are NaN (n/a), and the simulated ones stay."""
     from simrec.metrics import gini
 
     real = _real_behaviour(split.train, tick_seconds)
+    if not split.train.interactions.timed:
+        for name in ("items_per_session", "sessions_per_user_per_tick"):
+            real[name] = np.zeros(0)
     n_items = split.train.catalog.n_items
     sim_consumed = np.bincount(sim["consumed"], minlength=n_items)
     rows = []
     for name in ("items_per_session", "sessions_per_user_per_tick"):
         r, s = real[name], sim[name]
+        both = bool(s.size and r.size)
         rows += [
             ("behaviour", name, "mean", float(s.mean()) if s.size else float("nan"), "simrec"),
-            ("behaviour", name, "mean", float(r.mean()), "real"),
+            ("behaviour", name, "mean", float(r.mean()) if r.size else float("nan"), "real"),
             (
                 "behaviour",
                 name,
                 "wasserstein",
-                float(stats.wasserstein_distance(s, r)) if s.size else float("nan"),
+                float(stats.wasserstein_distance(s, r)) if both else float("nan"),
                 "simrec",
             ),
         ]

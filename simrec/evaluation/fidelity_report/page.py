@@ -14,7 +14,7 @@ from simrec.config import RunConfig
 from simrec.domain import DOMAINS, Domain
 from simrec.evaluation import page as blocks
 from simrec.evaluation.fidelity_report.ranking import MIN_RATINGS_PER_ITEM, RESOLVED
-from simrec.evaluation.fidelity_report.split import TARGETS
+from simrec.evaluation.fidelity_report.split import TARGETS, holdout_kind
 
 SCORECARD = (
     ("discrimination", "1:1", "accuracy", True),
@@ -202,10 +202,17 @@ def write_report(
         pa.Table.from_pandas(table, preserve_index=False), out / "fidelity.parquet"
     )
     plt = blocks.pyplot()
+    untimed = (
+        ""
+        if _timed(table)
+        else "<p>This log has no timestamps, so nothing in it is latest: each user's held-out "
+        "part is a seeded random draw of their interactions, and its sessions and visits "
+        "cannot be measured (their comparisons read n/a).</p>"
+    )
     sections = [
         (
             "Can I trust simrec's ranking of policies on this data?",
-            f"<p>{blocks.esc(ranking_verdict(table))}.</p>",
+            f"<p>{blocks.esc(ranking_verdict(table))}.</p>" + untimed,
         ),
         (
             "How well do its users know their own tastes?",
@@ -249,7 +256,14 @@ def write_report(
             "Setup",
             "<pre>"
             + blocks.esc(
-                json.dumps({"holdout": holdout, "config": cfg.model_dump(mode="json")}, indent=1)
+                json.dumps(
+                    {
+                        "holdout": holdout,
+                        "held out": holdout_kind(_timed(table)),
+                        "config": cfg.model_dump(mode="json"),
+                    },
+                    indent=1,
+                )
             )
             + "</pre>",
         )
@@ -278,3 +292,10 @@ def _ranking_plot(plt, table: pd.DataFrame, out: Path, sections: list, domain: D
                 blocks.image(blocks.save_figure(fig, out / "ranking.png"), "ranking"),
             )
         )
+
+
+def _timed(table: pd.DataFrame) -> bool:
+    """Whether the report's split held out each user's latest interactions (its ``by_time``
+    row; a table without one is from a timed log)."""
+    row = table[(table.section == "split") & (table.metric == "by_time")]
+    return bool(row.value.iloc[0]) if len(row) else True

@@ -103,7 +103,7 @@ def synthetic(
     }
     outputs.check_free(out, "synthetic", **taking)
     data = build.load_data(cfg)
-    split = temporal_split(data, holdout)
+    split = temporal_split(data, holdout, cfg.seed)
     exposure = _exposure_policy(policy, cfg)
     make_policy(exposure)  # an unknown policy or bad parameter: an error before any output
     with outputs.owning(out, "synthetic", **taking):
@@ -123,6 +123,7 @@ def synthetic(
             ("setup", "simulation", "agents", float(source.size), "synthetic"),
             ("setup", "simulation", "agents_per_user", float(gen.clones), "synthetic"),
             ("setup", "split", "holdout", holdout, "real"),
+            ("setup", "split", "by_time", float(split.timed), "real"),
             ("setup", "held-out", "interactions", float(len(split.test)), "real"),
         ]
         syn_data = _as_dataset(split.train, syn, "synthetic log")
