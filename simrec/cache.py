@@ -22,6 +22,7 @@ process, and ``SIMREC_NO_CACHE=1`` turns it off. ``simrec cache info`` lists the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -92,8 +93,8 @@ def _digest(x: Any, h) -> None:
     h.update(type(x).__qualname__.encode())
     if isinstance(x, np.ndarray):
         h.update(f"{x.dtype.str}{x.shape}".encode())
-        if x.dtype == object:
-            h.update(json.dumps([_plain(v) for v in x.ravel().tolist()]).encode())
+        if x.dtype == object:  # ids, titles, texts: by their JSON, anything else by repr
+            h.update(json.dumps([_plain(v) for v in x.ravel().tolist()], default=repr).encode())
         else:
             h.update(np.ascontiguousarray(x).view(np.uint8).ravel())
     elif sp.issparse(x):
@@ -243,7 +244,8 @@ def fetch(key: str) -> tuple[dict | None, str]:
         why = f"ignored: {err}" if isinstance(err, _Foreign) else f"ignored: unreadable ({err})"
         _log.warning("calibration cache entry %s %s; recalibrating", entry, why[9:])
         return None, why
-    os.utime(entry / "meta.json")  # used now: the last to go when the cache is trimmed
+    with contextlib.suppress(OSError):  # a read-only cache is still read
+        os.utime(entry / "meta.json")  # used now: the last to go when the cache is trimmed
     return state, "hit"
 
 
@@ -290,8 +292,8 @@ def keep(key: str, state: dict, summary: dict) -> bool:
             if scratch.exists():
                 shutil.rmtree(scratch)
         _trim(kind, keep=final)
-    except OSError as err:
-        _log.warning("calibration cache: cannot write to %s (%s); not cached", root, err)
+    except (OSError, TypeError, ValueError) as err:  # a full disk, a value JSON cannot hold
+        _log.warning("calibration cache: cannot store in %s (%s); not cached", root, err)
         return False
     return True
 

@@ -139,6 +139,12 @@ def test_the_cache_never_writes_into_or_clears_a_folder_it_did_not_make(tmp_path
     try:
         how, _ = _run(tmp_path, "a")
         assert how == "miss (not stored)" and "did not write" in caplog.text
+        # nor does a state that is not plain data reach it (the command goes on)
+        cache.configure(tmp_path / "mine")
+        odd = np.array([b"raw bytes"], dtype=object)
+        assert not cache.keep("k" * 40, {"odd": odd}, {}) and "not cached" in caplog.text
+        assert cache.entries() == []
+        cache.configure(theirs)
         assert cache.clear() == (0, 0)
         assert sorted(p.name for p in theirs.iterdir()) == ["notes.txt"]
     finally:
