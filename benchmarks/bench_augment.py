@@ -91,7 +91,7 @@ def population_ranking(data, cfg) -> None:
 
     from simrec.augment import subsample
     from simrec.build import calibrate
-    from simrec.environments.base import Slates, top_k_by_score
+    from simrec.environments.base import ScoreRanker
     from simrec.evaluation.fidelity_report import Split, temporal_split
     from simrec.evaluation.fidelity_report.baselines import fitted
     from simrec.evaluation.fidelity_report.ranking import per_user_metrics
@@ -105,13 +105,8 @@ def population_ranking(data, cfg) -> None:
     def rows(u: np.ndarray) -> np.ndarray:
         return brain.watch_logit(u, np.tile(np.arange(n), (u.size, 1))) + exposure
 
-    class Population:
-        def recommend(self, users, k, *, exclude, rng):
-            items, scores = top_k_by_score(rows, users, k, exclude)
-            return Slates(items, scores, np.ones((users.size, k)), np.ones(users.size), True)
-
     s = Split(sparse, split.test)
-    own = per_user_metrics(Population(), s)["recall"].mean()
+    own = per_user_metrics(ScoreRanker(rows, "population"), s)["recall"].mean()
     pop = per_user_metrics(fitted("popular", {}, sparse), s)["recall"].mean()
     print(
         "  the population calibrated on the subsample, ranking by its choice probability: "

@@ -184,6 +184,37 @@ def top_k_by_score(
     return items, scores
 
 
+def ranked_slates(
+    score_rows: Callable[[np.ndarray], np.ndarray],
+    users: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None,
+) -> Slates:
+    """Deterministic slates of the ``k`` best-scoring allowed items per user
+    (:func:`top_k_by_score`), every propensity 1."""
+    items, scores = top_k_by_score(score_rows, users, k, exclude)
+    n = users.shape[0]
+    return Slates(items, scores, np.ones((n, k)), np.ones(n), True)
+
+
+class ScoreRanker:
+    """A Recommender over a fixed score function, already fitted: ``score_rows(users)``
+    gives the (c, n_items) scores of a chunk of users (each row independent of the others);
+    it shows the ``k`` best allowed items. For evaluating anything that scores items (a
+    population's choice probability, a model restricted to some items) as a recommender."""
+
+    def __init__(self, score_rows: Callable[[np.ndarray], np.ndarray], name: str = "scores"):
+        self.score_rows, self.name = score_rows, name
+
+    def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
+        """Nothing to learn: the scores are given."""
+
+    def recommend(
+        self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
+    ) -> Slates:
+        return ranked_slates(self.score_rows, users, k, exclude)
+
+
 def exact_factors(x: np.ndarray, n_factors: int) -> tuple[np.ndarray, float]:
     """Factors rounded to a fixed-point grid so that dot products are exact in float64.
 

@@ -25,7 +25,7 @@ from simrec.environments.base import (
     Slates,
     exact_factors,
     history_matrix,
-    top_k_by_score,
+    ranked_slates,
 )
 from simrec.errors import ConfigError
 from simrec.itemitem import EASE_MAX_ITEMS, cosine_neighbours, ease_weights
@@ -84,9 +84,7 @@ class _Ranker:
     def recommend(
         self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
     ) -> Slates:
-        items, scores = top_k_by_score(self._scores_with_fallback, users, k, exclude)
-        n = users.shape[0]
-        return Slates(items, scores, np.ones((n, k)), np.ones(n), True)
+        return ranked_slates(self._scores_with_fallback, users, k, exclude)
 
 
 class ItemKNNPolicy(_Ranker):

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from simrec.data.dataset import Dataset
-from simrec.environments.base import PolicyRandomness, Slates, top_k_by_score
+from simrec.environments.base import PolicyRandomness, Slates, ranked_slates
 from simrec.evaluation.fidelity_report.baselines import fitted
 
 FOLD_IN = ("popular", "itemknn", "ease", "als")  # the models that can be folded in
@@ -60,8 +60,7 @@ class FoldedIn:
     def recommend(
         self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None, rng: PolicyRandomness
     ) -> Slates:
-        items, scores = top_k_by_score(self._score, users, k, exclude)
-        return Slates(items, scores, np.ones((users.size, k)), np.ones(users.size), True)
+        return ranked_slates(self._score, users, k, exclude)
 
 
 def als_fold_in(
