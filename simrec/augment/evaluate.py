@@ -11,8 +11,8 @@ import scipy.sparse as sp
 
 from simrec.augment.cutoff import Cutoff
 from simrec.augment.items import enrich_items
-from simrec.data.dataset import Dataset, Interactions
-from simrec.environments.base import Slates, top_k_by_score
+from simrec.data.dataset import Dataset
+from simrec.environments.base import ScoreRanker
 from simrec.rng import Streams
 
 
@@ -102,9 +102,6 @@ def subsample(train: Dataset, share: float, seed: int) -> Dataset:
     return train.with_log(log.take(np.sort(order[rank < keep_n[log.user[order]]])))
 
 
-ARMS = ("pseudo", "synthetic")  # what downstream_lift adds to the sparse subsample
-
-
 def downstream_lift(
     data: Dataset,
     cfg,
@@ -125,7 +122,7 @@ def downstream_lift(
 ) -> dict[str, float]:
     """Recall@20 and NDCG@20 on each user's latest ``holdout`` interactions of ``policy``
     trained on a sparse subsample (``share`` of each user's earlier interactions, at least
-    one; :func:`subsample`) alone and with each of ARMS added:
+    one; :func:`subsample`) alone and with each of these added:
 
     * ``pseudo``: the simulator's ``positives`` pseudo-positives per user from ``base``'s
       ``candidates`` (:func:`simrec.augment.interactions.pseudo_interactions`; ``base="kg"``
@@ -159,15 +156,8 @@ def downstream_lift(
     def score(d: Dataset) -> dict[str, np.ndarray]:  # the real users are d's first rows
         return per_user_metrics(fitted(policy, params, d), Split(sparse, split.test))
 
-    def adding(u: np.ndarray, i: np.ndarray, t: np.ndarray, r: np.ndarray) -> Dataset:
-        log = Interactions(
-            np.r_[sparse_log.user, u].astype(np.int32),
-            np.r_[sparse_log.item, i].astype(np.int32),
-            np.r_[sparse_log.rating, r].astype(np.float32),
-            np.r_[sparse_log.timestamp, t].astype(np.int64),
-            np.arange(max(train.n_users, int(u.max(initial=-1)) + 1)),
-        )
-        return dataclasses.replace(sparse, interactions=log)
+    def adding(u: np.ndarray, i: np.ndarray, r: np.ndarray, t: np.ndarray) -> Dataset:
+        return dataclasses.replace(sparse, interactions=sparse_log.appended(u, i, r, t))
 
     plain = score(sparse)
     out = {
@@ -185,12 +175,12 @@ def downstream_lift(
         pu = pd.Index(train.user_ids).get_indexer(pos.column("user_id").to_numpy())
         pi = pd.Index(data.catalog.item_ids).get_indexer(pos.column("item_id").to_numpy())
         last = np.full(pu.size, sparse_log.timestamp.max())
-        arms["pseudo"] = score(adding(pu, pi, last, np.full(pu.size, np.nan)))
+        arms["pseudo"] = score(adding(pu, pi, np.full(pu.size, np.nan), last))
         out["pseudo_positives"] = float(stats["pseudo_positives"])
     if volume is not None:
         syn = generate(cfg, sparse, ticks=ticks, volume=volume).log
         arms["synthetic"] = score(
-            adding(syn.user + train.n_users, syn.item, syn.timestamp, syn.rating)
+            adding(syn.user + train.n_users, syn.item, syn.rating, syn.timestamp)
         )
         out["synthetic_interactions"] = float(len(syn))
     # a user is cold when most of their held-out items are cold in the subsample
@@ -285,18 +275,12 @@ def cold_item_lift(
     def cold_only(d: Dataset) -> dict[str, np.ndarray]:
         policy = fitted("genre", {}, d)
 
-        class Cold:  # the policy's scores with every warm item disallowed
-            def recommend(self, users, k, *, exclude, rng):
-                def rows(u: np.ndarray) -> np.ndarray:
-                    s = policy.scores(u)
-                    s[:, ~cold] = -np.inf
-                    return s
+        def rows(u: np.ndarray) -> np.ndarray:  # the policy's scores, every warm item disallowed
+            s = policy.scores(u)
+            s[:, ~cold] = -np.inf
+            return s
 
-                items, scores = top_k_by_score(rows, users, k, exclude)
-                n = users.size
-                return Slates(items, scores, np.ones((n, k)), np.ones(n), True)
-
-        return per_user_metrics(Cold(), split)
+        return per_user_metrics(ScoreRanker(rows, "genre, cold items only"), split)
 
     raw, rich = cold_only(train), cold_only(enriched)
     n_cold = int(cold.sum())

@@ -282,6 +282,20 @@ class Interactions:
         self._matrix = m
         return m
 
+    def appended(
+        self, user: np.ndarray, item: np.ndarray, rating: np.ndarray, timestamp: np.ndarray
+    ) -> Interactions:
+        """These rows followed by more (each array (m,)). Users at or past ``n_users`` are new
+        ones; then every user's id becomes its index (the added users have no others)."""
+        n_users = max(self.n_users, int(np.max(user, initial=-1)) + 1)
+        return Interactions(
+            np.r_[self.user, user].astype(np.int32),
+            np.r_[self.item, item].astype(np.int32),
+            np.r_[self.rating, rating].astype(np.float32),
+            np.r_[self.timestamp, timestamp].astype(np.int64),
+            self.user_ids if n_users == self.n_users else np.arange(n_users),
+        )
+
     def take(self, rows: np.ndarray) -> Interactions:
         """The rows ``rows`` (same users and user ids)."""
         return Interactions(

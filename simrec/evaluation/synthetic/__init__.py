@@ -245,13 +245,7 @@ def _as_dataset(train: Dataset, log: Interactions, name: str) -> Dataset:
 def _union(real: Dataset, syn: Dataset) -> Dataset:
     """The real training log and the synthetic one, the synthetic users after the real ones."""
     a, b = real.interactions, syn.interactions
-    log = Interactions(
-        np.r_[a.user, b.user + a.n_users].astype(np.int32),
-        np.r_[a.item, b.item].astype(np.int32),
-        np.r_[a.rating, b.rating].astype(np.float32),
-        np.r_[a.timestamp, b.timestamp].astype(np.int64),
-        np.arange(a.n_users + b.n_users),
-    )
+    log = a.appended(b.user + a.n_users, b.item, b.rating, b.timestamp)
     return _as_dataset(real, log, "real + synthetic")
 
 
