@@ -241,9 +241,9 @@ def fetch(key: str) -> tuple[dict | None, str]:
         if not isinstance(state, dict):
             raise _Foreign("no calibration in it")
     except Exception as err:  # noqa: BLE001 - whatever a damaged or foreign entry raises
-        why = f"ignored: {err}" if isinstance(err, _Foreign) else f"ignored: unreadable ({err})"
-        _log.warning("calibration cache entry %s %s; recalibrating", entry, why[9:])
-        return None, why
+        reason = str(err) if isinstance(err, _Foreign) else f"unreadable ({err})"
+        _log.warning("calibration cache entry %s %s; recalibrating", entry, reason)
+        return None, f"ignored: {reason}"
     with contextlib.suppress(OSError):  # a read-only cache is still read
         os.utime(entry / "meta.json")  # used now: the last to go when the cache is trimmed
     return state, "hit"
