@@ -44,3 +44,14 @@ class NoRecommend:
 
     def fit(self, interactions, catalog) -> None:
         pass
+
+
+class ShuffledSessions(LeastPopular):
+    """Breaks the session-ranking promise: declares it, yet logs its slates as drawn."""
+
+    name = "shuffled-sessions"
+    session_ranking = True
+
+    def recommend(self, users, k, *, exclude, rng):
+        s = super().recommend(users, k, exclude=exclude, rng=rng)
+        return Slates(s.items, s.scores, s.pscore_item_position, s.pscore_slate, False)

@@ -15,6 +15,36 @@ def test_builtin_policies_pass_the_contract(name):
     check_recommender(lambda: make_policy(name, {}))
 
 
+def test_the_contract_catches_a_false_session_ranking_promise():
+    from simrec.environments import PopularPolicy
+
+    class Swapped(PopularPolicy):  # longer lists put the second item first
+        name = "swapped"
+
+        def recommend(self, users, k, *, exclude, rng):
+            s = super().recommend(users, k, exclude=exclude, rng=rng)
+            if k > 10:
+                s.items[:, [0, 1]] = s.items[:, [1, 0]]
+            return s
+
+    with pytest.raises(AssertionError, match="swapped: declares session_ranking"):
+        check_recommender(Swapped)
+    Swapped.session_ranking = False  # the same policy without the promise is asked per page
+    check_recommender(Swapped)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 40, 99])
+def test_top_k_keeps_the_lowest_indexed_of_tied_items_whatever_k(k):
+    from simrec.environments.base import top_k_by_score
+
+    scores = np.round(np.random.default_rng(k).random((2100, 100)) * 3).astype(np.float32)
+    scores[::5] = 0.0  # whole rows of ties
+    items, best = top_k_by_score(lambda u: scores[u], np.arange(2100), k, None)
+    order = np.lexsort((np.broadcast_to(np.arange(100), scores.shape), -scores), axis=1)
+    assert np.array_equal(items, order[:, :k])
+    assert np.array_equal(best, np.take_along_axis(scores, order[:, :k], axis=1))
+
+
 def test_the_contract_catches_a_policy_that_shows_excluded_items():
     class Careless:
         name = "careless"

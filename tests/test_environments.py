@@ -50,6 +50,26 @@ def test_byte_identical_for_any_batch_size(case, tmp_path):
     ).read_bytes()
 
 
+@pytest.mark.parametrize("case", ["itemknn-retrain", "genre", "als"])
+def test_ranking_a_session_once_gives_the_bytes_of_asking_page_by_page(case, tmp_path, monkeypatch):
+    import simrec.simulator.model as model
+
+    policy = POLICY_CASES.get(case, ALS)
+    once = simrec.run(_config(tmp_path / "once", policy, ticks=4, batch_size=37))
+    monkeypatch.setattr(model, "ranks_sessions", lambda p: False)
+    paged = simrec.run(_config(tmp_path / "paged", policy, ticks=4, batch_size=37))
+    assert _parts(once.run_dir) and _parts(once.run_dir) == _parts(paged.run_dir)
+    assert (once.run_dir / "metrics.parquet").read_bytes() == (
+        paged.run_dir / "metrics.parquet"
+    ).read_bytes()
+
+
+def test_a_session_ranking_that_is_not_deterministic_is_refused(tmp_path, capsys):
+    cfg = _config(tmp_path / "r", {"name": "tests.custom_policy:ShuffledSessions"}, ticks=1)
+    with pytest.raises(simrec.ConfigError, match="session_ranking = True.*deterministic"):
+        simrec.run(cfg)
+
+
 def test_feedback_loop_refits_the_policy_on_what_was_watched(tmp_path):
     ticks, every = 6, 2
     fixed = simrec.run(_config(tmp_path / "fixed", ALS, ticks=ticks))

@@ -79,6 +79,36 @@ class Recommender(Protocol):
         """Slates for ``users`` (n,) int64; ``exclude``: (n, n_items) CSR aligned with users."""
 
 
+@runtime_checkable
+class SessionRanking(Protocol):
+    """Optional ability of a deterministic Recommender: ``session_ranking = True`` promises
+    that ``recommend`` ranks a user's allowed items the same way whatever ``k``, page or
+    draws, and returns deterministic slates (propensities 1).
+
+    The simulator then asks once per session for every page at once (``k x max_pages`` items,
+    excluding what each user consumed) and shows the p-th block of ``k`` on page p: the same
+    slates as asking page by page with the earlier pages excluded, for one scoring per session
+    instead of one per page. :func:`simrec.testing.check_recommender` checks the promise;
+    :func:`ranks_sessions` tells whether a policy makes it.
+    """
+
+    session_ranking: bool
+
+
+def ranks_sessions(policy: object) -> bool:
+    """True when ``policy`` promises :class:`SessionRanking` (the attribute set to True)."""
+    return isinstance(policy, SessionRanking) and policy.session_ranking is True
+
+
+def page_of(session: Slates, rows: np.ndarray, page: int, k: int) -> Slates:
+    """Page ``page`` (the block of ``k`` slots from ``page * k``) of the ``rows`` (n,) of a
+    deterministic session ranking (m, k x pages), as a slate (n, k) of its own."""
+    cols = slice(page * k, (page + 1) * k)
+    n = rows.size
+    items, scores = session.items[rows, cols], session.scores[rows, cols]
+    return Slates(items, scores, np.ones((n, k)), np.ones(n), True)
+
+
 def first_k(candidates: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``k`` allowed candidates per row, in order. (n, m), (n, m) -> (n, k) items with -1
     padding, and the (n,) count found.
@@ -174,6 +204,8 @@ def top_k_by_score(
         if part is None:
             part = np.broadcast_to(np.arange(s.shape[1]), s.shape)
         top = np.take_along_axis(s, part, axis=1)
+        if part.shape[1] < s.shape[1]:
+            _lowest_ties_first(s, part, top)
         # best first; equal scores by item index, so ties never depend on the partition
         order = np.lexsort((part, -top), axis=1)
         chosen = np.take_along_axis(part, order, axis=1)
@@ -182,6 +214,24 @@ def top_k_by_score(
         items[rows, :kk] = np.where(ok, chosen, -1)
         scores[rows, :kk] = np.where(ok, best, 0.0)
     return items, scores
+
+
+def _lowest_ties_first(s: np.ndarray, part: np.ndarray, top: np.ndarray) -> None:
+    """Where a row's k-th best score is shared by more items than the partition kept, keep the
+    lowest-indexed of them (in place): the k best are then the same whatever k asks, never the
+    partition's arbitrary pick. s: (c, n) scores; part, top: (c, k) kept items and scores."""
+    kth = top.min(axis=1)
+    tied_kept = top == kth[:, None]
+    tied_all = s == kth[:, None]
+    fix = np.flatnonzero(np.isfinite(kth) & (tied_all.sum(axis=1) > tied_kept.sum(axis=1)))
+    if fix.size == 0:
+        return
+    need = tied_kept[fix].sum(axis=1)
+    every = np.broadcast_to(np.arange(s.shape[1]), (fix.size, s.shape[1]))
+    first, _ = first_k(every, tied_all[fix], int(need.max()))
+    sub = part[fix]
+    sub[tied_kept[fix]] = first[np.arange(first.shape[1])[None, :] < need[:, None]]
+    part[fix] = sub
 
 
 def ranked_slates(

@@ -47,9 +47,11 @@ def _positive(name: str, value: float, integer: bool = False) -> None:
 
 
 class _Ranker:
-    """Shared plumbing: popularity fallback, padding, Slates."""
+    """Shared plumbing: popularity fallback, padding, Slates. A fitted ranker's scores
+    depend on the user alone, so it ranks whole sessions at once (``SessionRanking``)."""
 
     name = "ranker"
+    session_ranking = True
 
     def __init__(self) -> None:
         self.n_items = 0

@@ -121,6 +121,7 @@ class PopularPolicy:
 
     name = "popular"
     family = "popularity"
+    session_ranking = True  # one ranking for everyone: pages are its blocks (SessionRanking)
 
     def __init__(self, half_life_days: float | None = None) -> None:
         if half_life_days is not None and not half_life_days > 0:

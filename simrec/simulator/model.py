@@ -34,8 +34,16 @@ from simrec.agents.user import UserAgent
 from simrec.config import SimulationConfig
 from simrec.data.dataset import Dataset
 from simrec.data.schemas import METRIC_COLUMNS
-from simrec.environments.base import PolicyRandomness, Recommender, check_slates
+from simrec.environments.base import (
+    PolicyRandomness,
+    Recommender,
+    Slates,
+    check_slates,
+    page_of,
+    ranks_sessions,
+)
 from simrec.environments.social import SocialSignal
+from simrec.errors import ConfigError
 from simrec.metrics import entropy_bits, gini
 from simrec.rng import Streams
 from simrec.simulator.recorder import EventRecorder
@@ -344,13 +352,18 @@ class SimulationModel(mesa.Model):
         value = np.zeros(m)
         watched = np.zeros(m, np.int64)
         in_session = np.arange(m)
+        # a policy that ranks whole sessions is asked once: every page is a block of its list
+        session = self._rank_sessions(agents) if ranks_sessions(self.policy) else None
         for page in range(max_pages):
             if in_session.size == 0:
                 break
             leave = np.zeros(m, bool)
             for start in range(0, in_session.size, self.sim.batch_size):
                 rows = in_session[start : start + self.sim.batch_size]
-                v, w, lv = self._page(agents[rows], shown[rows, : page * k], page, shown, rows)
+                ranked = None if session is None else page_of(session, rows, page, k)
+                v, w, lv = self._page(
+                    agents[rows], shown[rows, : page * k], page, shown, rows, ranked
+                )
                 value[rows] += v
                 watched[rows] += w
                 leave[rows] = lv
@@ -364,13 +377,19 @@ class SimulationModel(mesa.Model):
         page: int,
         shown: np.ndarray,
         rows: np.ndarray,
+        ranked: Slates | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One page for ``agents``: their slates (``ranked``, the page's block of a session
+        ranking, or asked of the policy now), decisions and event rows."""
         k = self.sim.page_size
-        exclude = self._exclusions(agents, earlier)
-        slates = self.policy.recommend(
-            agents, k, exclude=exclude, rng=PolicyRandomness(self.streams, self.tick, page)
-        )
-        check_slates(slates, agents.size, k, self.catalog.n_items, self._policy_name)
+        if ranked is not None:
+            slates = ranked
+        else:
+            exclude = self._exclusions(agents, earlier)
+            slates = self.policy.recommend(
+                agents, k, exclude=exclude, rng=PolicyRandomness(self.streams, self.tick, page)
+            )
+            check_slates(slates, agents.size, k, self.catalog.n_items, self._policy_name)
         shown[rows, page * k : (page + 1) * k] = slates.items
         social = None if self.social is None else self.social.lookup(agents, slates.items)
         batch = PageBatch(
@@ -438,6 +457,31 @@ class SimulationModel(mesa.Model):
                 completion_tokens=per_cell(np.asarray(d.completion_tokens, np.float64)),
             )
         return value, d.clicked.sum(axis=1), leave
+
+    def _rank_sessions(self, agents: np.ndarray) -> Slates:
+        """Every page of ``agents``' sessions at once from a policy that ranks whole sessions
+        (:class:`~simrec.environments.base.SessionRanking`): (m, k x max_pages) slates, asked
+        in batches of ``sim.batch_size``, excluding what each agent consumed."""
+        n = self.sim.page_size * self.sim.max_pages
+        m, none = agents.size, np.zeros((agents.size, 0), np.int64)
+        items, scores = np.full((m, n), -1, np.int64), np.zeros((m, n), np.float32)
+        for start in range(0, m, self.sim.batch_size):
+            rows = slice(start, min(m, start + self.sim.batch_size))
+            batch = agents[rows]
+            slates = self.policy.recommend(
+                batch,
+                n,
+                exclude=self._exclusions(batch, none[rows]),
+                rng=PolicyRandomness(self.streams, self.tick, 0),
+            )
+            check_slates(slates, batch.size, n, self.catalog.n_items, self._policy_name)
+            if not slates.deterministic:
+                raise ConfigError(
+                    f"policy '{self._policy_name}': it declares session_ranking = True, so its "
+                    f"slates must be deterministic; recommend() returned deterministic=False"
+                )
+            items[rows], scores[rows] = slates.items, slates.scores
+        return Slates(items, scores, np.ones((m, n)), np.ones(m), True)
 
     def probe_policy(self) -> None:
         """Ask the policy for a few slates and check them, so a broken plug-in is reported

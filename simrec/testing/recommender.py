@@ -6,7 +6,10 @@ types, no item repeats within a slate, excluded items are never shown, rows run 
 exclusions leave fewer than ``k`` items (and then are padded with -1 at the end), every shown
 item's ``pscore_item_position`` is in (0, 1] (exactly 1.0 when the policy says it is
 deterministic), ``pscore_slate`` is in (0, 1] or NaN, and the same seed gives the same slates
-whether users come in one batch or several. Raises AssertionError naming the broken promise.
+whether users come in one batch or several. A policy that declares ``session_ranking = True``
+(:class:`~simrec.environments.base.SessionRanking`) must also give, in one call for three pages,
+the slates that three calls give page by page with the earlier pages excluded. Raises
+AssertionError naming the broken promise.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ import scipy.sparse as sp
 
 from simrec.config import SyntheticWorldConfig
 from simrec.data import Dataset, make_world
-from simrec.environments.base import PolicyRandomness, Recommender, Slates, check_slates
+from simrec.environments.base import (
+    PolicyRandomness,
+    Recommender,
+    Slates,
+    check_slates,
+    page_of,
+    ranks_sessions,
+)
 from simrec.errors import ConfigError
 from simrec.rng import Streams
 
@@ -106,6 +116,49 @@ def check_recommender(
 
     # slate larger than the catalog
     _check_slates(name, policy, users[:4], n_items + 5, None, streams, n_items)
+    if ranks_sessions(policy):
+        _check_session_ranking(name, policy, users, k, heavy, streams, n_items)
+
+
+def _check_session_ranking(
+    name: str,
+    policy: Any,
+    users: np.ndarray,
+    k: int,
+    consumed: sp.csr_matrix,
+    streams: Streams,
+    n_items: int,
+) -> None:
+    """Three pages in one call equal three calls page by page (earlier pages excluded, other
+    ticks, pages and draws), scores included."""
+    pages = 3
+    whole = policy.recommend(
+        users, k * pages, exclude=consumed, rng=PolicyRandomness(streams, tick=1, page=0)
+    )
+    assert whole.deterministic, f"{name}: session_ranking = True needs deterministic slates"
+    rows = np.arange(users.size)
+    shown = np.zeros((users.size, 0), np.int64)
+    for page in range(pages):
+        exclude = consumed.tolil(copy=True)
+        for r, item in zip(np.repeat(rows, shown.shape[1]), shown.ravel(), strict=True):
+            if item >= 0:
+                exclude[r, item] = 1
+        s = policy.recommend(
+            users,
+            k,
+            exclude=exclude.tocsr(),
+            rng=PolicyRandomness(streams, tick=7, page=page, purpose="session-check"),
+        )
+        block = page_of(whole, rows, page, k)
+        assert np.array_equal(np.asarray(s.items), block.items), (
+            f"{name}: declares session_ranking = True, but page {page + 1} asked alone differs "
+            f"from the same page of one ranking for the whole session"
+        )
+        assert np.array_equal(np.asarray(s.scores), block.scores), (
+            f"{name}: declares session_ranking = True, but the scores of page {page + 1} asked "
+            f"alone differ from the whole session's"
+        )
+        shown = np.concatenate([shown, np.asarray(s.items)], axis=1)
 
 
 def _check_slates(
