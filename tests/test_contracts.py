@@ -33,6 +33,19 @@ def test_the_contract_catches_a_false_session_ranking_promise():
     check_recommender(Swapped)
 
 
+def test_als_gives_the_same_factors_on_one_core_or_two():
+    from simrec.testing import contract_world
+
+    data = contract_world(users=300, items=120)
+    fitted = []
+    for threads in (1, 2):
+        policy = make_policy("als", {"factors": 8, "iterations": 4, "threads": threads})
+        policy.fit(data.interactions.to_arrow(), data.catalog)
+        fitted.append((policy.user_factors, policy.item_factors))
+    assert np.array_equal(fitted[0][0], fitted[1][0])
+    assert np.array_equal(fitted[0][1], fitted[1][1])
+
+
 @pytest.mark.parametrize("k", [1, 3, 10, 40, 99])
 def test_top_k_keeps_the_lowest_indexed_of_tied_items_whatever_k(k):
     from simrec.environments.base import top_k_by_score

@@ -198,8 +198,8 @@ class _FactorPolicy(_Ranker):
 
     def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
         hist = self._fit_common(interactions, catalog)
-        # one thread: implicit's BPR is Hogwild-parallel (not reproducible with more threads)
-        # and ALS asks for single-threaded BLAS
+        # implicit asks for single-threaded BLAS; BPR runs on one thread (its updates are
+        # Hogwild-parallel, not reproducible with more), ALS on ``threads``
         with quiet_implicit():
             model = self._model()
             model.fit(hist, show_progress=False)
@@ -218,7 +218,8 @@ class _FactorPolicy(_Ranker):
 
 class ALSPolicy(_FactorPolicy):
     """Implicit-feedback ALS (Hu, Koren & Volinsky) with confidence ``1 + alpha`` per
-    interaction."""
+    interaction. ``threads``: the cores the fit uses (0: all of them); each half-step solves
+    every user (item) alone against fixed factors, so any count gives the same factors."""
 
     name = "als"
     family = "matrix factorisation"
@@ -230,10 +231,15 @@ class ALSPolicy(_FactorPolicy):
         iterations: int = 15,
         alpha: float = 1.0,
         seed: int = 0,
+        threads: int = 0,
     ) -> None:
         super().__init__(factors, regularization, iterations, seed)
         _positive("alpha", alpha)
-        self.alpha = float(alpha)
+        if not (isinstance(threads, int) and threads >= 0) or isinstance(threads, bool):
+            raise ConfigError(
+                f"policy.params.threads: expected an integer >= 0 (0: every core), got {threads!r}"
+            )
+        self.alpha, self.threads = float(alpha), threads
 
     def _model(self):
         from implicit.cpu.als import AlternatingLeastSquares
@@ -244,7 +250,7 @@ class ALSPolicy(_FactorPolicy):
             alpha=self.alpha,
             iterations=self.iterations,
             random_state=self.seed,
-            num_threads=1,
+            num_threads=self.threads,
         )
 
 
