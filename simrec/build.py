@@ -70,10 +70,11 @@ def load_data(cfg: RunConfig) -> Dataset:
         data = load(d.format, d.path, columns=d.columns, items_path=d.items_path)
     if d.kg is not None or d.kg_links is not None:
         data = with_knowledge(data, d.kg, d.kg_links, d.kg_labels)
-    if d.domain is not None:
-        data = dataclasses.replace(
-            data, catalog=data.catalog.described(domain(d.domain, data.source))
-        )
+    if d.domain is not None or d.item_noun is not None:
+        words = data.catalog.domain if d.domain is None else domain(d.domain, data.source)
+        if d.item_noun is not None:
+            words = words.with_words(item=d.item_noun)
+        data = dataclasses.replace(data, catalog=data.catalog.described(words))
     if cfg.population.items is not None and cfg.population.items < data.catalog.n_items:
         data = top_items(data, cfg.population.items)
     if len(data.interactions) == 0:

@@ -32,7 +32,8 @@ from simrec.errors import ConfigError
 DataFormat = Literal[
     "synthetic", "movielens-100k", "movielens-1m", "movielens-latest", "recbole", "table"
 ]
-TABLE_COLUMN_KEYS = ("user", "item", "rating", "timestamp", "title", "genres")
+# the log's columns, then the items file's (items_item: its id column, when not named as the log's)
+TABLE_COLUMN_KEYS = ("user", "item", "rating", "timestamp", "title", "genres", "items_item")
 # the two ends of brain.exposure that a ranking of policies is also simulated at (the fidelity
 # report, simrec ab): how much of a log's popularity is exposure is not in a log without
 # impressions, so an order of policies that changes between them rests on that assumption
@@ -89,8 +90,9 @@ class DataConfig(_Section):
     items_path: str | None = Field(None, description="table format: optional catalog file")
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="table and recbole formats: mapping of user,item,rating,timestamp,title,"
-        "genres to columns (fields)",
+        description="table and recbole formats: mapping of user,item,rating,timestamp (the "
+        "log) and title,genres,items_item (the items file; items_item: its id column, default "
+        "the item column's name) to columns (fields)",
     )
     kg: str | None = Field(
         None,
@@ -108,6 +110,12 @@ class DataConfig(_Section):
         description="the catalog's domain: "
         + ", ".join(DOMAINS)
         + ", or a mapping defining one (name, item, verb, ...); None: inferred from the data",
+    )
+    item_noun: str | None = Field(
+        None,
+        min_length=1,
+        max_length=40,
+        description="what one item is called, over the domain's noun (music: artist, album)",
     )
     synthetic: SyntheticWorldConfig = Field(default_factory=SyntheticWorldConfig)
 
@@ -506,7 +514,7 @@ _MAX_CONFIG_DEPTH = 20
 # settings added after run ids were first derived from configs: while unset, they stay out
 # of every id and default path, so a config that does not use them keeps its old run id
 _LATER_FIELDS = {
-    "data": ("kg", "kg_links", "kg_labels", "domain"),
+    "data": ("kg", "kg_links", "kg_labels", "domain", "item_noun"),
     "population": ("visit_rate",),
 }
 

@@ -94,6 +94,30 @@ class Domain(BaseModel):
             )
         return out
 
+    def with_words(self, **words: Any) -> Domain:
+        """This domain with some of its words replaced; the forms derived from a replaced word
+        (the plural of ``item``, the tenses of ``verb``, the plural of ``category``, a service
+        named after the item) are derived again unless given too.
+
+        >>> music = DOMAINS["music"].with_words(item="artist")
+        >>> music.items, music.verb, music.service
+        ('artists', 'listen to', 'music recommendation service')
+        """
+        own = self.model_dump()
+        derived = {
+            "item": ("items",),
+            "verb": ("verb_past", "verb_3rd", "verb_ing"),
+            "category": ("categories",),
+        }
+        if own["service"] == f"{self.item} recommendation service":
+            derived["item"] += ("service",)
+        for word, forms in derived.items():
+            if word in words:
+                for form in forms:
+                    if form not in words:
+                        own.pop(form)
+        return Domain.model_validate({**own, **words})
+
     @property
     def key(self) -> str:
         """The answer-schema field that lists the chosen positions: the verb's first word
@@ -275,6 +299,8 @@ def checked_domain(spec: str | dict | Domain) -> str | Domain:
         from pydantic import ValidationError
 
         try:
+            if spec.get("name") in DOMAINS:  # a built-in with some words of one's own
+                return DOMAINS[spec["name"]].with_words(**spec)
             return Domain.model_validate(spec)
         except ValidationError as err:
             wrong = "; ".join(

@@ -4,6 +4,7 @@ import pytest
 from simrec.config import SyntheticWorldConfig
 from simrec.data import RatingScale, load
 from simrec.data.synthetic import _best_keys, _descending_within_rows, make_world
+from simrec.errors import InputError
 
 
 @pytest.mark.parametrize(
@@ -69,6 +70,37 @@ def test_table_parquet_and_jsonl_and_iso_timestamps(tmp_path):
         data = load("table", tmp_path / name, columns=cols)
         assert data.interactions.timestamp[0] == 1704067200
         assert data.catalog.n_items == 3 and data.interactions.n_users == 3
+
+
+def test_delimited_tables_with_a_header_tell_their_separator(tmp_path):
+    """A tab-separated .dat (a music log: user, artist, plays) with an items file whose id
+    column is named otherwise, and the same log as ;-separated .txt and ::-separated .dat."""
+    rows = [(2, 10, 5), (2, 11, 1), (3, 10, 7), (4, 12, 2)]
+    (tmp_path / "user_artists.dat").write_text(
+        "userID\tartistID\tweight\n" + "".join(f"{u}\t{a}\t{w}\n" for u, a, w in rows)
+    )
+    (tmp_path / "artists.dat").write_text(
+        "id\tname\turl\n10\tMadonna\thttp://a\n11\tABBA\thttp://b\n12\tBjork, Iceland\tx\n"
+    )
+    cols = {"user": "userID", "item": "artistID", "items_item": "id", "title": "name"}
+    data = load(
+        "table", tmp_path / "user_artists.dat", columns=cols, items_path=tmp_path / "artists.dat"
+    )
+    assert data.catalog.titles.tolist() == ["Madonna", "ABBA", "Bjork, Iceland"]
+    assert len(data.interactions) == 4 and data.interactions.n_users == 3
+    for name, sep in (("log.txt", ";"), ("log2.dat", "::")):
+        (tmp_path / name).write_text(
+            sep.join(["u", "a"]) + "\n" + "".join(f"{u}{sep}{a}\n" for u, a, _ in rows)
+        )
+        again = load("table", tmp_path / name, columns={"user": "u", "item": "a"})
+        assert again.interactions.item.tolist() == [0, 1, 0, 2]
+    with pytest.raises(InputError, match="artists.dat.*'artistID'"):  # unmapped: named as missing
+        load(
+            "table",
+            tmp_path / "user_artists.dat",
+            columns={"user": "userID", "item": "artistID"},
+            items_path=tmp_path / "artists.dat",
+        )
 
 
 def test_rating_scale_quantise_and_infer():

@@ -75,6 +75,31 @@ def test_domains_are_inferred_and_defined_in_config():
         domain({"name": "x", "item": "x", "verb": "y", "attributes": ["colour"]})
 
 
+def test_a_built_in_domain_takes_words_of_ones_own():
+    album = domain({"name": "music", "item": "album"})
+    assert (album.items, album.verb, album.user) == ("albums", "listen to", "listener")
+    assert album.service == "music recommendation service"
+    shop = DOMAINS["products"].with_words(item="gadget", verb="rent")
+    assert (shop.items, shop.verb_past, shop.verb_3rd) == ("gadgets", "rented", "rents")
+    assert shop.user == "shopper"
+    with pytest.raises(ConfigError, match="data.domain"):
+        domain({"name": "music", "item": ""})
+
+
+def test_the_item_noun_is_set_over_the_inferred_domain(shop, tmp_path):
+    cfg = {
+        "seed": 1,
+        "data": {"format": "recbole", "path": str(shop), "item_noun": "gizmo"},
+        "population": {"users": 10},
+        "simulation": {"ticks": 1},
+        "output": {"dir": str(tmp_path / "r")},
+    }
+    res = simrec.run(cfg)
+    words = res.manifest["data"]["domain"]
+    assert (words["name"], words["item"], words["items"]) == ("products", "gizmo", "gizmos")
+    assert words["verb"] == "buy"
+
+
 def test_a_shop_catalog_keeps_its_own_fields(shop):
     data = load("recbole", shop)
     cat = data.catalog

@@ -83,7 +83,17 @@ def test_edge_list_links_the_agents_of_data_users(tmp_path, ml100k):
     assert str(edges) in res_manifest  # its hash is recorded like the data's
 
 
+def test_an_edge_list_with_a_header_line_is_read(tmp_path, ml100k):
+    edges = tmp_path / "user_friends.dat"
+    edges.write_text("userID\tfriendID\n1\t2\n2\t3\n")
+    out = tmp_path / "h"
+    args = ["run", "--data", str(ml100k), "--ticks", "1", "--out", str(out), "--quiet"]
+    assert main([*args, "--social", str(edges)]) == 0
+    assert '"edges": 2' in (out / "manifest.json").read_text()
+
+
 EDGE_CASES = [
+    ("userID friendID\n1 2\nuserID 3\n", "line 3: user 'userID' is not a user of the data"),
     ("1 2\n1 2 3\n", "line 2: expected two user ids"),
     ("1 2\n2 99999\n", "line 2: user '99999' is not a user of the data"),
     ("1 2\n7 7\n", "line 2: self loop on user '7'"),

@@ -50,7 +50,8 @@ FIELDS = (
     "mood",
     "audience_group",
 )
-BANDS = ((0.95, "blockbuster"), (0.75, "popular"), (0.25, "mid-range"), (0.0, "niche"))
+# popularity bands, most consumed first: (the share of items at or below the band's floor, name)
+BANDS = ((0.95, "very popular"), (0.75, "popular"), (0.25, "mid-range"), (0.0, "niche"))
 MIN_FANS = 5
 
 
@@ -186,7 +187,7 @@ def enrich_items(
     attrs = _attribute_pairs(cat)
     g = cat.genres.tocsr().astype(np.float64)
     n_items = cat.n_items
-    pct = _percentile(graph.counts)
+    bands = popularity_bands(graph.counts)
     # every item's fans at once: (n_items, n_users) @ (n_users, ...) products
     fans = graph.liked.T.tocsr()
     n_fans = np.diff(fans.indptr)
@@ -208,7 +209,7 @@ def enrich_items(
             added, added_conf = _vote_genres(g, names, voter, voter_sim, genre_threshold)
             counts["genres_added" if added else "genres_unknown"] += 1
         era = eras[i]
-        band = None if graph.counts[i] == 0 else _band(pct[i])
+        band = bands[i]
         audience, audience_conf = _audience(
             n_fans[i], fan_genres[i].copy(), fan_bias[i], names, known
         )
@@ -395,14 +396,23 @@ def _nan_to_none(x: float) -> float | None:
     return None if not np.isfinite(x) else float(x)
 
 
-def _percentile(counts: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
+def popularity_bands(counts: np.ndarray) -> list[str | None]:
+    """Each item's popularity band (:data:`BANDS`) by its interaction count against the
+    quantiles of the consumed items' counts: above the 95% quantile ``very popular``, above the
+    75% ``popular``, above the 25% ``mid-range``, else ``niche``; None for unconsumed items.
+    Ties stay together and the least consumed are always niche, however many share a count.
 
-    return (rankdata(counts, method="max") - 1) / max(counts.size - 1, 1)
-
-
-def _band(p: float) -> str:
-    return next(name for cut, name in BANDS if p >= cut)
+    >>> popularity_bands(np.array([3, 3, 3, 3, 3, 3, 9, 40, 0]))
+    ['niche', 'niche', 'niche', 'niche', 'niche', 'niche', 'popular', 'very popular', None]
+    """
+    consumed = counts[counts > 0]
+    if consumed.size == 0:
+        return [None] * counts.size
+    floors = [(np.quantile(consumed, share) if share else -np.inf, name) for share, name in BANDS]
+    return [
+        None if c == 0 else next(name for floor, name in floors if c > floor or floor == -np.inf)
+        for c in counts.tolist()
+    ]
 
 
 def _eras(cat) -> list[str | None]:

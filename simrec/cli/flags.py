@@ -30,7 +30,8 @@ def add_data_flags(r: argparse.ArgumentParser) -> None:
     )
     r.add_argument(
         "--columns",
-        help="table/recbole: user=COL,item=COL[,rating=COL,timestamp=COL,title=COL,genres=COL]",
+        help="table/recbole: user=COL,item=COL[,rating=COL,timestamp=COL]; the items file's "
+        "[title=COL,genres=COL,items_item=COL (its id column: default the item column's name)]",
     )
     r.add_argument("--items-file", help="table format: catalog file with item/title/genres columns")
     r.add_argument(
@@ -38,6 +39,12 @@ def add_data_flags(r: argparse.ArgumentParser) -> None:
         choices=tuple(DOMAINS),
         help="what the catalog holds, for prompts, profiles and reports (default: inferred "
         "from the data, else items; define others in config under data.domain)",
+    )
+    r.add_argument(
+        "--item-noun",
+        metavar="NOUN",
+        help="what one item is called, over the domain's own noun (music: artist, album; the "
+        "plural is inflected: set data.domain.items in config for an irregular one)",
     )
     r.add_argument(
         "--kg",
@@ -326,6 +333,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             data[flag] = getattr(args, flag)
     if getattr(args, "domain", None) is not None:
         data["domain"] = args.domain
+    if getattr(args, "item_noun", None) is not None:
+        data["item_noun"] = args.item_noun
     synthetic = data["format"] == "synthetic"
     if getattr(args, "users", None) is not None:
         (data["synthetic"] if synthetic else pop)["users"] = args.users

@@ -125,7 +125,7 @@ def _read_delimited(
 
 
 def _sep_name(sep: str) -> str:
-    return {"\t": "tab", ",": "comma", "|": "pipe"}.get(sep, repr(sep))
+    return {"\t": "tab", ",": "comma", "|": "pipe", ";": "semicolon"}.get(sep, repr(sep))
 
 
 def _numeric(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.ndarray:
@@ -297,11 +297,26 @@ def _movielens_assemble(
 # ---------------------------------------------------------------- generic tables
 
 
+DELIMITED = (".csv", ".tsv", ".txt", ".dat")  # text tables with a header line
+_SEPARATORS = ("::", "\t", ",", ";", "|")  # in the order a header line is tried for them
+
+
+def header_separator(path: Path, what: str) -> str:
+    """The separator of a delimited text table, told by its header line: ``::``, tab, comma,
+    semicolon or pipe, the first that the line contains (a comma for a one-column table)."""
+    with open(path, "rb") as f:
+        first = f.readline(1 << 16).decode("utf-8", errors="replace")
+    if not first.strip():
+        raise InputError(f"{path}: expected {what} with a header line, found an empty first line")
+    return next((s for s in _SEPARATORS if s in first), ",")
+
+
 def _read_table(path: Path, what: str) -> pd.DataFrame:
     require_file(path, what)
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv", ".txt"):
-        return _read_delimited(path, "\t" if suffix == ".tsv" else ",", None, "utf-8", what)
+    if suffix in DELIMITED:
+        sep = "\t" if suffix == ".tsv" else header_separator(path, what)
+        return _read_delimited(path, sep, None, "utf-8", what)
     if suffix in (".jsonl", ".ndjson", ".json"):
         check_utf8(path)
         try:
@@ -320,7 +335,9 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
                 f"{path}: expected a Parquet file ({what}), could not read: {err}"
             ) from None
     else:
-        raise InputError(f"{path}: expected a .csv, .tsv, .jsonl or .parquet file, got '{suffix}'")
+        raise InputError(
+            f"{path}: expected a {', '.join(DELIMITED)}, .jsonl or .parquet file, got '{suffix}'"
+        )
     if df.empty:
         raise InputError(f"{path}: no rows, expected {what}")
     return df.astype({c: str for c in df.columns if df[c].dtype == object})
@@ -329,8 +346,10 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
 def load_table(
     path: str | Path, columns: dict[str, str], *, items_path: str | Path | None = None
 ) -> Dataset:
-    """Any CSV/TSV/Parquet/JSONL log. ``columns`` maps user, item (required), rating, timestamp
-    (optional) and, for the items file, item, title, genres (``|``-separated) to column names."""
+    """Any CSV/TSV/TXT/DAT (with a header line), Parquet or JSONL log. ``columns`` maps user,
+    item (required), rating, timestamp (optional) and, for the items file, title, genres
+    (``|``-separated) and its id column ``items_item`` (default: the item column's name) to
+    column names."""
     p = Path(path)
     for key in ("user", "item"):
         if key not in columns:
@@ -339,7 +358,7 @@ def load_table(
                 f"got {', '.join(f'{k}={v}' for k, v in columns.items()) or 'none'}"
             )
     df = _read_table(p, "interactions")
-    header = 1 if p.suffix.lower() in (".csv", ".tsv", ".txt") else 0
+    header = 1 if p.suffix.lower() in DELIMITED else 0
     log_cols = {k: v for k, v in columns.items() if k in ("user", "item", "rating", "timestamp")}
     _require_columns(df, list(log_cols.values()), p)
     for k in ("user", "item"):
@@ -368,7 +387,7 @@ def load_table(
     if items_path is not None:
         ip = Path(items_path)
         items = _read_table(ip, "items")
-        icol = columns.get("item")
+        icol = columns.get("items_item", columns["item"])
         needed = [icol] + [columns[k] for k in ("title", "genres") if k in columns]
         _require_columns(items, needed, ip)
         catalog_ids = items[icol].to_numpy()

@@ -91,7 +91,9 @@ _SPLIT = re.compile(r"[\s,]+")
 
 
 def read_edge_list(path: Path, data: Dataset, personas: Personas) -> SocialGraph:
-    """Edges between data users, one ``a b`` pair per line -> a graph over agents.
+    """Edges between data users, one ``a b`` pair per line -> a graph over agents. A first
+    line whose two fields are both not users of the data is a header (``userID friendID``) and
+    is skipped.
 
     Raises InputError naming the file and line for a line without exactly two ids, a user not
     in the data, or a self loop. Edges whose users no agent simulates are dropped and counted.
@@ -113,7 +115,7 @@ def read_edge_list(path: Path, data: Dataset, personas: Personas) -> SocialGraph
             f"{path}: expected UTF-8 text, found byte {err.object[err.start]:#04x} at offset "
             f"{err.start}"
         ) from None
-    n_edges = 0
+    n_edges, first = 0, True
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -124,6 +126,9 @@ def read_edge_list(path: Path, data: Dataset, personas: Personas) -> SocialGraph
                 f"{path}: line {lineno}: expected two user ids (an edge), got {raw.strip()!r}"
             )
         a, b = fields
+        header, first = first and a not in index and b not in index, False
+        if header:
+            continue
         for u in (a, b):
             if u not in index:
                 raise InputError(
