@@ -33,7 +33,10 @@ DataFormat = Literal[
     "synthetic", "movielens-100k", "movielens-1m", "movielens-latest", "recbole", "table"
 ]
 # the log's columns, then the items file's (items_item: its id column, when not named as the log's)
-TABLE_COLUMN_KEYS = ("user", "item", "rating", "timestamp", "title", "genres", "items_item")
+TABLE_COLUMN_KEYS = (
+    *("user", "item", "rating", "timestamp", "count"),
+    *("title", "genres", "items_item"),
+)
 # the two ends of brain.exposure that a ranking of policies is also simulated at (the fidelity
 # report, simrec ab): how much of a log's popularity is exposure is not in a log without
 # impressions, so an order of policies that changes between them rests on that assumption
@@ -90,9 +93,10 @@ class DataConfig(_Section):
     items_path: str | None = Field(None, description="table format: optional catalog file")
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="table and recbole formats: mapping of user,item,rating,timestamp (the "
-        "log) and title,genres,items_item (the items file; items_item: its id column, default "
-        "the item column's name) to columns (fields)",
+        description="table and recbole formats: mapping of user,item,rating,timestamp,count "
+        "(the log; count: plays, purchases or views, the strength of an interaction) and "
+        "title,genres,items_item (the items file; items_item: its id column, default the item "
+        "column's name) to columns (fields)",
     )
     kg: str | None = Field(
         None,

@@ -72,3 +72,35 @@ def test_the_contract_catches_a_policy_that_shows_excluded_items():
 
     with pytest.raises(AssertionError, match="careless"):
         check_recommender(Careless)
+
+
+@pytest.mark.parametrize("name", ["itemknn", "als"])
+def test_learned_policies_weigh_a_history_by_its_counts(name):
+    """User 0 played item 0 a hundred times and item 1 once; item 0's companion (2) then ranks
+    above item 1's (3) for them, where without counts the two histories weigh the same."""
+    import pyarrow as pa
+
+    from simrec.testing import contract_world
+
+    catalog = contract_world(users=20, items=8).catalog
+    users, items = [0, 0], [0, 1]
+    for u in range(1, 41):  # others: 0 goes with 2, 1 with 3
+        users += [u, u]
+        items += [0, 2] if u % 2 else [1, 3]
+    log = {
+        "user_index": pa.array(users, pa.int32()),
+        "item_index": pa.array(items, pa.int32()),
+        "rating": pa.array([float("nan")] * len(users), pa.float32()),
+        "timestamp": pa.array([0] * len(users), pa.int64()),
+    }
+    params = {"factors": 4, "iterations": 10} if name == "als" else {}
+    ranked = {}
+    for counts in (None, [100.0, 1.0] + [1.0] * (len(users) - 2)):
+        table = pa.table(
+            log if counts is None else {**log, "count": pa.array(counts, pa.float32())}
+        )
+        policy = make_policy(name, params)
+        policy.fit(table, catalog)
+        scores = policy.scores(np.array([0]))[0]
+        ranked[counts is not None] = scores[2] - scores[3]
+    assert ranked[True] > 0 and ranked[True] > ranked[False]

@@ -165,3 +165,23 @@ def test_utf8_check_reports_the_byte_offset_and_line(tmp_path, prefix):
     p.write_bytes(head + b"\xff\n")
     with pytest.raises(InputError, match=rf"found byte 0xff at offset {len(head)} \(line 3\)"):
         check_utf8(p)
+
+
+def test_a_count_column_is_the_strength_of_each_interaction(tmp_path, caplog):
+    log = tmp_path / "plays.csv"
+    log.write_text("user,artist,plays\n1,a,300\n1,b,2\n2,a,1\n2,c,40\n3,b,7\n")
+    data = load("table", log, columns={"user": "user", "item": "artist", "count": "plays"})
+    assert data.interactions.count.tolist() == [300, 2, 1, 40, 7]
+    assert np.isnan(data.interactions.rating).all()  # counts are not ratings
+    assert "count" in data.interactions.to_arrow().column_names
+    conf = data.interactions.confidence(data.catalog.n_items).toarray()
+    assert conf[0, 0] == np.float32(1 + np.log(300)) and conf[1, 0] == 1.0
+    # mapped as a rating instead, the counts are read, with a warning that names the range
+    with caplog.at_level("WARNING"):
+        load("table", log, columns={"user": "user", "item": "artist", "rating": "plays"})
+    assert "ratings run from 1 to 300 in steps of 1" in caplog.text and "count=COL" in caplog.text
+    log.write_text("user,artist,plays\n1,a,3\n2,b,-1\n")
+    with pytest.raises(
+        InputError, match=r"plays.csv: column 'plays': expected counts >= 0.*line 3"
+    ):
+        load("table", log, columns={"user": "user", "item": "artist", "count": "plays"})

@@ -152,7 +152,7 @@ def fit_collaborative(log: Interactions, n_items: int, seed: int = 0) -> Collabo
     """Every user's collaborative scores: EASE with the penalty :func:`select_ease_l2`
     chooses where :func:`uses_ease`, else item-kNN; past FIT_USERS users the weights are
     fitted on a seeded sample of that many (co-occurrence estimates settle long before)."""
-    m = log.matrix(n_items)
+    m = log.confidence(n_items)  # binary without counts
     n_users = m.shape[0]
     if uses_ease(m):
         l2 = select_ease_l2(log, n_items, seed)
@@ -185,7 +185,7 @@ def out_of_fold_scores(
     weights fitted on the others. A larger log, whose weights were fitted on a sample: users
     outside it are scored by those weights, and the sample's users by weights fitted on up to
     FIT_USERS users outside it. -> (m,) float32."""
-    m = log.matrix(n_items)
+    m = log.confidence(n_items)  # binary without counts
     n_users = m.shape[0]
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     fitting = np.zeros(n_users, bool)
@@ -211,8 +211,9 @@ def out_of_fold_scores(
 def pair_scores(
     m: sp.csr_matrix, w: np.ndarray | sp.csr_matrix, users: np.ndarray, items: np.ndarray
 ) -> np.ndarray:
-    """``m[u] @ w[:, i]`` for each pair: m (n_users, n_items) binary CSR, w (n_items, n_items)
-    dense or CSR, users and items (p,) -> (p,) float32, summed over each user's history."""
+    """``m[u] @ w[:, i]`` for each pair: m (n_users, n_items) CSR (binary, or a log's
+    confidence), w (n_items, n_items) dense or CSR, users and items (p,) -> (p,) float32,
+    summed over each user's history."""
     counts = np.diff(m.indptr)[users]
     starts = np.repeat(m.indptr[users], counts)
     within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -233,6 +234,7 @@ def pair_scores(
     else:
         values = w[history, target]
     pair = np.repeat(np.arange(users.size), counts)
+    values = values * m.data[starts + within]  # 1 in a binary history
     return np.bincount(pair, values, users.size).astype(np.float32)
 
 

@@ -114,9 +114,10 @@ def fit_taste(kind: str, log: Interactions, n_items: int, dim: int, seed: int) -
 
 
 def _log_key(kind: str, log: Interactions, n_items: int, dim: int, seed: int) -> tuple:
-    """What a fit of ``log`` depends on: the model, sizes, seed and the log's pairs."""
+    """What a fit of ``log`` depends on: the model, sizes, seed and the log's pairs (and
+    counts, where it has them)."""
     digest = hashlib.blake2b(digest_size=16)
-    for a in (log.user, log.item):
+    for a in (log.user, log.item) + (() if log.count is None else (log.count,)):
         digest.update(np.ascontiguousarray(a).view(np.uint8))
     return (kind, log.n_users, n_items, dim, seed, digest.hexdigest())
 
@@ -183,9 +184,10 @@ def select_taste_dim(
 
 
 def fit_choice_factors(log: Interactions, n_items: int, dim: int, seed: int) -> ChoiceFactors:
-    """Truncated SVD of the binary (n_users, n_items) matrix with rows scaled to unit norm."""
-    m = log.matrix(n_items)
-    norms = np.sqrt(np.asarray(m.sum(axis=1)).ravel())
+    """Truncated SVD of the (n_users, n_items) interaction matrix (binary, or the log's
+    confidence where it has counts) with rows scaled to unit norm."""
+    m = log.confidence(n_items)
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
     m = sp.diags(1.0 / np.maximum(norms, 1.0)) @ m
     if min(m.shape) <= dim + 1:  # tiny data: an exact dense SVD (svds needs k < min(shape))
         u, s, vt = np.linalg.svd(m.toarray().astype(np.float64), full_matrices=False)
@@ -212,7 +214,7 @@ def fit_topic_factors(log: Interactions, n_items: int, dim: int, seed: int) -> C
     A probabilistic mixture, the family of no built-in recommender. With more than
     LDA_FIT_USERS users, the topics are learnt from a seeded sample of that many and every
     user's mixture is inferred from them."""
-    m = log.matrix(n_items)
+    m = log.confidence(n_items)  # counts: 1 per pair, or 1 + log count where the log has them
     if m.shape[0] <= LDA_FIT_USERS:
         taste, topics = _lda_vb(m, dim, seed)
     else:

@@ -30,7 +30,8 @@ def add_data_flags(r: argparse.ArgumentParser) -> None:
     )
     r.add_argument(
         "--columns",
-        help="table/recbole: user=COL,item=COL[,rating=COL,timestamp=COL]; the items file's "
+        help="table/recbole: user=COL,item=COL[,rating=COL,timestamp=COL,count=COL (plays, "
+        "purchases, views)]; the items file's "
         "[title=COL,genres=COL,items_item=COL (its id column: default the item column's name)]",
     )
     r.add_argument("--items-file", help="table format: catalog file with item/title/genres columns")

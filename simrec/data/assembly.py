@@ -3,6 +3,7 @@ every format shares (ids, rating scale, timestamps' range): the last step of eac
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ TIME_RANGE = (-9_223_372_036.0, 9_223_372_036.0)
 
 
 MAX_SCALE_POINTS = 10_001  # distinct ratings a scale may have (0 to 100 in steps of 0.01)
+USUAL_SCALE_POINTS = 101  # more steps than a 0 to 100 scale: counts, more likely than ratings
 
 
 def build_dataset(
@@ -42,8 +44,10 @@ def build_dataset(
     files: list[Path],
     years: np.ndarray | None = None,
     attributes: dict[str, np.ndarray] | None = None,
+    counts: np.ndarray | None = None,
 ) -> Dataset:
-    """Validate ids and assemble a :class:`Dataset`. Arrays of the log are (n_interactions,);
+    """Validate ids and assemble a :class:`Dataset`. Arrays of the log are (n_interactions,)
+    (``counts``: the strength of each interaction, None without a count column);
     ``years`` and each of ``attributes`` are (n_catalog,) in catalog order (see
     :class:`Catalog`). The domain is inferred from ``source``
     (:func:`simrec.domain.infer_domain`)."""
@@ -57,12 +61,23 @@ def build_dataset(
             f"{scale.step:g} ({points:,.3g} steps); an outlier, or counts rather than ratings "
             f"(map such a column as something other than rating)"
         )
+    if points > USUAL_SCALE_POINTS:
+        logging.getLogger(__name__).warning(
+            "%s: ratings run from %s to %s in steps of %s (%s steps), which no rating scale "
+            "has; if they count plays, purchases or views, map the column as count "
+            "(--columns ...,count=COL) and leave rating out",
+            ratings_file,
+            f"{scale.low:,g}",
+            f"{scale.high:,g}",
+            f"{scale.step:g}",
+            f"{points:,.0f}",
+        )
     catalog_ids = normalise_ids(catalog_ids)
     items = normalise_ids(items)
     users = normalise_ids(users)
-    ids, counts = np.unique(catalog_ids, return_counts=True)
-    if (counts > 1).any():
-        dup = ids[counts > 1]
+    ids, copies = np.unique(catalog_ids, return_counts=True)
+    if (copies > 1).any():
+        dup = ids[copies > 1]
         raise InputError(
             f"{items_file}: duplicate item id(s): {', '.join(map(str, dup[:5]))}"
             f"{' ...' if dup.size > 5 else ''} ({dup.size} in all); expected each item once"
@@ -108,6 +123,7 @@ def build_dataset(
         rating=ratings.astype(np.float32),
         timestamp=timestamps.astype(np.int64),
         user_ids=user_ids,
+        count=None if counts is None else np.asarray(counts, np.float32),
     )
     hashes = {str(f): file_sha256(str(f)) for f in files}
     return Dataset(catalog, log, scale, source, hashes)

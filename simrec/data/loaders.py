@@ -128,6 +128,21 @@ def _sep_name(sep: str) -> str:
     return {"\t": "tab", ",": "comma", "|": "pipe", ";": "semicolon"}.get(sep, repr(sep))
 
 
+def _counts(df: pd.DataFrame, col: str | None, path: Path, header_lines: int):
+    """Column ``col``'s counts (plays, purchases, views) as float32, or InputError naming the
+    first value that is not a number >= 0; None without a count column."""
+    if col is None:
+        return None
+    values = _numeric(df, col, path, header_lines)
+    bad = np.flatnonzero(values < 0)
+    if bad.size:
+        raise InputError(
+            f"{path}: column '{col}': expected counts >= 0 (plays, purchases, views), found "
+            f"{values[bad[0]]:g} at line {int(bad[0]) + 1 + header_lines}"
+        )
+    return values.astype(np.float32)
+
+
 def _numeric(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.ndarray:
     """Column ``col`` as float64, or InputError naming the first bad row."""
     raw = df[col]
@@ -359,7 +374,9 @@ def load_table(
             )
     df = _read_table(p, "interactions")
     header = 1 if p.suffix.lower() in DELIMITED else 0
-    log_cols = {k: v for k, v in columns.items() if k in ("user", "item", "rating", "timestamp")}
+    log_cols = {
+        k: v for k, v in columns.items() if k in ("user", "item", "rating", "timestamp", "count")
+    }
     _require_columns(df, list(log_cols.values()), p)
     for k in ("user", "item"):
         empty = np.flatnonzero(df[columns[k]].astype(str).str.strip().to_numpy() == "")
@@ -373,6 +390,7 @@ def load_table(
         if "rating" in columns
         else np.full(len(df), np.nan)
     )
+    counts = _counts(df, columns.get("count"), p, header)
     if "timestamp" in columns:
         timestamps = _timestamps(df, columns["timestamp"], p, header)
     else:
@@ -415,6 +433,7 @@ def load_table(
         items=df[columns["item"]].to_numpy(),
         ratings=ratings,
         timestamps=timestamps,
+        counts=counts,
         catalog_ids=np.asarray(catalog_ids),
         titles=titles,
         genre_lists=genre_lists,

@@ -180,6 +180,16 @@ def load_recbole(path: str | Path, columns: dict[str, str] | None = None) -> Dat
         if fields["rating"] in inter.frame.columns
         else np.full(keep.size, np.nan)
     )
+    count = None
+    if "count" in fields:  # the strength of each interaction (plays, views)
+        inter.require(fields["count"], "the count: plays, purchases, views")
+        count = inter.numbers(fields["count"])
+        negative = np.flatnonzero(count < 0)
+        if negative.size:
+            raise InputError(
+                f"{inter_path}: line {int(negative[0]) + 2}: field '{fields['count']}': "
+                f"expected a count >= 0, found {count[negative[0]]:g}"
+            )
     if fields["timestamp"] in inter.frame.columns:
         seconds = inter.numbers(fields["timestamp"])
         outside = np.flatnonzero(~((seconds >= TIME_RANGE[0]) & (seconds <= TIME_RANGE[1])))
@@ -227,6 +237,7 @@ def load_recbole(path: str | Path, columns: dict[str, str] | None = None) -> Dat
         items=items[keep],
         ratings=rating[keep],
         timestamps=timestamp[keep],
+        counts=None if count is None else count[keep],
         catalog_ids=np.asarray(catalog_ids),
         titles=np.asarray(titles, dtype=object),
         genre_lists=genre_lists,

@@ -287,12 +287,21 @@ def history_matrix(
 ) -> sp.csr_matrix:
     """(n_users, n_items) float32 CSR of a fit log (columns user_index, item_index, rating).
 
-    ``weights``: ``binary`` (1 per user-item pair) or ``rating`` (the rating, 1 where missing;
-    repeated pairs keep the last rating).
+    ``weights``: ``binary`` (1 per user-item pair), ``rating`` (the rating, 1 where missing;
+    repeated pairs keep the last rating) or ``confidence`` (``1 + log`` of the pair's total
+    ``count`` where the log has a count column, as :meth:`Interactions.confidence`; binary
+    without one).
     """
     users = interactions.column("user_index").to_numpy().astype(np.int64)
     items = interactions.column("item_index").to_numpy().astype(np.int64)
     n_users = int(users.max()) + 1 if n_users is None and users.size else (n_users or 0)
+    if weights == "confidence" and "count" in interactions.column_names:
+        count = interactions.column("count").to_numpy(zero_copy_only=False).astype(np.float64)
+        m = sp.csr_matrix((count, (users, items)), shape=(n_users, n_items))
+        m.sum_duplicates()
+        m.data = 1.0 + np.log(np.maximum(m.data, 1.0))
+        m.sort_indices()
+        return m.astype(np.float32)
     if weights == "rating":
         r = interactions.column("rating").to_numpy(zero_copy_only=False).astype(np.float32)
         value = np.where(np.isfinite(r), r, 1.0).astype(np.float32)

@@ -93,7 +93,8 @@ class ItemKNNPolicy(_Ranker):
     """Item-based nearest neighbours on co-occurrence cosine similarity.
 
     A user's score for item j is the sum of similarities between j and the items in the
-    user's history, each item keeping only its ``neighbours`` most similar items. With
+    user's history, each item keeping only its ``neighbours`` most similar items. In a log
+    with counts, each history entry weighs ``1 + log(count)``. With
     ``shrinkage`` > 0 the similarity is ``co_ij / (sqrt(n_i n_j) + shrinkage)``
     (:func:`simrec.itemitem.cosine_neighbours`), which discounts pairs of rarely consumed
     items; 0 is ``implicit``'s plain cosine.
@@ -113,7 +114,8 @@ class ItemKNNPolicy(_Ranker):
         self.similarity = sp.csr_matrix((0, 0), dtype=np.float32)
 
     def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
-        self.history = self._fit_common(interactions, catalog)
+        # a log with counts: co-occurrence and scores weighted by confidence (1 + log count)
+        self.history = _confidence(interactions, self._fit_common(interactions, catalog))
         if self.shrinkage > 0:
             self.similarity = cosine_neighbours(self.history, self.neighbours, self.shrinkage)
             return
@@ -197,7 +199,8 @@ class _FactorPolicy(_Ranker):
         raise NotImplementedError
 
     def fit(self, interactions: pa.Table, catalog: Catalog) -> None:
-        hist = self._fit_common(interactions, catalog)
+        # confidence: 1 + log count where the log has counts (binary otherwise)
+        hist = _confidence(interactions, self._fit_common(interactions, catalog))
         # implicit asks for single-threaded BLAS; BPR runs on one thread (its updates are
         # Hogwild-parallel, not reproducible with more), ALS on ``threads``
         with quiet_implicit():
@@ -218,8 +221,9 @@ class _FactorPolicy(_Ranker):
 
 class ALSPolicy(_FactorPolicy):
     """Implicit-feedback ALS (Hu, Koren & Volinsky) with confidence ``1 + alpha`` per
-    interaction. ``threads``: the cores the fit uses (0: all of them); each half-step solves
-    every user (item) alone against fixed factors, so any count gives the same factors."""
+    interaction (``1 + alpha (1 + log count)`` in a log with counts). ``threads``: the cores
+    the fit uses (0: all of them); each half-step solves every user (item) alone against fixed
+    factors, so any thread count gives the same factors."""
 
     name = "als"
     family = "matrix factorisation"
@@ -374,6 +378,14 @@ class KnowledgePolicy(_ProfileRanker):
         self._fit_common(interactions, catalog)
         ratings = history_matrix(interactions, catalog.n_items, self.n_users, weights="rating")
         self._set_profiles(_liked(ratings), catalog.knowledge.weighted().astype(np.float32))
+
+
+def _confidence(interactions: pa.Table, binary: sp.csr_matrix) -> sp.csr_matrix:
+    """The fit log's confidence matrix (:func:`history_matrix` ``confidence``): ``binary``
+    itself for a log without counts."""
+    if "count" not in interactions.column_names:
+        return binary
+    return history_matrix(interactions, binary.shape[1], binary.shape[0], weights="confidence")
 
 
 def _liked(ratings: sp.csr_matrix) -> sp.csr_matrix:

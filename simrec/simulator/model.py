@@ -148,7 +148,7 @@ def agent_log(
     users that no agent represents follow as background users ``n_agents, n_agents + 1, ...``,
     so the policy still learns from the whole log. ``watched`` (columns agent, item, rating,
     timestamp) appends what agents watched during the run. Columns: user_index, item_index,
-    rating, timestamp.
+    rating, timestamp, and count for a log with counts (1 for each watch).
     """
     log = data.interactions
     n_agents = len(source_user)
@@ -175,9 +175,12 @@ def agent_log(
         "rating": log.rating[rows_all].astype(np.float32),
         "timestamp": log.timestamp[rows_all].astype(np.int64),
     }
-    if watched is not None and watched["agent"].size:
+    n_watched = 0 if watched is None else watched["agent"].size
+    if n_watched:
         for key, col in zip(cols, ("agent", "item", "rating", "timestamp"), strict=True):
             cols[key] = np.concatenate([cols[key], watched[col].astype(cols[key].dtype)])
+    if log.count is not None:  # a log with counts: each watch counts once
+        cols["count"] = np.r_[log.count[rows_all], np.ones(n_watched, np.float32)]
     return pa.table(cols)
 
 

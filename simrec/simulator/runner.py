@@ -32,6 +32,7 @@ from simrec.agents.brains.utility import UtilityBrain
 from simrec.arrays import user_blocks_on
 from simrec.config import EngineConfig, LLMConfig, RunConfig, identity_dump, validate_config
 from simrec.data import Dataset
+from simrec.data.dataset import feedback_kind
 from simrec.data.schemas import (
     arrow_id_type,
     items_schema,
@@ -636,7 +637,11 @@ def _manifest(
             "users": data.interactions.n_users,
             "items": data.catalog.n_items,
             "interactions": len(data.interactions),
-            "rating_scale": [data.scale.low, data.scale.high, data.scale.step],
+            # null for a log without ratings (implicit feedback: consumption, maybe counted)
+            "rating_scale": [data.scale.low, data.scale.high, data.scale.step]
+            if np.isfinite(data.interactions.rating).any()
+            else None,
+            "feedback": feedback_kind(data.interactions),
             "domain": data.catalog.domain.model_dump(mode="json"),
         },
         "counts": {
