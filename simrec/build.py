@@ -27,7 +27,7 @@ import numpy as np
 from simrec import cache
 from simrec.agents.brains.base import Brain
 from simrec.agents.brains.utility import UtilityBrain
-from simrec.agents.persona import Personas, sample_population
+from simrec.agents.persona import Personas, sample_population, with_visit_rate
 from simrec.config import RunConfig, load_config, validate_config
 from simrec.data import Dataset, load, make_world
 from simrec.domain import domain
@@ -146,7 +146,7 @@ def calibrate(
     brain = UtilityBrain(cfg.brain, seed=cfg.seed)
     personas = sample_population(_fit_or_fetch(brain, cfg, data), n, streams)
     if cfg.population.visit_rate is not None:  # set, not measured (a log without times)
-        personas.arrival_rate = np.full(len(personas), cfg.population.visit_rate, np.float32)
+        personas = with_visit_rate(personas, cfg.population.visit_rate, data.catalog.domain)
     brain.bind(personas, streams)
     return brain, personas
 

@@ -82,6 +82,8 @@ def test_the_visit_rate_can_be_set_for_every_agent(capsys):
     brain, personas = build.calibrate(set_cfg, data)
     assert np.all(personas.arrival_rate == np.float32(0.3))
     assert np.all(brain.arrival_rate == np.float32(0.3))
+    # the profiles say the rate that was set, not the log's
+    assert all("about 9.0 visits a month" in p for p in personas.profiles)
     # unset, it leaves run ids as they were; set, it shapes the events and the id
     assert run_id_for(cfg) == run_id_for(build.as_config(world))
     assert run_id_for(set_cfg) != run_id_for(cfg)

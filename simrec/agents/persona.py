@@ -281,6 +281,46 @@ def _user_genre(users: np.ndarray, items: np.ndarray, n_users: int, genres) -> n
     return np.asarray(out.todense()) if sp.issparse(out) else np.asarray(out)
 
 
+_OPENING_END = "visits a month) "
+
+
+def _opening(domain: Domain, n: int, arrival: float) -> str:
+    """A profile's first words: how often the user comes and how much they consumed."""
+    kind = "devoted" if arrival > 0.2 else "regular" if arrival > 0.05 else "occasional"
+    noun = domain.item if n == 1 else domain.items
+    return (
+        f"{article(kind).capitalize()} {kind} {domain.user} ({n} {noun} in the log, about "
+        f"{arrival * 30:.1f} {_OPENING_END}"
+    )
+
+
+def reopened(text: str, domain: Domain, n: int, arrival: float) -> str:
+    """A profile (:func:`write_profile`) whose first words say ``arrival`` visits per day.
+
+    >>> from simrec.domain import DOMAINS
+    >>> text = write_profile(DOMAINS["music"], n=3, arrival=1 / 30, bias=None,
+    ...     conformity=0.5, diversity=0.5, liked=[], disliked=[])
+    >>> text[:63]
+    'An occasional listener (3 tracks in the log, about 1.0 visits a'
+    >>> reopened(text, DOMAINS["music"], 3, 0.5)[:60]
+    'A devoted listener (3 tracks in the log, about 15.0 visits a'
+    """
+    if _OPENING_END not in text:
+        return text
+    return _opening(domain, n, arrival) + text.split(_OPENING_END, 1)[1]
+
+
+def with_visit_rate(personas: Personas, rate: float, domain: Domain) -> Personas:
+    """``personas`` with every agent's visit chance per tick set to ``rate`` (not measured:
+    ``population.visit_rate``), and their profiles saying so."""
+    profiles = [
+        reopened(text, domain, int(n), rate)
+        for text, n in zip(personas.profiles, personas.n_interactions.tolist(), strict=True)
+    ]
+    arrival = np.full(len(personas), rate, np.float32)
+    return dataclasses.replace(personas, arrival_rate=arrival, profiles=profiles)
+
+
 def write_profile(
     domain: Domain,
     *,
@@ -309,12 +349,7 @@ def write_profile(
     Partly swayed by what is popular and explores a little.
     Favourite brand: "Acme".
     """
-    kind = "devoted" if arrival > 0.2 else "regular" if arrival > 0.05 else "occasional"
-    noun = domain.item if n == 1 else domain.items
-    text = (
-        f"{article(kind).capitalize()} {kind} {domain.user} ({n} {noun} in the log, about "
-        f"{arrival * 30:.1f} visits a month) "
-    )
+    text = _opening(domain, n, arrival)
     text += (
         f"who mostly {domain.verb_3rd} {and_list(liked)}."
         if liked
