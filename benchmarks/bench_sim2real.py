@@ -115,12 +115,12 @@ def simulated(
         "brain": settings.get("brain", {}),
     }
     table = ab(cfg, {p: p for p in POLICIES}, out=out, replicates=replicates, n_resamples=1000)
-    rows = table[table.metric == "watches_per_user"].set_index("arm")
+    rows = table[table.metric == "consumed_per_user"].set_index("arm")
 
     def arms(column: str) -> dict[str, set[str]]:
         return {p: set(filter(None, rows.loc[p, column].split(","))) for p in POLICIES}
 
-    by = pd.read_parquet(out / "ab_exposure.parquet").query("metric == 'watches_per_user'")
+    by = pd.read_parquet(out / "ab_exposure.parquet").query("metric == 'consumed_per_user'")
     configured = float(by.exposure.iloc[0])
     readings = {
         float(e): dict(zip(g.arm, g.value.astype(float), strict=True))

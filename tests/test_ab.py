@@ -60,7 +60,7 @@ def test_a_worse_policy_loses_significantly(tmp_path):
         assert sorted(ranks) == sorted(
             t[t.metric == metric].value.rank(ascending=False, method="min").astype(int)
         ), metric
-    watches = t[t.metric == "watches_per_user"].set_index("arm")
+    watches = t[t.metric == "consumed_per_user"].set_index("arm")
     users = pq.read_table(tmp_path / "ab" / "rand" / "rep-0" / "users.parquet").num_rows
     manifest = json.loads((tmp_path / "ab" / "rand" / "rep-0" / "manifest.json").read_text())
     clicks = manifest["counts"]["clicks"]
@@ -142,7 +142,7 @@ def test_ab_from_the_cli(tmp_path, capsys):
     # then the pairs whose order on watches per user depends on the exposure reading
     pairs = {
         "|".join(sorted((r.arm, o)))
-        for r in t[t.metric == "watches_per_user"].itertuples()
+        for r in t[t.metric == "consumed_per_user"].itertuples()
         for o in filter(None, r.order_depends_on_exposure_with.split(","))
     }
     line = printed.splitlines()[-2]
@@ -251,7 +251,7 @@ def test_exposure_readings_rerun_every_arm_and_name_the_orders_that_change(tmp_p
     np.testing.assert_allclose(
         at[0.0].to_numpy(), t0.set_index(["metric", "arm"]).value.loc[at[0.0].index].to_numpy()
     )
-    w = {e: v.loc["watches_per_user"] for e, v in at.items()}
+    w = {e: v.loc["consumed_per_user"] for e, v in at.items()}
     assert w[0.0]["pop"] / w[0.0]["rand"] > w[1.0]["pop"] / w[1.0]["rand"]
     for r in t.itertuples():
         flips = {

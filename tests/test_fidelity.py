@@ -214,7 +214,7 @@ def test_fidelity_report_on_movielens_files(ml100k, tmp_path, capsys):
     assert printed.index("Policy ranking:") < printed.index("kendall_tau")
     # every policy is also simulated with log popularity read as taste (brain.exposure 0)
     low = rk[rk.source == "simrec, exposure 0"]
-    assert set(low[low.metric == "watches_per_user"].setting) == set(F.POLICIES)
+    assert set(low[low.metric == "consumed_per_user"].setting) == set(F.POLICIES)
     assert (out / "runs" / "als_exposure_0" / "manifest.json").exists()
     assert "with brain.exposure 0 " in verdict and "pairs keep their order" in verdict
     # the users are resampled: an interval around tau, and the pairs each side resolves
@@ -255,7 +255,7 @@ def test_fidelity_is_informative_and_reproducible(tmp_path):
     assert v[("ranking", "recall@20", "kendall_tau", "simrec")] > 0
     # the ideal simulator (the world's own taste, same protocol) ranks every policy too: a
     # personalised policy beats random there, and the brain's order agrees with it
-    ideal = {p: v[("ranking", p, "watches_per_user", "oracle")] for p in F.POLICIES}
+    ideal = {p: v[("ranking", p, "consumed_per_user", "oracle")] for p in F.POLICIES}
     assert ideal["itemknn"] > ideal["random"] > 0
     assert v[("ranking", "oracle_simulation", "kendall_tau", "simrec")] > 0
     # how far the ideal simulator's own order is from Recall@20's: the protocol's ceiling
@@ -279,7 +279,7 @@ def test_exposure_readings_name_the_pairs_whose_order_they_change():
     rows = pd.DataFrame(F.exposure_rows(engagement, readings, offline, 1.0), columns=F.COLUMNS)
     v = rows.set_index(["setting", "metric", "source"]).value
     assert v[("brain", "exposure", "simrec")] == 1.0
-    assert v[("b", "watches_per_user", "simrec, exposure 0")] == 2.0
+    assert v[("b", "consumed_per_user", "simrec, exposure 0")] == 2.0
     # a > b > c under the config; b > a > c at 0; a > c > b at 0.5
     assert v[("recall@20", "kendall_tau", "simrec, exposure 0")] == pytest.approx(1 / 3)
     assert v[("recall@20", "kendall_tau", "simrec, exposure 0.5")] == pytest.approx(1 / 3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -39,3 +40,10 @@ def test_a_play_count_log_runs_in_its_own_words(tmp_path):
     assert not any("rater" in p or "track" in p for p in profiles)
     events = pq.read_table(out / "events").to_pandas()
     assert events.clicked.astype(bool).sum() > 0
+    assert main(["report", str(out)]) == 0
+    html = (out / "report" / "report.html").read_text()
+    assert "n/a: the log has no ratings (feedback: counts)" in html
+    words = re.findall(r"[a-z]+", re.sub(r"<[^>]+>", " ", html).lower())
+    assert not {"watch", "watched", "watches", "movie", "movies", "film", "blockbuster"} & set(
+        words
+    )

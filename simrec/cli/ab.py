@@ -104,10 +104,10 @@ def cmd_ab(args: argparse.Namespace) -> int:
         if table.attrs["exposure_readings"]:
             pairs = exposure_dependent_pairs(table)
             print(
-                "order on watches per user that depends on how much of the log's popularity "
+                "order on consumption per user that depends on how much of the log's popularity "
                 f"is exposure (brain.exposure): {', '.join(pairs)}"
                 if pairs
-                else "no order of two arms on watches per user depends on brain.exposure"
+                else "no order of two arms on consumption per user depends on brain.exposure"
             )
         print(f"results and report: {table.attrs['out_dir']}/report.html")
     return 0

@@ -12,8 +12,8 @@ def register(sub) -> None:
     rp = sub.add_parser(
         "report",
         help="an HTML report with plots of a run",
-        description="Write RUN/report/report.html: per-tick curves, watches by position, "
-        "ratings, concentration of watches, and the run's summary.",
+        description="Write RUN/report/report.html: per-tick curves, consumption by position, "
+        "ratings, concentration of consumption, and the run's summary.",
     )
     rp.add_argument("run", help="a complete run directory")
     rp.add_argument("--out", help="report directory (default RUN/report)")

@@ -69,9 +69,9 @@ from simrec.evaluation.resampling import (
 from simrec.limits import check_statistics
 
 METRICS = (
-    "watches_per_user",
+    "consumed_per_user",
     "ctr",
-    "watches_per_session",
+    "consumed_per_session",
     "mean_rating",
     "session_length",
     "return_rate",
@@ -82,9 +82,9 @@ METRICS = (
 )
 # ratio metrics: (numerator, denominator) columns of the per-user component table
 _RATIOS = {
-    "watches_per_user": ("clicks", "one"),
+    "consumed_per_user": ("clicks", "one"),
     "ctr": ("clicks", "impressions"),
-    "watches_per_session": ("clicks", "sessions"),
+    "consumed_per_session": ("clicks", "sessions"),
     "mean_rating": ("rating_sum", "rated"),
     "session_length": ("pages", "sessions"),
     "return_rate": ("returned", "active"),
@@ -221,7 +221,7 @@ def ab(
     return table
 
 
-def exposure_dependent_pairs(table: pd.DataFrame, metric: str = "watches_per_user") -> list[str]:
+def exposure_dependent_pairs(table: pd.DataFrame, metric: str = "consumed_per_user") -> list[str]:
     """The pairs of arms ("a|b", names sorted) whose order on ``metric`` depends on the
     exposure reading (the table's ``order_depends_on_exposure_with``), sorted."""
     rows = table[table.metric == metric]

@@ -34,7 +34,7 @@ _CURVES = (
 def run_report(
     run_dir: str | Path, out: str | Path | None = None, events_uri: str | None = None
 ) -> Path:
-    """``RUN/report/report.html``: per-tick curves, watches by position, rating histogram,
+    """``RUN/report/report.html``: per-tick curves, consumption by position, rating histogram,
     concentration of watches (Lorenz curve), and the run's summary, labelled in the words of
     the run's catalog domain ("bought by position" for products). ``events_uri``: where the
     run's event parts are when not in ``RUN/events`` (never taken from the run directory)."""
@@ -79,18 +79,20 @@ def run_report(
         imgs.append(
             (f"{d.verb_past.capitalize()} by position", page.save_figure(fig, out / "position.png"))
         )
-        fig, ax = plt.subplots(figsize=(6, 3.5))
         ratings = ev.rating.dropna()
         if len(ratings):
+            fig, ax = plt.subplots(figsize=(6, 3.5))
             values, counts = np.unique(ratings.to_numpy(), return_counts=True)
             ax.bar(
                 values,
                 counts / counts.sum(),
                 width=0.8 * (np.diff(values).min() if values.size > 1 else 1),
             )
-        ax.set_xlabel("rating")
-        ax.set_ylabel("share of ratings")
-        imgs.append(("Ratings", page.save_figure(fig, out / "ratings.png")))
+            ax.set_xlabel("rating")
+            ax.set_ylabel("share of ratings")
+            imgs.append(("Ratings", page.save_figure(fig, out / "ratings.png")))
+        else:  # a log of implicit feedback: its users rate nothing
+            imgs.append(("Ratings", None))
         fig, ax = plt.subplots(figsize=(5, 4))
         counts = np.sort(ev[ev.clicked.astype(bool)].item_id.value_counts().to_numpy())
         n_items = pq.read_metadata(run_dir / "items.parquet").num_rows
@@ -109,7 +111,12 @@ def run_report(
             ],
             columns=["count", "value"],
         )
-        sections = [(h, page.image(f, h)) for h, f in imgs]
+        no_ratings = (
+            f"<p>n/a: the log has no ratings (feedback: "
+            f"{page.esc(manifest['data'].get('feedback', 'consumption'))}), so its simulated "
+            f"users rate nothing they {page.esc(d.verb)}.</p>"
+        )
+        sections = [(h, page.image(f, h) if f is not None else no_ratings) for h, f in imgs]
         sections.insert(
             0,
             (
@@ -260,9 +267,9 @@ def _exposure_section(table: pd.DataFrame, by_reading: pd.DataFrame, pairs: list
         "not. Each cell is the arm's value (its rank).</p>"
     )
     verdict = (
-        f"On watches per user, the order of {', '.join(pairs)} depends on it."
+        f"On consumption per user, the order of {', '.join(pairs)} depends on it."
         if pairs
-        else "On watches per user, no order of two arms depends on it."
+        else "On consumption per user, no order of two arms depends on it."
     )
     return intro + f"<p><b>{page.esc(verdict)}</b></p>" + page.table(cells)
 
@@ -290,7 +297,7 @@ def ope_report(
         ax.axhline(float(table.truth.iloc[0]), color="tab:red", ls="--", label="simulated truth")
         ax.legend()
     ax.set_xticks(x, table.estimator)
-    ax.set_ylabel("first-page value (watches)")
+    ax.set_ylabel("first-page value (items consumed)")
     ax.set_title(f"target: {table.target.iloc[0]}")
     png = page.save_figure(fig, out / "ope_estimates.png")
     sections = []

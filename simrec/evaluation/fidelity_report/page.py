@@ -79,7 +79,7 @@ def strongest_baseline(table: pd.DataFrame) -> str:
 def ranking_verdict(table: pd.DataFrame) -> str:
     """One sentence: how simrec orders the policies against held-out Recall@20."""
     rk = table[table.section == "ranking"]
-    sim = rk[(rk.metric == "watches_per_user") & (rk.source == "simrec")]
+    sim = rk[(rk.metric == "consumed_per_user") & (rk.source == "simrec")]
     real = rk[(rk.metric == "recall@20") & (rk.source == "real")]
     taus = rk[(rk.setting == "recall@20") & (rk.metric == "kendall_tau")]
     tau = taus[taus.source == "simrec"].value
@@ -99,7 +99,7 @@ def ranking_verdict(table: pd.DataFrame) -> str:
         return text
     readings = []
     for source in taus.source[taus.source.str.startswith("simrec, exposure")]:
-        watches = rk[(rk.metric == "watches_per_user") & (rk.source == source)]
+        watches = rk[(rk.metric == "consumed_per_user") & (rk.source == source)]
         t = float(taus[taus.source == source].value.iloc[0])
         readings.append(
             f"with brain.{source.removeprefix('simrec, ')} {order(watches)} (tau {t:.2f})"
@@ -274,7 +274,7 @@ def write_report(
 def _ranking_plot(plt, table: pd.DataFrame, out: Path, sections: list, domain: Domain) -> None:
     """The policy-ranking scatter: held-out Recall@20 against simulated watches per user."""
     rk = table[table.section == "ranking"]
-    sim = rk[(rk.metric == "watches_per_user") & (rk.source == "simrec")]
+    sim = rk[(rk.metric == "consumed_per_user") & (rk.source == "simrec")]
     names = list(sim.setting)
     if names:
         fig, ax = plt.subplots(figsize=(6, 4))

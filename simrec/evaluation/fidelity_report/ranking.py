@@ -132,10 +132,10 @@ def ranking(
         against["oracle_simulation"] = np.array([ideal[p] for p in names])
     shifts = {"recall@20": "rank_shift", "oracle_simulation": "rank_shift_vs_oracle"}
     for j, p in enumerate(names):
-        rows.append(("ranking", p, "watches_per_user", engagement[p], "simrec"))
+        rows.append(("ranking", p, "consumed_per_user", engagement[p], "simrec"))
         for metric, values in against.items():
             if metric == "oracle_simulation":
-                rows.append(("ranking", p, "watches_per_user", values[j], "oracle"))
+                rows.append(("ranking", p, "consumed_per_user", values[j], "oracle"))
             else:
                 source = "oracle" if metric.startswith("choice_share") else "real"
                 rows.append(("ranking", p, metric, values[j], source))
@@ -275,7 +275,7 @@ def exposure_rows(
         sim = np.array([values[p] for p in names])
         orders.append(sim)
         label = reading(exposure)
-        rows += [("ranking", p, "watches_per_user", values[p], label) for p in names]
+        rows += [("ranking", p, "consumed_per_user", values[p], label) for p in names]
         tau = float(stats.kendalltau(sim, recall).statistic)
         rows.append(("ranking", f"recall@{TOP_K}", "kendall_tau", tau, label))
     a, b = np.triu_indices(len(names), 1)
