@@ -47,7 +47,7 @@ ENV_OFF = "SIMREC_NO_CACHE"
 ENV_MAX = "SIMREC_CACHE_MAX_GB"
 MAX_GB = 4.0  # past this, the least recently used entries go (SIMREC_CACHE_MAX_GB to change)
 KIND = "calibration"  # the only kind of entry so far: a subfolder of the cache folder
-LAYOUT = 1  # the entry layout: an entry of another layout is not read
+LAYOUT = 2  # the entry layout: an entry of another layout is not read
 _MARK = "simrec-cache.json"  # in the cache folder: simrec made it (clear removes nothing else)
 
 _folder: Path | None = None

@@ -33,6 +33,7 @@ DataFormat = Literal[
     "synthetic", "movielens-100k", "movielens-1m", "movielens-latest", "recbole", "table"
 ]
 # the log's columns, then the items file's (items_item: its id column, when not named as the log's)
+REPEAT_LOGS = 0.05  # a log's repeat share from which simulation.repeats is on by default
 TABLE_COLUMN_KEYS = (
     *("user", "item", "rating", "timestamp", "count"),
     *("title", "genres", "items_item"),
@@ -179,6 +180,12 @@ class SimulationConfig(_Section):
     ticks: int = Field(30, gt=0, le=100_000, description="simulated ticks (days by default)")
     page_size: int = Field(10, gt=0, le=1000, description="items per page (slate size k)")
     max_pages: int = Field(5, gt=0, le=1000, description="pages a session may last")
+    repeats: bool | None = Field(
+        None,
+        description="whether users may consume an item again (policies may show what a user "
+        "consumed; a replay's pull is calibrated to the log's repeat share); None: on when "
+        f"the log repeats (repeat share >= {REPEAT_LOGS:g}: play counts, replays)",
+    )
     batch_size: int = Field(
         8192, gt=0, description="agents per recommend/decide call; never changes the results"
     )
@@ -520,6 +527,7 @@ _MAX_CONFIG_DEPTH = 20
 _LATER_FIELDS = {
     "data": ("kg", "kg_links", "kg_labels", "domain", "item_noun"),
     "population": ("visit_rate",),
+    "simulation": ("repeats",),
 }
 
 

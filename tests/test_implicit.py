@@ -8,18 +8,22 @@ import re
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
+import simrec
 from simrec.cli import main
 from simrec.config import SyntheticWorldConfig
 from simrec.data import make_world
 
 
-def _play_counts(path, seed: int = 0) -> None:
+def _play_counts(path, seed: int = 0, replays: float = 1.0) -> None:
     """A music log: the synthetic world's pairs, each with a play count that grows with how
-    much the user likes the artist (their rating), no ratings, no timestamps."""
+    much the user likes the artist (their rating; ``replays`` scales the plays beyond the
+    first), no ratings, no timestamps."""
     world = make_world(SyntheticWorldConfig(users=150, items=120, interactions_per_user=15), seed)
     log = world.interactions
-    plays = np.random.default_rng(seed).poisson(np.exp(log.rating.astype(float) - 1.0)) + 1
+    mean = replays * np.exp(log.rating.astype(float) - 1.0)
+    plays = np.random.default_rng(seed).poisson(mean) + 1
     pd.DataFrame(
         {"userID": log.user_ids[log.user], "artistID": log.item, "weight": plays}
     ).drop_duplicates(["userID", "artistID"]).to_csv(path, sep="\t", index=False)
@@ -47,3 +51,61 @@ def test_a_play_count_log_runs_in_its_own_words(tmp_path):
     assert not {"watch", "watched", "watches", "movie", "movies", "film", "blockbuster"} & set(
         words
     )
+
+
+def test_a_log_that_repeats_is_simulated_with_replays_at_its_repeat_share(tmp_path, caplog):
+    """Shown what they would come across without a recommender (organic exposure), users
+    repeat the log's share of their consumption; impressions mark the replays."""
+    data = tmp_path / "plays.tsv"
+    _play_counts(data, seed=3, replays=0.05)
+    cfg = {
+        "seed": 4,
+        "data": {
+            "format": "table",
+            "path": str(data),
+            "columns": {"user": "userID", "item": "artistID", "count": "weight"},
+        },
+        "population": {"visit_rate": 0.5},
+        "policy": {"name": "organic"},
+        "simulation": {"ticks": 8},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    res = simrec.run(cfg)
+    brain = res.manifest["brain"]
+    assert brain["repeats"] is True and 0.1 < brain["repeat_share"] < 0.6
+    assert brain["replay_share"] == pytest.approx(brain["repeat_share"], abs=1e-6)
+    events = res.events()
+    watched = events[(events.event_type == "impression") & events.clicked.astype(bool)]
+    simulated = watched.repeat.astype(bool).mean()
+    assert abs(simulated - brain["repeat_share"]) < 0.1, (simulated, brain["repeat_share"])
+    assert events.repeat.notna().all()
+    # the same log with repeats off: never shown again, so never consumed again
+    cfg["simulation"]["repeats"] = False
+    cfg["output"]["dir"] = str(tmp_path / "off")
+    off = simrec.run(cfg)
+    assert off.manifest["brain"]["repeats"] is False and off.events().repeat.isna().all()
+    pairs = off.events().query("clicked")[["user_id", "item_id"]]
+    assert not pairs.duplicated().any()
+    # a log of heavy replays: slates alone cannot reach its share, and the run says so
+    _play_counts(data, seed=3, replays=3.0)
+    cfg["simulation"]["repeats"] = None
+    cfg["output"]["dir"] = str(tmp_path / "heavy")
+    heavy = simrec.run(cfg).manifest["brain"]
+    assert heavy["replay_share"] < heavy["repeat_share"] - 0.05
+    assert "simulated users repeat less than its users" in caplog.text
+
+
+def test_a_log_without_repeats_keeps_consumed_items_off_the_slates(tmp_path):
+    cfg = {
+        "seed": 1,
+        "data": {"synthetic": {"users": 60, "items": 80}},
+        "simulation": {"ticks": 3},
+        "output": {"dir": str(tmp_path / "r")},
+    }
+    res = simrec.run(cfg)
+    assert res.manifest["brain"]["repeats"] is False and res.manifest["brain"]["replay"] == 0.0
+    assert res.events().repeat.isna().all()
+    cfg["simulation"]["repeats"] = True  # asked for: consumed items come back on the slates
+    cfg["output"]["dir"] = str(tmp_path / "on")
+    on = simrec.run(cfg).events()
+    assert on.repeat.astype(bool).any()

@@ -307,6 +307,32 @@ class Interactions:
         m.sort_indices()
         return m.astype(np.float32)
 
+    def repeat_share(self) -> float:
+        """The share of the log's consumption that repeats an earlier consumption of the same
+        item by the same user: plays beyond each pair's first over all plays (a row counts
+        ``count`` times, at least once, in a log with counts; once otherwise). 0 for a log where
+        every pair occurs once with no count above 1 (MovieLens).
+
+        >>> log = Interactions(np.array([0, 0, 1], np.int32), np.array([0, 0, 1], np.int32),
+        ...     np.full(3, np.nan, np.float32), np.zeros(3, np.int64), np.arange(2),
+        ...     np.array([3.0, 1.0, 1.0], np.float32))
+        >>> log.repeat_share()  # pair (0, 0): 4 plays, 3 of them repeats; pair (1, 1): 1 play
+        0.6
+        """
+        cached = self.__dict__.get("_repeat_share")
+        if cached is not None:
+            return cached
+        if len(self) == 0:
+            return 0.0
+        plays = (
+            np.ones(len(self))
+            if self.count is None
+            else np.maximum(self.count, 1.0, dtype=np.float64)
+        )
+        pairs = np.unique(self.user.astype(np.int64) * (int(self.item.max()) + 1) + self.item)
+        self._repeat_share = float(1.0 - pairs.size / plays.sum())
+        return self._repeat_share
+
     def appended(
         self, user: np.ndarray, item: np.ndarray, rating: np.ndarray, timestamp: np.ndarray
     ) -> Interactions:

@@ -12,7 +12,9 @@ def events_schema(item_id_type: pa.DataType) -> pa.Schema:
     (a user shared an item with ``share_recipients`` friends), which leave the slate columns
     (page, slate_id, position, policy, score, propensities, examined, clicked, left_after,
     decided_by) null. ``social_signal``: friends' share signal on an impression, null when the
-    run has no social graph."""
+    run has no social graph. ``repeat``: whether the user had consumed the impression's item
+    before (seed log or run), null where ``simulation.repeats`` is off (a consumed item is then
+    never shown); ``clicked`` and ``repeat`` is a repeat consumption."""
     return pa.schema(
         [
             pa.field("run_id", _DICT, False),
@@ -44,6 +46,7 @@ def events_schema(item_id_type: pa.DataType) -> pa.Schema:
             pa.field("completion_tokens", pa.int32(), True),
             pa.field("social_signal", pa.float32(), True),
             pa.field("share_recipients", pa.int32(), True),
+            pa.field("repeat", pa.bool_(), True),
         ]
     )
 

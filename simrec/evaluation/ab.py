@@ -70,6 +70,7 @@ from simrec.limits import check_statistics
 
 METRICS = (
     "consumed_per_user",
+    "distinct_consumed_per_user",
     "ctr",
     "consumed_per_session",
     "mean_rating",
@@ -83,6 +84,8 @@ METRICS = (
 # ratio metrics: (numerator, denominator) columns of the per-user component table
 _RATIOS = {
     "consumed_per_user": ("clicks", "one"),
+    # distinct items each user consumed in the run: below consumed_per_user where users repeat
+    "distinct_consumed_per_user": ("distinct_clicks", "one"),
     "ctr": ("clicks", "impressions"),
     "consumed_per_session": ("clicks", "sessions"),
     "mean_rating": ("rating_sum", "rated"),
@@ -95,6 +98,7 @@ _RATIOS = {
 _COMPONENTS = (
     "impressions",
     "clicks",
+    "distinct_clicks",
     "sessions",
     "pages",
     "rated",
@@ -302,6 +306,8 @@ def _run_components(run_dir: Path) -> tuple[np.ndarray, sp.csr_matrix]:
     col = _COLUMN
     comp[:, col["impressions"]] = np.bincount(user, minlength=n)
     comp[:, col["clicks"]] = np.bincount(user, weights=clicked, minlength=n)
+    pairs = np.unique(user[clicked] * max(len(items), 1) + item[clicked])
+    comp[:, col["distinct_clicks"]] = np.bincount(pairs // max(len(items), 1), minlength=n)
     comp[:, col["rated"]] = np.bincount(user, weights=rated, minlength=n)
     comp[:, col["rating_sum"]] = np.bincount(user[rated], weights=rating[rated], minlength=n)
     sessions = ev.drop_duplicates("session_id")

@@ -31,7 +31,8 @@ from simrec.agents.brains.base import (
 from simrec.agents.memory import FEELINGS, EpisodicMemory, MemoryStore
 from simrec.agents.persona import Personas
 from simrec.agents.user import UserAgent
-from simrec.config import SimulationConfig
+from simrec.arrays import excluded_mask
+from simrec.config import REPEAT_LOGS, SimulationConfig
 from simrec.data.dataset import Dataset
 from simrec.data.schemas import METRIC_COLUMNS
 from simrec.environments.base import (
@@ -235,6 +236,12 @@ class SimulationModel(mesa.Model):
         self._item_genres = self.catalog.genres.astype(np.float64).tocsr()
         # (n_source_users, n_items): rows addressed by source user, not by agent
         self.seed_consumed = data.interactions.matrix(self.catalog.n_items)
+        # simulation.repeats (None: on for a log that repeats): consumed items may be shown
+        self.repeats = (
+            sim.repeats
+            if sim.repeats is not None
+            else data.interactions.repeat_share() >= REPEAT_LOGS
+        )
         self.watched = sp.csr_matrix((self.n_agents, self.catalog.n_items), dtype=np.float32)
         # what agents watched, in order: the feedback loop refits the policy on it
         self.sim_log: dict[str, list[np.ndarray]] = {k: [] for k in _SIM_LOG}
@@ -395,8 +402,9 @@ class SimulationModel(mesa.Model):
             check_slates(slates, agents.size, k, self.catalog.n_items, self._policy_name)
         shown[rows, page * k : (page + 1) * k] = slates.items
         social = None if self.social is None else self.social.lookup(agents, slates.items)
+        repeat = self._consumed_before(agents, slates.items) if self.repeats else None
         batch = PageBatch(
-            agents, slates.items, slates.scores, page, self.tick, social, self.context
+            agents, slates.items, slates.scores, page, self.tick, social, self.context, repeat
         )
         d = self.brain.decide(batch)
         valid = slates.items >= 0
@@ -444,6 +452,8 @@ class SimulationModel(mesa.Model):
         )
         if social is not None:
             self._buf.add(social=cells(social))
+        if repeat is not None:
+            self._buf.add(repeat=cells(repeat))
         if self.episodic is not None and d.feeling is not None:
             self._buf.add(**_felt(agents, slates.items, d.clicked, d.feeling))
         if d.llm_model is not None:  # LLM brains: what decided each page, on each of its rows
@@ -507,11 +517,24 @@ class SimulationModel(mesa.Model):
         return self._vocab_index[label]
 
     def _exclusions(self, agents: np.ndarray, earlier: np.ndarray) -> sp.csr_matrix:
-        """(m, n_items) CSR: what each agent consumed plus what this session already showed."""
+        """(m, n_items) CSR: what this session already showed, and what each agent consumed
+        unless ``simulation.repeats`` lets it be shown again."""
+        parts = [] if self.repeats else self._consumed_parts(agents)
+        return stack_rows(parts, earlier, self.catalog.n_items)
+
+    def _consumed_parts(self, agents: np.ndarray) -> list[tuple[sp.csr_matrix, np.ndarray]]:
+        """The (matrix, rows) pairs of what ``agents`` consumed: their source users' seed log
+        and what they watched in the run."""
         parts = [(self.seed_consumed, self.personas.source_user[agents])]
         if self.watched.nnz:
             parts.append((self.watched, agents))
-        return stack_rows(parts, earlier, self.catalog.n_items)
+        return parts
+
+    def _consumed_before(self, agents: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(m, k) bool: which of ``items`` (m, k) each agent consumed before (seed or run)."""
+        none = np.zeros((agents.size, 0), np.int64)
+        consumed = stack_rows(self._consumed_parts(agents), none, self.catalog.n_items)
+        return excluded_mask(items, consumed) & (items >= 0)
 
     # ------------------------------------------------------------------ end of tick
 

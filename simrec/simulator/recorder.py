@@ -236,6 +236,9 @@ class EventRecorder:
             pa.array(c["social"].astype(np.float32)) if "social" in c else pa.nulls(n, pa.float32())
         )
         arrays["share_recipients"] = pa.nulls(n, pa.int32())
+        arrays["repeat"] = (
+            pa.array(c["repeat"].astype(bool)) if "repeat" in c else pa.nulls(n, pa.bool_())
+        )
         table = pa.Table.from_arrays([arrays[f.name] for f in self.schema], schema=self.schema)
         if "share_agent" in c:
             table = pa.concat_tables([table, self._share_table(c)])

@@ -662,6 +662,13 @@ def _manifest(
             # taste_dim: auto: each tried dimension's held-out ROC AUC (empty when fixed)
             "taste_dim_scores": {str(d): round(v, 5) for d, v in utility.taste_dim_scores.items()},
             "rating_sigma": utility.rating_model.sigma,
+            # simulation.repeats as resolved; the log's repeat share and the replay's pull
+            "repeats": bool(model.repeats),
+            "repeat_share": utility.repeat_share,
+            "replay": utility.replay,
+            # the repeat share the replay gives under the log's exposure (below repeat_share
+            # when shown items alone cannot reach it)
+            "replay_share": utility.replay_share,
         },
         "policy": model.policy.name,
         "social": None if model.social is None else model.social.graph.summary(),

@@ -79,6 +79,8 @@ class PageBatch(Sequence[PageView]):
 
     agents: (n,) int64 agent indices; items: (n, k) int64 item indices (-1 = empty slot);
     scores: (n, k) float32 policy scores; social: (n, k) float32 friends' share signal in [0, 1].
+    consumed: (n, k) bool, the items each agent consumed before (only where
+    ``simulation.repeats`` lets a slate show them; None otherwise).
     """
 
     agents: np.ndarray
@@ -88,6 +90,7 @@ class PageBatch(Sequence[PageView]):
     tick: int
     social: np.ndarray | None = None
     context: BrainContext | None = field(default=None, repr=False)
+    consumed: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.agents.shape[0])
@@ -114,6 +117,7 @@ class PageBatch(Sequence[PageView]):
             self.tick,
             social=None if self.social is None else self.social[rows],
             context=self.context,
+            consumed=None if self.consumed is None else self.consumed[rows],
         )
 
 

@@ -66,6 +66,7 @@ _MAX_POSITIVES = 200_000
 CROSS_FIT_SHARE = 0.2  # each user's latest share of interactions calibrates the click model
 _MIN_CROSS_FIT = 200  # fewer held-out rows than this: calibrate in sample
 _NEGATIVES_PER_POSITIVE = 4
+REPLAY_BOUND = 30.0  # the replay offset's range: a logit past it is a sure watch
 _EXPOSURE_DRAWS = 32  # exposure-drawn items per user that measure its watch rate
 _USER_BLOCK = 16384
 
@@ -155,6 +156,11 @@ class UtilityBrain:
         self.taste_dim: int | None = None  # the choice model's dimensions (None: oracle)
         self.taste_dim_scores: dict[int, float] = {}  # what taste_dim: auto chose from
         self.exposure_watch = np.zeros(0)
+        self.repeat_share = 0.0  # the log's share of consumption that repeats a pair
+        self.replay = 0.0  # the watch-logit offset of an item the user consumed before
+        # the repeat share that offset gives users shown the log's exposure: the log's, unless
+        # even a sure replay of every consumed item shown falls short of it
+        self.replay_share = 0.0
         # bound to a population by bind(): one row per agent
         self.streams = Streams(seed)
         self.source_user = np.zeros(0, np.int64)
@@ -192,6 +198,16 @@ class UtilityBrain:
         self.choice = self.evidence.choice
         self.weights = self._fit_click_weights(data, personas)
         self.exposure_watch = self._exposure_watch(data.interactions, personas)
+        self.repeat_share = data.interactions.repeat_share()
+        self.replay = self._fit_replay(data.interactions, personas) if self.repeat_share else 0.0
+        if self.replay_share < self.repeat_share - 0.05:
+            logging.getLogger(__name__).warning(
+                "the log repeats %.0f%% of its consumption; replays of what slates show reach "
+                "%.0f%% at most under the log's exposure, so simulated users repeat less than "
+                "its users, who also replay from their own libraries",
+                100 * self.repeat_share,
+                100 * self.replay_share,
+            )
         return personas
 
     FITTED = (  # what fit() learns: the calibration cache stores exactly these
@@ -200,6 +216,9 @@ class UtilityBrain:
         "evidence",
         "weights",
         "exposure_watch",
+        "repeat_share",
+        "replay",
+        "replay_share",
         "log_exposure",
         "click_calibration",
         "taste_dim",
@@ -359,6 +378,44 @@ class UtilityBrain:
         map_in_threads(block, range(0, n, _USER_BLOCK))
         return out
 
+    def _fit_replay(self, log, personas: Personas) -> float:
+        """The watch-logit offset of an item the user consumed before (used where
+        ``simulation.repeats`` is on), chosen so that users shown what they would come across
+        without a recommender (the log's exposure, consumed items included) repeat the log's
+        share of their consumption: with each user's consumed exposure mass ``s_u`` and watch
+        probability of a fresh item ``p_u`` (``exposure_watch``), the expected repeat share
+        ``sum_ui w_i sigmoid(l_ui + b) / (that + sum_u (1 - s_u) p_u)`` over the consumed
+        pairs (exposure ``w_i``, watch logit ``l_ui``) is solved for ``b`` by bisection (it
+        grows with ``b``). Personas are the log's users here."""
+        n_items = self.log_exposure.size
+        m = log.matrix(n_items)
+        users = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+        items = m.indices.astype(np.int64)
+        w = np.exp(self.evidence.exposure)[items]
+        logits = np.empty(items.size)
+        for lo in range(0, items.size, _USER_BLOCK * 8):
+            part = slice(lo, lo + _USER_BLOCK * 8)
+            logits[part] = self.watch_logit(users[part], items[part, None])[:, 0]
+        mass = np.bincount(users, w, m.shape[0])
+        fresh = float(((1.0 - mass) * self.exposure_watch).sum())
+
+        def share(b: float) -> float:
+            old = float((w * expit(logits + b)).sum())
+            return old / max(old + fresh, 1e-300)
+
+        lo, hi = -REPLAY_BOUND, REPLAY_BOUND
+        if share(hi) <= self.repeat_share:
+            b = hi
+        elif share(lo) >= self.repeat_share:
+            b = lo
+        else:
+            for _ in range(60):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if share(mid) < self.repeat_share else (lo, mid)
+            b = 0.5 * (lo + hi)
+        self.replay_share = share(b)
+        return b
+
     def _exposure(self, counts: np.ndarray) -> np.ndarray:
         """(n_items,) log of the exposure distribution, proportional to ``(counts + 1) **
         brain.exposure`` (0: uniform; 1: an item's share of the log is taken for how often
@@ -424,6 +481,8 @@ class UtilityBrain:
         x = self.watch_logit(agents, safe)
         if views.social is not None:
             x += c.social_weight * self.conformity[agents][:, None] * views.social
+        if views.consumed is not None:  # simulation.repeats: what the user consumed before
+            x += np.float32(self.replay) * views.consumed
         watch_p = exam_p[None, :] * expit(x)
         clicked = valid & (u[:, :k] < watch_p)
         rating = np.full((n, k), np.nan, np.float32)

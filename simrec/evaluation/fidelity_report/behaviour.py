@@ -33,10 +33,13 @@ def sim_behaviour(events: pd.DataFrame, n_agents: int, n_items: int, ticks: int)
     per_session = imp.groupby("session_id").clicked.sum().to_numpy()
     users = imp.drop_duplicates("session_id").user_id.to_numpy()
     watched = imp[imp.clicked]
+    # repeat consumption: null (no repeats allowed, so none happened) counts as not a repeat
+    again = watched["repeat"].fillna(False) if "repeat" in watched else pd.Series(False)
     return {
         "items_per_session": per_session[per_session > 0].astype(np.float64),
         "sessions_per_user_per_tick": np.bincount(users, minlength=n_agents) / ticks,
         "consumed": watched.item_index.to_numpy(),
+        "repeat_share": float(again.astype(bool).mean()) if len(watched) else float("nan"),
     }
 
 
@@ -74,6 +77,11 @@ def behaviour(split: Split, sim: dict, tick_seconds: int) -> tuple[list[tuple], 
     p_real = np.bincount(decile, weights=real["consumed"], minlength=10) + 0.5
     p_sim = np.bincount(decile, weights=sim_consumed, minlength=10) + 0.5
     kl = float(stats.entropy(p_real / p_real.sum(), p_sim / p_sim.sum()))
+    # the share of consumption that repeats a user-item pair: the log's against the simulation's
+    rows += [
+        ("behaviour", "repeat_share", "mean", sim["repeat_share"], "simrec"),
+        ("behaviour", "repeat_share", "mean", split.train.interactions.repeat_share(), "real"),
+    ]
     rows += [
         ("behaviour", "consumed_popularity", "gini", gini(sim_consumed), "simrec"),
         ("behaviour", "consumed_popularity", "gini", gini(real["consumed"]), "real"),
