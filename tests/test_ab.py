@@ -288,3 +288,42 @@ def test_exposure_orders_compare_signs_and_leave_non_numbers_tied():
     assert by[by.exposure == 0.0].set_index("arm")["rank"].iloc[::m].tolist()[:3] == [3, 1, 2]
     # a single reading: no order can depend on it
     assert set(_exposure_orders({1.0: one}, list("abcd"))[1]) == {""}
+
+
+def test_the_verdict_names_each_arms_wins_losses_and_what_is_undefined():
+    import pandas as pd
+
+    from simrec.evaluation.ab import verdicts
+
+    def row(metric, arm, lift, significant, note="", depends=""):
+        return {
+            "metric": metric,
+            "arm": arm,
+            "control": "A",
+            "control_value": 2.0,
+            "diff": 2.0 * lift,
+            "diff_ci_low": 2.0 * (lift - 0.05),
+            "diff_ci_high": 2.0 * (lift + 0.05),
+            "lift": lift,
+            "p_holm": 0.001 if significant else 0.4,
+            "significant": significant,
+            "note": note,
+            "order_depends_on_exposure_with": depends,
+        }
+
+    table = pd.DataFrame(
+        [
+            row("consumed_per_user", "A", float("nan"), False),
+            row("consumed_per_user", "B", 0.12, True, depends="A"),
+            row("ctr", "B", 0.10, True),
+            row("coverage", "B", -0.30, True),
+            row("novelty", "B", 0.01, False),
+            row("mean_rating", "B", float("nan"), False, note="n/a: nothing was rated"),
+        ]
+    )
+    (text,) = verdicts(table)
+    assert text.startswith("B vs A: consumed per user +12.0% [+7.0%, +17.0%], a difference")
+    assert "Higher on: ctr (+10.0%)." in text and "Lower on: coverage (-30.0%)." in text
+    assert "No clear difference on: novelty." in text
+    assert "mean_rating n/a: nothing was rated." in text
+    assert "depends on how much of the log's popularity is exposure" in text

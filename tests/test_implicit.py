@@ -109,3 +109,19 @@ def test_a_log_without_repeats_keeps_consumed_items_off_the_slates(tmp_path):
     cfg["output"]["dir"] = str(tmp_path / "on")
     on = simrec.run(cfg).events()
     assert on.repeat.astype(bool).any()
+
+
+def test_an_ab_test_on_a_log_without_ratings_says_its_verdict_first(tmp_path, capsys):
+    data = tmp_path / "plays.tsv"
+    _play_counts(data)
+    argv = ["ab", "--data", str(data), "--columns", "user=userID,item=artistID,count=weight"]
+    argv += ["--visit-rate", "0.3", "--ticks", "3", "--arm", "A=popular", "--arm", "B=random"]
+    assert main([*argv, "--bootstrap", "200", "--out", str(tmp_path / "ab")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("B vs A: consumed per user ")
+    assert "mean_rating n/a: nothing was rated (the log has no ratings)" in out
+    assert "diversity n/a: the catalog has no genres to differ in" in out
+    table = pd.read_parquet(tmp_path / "ab" / "ab_results.parquet")
+    undefined = table[table.metric.isin(["mean_rating", "diversity"])]
+    assert undefined.value.isna().all() and undefined.note.str.startswith("n/a").all()
+    assert not (tmp_path / "ab" / "report.html").read_text().count("+nan%")

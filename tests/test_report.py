@@ -48,6 +48,9 @@ def test_ab_report(tmp_path):
     )
     page = _check_report(tmp_path / "ab", 3)
     assert "Lifts with confidence intervals" in page and "novelty" in page
+    # the verdict comes first: each arm against the control, in a sentence
+    assert page.index("Verdict") < page.index("Lifts with confidence intervals")
+    assert "B vs A: consumed per user" in page and "C vs A: consumed per user" in page
 
 
 def test_ope_report(tmp_path):

@@ -67,7 +67,7 @@ def register(sub) -> None:
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
-    from simrec.evaluation.ab import ab, exposure_dependent_pairs, parse_arm
+    from simrec.evaluation.ab import ab, exposure_dependent_pairs, parse_arm, verdicts
 
     cfg = build_config(args)
     arms: dict[str, Any] = {}
@@ -100,6 +100,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if not args.quiet:
+        print("\n".join(verdicts(table)) + "\n")
         print(format_ab_table(table))
         if table.attrs["exposure_readings"]:
             pairs = exposure_dependent_pairs(table)
@@ -131,24 +132,28 @@ def format_ab_table(table) -> str:
     """The A/B comparison as aligned text, one row per metric and arm; ``rank`` is the arm's
     place on the metric, with the arms whose order with it the resamples cannot tell, and in
     brackets those whose order with it depends on the exposure reading."""
+    w = max(20, 2 + max(len(m) for m in table.metric))  # the metric column's width
     lines = [
-        f"{'metric':<20}{'arm':<10}{'value':>10}{'diff':>11}{'95% CI of diff':>24}"
+        f"{'metric':<{w}}{'arm':<10}{'value':>10}{'diff':>11}{'95% CI of diff':>24}"
         f"{'lift':>9}{'p (Holm)':>10}{'MDE':>10}  rank (order unresolved with)"
         " [order depends on brain.exposure with]"
     ]
     for r in table.itertuples():
+        if r.note:  # a metric the data cannot define
+            lines.append(f"{r.metric:<{w}}{r.arm:<10}{'n/a':>10}  {r.note}")
+            continue
         rank = f"  {r.rank}" + (f" ({r.rank_unresolved_with})" if r.rank_unresolved_with else "")
         depends = getattr(r, "order_depends_on_exposure_with", "")
         rank += f" [{depends}]" if depends else ""
         if r.arm == r.control:
             lines.append(
-                f"{r.metric:<20}{r.arm:<10}{r.value:>10.4f}{'(control)':>11}{'':>53}{rank}"
+                f"{r.metric:<{w}}{r.arm:<10}{r.value:>10.4f}{'(control)':>11}{'':>53}{rank}"
             )
             continue
         ci = f"[{r.diff_ci_low:+.4f}, {r.diff_ci_high:+.4f}]"
         star = "*" if r.significant else " "
         lines.append(
-            f"{r.metric:<20}{r.arm:<10}{r.value:>10.4f}{r.diff:>+11.4f}{ci:>24}"
+            f"{r.metric:<{w}}{r.arm:<10}{r.value:>10.4f}{r.diff:>+11.4f}{ci:>24}"
             f"{r.lift:>+9.1%}{r.p_holm:>9.4f}{star}{r.mde:>10.4f}{rank}"
         )
     return "\n".join(lines)

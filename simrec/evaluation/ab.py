@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 from pydantic import ValidationError
@@ -218,7 +219,14 @@ def ab(
         from simrec.evaluation.report import ab_report
 
         ab_report(
-            out_dir, table, runs, control, watches, by_reading, exposure_dependent_pairs(table)
+            out_dir,
+            table,
+            runs,
+            control,
+            watches,
+            by_reading,
+            exposure_dependent_pairs(table),
+            verdicts(table),
         )
         table.attrs["out_dir"] = str(out_dir)
         table.attrs["exposure_readings"] = readings
@@ -338,6 +346,62 @@ def _run_components(run_dir: Path) -> tuple[np.ndarray, sp.csr_matrix]:
     shown.sum_duplicates()
     shown.data[:] = 1.0
     return comp, shown
+
+
+# the numeric columns of a comparison row: all NaN for a metric the data cannot define
+_NUMBERS = [
+    *("value", "ci_low", "ci_high", "control_value", "diff", "diff_ci_low", "diff_ci_high"),
+    *("lift", "p_value", "mde", "p_holm"),
+]
+
+
+def _has_genres(run_dir: Path) -> bool:
+    """Whether the run's catalog gives any item a genre (what diversity is measured in)."""
+    genres = pq.read_table(Path(run_dir) / "items.parquet", columns=["genres"]).column("genres")
+    return bool(pc.sum(pc.list_value_length(genres)).as_py() or 0)
+
+
+def verdicts(table: pd.DataFrame, primary: str = "consumed_per_user") -> list[str]:
+    """One sentence per arm against the control, the verdict first: the ``primary`` metric's
+    relative lift with its 95% interval and whether it holds after Holm's correction, then the
+    metrics the arm is significantly higher and lower on, those with no clear difference, and
+    those the data cannot define (n/a, with why); where the primary order depends on
+    ``brain.exposure``, it says so."""
+    out = []
+    control = str(table.control.iloc[0])
+    for arm in dict.fromkeys(table.arm):
+        if arm == control:
+            continue
+        rows = table[table.arm == arm].set_index("metric")
+        p = rows.loc[primary]
+        lo, hi = p.diff_ci_low / p.control_value, p.diff_ci_high / p.control_value
+        held = "a difference" if p.significant else "no difference"
+        text = (
+            f"{arm} vs {control}: {primary.replace('_', ' ')} {p.lift:+.1%} "
+            f"[{lo:+.1%}, {hi:+.1%}], {held} that holds after Holm's correction "
+            f"(p {p.p_holm:.3g})."
+        )
+        defined = rows[rows.note == ""].drop(index=primary)
+        sure = defined[defined.significant.astype(bool)]
+        groups = {
+            "Higher on": [f"{m} ({r['lift']:+.1%})" for m, r in sure.iterrows() if r["diff"] > 0],
+            "Lower on": [f"{m} ({r['lift']:+.1%})" for m, r in sure.iterrows() if r["diff"] < 0],
+            "No clear difference on": list(defined.index.difference(sure.index, sort=False)),
+        }
+        for label, names in groups.items():
+            if names:
+                text += f" {label}: {', '.join(names)}."
+        na = rows[rows.note != ""]
+        if len(na):
+            text += " " + "; ".join(f"{m} {r.note}" for m, r in na.iterrows()) + "."
+        depends = str(p.get("order_depends_on_exposure_with", "") or "")
+        if control in depends.split(","):
+            text += (
+                f" Its order with {control} on {primary.replace('_', ' ')} depends on how much of "
+                "the log's popularity is exposure (brain.exposure)."
+            )
+        out.append(text)
+    return out
 
 
 def _genre_matrix(items: pd.DataFrame) -> sp.csr_matrix:
@@ -516,6 +580,17 @@ def _compare(
     table["p_holm"] = holm(table["p_value"].to_numpy())
     table["significant"] = table["p_holm"] < alpha
     table["n_users"] = n_clusters
+    table["note"] = ""
+    rated = sum(float(d.components[:, _COLUMN["rated"]].sum()) for d in data.values())
+    undefined = {} if rated else {"mean_rating": "n/a: nothing was rated (the log has no ratings)"}
+    if not _has_genres(next(iter(runs.values()))[0]):
+        undefined["diversity"] = "n/a: the catalog has no genres to differ in"
+    for metric, why in undefined.items():  # a metric the data cannot define: no number at all
+        at = table.metric == metric
+        table.loc[at, _NUMBERS] = np.nan
+        table.loc[at, "rank"] = pd.NA
+        table.loc[at, ["rank_unresolved_with", "note"]] = ["", why]
+        table.loc[at, "significant"] = False
     watches = {name: data[name].components[:, _COLUMN["clicks"]] for name in names}
     return table, watches, point[:half].reshape(n_arms, n_metrics)
 

@@ -169,6 +169,7 @@ def ab_report(
     watches: dict[str, np.ndarray] | None = None,
     by_reading: pd.DataFrame | None = None,
     exposure_pairs: list[str] | None = None,
+    verdict: list[str] | None = None,
 ) -> Path:
     """``report.html`` in the A/B directory: per-tick curves per arm, distributions of per-user
     differences to the control, a forest plot of lifts with CIs, and the table. ``watches``:
@@ -176,7 +177,8 @@ def ab_report(
     ``by_reading``: each arm's value and rank per ``brain.exposure`` reading (ab's
     ``ab_exposure.parquet``), shown when it holds more than one reading, with
     ``exposure_pairs``, the pairs of arms whose order depends on the reading
-    (:func:`simrec.evaluation.ab.exposure_dependent_pairs`)."""
+    (:func:`simrec.evaluation.ab.exposure_dependent_pairs`). ``verdict``: the sentences the
+    page opens with (:func:`simrec.evaluation.ab.verdicts`)."""
     plt = page.pyplot()
     out.mkdir(parents=True, exist_ok=True)
     curves = {
@@ -222,30 +224,53 @@ def ab_report(
         ax.set_title(f"{name} - {control}: {d.items} {d.verb_past} per user")
         ax.legend()
     diffs_png = page.save_figure(fig, out / "ab_user_differences.png")
-    rows = table[table.arm != control].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
-    y = np.arange(len(rows))[::-1]
-    lift = rows["lift"].to_numpy(float)
-    lo = (rows.diff_ci_low / rows.control_value).to_numpy(float)
-    hi = (rows.diff_ci_high / rows.control_value).to_numpy(float)
-    colors = np.where(rows.significant, "tab:red", "tab:grey")
-    ax.hlines(y, lo, hi, colors=colors)
-    ax.scatter(lift, y, c=colors, zorder=3)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(y, [f"{a}: {m}" for a, m in zip(rows.arm, rows.metric, strict=True)])
-    ax.set_xlabel(f"relative lift vs {control} (95% CI; red: significant after Holm)")
-    forest_png = page.save_figure(fig, out / "ab_forest.png")
+    forest_png = _forest(plt, table, control, out / "ab_forest.png")
     shown = table.drop(columns=["control", "n_users"])
     sections = [
-        ("Per-tick metrics per arm", page.image(curves_png, "per-tick metrics")),
-        ("Per-user differences to the control", page.image(diffs_png, "user differences")),
-        ("Lifts with confidence intervals", page.image(forest_png, "forest plot")),
+        ("Verdict", "".join(f"<p>{page.esc(v)}</p>" for v in verdict or [])),
+        ("Lifts with confidence intervals, per metric", page.image(forest_png, "forest plots")),
     ]
     if by_reading is not None and by_reading.exposure.nunique() > 1:
         orders = _exposure_section(table, by_reading, exposure_pairs or [])
         sections.append(("Orders under each exposure reading", orders))
-    sections.append((f"Table ({int(table.n_users.iloc[0]):,} users per arm)", page.table(shown)))
+    sections += [
+        (f"Table ({int(table.n_users.iloc[0]):,} users per arm)", page.table(shown)),
+        ("Per-user differences to the control", page.image(diffs_png, "user differences")),
+        ("Per-tick metrics per arm", page.image(curves_png, "per-tick metrics")),
+    ]
     return page.write_page(out, f"simrec A/B: {', '.join(runs)} (control {control})", sections)
+
+
+def _forest(plt, table: pd.DataFrame, control: str, path: Path) -> Path:
+    """One forest plot per metric, each on its own axis (a lift of thousands of percent in
+    coverage does not flatten the engagement lifts): every arm's relative lift against
+    ``control`` with its 95% interval, red where it holds after Holm's correction. Metrics the
+    data cannot define (a ``note``) are left out; the verdict and the table say why."""
+    rows = table[(table.arm != control) & (table.note == "")]
+    metrics = list(dict.fromkeys(rows.metric))
+    cols = 3
+    n_rows = max(1, -(-len(metrics) // cols))
+    arms = list(dict.fromkeys(rows.arm))
+    fig, axes = plt.subplots(
+        n_rows, cols, figsize=(4.2 * cols, (0.3 * len(arms) + 1.3) * n_rows), squeeze=False
+    )
+    for ax, metric in zip(axes.ravel(), metrics, strict=False):
+        r = rows[rows.metric == metric]
+        y = np.arange(len(r))[::-1]
+        lift = r["lift"].to_numpy(float)
+        lo = (r.diff_ci_low / r.control_value).to_numpy(float)
+        hi = (r.diff_ci_high / r.control_value).to_numpy(float)
+        colors = np.where(r.significant.astype(bool), "tab:red", "tab:grey")
+        ax.hlines(y, lo, hi, colors=colors)
+        ax.scatter(lift, y, c=colors, zorder=3)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y, list(r.arm))
+        ax.set_title(metric.replace("_", " "), fontsize=10)
+        ax.xaxis.set_major_formatter(lambda v, _: f"{v:+.0%}")
+    for ax in axes.ravel()[len(metrics) :]:
+        ax.axis("off")
+    fig.supxlabel(f"relative lift vs {control} (95% CI; red: holds after Holm's correction)")
+    return page.save_figure(fig, path)
 
 
 def _exposure_section(table: pd.DataFrame, by_reading: pd.DataFrame, pairs: list[str]) -> str:
