@@ -134,12 +134,17 @@ def test_ab_from_the_cli(tmp_path, capsys):
     assert set(t.arm) == {"A", "B"}
     # each row ends with the arm's rank and the arms whose order with it is unresolved
     assert "rank (order unresolved with)" in printed
+    width = max(20, 2 + max(len(m) for m in t.metric))  # the metric column fits every name
     for r in t.itertuples():
-        line = next(x for x in printed.splitlines() if x.startswith(f"{r.metric:<20}{r.arm:<10}"))
+        line = next(
+            x for x in printed.splitlines() if x.startswith(f"{r.metric:<{width}}{r.arm:<10}")
+        )
         tail = f"  {r.rank}" + (f" ({r.rank_unresolved_with})" if r.rank_unresolved_with else "")
         tail += f" [{r.order_depends_on_exposure_with}]" if r.order_depends_on_exposure_with else ""
         assert line.endswith(tail), (line, tail)
-    # then the pairs whose order on watches per user depends on the exposure reading
+    # the verdict opens the output; then the pairs whose order on items consumed per user
+    # depends on the exposure reading
+    assert printed.startswith("B vs A: consumed per user ")
     pairs = {
         "|".join(sorted((r.arm, o)))
         for r in t[t.metric == "consumed_per_user"].itertuples()
