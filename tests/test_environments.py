@@ -64,6 +64,16 @@ def test_ranking_a_session_once_gives_the_bytes_of_asking_page_by_page(case, tmp
     ).read_bytes()
 
 
+def test_deep_sessions_are_asked_page_by_page_with_the_same_bytes(tmp_path, monkeypatch):
+    import simrec.simulator.model as model
+
+    deep = {"name": "itemknn"}
+    paged = simrec.run(_config(tmp_path / "paged", deep, ticks=2, max_pages=120))
+    monkeypatch.setattr(model, "SESSION_RANK_MAX", 10**6)  # 1,200 slots ranked at once
+    once = simrec.run(_config(tmp_path / "once", deep, ticks=2, max_pages=120))
+    assert _parts(paged.run_dir) and _parts(paged.run_dir) == _parts(once.run_dir)
+
+
 def test_a_session_ranking_that_is_not_deterministic_is_refused(tmp_path, capsys):
     cfg = _config(tmp_path / "r", {"name": "tests.custom_policy:ShuffledSessions"}, ticks=1)
     with pytest.raises(simrec.ConfigError, match="session_ranking = True.*deterministic"):

@@ -50,6 +50,7 @@ from simrec.rng import Streams
 from simrec.simulator.recorder import EventRecorder
 
 _PAGE_SECONDS = 60
+SESSION_RANK_MAX = 1000  # slots a session ranking may hold per agent (page_size x max_pages)
 logger = logging.getLogger(__name__)
 
 
@@ -363,7 +364,9 @@ class SimulationModel(mesa.Model):
         watched = np.zeros(m, np.int64)
         in_session = np.arange(m)
         # a policy that ranks whole sessions is asked once: every page is a block of its list
-        session = self._rank_sessions(agents) if ranks_sessions(self.policy) else None
+        # (up to SESSION_RANK_MAX slots: deeper sessions, which few users reach, go page by page)
+        once = ranks_sessions(self.policy) and max_pages * k <= SESSION_RANK_MAX
+        session = self._rank_sessions(agents) if once else None
         for page in range(max_pages):
             if in_session.size == 0:
                 break
