@@ -299,13 +299,7 @@ class Interactions:
         """
         if self.count is None:
             return self.matrix(n_items)
-        m = sp.csr_matrix(
-            (self.count.astype(np.float64), (self.user, self.item)), shape=(self.n_users, n_items)
-        )
-        m.sum_duplicates()
-        m.data = (1.0 + np.log(np.maximum(m.data, 1.0))).astype(np.float32)
-        m.sort_indices()
-        return m.astype(np.float32)
+        return confidence_matrix(self.user, self.item, self.count, (self.n_users, n_items))
 
     def repeat_share(self) -> float:
         """The share of the log's consumption that repeats an earlier consumption of the same
@@ -438,6 +432,19 @@ class Interactions:
         if self.count is not None:
             columns["count"] = pa.array(self.count, pa.float32())
         return pa.table(columns)
+
+
+def confidence_matrix(
+    user: np.ndarray, item: np.ndarray, count: np.ndarray, shape: tuple[int, int]
+) -> sp.csr_matrix:
+    """(n_users, n_items) float32 CSR of ``1 + log(c)``, ``c`` each (user, item) pair's total
+    ``count`` (at least 1): Hu, Koren & Volinsky's log-scaled implicit-feedback confidence.
+    user, item, count: (n,) one entry per row of a log."""
+    m = sp.csr_matrix((count.astype(np.float64), (user, item)), shape=shape)
+    m.sum_duplicates()
+    m.data = 1.0 + np.log(np.maximum(m.data, 1.0))
+    m.sort_indices()
+    return m.astype(np.float32)
 
 
 def feedback_kind(log: Interactions) -> str:

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 # excluded_mask is re-exported: policies, and plug-in policies, import it from here
 from simrec.arrays import excluded_mask as excluded_mask
-from simrec.data.dataset import Catalog
+from simrec.data.dataset import Catalog, confidence_matrix
 from simrec.errors import ConfigError
 from simrec.rng import Streams
 
@@ -296,12 +296,8 @@ def history_matrix(
     items = interactions.column("item_index").to_numpy().astype(np.int64)
     n_users = int(users.max()) + 1 if n_users is None and users.size else (n_users or 0)
     if weights == "confidence" and "count" in interactions.column_names:
-        count = interactions.column("count").to_numpy(zero_copy_only=False).astype(np.float64)
-        m = sp.csr_matrix((count, (users, items)), shape=(n_users, n_items))
-        m.sum_duplicates()
-        m.data = 1.0 + np.log(np.maximum(m.data, 1.0))
-        m.sort_indices()
-        return m.astype(np.float32)
+        count = interactions.column("count").to_numpy(zero_copy_only=False)
+        return confidence_matrix(users, items, count, (n_users, n_items))
     if weights == "rating":
         r = interactions.column("rating").to_numpy(zero_copy_only=False).astype(np.float32)
         value = np.where(np.isfinite(r), r, 1.0).astype(np.float32)
