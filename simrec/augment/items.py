@@ -410,7 +410,7 @@ def popularity_bands(counts: np.ndarray) -> list[str | None]:
         return [None] * counts.size
     floors = [(np.quantile(consumed, share) if share else -np.inf, name) for share, name in BANDS]
     return [
-        None if c == 0 else next(name for floor, name in floors if c > floor or floor == -np.inf)
+        None if c == 0 else next(name for floor, name in floors if c > floor)
         for c in counts.tolist()
     ]
 
