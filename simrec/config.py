@@ -186,6 +186,14 @@ class SimulationConfig(_Section):
         "consumed; a replay's pull is calibrated to the log's repeat share); None: on when "
         f"the log repeats (repeat share >= {REPEAT_LOGS:g}: play counts, replays)",
     )
+    inherit_history: bool | None = Field(
+        None,
+        description="whether each agent starts having consumed what its source user "
+        "consumed in the log (kept off its slates, counted as consumed before); false: agents "
+        "start as new people with their source user's tastes, free to consume anything (a "
+        "synthetic log then repeats its sources' items: see `simrec eval synthetic --start`); "
+        "None: true",
+    )
     batch_size: int = Field(
         8192, gt=0, description="agents per recommend/decide call; never changes the results"
     )
@@ -527,7 +535,7 @@ _MAX_CONFIG_DEPTH = 20
 _LATER_FIELDS = {
     "data": ("kg", "kg_links", "kg_labels", "domain", "item_noun"),
     "population": ("visit_rate",),
-    "simulation": ("repeats",),
+    "simulation": ("repeats", "inherit_history"),
 }
 
 

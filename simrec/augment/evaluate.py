@@ -116,6 +116,7 @@ def downstream_lift(
     base: str = "itemknn",
     volume: float | None = 1.0,
     ticks: int | None = None,
+    start: str = "continue",
     cold: int = 5,
     n_resamples: int = 2000,
     alpha: float = 0.05,
@@ -129,7 +130,8 @@ def downstream_lift(
       proposes by the knowledge graph), in the users' own rows (0 positives: no such arm);
     * ``synthetic``: a synthetic log of ``volume`` times the subsample's size, written by the
       population calibrated on the subsample (:func:`simrec.evaluation.synthetic.generate`:
-      ``organic`` exposure for ``ticks`` days), as users of its own (None: no such arm).
+      ``organic`` exposure for ``ticks`` days; ``start``: whether its users continue their
+      sources or start fresh), as users of its own (None: no such arm).
 
     With ``tuned``, ``policy``'s parameters are tuned on the subsample's inner split
     (:func:`~simrec.evaluation.fidelity_report.baselines.tune`; the held-out part is never
@@ -178,7 +180,7 @@ def downstream_lift(
         arms["pseudo"] = score(adding(pu, pi, np.full(pu.size, np.nan), last))
         out["pseudo_positives"] = float(stats["pseudo_positives"])
     if volume is not None:
-        syn = generate(cfg, sparse, ticks=ticks, volume=volume).log
+        syn = generate(cfg, sparse, ticks=ticks, volume=volume, start=start).log
         arms["synthetic"] = score(
             adding(syn.user + train.n_users, syn.item, syn.rating, syn.timestamp)
         )

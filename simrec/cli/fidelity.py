@@ -80,6 +80,14 @@ def _register_synthetic(ev_sub) -> None:
         default=1.0,
         help="the synthetic log's size as a multiple of the real training log's (default 1)",
     )
+    s.add_argument(
+        "--start",
+        choices=("continue", "fresh"),
+        default="continue",
+        help="continue: each synthetic user goes on from its source user's history (only new "
+        "items, the private setup); fresh: a new person with its source's tastes, free to "
+        "consume the source's own items (more utility, more disclosure; default continue)",
+    )
     s.add_argument("--out", help="output directory (default datasets_out/synthetic-<run_id>)")
     s.add_argument("--quiet", action="store_true", help="no table")
     s.set_defaults(func=cmd_synthetic)
@@ -98,6 +106,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
         policy=cfg.policy.model_dump(mode="json") if args.policy else None,
         ticks=args.ticks,
         volume=args.volume,
+        start=args.start,
         out=out,
     )
     if not args.quiet:

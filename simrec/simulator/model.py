@@ -235,8 +235,11 @@ class SimulationModel(mesa.Model):
             personas, data.catalog, data.scale, self.memory, memory, sim.tick_seconds
         )
         self._item_genres = self.catalog.genres.astype(np.float64).tocsr()
-        # (n_source_users, n_items): rows addressed by source user, not by agent
+        # (n_source_users, n_items): rows addressed by source user, not by agent; agents
+        # that start as new people (simulation.inherit_history false) have consumed nothing
         self.seed_consumed = data.interactions.matrix(self.catalog.n_items)
+        if sim.inherit_history is False:
+            self.seed_consumed = sp.csr_matrix(self.seed_consumed.shape, dtype=np.float32)
         # simulation.repeats (None: on for a log that repeats): consumed items may be shown
         self.repeats = (
             sim.repeats

@@ -23,7 +23,11 @@ How the synthetic users are exposed decides what they consume. A log without imp
 written by people meeting items on their own, so by default they meet slates of the ``organic``
 policy at ``brain.exposure``'s reading (items in proportion to ``(interactions + 1) **
 exposure``); ``policy`` chooses another (a recommender's log has that recommender's
-structure, learnt from the real log). The report says which setup it used.
+structure, learnt from the real log). Each synthetic user either continues its source user
+(``start="continue"``, the default: what the source consumed is behind it, so the synthetic log
+holds only new items) or starts as a new person with the source's tastes (``"fresh"``: free to
+consume the source's own items, so the log carries more of the real item-to-item structure and
+discloses more of its sources). The report says which setup it used.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ RESAMPLES = 1000
 
 DEFAULT_TICKS = 365  # a year of the synthetic users' lives
 MAX_CLONES = 50  # synthetic users per real user at most
+STARTS = ("continue", "fresh")  # how a synthetic user begins: as its source, or as a new person
 
 
 def synthetic(
@@ -79,6 +84,7 @@ def synthetic(
     policy: str | dict[str, Any] | None = None,
     ticks: int | None = None,
     volume: float = 1.0,
+    start: str = "continue",
     out: str | Path | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -88,11 +94,12 @@ def synthetic(
     simulated (None: DEFAULT_TICKS); ``volume``: the synthetic log's size as a multiple of the
     real training log's: a pilot run of one agent per user measures how much a user consumes
     in ``ticks``, and each real user gets as many synthetic users (at most MAX_CLONES) as it
-    takes. With ``out``, writes ``synthetic.parquet``, ``report.html`` and the synthetic run
-    (``out/run``)."""
+    takes; ``start``: one of STARTS (see the module docstring). With ``out``, writes
+    ``synthetic.parquet``, ``report.html`` and the synthetic run (``out/run``)."""
     cfg = build.as_config(config)
     if not volume > 0:
         raise ConfigError(f"synthetic volume: expected a positive number, got {volume!r}")
+    _check_start(start)
     if ticks is not None and not (isinstance(ticks, int) and ticks > 0):
         raise ConfigError(f"synthetic ticks: expected a positive integer, got {ticks!r}")
     out = Path(out) if out is not None else None
@@ -113,12 +120,14 @@ def synthetic(
             policy=exposure,
             ticks=ticks,
             volume=volume,
+            start=start,
             out=out,
             progress=progress,
         )
         syn, source = gen.log, gen.source
         rows: list[tuple] = [
             ("setup", "exposure", "policy", np.nan, gen.policy),
+            ("setup", "agents", "start", np.nan, gen.start),
             ("setup", "simulation", "ticks", float(gen.ticks), "synthetic"),
             ("setup", "simulation", "agents", float(source.size), "synthetic"),
             ("setup", "simulation", "agents_per_user", float(gen.clones), "synthetic"),
@@ -150,13 +159,15 @@ def synthetic(
 class Generated:
     """A synthetic log and how it was made: ``log`` (its users are the run's agents),
     ``source`` (n_agents,) each agent's source user (an index of the training log's users),
-    ``clones`` agents per real user, ``ticks`` simulated days, ``policy`` the exposure's label."""
+    ``clones`` agents per real user, ``ticks`` simulated days, ``policy`` the exposure's label,
+    ``start`` how each agent began (one of STARTS)."""
 
     log: Interactions
     source: np.ndarray
     clones: int
     ticks: int
     policy: str
+    start: str = "continue"
 
 
 def generate(
@@ -166,18 +177,23 @@ def generate(
     policy: str | dict[str, Any] | None = None,
     ticks: int | None = None,
     volume: float = 1.0,
+    start: str = "continue",
     out: str | Path | None = None,
     progress: bool = False,
 ) -> Generated:
     """The synthetic log of the config's population calibrated on ``train`` (see
-    :func:`synthetic`: ``policy``, ``ticks`` and ``volume`` mean the same). A pilot run of one
-    agent per user measures how much a user consumes in ``ticks``; the run proper has as many
-    agents per real user (at most MAX_CLONES) as it takes for ``volume`` times ``train``'s log.
-    With ``out``, the run proper is written to ``out/run``; otherwise nothing is kept."""
+    :func:`synthetic`: ``policy``, ``ticks``, ``volume`` and ``start`` mean the same). A pilot
+    run of one agent per user measures how much a user consumes in ``ticks``; the run proper has
+    as many agents per real user (at most MAX_CLONES) as it takes for ``volume`` times
+    ``train``'s log. With ``out``, the run proper is written to ``out/run``; otherwise nothing
+    is kept."""
     cfg = build.as_config(config)
     if not volume > 0:
         raise ConfigError(f"synthetic volume: expected a positive number, got {volume!r}")
+    _check_start(start)
     raw = cfg.model_dump(mode="json")
+    if start == "fresh":
+        raw["simulation"]["inherit_history"] = False
     raw["policy"] = _exposure_policy(policy, cfg)
     make_policy(raw["policy"])  # an unknown policy or bad parameter: an error before any run
     raw["simulation"]["ticks"] = ticks or DEFAULT_TICKS
@@ -195,7 +211,12 @@ def generate(
         raw["output"] = {"dir": str(root / "run"), "overwrite": True}
         res = _run(raw, train, progress)
         log, source = synthetic_log(res, train)
-    return Generated(log, source, clones, raw["simulation"]["ticks"], _label(raw["policy"]))
+    return Generated(log, source, clones, raw["simulation"]["ticks"], _label(raw["policy"]), start)
+
+
+def _check_start(start: str) -> None:
+    if start not in STARTS:
+        raise ConfigError(f"synthetic start: expected one of {', '.join(STARTS)}, got {start!r}")
 
 
 def _run(raw: dict[str, Any], train: Dataset, progress: bool):
@@ -376,11 +397,16 @@ def verdict(table: pd.DataFrame) -> list[str]:
         f"Models rank within the synthetic log as within the real one at Kendall tau {tau:.2f} "
         f"over {len(RANKING_MODELS)} models (goal >= 0.8)"
     )
-    s, h = (get("privacy", "closeness_to_source", "median", x) for x in ("synthetic", "held-out"))
+    w, h = (get("privacy", "closeness_to_source", "median", x) for x in ("synthetic", "held-out"))
+    s = get("privacy", "closeness_to_source_same_size", "median", "synthetic")
+    copied = get("privacy", "source_items", "share", "synthetic")
+    linked = {x: get("privacy", "linkage", "rate", x) for x in ("synthetic", "held-out")}
     lines.append(
-        f"Privacy: the median synthetic user is {'no closer' if s <= h else 'closer'} to its "
-        f"source's training history ({s:.3f}) than the person's own held-out part is ({h:.3f}); "
-        f"linkage {get('privacy', 'linkage', 'rate', 'synthetic'):.1%} of synthetic users "
-        f"against {get('privacy', 'linkage', 'rate', 'held-out'):.1%} of held-out parts"
+        f"Privacy: a synthetic user's first items, as many as its source's held-out part, are "
+        f"{'no closer' if s <= h else 'closer'} to the source's training history (median "
+        f"{s:.3f}) than that held-out part is ({h:.3f}); the whole synthetic history {w:.3f}; "
+        f"{copied:.1%} of synthetic interactions are of items in the source's training history; "
+        f"linkage {linked['synthetic']:.1%} of synthetic users against {linked['held-out']:.1%} "
+        "of held-out parts"
     )
     return lines

@@ -7,8 +7,13 @@ never share items with the training part, so a set overlap would say nothing). T
 the real person's own held-out part: a synthetic user no closer to its source's training
 history than that person's own later choices discloses no more than a fresh sample of the same
 person would (the distance-to-closest-record view of tabular synthetic-data tools, SDMetrics'
-DCR, made for interaction logs). The linkage view: how often the training history closest to a
-synthetic user is its source's, against the same for the held-out parts.
+DCR, made for interaction logs). A longer history is a less noisy sample of a taste, so it lies
+closer to its source by length alone: the like-for-like comparison takes each synthetic user's
+first items, as many as its source's held-out part holds (``same_size``), beside the whole
+history. The linkage view: how often the training history closest to a synthetic user is its
+source's, against the same for the held-out parts. The plainest disclosure: the share of
+synthetic interactions that are of an item in the source's own training history (none for users
+who continue their source; see ``simrec eval synthetic --start``).
 """
 
 from __future__ import annotations
@@ -53,18 +58,51 @@ def privacy_rows(
     hold_close = np.einsum("nd,nd->n", hold[holders], real[holders])
     hold_of = np.full(real.shape[0], np.nan)
     hold_of[holders] = hold_close
-    versus = hold_of[source[agents]]
-    compared = np.isfinite(versus)
-    closer = float((syn_close[compared] > versus[compared]).mean()) if compared.any() else np.nan
+    sizes = np.bincount(held_out.user, minlength=real.shape[0])
+    first = profiles(_first_items(syn, sizes[source]).matrix(n_items), items)
+    paired = np.flatnonzero((np.linalg.norm(first, axis=1) > 0) & (sizes[source] > 0))
+    same_close = np.einsum("nd,nd->n", first[paired], real[source[paired]])
+    train_m = train.matrix(n_items)
+    copied = train_m[source[syn.user], syn.item].A1.sum() / max(len(syn), 1)
     return [
         ("privacy", "closeness_to_source", "median", _median(syn_close), "synthetic"),
         ("privacy", "closeness_to_source", "median", _median(hold_close), "held-out"),
-        ("privacy", "closer_than_held_out", "share", closer, "synthetic"),
+        (
+            "privacy",
+            "closer_than_held_out",
+            "share",
+            _closer(syn_close, hold_of[source[agents]]),
+            "synthetic",
+        ),
+        ("privacy", "closeness_to_source_same_size", "median", _median(same_close), "synthetic"),
+        (
+            "privacy",
+            "closer_than_held_out_same_size",
+            "share",
+            _closer(same_close, hold_of[source[paired]]),
+            "synthetic",
+        ),
+        ("privacy", "source_items", "share", float(copied), "synthetic"),
         ("privacy", "linkage", "rate", _linkage(synth[agents], real, source[agents]), "synthetic"),
         ("privacy", "linkage", "rate", _linkage(hold[holders], real, holders), "held-out"),
         ("privacy", "linkage", "chance", 1.0 / max(real.shape[0], 1), "real"),
         ("privacy", "users", "count", float(agents.size), "synthetic"),
     ]
+
+
+def _first_items(log: Interactions, keep: np.ndarray) -> Interactions:
+    """Each user's earliest ``keep[user]`` interactions (by time, then row): keep (n_users,)."""
+    order = np.lexsort((np.arange(len(log)), log.timestamp, log.user))
+    users = log.user[order]
+    starts = np.searchsorted(users, users)  # each row's first row of its user, in order
+    rank = np.arange(users.size) - starts
+    return log.take(np.sort(order[rank < keep[users]]))
+
+
+def _closer(close: np.ndarray, versus: np.ndarray) -> float:
+    """The share of ``close`` (n,) above ``versus`` (n,) where ``versus`` is known."""
+    known = np.isfinite(versus)
+    return float((close[known] > versus[known]).mean()) if known.any() else float("nan")
 
 
 def _median(x: np.ndarray) -> float:
