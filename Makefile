@@ -33,7 +33,19 @@ demo: $(BASE_STAMP)
 	$(BIN)/simrec run examples/demo.yaml --out datasets_out/demo --overwrite
 	$(BIN)/simrec report datasets_out/demo
 
-test: $(STAMP)
+# real impression logs: the Open Bandit Dataset samples in obp's source distribution (obp needs
+# Python < 3.11, so it is downloaded, never installed); the tests read them from $(VENV)/obd
+OBP := obp==0.5.7
+OBD := $(VENV)/obd/.unpacked
+$(OBD): | $(VENV)/bin/python
+	$(BIN)/pip download --quiet --no-deps --no-binary=:all: --python-version 3.10 $(OBP) \
+		-d $(VENV)/obp-sdist
+	mkdir -p $(VENV)/obd
+	tar xzf $(VENV)/obp-sdist/obp-0.5.7.tar.gz -C $(VENV)/obd --strip-components=4 \
+		obp-0.5.7/obp/dataset/obd
+	touch $@
+
+test: $(STAMP) $(OBD)
 	$(BIN)/ruff check simrec tests benchmarks docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q

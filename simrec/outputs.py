@@ -48,6 +48,7 @@ OWN_FILES: dict[str, re.Pattern[str]] = {
         "ab": rf"ab_(?:results|exposure)\.parquet|ab_manifest\.json|{_PLOTS}",
         "fidelity": rf"fidelity\.parquet|{_PLOTS}",
         "synthetic": rf"synthetic\.parquet|{_PLOTS}",
+        "impressions": rf"impressions\.parquet|{_PLOTS}",
         "ope": rf"ope_results\.parquet|{_PLOTS}",
         "converse": r"manifest\.json|(?:conversations|targets|personas)\.parquet"
         r"|crs_(?:metrics|comparison)\.parquet",

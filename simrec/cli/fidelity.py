@@ -57,6 +57,9 @@ def register(sub) -> None:
 
     f.set_defaults(func=cmd_fidelity)
     _register_synthetic(ev_sub)
+    from simrec.cli.impressions import register_impressions
+
+    register_impressions(ev_sub)
 
 
 def _register_synthetic(ev_sub) -> None:
