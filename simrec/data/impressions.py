@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from simrec.data.files import require_file
-from simrec.data.loaders import _numeric, _read_table, _require_columns, _timestamps
+from simrec.data.loaders import numeric_column, read_table, require_columns, timestamp_column
 from simrec.errors import InputError
 
 __all__ = ["FIELDS", "Impressions", "read_impressions"]
@@ -95,7 +95,7 @@ def read_impressions(path: str | Path, columns: dict[str, str] | None = None) ->
     require_file(path, "an impression log")
     if _is_mind(path):
         return _mind(path)
-    df = _read_table(path, "an impression log")
+    df = read_table(path, "an impression log")
     if "event_type" in df.columns and not columns:
         return _simrec_events(path, df)
     if not columns and all(c in df.columns for c in _OBD):
@@ -112,7 +112,7 @@ def _read_parquet_dir(path: Path) -> pd.DataFrame:
 
 def _simrec_events(path: Path, df: pd.DataFrame) -> Impressions:
     names = {"request": "slate_id", "user": "user_id", "item": "item_id", "clicked": "clicked"}
-    _require_columns(df, ["event_type", *names.values(), "position", "timestamp"], path)
+    require_columns(df, ["event_type", *names.values(), "position", "timestamp"], path)
     imp = df[df.event_type == "impression"].copy()
     if imp.empty:
         raise InputError(f"{path}: expected impression events, found none")
@@ -193,15 +193,15 @@ def _mind(path: Path) -> Impressions:
 
 def _table(path: Path, df: pd.DataFrame, mapping: dict[str, str], layout: str) -> Impressions:
     """``df``'s columns named by ``mapping`` (field -> column) as :class:`Impressions`."""
-    _require_columns(df, [mapping[f] for f in _REQUIRED], path)
-    position = _numeric(df, mapping["position"], path, 1)
+    require_columns(df, [mapping[f] for f in _REQUIRED], path)
+    position = numeric_column(df, mapping["position"], path, 1)
     bad = np.flatnonzero((position < 1) | (position != np.round(position)))
     if bad.size:
         raise InputError(
             f"{path}: column '{mapping['position']}': expected positions 1, 2, ... (1 = first), "
             f"found {df[mapping['position']].iloc[bad[0]]!r} at line {int(bad[0]) + 2}"
         )
-    clicked = _numeric(df, mapping["clicked"], path, 1)
+    clicked = numeric_column(df, mapping["clicked"], path, 1)
     bad = np.flatnonzero(~np.isin(clicked, (0.0, 1.0)))
     if bad.size:
         raise InputError(
@@ -210,7 +210,7 @@ def _table(path: Path, df: pd.DataFrame, mapping: dict[str, str], layout: str) -
         )
     propensity = np.full(len(df), np.nan)
     if mapping["propensity"] in df.columns:
-        propensity = _numeric(df, mapping["propensity"], path, 1)
+        propensity = numeric_column(df, mapping["propensity"], path, 1)
         bad = np.flatnonzero(~((propensity > 0) & (propensity <= 1)))
         if bad.size:
             raise InputError(
@@ -219,7 +219,7 @@ def _table(path: Path, df: pd.DataFrame, mapping: dict[str, str], layout: str) -
             )
     timestamp = np.zeros(len(df), np.int64)
     if mapping["timestamp"] in df.columns:
-        timestamp = _timestamps(df, mapping["timestamp"], path, 1)
+        timestamp = timestamp_column(df, mapping["timestamp"], path, 1)
     users = df[mapping["user"]] if mapping["user"] in df.columns else pd.Series(["all"] * len(df))
     user, user_ids = pd.factorize(users.astype(str), sort=True)
     items = df[mapping["item"]]

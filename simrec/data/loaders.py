@@ -133,7 +133,7 @@ def _counts(df: pd.DataFrame, col: str | None, path: Path, header_lines: int):
     first value that is not a number >= 0; None without a count column."""
     if col is None:
         return None
-    values = _numeric(df, col, path, header_lines)
+    values = numeric_column(df, col, path, header_lines)
     bad = np.flatnonzero(values < 0)
     if bad.size:
         raise InputError(
@@ -143,7 +143,7 @@ def _counts(df: pd.DataFrame, col: str | None, path: Path, header_lines: int):
     return values.astype(np.float32)
 
 
-def _numeric(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.ndarray:
+def numeric_column(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.ndarray:
     """Column ``col`` as float64, or InputError naming the first bad row."""
     raw = df[col]
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -157,7 +157,7 @@ def _numeric(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.nd
     return values
 
 
-def _timestamps(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.ndarray:
+def timestamp_column(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np.ndarray:
     """Unix seconds from numbers (within :data:`TIME_RANGE`) or ISO-8601 strings."""
     numeric = pd.to_numeric(df[col], errors="coerce")
     if numeric.notna().all():
@@ -184,7 +184,7 @@ def _timestamps(df: pd.DataFrame, col: str, path: Path, header_lines: int) -> np
     return (delta // pd.Timedelta(seconds=1)).to_numpy(np.int64)
 
 
-def _require_columns(df: pd.DataFrame, needed: list[str], path: Path) -> None:
+def require_columns(df: pd.DataFrame, needed: list[str], path: Path) -> None:
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise InputError(
@@ -236,8 +236,8 @@ def load_movielens_100k(path: str | Path) -> Dataset:
     return build_dataset(
         users=df["user"].to_numpy(),
         items=df["item"].to_numpy(),
-        ratings=_numeric(df, "rating", data_file, 0),
-        timestamps=_timestamps(df, "timestamp", data_file, 0),
+        ratings=numeric_column(df, "rating", data_file, 0),
+        timestamps=timestamp_column(df, "timestamp", data_file, 0),
         catalog_ids=np.asarray(ids),
         titles=np.asarray(titles, dtype=object),
         genre_lists=genre_lists,
@@ -279,10 +279,10 @@ def load_movielens_latest(path: str | Path) -> Dataset:
         "ratings (userId,movieId,rating,timestamp)",
         {"userId": np.int64, "movieId": np.int64, "rating": np.float64, "timestamp": np.int64},
     )
-    _require_columns(df, ["userId", "movieId", "rating", "timestamp"], rfile)
+    require_columns(df, ["userId", "movieId", "rating", "timestamp"], rfile)
     df = df.rename(columns={"userId": "user", "movieId": "item"})
     movies = _read_delimited(mfile, ",", None, "utf-8", "movies (movieId,title,genres)")
-    _require_columns(movies, ["movieId", "title", "genres"], mfile)
+    require_columns(movies, ["movieId", "title", "genres"], mfile)
     movies = movies.rename(columns={"movieId": "item"})
     return _movielens_assemble(df, movies, rfile, mfile, "movielens-latest", header_lines=1)
 
@@ -296,8 +296,8 @@ def _movielens_assemble(
     return build_dataset(
         users=df["user"].to_numpy(),
         items=df["item"].to_numpy(),
-        ratings=_numeric(df, "rating", rfile, header_lines),
-        timestamps=_timestamps(df, "timestamp", rfile, header_lines),
+        ratings=numeric_column(df, "rating", rfile, header_lines),
+        timestamps=timestamp_column(df, "timestamp", rfile, header_lines),
         catalog_ids=movies["item"].to_numpy(),
         titles=movies["title"].to_numpy(dtype=object),
         genre_lists=genre_lists,
@@ -326,7 +326,9 @@ def header_separator(path: Path, what: str) -> str:
     return next((s for s in _SEPARATORS if s in first), ",")
 
 
-def _read_table(path: Path, what: str) -> pd.DataFrame:
+def read_table(path: Path, what: str) -> pd.DataFrame:
+    """A table file of any supported kind (delimited text with a header, JSON Lines, Parquet)
+    as strings, or InputError naming the file and saying it should hold ``what``."""
     require_file(path, what)
     suffix = path.suffix.lower()
     if suffix in DELIMITED:
@@ -372,12 +374,12 @@ def load_table(
                 f"--columns: expected a mapping for '{key}' (e.g. {key}=<column>), "
                 f"got {', '.join(f'{k}={v}' for k, v in columns.items()) or 'none'}"
             )
-    df = _read_table(p, "interactions")
+    df = read_table(p, "interactions")
     header = 1 if p.suffix.lower() in DELIMITED else 0
     log_cols = {
         k: v for k, v in columns.items() if k in ("user", "item", "rating", "timestamp", "count")
     }
-    _require_columns(df, list(log_cols.values()), p)
+    require_columns(df, list(log_cols.values()), p)
     for k in ("user", "item"):
         empty = np.flatnonzero(df[columns[k]].astype(str).str.strip().to_numpy() == "")
         if empty.size:
@@ -386,13 +388,13 @@ def load_table(
                 f"at line {int(empty[0]) + 1 + header}"
             )
     ratings = (
-        _numeric(df, columns["rating"], p, header)
+        numeric_column(df, columns["rating"], p, header)
         if "rating" in columns
         else np.full(len(df), np.nan)
     )
     counts = _counts(df, columns.get("count"), p, header)
     if "timestamp" in columns:
-        timestamps = _timestamps(df, columns["timestamp"], p, header)
+        timestamps = timestamp_column(df, columns["timestamp"], p, header)
     else:
         timestamps = np.zeros(len(df), np.int64)
         logging.getLogger(__name__).warning(
@@ -404,10 +406,10 @@ def load_table(
     files = [p]
     if items_path is not None:
         ip = Path(items_path)
-        items = _read_table(ip, "items")
+        items = read_table(ip, "items")
         icol = columns.get("items_item", columns["item"])
         needed = [icol] + [columns[k] for k in ("title", "genres") if k in columns]
-        _require_columns(items, needed, ip)
+        require_columns(items, needed, ip)
         catalog_ids = items[icol].to_numpy()
         titles = (
             items[columns["title"]].astype(str).to_numpy(dtype=object)
