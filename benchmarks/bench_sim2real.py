@@ -44,8 +44,8 @@ def true_engagement(world, data, days: int, seeds: int) -> dict[str, np.ndarray]
     """Each policy's true watches per user inside ``world``, once per world seed 0 ..
     ``seeds`` - 1 (the draws of arrivals and responses; every policy sees the same ones):
     policy -> (seeds,). Their mean is the truth the simulation is held against."""
+    from simrec.data.agent_log import agent_log
     from simrec.environments.registry import make_policy
-    from simrec.simulator.model import agent_log
 
     out = {}
     log = agent_log(data, np.arange(data.interactions.n_users))

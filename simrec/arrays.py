@@ -191,3 +191,39 @@ def _excluded_by_keys(
     cand = of[:, None] * np.int64(n_items) + candidates
     pos = np.minimum(np.searchsorted(keys, cand), keys.size - 1)
     return (keys[pos] == cand) & (candidates >= 0)
+
+
+def stack_rows(
+    parts: list[tuple[sp.csr_matrix, np.ndarray]], dense: np.ndarray, n_cols: int
+) -> sp.csr_matrix:
+    """Row-wise union of selected rows of CSR matrices and a dense (m, w) array of column
+    indices (-1 = none). ``parts``: (matrix, rows) pairs, each ``rows`` of length m.
+
+    The result's column indices are grouped by row (not sorted within a row); the inputs are
+    assumed disjoint.
+
+    >>> a = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 1]], np.float32))
+    >>> stack_rows([(a, np.array([1, 0]))], np.array([[0, -1], [-1, 1]]), 3).toarray().tolist()
+    [[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]]
+    """
+    m = dense.shape[0]
+    valid = dense >= 0
+    counts = [p.indptr[r + 1] - p.indptr[r] for p, r in parts] + [valid.sum(axis=1)]
+    indptr = np.zeros(m + 1, np.int64)
+    np.cumsum(sum(counts), out=indptr[1:])
+    indices = np.empty(indptr[-1], np.int32)
+    offset = indptr[:-1].copy()
+    for (p, r), c in zip(parts, counts, strict=False):
+        total = int(c.sum())
+        if total:  # copy each selected row's index run straight from the parent matrix
+            shift = np.repeat(p.indptr[r] - offset, c)
+            dest = np.arange(total) + np.repeat(offset - (np.cumsum(c) - c), c)
+            indices[dest] = p.indices[dest + shift]
+        offset += c
+    if dense.size:
+        flat = dense[valid]
+        c = counts[-1]
+        dest = np.arange(flat.size) + np.repeat(offset - (np.cumsum(c) - c), c)
+        indices[dest] = flat
+    data = np.ones(indices.size, np.float32)
+    return sp.csr_matrix((data, indices, indptr), shape=(m, n_cols))

@@ -52,11 +52,11 @@ def test_byte_identical_for_any_batch_size(case, tmp_path):
 
 @pytest.mark.parametrize("case", ["itemknn-retrain", "genre", "als"])
 def test_ranking_a_session_once_gives_the_bytes_of_asking_page_by_page(case, tmp_path, monkeypatch):
-    import simrec.simulator.model as model
+    import simrec.simulator.browsing as browsing
 
     policy = POLICY_CASES.get(case, ALS)
     once = simrec.run(_config(tmp_path / "once", policy, ticks=4, batch_size=37))
-    monkeypatch.setattr(model, "ranks_sessions", lambda p: False)
+    monkeypatch.setattr(browsing, "ranks_sessions", lambda p: False)
     paged = simrec.run(_config(tmp_path / "paged", policy, ticks=4, batch_size=37))
     assert _parts(once.run_dir) and _parts(once.run_dir) == _parts(paged.run_dir)
     assert (once.run_dir / "metrics.parquet").read_bytes() == (
@@ -65,11 +65,11 @@ def test_ranking_a_session_once_gives_the_bytes_of_asking_page_by_page(case, tmp
 
 
 def test_deep_sessions_are_asked_page_by_page_with_the_same_bytes(tmp_path, monkeypatch):
-    import simrec.simulator.model as model
+    import simrec.simulator.browsing as browsing
 
     deep = {"name": "itemknn"}
     paged = simrec.run(_config(tmp_path / "paged", deep, ticks=2, max_pages=120))
-    monkeypatch.setattr(model, "SESSION_RANK_MAX", 10**6)  # 1,200 slots ranked at once
+    monkeypatch.setattr(browsing, "SESSION_RANK_MAX", 10**6)  # 1,200 slots ranked at once
     once = simrec.run(_config(tmp_path / "once", deep, ticks=2, max_pages=120))
     assert _parts(paged.run_dir) and _parts(paged.run_dir) == _parts(once.run_dir)
 

@@ -578,8 +578,8 @@ def test_choice_share_is_the_worlds_probability_of_the_slate(world_split):
     """choice_share@k is the world's choice probability over the user's unseen items held by
     the slate: all unseen items hold all of it, the top item holds its softmax share (checked
     user by user), and no built-in policy's slate holds more than the world's own top k."""
+    from simrec.data.agent_log import agent_log
     from simrec.environments.registry import make_policy
-    from simrec.simulator.model import agent_log
 
     _, data, split = world_split
     truth, n_items = split.train.truth, data.catalog.n_items

@@ -173,7 +173,7 @@ def test_kg_policy_recommends_what_shares_facts_with_liked_items(ml100k):
         check_recommender(lambda: make_policy("kg"), world=make_world(SyntheticWorldConfig(), 0))
     world = contract_world(users=200, items=300)
     policy = make_policy("kg")
-    from simrec.simulator.model import agent_log
+    from simrec.data.agent_log import agent_log
 
     policy.fit(agent_log(world, np.arange(world.interactions.n_users)), world.catalog)
     facts = world.catalog.knowledge.facts.tocsr()

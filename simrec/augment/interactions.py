@@ -38,10 +38,10 @@ def pseudo_interactions(
     ``llm_candidates`` candidates, given the facts of the user's profile; where its answer is
     unusable, the simulator chooses (counted as ``llm_failed``)."""
     from simrec.build import calibrate
+    from simrec.data.agent_log import agent_log
     from simrec.environments.base import PolicyRandomness
     from simrec.environments.registry import make_policy
     from simrec.rng import Streams
-    from simrec.simulator.model import agent_log
 
     if candidates < positives + negatives:
         raise ConfigError(

@@ -222,8 +222,9 @@ def _replay_target(
 ) -> dict[str, np.ndarray]:
     """Fit the target as the logging policy was fitted at tick 0, then, tick by tick, its
     probabilities for each logged page-0 slate under the same exclusions."""
+    from simrec.arrays import stack_rows
     from simrec.build import load_data
-    from simrec.simulator.model import agent_log, stack_rows
+    from simrec.data.agent_log import agent_log
 
     data = load_data(cfg)
     recorded = (manifest.get("data") or {}).get("file_sha256")

@@ -28,7 +28,8 @@ from simrec.config import EngineConfig
 from simrec.errors import ConfigError, SimrecError
 
 if TYPE_CHECKING:
-    from simrec.simulator.model import SimulationModel, TickPart
+    from simrec.simulator.model import SimulationModel
+    from simrec.simulator.shards import TickPart
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ class RayShards:
         self._get([a.set_policy.remote(ref) for a in self.actors])
 
     def agent_state(self) -> dict[str, np.ndarray]:
-        from simrec.simulator.model import join_agent_states
+        from simrec.simulator.shards import join_agent_states
 
         return join_agent_states(self._get([a.agent_state.remote() for a in self.actors]))
 

@@ -57,8 +57,8 @@ class Tuned:
 def fitted(name: str, params: dict[str, Any], data: Dataset):
     """The built-in policy ``name`` with ``params``, fitted on ``data``'s log (one agent per
     user)."""
+    from simrec.data.agent_log import agent_log
     from simrec.environments.registry import make_policy
-    from simrec.simulator.model import agent_log
 
     policy = make_policy(name, params, None)
     policy.fit(agent_log(data, np.arange(data.interactions.n_users)), data.catalog)

@@ -51,8 +51,8 @@ def policy_offline_metrics(name: str, split: Split, k: int = TOP_K) -> dict[str,
 def policy_per_user_metrics(name: str, split: Split, k: int = TOP_K) -> dict[str, np.ndarray]:
     """:func:`per_user_metrics` of the built-in policy ``name``, fitted as in
     :func:`policy_offline_metrics`."""
+    from simrec.data.agent_log import agent_log
     from simrec.environments.registry import make_policy
-    from simrec.simulator.model import agent_log
 
     policy = make_policy(name, {}, None)
     policy.fit(
