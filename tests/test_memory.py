@@ -286,14 +286,15 @@ def test_template_reflections_make_no_model_calls(tmp_path, monkeypatch, mllates
 CHILD = """
 import json, os, signal, sys
 sys.path.insert(0, sys.argv[3])
+import simrec.simulator.resume as resume
 import simrec.simulator.runner as runner
-original, calls = runner._save_checkpoint, [0]
+original, calls = resume.save_checkpoint, [0]
 def killing(*a, **k):
     original(*a, **k)
     calls[0] += 1
     if calls[0] == int(sys.argv[2]):
         os.kill(os.getpid(), signal.SIGKILL)
-runner._save_checkpoint = killing
+resume.save_checkpoint = killing
 runner.run(json.loads(open(sys.argv[1]).read()))
 """
 

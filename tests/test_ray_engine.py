@@ -221,20 +221,20 @@ def test_checkpoint_state_joins_shards_into_one_models_state(tmp_path):
         cfg["simulation"]["ticks"] = 2
         if engine:
             cfg["engine"] = engine
-        from simrec.simulator import runner
+        from simrec.simulator import resume
 
         saved = {}
-        original = runner._save_checkpoint
+        original = resume.save_checkpoint
 
         def keep(run_dir, state, part, saved=saved, original=original):
             saved.update({k: np.array(v, copy=True) for k, v in state.items()})
             original(run_dir, state, part)
 
-        runner._save_checkpoint = keep
+        resume.save_checkpoint = keep
         try:
             simrec.run(cfg)
         finally:
-            runner._save_checkpoint = original
+            resume.save_checkpoint = original
         states[label] = saved
     local, sharded = states["local"], states["ray"]
     assert local.keys() == sharded.keys()

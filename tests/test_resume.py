@@ -20,13 +20,14 @@ from .conftest import small_config
 CHILD = textwrap.dedent("""
     import json, os, signal, sys
     import simrec.outputs as outputs
+    import simrec.simulator.resume as resume
+    import simrec.simulator.rundir as rundir
     import simrec.simulator.runner as runner
     from simrec.simulator.recorder import EventRecorder
     target, n = sys.argv[2], int(sys.argv[3])
     owner = {"add_tick": EventRecorder, "close_part": EventRecorder,
-             "write_parquet": outputs}.get(target, runner)
-    name = {"save_checkpoint": "_save_checkpoint", "atomic_write": "_atomic_write"}.get(
-        target, target)
+             "write_parquet": outputs, "save_checkpoint": resume, "atomic_write": rundir}[target]
+    name = {"atomic_write": "write_text"}.get(target, target)
     original = getattr(owner, name)
     calls = [0]
     def killing(*a, **k):

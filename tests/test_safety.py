@@ -139,19 +139,19 @@ def _unfinished(tmp_path: Path, **extra) -> Path:
 
 
 def _interrupt_after_first_checkpoint(cfg):
-    import simrec.simulator.runner as runner
+    import simrec.simulator.resume as resume
 
-    original = runner._save_checkpoint
+    original = resume.save_checkpoint
 
     def save_then_stop(*args, **kwargs):
         original(*args, **kwargs)
         raise KeyboardInterrupt
 
-    runner._save_checkpoint = save_then_stop
+    resume.save_checkpoint = save_then_stop
     try:
         simrec.run(cfg)
     finally:
-        runner._save_checkpoint = original
+        resume.save_checkpoint = original
 
 
 def test_resume_never_imports_a_class_named_only_in_the_run_dir(tmp_path, capsys):
