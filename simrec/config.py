@@ -130,7 +130,7 @@ class DataConfig(_Section):
         """A path without a format: the format is told from the path (as ``--data`` does),
         never the synthetic world with the path left unread."""
         if isinstance(v, dict) and v.get("path") is not None and v.get("format") is None:
-            from simrec.data.registry import infer_format
+            from simrec.datasets import infer_format
 
             v = {**v, "format": infer_format(str(v["path"]))}
         return v

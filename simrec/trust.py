@@ -154,7 +154,7 @@ LOCATIONS: dict[str, str] = {
 def _take_locations(
     cfg: RunConfig, source: str, given: Mapping[str, str | None], loads_data: bool
 ) -> None:
-    from simrec.data.registry import resolve_name
+    from simrec.datasets import resolve_name
 
     unknown = sorted(set(given) - set(LOCATIONS))
     if unknown:

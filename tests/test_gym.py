@@ -8,7 +8,7 @@ import pytest
 gymnasium = pytest.importorskip("gymnasium")  # a dev dependency: always present in make test
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
-from simrec.environments import RecEnv  # noqa: E402
+from simrec.gym import RecEnv  # noqa: E402
 
 CFG = {
     "seed": 3,

@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import simrec
+from simrec import datasets as registry
 from simrec.cli import main
-from simrec.data import load, registry
+from simrec.data import load
 
 from .conftest import small_config, write_recbole
 

@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from simrec.data.registry import listing
+    from simrec.datasets import listing
 
     for row in listing():
         print(f"{row['name']}  (--data {row['name']}, format {row['format']})")

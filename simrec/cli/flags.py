@@ -7,7 +7,7 @@ from typing import Any
 
 from simrec.config import RunConfig, load_config, parse_value, validate_config
 from simrec.data.loaders import FORMATS
-from simrec.data.registry import infer_format
+from simrec.datasets import infer_format
 from simrec.domain import DOMAINS
 from simrec.errors import ConfigError, InputError
 

@@ -65,7 +65,7 @@ def load(
         return load_movielens_latest(path)
     if fmt == "recbole":
         from simrec.data.recbole import load_recbole
-        from simrec.data.registry import resolve_path
+        from simrec.datasets import resolve_path
 
         return load_recbole(resolve_path(str(path)), columns)
     if fmt == "table":

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -136,9 +137,7 @@ def _answers_http2(sock) -> bool:
 def _python_path() -> list[str]:
     import sys
 
-    import simrec
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(simrec.__file__)))
+    root = str(Path(__file__).resolve().parents[2])  # the folder that holds the package
     return [root] + [p for p in sys.path if p and os.path.isdir(p) and p != root]
 
 

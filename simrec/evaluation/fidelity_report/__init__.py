@@ -174,7 +174,7 @@ def fidelity(
     the config's; None: EXPOSURE_READINGS; empty: none), so that the report can say which
     pairs of policies keep their order however much of the log's popularity is exposure (see
     :func:`exposure_rows`)."""
-    import simrec
+    from simrec.simulator.runner import run
 
     cfg = build.as_config(config)
     if cfg.brain.name == "hybrid":
@@ -251,7 +251,7 @@ def fidelity(
             folder = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"  # never a path
             raw["output"] = {"dir": str(runs_dir / folder), "overwrite": True}
             raw["brain"]["name"] = "utility"  # an LLM brain is measured above, not simulated
-            res = simrec.run(raw, data=split.train, progress=progress)
+            res = run(raw, data=split.train, progress=progress)
             events = res.events()
             if name in policies:
                 engagement[name] = float(res.counts["clicks"]) / n_users
@@ -264,14 +264,12 @@ def fidelity(
                         "dir": raw["output"]["dir"] + f"_exposure_{e:g}",
                     }
                     readings[e][name] = (
-                        float(simrec.run(again, data=split.train).counts["clicks"]) / n_users
+                        float(run(again, data=split.train).counts["clicks"]) / n_users
                     )
                 if split.train.truth is not None:  # the ideal simulator: the world's own taste
                     raw["brain"].update(taste_model="oracle", click_calibration="in-sample")
                     raw["output"]["dir"] += "_oracle"
-                    ideal[name] = (
-                        float(simrec.run(raw, data=split.train).counts["clicks"]) / n_users
-                    )
+                    ideal[name] = float(run(raw, data=split.train).counts["clicks"]) / n_users
                 per_user = policy_per_user_metrics(name, split)
                 offline[name] = metric_means(per_user)
                 per_user_recall[name], held_out_users = per_user["recall"], per_user["users"]

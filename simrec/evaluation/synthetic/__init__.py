@@ -220,9 +220,9 @@ def _check_start(start: str) -> None:
 
 
 def _run(raw: dict[str, Any], train: Dataset, progress: bool):
-    import simrec
+    from simrec.simulator.runner import run
 
-    return simrec.run(raw, data=train, progress=progress)
+    return run(raw, data=train, progress=progress)
 
 
 def _exposure_policy(policy: str | dict[str, Any] | None, cfg: RunConfig) -> dict[str, Any]:
