@@ -104,3 +104,34 @@ def test_learned_policies_weigh_a_history_by_its_counts(name):
         scores = policy.scores(np.array([0]))[0]
         ranked[counts is not None] = scores[2] - scores[3]
     assert ranked[True] > 0 and ranked[True] > ranked[False]
+
+
+@pytest.mark.parametrize("wrap", ["epsilon-greedy", "softmax"])
+def test_exploring_policies_keep_their_slate_probabilities_promise(wrap):
+    """Both exploration wrappers declare SlateProbabilities, and the contract checks that the
+    probabilities they give their own slates are the propensities they logged."""
+    from simrec.environments.base import SlateProbabilities
+    from simrec.environments.exploration import EpsilonGreedy, Softmax
+
+    def factory():
+        base = make_policy("popular", {})
+        return EpsilonGreedy(base, 0.3) if wrap == "epsilon-greedy" else Softmax(base, 0.5, 20)
+
+    assert isinstance(factory(), SlateProbabilities)
+    check_recommender(factory)
+
+
+def test_the_contract_catches_slate_probabilities_that_disagree_with_the_propensities():
+    from simrec.environments import RandomPolicy
+
+    class Overconfident(RandomPolicy):
+        name = "overconfident"
+
+        def slate_probabilities(self, users, k, *, exclude, rng, items):
+            p_ip, p_prefix = super().slate_probabilities(
+                users, k, exclude=exclude, rng=rng, items=items
+            )
+            return 2 * p_ip, p_prefix
+
+    with pytest.raises(AssertionError, match="overconfident: slate_probabilities gives other"):
+        check_recommender(Overconfident)

@@ -8,7 +8,7 @@ dialogue of a turn in one batched call: ``respond(dialogues) -> replies``, one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -81,3 +81,31 @@ class ConversationalRecommender(Protocol):
 
     def respond(self, dialogues: list[Dialogue]) -> list[Reply]:
         """One reply per dialogue, in order."""
+
+
+@runtime_checkable
+class ReportsStats(Protocol):
+    """Optional ability of a CRS: ``stats()``, what it counted while it talked (LLM calls,
+    tokens, cache hits, titles named), which ``simrec converse`` writes into its manifest."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class NamesTitles(Protocol):
+    """Optional ability of a CRS that names items by title: ``titles`` named so far and
+    ``unresolved``, those no catalog item matched (the report's unresolved rate)."""
+
+    titles: int
+    unresolved: int
+
+
+@runtime_checkable
+class CountsLLMCalls(Protocol):
+    """What a simulated user backed by a language model counts: ``calls``, ``prompt_tokens``,
+    ``completion_tokens`` and ``fallbacks`` (cause -> turns decided without the model)."""
+
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    fallbacks: dict[str, int]

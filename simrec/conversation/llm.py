@@ -22,7 +22,7 @@ from simrec.conversation.dialogue import MAX_ITEMS, Dialogue, Reply, Turn
 from simrec.conversation.facts import ItemFacts
 from simrec.conversation.users import AgendaUser, Seeker
 from simrec.data.dataset import display_title
-from simrec.llm.base import ChatRequest, LLMBackend
+from simrec.llm.base import ChatRequest, CountsCacheHits, LLMBackend
 from simrec.rng import derive_seed
 from simrec.trust import quoted, safe_text
 
@@ -406,6 +406,6 @@ class LLMCRS:
 
 def cache_stats(backend) -> dict | None:
     """The response cache's hits and misses (None without an LLM or a cache)."""
-    if backend is None or not hasattr(backend, "hits"):
+    if not isinstance(backend, CountsCacheHits):
         return None
     return {"hits": int(backend.hits), "misses": int(backend.misses)}

@@ -23,7 +23,15 @@ import pyarrow as pa
 
 from simrec import outputs
 from simrec.conversation.crs import make_crs
-from simrec.conversation.dialogue import MAX_ITEMS, Dialogue, Reply, Turn
+from simrec.conversation.dialogue import (
+    MAX_ITEMS,
+    CountsLLMCalls,
+    Dialogue,
+    NamesTitles,
+    Reply,
+    ReportsStats,
+    Turn,
+)
 from simrec.conversation.facts import ItemFacts
 from simrec.conversation.llm import cache_stats
 from simrec.conversation.users import AgendaUser, Seeker
@@ -209,7 +217,7 @@ def converse(
             per_arm[name]["unresolved_rate"] = _unresolved_rate(model)
             llm_stats[name] = {
                 "user": _user_stats(user),
-                "crs": model.stats() if hasattr(model, "stats") else None,
+                "crs": model.stats() if isinstance(model, ReportsStats) else None,
             }
             timings[f"{name}_s"] = time.perf_counter() - t
         conversations = _conversation_table(rows, data)
@@ -310,7 +318,7 @@ def _user_brains(cfg, user_brain: str, agenda: AgendaUser, data: Dataset, past, 
 
 
 def _user_stats(user) -> dict | None:
-    if not hasattr(user, "fallbacks"):
+    if not isinstance(user, CountsLLMCalls):
         return None
     return {
         "calls": user.calls,
@@ -321,8 +329,10 @@ def _user_stats(user) -> dict | None:
 
 
 def _unresolved_rate(model) -> float:
-    titles = getattr(model, "titles", 0)
-    return float(model.unresolved / titles) if isinstance(titles, int) and titles else 0.0
+    """The share of the titles a CRS named that matched no catalog item (0: it names none)."""
+    if not isinstance(model, NamesTitles) or not model.titles:
+        return 0.0
+    return float(model.unresolved / model.titles)
 
 
 def _default_out(cfg, arms, users, turns, targets, cutoff) -> Path:

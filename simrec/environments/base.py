@@ -95,6 +95,30 @@ class SessionRanking(Protocol):
     session_ranking: bool
 
 
+@runtime_checkable
+class SlateProbabilities(Protocol):
+    """Optional ability of a stochastic Recommender: how likely it is to show any given slate.
+
+    ``slate_probabilities(users, k, *, exclude, rng, items)`` -> ``(p_item_position,
+    p_prefix)``, each (n, k): the probability that the policy, asked as ``recommend`` would be,
+    puts ``items[u, j]`` at position j, and that it shows the slate's first j + 1 items in that
+    order (the cascade); 0 from the first slot holding an item it could not show. Off-policy
+    evaluation needs it to weigh logged slates by a stochastic target policy;
+    :func:`simrec.testing.check_recommender` checks that it agrees with the propensities
+    ``recommend`` gives its own slates.
+    """
+
+    def slate_probabilities(
+        self,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None,
+        rng: PolicyRandomness,
+        items: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 def ranks_sessions(policy: object) -> bool:
     """True when ``policy`` promises :class:`SessionRanking` (the attribute set to True)."""
     return isinstance(policy, SessionRanking) and policy.session_ranking is True

@@ -43,7 +43,7 @@ from scipy.special import logit
 
 from simrec import outputs
 from simrec.config import PolicyConfig
-from simrec.environments.base import PolicyRandomness, last_shown
+from simrec.environments.base import PolicyRandomness, SlateProbabilities, last_shown
 from simrec.environments.registry import make_policy
 from simrec.errors import ConfigError, InputError
 from simrec.evaluation.resampling import bootstrap_units
@@ -298,7 +298,7 @@ def target_probabilities(
         return out
 
     # stochastic policies say how likely any slate is (the method their own propensities use)
-    if callable(getattr(policy, "slate_probabilities", None)):
+    if isinstance(policy, SlateProbabilities):
         p_ip, p_prefix = policy.slate_probabilities(users, k, exclude=exclude, rng=rng, items=items)
         p_ip, p_prefix = np.where(valid, p_ip, 0.0), np.where(valid, p_prefix, 0.0)
         return {

@@ -116,6 +116,51 @@ class LLMBackend(Protocol):
         """One result per request, in order; a failed request has ``error`` set, never raises."""
 
 
+@runtime_checkable
+class CountsCacheHits(Protocol):
+    """Optional ability of a backend that answers repeated requests from a cache
+    (:class:`~simrec.llm.cache.CachedBackend`): ``hits`` and ``misses`` so far, and the
+    ``backend`` it asks on a miss. Runs count them in the manifest and carry them across
+    checkpoints."""
+
+    hits: int
+    misses: int
+    backend: LLMBackend
+
+
+@runtime_checkable
+class ServerPool(Protocol):
+    """Optional ability of a backend that spreads requests over several servers: their
+    ``urls``, and ``failovers``, the requests sent again to another server after one was
+    down."""
+
+    urls: list[str]
+    failovers: int
+
+
+def backend_counters(backend: LLMBackend | None) -> dict[str, int]:
+    """``cache_hits``, ``cache_misses`` and ``failovers`` of ``backend`` (the ones it does not
+    count: 0), looking through a cache to the backend behind it."""
+    hits = misses = failovers = 0
+    inner = backend
+    if isinstance(backend, CountsCacheHits):
+        hits, misses, inner = backend.hits, backend.misses, backend.backend
+    if isinstance(inner, ServerPool):
+        failovers = inner.failovers
+    return {"cache_hits": int(hits), "cache_misses": int(misses), "failovers": int(failovers)}
+
+
+def load_backend_counters(backend: LLMBackend | None, counters: dict[str, Any]) -> None:
+    """Set what :func:`backend_counters` reads (a resumed run's, or shards' sums)."""
+    inner = backend
+    if isinstance(backend, CountsCacheHits):
+        backend.hits = int(counters.get("cache_hits", 0))
+        backend.misses = int(counters.get("cache_misses", 0))
+        inner = backend.backend
+    if isinstance(inner, ServerPool):
+        inner.failovers = int(counters.get("failovers", 0))
+
+
 def parse_json_answer(text: str | None, want_json: bool) -> tuple[Any, str | None]:
     """(parsed, error) for an answer text: JSON-decoded when a schema was asked for.
 

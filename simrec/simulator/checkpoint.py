@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from simrec.agents.brains.base import StatefulBrain
+from simrec.agents.brains.base import LLMBackedBrain, StatefulBrain
+from simrec.llm.base import backend_counters, load_backend_counters
 from simrec.simulator.events import SIM_LOG
 
 __all__ = ["Checkpointing"]
@@ -47,16 +48,13 @@ class Checkpointing:
 
     def brain_counters(self) -> dict[str, Any] | None:
         """This model's brain's counters (None for a brain without state): its
-        :meth:`StatefulBrain.state` and, for an LLM backend, the cache's hits and misses and
-        the server pool's failovers."""
+        :meth:`StatefulBrain.state` and, for an LLM brain, its backend's cache hits and misses
+        and the server pool's failovers (:func:`~simrec.llm.base.backend_counters`)."""
         if not isinstance(self.brain, StatefulBrain):
             return None
         out = dict(self.brain.state())
-        backend = getattr(self.brain, "backend", None)
-        if backend is not None:
-            out["cache_hits"] = int(getattr(backend, "hits", 0))
-            out["cache_misses"] = int(getattr(backend, "misses", 0))
-            out["failovers"] = int(getattr(getattr(backend, "backend", backend), "failovers", 0))
+        if isinstance(self.brain, LLMBackedBrain):
+            out.update(backend_counters(self.brain.backend))
         return out
 
     def load_brain_counters(self, counters: dict[str, Any] | None) -> None:
@@ -64,13 +62,8 @@ class Checkpointing:
         if counters is None or not isinstance(self.brain, StatefulBrain):
             return
         self.brain.load_state(counters)
-        backend = getattr(self.brain, "backend", None)
-        if backend is not None and hasattr(backend, "hits"):
-            backend.hits = int(counters.get("cache_hits", 0))
-            backend.misses = int(counters.get("cache_misses", 0))
-        inner = getattr(backend, "backend", backend)
-        if inner is not None and hasattr(inner, "failovers"):
-            inner.failovers = int(counters.get("failovers", 0))
+        if isinstance(self.brain, LLMBackedBrain):
+            load_backend_counters(self.brain.backend, counters)
 
     def agent_state(self) -> dict[str, np.ndarray]:
         """The state of the agents this model owns (rows ``lo:hi`` of each per-agent array):

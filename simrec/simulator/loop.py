@@ -15,6 +15,7 @@ from simrec.config import RunConfig
 from simrec.simulator import resume
 from simrec.simulator.model import SimulationModel
 from simrec.simulator.recorder import EventRecorder
+from simrec.simulator.shards import RemoteShards
 
 __all__ = ["simulate"]
 
@@ -40,7 +41,7 @@ def simulate(
     bar = tqdm(
         total=ticks, initial=model.tick, unit="tick", disable=not progress, desc="simulating"
     )
-    restartable = hasattr(model.shards, "restart")
+    restartable = isinstance(model.shards, RemoteShards)
     last = (_copied(model.state()), model.recorder.part) if restartable else None
     try:
         while model.tick < ticks:

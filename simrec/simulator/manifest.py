@@ -16,7 +16,8 @@ from simrec.agents.brains.base import Brain, LLMBackedBrain
 from simrec.config import RunConfig
 from simrec.data import Dataset
 from simrec.data.dataset import feedback_kind
-from simrec.llm.cache import CachedBackend
+from simrec.llm.base import CountsCacheHits, ServerPool
+from simrec.simulator.shards import RemoteShards
 from simrec.trust import redact_url
 from simrec.version import __version__
 
@@ -108,7 +109,7 @@ def run_manifest(ctx: RunContext) -> dict:
         "memory": _memory_stats(model.episodic),
         "resumed_from_tick": resumed_from,
         "engine": model.shards.summary()
-        if hasattr(model.shards, "summary")
+        if isinstance(model.shards, RemoteShards)
         else {"kind": "local", "shards": 1},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "outputs": {
@@ -165,10 +166,10 @@ def _llm_stats(brain: Brain) -> dict:
         "prompt_tokens": int(brain.prompt_tokens),
         "completion_tokens": int(brain.completion_tokens),
     }
-    if isinstance(backend, CachedBackend):
+    if isinstance(backend, CountsCacheHits):
         stats.update(cache_hits=int(backend.hits), cache_misses=int(backend.misses))
         backend = backend.backend
-    if len(getattr(backend, "urls", ())) > 1:  # a pool of servers
+    if isinstance(backend, ServerPool) and len(backend.urls) > 1:  # a pool of servers
         stats.update(servers=len(backend.urls), failovers=int(backend.failovers))
     stats.update(
         pages_asked=int(brain.pages),

@@ -37,6 +37,7 @@ from simrec.simulator.model import SimulationModel
 from simrec.simulator.recorder import EventRecorder
 from simrec.simulator.resume import check_same_data, load_checkpoint, prepare_resume
 from simrec.simulator.rundir import STATE_DIR, finish, init_run_dir, write_catalog
+from simrec.simulator.shards import RemoteShards
 
 __all__ = ["DEFAULT_OUT", "RunResult", "run", "run_id_for", "saved_config"]
 
@@ -319,7 +320,7 @@ def _run(
         if cfg.engine.kind == "ray":
             model.adopt_shards()
     finally:
-        if hasattr(model.shards, "close"):
+        if isinstance(model.shards, RemoteShards):
             model.shards.close()
     timings["simulate_s"] = time.perf_counter() - t
     timings["policy_retrain_s"] = max(0.0, model.retrain_seconds - timings["policy_fit_s"])

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Shards", "TickPart", "join_agent_states"]
+__all__ = ["RemoteShards", "Shards", "TickPart", "join_agent_states"]
 
 
 @dataclass
@@ -63,6 +63,21 @@ class Shards(Protocol):
         """A stateful brain's counters over every shard (:meth:`StatefulBrain.state`, with
         the backend's ``cache_hits``, ``cache_misses`` and ``failovers``), or None."""
         ...
+
+
+@runtime_checkable
+class RemoteShards(Shards, Protocol):
+    """Shards that live outside the driver's process (the ray engine): ``restarts`` so far,
+    ``restart(state)`` every shard from a checkpoint after one was lost, ``close()`` their
+    workers when the run ends, and ``summary()``, the manifest's ``engine``."""
+
+    restarts: int
+
+    def restart(self, state: dict[str, np.ndarray]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def summary(self) -> dict[str, Any]: ...
 
 
 def join_agent_states(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

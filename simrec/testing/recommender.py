@@ -25,6 +25,7 @@ from simrec.data import Dataset, make_world
 from simrec.environments.base import (
     PolicyRandomness,
     Recommender,
+    SlateProbabilities,
     Slates,
     check_slates,
     page_of,
@@ -118,6 +119,33 @@ def check_recommender(
     _check_slates(name, policy, users[:4], n_items + 5, None, streams, n_items)
     if ranks_sessions(policy):
         _check_session_ranking(name, policy, users, k, heavy, streams, n_items)
+    if isinstance(policy, SlateProbabilities):
+        _check_slate_probabilities(name, policy, users, k, consumed, streams)
+
+
+def _check_slate_probabilities(
+    name: str, policy: Any, users: np.ndarray, k: int, consumed: sp.csr_matrix, streams: Streams
+) -> None:
+    """The probabilities ``slate_probabilities`` gives the policy's own slates are the
+    propensities ``recommend`` gave them, asked with the same draws."""
+    rng = PolicyRandomness(streams, tick=5, page=2, purpose="probabilities-check")
+    s = policy.recommend(users, k, exclude=consumed, rng=rng)
+    items = np.asarray(s.items)
+    p_ip, p_prefix = policy.slate_probabilities(users, k, exclude=consumed, rng=rng, items=items)
+    shown = items >= 0
+    assert np.asarray(p_ip).shape == items.shape == np.asarray(p_prefix).shape, (
+        f"{name}: slate_probabilities must return two arrays shaped like items {items.shape}"
+    )
+    for got, want, what in (
+        (p_ip, s.pscore_item_position, "item-position"),
+        (p_prefix, s.pscore_cascade, "prefix (cascade)"),
+    ):
+        if want is None:
+            continue
+        assert np.allclose(np.asarray(got)[shown], np.asarray(want)[shown], rtol=1e-5), (
+            f"{name}: slate_probabilities gives other {what} probabilities for its own slates "
+            f"than recommend's propensities"
+        )
 
 
 def _check_session_ranking(
