@@ -18,6 +18,7 @@ augmentation, the benchmarks) builds its parts here, so a notebook can do the sa
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,15 @@ def load_data(cfg: RunConfig) -> Dataset:
         if d.item_noun is not None:
             words = words.with_words(item=d.item_noun)
         data = dataclasses.replace(data, catalog=data.catalog.described(words))
+    if d.impressions_path is not None:
+        from simrec.data.dataset import file_sha256
+        from simrec.data.impressions import read_impressions
+
+        imp = read_impressions(d.impressions_path, d.impressions_columns)
+        hashes = dict(data.file_hashes)
+        path = Path(d.impressions_path)
+        hashes[str(path)] = file_sha256(str(path)) if path.is_file() else _folder_hash(path)
+        data = dataclasses.replace(data, impressions=imp, file_hashes=hashes)
     if cfg.population.items is not None and cfg.population.items < data.catalog.n_items:
         data = top_items(data, cfg.population.items)
     if len(data.interactions) == 0:
@@ -125,7 +135,62 @@ def top_items(data: Dataset, n: int) -> Dataset:
             item_vecs=truth.item_vecs[keep],
             log_pop=truth.log_pop[keep],
         )
-    return Dataset(data.catalog.subset(keep), sub, data.scale, data.source, data.file_hashes, truth)
+    return Dataset(
+        data.catalog.subset(keep),
+        sub,
+        data.scale,
+        data.source,
+        data.file_hashes,
+        truth,
+        data.impressions,
+    )
+
+
+def _folder_hash(path: Path) -> str:
+    """One hash of a folder of files (simrec's event parts): their names and contents."""
+    from simrec.data.dataset import file_sha256
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(file_sha256(str(f)).encode())
+    return h.hexdigest()
+
+
+IMPRESSION_SETTINGS = ("exposure", "position_decay")  # what an impression log tells the brain
+
+
+def with_impressions(cfg: RunConfig, data: Dataset) -> RunConfig:
+    """``cfg`` with the brain settings ``data.impressions_use`` names (None: brain.exposure and
+    brain.position_decay) read from ``data.impressions``
+    (:func:`simrec.agents.impressions.estimates`), and ``impressions_use`` then empty, so that
+    resolving again (or resuming) reads nothing twice; ``cfg`` itself without an impression log.
+    A setting the log cannot tell (a single position, consumption that does not vary) keeps
+    the config's value, with a warning."""
+    use = cfg.data.impressions_use
+    if data.impressions is None or use == []:
+        return cfg
+    from simrec.agents.impressions import estimates
+
+    found = estimates(data)
+    out = cfg.model_copy(deep=True)
+    for key in IMPRESSION_SETTINGS if use is None else use:
+        if np.isfinite(found[key]):
+            setattr(out.brain, key, float(max(found[key], 0.0)))
+        else:
+            logging.getLogger(__name__).warning(
+                "%s: the impression log cannot tell brain.%s; it keeps %g",
+                cfg.data.impressions_path,
+                key,
+                getattr(cfg.brain, key),
+            )
+    out.data.impressions_use = []
+    logging.getLogger(__name__).info(
+        "read from the impression log: exposure %.3f, position_decay %.3f",
+        out.brain.exposure,
+        out.brain.position_decay,
+    )
+    return out
 
 
 def calibrate(
@@ -141,6 +206,7 @@ def calibrate(
     log, in log order); ``streams``: the run's random streams (default: from ``cfg.seed``).
     Returns the brain and the agents' personas (one row per agent).
     """
+    cfg = with_impressions(cfg, data)
     streams = Streams(cfg.seed) if streams is None else streams
     n = cfg.population.users if users is _ALL else users
     brain = UtilityBrain(cfg.brain, seed=cfg.seed)

@@ -92,6 +92,23 @@ class DataConfig(_Section):
         "(ml-100k; see `simrec datasets`)",
     )
     items_path: str | None = Field(None, description="table format: optional catalog file")
+    impressions_path: str | None = Field(
+        None,
+        description="an impression log of the same users and items (what was shown, where, "
+        "whether it was clicked; the layouts of `simrec eval impressions`): the brain settings "
+        "data.impressions_use names are read from it",
+    )
+    impressions_use: list[Literal["exposure", "position_decay"]] | None = Field(
+        None,
+        description="which brain settings the impression log sets (brain.exposure: how "
+        "impressions grow with consumption; brain.position_decay: how attention falls down a "
+        "slate); None: both; []: none (they were read already, or are the config's own)",
+    )
+    impressions_columns: dict[str, str] | None = Field(
+        None,
+        description="the impression log's field mapping (request,user,item,position,clicked,"
+        "propensity,timestamp) when its columns have other names",
+    )
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="table and recbole formats: mapping of user,item,rating,timestamp,count "
@@ -533,7 +550,16 @@ _MAX_CONFIG_DEPTH = 20
 # settings added after run ids were first derived from configs: while unset, they stay out
 # of every id and default path, so a config that does not use them keeps its old run id
 _LATER_FIELDS = {
-    "data": ("kg", "kg_links", "kg_labels", "domain", "item_noun"),
+    "data": (
+        "kg",
+        "kg_links",
+        "kg_labels",
+        "domain",
+        "item_noun",
+        "impressions_path",
+        "impressions_columns",
+        "impressions_use",
+    ),
     "population": ("visit_rate",),
     "simulation": ("repeats", "inherit_history"),
 }

@@ -233,3 +233,60 @@ def test_the_command_line_writes_the_report_verdict_first(obd, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "column 'clicked'" in err and "Traceback" not in err
     assert not (tmp_path / "b").exists()
+
+
+def _run_on_impressions(tmp_path, **data_extra):
+    world = {"synthetic": {"users": 600, "items": 300}}
+    logged = simrec.run(
+        {
+            "seed": 1,
+            "data": world,
+            "simulation": {"ticks": 30, "page_size": 3, "max_pages": 1},
+            "brain": {"position_decay": 0.8},
+            "policy": {"name": "organic", "params": {"exposure": 1.0}},
+            "output": {"dir": str(tmp_path / "logged"), "overwrite": True},
+        }
+    )
+    data = {**world, "impressions_path": str(Path(logged.run_dir) / "events"), **data_extra}
+    return simrec.run(
+        {
+            "seed": 1,
+            "data": data,
+            "simulation": {"ticks": 2},
+            "output": {"dir": str(tmp_path / "run"), "overwrite": True},
+        }
+    )
+
+
+def test_a_run_reads_exposure_and_position_decay_from_an_impression_log(tmp_path):
+    """A log written by users who examine position p with probability ~ p ** -0.8 and meet
+    items in proportion to (interactions + 1) ** 1: a run given it calibrates with both,
+    within 0.1, says so in its manifest, and reads nothing again on resume."""
+    run = _run_on_impressions(tmp_path)
+    cfg = run.manifest["config"]
+    assert cfg["brain"]["exposure"] == pytest.approx(1.0, abs=0.1)
+    assert cfg["brain"]["position_decay"] == pytest.approx(0.8, abs=0.1)
+    assert cfg["data"]["impressions_use"] == []  # read once: a resume keeps these values
+    shown = run.manifest["data"]["impressions"]
+    assert shown["layout"] == "simrec-events" and shown["rows"] > 5000
+    assert any(
+        str(tmp_path / "logged" / "events") in p for p in run.manifest["data"]["file_sha256"]
+    )
+
+
+def test_impressions_use_chooses_which_settings_the_log_sets(tmp_path):
+    run = _run_on_impressions(tmp_path, impressions_use=["position_decay"])
+    brain = run.manifest["config"]["brain"]
+    assert brain["exposure"] == 1.0  # the config's own (the default)
+    assert brain["position_decay"] == pytest.approx(0.8, abs=0.1)
+
+
+def test_the_impressions_flag_and_a_bad_impression_log(tmp_path, capsys):
+    bad = tmp_path / "shown.csv"
+    bad.write_text("request,item,position,clicked\n1,a,1,maybe\n")
+    args = ["run", "--users", "50", "--items", "30", "--ticks", "1", "--impressions", str(bad)]
+    assert main([*args, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "shown.csv: column 'clicked': expected numbers, found 'maybe'" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r").exists()

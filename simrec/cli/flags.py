@@ -36,6 +36,12 @@ def add_data_flags(r: argparse.ArgumentParser) -> None:
     )
     r.add_argument("--items-file", help="table format: catalog file with item/title/genres columns")
     r.add_argument(
+        "--impressions",
+        metavar="LOG",
+        help="an impression log of the same users and items (the layouts of `simrec eval "
+        "impressions`): brain.exposure and brain.position_decay are read from it",
+    )
+    r.add_argument(
         "--domain",
         choices=tuple(DOMAINS),
         help="what the catalog holds, for prompts, profiles and reports (default: inferred "
@@ -329,6 +335,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         data["columns"] = parse_columns(args.columns)
     if args.items_file is not None:
         data["items_path"] = args.items_file
+    if getattr(args, "impressions", None) is not None:
+        data["impressions_path"] = args.impressions
     for flag in ("kg", "kg_links", "kg_labels"):
         if getattr(args, flag, None) not in (None, KG_OF_DATA):
             data[flag] = getattr(args, flag)

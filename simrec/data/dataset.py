@@ -472,6 +472,47 @@ class Sessions:
         return self.per_user / np.maximum(self.tenure_days, min_tenure_days)
 
 
+@dataclass(frozen=True)
+class Impressions:
+    """One row per shown item; every array (n,). ``request`` int64 index of the slate or
+    request, ``user`` int64 index into ``user_ids``, ``item`` int64 index into ``item_ids``,
+    ``position`` int64 (1 = first), ``clicked`` bool, ``propensity`` float64 (NaN where not
+    logged), ``timestamp`` int64 Unix seconds (0 where not logged). ``source``: where it came
+    from; ``layout``: ``table``, ``open-bandit``, ``mind`` or ``simrec-events``."""
+
+    request: np.ndarray
+    user: np.ndarray
+    item: np.ndarray
+    position: np.ndarray
+    clicked: np.ndarray
+    propensity: np.ndarray
+    timestamp: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    source: str
+    layout: str
+
+    def __len__(self) -> int:
+        return int(self.item.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_ids.shape[0])
+
+    @property
+    def positions(self) -> np.ndarray:
+        """The positions that occur, ascending."""
+        return np.unique(self.position)
+
+    def shown(self) -> np.ndarray:
+        """(n_items,) how often each item was shown."""
+        return np.bincount(self.item, minlength=self.n_items)
+
+    def clicks(self) -> np.ndarray:
+        """(n_items,) how often each item was clicked."""
+        return np.bincount(self.item, self.clicked, self.n_items).astype(np.int64)
+
+
 @dataclass
 class Dataset:
     """A catalog, a seed log over it, its rating scale and where it came from."""
@@ -484,6 +525,8 @@ class Dataset:
     # synthetic worlds only: the choice utility the log was drawn from, so evaluations can
     # report what a perfect model would reach (see :class:`WorldTruth`)
     truth: WorldTruth | None = None
+    # an impression log of the same users and items (data.impressions_path), or None
+    impressions: Impressions | None = None
 
     def with_log(self, log: Interactions, source: str | None = None) -> Dataset:
         """This dataset with ``log`` (over the same catalog) as its interactions, the

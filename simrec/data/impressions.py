@@ -19,12 +19,12 @@ layouts are read, each into :class:`Impressions`, one row per shown item:
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from simrec.data.dataset import Impressions
 from simrec.data.files import require_file
 from simrec.data.loaders import numeric_column, read_table, require_columns, timestamp_column
 from simrec.errors import InputError
@@ -34,47 +34,6 @@ __all__ = ["FIELDS", "Impressions", "read_impressions"]
 FIELDS = ("request", "user", "item", "position", "clicked", "propensity", "timestamp")
 _REQUIRED = ("request", "item", "position", "clicked")
 _OBD = ("item_id", "position", "click", "propensity_score")
-
-
-@dataclasses.dataclass(frozen=True)
-class Impressions:
-    """One row per shown item; every array (n,). ``request`` int64 index of the slate or
-    request, ``user`` int64 index into ``user_ids``, ``item`` int64 index into ``item_ids``,
-    ``position`` int64 (1 = first), ``clicked`` bool, ``propensity`` float64 (NaN where not
-    logged), ``timestamp`` int64 Unix seconds (0 where not logged). ``source``: where it came
-    from; ``layout``: ``table``, ``open-bandit``, ``mind`` or ``simrec-events``."""
-
-    request: np.ndarray
-    user: np.ndarray
-    item: np.ndarray
-    position: np.ndarray
-    clicked: np.ndarray
-    propensity: np.ndarray
-    timestamp: np.ndarray
-    user_ids: np.ndarray
-    item_ids: np.ndarray
-    source: str
-    layout: str
-
-    def __len__(self) -> int:
-        return int(self.item.shape[0])
-
-    @property
-    def n_items(self) -> int:
-        return int(self.item_ids.shape[0])
-
-    @property
-    def positions(self) -> np.ndarray:
-        """The positions that occur, ascending."""
-        return np.unique(self.position)
-
-    def shown(self) -> np.ndarray:
-        """(n_items,) how often each item was shown."""
-        return np.bincount(self.item, minlength=self.n_items)
-
-    def clicks(self) -> np.ndarray:
-        """(n_items,) how often each item was clicked."""
-        return np.bincount(self.item, self.clicked, self.n_items).astype(np.int64)
 
 
 def read_impressions(path: str | Path, columns: dict[str, str] | None = None) -> Impressions:

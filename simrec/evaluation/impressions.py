@@ -27,7 +27,6 @@ Bandit samples hold 38 to 69). Then:
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,15 @@ import pandas as pd
 import pyarrow as pa
 
 from simrec import outputs
-from simrec.data.impressions import Impressions, read_impressions
+from simrec.agents.impressions import (
+    MAX_POSITIONS,
+    PositionModel,
+    fit_position_model,
+    position_decay,
+    slope,
+)
+from simrec.data.dataset import Impressions
+from simrec.data.impressions import read_impressions
 from simrec.evaluation.resampling import bootstrap_units
 from simrec.rng import Streams
 
@@ -49,80 +56,8 @@ __all__ = [
 ]
 
 COLUMNS = ("section", "setting", "metric", "value", "source")
-ITERATIONS = 200  # EM steps at most
-TOLERANCE = 1e-7  # stop when no probability moves more than this
 RESAMPLES = 1000
 DECILES = 10
-MAX_POSITIONS = 50  # positions reported one by one; deeper ones are pooled into the last
-
-
-@dataclasses.dataclass(frozen=True)
-class PositionModel:
-    """The fitted PBM. ``examination``: (n_positions,) P(examined) at positions 1..n (deeper
-    positions share the last); ``attractiveness``: (n_items,) P(clicked | examined); ``prior``:
-    the attractiveness of an item the log never showed (the Beta prior's mean)."""
-
-    examination: np.ndarray
-    attractiveness: np.ndarray
-    prior: float
-
-    def click_probability(self, item: np.ndarray, position: np.ndarray) -> np.ndarray:
-        """item (n,) indices (-1: unknown to the fit log), position (n,) 1-based -> (n,)."""
-        at = np.minimum(position, self.examination.size) - 1
-        alpha = np.where(item >= 0, self.attractiveness[np.maximum(item, 0)], self.prior)
-        return self.examination[at] * alpha
-
-    @property
-    def relative_examination(self) -> np.ndarray:
-        """(n_positions,) examination over position 1's."""
-        return self.examination / self.examination[0]
-
-
-def fit_position_model(imp: Impressions, rows: np.ndarray | None = None) -> PositionModel:
-    """The PBM of ``imp`` (its ``rows`` (m,) only, if given) by EM, attractiveness shrunk by
-    a Beta prior fitted to the items' click-through by the method of moments."""
-    rows = np.arange(len(imp)) if rows is None else rows
-    item, clicked = imp.item[rows], imp.clicked[rows].astype(np.float64)
-    pos = np.minimum(imp.position[rows], MAX_POSITIONS) - 1
-    n_pos = int(pos.max()) + 1
-    shown = np.bincount(item, minlength=imp.n_items).astype(np.float64)
-    clicks = np.bincount(item, clicked, imp.n_items)
-    strength = _prior_strength(clicks, shown)
-    per_pos = np.bincount(pos, minlength=n_pos).astype(np.float64)
-    theta = np.full(n_pos, 0.5)  # not 1: at 1 every unclicked row reads as examined, for good
-    mean = min(2.0 * clicked.mean(), 1.0)
-    alpha = (clicks + strength * mean) / (shown + strength)
-    for _ in range(ITERATIONS):
-        t, al = theta[pos], alpha[item]
-        q = np.minimum(t * al, 1 - 1e-12)
-        exam = np.where(clicked > 0, 1.0, t * (1 - al) / (1 - q))
-        attr = np.where(clicked > 0, 1.0, (1 - t) * al / (1 - q))
-        summed = np.bincount(item, attr, imp.n_items)
-        mean = float(summed.sum() / max(shown.sum(), 1))  # the prior's mean, refitted each step
-        new_theta = np.bincount(pos, exam, n_pos) / np.maximum(per_pos, 1)
-        new_alpha = (summed + strength * mean) / (shown + strength)
-        moved = max(np.abs(new_theta - theta).max(), np.abs(new_alpha - alpha).max())
-        theta, alpha = new_theta, new_alpha
-        if moved < TOLERANCE:
-            break
-    theta = np.where(per_pos > 0, theta, np.nan)
-    return PositionModel(theta, alpha, mean)
-
-
-def _prior_strength(clicks: np.ndarray, shown: np.ndarray) -> float:
-    """The Beta prior's pseudo-count ``a + b``, by the method of moments: the items'
-    click-through variance beyond binomial noise; none left (few clicks): a strong prior, so
-    every item reads as the mean."""
-    seen = shown > 0
-    m = float(clicks.sum() / max(shown.sum(), 1))
-    m = min(max(m, 1e-6), 1 - 1e-6)
-    ctr = clicks[seen] / shown[seen]
-    weights = shown[seen] / shown[seen].sum()
-    observed = float((weights * (ctr - m) ** 2).sum())
-    noise = float((weights * m * (1 - m) / shown[seen]).sum())
-    true_var = observed - noise
-    k = m * (1 - m) / true_var - 1 if true_var > 0 else 1e6
-    return float(np.clip(k, 2.0, 1e6))
 
 
 def exposure_exponent(
@@ -141,10 +76,7 @@ def exposure_exponent(
     y, x = np.log(rate[seen]), np.log1p(consumed[seen].astype(np.float64))
 
     def statistic(idx: np.ndarray) -> np.ndarray:
-        xs, ys = x[idx], y[idx]
-        xc = xs - xs.mean(axis=-1, keepdims=True)
-        yc = ys - ys.mean(axis=-1, keepdims=True)
-        return ((xc * yc).sum(axis=-1) / (xc * xc).sum(axis=-1))[None, :]
+        return slope(x[idx], y[idx])[None, :]
 
     if seen.size < 3 or np.ptp(x) == 0:
         return float("nan"), float("nan"), float("nan")
@@ -257,7 +189,7 @@ def _rows(imp: Impressions, other: Impressions | None, seed: int) -> list[tuple]
             ("position", name, "ctr", float(pred[p]), "predicted"),
             ("position", name, "relative_examination", float(relative[p]), "fitted"),
         ]
-    rows.append(("position", "all", "position_decay", _decay(relative, shown), "fitted"))
+    rows.append(("position", "all", "position_decay", position_decay(relative, shown), "fitted"))
     rows.append(("position", "all", "within_interval", _within(pred, lo, hi, shown), "predicted"))
     order = np.lexsort((np.arange(imp.n_items), imp.shown()))
     decile_of = np.empty(imp.n_items, np.int64)
@@ -285,17 +217,6 @@ def _rows(imp: Impressions, other: Impressions | None, seed: int) -> list[tuple]
     if other is not None:
         rows += _compare_rows(imp, other, model, seed)
     return rows
-
-
-def _decay(relative: np.ndarray, shown: np.ndarray) -> float:
-    """The brain's ``position_decay``: minus the slope of log relative examination on log
-    position, weighted by how often each position was shown; NaN with one position."""
-    ok = np.flatnonzero((shown > 0) & np.isfinite(relative) & (relative > 0))
-    if ok.size < 2:
-        return float("nan")
-    x, y, w = np.log(ok + 1.0), np.log(relative[ok]), shown[ok].astype(np.float64)
-    xm, ym = np.average(x, weights=w), np.average(y, weights=w)
-    return float(-np.average((x - xm) * (y - ym), weights=w) / np.average((x - xm) ** 2, weights=w))
 
 
 def _within(pred: np.ndarray, lo: np.ndarray, hi: np.ndarray, shown: np.ndarray) -> float:

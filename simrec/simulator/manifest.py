@@ -73,6 +73,15 @@ def run_manifest(ctx: RunContext) -> dict:
             if np.isfinite(data.interactions.rating).any()
             else None,
             "feedback": feedback_kind(data.interactions),
+            # the impression log brain.exposure and brain.position_decay were read from
+            "impressions": None
+            if data.impressions is None
+            else {
+                "path": cfg.data.impressions_path,
+                "layout": data.impressions.layout,
+                "rows": len(data.impressions),
+                "clicks": int(data.impressions.clicked.sum()),
+            },
             "domain": data.catalog.domain.model_dump(mode="json"),
         },
         "counts": {

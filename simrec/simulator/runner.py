@@ -218,6 +218,7 @@ def _run(
     t = time.perf_counter()
     check_memory(cfg)  # a synthetic world's size is known before it is made
     data = build.load_data(cfg) if given.data is None else given.data
+    cfg = build.with_impressions(cfg, data)  # brain settings an impression log tells
     timings["load_s"] = time.perf_counter() - t
     check_memory(cfg, data.interactions.n_users, data.catalog.n_items)
     t = time.perf_counter()
