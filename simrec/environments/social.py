@@ -75,7 +75,7 @@ def build_graph(cfg: SocialConfig, data: Dataset, personas: Personas, seed: int)
     if cfg.graph == "edges":
         if cfg.path is None:
             raise ConfigError("social.path: expected an edge list file for graph 'edges', got none")
-        return read_edge_list(Path(cfg.path), data, personas)
+        return read_edge_list(Path(cfg.path), data, personas.source_user)
     raise ConfigError(f"social.graph: unknown graph {cfg.graph!r}")
 
 
@@ -90,8 +90,9 @@ def _from_nx(g: nx.Graph, n: int, source: str, **extra) -> SocialGraph:
 _SPLIT = re.compile(r"[\s,]+")
 
 
-def read_edge_list(path: Path, data: Dataset, personas: Personas) -> SocialGraph:
-    """Edges between data users, one ``a b`` pair per line -> a graph over agents. A first
+def read_edge_list(path: Path, data: Dataset, source_user: np.ndarray) -> SocialGraph:
+    """Edges between data users, one ``a b`` pair per line -> a graph over agents, each of which
+    simulates the data user ``source_user[agent]`` (agents of one user are all linked). A first
     line whose two fields are both not users of the data is a header (``userID friendID``) and
     is skipped.
 
@@ -103,10 +104,11 @@ def read_edge_list(path: Path, data: Dataset, personas: Personas) -> SocialGraph
     ids = data.interactions.user_ids
     index = {str(u): i for i, u in enumerate(ids.tolist())}
     agents_of: dict[int, list[int]] = {}
-    for agent, src in enumerate(personas.source_user.tolist()):
+    for agent, src in enumerate(np.asarray(source_user).tolist()):
         agents_of.setdefault(src, []).append(agent)
+    n_agents = len(source_user)
     g = nx.Graph()
-    g.add_nodes_from(range(len(personas)))
+    g.add_nodes_from(range(n_agents))
     dropped = 0
     try:
         text = path.read_text(encoding="utf-8")
@@ -145,9 +147,7 @@ def read_edge_list(path: Path, data: Dataset, personas: Personas) -> SocialGraph
         g.add_edges_from((x, y) for x in left for y in right if x != y)
     if n_edges == 0:
         raise InputError(f"{path}: expected at least one edge, found none")
-    return _from_nx(
-        g, len(personas), "edges", dropped_edges=dropped, file_sha256=file_sha256(str(path))
-    )
+    return _from_nx(g, n_agents, "edges", dropped_edges=dropped, file_sha256=file_sha256(str(path)))
 
 
 class SocialSignal:

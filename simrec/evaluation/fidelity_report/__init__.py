@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from simrec import build, outputs
 from simrec.config import EXPOSURE_READINGS, RunConfig, exposure_readings
@@ -105,6 +106,7 @@ from simrec.evaluation.fidelity_report.ranking import (
     ranking_uncertainty,
 )
 from simrec.evaluation.fidelity_report.rating import rating_fidelity
+from simrec.evaluation.fidelity_report.social import social_rows
 from simrec.evaluation.fidelity_report.split import (
     COLUMNS,
     SECTIONS,
@@ -237,7 +239,7 @@ def fidelity(
     per_user_watches: dict[str, np.ndarray] = {}  # policy -> (n_users,): agent i is user i
     per_user_recall: dict[str, np.ndarray] = {}  # policy -> (users with held-out items,)
     held_out_users = np.zeros(0, np.int64)
-    sim_data = None
+    sim_data, sim_consumed = None, None
     n_users = split.train.interactions.n_users
     n_items = split.train.catalog.n_items
     scratch = tempfile.TemporaryDirectory(prefix="simrec-fidelity-") if out is None else None
@@ -276,6 +278,14 @@ def fidelity(
             if name == behaviour_policy:
                 events = events.assign(item_index=_item_index(events, split.train))
                 sim_data = sim_behaviour(events, n_users, n_items, cfg.simulation.ticks)
+                watched = events[(events.event_type == "impression") & events.clicked]
+                sim_consumed = sp.csr_matrix(
+                    (
+                        np.ones(len(watched), np.float32),
+                        (watched.user_id.to_numpy(), watched.item_index.to_numpy()),
+                    ),
+                    shape=(n_users, n_items),
+                )
         if scratch is not None:
             scratch.cleanup()
         beh_rows, beh_data = behaviour(split, sim_data, cfg.simulation.tick_seconds)
@@ -284,6 +294,7 @@ def fidelity(
         rows += ranking_uncertainty(per_user_watches, per_user_recall, held_out_users, cfg.seed)
         if readings:
             rows += exposure_rows(engagement, readings, offline, cfg.brain.exposure)
+        rows += social_rows(cfg, split, sim_consumed, cfg.seed)
         rows += popularity_rating_rows(split.train)
         for (section, setting, metric), (op, target) in TARGETS.items():
             rows.append((section, setting, f"target_{metric}", target, op))

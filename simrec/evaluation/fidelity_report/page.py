@@ -14,6 +14,7 @@ from simrec.config import RunConfig
 from simrec.domain import DOMAINS, Domain
 from simrec.evaluation import page as blocks
 from simrec.evaluation.fidelity_report.ranking import MIN_RATINGS_PER_ITEM, RESOLVED
+from simrec.evaluation.fidelity_report.social import social_verdict
 from simrec.evaluation.fidelity_report.split import TARGETS, holdout_kind
 
 SCORECARD = (
@@ -249,6 +250,9 @@ def write_report(
     sections.append(
         ("Behaviour", blocks.image(blocks.save_figure(fig, out / "behaviour.png"), "behaviour"))
     )
+    friends = social_verdict(table)
+    if friends is not None:
+        sections.append(("Do friends consume alike?", f"<p>{blocks.esc(friends)}.</p>"))
     sections.append(("Targets", blocks.table(targets_met(table))))
     sections.append(("All figures", blocks.table(summary_table(table))))
     sections.append(
