@@ -150,32 +150,38 @@ def _mind(path: Path) -> Impressions:
     return _table(path, long, {f: f for f in FIELDS}, "mind")
 
 
+def _checked(df: pd.DataFrame, column: str, path: Path, ok, expected: str) -> np.ndarray:
+    """Column ``column`` as numbers, or InputError naming the first value ``ok`` refuses."""
+    values = numeric_column(df, column, path, 1)
+    bad = np.flatnonzero(~ok(values))
+    if bad.size:
+        raise InputError(
+            f"{path}: column '{column}': expected {expected}, found "
+            f"{df[column].iloc[bad[0]]!r} at line {int(bad[0]) + 2}"
+        )
+    return values
+
+
 def _table(path: Path, df: pd.DataFrame, mapping: dict[str, str], layout: str) -> Impressions:
     """``df``'s columns named by ``mapping`` (field -> column) as :class:`Impressions`."""
     require_columns(df, [mapping[f] for f in _REQUIRED], path)
-    position = numeric_column(df, mapping["position"], path, 1)
-    bad = np.flatnonzero((position < 1) | (position != np.round(position)))
-    if bad.size:
-        raise InputError(
-            f"{path}: column '{mapping['position']}': expected positions 1, 2, ... (1 = first), "
-            f"found {df[mapping['position']].iloc[bad[0]]!r} at line {int(bad[0]) + 2}"
-        )
-    clicked = numeric_column(df, mapping["clicked"], path, 1)
-    bad = np.flatnonzero(~np.isin(clicked, (0.0, 1.0)))
-    if bad.size:
-        raise InputError(
-            f"{path}: column '{mapping['clicked']}': expected 0 or 1, found "
-            f"{df[mapping['clicked']].iloc[bad[0]]!r} at line {int(bad[0]) + 2}"
-        )
+    position = _checked(
+        df,
+        mapping["position"],
+        path,
+        lambda v: (v >= 1) & (v == np.round(v)),
+        "positions 1, 2, ... (1 = first)",
+    )
+    clicked = _checked(df, mapping["clicked"], path, lambda v: np.isin(v, (0.0, 1.0)), "0 or 1")
     propensity = np.full(len(df), np.nan)
     if mapping["propensity"] in df.columns:
-        propensity = numeric_column(df, mapping["propensity"], path, 1)
-        bad = np.flatnonzero(~((propensity > 0) & (propensity <= 1)))
-        if bad.size:
-            raise InputError(
-                f"{path}: column '{mapping['propensity']}': expected probabilities in (0, 1], "
-                f"found {df[mapping['propensity']].iloc[bad[0]]!r} at line {int(bad[0]) + 2}"
-            )
+        propensity = _checked(
+            df,
+            mapping["propensity"],
+            path,
+            lambda v: (v > 0) & (v <= 1),
+            "probabilities in (0, 1]",
+        )
     timestamp = np.zeros(len(df), np.int64)
     if mapping["timestamp"] in df.columns:
         timestamp = timestamp_column(df, mapping["timestamp"], path, 1)
